@@ -1,0 +1,341 @@
+//! Artifact references as users type them, the same shape as W&B's:
+//! `[[entity/]project/]name[:alias|:vN]` or `[[entity/]project/]name@<manifest digest>`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::digest::truncate;
+use crate::{Digest, Error};
+
+/// Longest entity, project, name or alias accepted.
+const MAX_SEGMENT: usize = 128;
+
+/// Which version of an artifact a reference means.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Selector {
+    /// A mutable pointer (`latest`, `best`), resolved by the upstream.
+    Alias(String),
+    /// `vN`: immutable once it exists.
+    Version(u32),
+    /// `@<digest>`: the version whose canonical manifest has this digest; immutable.
+    Digest(Digest),
+}
+
+impl Selector {
+    pub const LATEST: &'static str = "latest";
+
+    /// Whether the answer can change over time (and so must be asked of the upstream again).
+    pub fn is_mutable(&self) -> bool {
+        matches!(self, Self::Alias(_))
+    }
+
+    /// Parses the part after `:`: `vN` is a version, anything else of the allowed
+    /// characters an alias.
+    pub fn parse_tag(tag: &str) -> Result<Self, String> {
+        if let Some(number) = tag
+            .strip_prefix('v')
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        {
+            if number.len() > 1 && number.starts_with('0') {
+                return Err(format!(
+                    "version `{tag}` has a leading zero (write `v{}`)",
+                    number.trim_start_matches('0').max("0")
+                ));
+            }
+            return number
+                .parse()
+                .map(Self::Version)
+                .map_err(|_| format!("version `{tag}` is too large"));
+        }
+        check_segment("alias", tag)?;
+        Ok(Self::Alias(tag.to_owned()))
+    }
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Alias(alias) => write!(f, ":{alias}"),
+            Self::Version(n) => write!(f, ":v{n}"),
+            Self::Digest(digest) => write!(f, "@{digest}"),
+        }
+    }
+}
+
+/// A fully qualified artifact: `entity/project/name`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ArtifactName {
+    pub entity: String,
+    pub project: String,
+    pub name: String,
+}
+
+impl ArtifactName {
+    /// Builds a name from parts, each checked like a typed reference's.
+    pub fn new(entity: &str, project: &str, name: &str) -> Result<Self, Error> {
+        let full = format!("{entity}/{project}/{name}");
+        let err = |reason| Error::Reference {
+            input: truncate(&full),
+            reason,
+        };
+        check_segment("entity", entity).map_err(err)?;
+        check_segment("project", project).map_err(err)?;
+        check_segment("name", name).map_err(err)?;
+        Ok(Self {
+            entity: entity.to_owned(),
+            project: project.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for ArtifactName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.entity, self.project, self.name)
+    }
+}
+
+/// A reference as typed: entity and project may be left to defaults (config,
+/// `HOARD_ENTITY`, `HOARD_PROJECT`); a missing selector means `:latest`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ArtifactRef {
+    pub entity: Option<String>,
+    pub project: Option<String>,
+    pub name: String,
+    pub selector: Selector,
+}
+
+impl ArtifactRef {
+    /// Fills in the entity and project from defaults, and says which one is missing if a
+    /// default is needed but absent.
+    pub fn qualify(
+        &self,
+        entity: Option<&str>,
+        project: Option<&str>,
+    ) -> Result<ArtifactName, Error> {
+        let missing = |what: &str| Error::Reference {
+            input: truncate(&self.to_string()),
+            reason: format!("no {what} given and no default {what} configured"),
+        };
+        let project = self
+            .project
+            .as_deref()
+            .or(project)
+            .ok_or_else(|| missing("project"))?;
+        let entity = self
+            .entity
+            .as_deref()
+            .or(entity)
+            .ok_or_else(|| missing("entity"))?;
+        ArtifactName::new(entity, project, &self.name)
+    }
+}
+
+impl FromStr for ArtifactRef {
+    type Err = Error;
+
+    fn from_str(input: &str) -> Result<Self, Error> {
+        let err = |reason: String| Error::Reference {
+            input: truncate(input),
+            reason,
+        };
+        if input.is_empty() {
+            return Err(err("it is empty".to_owned()));
+        }
+        let (path, selector) = if let Some((path, digest)) = input.split_once('@') {
+            let digest = digest.parse::<Digest>().map_err(|_| {
+                err(format!(
+                    "`{}` after `@` is not a 64-hex-digit manifest digest",
+                    truncate(digest)
+                ))
+            })?;
+            (path, Selector::Digest(digest))
+        } else if let Some((path, tag)) = input.split_once(':') {
+            (path, Selector::parse_tag(tag).map_err(err)?)
+        } else {
+            (input, Selector::Alias(Selector::LATEST.to_owned()))
+        };
+        let parts: Vec<&str> = path.split('/').collect();
+        let (entity, project, name) = match parts[..] {
+            [name] => (None, None, name),
+            [project, name] => (None, Some(project), name),
+            [entity, project, name] => (Some(entity), Some(project), name),
+            _ => {
+                return Err(err(format!(
+                    "it has {} `/`-separated parts, at most 3 are allowed",
+                    parts.len()
+                )));
+            }
+        };
+        for (what, value) in [
+            ("entity", entity),
+            ("project", project),
+            ("name", Some(name)),
+        ] {
+            if let Some(value) = value {
+                check_segment(what, value).map_err(err)?;
+            }
+        }
+        Ok(Self {
+            entity: entity.map(str::to_owned),
+            project: project.map(str::to_owned),
+            name: name.to_owned(),
+            selector,
+        })
+    }
+}
+
+impl fmt::Display for ArtifactRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(entity) = &self.entity {
+            write!(f, "{entity}/")?;
+        }
+        if let Some(project) = &self.project {
+            write!(f, "{project}/")?;
+        }
+        write!(f, "{}{}", self.name, self.selector)
+    }
+}
+
+impl Serialize for ArtifactRef {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ArtifactRef {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Entities, projects, names and aliases: 1 to 128 of `A-Z a-z 0-9 _ - .`, not starting
+/// with `.`, so that each is also a safe single path component and URL segment.
+fn check_segment(what: &str, value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err(format!("the {what} is empty"));
+    }
+    if value.len() > MAX_SEGMENT {
+        return Err(format!(
+            "the {what} is longer than {MAX_SEGMENT} characters"
+        ));
+    }
+    if value.starts_with('.') {
+        return Err(format!("the {what} `{value}` starts with `.`"));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        return Err(format!(
+            "the {what} `{}` contains `{c}`; allowed are letters, digits, `_`, `-` and `.`",
+            truncate(value)
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn parse(s: &str) -> ArtifactRef {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_documented_shapes() {
+        let r = parse("bike-dataset");
+        assert_eq!(
+            (r.entity, r.project, r.name.as_str()),
+            (None, None, "bike-dataset")
+        );
+        assert_eq!(r.selector, Selector::Alias("latest".into()));
+
+        let r = parse("vision/bike-dataset:best");
+        assert_eq!((r.entity, r.project.as_deref()), (None, Some("vision")));
+        assert_eq!(r.selector, Selector::Alias("best".into()));
+
+        let r = parse("acme/vision/bike-dataset:v12");
+        assert_eq!(r.entity.as_deref(), Some("acme"));
+        assert_eq!(r.selector, Selector::Version(12));
+        assert!(!r.selector.is_mutable());
+
+        let d = Digest::of(b"m");
+        let r = parse(&format!("acme/vision/bike.v2@{d}"));
+        assert_eq!(r.name, "bike.v2");
+        assert_eq!(r.selector, Selector::Digest(d));
+    }
+
+    #[test]
+    fn errors_show_the_grammar_and_the_reason() {
+        for (bad, why) in [
+            ("", "empty"),
+            ("a/b/c/d", "4 `/`-separated parts"),
+            ("a//c", "project is empty"),
+            ("name:", "alias is empty"),
+            ("name:v01", "leading zero"),
+            ("name:v99999999999", "too large"),
+            ("na me", "contains ` `"),
+            ("../etc", "starts with `.`"),
+            ("name@abc", "manifest digest"),
+            ("name:a:b", "contains `:`"),
+            ("x/name:latest@00", "manifest digest"),
+        ] {
+            let err = bad.parse::<ArtifactRef>().unwrap_err().to_string();
+            assert!(err.contains(why), "{bad:?}: {err}");
+            assert!(err.contains("[[entity/]project/]name[:alias|:vN]"), "{err}");
+        }
+    }
+
+    #[test]
+    fn qualify_uses_defaults_only_where_missing() {
+        let r = parse("vision/bike");
+        let full = r.qualify(Some("acme"), Some("other")).unwrap();
+        assert_eq!(full.to_string(), "acme/vision/bike");
+        let err = parse("bike")
+            .qualify(None, Some("p"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no entity given"), "{err}");
+    }
+
+    fn segment() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9_-][A-Za-z0-9._-]{0,15}"
+    }
+
+    fn selector() -> impl Strategy<Value = Selector> {
+        prop_oneof![
+            segment()
+                .prop_filter("not a version", |s| Selector::parse_tag(s)
+                    .is_ok_and(|t| matches!(t, Selector::Alias(_))))
+                .prop_map(Selector::Alias),
+            any::<u32>().prop_map(Selector::Version),
+            any::<[u8; 32]>().prop_map(|b| Selector::Digest(Digest::from_bytes(b))),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn display_parses_back(entity in prop::option::of(segment()), project in prop::option::of(segment()), name in segment(), selector in selector()) {
+            let project = project.or_else(|| entity.as_ref().map(|_| "p".to_owned()));
+            let r = ArtifactRef { entity, project, name, selector };
+            prop_assert_eq!(r.to_string().parse::<ArtifactRef>().unwrap(), r);
+        }
+
+        #[test]
+        fn never_panics_and_accepts_only_safe_segments(s in "\\PC{0,40}") {
+            if let Ok(r) = s.parse::<ArtifactRef>() {
+                for part in [r.entity.as_deref(), r.project.as_deref(), Some(r.name.as_str())].into_iter().flatten() {
+                    prop_assert!(!part.is_empty() && !part.starts_with('.') && !part.contains('/'));
+                }
+            }
+        }
+    }
+}
