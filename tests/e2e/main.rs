@@ -1,1 +1,5 @@
+//! End-to-end tests: they start the real binaries.
+//!
+//! - `bench`: the benchmark command the README names runs and reports its comparison.
 
+mod bench;

@@ -1,1 +1,235 @@
-fn main() {}
+//! hoard's benchmark. `materialize` builds synthetic trees, ingests them into a fresh
+//! cache, and reports hoard's warm materialization next to `cp -al` of the same tree on
+//! the same filesystem, as a ratio (the design's budget: ≤ 1.0 for 20,000 files).
+//!
+//! Run it in release mode: `cargo run --release -p hoard-bench -- materialize`.
+
+#![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use hoard_store::{LinkMode, Store};
+use hoard_types::{Entry, Manifest, PathPrefix, RelPath};
+use rayon::prelude::*;
+
+#[derive(Parser)]
+#[command(about = "hoard's benchmark")]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Warm materialization vs `cp -al`, for a many-small-files tree and a few-large-files tree.
+    Materialize {
+        /// Files in the small-files tree (3 levels, 1–64 KiB each).
+        #[arg(long, default_value_t = 20_000)]
+        files: usize,
+        /// Number of large files.
+        #[arg(long, default_value_t = 4)]
+        large: usize,
+        /// Size of each large file, in MiB.
+        #[arg(long, default_value_t = 256)]
+        large_mib: usize,
+        /// Timed repetitions of each measurement (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Where to build the trees and the cache (they must share a filesystem).
+        #[arg(long, env = "HOARD_BENCH_DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Commands::Materialize {
+            files,
+            large,
+            large_mib,
+            runs,
+            dir,
+        } => {
+            let base = dir.unwrap_or_else(std::env::temp_dir);
+            fs::create_dir_all(&base).with_context(|| format!("creating `{}`", base.display()))?;
+            let work = tempfile::Builder::new()
+                .prefix("hoard-bench-")
+                .tempdir_in(&base)?;
+            println!(
+                "hoard-bench materialize in {} ({} runs each, median)",
+                work.path().display(),
+                runs
+            );
+            let small = tree(work.path(), "small", files, |i| {
+                1024 + (mix(i as u64) % (63 * 1024)) as usize
+            })?;
+            compare(work.path(), "small", &small, runs)?;
+            if large > 0 {
+                let large_tree = tree(work.path(), "large", large, |_| large_mib << 20)?;
+                compare(work.path(), "large", &large_tree, runs)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A generated source tree: its root and files.
+struct Tree {
+    root: PathBuf,
+    files: Vec<PathBuf>,
+    bytes: u64,
+}
+
+/// Writes `count` files of pseudo-random bytes, three directory levels deep
+/// (`a00/b00/f00000`), each unique.
+fn tree(
+    work: &Path,
+    name: &str,
+    count: usize,
+    size_of: impl Fn(usize) -> usize + Sync,
+) -> Result<Tree> {
+    let root = work.join(format!("{name}-src"));
+    let started = Instant::now();
+    let paths: Vec<PathBuf> = (0..count)
+        .map(|i| root.join(format!("a{:02}/b{:02}/f{i:05}", i % 20, (i / 20) % 20)))
+        .collect();
+    let bytes: u64 = paths
+        .par_iter()
+        .enumerate()
+        .map(|(i, path)| -> Result<u64> {
+            fs::create_dir_all(path.parent().expect("generated paths have parents"))?;
+            let size = size_of(i);
+            let mut file = fs::File::create(path)?;
+            let mut state = mix(i as u64 + 1);
+            let mut block = vec![0u8; size.min(1 << 20)];
+            let mut left = size;
+            while left > 0 {
+                for chunk in block.chunks_mut(8) {
+                    state = mix(state);
+                    chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+                }
+                let n = left.min(block.len());
+                file.write_all(&block[..n])?;
+                left -= n;
+            }
+            Ok(size as u64)
+        })
+        .sum::<Result<u64>>()?;
+    println!(
+        "\n{name}: {count} files, {} MiB, generated in {:.1} s",
+        bytes >> 20,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(Tree {
+        root,
+        files: paths,
+        bytes,
+    })
+}
+
+fn compare(work: &Path, name: &str, tree: &Tree, runs: usize) -> Result<()> {
+    let cache_dir = work.join(format!("{name}-cache"));
+    let store = Store::open(&cache_dir)?;
+    let started = Instant::now();
+    let ingested = store.ingest_files(&tree.files)?;
+    let ingest = started.elapsed();
+    println!(
+        "  ingest (hash, copy, one syncfs):   {:>8.3} s  ({:.0} MiB/s)",
+        ingest.as_secs_f64(),
+        tree.bytes as f64 / 1_048_576.0 / ingest.as_secs_f64()
+    );
+    let mut manifest = Manifest::new();
+    for (path, ingested) in tree.files.iter().zip(&ingested) {
+        let rel = path
+            .strip_prefix(&tree.root)?
+            .to_str()
+            .context("generated paths are UTF-8")?;
+        manifest.entries.insert(
+            RelPath::new(rel)?,
+            Entry {
+                digest: ingested.key.digest,
+                exec: ingested.key.exec,
+                reference: None,
+                size: ingested.size,
+            },
+        );
+    }
+
+    let mut hoard = Vec::new();
+    let mut noop = Vec::new();
+    let mut cp = Vec::new();
+    for run in 0..runs {
+        let dest = work.join(format!("{name}-hoard-{run}"));
+        let started = Instant::now();
+        let report = store.materialize(&manifest, &PathPrefix::all(), &dest, LinkMode::Hardlink)?;
+        hoard.push(started.elapsed());
+        if report.placed != tree.files.len() as u64 {
+            bail!(
+                "materialize placed {} of {} files",
+                report.placed,
+                tree.files.len()
+            );
+        }
+        let started = Instant::now();
+        let again = store.materialize(&manifest, &PathPrefix::all(), &dest, LinkMode::Hardlink)?;
+        noop.push(started.elapsed());
+        if again.unchanged != tree.files.len() as u64 {
+            bail!("re-materialize changed {} files", again.placed);
+        }
+
+        let copy = work.join(format!("{name}-cp-{run}"));
+        let started = Instant::now();
+        let status = Command::new("cp")
+            .arg("-al")
+            .arg(&tree.root)
+            .arg(&copy)
+            .status()
+            .context("running `cp -al`")?;
+        cp.push(started.elapsed());
+        if !status.success() {
+            bail!("`cp -al` failed: {status}");
+        }
+        fs::remove_dir_all(&dest)?;
+        fs::remove_dir_all(&copy)?;
+    }
+    let (hoard, noop, cp) = (median(&mut hoard), median(&mut noop), median(&mut cp));
+    println!(
+        "  hoard materialize (hardlink):      {:>8.3} s",
+        hoard.as_secs_f64()
+    );
+    println!(
+        "  cp -al of the same tree:           {:>8.3} s",
+        cp.as_secs_f64()
+    );
+    println!(
+        "  ratio hoard / cp -al:              {:>8.2}   (budget: <= 1.00)",
+        hoard.as_secs_f64() / cp.as_secs_f64()
+    );
+    println!(
+        "  hoard re-materialize (no-op):      {:>8.3} s",
+        noop.as_secs_f64()
+    );
+    drop(store);
+    fs::remove_dir_all(&cache_dir)?;
+    fs::remove_dir_all(&tree.root)?;
+    Ok(())
+}
+
+fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+/// splitmix64: cheap, deterministic, good enough to make every file unique.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}

@@ -1,1 +1,41 @@
-//! placeholder
+//! hoard's blob store: a content-addressed cache directory and its RocksDB index.
+//!
+//! A blob is the content of one file, named by its blake3 digest and exec bit
+//! ([`BlobKey`]). The store gets bytes in ([`Store::begin`], [`Store::ingest_reader`],
+//! [`Store::ingest_files`]) without ever exposing a half-written or unverified blob, makes
+//! versions appear in directories ([`Store::materialize`]) without ever writing outside
+//! them, and keeps the cache within a budget ([`Store::evict_to`]) and honest
+//! ([`Store::verify`]).
+//!
+//! # Layout
+//!
+//! - `store.rs`: [`Store`], opening, leases, the tamper check every hand-out goes through.
+//! - `layout.rs`: the cache directory's (versioned) layout.
+//! - `ingest.rs`: writing blobs: streams, resumable partials, local files, batches.
+//! - `materialize.rs` and `dest.rs`: link modes, and the symlink-proof destination tree.
+//! - `maintain.rs`: eviction and verification.
+//! - `reconcile.rs`: repairing index/file disagreements on open.
+//! - `index.rs`: the RocksDB index, the only module that uses `rocksdb`; `record.rs`: its
+//!   record encodings.
+//!
+//! The store is synchronous and thread-safe: the daemon calls it from blocking tasks.
+
+mod dest;
+mod error;
+mod index;
+mod ingest;
+mod layout;
+mod maintain;
+mod materialize;
+mod reconcile;
+mod record;
+mod store;
+
+pub use error::{Error, Result};
+pub use ingest::{Begin, BlobWriter, Ingested};
+pub use layout::Layout;
+pub use maintain::{EvictReport, VerifyReport};
+pub use materialize::{LinkMode, MaterializeReport};
+pub use reconcile::ReconcileReport;
+pub use record::{AliasRecord, BlobKey, BlobRecord};
+pub use store::{BLOB_MTIME, Lease, Store};

@@ -1,0 +1,117 @@
+//! The destination directory tree, opened without ever following a symlink.
+//!
+//! The root the caller names is opened as given (symlinks in the caller's own path are the
+//! caller's choice). Below it, every directory is created with `mkdirat` and opened with
+//! `openat(parent, name, O_NOFOLLOW | O_DIRECTORY)`, one component at a time, and files are
+//! then placed with `*at` calls relative to those descriptors. A symlink planted anywhere
+//! in the tree, even between our check and our write, makes the open fail instead of
+//! leading a write outside the destination.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::error::{Error, IoContext, Result};
+
+pub(crate) struct DestTree {
+    pub(crate) path: PathBuf,
+    pub(crate) root: OwnedFd,
+    pub(crate) dev: u64,
+    /// Directory path (relative, `/`-separated) → its descriptor.
+    dirs: HashMap<String, OwnedFd>,
+}
+
+impl DestTree {
+    /// Creates and opens `dest` and every directory in `dirs` (relative paths; ancestors are
+    /// added as needed).
+    pub(crate) fn open<'a>(dest: &Path, dirs: impl IntoIterator<Item = &'a str>) -> Result<Self> {
+        fs::create_dir_all(dest).io("create the destination", dest)?;
+        let root = rustix::fs::open(
+            dest,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .io("open the destination", dest)?;
+        let dev = rustix::fs::fstat(&root).io("stat", dest)?.st_dev;
+        let mut tree = Self {
+            path: dest.to_owned(),
+            root,
+            dev,
+            dirs: HashMap::new(),
+        };
+        // BTreeSet order puts every directory after its ancestors.
+        let mut all = BTreeSet::new();
+        for dir in dirs {
+            for (i, _) in dir.match_indices('/') {
+                all.insert(&dir[..i]);
+            }
+            all.insert(dir);
+        }
+        for dir in all {
+            let (parent, name) = match dir.rsplit_once('/') {
+                Some((parent, name)) => (Some(parent), name),
+                None => (None, dir),
+            };
+            let parent_fd = match parent {
+                Some(p) => &tree.dirs[p],
+                None => &tree.root,
+            };
+            match rustix::fs::mkdirat(parent_fd, name, Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => {
+                    return Err(tree.error(
+                        dir,
+                        &format!("cannot create the directory: {}", std::io::Error::from(e)),
+                    ));
+                }
+            }
+            let fd = match rustix::fs::openat(
+                parent_fd,
+                name,
+                OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(fd) => fd,
+                Err(Errno::LOOP | Errno::NOTDIR) => {
+                    let is_link =
+                        rustix::fs::statat(parent_fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                            .is_ok_and(|st| {
+                                rustix::fs::FileType::from_raw_mode(st.st_mode)
+                                    == rustix::fs::FileType::Symlink
+                            });
+                    let reason = if is_link {
+                        "it is a symlink, which hoard does not follow"
+                    } else {
+                        "it exists and is not a directory"
+                    };
+                    return Err(tree.error(dir, reason));
+                }
+                Err(e) => {
+                    return Err(tree.error(
+                        dir,
+                        &format!("cannot open the directory: {}", std::io::Error::from(e)),
+                    ));
+                }
+            };
+            tree.dirs.insert(dir.to_owned(), fd);
+        }
+        Ok(tree)
+    }
+
+    /// The descriptor of a file's directory (`None` for the root).
+    pub(crate) fn dir(&self, parent: Option<&str>) -> &OwnedFd {
+        parent.map_or(&self.root, |p| &self.dirs[p])
+    }
+
+    pub(crate) fn error(&self, path: &str, reason: &str) -> Error {
+        Error::Destination {
+            dest: self.path.clone(),
+            path: path.to_owned(),
+            reason: reason.to_owned(),
+        }
+    }
+}

@@ -1,0 +1,91 @@
+use std::io;
+use std::path::PathBuf;
+
+use hoard_types::Digest;
+use thiserror::Error;
+
+use crate::BlobKey;
+
+/// Everything the store can fail at. Each variant names the path, digest or blob concerned.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error(transparent)]
+    Invalid(#[from] hoard_types::Error),
+
+    #[error("Failed to {op} `{}`", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("The cache at `{}` is in use by another hoard process; stop it, or set `HOARD_CACHE_DIR` to another directory", path.display())]
+    Locked { path: PathBuf },
+
+    #[error("The cache at `{}` has layout `{found}`, written by a newer hoard; upgrade hoard or use another cache directory", path.display())]
+    NewerLayout { path: PathBuf, found: String },
+
+    #[error("The index at `{}` failed: {message}", path.display())]
+    Index { path: PathBuf, message: String },
+
+    #[error("The index holds a corrupt {what} record under key `{key}`; run `hoard verify`")]
+    CorruptRecord { what: &'static str, key: String },
+
+    #[error("Expected {expected} bytes for blob `{digest}`, got {actual}")]
+    SizeMismatch {
+        digest: String,
+        expected: u64,
+        actual: u64,
+    },
+
+    #[error("Expected blob `{expected}`, but the bytes received hash to `{actual}`")]
+    DigestMismatch { expected: Digest, actual: Digest },
+
+    #[error(
+        "{count} blob(s) of this version are not in the cache (for example `{example}`); fetch them first"
+    )]
+    MissingBlobs {
+        count: usize,
+        example: BlobKey,
+        missing: Vec<BlobKey>,
+    },
+
+    #[error(
+        "Blob `{key}` was modified behind hoard's back ({what}); it was quarantined and must be fetched again"
+    )]
+    Tampered { key: BlobKey, what: String },
+
+    #[error("Cannot write `{path}` in the destination `{}`: {reason}", dest.display())]
+    Destination {
+        dest: PathBuf,
+        path: String,
+        reason: String,
+    },
+
+    #[error("Cannot {mode} from the cache into `{}`: {reason}; use `--mode copy` or `--mode auto`", dest.display())]
+    ModeUnsupported {
+        mode: crate::LinkMode,
+        dest: PathBuf,
+        reason: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Attaches the operation and path to an I/O error: `.io("open", &path)?`.
+pub(crate) trait IoContext<T> {
+    fn io(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T, E: Into<io::Error>> IoContext<T> for std::result::Result<T, E> {
+    fn io(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| Error::Io {
+            op,
+            path: path.into(),
+            source: e.into(),
+        })
+    }
+}

@@ -1,0 +1,332 @@
+//! The RocksDB index: the only module of hoard that touches `rocksdb`.
+//!
+//! Column families (keys → values):
+//!
+//! | family      | key                                   | value                         |
+//! |-------------|---------------------------------------|-------------------------------|
+//! | `blobs`     | [`BlobKey`] (33 bytes)                | [`BlobRecord`]                |
+//! | `last_use`  | [`BlobKey`]                           | unix ms, u64 LE               |
+//! | `foreign`   | foreign digest text (`md5:…`)         | blake3 digest (32 bytes)      |
+//! | `versions`  | `entity/project/name` NUL `N` (u32 BE)| the version JSON              |
+//! | `manifests` | manifest digest (32 bytes)            | the `versions` key            |
+//! | `aliases`   | `entity/project/name` NUL alias       | [`AliasRecord`]               |
+//!
+//! `last_use` is apart from `blobs` so that touching 20,000 blobs after a materialization
+//! is blind writes, with no read-modify-write that could race a pin.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use hoard_types::{ArtifactName, Digest, ForeignDigest, Version};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, IteratorMode, Options,
+    WriteBatch,
+};
+
+use crate::error::{Error, Result};
+use crate::record::{AliasRecord, BlobKey, BlobRecord};
+
+const BLOBS: &str = "blobs";
+const LAST_USE: &str = "last_use";
+const FOREIGN: &str = "foreign";
+const VERSIONS: &str = "versions";
+const MANIFESTS: &str = "manifests";
+const ALIASES: &str = "aliases";
+const FAMILIES: [&str; 6] = [BLOBS, LAST_USE, FOREIGN, VERSIONS, MANIFESTS, ALIASES];
+
+pub(crate) struct Index {
+    db: DB,
+    path: PathBuf,
+    /// Serializes read-modify-write of blob records (pins, inode renewal). RocksDB has no
+    /// compare-and-set; these updates are rare, so one std mutex (never held across an
+    /// await: the store is synchronous) is simpler than a transaction DB.
+    rmw: Mutex<()>,
+}
+
+impl Index {
+    pub(crate) fn open(path: &Path) -> Result<Self> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        // Bounded memory: the daemon's budget is 150 MiB RSS in all.
+        opts.set_write_buffer_size(8 << 20);
+        opts.set_max_write_buffer_number(2);
+        opts.set_max_open_files(256);
+        opts.set_keep_log_file_num(2);
+        opts.set_max_log_file_size(1 << 20);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&Cache::new_lru_cache(16 << 20));
+        opts.set_block_based_table_factory(&table);
+        let families = FAMILIES
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, opts.clone()));
+        let db = DB::open_cf_descriptors(&opts, path, families).map_err(|e| {
+            let message = e.into_string();
+            if message.contains("lock") || message.contains("Resource temporarily unavailable") {
+                Error::Locked {
+                    path: path.to_owned(),
+                }
+            } else {
+                Error::Index {
+                    path: path.to_owned(),
+                    message,
+                }
+            }
+        })?;
+        Ok(Self {
+            db,
+            path: path.to_owned(),
+            rmw: Mutex::new(()),
+        })
+    }
+
+    fn cf(&self, name: &str) -> &ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("every column family is created at open")
+    }
+
+    fn fail(&self, e: rocksdb::Error) -> Error {
+        Error::Index {
+            path: self.path.clone(),
+            message: e.into_string(),
+        }
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<()> {
+        self.db.write(batch).map_err(|e| self.fail(e))
+    }
+
+    pub(crate) fn blob(&self, key: &BlobKey) -> Result<Option<BlobRecord>> {
+        let value = self
+            .db
+            .get_pinned_cf(self.cf(BLOBS), key.encode())
+            .map_err(|e| self.fail(e))?;
+        value.map(|v| decode_blob(key, &v)).transpose()
+    }
+
+    /// Records of many blobs in one call, in the order asked.
+    pub(crate) fn blobs(&self, keys: &[BlobKey]) -> Result<Vec<Option<BlobRecord>>> {
+        let encoded: Vec<_> = keys.iter().map(BlobKey::encode).collect();
+        let values = self
+            .db
+            .batched_multi_get_cf(self.cf(BLOBS), &encoded, false);
+        keys.iter()
+            .zip(values)
+            .map(|(key, value)| match value.map_err(|e| self.fail(e))? {
+                Some(v) => decode_blob(key, &v).map(Some),
+                None => Ok(None),
+            })
+            .collect()
+    }
+
+    /// Adds blob rows (and their first use) in one atomic batch. Pins already recorded for
+    /// a key are kept.
+    pub(crate) fn insert_blobs(&self, rows: &[(BlobKey, BlobRecord)], now_ms: u64) -> Result<()> {
+        let _guard = self.rmw.lock().expect("index lock poisoned");
+        let mut batch = WriteBatch::default();
+        for (key, record) in rows {
+            let pins = self.blob(key)?.map_or(0, |r| r.pins);
+            batch.put_cf(
+                self.cf(BLOBS),
+                key.encode(),
+                BlobRecord { pins, ..*record }.encode(),
+            );
+            batch.put_cf(self.cf(LAST_USE), key.encode(), now_ms.to_le_bytes());
+        }
+        self.write(batch)
+    }
+
+    pub(crate) fn remove_blobs(&self, keys: &[BlobKey]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for key in keys {
+            batch.delete_cf(self.cf(BLOBS), key.encode());
+            batch.delete_cf(self.cf(LAST_USE), key.encode());
+        }
+        self.write(batch)
+    }
+
+    /// Changes one record under the read-modify-write lock; `None` if there is no row.
+    pub(crate) fn update_blob(
+        &self,
+        key: &BlobKey,
+        change: impl FnOnce(&mut BlobRecord),
+    ) -> Result<Option<BlobRecord>> {
+        let _guard = self.rmw.lock().expect("index lock poisoned");
+        let Some(mut record) = self.blob(key)? else {
+            return Ok(None);
+        };
+        change(&mut record);
+        self.db
+            .put_cf(self.cf(BLOBS), key.encode(), record.encode())
+            .map_err(|e| self.fail(e))?;
+        Ok(Some(record))
+    }
+
+    /// Adds `delta` to the pin count of each blob that has a row.
+    pub(crate) fn add_pins(&self, keys: &[BlobKey], delta: i64) -> Result<()> {
+        let _guard = self.rmw.lock().expect("index lock poisoned");
+        let mut batch = WriteBatch::default();
+        for key in keys {
+            if let Some(mut record) = self.blob(key)? {
+                record.pins =
+                    u32::try_from((i64::from(record.pins) + delta).max(0)).unwrap_or(u32::MAX);
+                batch.put_cf(self.cf(BLOBS), key.encode(), record.encode());
+            }
+        }
+        self.write(batch)
+    }
+
+    pub(crate) fn touch(&self, keys: &[BlobKey], now_ms: u64) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for key in keys {
+            batch.put_cf(self.cf(LAST_USE), key.encode(), now_ms.to_le_bytes());
+        }
+        self.write(batch)
+    }
+
+    /// Every blob row with its last use, for eviction, verification and reconciliation.
+    pub(crate) fn all_blobs(&self) -> Result<Vec<(BlobKey, BlobRecord, u64)>> {
+        let mut out = Vec::new();
+        let last_use = self.db.iterator_cf(self.cf(LAST_USE), IteratorMode::Start);
+        let mut last_use = last_use.peekable();
+        for item in self.db.iterator_cf(self.cf(BLOBS), IteratorMode::Start) {
+            let (k, v) = item.map_err(|e| self.fail(e))?;
+            let key = BlobKey::decode(&k).ok_or_else(|| corrupt("blob key", &k))?;
+            let record = decode_blob(&key, &v)?;
+            // Both families are sorted by the same key: merge instead of a lookup per row.
+            let mut used = 0;
+            while let Some(Ok((lk, lv))) = last_use.peek() {
+                match lk.as_ref().cmp(k.as_ref()) {
+                    std::cmp::Ordering::Less => {}
+                    std::cmp::Ordering::Equal => {
+                        used = lv.as_ref().try_into().map_or(0, u64::from_le_bytes)
+                    }
+                    std::cmp::Ordering::Greater => break,
+                }
+                last_use.next();
+            }
+            out.push((key, record, used));
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn put_foreign(&self, foreign: &ForeignDigest, digest: &Digest) -> Result<()> {
+        self.db
+            .put_cf(self.cf(FOREIGN), foreign.to_string(), digest.as_bytes())
+            .map_err(|e| self.fail(e))
+    }
+
+    pub(crate) fn foreign(&self, foreign: &ForeignDigest) -> Result<Option<Digest>> {
+        let key = foreign.to_string();
+        let value = self
+            .db
+            .get_pinned_cf(self.cf(FOREIGN), &key)
+            .map_err(|e| self.fail(e))?;
+        value
+            .map(|v| {
+                <[u8; 32]>::try_from(v.as_ref())
+                    .map(Digest::from_bytes)
+                    .map_err(|_| corrupt("foreign digest", key.as_bytes()))
+            })
+            .transpose()
+    }
+
+    /// Stores an immutable version (already validated) and indexes it by manifest digest.
+    pub(crate) fn put_version(&self, version: &Version) -> Result<()> {
+        let name = version.artifact()?;
+        let number = version.number()?;
+        let key = version_key(&name, number);
+        let json = serde_json::to_vec(version).expect("a version always serializes");
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(VERSIONS), &key, json);
+        batch.put_cf(self.cf(MANIFESTS), version.digest.as_bytes(), &key);
+        self.write(batch)
+    }
+
+    pub(crate) fn version(&self, name: &ArtifactName, number: u32) -> Result<Option<Version>> {
+        self.version_at(&version_key(name, number))
+    }
+
+    pub(crate) fn version_by_digest(&self, digest: &Digest) -> Result<Option<Version>> {
+        let key = self
+            .db
+            .get_cf(self.cf(MANIFESTS), digest.as_bytes())
+            .map_err(|e| self.fail(e))?;
+        match key {
+            Some(key) => self.version_at(&key),
+            None => Ok(None),
+        }
+    }
+
+    fn version_at(&self, key: &[u8]) -> Result<Option<Version>> {
+        let value = self
+            .db
+            .get_pinned_cf(self.cf(VERSIONS), key)
+            .map_err(|e| self.fail(e))?;
+        value
+            .map(|v| Version::from_json(&v).map_err(|_| corrupt("version", key)))
+            .transpose()
+    }
+
+    pub(crate) fn put_alias(
+        &self,
+        name: &ArtifactName,
+        alias: &str,
+        record: &AliasRecord,
+    ) -> Result<()> {
+        self.db
+            .put_cf(self.cf(ALIASES), alias_key(name, alias), record.encode())
+            .map_err(|e| self.fail(e))
+    }
+
+    pub(crate) fn alias(&self, name: &ArtifactName, alias: &str) -> Result<Option<AliasRecord>> {
+        let key = alias_key(name, alias);
+        let value = self
+            .db
+            .get_pinned_cf(self.cf(ALIASES), &key)
+            .map_err(|e| self.fail(e))?;
+        value
+            .map(|v| AliasRecord::decode(&v).ok_or_else(|| corrupt("alias", &key)))
+            .transpose()
+    }
+
+    /// Flushes the memtables and syncs the WAL, for a clean shutdown.
+    pub(crate) fn flush(&self) -> Result<()> {
+        self.db.flush_wal(true).map_err(|e| self.fail(e))?;
+        let families: Vec<_> = FAMILIES.iter().map(|f| self.cf(f)).collect();
+        self.db
+            .flush_cfs_opt(&families, &rocksdb::FlushOptions::default())
+            .map_err(|e| self.fail(e))
+    }
+}
+
+fn decode_blob(key: &BlobKey, bytes: &[u8]) -> Result<BlobRecord> {
+    BlobRecord::decode(bytes).ok_or_else(|| Error::CorruptRecord {
+        what: "blob",
+        key: key.to_string(),
+    })
+}
+
+fn corrupt(what: &'static str, key: &[u8]) -> Error {
+    Error::CorruptRecord {
+        what,
+        key: String::from_utf8_lossy(key).into_owned(),
+    }
+}
+
+/// Names cannot contain NUL or `/` (see `hoard_types::ArtifactName`), so the NUL separator
+/// makes these keys unambiguous; the big-endian number sorts versions in order.
+fn version_key(name: &ArtifactName, number: u32) -> Vec<u8> {
+    let mut key = name.to_string().into_bytes();
+    key.push(0);
+    key.extend_from_slice(&number.to_be_bytes());
+    key
+}
+
+fn alias_key(name: &ArtifactName, alias: &str) -> Vec<u8> {
+    let mut key = name.to_string().into_bytes();
+    key.push(0);
+    key.extend_from_slice(alias.as_bytes());
+    key
+}

@@ -1,0 +1,517 @@
+//! Getting bytes into the cache: from a stream (an upstream download, resumable), from a
+//! reader, or from local files (a publish).
+//!
+//! Every path ends in [`BlobWriter::finish`], which keeps the order the design requires:
+//! bytes hashed while written into `tmp/`; size and digest checked; mode and mtime set;
+//! `fsync`; rename into `blobs-v1/` without replacing; directory `fsync`; then the index
+//! row. A crash anywhere leaves nothing, a resumable partial in `tmp/`, or a complete blob
+//! without a row, which the next open re-hashes and adopts. Batched ingest
+//! ([`Store::ingest_files`]) replaces the per-blob `fsync`s with one `syncfs` before one
+//! index batch: rows still never point at bytes that are not durable.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hoard_types::Digest;
+use rayon::prelude::*;
+use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, Timestamps};
+use rustix::io::Errno;
+
+use crate::Store;
+use crate::error::{Error, IoContext, Result};
+use crate::record::{BlobKey, BlobRecord};
+use crate::store::{BLOB_MTIME, now_ms, rename_noreplace};
+
+const CHUNK: usize = 256 * 1024;
+
+/// The result of an ingest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ingested {
+    pub key: BlobKey,
+    pub size: u64,
+    /// `false` when the blob was already in the cache (nothing was written to `blobs-v1/`).
+    pub fresh: bool,
+}
+
+/// What [`Store::begin`] found.
+pub enum Begin<'a> {
+    /// The blob is already cached and checks out.
+    Present(Ingested),
+    /// Write the bytes from [`BlobWriter::offset`] on.
+    Write(BlobWriter<'a>),
+}
+
+/// A blob being written into `tmp/`. Dropping it without [`Self::finish`] keeps a
+/// resumable partial (one named by its digest) and removes any other temporary file.
+pub struct BlobWriter<'a> {
+    store: &'a Store,
+    file: File,
+    name: String,
+    hasher: blake3::Hasher,
+    written: u64,
+    exec: bool,
+    expected: Option<(Digest, u64)>,
+    /// Named `<digest>.partial` and locked: kept on drop so a later [`Store::begin`] resumes.
+    resumable: bool,
+    done: bool,
+}
+
+impl Store {
+    /// Starts (or resumes) writing the blob `key`, expected to be `size` bytes, unless it is
+    /// already cached. A partial left by an interrupted earlier attempt is continued from
+    /// its length (its prefix is re-hashed). If another writer holds that partial, this one
+    /// writes a private temporary file instead.
+    pub fn begin(&self, key: BlobKey, size: u64) -> Result<Begin<'_>> {
+        if let Some(present) = self.present(&key)? {
+            return Ok(Begin::Present(present));
+        }
+        let name = format!("{}{}.partial", key.digest, if key.exec { ".x" } else { "" });
+        let fd = rustix::fs::openat(
+            &self.tmp,
+            &name,
+            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .io("create", self.tmp_path(&name))?;
+        match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(Errno::WOULDBLOCK) => {
+                return self
+                    .writer(key.exec, Some((key.digest, size)))
+                    .map(Begin::Write);
+            }
+            Err(e) => return Err(e).io("lock", self.tmp_path(&name)),
+        }
+        let mut file = File::from(fd);
+        let mut len = file.metadata().io("stat", self.tmp_path(&name))?.len();
+        if len > size {
+            file.set_len(0).io("truncate", self.tmp_path(&name))?;
+            len = 0;
+        }
+        let mut hasher = blake3::Hasher::new();
+        if len > 0 {
+            let mut prefix = (&file).take(len);
+            let copied = io::copy(&mut prefix, &mut hasher).io("read", self.tmp_path(&name))?;
+            if copied != len {
+                file.set_len(copied).io("truncate", self.tmp_path(&name))?;
+                len = copied;
+            }
+            tracing::debug!(%key, offset = len, "resuming partial blob");
+        }
+        file.seek(io::SeekFrom::Start(len))
+            .io("seek", self.tmp_path(&name))?;
+        Ok(Begin::Write(BlobWriter {
+            store: self,
+            file,
+            name,
+            hasher,
+            written: len,
+            exec: key.exec,
+            expected: Some((key.digest, size)),
+            resumable: true,
+            done: false,
+        }))
+    }
+
+    /// A writer to a private temporary file, for bytes whose digest may not be known yet.
+    pub fn writer(&self, exec: bool, expected: Option<(Digest, u64)>) -> Result<BlobWriter<'_>> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        loop {
+            let name = format!(
+                "ingest-{}-{}",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::Relaxed)
+            );
+            let flags =
+                OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            match rustix::fs::openat(&self.tmp, &name, flags, Mode::from_raw_mode(0o600)) {
+                Ok(fd) => {
+                    return Ok(BlobWriter {
+                        store: self,
+                        file: File::from(fd),
+                        name,
+                        hasher: blake3::Hasher::new(),
+                        written: 0,
+                        exec,
+                        expected,
+                        resumable: false,
+                        done: false,
+                    });
+                }
+                Err(Errno::EXIST) => {}
+                Err(e) => return Err(e).io("create", self.tmp_path(&name)),
+            }
+        }
+    }
+
+    /// Ingests everything `reader` yields. With `expected` set and the blob already cached,
+    /// nothing is read.
+    pub fn ingest_reader(
+        &self,
+        mut reader: impl Read,
+        exec: bool,
+        expected: Option<(Digest, u64)>,
+    ) -> Result<Ingested> {
+        if let Some((digest, _)) = expected {
+            if let Some(present) = self.present(&BlobKey::new(digest, exec))? {
+                return Ok(present);
+            }
+        }
+        let mut writer = self.writer(exec, expected)?;
+        let mut buf = vec![0; CHUNK];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(Error::Io {
+                        op: "read the blob stream for",
+                        path: writer.path(),
+                        source: e,
+                    });
+                }
+            };
+            writer.write(&buf[..n])?;
+        }
+        writer.finish()
+    }
+
+    /// Ingests one local file without modifying it (it is copied, or reflinked where the
+    /// filesystem can). The exec bit comes from the file's mode.
+    pub fn ingest_file(&self, path: &Path) -> Result<Ingested> {
+        let (writer, source) = self.copy_in(path)?;
+        drop(source);
+        writer.finish()
+    }
+
+    /// Ingests many local files in parallel, with one `syncfs` and one index batch for all
+    /// of them instead of two `fsync`s and a write per blob. Returns one result per path,
+    /// in order; the first error is returned after the others were committed.
+    pub fn ingest_files(&self, paths: &[PathBuf]) -> Result<Vec<Ingested>> {
+        let staged: Vec<Result<(Ingested, Option<BlobRecord>)>> = paths
+            .par_iter()
+            .map(|path| {
+                let (writer, _source) = self.copy_in(path)?;
+                writer.finish_deferred()
+            })
+            .collect();
+        rustix::fs::syncfs(&self.blobs).io("sync the filesystem of", self.layout.blobs())?;
+        let now = now_ms();
+        let rows: Vec<(BlobKey, BlobRecord)> = staged
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .filter_map(|(i, rec)| rec.map(|rec| (i.key, rec)))
+            .collect();
+        self.index.insert_blobs(&rows, now)?;
+        staged
+            .into_iter()
+            .map(|r| r.map(|(ingested, _)| ingested))
+            .collect()
+    }
+
+    fn copy_in(&self, path: &Path) -> Result<(BlobWriter<'_>, File)> {
+        let source = File::open(path).io("open", path)?;
+        let meta = source.metadata().io("stat", path)?;
+        if !meta.is_file() {
+            return Err(Error::Io {
+                op: "ingest",
+                path: path.to_owned(),
+                source: io::Error::other("not a regular file"),
+            });
+        }
+        let exec = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o111 != 0;
+        let mut writer = self.writer(exec, None)?;
+        if rustix::fs::ioctl_ficlone(&writer.file, &source).is_ok() {
+            // A clone shares extents: hash the private copy, which cannot change under us.
+            let mut clone = File::from(
+                writer
+                    .file
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .io("dup", writer.path())?,
+            );
+            let mut buf = vec![0; CHUNK];
+            loop {
+                let n = clone.read(&mut buf).io("read", writer.path())?;
+                if n == 0 {
+                    break;
+                }
+                writer.hasher.update(&buf[..n]);
+                writer.written += n as u64;
+            }
+        } else {
+            let mut buf = vec![0; CHUNK];
+            let mut reader = &source;
+            loop {
+                let n = match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        return Err(Error::Io {
+                            op: "read",
+                            path: path.to_owned(),
+                            source: e,
+                        });
+                    }
+                };
+                writer.write(&buf[..n])?;
+            }
+        }
+        Ok((writer, source))
+    }
+
+    /// The blob, if it is cached and its file checks out.
+    pub(crate) fn present(&self, key: &BlobKey) -> Result<Option<Ingested>> {
+        let Some(record) = self.index.blob(key)? else {
+            return Ok(None);
+        };
+        match self.check(key, &record) {
+            Ok(_) => Ok(Some(Ingested {
+                key: *key,
+                size: record.size,
+                fresh: false,
+            })),
+            Err(Error::Tampered { .. } | Error::MissingBlobs { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl BlobWriter<'_> {
+    /// Bytes already in the file: where a resumed download continues.
+    pub fn offset(&self) -> u64 {
+        self.written
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.store.tmp_path(&self.name)
+    }
+
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        if let Some((digest, size)) = self.expected {
+            if self.written + data.len() as u64 > size {
+                let actual = self.written + data.len() as u64;
+                self.abandon();
+                return Err(Error::SizeMismatch {
+                    digest: digest.to_string(),
+                    expected: size,
+                    actual,
+                });
+            }
+        }
+        self.hasher.update(data);
+        if let Err(e) = self.file.write_all(data) {
+            // A partial that filled the disk would keep it full (even the index could not
+            // open): drop it; resuming is worth less than a working cache.
+            if matches!(
+                e.kind(),
+                io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+            ) {
+                self.abandon();
+            }
+            return Err(Error::Io {
+                op: "write",
+                path: self.path(),
+                source: e,
+            });
+        }
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Checks size and digest and makes the blob durable and visible.
+    pub fn finish(self) -> Result<Ingested> {
+        let store = self.store;
+        let (ingested, record) = self.finish_inner(true)?;
+        if let Some(record) = record {
+            store
+                .index
+                .insert_blobs(&[(ingested.key, record)], now_ms())?;
+        }
+        Ok(ingested)
+    }
+
+    /// Like [`Self::finish`] but without `fsync`s and without the index row, which the
+    /// caller writes after one `syncfs` (see [`Store::ingest_files`]). `None` when the blob
+    /// was already present with a row.
+    fn finish_deferred(self) -> Result<(Ingested, Option<BlobRecord>)> {
+        self.finish_inner(false)
+    }
+
+    fn finish_inner(mut self, durable: bool) -> Result<(Ingested, Option<BlobRecord>)> {
+        let store = self.store;
+        let key = self.verify()?;
+        let ingested = Ingested {
+            key,
+            size: self.written,
+            fresh: false,
+        };
+        if store.present(&key)?.is_some() {
+            self.abandon();
+            return Ok((ingested, None));
+        }
+        self.seal(&key, durable)?;
+        let rel = key.relative_path();
+        store.ensure_shard(&rel)?;
+        match rename_noreplace(&store.tmp, &self.name, &store.blobs, &rel) {
+            Ok(()) => {}
+            Err(Errno::EXIST) => {
+                // Another writer got there first, or a file without a row is in the way
+                // (a crash before the index batch): keep it if its bytes are right.
+                self.abandon();
+                return adopt_existing(store, key).map(|record| (ingested, Some(record)));
+            }
+            Err(e) => {
+                self.abandon();
+                return Err(e).io("rename into the cache", store.blob_path(&key));
+            }
+        }
+        self.done = true;
+        if durable {
+            store.fsync_shard(&rel)?;
+        }
+        let stat = rustix::fs::fstat(&self.file).io("stat", store.blob_path(&key))?;
+        let record = BlobRecord {
+            size: self.written,
+            ino: stat.st_ino,
+            pins: 0,
+            ingested_ms: now_ms(),
+        };
+        Ok((
+            Ingested {
+                fresh: true,
+                ..ingested
+            },
+            Some(record),
+        ))
+    }
+
+    /// Replaces the blob file of the same key with this one (a fresh inode of the same,
+    /// verified bytes) and returns the new inode number. Used when a blob's link count is
+    /// at the filesystem's limit.
+    pub(crate) fn finish_replacing(mut self) -> Result<u64> {
+        let store = self.store;
+        let key = self.verify()?;
+        self.seal(&key, true)?;
+        let rel = key.relative_path();
+        if let Err(e) = rustix::fs::renameat(&store.tmp, &self.name, &store.blobs, &rel) {
+            self.abandon();
+            return Err(e).io("rename into the cache", store.blob_path(&key));
+        }
+        self.done = true;
+        store.fsync_shard(&rel)?;
+        Ok(rustix::fs::fstat(&self.file)
+            .io("stat", store.blob_path(&key))?
+            .st_ino)
+    }
+
+    /// Checks size and digest against what was expected; on a mismatch the file is removed.
+    fn verify(&mut self) -> Result<BlobKey> {
+        let digest = Digest::from(self.hasher.finalize());
+        if let Some((expected, size)) = self.expected {
+            if self.written != size {
+                let actual = self.written;
+                self.abandon();
+                return Err(Error::SizeMismatch {
+                    digest: expected.to_string(),
+                    expected: size,
+                    actual,
+                });
+            }
+            if digest != expected {
+                self.abandon();
+                return Err(Error::DigestMismatch {
+                    expected,
+                    actual: digest,
+                });
+            }
+        }
+        Ok(BlobKey::new(digest, self.exec))
+    }
+
+    /// Gives the file the blob's mode and pinned mtime, and makes its bytes durable.
+    fn seal(&self, key: &BlobKey, durable: bool) -> Result<()> {
+        let path = self.path();
+        normalize(&self.file, key, &path)?;
+        if durable {
+            rustix::fs::fsync(&self.file).io("sync", &path)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the temporary file, resumable or not: its contents are wrong or redundant.
+    fn abandon(&mut self) {
+        if !self.done {
+            self.done = true;
+            let _ = rustix::fs::unlinkat(&self.store.tmp, &self.name, AtFlags::empty());
+        }
+    }
+}
+
+impl Drop for BlobWriter<'_> {
+    fn drop(&mut self) {
+        if !self.resumable {
+            self.abandon();
+        }
+    }
+}
+
+/// A blob file is already at the final name: re-hash it, and keep it (returning its record)
+/// if it holds the right bytes; otherwise quarantine it and report the conflict.
+pub(crate) fn adopt_existing(store: &Store, key: BlobKey) -> Result<BlobRecord> {
+    if let Some(record) = store.index.blob(&key)? {
+        if store.check(&key, &record).is_ok() {
+            return Ok(record);
+        }
+    }
+    let path = store.blob_path(&key);
+    let fd = rustix::fs::openat(
+        &store.blobs,
+        key.relative_path(),
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .io("open", &path)?;
+    let mut file = File::from(fd);
+    let meta = file.metadata().io("stat", &path)?;
+    let mut hasher = blake3::Hasher::new();
+    io::copy(&mut file, &mut hasher).io("read", &path)?;
+    let digest = Digest::from(hasher.finalize());
+    if digest != key.digest || !meta.is_file() {
+        store.quarantine(&key)?;
+        return Err(Error::DigestMismatch {
+            expected: key.digest,
+            actual: digest,
+        });
+    }
+    normalize(&file, &key, &path)?;
+    let record = BlobRecord {
+        size: meta.len(),
+        ino: std::os::unix::fs::MetadataExt::ino(&meta),
+        pins: 0,
+        ingested_ms: now_ms(),
+    };
+    Ok(record)
+}
+
+/// Gives a verified blob file its canonical mode and mtime.
+pub(crate) fn normalize(file: &File, key: &BlobKey, path: &Path) -> Result<()> {
+    rustix::fs::fchmod(file, Mode::from_raw_mode(key.file_mode())).io("chmod", path)?;
+    let pinned = rustix::fs::Timespec {
+        tv_sec: BLOB_MTIME,
+        tv_nsec: 0,
+    };
+    rustix::fs::futimens(
+        file,
+        &Timestamps {
+            last_access: pinned,
+            last_modification: pinned,
+        },
+    )
+    .io("set the mtime of", path)
+}

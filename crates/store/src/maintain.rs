@@ -1,0 +1,147 @@
+//! Keeping the cache within its budget and honest: eviction and verification.
+
+use std::fs::File;
+use std::io;
+
+use hoard_types::Digest;
+use rayon::prelude::*;
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::Store;
+use crate::error::{IoContext, Result};
+use crate::record::BlobKey;
+
+/// What [`Store::evict_to`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvictReport {
+    /// Blobs whose cache name was removed.
+    pub evicted: u64,
+    /// Bytes actually returned to the filesystem (evicted blobs no workdir linked).
+    pub freed_bytes: u64,
+    /// Bytes of evicted blobs that a materialized directory still links: they leave the
+    /// cache's accounting but stay on disk until that directory goes.
+    pub released_bytes: u64,
+    /// Bytes the cache holds after eviction.
+    pub remaining_bytes: u64,
+    /// Of those, bytes of blobs that workdirs also link (`nlink > 1`): evicting them would
+    /// free nothing now.
+    pub held_by_workdirs_bytes: u64,
+}
+
+/// What [`Store::verify`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub checked: u64,
+    pub bytes: u64,
+    /// Blobs that failed, with why; each was quarantined.
+    pub bad: Vec<(BlobKey, String)>,
+}
+
+impl Store {
+    /// Evicts blobs until the cache holds at most `budget` bytes: least recently used
+    /// first, blobs no workdir links (`nlink == 1`, whose eviction frees space) before
+    /// linked ones, never a pinned or leased blob.
+    pub fn evict_to(&self, budget: u64) -> Result<EvictReport> {
+        let rows = self.index.all_blobs()?;
+        let mut total: u64 = rows.iter().map(|(_, r, _)| r.size).sum();
+        let mut report = EvictReport::default();
+        // (linked elsewhere, last use) orders the candidates; nlink comes from one stat each.
+        let mut candidates: Vec<(bool, u64, BlobKey, u64, bool)> = Vec::with_capacity(rows.len());
+        for (key, record, last_use) in &rows {
+            let nlink = match rustix::fs::statat(
+                &self.blobs,
+                key.relative_path(),
+                AtFlags::SYMLINK_NOFOLLOW,
+            ) {
+                Ok(stat) => stat.st_nlink,
+                Err(Errno::NOENT) => 1,
+                Err(e) => return Err(e).io("stat", self.blob_path(key)),
+            };
+            candidates.push((nlink > 1, *last_use, *key, record.size, record.pins > 0));
+        }
+        candidates.sort_unstable_by_key(|c| (c.0, c.1));
+        let mut kept_linked = 0;
+        for (linked, _, key, size, pinned) in candidates {
+            if total <= budget || pinned {
+                kept_linked += if linked { size } else { 0 };
+                continue;
+            }
+            let removed = self.unless_leased(&key, || -> Result<()> {
+                self.index.remove_blobs(&[key])?;
+                match rustix::fs::unlinkat(&self.blobs, key.relative_path(), AtFlags::empty()) {
+                    Ok(()) | Err(Errno::NOENT) => Ok(()),
+                    Err(e) => Err(e).io("remove", self.blob_path(&key)),
+                }
+            });
+            match removed {
+                Some(result) => {
+                    result?;
+                    total -= size;
+                    report.evicted += 1;
+                    if linked {
+                        report.released_bytes += size;
+                    } else {
+                        report.freed_bytes += size;
+                    }
+                }
+                None => kept_linked += if linked { size } else { 0 },
+            }
+        }
+        report.remaining_bytes = total;
+        report.held_by_workdirs_bytes = kept_linked;
+        tracing::info!(?report, budget, "evicted");
+        Ok(report)
+    }
+
+    /// Re-hashes every blob; any whose bytes or metadata are wrong is quarantined.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let rows = self.index.all_blobs()?;
+        let results: Vec<Result<Option<(BlobKey, String)>>> = rows
+            .par_iter()
+            .map(|(key, record, _)| {
+                let path = self.blob_path(key);
+                let fd = match rustix::fs::openat(
+                    &self.blobs,
+                    key.relative_path(),
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                ) {
+                    Ok(fd) => fd,
+                    Err(Errno::NOENT) => {
+                        self.index.remove_blobs(&[*key])?;
+                        return Ok(Some((*key, "the file is missing".to_owned())));
+                    }
+                    Err(e) => return Err(e).io("open", path),
+                };
+                let stat = rustix::fs::fstat(&fd).io("stat", &path)?;
+                let mut file = File::from(fd);
+                let mut hasher = blake3::Hasher::new();
+                io::copy(&mut file, &mut hasher).io("read", &path)?;
+                let actual = Digest::from(hasher.finalize());
+                let problem = if actual != key.digest {
+                    Some(format!("its bytes hash to `{actual}`"))
+                } else {
+                    crate::store::tamper_signs(key, record, &stat)
+                };
+                if let Some(problem) = problem {
+                    tracing::warn!(%key, %problem, "verify: quarantining blob");
+                    self.quarantine(key)?;
+                    return Ok(Some((*key, problem)));
+                }
+                Ok(None)
+            })
+            .collect();
+        let mut report = VerifyReport {
+            checked: rows.len() as u64,
+            bytes: rows.iter().map(|(_, r, _)| r.size).sum(),
+            bad: Vec::new(),
+        };
+        for result in results {
+            if let Some(bad) = result? {
+                report.bad.push(bad);
+            }
+        }
+        Ok(report)
+    }
+}

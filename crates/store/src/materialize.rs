@@ -1,0 +1,504 @@
+//! Making a version's files appear under a destination directory.
+//!
+//! Per file, the common case is two syscalls: `statat` of the blob (compared with its
+//! record, so a modified blob is never handed out) and `linkat` to the final name, which
+//! makes the file appear atomically. When the name is taken, one `statat` tells whether it
+//! is already this blob (a no-op, the re-materialization case, checked by device and
+//! inode); otherwise the file is placed under a temporary name and renamed over it. Files
+//! are placed in parallel, in path-ordered chunks so that threads mostly work in different
+//! directories.
+
+use std::fmt;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hoard_types::{Entry, Manifest, PathPrefix, RelPath};
+use rayon::prelude::*;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, Timestamps};
+use rustix::io::Errno;
+
+use crate::Store;
+use crate::dest::DestTree;
+use crate::error::{Error, IoContext, Result};
+use crate::record::{BlobKey, BlobRecord};
+use crate::store::{BLOB_MTIME, missing, now_ms};
+
+/// How a cached blob becomes a file in the destination.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum LinkMode {
+    /// Reflink where the filesystem can, else hardlink, else copy; probed once per
+    /// (cache filesystem, destination filesystem).
+    Auto,
+    /// Shares the blob's inode: instant, read-only (0444/0555), no extra space.
+    #[default]
+    Hardlink,
+    /// A copy-on-write clone (btrfs, XFS): instant, writable, independent.
+    Reflink,
+    /// A plain copy: writable, independent, costs the bytes.
+    Copy,
+    /// A symlink to the blob file.
+    Symlink,
+}
+
+impl LinkMode {
+    pub const ALL: [Self; 5] = [
+        Self::Auto,
+        Self::Hardlink,
+        Self::Reflink,
+        Self::Copy,
+        Self::Symlink,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Hardlink => "hardlink",
+            Self::Reflink => "reflink",
+            Self::Copy => "copy",
+            Self::Symlink => "symlink",
+        }
+    }
+}
+
+impl fmt::Display for LinkMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for LinkMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| format!("unknown link mode `{s}`; expected one of auto, hardlink, reflink, copy, symlink"))
+    }
+}
+
+/// What [`Store::materialize`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MaterializeReport {
+    /// Files of the version (under the prefix).
+    pub files: u64,
+    /// Files placed now.
+    pub placed: u64,
+    /// Files that were already the right ones.
+    pub unchanged: u64,
+    /// Bytes of all the files.
+    pub bytes: u64,
+    /// The mode actually used (never `Auto`).
+    pub mode: LinkMode,
+}
+
+enum Outcome {
+    Placed,
+    Unchanged,
+}
+
+/// One file to place: where, and which blob.
+struct Job<'a> {
+    path: &'a RelPath,
+    key: BlobKey,
+    record: BlobRecord,
+}
+
+impl Store {
+    /// Makes the files of `manifest` under `prefix` appear in `dest`, with `mode`.
+    ///
+    /// Every blob must be cached ([`Error::MissingBlobs`] lists the ones that are not); a
+    /// blob found modified is quarantined and reported as [`Error::Tampered`] (fetch it
+    /// again and retry). Files in `dest` that the version does not name are left alone.
+    pub fn materialize(
+        &self,
+        manifest: &Manifest,
+        prefix: &PathPrefix,
+        dest: &Path,
+        mode: LinkMode,
+    ) -> Result<MaterializeReport> {
+        manifest.validate()?;
+        let entries: Vec<(&RelPath, &Entry)> = manifest.select(prefix).collect();
+        let keys: Vec<BlobKey> = entries
+            .iter()
+            .map(|(_, e)| BlobKey::new(e.digest, e.exec))
+            .collect();
+        let _lease = self.lease(keys.iter().copied());
+        let records = self.index.blobs(&keys)?;
+        let absent: Vec<BlobKey> = keys
+            .iter()
+            .zip(&records)
+            .filter(|(_, r)| r.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        if !absent.is_empty() {
+            return Err(missing(absent));
+        }
+        let jobs: Vec<Job<'_>> = entries
+            .iter()
+            .zip(keys.iter().zip(records))
+            .map(|((path, _), (key, record))| Job {
+                path,
+                key: *key,
+                record: record.expect("absent rows were handled above"),
+            })
+            .collect();
+
+        let tree = DestTree::open(dest, jobs.iter().filter_map(|j| j.path.parent()))?;
+        let mut report = MaterializeReport {
+            files: jobs.len() as u64,
+            bytes: jobs.iter().map(|j| j.record.size).sum(),
+            ..Default::default()
+        };
+        let (mode, probed) = self.choose_mode(mode, &tree, jobs.first())?;
+        report.mode = mode;
+        let placed = AtomicU64::new(0);
+        let unchanged = AtomicU64::new(0);
+        let count = |outcome: Outcome| match outcome {
+            Outcome::Placed => placed.fetch_add(1, Ordering::Relaxed),
+            Outcome::Unchanged => unchanged.fetch_add(1, Ordering::Relaxed),
+        };
+        let rest = match probed {
+            Some(outcome) => {
+                count(outcome);
+                &jobs[1..]
+            }
+            None => &jobs[..],
+        };
+        rest.par_chunks(128).try_for_each(|chunk| {
+            chunk.iter().try_for_each(|job| {
+                count(self.place(&tree, job, mode)?);
+                Ok::<_, Error>(())
+            })
+        })?;
+        report.placed = placed.into_inner();
+        report.unchanged = unchanged.into_inner();
+        self.index.touch(&keys, now_ms())?;
+        Ok(report)
+    }
+
+    /// Resolves `Auto` (probing with the first file when this pair of filesystems has not
+    /// been probed yet) and returns the outcome of the first file if the probe placed it.
+    fn choose_mode(
+        &self,
+        mode: LinkMode,
+        tree: &DestTree,
+        first: Option<&Job<'_>>,
+    ) -> Result<(LinkMode, Option<Outcome>)> {
+        if mode != LinkMode::Auto {
+            return Ok((mode, None));
+        }
+        let pair = (self.dev, tree.dev);
+        if let Some(known) = self.probes.lock().expect("probe table poisoned").get(&pair) {
+            return Ok((*known, None));
+        }
+        let Some(first) = first else {
+            return Ok((LinkMode::Hardlink, None));
+        };
+        let remember = |mode: LinkMode| {
+            tracing::debug!(%mode, cache_dev = pair.0, dest_dev = pair.1, "probed link mode");
+            self.probes
+                .lock()
+                .expect("probe table poisoned")
+                .insert(pair, mode);
+        };
+        for candidate in [LinkMode::Reflink, LinkMode::Hardlink] {
+            match self.place(tree, first, candidate) {
+                Ok(outcome) => {
+                    remember(candidate);
+                    return Ok((candidate, Some(outcome)));
+                }
+                Err(Error::ModeUnsupported { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let outcome = self.place(tree, first, LinkMode::Copy)?;
+        remember(LinkMode::Copy);
+        Ok((LinkMode::Copy, Some(outcome)))
+    }
+
+    fn place(&self, tree: &DestTree, job: &Job<'_>, mode: LinkMode) -> Result<Outcome> {
+        let dir = tree.dir(job.path.parent());
+        let name = job.path.file_name();
+        if mode == LinkMode::Hardlink {
+            // Fresh destinations are the common case: check the blob, link, done.
+            self.check(&job.key, &job.record)?;
+            let rel = job.key.relative_path();
+            let mut renewed = false;
+            loop {
+                match rustix::fs::linkat(&self.blobs, &rel, dir, name, AtFlags::empty()) {
+                    Ok(()) => return Ok(Outcome::Placed),
+                    Err(Errno::EXIST) => break,
+                    Err(Errno::MLINK) if !renewed => {
+                        self.renew_inode(&job.key)?;
+                        renewed = true;
+                    }
+                    Err(e @ (Errno::XDEV | Errno::PERM | Errno::MLINK)) => {
+                        return Err(unsupported(mode, tree, e));
+                    }
+                    Err(e) => {
+                        return Err(tree.error(
+                            job.path.as_str(),
+                            &format!("cannot link: {}", std::io::Error::from(e)),
+                        ));
+                    }
+                }
+            }
+        }
+        // Already the right file? For hardlinks that is (dev, inode); for copies, size and
+        // the pinned mtime (rsync's quick check); for symlinks, the target.
+        match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(existing) if self.is_current(&existing, job, mode, dir, name)? => {
+                return Ok(Outcome::Unchanged);
+            }
+            Ok(_) | Err(Errno::NOENT) => {}
+            Err(e) => {
+                return Err(tree.error(job.path.as_str(), &std::io::Error::from(e).to_string()));
+            }
+        }
+        if mode != LinkMode::Hardlink {
+            self.check(&job.key, &job.record)?;
+        }
+        self.replace(tree, job, mode).map(|()| Outcome::Placed)
+    }
+
+    /// Whether the file already at the destination name is this job's file.
+    fn is_current(
+        &self,
+        existing: &Stat,
+        job: &Job<'_>,
+        mode: LinkMode,
+        dir: &OwnedFd,
+        name: &str,
+    ) -> Result<bool> {
+        let kind = FileType::from_raw_mode(existing.st_mode);
+        match mode {
+            LinkMode::Hardlink | LinkMode::Auto => {
+                if existing.st_dev != self.dev || existing.st_ino != job.record.ino {
+                    return Ok(false);
+                }
+                // It is the blob's own inode: judge the blob by this stat, saving a syscall.
+                self.judge(&job.key, &job.record, existing)?;
+                Ok(true)
+            }
+            LinkMode::Copy | LinkMode::Reflink => Ok(kind == FileType::RegularFile
+                && u64::try_from(existing.st_size).ok() == Some(job.record.size)
+                && existing.st_mtime == BLOB_MTIME
+                && existing.st_mtime_nsec == 0
+                && existing.st_ino != job.record.ino),
+            LinkMode::Symlink => Ok(kind == FileType::Symlink
+                && rustix::fs::readlinkat(dir, name, Vec::new()).is_ok_and(|t| {
+                    t.as_bytes() == self.blob_path(&job.key).as_os_str().as_encoded_bytes()
+                })),
+        }
+    }
+
+    /// Places the file under a temporary name in its directory, then renames it over the
+    /// final name, so readers see either the old file or the whole new one.
+    fn replace(&self, tree: &DestTree, job: &Job<'_>, mode: LinkMode) -> Result<()> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let dir = tree.dir(job.path.parent());
+        let tmp = format!(
+            ".hoard-tmp-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let fail = |e: Errno, what: &str| {
+            tree.error(
+                job.path.as_str(),
+                &format!("{what}: {}", std::io::Error::from(e)),
+            )
+        };
+        let cleanup = || {
+            let _ = rustix::fs::unlinkat(dir, &tmp, AtFlags::empty());
+        };
+        match mode {
+            LinkMode::Hardlink | LinkMode::Auto => match rustix::fs::linkat(
+                &self.blobs,
+                job.key.relative_path(),
+                dir,
+                &tmp,
+                AtFlags::empty(),
+            ) {
+                Ok(()) => {}
+                Err(e @ (Errno::XDEV | Errno::PERM | Errno::MLINK)) => {
+                    return Err(unsupported(mode, tree, e));
+                }
+                Err(e) => return Err(fail(e, "cannot link")),
+            },
+            LinkMode::Symlink => {
+                rustix::fs::symlinkat(self.blob_path(&job.key), dir, &tmp)
+                    .map_err(|e| fail(e, "cannot create a symlink"))?;
+            }
+            LinkMode::Copy | LinkMode::Reflink => {
+                let perm = if job.key.exec { 0o755 } else { 0o644 };
+                let out = rustix::fs::openat(
+                    dir,
+                    &tmp,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(perm),
+                )
+                .map(File::from)
+                .map_err(|e| fail(e, "cannot create the file"))?;
+                let blob = self.open_blob(&job.key);
+                let result = blob.and_then(|blob| self.fill(&out, &blob, job, mode, tree));
+                if let Err(e) = result {
+                    cleanup();
+                    return Err(e);
+                }
+            }
+        }
+        match rustix::fs::renameat(dir, &tmp, dir, job.path.file_name()) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                cleanup();
+                let reason = if e == Errno::ISDIR {
+                    "a directory of that name exists".to_owned()
+                } else {
+                    format!("cannot rename into place: {}", std::io::Error::from(e))
+                };
+                Err(tree.error(job.path.as_str(), &reason))
+            }
+        }
+    }
+
+    /// Writes a copy or a clone of the blob into `out`.
+    fn fill(
+        &self,
+        out: &File,
+        blob: &File,
+        job: &Job<'_>,
+        mode: LinkMode,
+        tree: &DestTree,
+    ) -> Result<()> {
+        if mode == LinkMode::Reflink {
+            rustix::fs::ioctl_ficlone(out, blob).map_err(|e| unsupported(mode, tree, e))?;
+        } else {
+            // std's copy uses copy_file_range where it can and falls back (across
+            // filesystems on older kernels, for instance) to plain reads and writes.
+            let copied = std::io::copy(&mut &*blob, &mut &*out)
+                .map_err(|e| tree.error(job.path.as_str(), &format!("cannot copy: {e}")))?;
+            if copied != job.record.size {
+                return Err(tree.error(job.path.as_str(), "the blob's size changed while copying"));
+            }
+        }
+        let pinned = rustix::fs::Timespec {
+            tv_sec: BLOB_MTIME,
+            tv_nsec: 0,
+        };
+        rustix::fs::futimens(
+            out,
+            &Timestamps {
+                last_access: pinned,
+                last_modification: pinned,
+            },
+        )
+        .map_err(|e| tree.error(job.path.as_str(), &std::io::Error::from(e).to_string()))
+    }
+
+    /// Gives a blob a fresh inode (a verified copy renamed over it) when its link count is
+    /// at the filesystem's limit (EMLINK). Existing hardlinks keep the old inode and bytes.
+    pub(crate) fn renew_inode(&self, key: &BlobKey) -> Result<BlobRecord> {
+        let _guard = self.renew.lock().expect("renew lock poisoned");
+        let record = self.index.blob(key)?.ok_or_else(|| missing(vec![*key]))?;
+        let mut source = self.open_blob(key)?;
+        let mut writer = self.writer(key.exec, Some((key.digest, record.size)))?;
+        let mut buf = vec![0; 256 * 1024];
+        loop {
+            let n = source.read(&mut buf).io("read", self.blob_path(key))?;
+            if n == 0 {
+                break;
+            }
+            writer.write(&buf[..n])?;
+        }
+        let ino = writer.finish_replacing()?;
+        tracing::info!(%key, ino, "gave a blob a fresh inode: its link count reached the filesystem's limit");
+        self.index
+            .update_blob(key, |r| r.ino = ino)?
+            .ok_or_else(|| missing(vec![*key]))
+    }
+}
+
+fn unsupported(mode: LinkMode, tree: &DestTree, e: Errno) -> Error {
+    let reason = match e {
+        Errno::XDEV => "the cache and the destination are on different filesystems".to_owned(),
+        Errno::PERM => "the filesystem or its protection settings forbid it".to_owned(),
+        Errno::MLINK => "the blob has as many links as the filesystem allows".to_owned(),
+        Errno::OPNOTSUPP | Errno::INVAL | Errno::NOTTY => {
+            "the filesystem cannot clone files".to_owned()
+        }
+        other => std::io::Error::from(other).to_string(),
+    };
+    Error::ModeUnsupported {
+        mode,
+        dest: tree.path.clone(),
+        reason,
+        source: e.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::MetadataExt;
+
+    use hoard_types::{Digest, Entry, Manifest, PathPrefix, RelPath};
+
+    use crate::{LinkMode, Store};
+
+    /// The EMLINK path: the blob gets a fresh inode with the same bytes; directories that
+    /// link the old inode keep working, and new materializations link the new one.
+    #[test]
+    fn a_renewed_blob_keeps_old_links_and_serves_new_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("cache")).unwrap();
+        let key = store
+            .ingest_reader(&b"shared"[..], false, None)
+            .unwrap()
+            .key;
+        let mut manifest = Manifest::new();
+        manifest.entries.insert(
+            RelPath::new("f").unwrap(),
+            Entry {
+                digest: Digest::of(b"shared"),
+                exec: false,
+                reference: None,
+                size: 6,
+            },
+        );
+        let (old, new) = (dir.path().join("old"), dir.path().join("new"));
+        store
+            .materialize(&manifest, &PathPrefix::all(), &old, LinkMode::Hardlink)
+            .unwrap();
+        let old_ino = fs::metadata(old.join("f")).unwrap().ino();
+
+        let record = store.renew_inode(&key).unwrap();
+        assert_ne!(record.ino, old_ino);
+        assert_eq!(
+            fs::metadata(store.blob_path(&key)).unwrap().ino(),
+            record.ino
+        );
+        assert_eq!(fs::read(old.join("f")).unwrap(), b"shared");
+
+        store
+            .materialize(&manifest, &PathPrefix::all(), &new, LinkMode::Hardlink)
+            .unwrap();
+        assert_eq!(fs::metadata(new.join("f")).unwrap().ino(), record.ino);
+        let again = store
+            .materialize(&manifest, &PathPrefix::all(), &old, LinkMode::Hardlink)
+            .unwrap();
+        assert_eq!(
+            again.placed, 1,
+            "the old inode is not the blob any more: relink"
+        );
+        assert_eq!(fs::metadata(old.join("f")).unwrap().ino(), record.ino);
+    }
+}

@@ -1,0 +1,135 @@
+//! Bringing the index and the blob files back into agreement when a cache is opened, after
+//! whatever happened before (a crash, a full disk, a hand-deleted file).
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io;
+
+use hoard_types::Digest;
+use rustix::fs::{Mode, OFlags};
+
+use crate::Store;
+use crate::error::{IoContext, Result};
+use crate::ingest::normalize;
+use crate::record::{BlobKey, BlobRecord};
+use crate::store::now_ms;
+
+/// What reconciliation changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Temporary files removed from `tmp/`.
+    pub tmp_removed: u64,
+    /// Partials kept in `tmp/` to be resumed.
+    pub partials_kept: u64,
+    /// Index rows dropped because their blob file was gone.
+    pub rows_dropped: u64,
+    /// Blob files without a row that were re-hashed and adopted.
+    pub adopted: u64,
+    /// Files in `blobs-v1/` that were not valid blobs, moved to `quarantine/`.
+    pub quarantined: u64,
+}
+
+pub(crate) fn run(store: &Store) -> Result<ReconcileReport> {
+    let mut report = ReconcileReport::default();
+    let tmp = store.layout.tmp();
+    for entry in fs::read_dir(&tmp).io("read", &tmp)? {
+        let entry = entry.io("read", &tmp)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let resumable = name
+            .strip_suffix(".partial")
+            .and_then(|n| n.strip_suffix(".x").or(Some(n)))
+            .is_some_and(|hex| hex.parse::<Digest>().is_ok());
+        if resumable {
+            report.partials_kept += 1;
+        } else {
+            fs::remove_file(entry.path()).io("remove", entry.path())?;
+            report.tmp_removed += 1;
+        }
+    }
+
+    let blobs = store.layout.blobs();
+    let mut files: HashSet<BlobKey> = HashSet::new();
+    for shard in fs::read_dir(&blobs).io("read", &blobs)? {
+        let shard = shard.io("read", &blobs)?;
+        let shard_name = shard.file_name().to_string_lossy().into_owned();
+        if shard_name.len() != 2 || !shard.file_type().io("stat", shard.path())?.is_dir() {
+            tracing::warn!(path = %shard.path().display(), "unexpected entry in the blob directory; leaving it alone");
+            continue;
+        }
+        for entry in fs::read_dir(shard.path()).io("read", shard.path())? {
+            let entry = entry.io("read", shard.path())?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            match BlobKey::from_file_name(&name).filter(|k| k.relative_path()[..2] == shard_name) {
+                Some(key) => {
+                    files.insert(key);
+                }
+                None => {
+                    let target = store
+                        .layout
+                        .quarantine()
+                        .join(format!("{shard_name}-{name}.{}", now_ms()));
+                    fs::rename(entry.path(), &target).io("quarantine", entry.path())?;
+                    report.quarantined += 1;
+                }
+            }
+        }
+    }
+
+    let mut dropped = Vec::new();
+    for (key, _, _) in store.index.all_blobs()? {
+        if !files.remove(&key) {
+            dropped.push(key);
+        }
+    }
+    report.rows_dropped = dropped.len() as u64;
+    store.index.remove_blobs(&dropped)?;
+
+    let mut adopted = Vec::new();
+    for key in files {
+        match adopt(store, &key)? {
+            Some(record) => adopted.push((key, record)),
+            None => {
+                store.quarantine(&key)?;
+                report.quarantined += 1;
+            }
+        }
+    }
+    report.adopted = adopted.len() as u64;
+    if !adopted.is_empty() {
+        rustix::fs::syncfs(&store.blobs).io("sync the filesystem of", &blobs)?;
+        store.index.insert_blobs(&adopted, now_ms())?;
+    }
+    if report != ReconcileReport::default() {
+        tracing::info!(?report, "reconciled the cache with its index");
+    }
+    Ok(report)
+}
+
+/// Re-hashes a blob file found without a row: its record if its bytes match its name.
+fn adopt(store: &Store, key: &BlobKey) -> Result<Option<BlobRecord>> {
+    let path = store.blob_path(key);
+    let fd = rustix::fs::openat(
+        &store.blobs,
+        key.relative_path(),
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    );
+    let Ok(fd) = fd else { return Ok(None) };
+    let mut file = File::from(fd);
+    let meta = file.metadata().io("stat", &path)?;
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    let mut hasher = blake3::Hasher::new();
+    io::copy(&mut file, &mut hasher).io("read", &path)?;
+    if Digest::from(hasher.finalize()) != key.digest {
+        return Ok(None);
+    }
+    normalize(&file, key, &path)?;
+    Ok(Some(BlobRecord {
+        size: meta.len(),
+        ino: std::os::unix::fs::MetadataExt::ino(&meta),
+        pins: 0,
+        ingested_ms: now_ms(),
+    }))
+}

@@ -1,0 +1,346 @@
+//! [`Store`]: one open cache directory: its blob files, its index, and the in-memory state
+//! (leases, link-mode probes) that lives only as long as the process.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hoard_types::{ArtifactName, Digest, ForeignDigest, Version};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Stat};
+use rustix::io::Errno;
+
+use crate::error::{Error, IoContext, Result};
+use crate::index::Index;
+use crate::layout::Layout;
+use crate::record::{AliasRecord, BlobKey, BlobRecord};
+use crate::{LinkMode, reconcile};
+
+/// The mtime every blob file gets (one second after the epoch, as in the Nix store). A
+/// write through a hardlink sets the mtime to "now", so a blob whose mtime is anything
+/// else has been written to. It also makes materialized trees byte- and time-identical
+/// from machine to machine.
+pub const BLOB_MTIME: i64 = 1;
+
+/// An open cache directory. Cheap to share behind an [`Arc`]; every method takes `&self`
+/// and is safe to call from many threads.
+pub struct Store {
+    pub(crate) layout: Layout,
+    /// `blobs-v1/`, opened once: every blob is reached relative to it, so no path is
+    /// resolved through the cache root again.
+    pub(crate) blobs: OwnedFd,
+    pub(crate) tmp: OwnedFd,
+    pub(crate) quarantine: OwnedFd,
+    pub(crate) index: Index,
+    /// Device of the cache's filesystem, for link-mode probes.
+    pub(crate) dev: u64,
+    leases: Arc<Mutex<HashMap<BlobKey, u32>>>,
+    /// Link mode found to work per (cache device, destination device). In memory only: a
+    /// remount can change the answer, and a probe costs one file.
+    pub(crate) probes: Mutex<HashMap<(u64, u64), LinkMode>>,
+    /// Serializes giving a blob a fresh inode (EMLINK), so two threads don't both do it.
+    pub(crate) renew: Mutex<()>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the cache at `root`, then reconciles it: orphans in
+    /// `tmp/` are removed (partials named by digest are kept for resuming), rows whose blob
+    /// is gone are dropped, and blob files without a row are re-hashed and adopted or
+    /// quarantined.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let layout = Layout::new(root);
+        layout.prepare()?;
+        let index = Index::open(&layout.index())?;
+        let open_dir = |path: PathBuf| {
+            rustix::fs::open(
+                &path,
+                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .io("open", path)
+        };
+        let blobs = open_dir(layout.blobs())?;
+        let dev = rustix::fs::fstat(&blobs).io("stat", layout.blobs())?.st_dev;
+        let store = Self {
+            tmp: open_dir(layout.tmp())?,
+            quarantine: open_dir(layout.quarantine())?,
+            blobs,
+            layout,
+            index,
+            dev,
+            leases: Arc::default(),
+            probes: Mutex::default(),
+            renew: Mutex::default(),
+        };
+        let report = reconcile::run(&store)?;
+        tracing::debug!(?report, root = %store.layout.root.display(), "opened cache");
+        Ok(store)
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The blob's path, for logs and for handing to a `symlink` materialization.
+    pub fn blob_path(&self, key: &BlobKey) -> PathBuf {
+        self.layout.blobs().join(key.relative_path())
+    }
+
+    /// The index row of a blob, if it has one (it may still fail [`Self::check`]).
+    pub fn record(&self, key: &BlobKey) -> Result<Option<BlobRecord>> {
+        self.index.blob(key)
+    }
+
+    /// Which of `keys` have no row in the index, in the order given.
+    pub fn missing(&self, keys: &[BlobKey]) -> Result<Vec<BlobKey>> {
+        let records = self.index.blobs(keys)?;
+        Ok(keys
+            .iter()
+            .zip(records)
+            .filter(|(_, r)| r.is_none())
+            .map(|(k, _)| *k)
+            .collect())
+    }
+
+    /// Opens a blob for reading after checking it against its record.
+    pub fn open_blob(&self, key: &BlobKey) -> Result<File> {
+        let record = self.index.blob(key)?.ok_or_else(|| missing(vec![*key]))?;
+        let rel = key.relative_path();
+        let fd = rustix::fs::openat(
+            &self.blobs,
+            &rel,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        );
+        let fd = match fd {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => {
+                self.index.remove_blobs(&[*key])?;
+                return Err(missing(vec![*key]));
+            }
+            Err(e) => return Err(e).io("open", self.blob_path(key)),
+        };
+        let stat = rustix::fs::fstat(&fd).io("stat", self.blob_path(key))?;
+        self.judge(key, &record, &stat)?;
+        Ok(File::from(fd))
+    }
+
+    /// Compares a blob file's metadata with its record; a mismatch quarantines the blob.
+    pub(crate) fn judge(&self, key: &BlobKey, record: &BlobRecord, stat: &Stat) -> Result<()> {
+        if let Some(what) = tamper_signs(key, record, stat) {
+            tracing::warn!(%key, %what, "blob modified behind hoard's back; quarantining it");
+            self.quarantine(key)?;
+            return Err(Error::Tampered { key: *key, what });
+        }
+        Ok(())
+    }
+
+    /// Stats a blob and compares it with its record (see [`Self::judge`]).
+    pub(crate) fn check(&self, key: &BlobKey, record: &BlobRecord) -> Result<Stat> {
+        let stat =
+            match rustix::fs::statat(&self.blobs, key.relative_path(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(stat) => stat,
+                Err(Errno::NOENT) => {
+                    self.index.remove_blobs(&[*key])?;
+                    return Err(missing(vec![*key]));
+                }
+                Err(e) => return Err(e).io("stat", self.blob_path(key)),
+            };
+        self.judge(key, record, &stat)?;
+        Ok(stat)
+    }
+
+    /// Moves a blob out of `blobs-v1/` into `quarantine/` and drops its row, so that it is
+    /// never handed out again and the next request fetches it anew.
+    pub(crate) fn quarantine(&self, key: &BlobKey) -> Result<()> {
+        self.index.remove_blobs(&[*key])?;
+        let name = format!("{}.{}", key.relative_path().replace('/', "-"), now_ms());
+        match rustix::fs::renameat(&self.blobs, key.relative_path(), &self.quarantine, &name) {
+            Ok(()) | Err(Errno::NOENT) => Ok(()),
+            Err(e) => Err(e).io("quarantine", self.blob_path(key)),
+        }
+    }
+
+    /// Keeps `keys` from eviction until the returned [`Lease`] is dropped: held by
+    /// in-flight materializations and fetches.
+    pub fn lease(&self, keys: impl IntoIterator<Item = BlobKey>) -> Lease {
+        let keys: Vec<BlobKey> = keys.into_iter().collect();
+        let mut table = self.leases.lock().expect("lease table poisoned");
+        for key in &keys {
+            *table.entry(*key).or_insert(0) += 1;
+        }
+        Lease {
+            table: Arc::clone(&self.leases),
+            keys,
+        }
+    }
+
+    /// Runs `f` while no new lease can be taken, telling it whether `key` is leased now.
+    /// Eviction deletes under this, so a blob is never deleted from under a lease.
+    pub(crate) fn unless_leased<T>(&self, key: &BlobKey, f: impl FnOnce() -> T) -> Option<T> {
+        let table = self.leases.lock().expect("lease table poisoned");
+        if table.contains_key(key) {
+            return None;
+        }
+        let out = f();
+        drop(table);
+        Some(out)
+    }
+
+    /// Pins blobs (a pinned version's) against eviction; counts nest.
+    pub fn pin(&self, keys: &[BlobKey]) -> Result<()> {
+        self.index.add_pins(keys, 1)
+    }
+
+    pub fn unpin(&self, keys: &[BlobKey]) -> Result<()> {
+        self.index.add_pins(keys, -1)
+    }
+
+    /// Remembers that `foreign` (an upstream's own digest) names the same bytes as `digest`.
+    pub fn put_foreign(&self, foreign: &ForeignDigest, digest: &Digest) -> Result<()> {
+        self.index.put_foreign(foreign, digest)
+    }
+
+    pub fn foreign(&self, foreign: &ForeignDigest) -> Result<Option<Digest>> {
+        self.index.foreign(foreign)
+    }
+
+    /// Caches an immutable version. It is validated first: an upstream's answer is
+    /// untrusted, and the index only ever holds manifests that passed.
+    pub fn put_version(&self, version: &Version) -> Result<()> {
+        version.validate()?;
+        self.index.put_version(version)
+    }
+
+    pub fn version(&self, name: &ArtifactName, number: u32) -> Result<Option<Version>> {
+        self.index.version(name, number)
+    }
+
+    pub fn version_by_digest(&self, digest: &Digest) -> Result<Option<Version>> {
+        self.index.version_by_digest(digest)
+    }
+
+    /// Remembers an alias resolution, with the time it was made.
+    pub fn put_alias(&self, name: &ArtifactName, alias: &str, record: &AliasRecord) -> Result<()> {
+        self.index.put_alias(name, alias, record)
+    }
+
+    pub fn alias(&self, name: &ArtifactName, alias: &str) -> Result<Option<AliasRecord>> {
+        self.index.alias(name, alias)
+    }
+
+    /// Makes the index durable; call before a clean exit.
+    pub fn flush(&self) -> Result<()> {
+        self.index.flush()
+    }
+
+    /// Total bytes and count of blobs with a row.
+    pub fn usage(&self) -> Result<(u64, u64)> {
+        let rows = self.index.all_blobs()?;
+        Ok((rows.iter().map(|(_, r, _)| r.size).sum(), rows.len() as u64))
+    }
+
+    pub(crate) fn ensure_shard(&self, rel: &str) -> Result<()> {
+        match rustix::fs::mkdirat(
+            &self.blobs,
+            crate::layout::shard_of(rel),
+            Mode::from_raw_mode(0o755),
+        ) {
+            Ok(()) | Err(Errno::EXIST) => Ok(()),
+            Err(e) => Err(e).io(
+                "create",
+                self.layout.blobs().join(crate::layout::shard_of(rel)),
+            ),
+        }
+    }
+
+    pub(crate) fn fsync_shard(&self, rel: &str) -> Result<()> {
+        let shard = crate::layout::shard_of(rel);
+        let fd = rustix::fs::openat(
+            &self.blobs,
+            shard,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .io("open", self.layout.blobs().join(shard))?;
+        rustix::fs::fsync(&fd).io("sync", self.layout.blobs().join(shard))
+    }
+
+    pub(crate) fn tmp_path(&self, name: &str) -> PathBuf {
+        self.layout.tmp().join(name)
+    }
+}
+
+/// Releases its blobs for eviction when dropped.
+#[must_use = "a lease protects blobs only while it is held"]
+pub struct Lease {
+    table: Arc<Mutex<HashMap<BlobKey, u32>>>,
+    keys: Vec<BlobKey>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut table = self
+            .table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for key in &self.keys {
+            if let Some(count) = table.get_mut(key) {
+                *count -= 1;
+                if *count == 0 {
+                    table.remove(key);
+                }
+            }
+        }
+    }
+}
+
+/// What, if anything, shows that a blob file is not what was ingested.
+pub(crate) fn tamper_signs(key: &BlobKey, record: &BlobRecord, stat: &Stat) -> Option<String> {
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Some("it is no longer a regular file".to_owned());
+    }
+    if stat.st_ino != record.ino {
+        return Some(format!("inode {} instead of {}", stat.st_ino, record.ino));
+    }
+    let size = u64::try_from(stat.st_size).unwrap_or(u64::MAX);
+    if size != record.size {
+        return Some(format!("size {size} instead of {}", record.size));
+    }
+    if stat.st_mode & 0o7777 != key.file_mode() {
+        return Some(format!(
+            "mode {:o} instead of {:o}",
+            stat.st_mode & 0o7777,
+            key.file_mode()
+        ));
+    }
+    if stat.st_mtime != BLOB_MTIME || stat.st_mtime_nsec != 0 {
+        return Some("its modification time changed: it was written to".to_owned());
+    }
+    None
+}
+
+pub(crate) fn missing(keys: Vec<BlobKey>) -> Error {
+    Error::MissingBlobs {
+        count: keys.len(),
+        example: keys[0],
+        missing: keys,
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub(crate) fn rename_noreplace(
+    from_dir: impl AsFd,
+    from: &str,
+    to_dir: impl AsFd,
+    to: &str,
+) -> rustix::io::Result<()> {
+    rustix::fs::renameat_with(from_dir, from, to_dir, to, RenameFlags::NOREPLACE)
+}

@@ -1,0 +1,325 @@
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::sync::Arc;
+
+use hoard_store::{BLOB_MTIME, Begin, BlobKey, Error, Store};
+use hoard_types::Digest;
+
+use crate::common::{Cache, Tmpfs, is_root};
+
+#[test]
+fn a_blob_is_read_only_with_pinned_mtime_and_the_right_bytes() {
+    let cache = Cache::new();
+    let data = b"hello hoard".repeat(1000);
+    let ingested = cache.store.ingest_reader(&data[..], false, None).unwrap();
+    assert!(ingested.fresh);
+    assert_eq!(ingested.size, data.len() as u64);
+    let path = cache.store.blob_path(&ingested.key);
+    assert_eq!(fs::read(&path).unwrap(), data);
+    let meta = fs::metadata(&path).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o444);
+    assert_eq!(meta.mtime(), BLOB_MTIME);
+    let record = cache.store.record(&ingested.key).unwrap().unwrap();
+    assert_eq!((record.size, record.ino), (data.len() as u64, meta.ino()));
+    assert!(
+        fs::read_dir(cache.root().join("tmp"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "tmp/ must be empty"
+    );
+
+    let exec = cache.store.ingest_reader(&data[..], true, None).unwrap();
+    assert_ne!(exec.key, ingested.key, "exec and plain blobs are distinct");
+    assert_eq!(
+        fs::metadata(cache.store.blob_path(&exec.key))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o555
+    );
+}
+
+#[test]
+fn ingesting_present_bytes_does_not_rewrite_the_blob() {
+    let cache = Cache::new();
+    let data = b"same bytes";
+    let first = cache.store.ingest_reader(&data[..], false, None).unwrap();
+    let ino = cache.blob_ino(data, false);
+    let again = cache.store.ingest_reader(&data[..], false, None).unwrap();
+    assert!(!again.fresh);
+    assert_eq!(
+        cache.blob_ino(data, false),
+        ino,
+        "the blob file was replaced"
+    );
+    // With the digest known up front, the stream is not even read.
+    let unread = PanicReader;
+    let known = cache
+        .store
+        .ingest_reader(unread, false, Some((first.key.digest, data.len() as u64)))
+        .unwrap();
+    assert!(!known.fresh);
+}
+
+struct PanicReader;
+impl std::io::Read for PanicReader {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        panic!("the stream must not be read when the blob is present");
+    }
+}
+
+#[test]
+fn wrong_digest_or_size_is_refused_and_leaves_nothing() {
+    let cache = Cache::new();
+    let data = b"the real bytes";
+    let wrong = Digest::of(b"other bytes");
+    let err = cache
+        .store
+        .ingest_reader(&data[..], false, Some((wrong, data.len() as u64)))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::DigestMismatch { expected, .. } if expected == wrong),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&wrong.to_string()));
+
+    let truncated = &data[..5];
+    let err = cache
+        .store
+        .ingest_reader(
+            truncated,
+            false,
+            Some((Digest::of(data), data.len() as u64)),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::SizeMismatch {
+                expected: 14,
+                actual: 5,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = cache
+        .store
+        .ingest_reader(
+            &b"the real bytes and more"[..],
+            false,
+            Some((Digest::of(data), data.len() as u64)),
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::SizeMismatch { .. }), "{err}");
+
+    assert!(
+        fs::read_dir(cache.root().join("tmp"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    assert_eq!(cache.store.usage().unwrap(), (0, 0));
+    assert!(
+        cache
+            .store
+            .record(&BlobKey::new(wrong, false))
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
+fn an_interrupted_download_resumes_from_its_offset() {
+    let cache = Cache::new();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let key = BlobKey::new(Digest::of(&data), false);
+    match cache.store.begin(key, data.len() as u64).unwrap() {
+        Begin::Write(mut w) => {
+            assert_eq!(w.offset(), 0);
+            w.write(&data[..100_000]).unwrap();
+            // dropped: the connection broke
+        }
+        Begin::Present(_) => panic!("not cached yet"),
+    }
+    let cache = cache.reopen();
+    let Begin::Write(mut w) = cache.store.begin(key, data.len() as u64).unwrap() else {
+        panic!("not cached yet")
+    };
+    assert_eq!(w.offset(), 100_000, "the partial survives a restart");
+    w.write(&data[100_000..]).unwrap();
+    let done = w.finish().unwrap();
+    assert!(done.fresh);
+    assert_eq!(fs::read(cache.store.blob_path(&key)).unwrap(), data);
+    assert!(matches!(
+        cache.store.begin(key, data.len() as u64).unwrap(),
+        Begin::Present(_)
+    ));
+}
+
+#[test]
+fn a_corrupt_partial_is_caught_at_the_end_and_discarded() {
+    let cache = Cache::new();
+    let data = vec![7u8; 10_000];
+    let key = BlobKey::new(Digest::of(&data), false);
+    let Begin::Write(mut w) = cache.store.begin(key, 10_000).unwrap() else {
+        panic!()
+    };
+    w.write(&[8u8; 4_000]).unwrap(); // wrong bytes
+    drop(w);
+    let Begin::Write(mut w) = cache.store.begin(key, 10_000).unwrap() else {
+        panic!()
+    };
+    assert_eq!(w.offset(), 4_000);
+    w.write(&data[4_000..]).unwrap();
+    assert!(matches!(
+        w.finish().unwrap_err(),
+        Error::DigestMismatch { .. }
+    ));
+    let Begin::Write(w) = cache.store.begin(key, 10_000).unwrap() else {
+        panic!()
+    };
+    assert_eq!(w.offset(), 0, "the bad partial must not be resumed");
+}
+
+#[test]
+fn concurrent_ingests_of_the_same_bytes_leave_one_blob() {
+    let cache = Arc::new(Cache::new());
+    let data: Arc<Vec<u8>> = Arc::new((0..1_000_000u32).map(|i| (i * 7 % 256) as u8).collect());
+    let key = BlobKey::new(Digest::of(&data), false);
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let (cache, data) = (Arc::clone(&cache), Arc::clone(&data));
+            std::thread::spawn(move || {
+                if i % 2 == 0 {
+                    cache
+                        .store
+                        .ingest_reader(&data[..], false, None)
+                        .map(|r| r.key)
+                } else {
+                    match cache.store.begin(key, data.len() as u64)? {
+                        Begin::Present(p) => Ok(p.key),
+                        Begin::Write(mut w) => {
+                            for chunk in data.chunks(65_536) {
+                                w.write(chunk)?;
+                            }
+                            w.finish().map(|r| r.key)
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap().unwrap(), key);
+    }
+    let shard = cache.store.blob_path(&key).parent().unwrap().to_owned();
+    assert_eq!(fs::read_dir(&shard).unwrap().count(), 1);
+    assert_eq!(fs::read(cache.store.blob_path(&key)).unwrap(), *data);
+    assert_eq!(cache.store.usage().unwrap(), (data.len() as u64, 1));
+    assert!(fs::read_dir(cache.root().join("tmp")).unwrap().all(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".partial")
+    }));
+}
+
+#[test]
+fn ingesting_a_local_file_leaves_it_untouched() {
+    let cache = Cache::new();
+    let src = cache.path("script.sh");
+    fs::write(&src, b"#!/bin/sh\necho hi\n").unwrap();
+    fs::set_permissions(&src, fs::Permissions::from_mode(0o750)).unwrap();
+    let before = fs::metadata(&src).unwrap();
+    let ingested = cache.store.ingest_file(&src).unwrap();
+    assert!(ingested.key.exec, "the exec bit comes from the file's mode");
+    let after = fs::metadata(&src).unwrap();
+    assert_eq!(
+        (after.ino(), after.mode(), after.mtime_nsec(), after.nlink()),
+        (before.ino(), before.mode(), before.mtime_nsec(), 1)
+    );
+    assert_ne!(
+        cache.blob_ino(b"#!/bin/sh\necho hi\n", true),
+        before.ino(),
+        "the blob must not share the user's inode"
+    );
+}
+
+#[test]
+fn batch_ingest_commits_every_file() {
+    let cache = Cache::new();
+    let dir = cache.path("src");
+    fs::create_dir(&dir).unwrap();
+    let paths: Vec<_> = (0..50)
+        .map(|i| {
+            let p = dir.join(format!("f{i}"));
+            fs::write(&p, format!("file {}", i % 40)).unwrap();
+            p
+        })
+        .collect();
+    let results = cache.store.ingest_files(&paths).unwrap();
+    assert_eq!(results.len(), 50);
+    assert_eq!(
+        results.iter().filter(|r| r.fresh).count(),
+        40,
+        "10 files repeat earlier contents"
+    );
+    for (path, r) in paths.iter().zip(&results) {
+        assert_eq!(r.key.digest, Digest::of(&fs::read(path).unwrap()));
+        assert!(cache.store.record(&r.key).unwrap().is_some());
+    }
+    assert_eq!(cache.store.usage().unwrap().1, 40);
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error_and_the_cache_stays_consistent() {
+    if !is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let fs_ = Tmpfs::mount("2m");
+    let root = fs_.dir.path().join("cache");
+    let store = Store::open(&root).unwrap();
+    let small = vec![1u8; 100_000];
+    store.ingest_reader(&small[..], false, None).unwrap();
+    let big = vec![2u8; 4_000_000];
+    let err = store.ingest_reader(&big[..], false, None).unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("tmp/ingest-"), "{text}");
+    let source = std::error::Error::source(&err)
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    assert!(source.contains("No space left"), "{source}");
+    let key = BlobKey::new(Digest::of(&big), false);
+    let Err(err) = (match store.begin(key, big.len() as u64) {
+        Ok(Begin::Write(mut w)) => w.write(&big),
+        Ok(Begin::Present(_)) => panic!("cannot be present"),
+        Err(e) => Err(e),
+    }) else {
+        panic!("writing 4 MB into 2 MB must fail")
+    };
+    assert!(err.to_string().contains(".partial"), "{err}");
+    assert_eq!(
+        fs::read_dir(root.join("tmp")).unwrap().count(),
+        0,
+        "a partial that filled the disk must go"
+    );
+    drop(store);
+    let store = Store::open(&root).unwrap();
+    let report = store.verify().unwrap();
+    assert!(report.bad.is_empty(), "{:?}", report.bad);
+    assert_eq!(store.usage().unwrap(), (100_000, 1));
+    assert!(store.record(&key).unwrap().is_none());
+}
+
+#[test]
+fn a_cache_root_that_is_a_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    fs::write(&file, b"x").unwrap();
+    let err = Store::open(file.join("cache")).err().unwrap().to_string();
+    assert!(err.contains("not-a-dir/cache"), "{err}");
+}
