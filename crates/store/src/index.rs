@@ -200,7 +200,7 @@ impl Index {
                 match lk.as_ref().cmp(k.as_ref()) {
                     std::cmp::Ordering::Less => {}
                     std::cmp::Ordering::Equal => {
-                        used = lv.as_ref().try_into().map_or(0, u64::from_le_bytes)
+                        used = lv.as_ref().try_into().map_or(0, u64::from_le_bytes);
                     }
                     std::cmp::Ordering::Greater => break,
                 }

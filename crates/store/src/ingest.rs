@@ -41,7 +41,8 @@ pub enum Begin<'a> {
     /// The blob is already cached and checks out.
     Present(Ingested),
     /// Write the bytes from [`BlobWriter::offset`] on.
-    Write(BlobWriter<'a>),
+    /// Boxed: a writer carries a blake3 hasher (about 2 KB).
+    Write(Box<BlobWriter<'a>>),
 }
 
 /// A blob being written into `tmp/`. Dropping it without [`Self::finish`] keeps a
@@ -81,7 +82,7 @@ impl Store {
             Err(Errno::WOULDBLOCK) => {
                 return self
                     .writer(key.exec, Some((key.digest, size)))
-                    .map(Begin::Write);
+                    .map(|w| Begin::Write(Box::new(w)));
             }
             Err(e) => return Err(e).io("lock", self.tmp_path(&name)),
         }
@@ -103,7 +104,7 @@ impl Store {
         }
         file.seek(io::SeekFrom::Start(len))
             .io("seek", self.tmp_path(&name))?;
-        Ok(Begin::Write(BlobWriter {
+        Ok(Begin::Write(Box::new(BlobWriter {
             store: self,
             file,
             name,
@@ -113,7 +114,7 @@ impl Store {
             expected: Some((key.digest, size)),
             resumable: true,
             done: false,
-        }))
+        })))
     }
 
     /// A writer to a private temporary file, for bytes whose digest may not be known yet.
@@ -155,10 +156,10 @@ impl Store {
         exec: bool,
         expected: Option<(Digest, u64)>,
     ) -> Result<Ingested> {
-        if let Some((digest, _)) = expected {
-            if let Some(present) = self.present(&BlobKey::new(digest, exec))? {
-                return Ok(present);
-            }
+        if let Some((digest, _)) = expected
+            && let Some(present) = self.present(&BlobKey::new(digest, exec))?
+        {
+            return Ok(present);
         }
         let mut writer = self.writer(exec, expected)?;
         let mut buf = vec![0; CHUNK];
@@ -293,16 +294,16 @@ impl BlobWriter<'_> {
     }
 
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        if let Some((digest, size)) = self.expected {
-            if self.written + data.len() as u64 > size {
-                let actual = self.written + data.len() as u64;
-                self.abandon();
-                return Err(Error::SizeMismatch {
-                    digest: digest.to_string(),
-                    expected: size,
-                    actual,
-                });
-            }
+        if let Some((digest, size)) = self.expected
+            && self.written + data.len() as u64 > size
+        {
+            let actual = self.written + data.len() as u64;
+            self.abandon();
+            return Err(Error::SizeMismatch {
+                digest: digest.to_string(),
+                expected: size,
+                actual,
+            });
         }
         self.hasher.update(data);
         if let Err(e) = self.file.write_all(data) {
@@ -464,10 +465,10 @@ impl Drop for BlobWriter<'_> {
 /// A blob file is already at the final name: re-hash it, and keep it (returning its record)
 /// if it holds the right bytes; otherwise quarantine it and report the conflict.
 pub(crate) fn adopt_existing(store: &Store, key: BlobKey) -> Result<BlobRecord> {
-    if let Some(record) = store.index.blob(&key)? {
-        if store.check(&key, &record).is_ok() {
-            return Ok(record);
-        }
+    if let Some(record) = store.index.blob(&key)?
+        && store.check(&key, &record).is_ok()
+    {
+        return Ok(record);
     }
     let path = store.blob_path(&key);
     let fd = rustix::fs::openat(

@@ -119,10 +119,10 @@ impl Store {
                 let mut hasher = blake3::Hasher::new();
                 io::copy(&mut file, &mut hasher).io("read", &path)?;
                 let actual = Digest::from(hasher.finalize());
-                let problem = if actual != key.digest {
-                    Some(format!("its bytes hash to `{actual}`"))
-                } else {
+                let problem = if actual == key.digest {
                     crate::store::tamper_signs(key, record, &stat)
+                } else {
+                    Some(format!("its bytes hash to `{actual}`"))
                 };
                 if let Some(problem) = problem {
                     tracing::warn!(%key, %problem, "verify: quarantining blob");

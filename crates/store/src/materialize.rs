@@ -349,7 +349,7 @@ impl Store {
                 .map(File::from)
                 .map_err(|e| fail(e, "cannot create the file"))?;
                 let blob = self.open_blob(&job.key);
-                let result = blob.and_then(|blob| self.fill(&out, &blob, job, mode, tree));
+                let result = blob.and_then(|blob| fill(&out, &blob, job, mode, tree));
                 if let Err(e) = result {
                     cleanup();
                     return Err(e);
@@ -368,40 +368,6 @@ impl Store {
                 Err(tree.error(job.path.as_str(), &reason))
             }
         }
-    }
-
-    /// Writes a copy or a clone of the blob into `out`.
-    fn fill(
-        &self,
-        out: &File,
-        blob: &File,
-        job: &Job<'_>,
-        mode: LinkMode,
-        tree: &DestTree,
-    ) -> Result<()> {
-        if mode == LinkMode::Reflink {
-            rustix::fs::ioctl_ficlone(out, blob).map_err(|e| unsupported(mode, tree, e))?;
-        } else {
-            // std's copy uses copy_file_range where it can and falls back (across
-            // filesystems on older kernels, for instance) to plain reads and writes.
-            let copied = std::io::copy(&mut &*blob, &mut &*out)
-                .map_err(|e| tree.error(job.path.as_str(), &format!("cannot copy: {e}")))?;
-            if copied != job.record.size {
-                return Err(tree.error(job.path.as_str(), "the blob's size changed while copying"));
-            }
-        }
-        let pinned = rustix::fs::Timespec {
-            tv_sec: BLOB_MTIME,
-            tv_nsec: 0,
-        };
-        rustix::fs::futimens(
-            out,
-            &Timestamps {
-                last_access: pinned,
-                last_modification: pinned,
-            },
-        )
-        .map_err(|e| tree.error(job.path.as_str(), &std::io::Error::from(e).to_string()))
     }
 
     /// Gives a blob a fresh inode (a verified copy renamed over it) when its link count is
@@ -425,6 +391,33 @@ impl Store {
             .update_blob(key, |r| r.ino = ino)?
             .ok_or_else(|| missing(vec![*key]))
     }
+}
+
+/// Writes a copy or a clone of the blob into `out`.
+fn fill(out: &File, blob: &File, job: &Job<'_>, mode: LinkMode, tree: &DestTree) -> Result<()> {
+    if mode == LinkMode::Reflink {
+        rustix::fs::ioctl_ficlone(out, blob).map_err(|e| unsupported(mode, tree, e))?;
+    } else {
+        // std's copy uses copy_file_range where it can and falls back (across
+        // filesystems on older kernels, for instance) to plain reads and writes.
+        let copied = std::io::copy(&mut &*blob, &mut &*out)
+            .map_err(|e| tree.error(job.path.as_str(), &format!("cannot copy: {e}")))?;
+        if copied != job.record.size {
+            return Err(tree.error(job.path.as_str(), "the blob's size changed while copying"));
+        }
+    }
+    let pinned = rustix::fs::Timespec {
+        tv_sec: BLOB_MTIME,
+        tv_nsec: 0,
+    };
+    rustix::fs::futimens(
+        out,
+        &Timestamps {
+            last_access: pinned,
+            last_modification: pinned,
+        },
+    )
+    .map_err(|e| tree.error(job.path.as_str(), &std::io::Error::from(e).to_string()))
 }
 
 fn unsupported(mode: LinkMode, tree: &DestTree, e: Errno) -> Error {

@@ -59,18 +59,17 @@ pub(crate) fn run(store: &Store) -> Result<ReconcileReport> {
         for entry in fs::read_dir(shard.path()).io("read", shard.path())? {
             let entry = entry.io("read", shard.path())?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            match BlobKey::from_file_name(&name).filter(|k| k.relative_path()[..2] == shard_name) {
-                Some(key) => {
-                    files.insert(key);
-                }
-                None => {
-                    let target = store
-                        .layout
-                        .quarantine()
-                        .join(format!("{shard_name}-{name}.{}", now_ms()));
-                    fs::rename(entry.path(), &target).io("quarantine", entry.path())?;
-                    report.quarantined += 1;
-                }
+            if let Some(key) =
+                BlobKey::from_file_name(&name).filter(|k| k.relative_path()[..2] == shard_name)
+            {
+                files.insert(key);
+            } else {
+                let target = store
+                    .layout
+                    .quarantine()
+                    .join(format!("{shard_name}-{name}.{}", now_ms()));
+                fs::rename(entry.path(), &target).io("quarantine", entry.path())?;
+                report.quarantined += 1;
             }
         }
     }
@@ -86,12 +85,11 @@ pub(crate) fn run(store: &Store) -> Result<ReconcileReport> {
 
     let mut adopted = Vec::new();
     for key in files {
-        match adopt(store, &key)? {
-            Some(record) => adopted.push((key, record)),
-            None => {
-                store.quarantine(&key)?;
-                report.quarantined += 1;
-            }
+        if let Some(record) = adopt(store, &key)? {
+            adopted.push((key, record));
+        } else {
+            store.quarantine(&key)?;
+            report.quarantined += 1;
         }
     }
     report.adopted = adopted.len() as u64;

@@ -96,16 +96,15 @@ impl Manifest {
                     entry.size
                 ));
             }
-            if let Some(uri) = &entry.reference {
-                if !REF_SCHEMES.iter().any(|s| uri.starts_with(s))
+            if let Some(uri) = &entry.reference
+                && (!REF_SCHEMES.iter().any(|s| uri.starts_with(s))
                     || uri.len() > 8192
-                    || uri.chars().any(char::is_control)
-                {
-                    return invalid(format!(
-                        "`{path}` has reference `{}`, expected an http(s)://, file://, s3:// or gs:// URI",
-                        crate::digest::truncate(uri)
-                    ));
-                }
+                    || uri.chars().any(char::is_control))
+            {
+                return invalid(format!(
+                    "`{path}` has reference `{}`, expected an http(s)://, file://, s3:// or gs:// URI",
+                    crate::digest::truncate(uri)
+                ));
             }
             if let Some(dir) = path.ancestors().find(|dir| self.entries.contains_key(*dir)) {
                 return invalid(format!(

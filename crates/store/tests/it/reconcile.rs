@@ -142,7 +142,7 @@ fn crash_child() {
 fn a_kill_during_ingest_leaves_a_consistent_cache() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("cache");
-    for round in 0..3 {
+    for round in 0..3u64 {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
@@ -157,7 +157,7 @@ fn a_kill_during_ingest_leaves_a_consistent_cache() {
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let wanted = 5 + round * 7;
-        let mut seen = 0;
+        let mut seen = 0u64;
         while seen < wanted {
             match lines.next() {
                 Some(Ok(line)) if line == "ingested" => seen += 1,
@@ -171,7 +171,7 @@ fn a_kill_during_ingest_leaves_a_consistent_cache() {
         let report = store.verify().unwrap();
         assert!(report.bad.is_empty(), "round {round}: {:?}", report.bad);
         assert!(
-            report.checked >= seen as u64,
+            report.checked >= seen,
             "round {round}: {} blobs for {seen} ingests",
             report.checked
         );
