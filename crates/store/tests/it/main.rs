@@ -1,6 +1,7 @@
 //! Integration tests of hoard-store: real files in temp directories.
 //!
 //! - `common`: a store in a temp dir, and manifests of given bytes.
+//! - `index`: versions, aliases and foreign digests kept across restarts.
 //! - `ingest`: streams, partials, local files, concurrency, a full disk.
 //! - `materialize`: bytes, inodes, modes, hostile destinations, tampered blobs.
 //! - `reconcile`: the states a crash can leave, arranged on disk, then reopened; a real
@@ -8,6 +9,7 @@
 //! - `maintain`: eviction and verification.
 
 mod common;
+mod index;
 mod ingest;
 mod maintain;
 mod materialize;

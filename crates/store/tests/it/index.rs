@@ -1,0 +1,76 @@
+use hoard_store::{AliasRecord, Error};
+use hoard_types::{ArtifactName, Digest, ForeignDigest, Version};
+
+use crate::common::Cache;
+
+fn version(number: u32, files: &[(&str, &[u8], bool)], cache: &Cache) -> Version {
+    let manifest = cache.manifest(files);
+    Version {
+        entity: "acme".into(),
+        project: "vision".into(),
+        name: "bikes".into(),
+        version: format!("v{number}"),
+        digest: manifest.digest(),
+        aliases: vec!["latest".into()],
+        kind: Some("dataset".into()),
+        metadata: serde_json::json!({"rows": 2}),
+        created_at: Some("2026-11-26T16:00:00Z".into()),
+        manifest,
+    }
+}
+
+#[test]
+fn versions_aliases_and_foreign_digests_survive_a_restart() {
+    let cache = Cache::new();
+    let name = ArtifactName::new("acme", "vision", "bikes").unwrap();
+    let v0 = version(0, &[("a.txt", b"a", false)], &cache);
+    let v1 = version(1, &[("a.txt", b"a", false), ("b.sh", b"b", true)], &cache);
+    cache.store.put_version(&v0).unwrap();
+    cache.store.put_version(&v1).unwrap();
+    let alias = AliasRecord {
+        version: 1,
+        digest: v1.digest,
+        resolved_ms: 1_764_172_800_000,
+    };
+    cache.store.put_alias(&name, "latest", &alias).unwrap();
+    let md5: ForeignDigest = "md5:0cc175b9c0f1b6a831c399e269772661".parse().unwrap();
+    cache.store.put_foreign(&md5, &Digest::of(b"a")).unwrap();
+
+    let cache = cache.reopen();
+    assert_eq!(cache.store.version(&name, 0).unwrap().as_ref(), Some(&v0));
+    assert_eq!(cache.store.version(&name, 1).unwrap().as_ref(), Some(&v1));
+    assert_eq!(cache.store.version(&name, 2).unwrap(), None);
+    assert_eq!(
+        cache.store.version_by_digest(&v1.digest).unwrap().as_ref(),
+        Some(&v1)
+    );
+    assert_eq!(
+        cache
+            .store
+            .version_by_digest(&Digest::of(b"no such manifest"))
+            .unwrap(),
+        None
+    );
+    assert_eq!(cache.store.alias(&name, "latest").unwrap(), Some(alias));
+    assert_eq!(cache.store.alias(&name, "best").unwrap(), None);
+    let other = ArtifactName::new("acme", "vision", "bikes2").unwrap();
+    assert_eq!(
+        cache.store.alias(&other, "latest").unwrap(),
+        None,
+        "keys of one artifact must not match another's"
+    );
+    assert_eq!(cache.store.foreign(&md5).unwrap(), Some(Digest::of(b"a")));
+}
+
+#[test]
+fn a_version_whose_digest_is_not_its_manifests_is_refused() {
+    let cache = Cache::new();
+    let mut v = version(0, &[("a.txt", b"a", false)], &cache);
+    v.digest = Digest::of(b"lies");
+    let err = cache.store.put_version(&v).unwrap_err();
+    assert!(matches!(err, Error::Invalid(_)), "{err}");
+    assert!(err.to_string().contains("claims digest"), "{err}");
+    let name = ArtifactName::new("acme", "vision", "bikes").unwrap();
+    assert_eq!(cache.store.version(&name, 0).unwrap(), None);
+    assert_eq!(cache.store.version_by_digest(&v.digest).unwrap(), None);
+}
