@@ -21,14 +21,19 @@ pub(crate) struct DestTree {
     pub(crate) path: PathBuf,
     pub(crate) root: OwnedFd,
     pub(crate) dev: u64,
-    /// Directory path (relative, `/`-separated) → its descriptor.
-    dirs: HashMap<String, OwnedFd>,
+    /// Directory path (relative, `/`-separated) → its descriptor, and whether this request
+    /// created it (so it cannot hold any file yet).
+    dirs: HashMap<String, (OwnedFd, bool)>,
+    root_fresh: bool,
 }
 
 impl DestTree {
     /// Creates and opens `dest` and every directory in `dirs` (relative paths; ancestors are
     /// added as needed).
     pub(crate) fn open<'a>(dest: &Path, dirs: impl IntoIterator<Item = &'a str>) -> Result<Self> {
+        // A hint only (another process may race us): a wrong "fresh" costs an EEXIST and an
+        // atomic replace, never a wrong file.
+        let root_fresh = !dest.exists();
         fs::create_dir_all(dest).io("create the destination", dest)?;
         let root = rustix::fs::open(
             dest,
@@ -42,6 +47,7 @@ impl DestTree {
             root,
             dev,
             dirs: HashMap::new(),
+            root_fresh,
         };
         // BTreeSet order puts every directory after its ancestors.
         let mut all = BTreeSet::new();
@@ -57,18 +63,19 @@ impl DestTree {
                 None => (None, dir),
             };
             let parent_fd = match parent {
-                Some(p) => &tree.dirs[p],
+                Some(p) => &tree.dirs[p].0,
                 None => &tree.root,
             };
-            match rustix::fs::mkdirat(parent_fd, name, Mode::from_raw_mode(0o755)) {
-                Ok(()) | Err(Errno::EXIST) => {}
+            let fresh = match rustix::fs::mkdirat(parent_fd, name, Mode::from_raw_mode(0o755)) {
+                Ok(()) => true,
+                Err(Errno::EXIST) => false,
                 Err(e) => {
                     return Err(tree.error(
                         dir,
                         &format!("cannot create the directory: {}", std::io::Error::from(e)),
                     ));
                 }
-            }
+            };
             let fd = match rustix::fs::openat(
                 parent_fd,
                 name,
@@ -97,14 +104,18 @@ impl DestTree {
                     ));
                 }
             };
-            tree.dirs.insert(dir.to_owned(), fd);
+            tree.dirs.insert(dir.to_owned(), (fd, fresh));
         }
         Ok(tree)
     }
 
-    /// The descriptor of a file's directory (`None` for the root).
-    pub(crate) fn dir(&self, parent: Option<&str>) -> &OwnedFd {
-        parent.map_or(&self.root, |p| &self.dirs[p])
+    /// The descriptor of a file's directory (`None` for the root), and whether this
+    /// request created that directory.
+    pub(crate) fn dir(&self, parent: Option<&str>) -> (&OwnedFd, bool) {
+        parent.map_or((&self.root, self.root_fresh), |p| {
+            let (fd, fresh) = &self.dirs[p];
+            (fd, *fresh)
+        })
     }
 
     pub(crate) fn error(&self, path: &str, reason: &str) -> Error {

@@ -177,10 +177,10 @@ impl Index {
         self.write(batch)
     }
 
-    pub(crate) fn touch(&self, keys: &[BlobKey], now_ms: u64) -> Result<()> {
+    pub(crate) fn touch(&self, uses: impl IntoIterator<Item = (BlobKey, u64)>) -> Result<()> {
         let mut batch = WriteBatch::default();
-        for key in keys {
-            batch.put_cf(self.cf(LAST_USE), key.encode(), now_ms.to_le_bytes());
+        for (key, at_ms) in uses {
+            batch.put_cf(self.cf(LAST_USE), key.encode(), at_ms.to_le_bytes());
         }
         self.write(batch)
     }

@@ -43,6 +43,7 @@ impl Store {
     /// first, blobs no workdir links (`nlink == 1`, whose eviction frees space) before
     /// linked ones, never a pinned or leased blob.
     pub fn evict_to(&self, budget: u64) -> Result<EvictReport> {
+        self.flush_uses()?;
         let rows = self.index.all_blobs()?;
         let mut total: u64 = rows.iter().map(|(_, r, _)| r.size).sum();
         let mut report = EvictReport::default();
@@ -143,5 +144,35 @@ impl Store {
             }
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Store;
+
+    /// Least recently used goes first, and a use still buffered in memory counts.
+    #[test]
+    fn eviction_follows_last_use_including_buffered_uses() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("cache")).unwrap();
+        let [a, b, c] = [b"aaaa", b"bbbb", b"cccc"]
+            .map(|d| store.ingest_reader(&d[..], false, None).unwrap().key);
+        store.index.touch([(a, 100), (b, 300), (c, 200)]).unwrap();
+        let report = store.evict_to(8).unwrap();
+        assert_eq!(report.evicted, 1);
+        assert!(
+            store.record(&a).unwrap().is_none(),
+            "a was used least recently"
+        );
+
+        store.touch(&[c]).unwrap(); // now, newer than b's 300 ms, but only in memory
+        let report = store.evict_to(4).unwrap();
+        assert_eq!(report.evicted, 1);
+        assert!(
+            store.record(&b).unwrap().is_none(),
+            "b is now the least recently used"
+        );
+        assert!(store.record(&c).unwrap().is_some());
     }
 }

@@ -25,7 +25,7 @@ use crate::Store;
 use crate::dest::DestTree;
 use crate::error::{Error, IoContext, Result};
 use crate::record::{BlobKey, BlobRecord};
-use crate::store::{BLOB_MTIME, missing, now_ms};
+use crate::store::{BLOB_MTIME, missing};
 
 /// How a cached blob becomes a file in the destination.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -177,7 +177,7 @@ impl Store {
         })?;
         report.placed = placed.into_inner();
         report.unchanged = unchanged.into_inner();
-        self.index.touch(&keys, now_ms())?;
+        self.touch(&keys)?;
         Ok(report)
     }
 
@@ -221,12 +221,29 @@ impl Store {
         Ok((LinkMode::Copy, Some(outcome)))
     }
 
+    /// Places one file. In a directory this request created, nothing can be in the way:
+    /// check the blob and link (two syscalls). In one that existed, the file may already be
+    /// right (a re-materialization): one `statat` of it decides, and a hardlink is judged
+    /// by that same stat, since it is the blob's own inode.
     fn place(&self, tree: &DestTree, job: &Job<'_>, mode: LinkMode) -> Result<Outcome> {
-        let dir = tree.dir(job.path.parent());
+        let (dir, fresh) = tree.dir(job.path.parent());
         let name = job.path.file_name();
-        if mode == LinkMode::Hardlink {
-            // Fresh destinations are the common case: check the blob, link, done.
-            self.check(&job.key, &job.record)?;
+        let mut taken = false;
+        if !fresh {
+            match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(existing) if self.is_current(&existing, job, mode, dir, name)? => {
+                    return Ok(Outcome::Unchanged);
+                }
+                Ok(_) => taken = true,
+                Err(Errno::NOENT) => {}
+                Err(e) => {
+                    return Err(tree.error(job.path.as_str(), &std::io::Error::from(e).to_string()));
+                }
+            }
+        }
+        self.check(&job.key, &job.record)?;
+        if mode == LinkMode::Hardlink && !taken {
+            // linkat is atomic: the name appears with the whole file.
             let rel = job.key.relative_path();
             let mut renewed = false;
             loop {
@@ -248,20 +265,6 @@ impl Store {
                     }
                 }
             }
-        }
-        // Already the right file? For hardlinks that is (dev, inode); for copies, size and
-        // the pinned mtime (rsync's quick check); for symlinks, the target.
-        match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(existing) if self.is_current(&existing, job, mode, dir, name)? => {
-                return Ok(Outcome::Unchanged);
-            }
-            Ok(_) | Err(Errno::NOENT) => {}
-            Err(e) => {
-                return Err(tree.error(job.path.as_str(), &std::io::Error::from(e).to_string()));
-            }
-        }
-        if mode != LinkMode::Hardlink {
-            self.check(&job.key, &job.record)?;
         }
         self.replace(tree, job, mode).map(|()| Outcome::Placed)
     }
@@ -301,7 +304,7 @@ impl Store {
     /// final name, so readers see either the old file or the whole new one.
     fn replace(&self, tree: &DestTree, job: &Job<'_>, mode: LinkMode) -> Result<()> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let dir = tree.dir(job.path.parent());
+        let (dir, _) = tree.dir(job.path.parent());
         let tmp = format!(
             ".hoard-tmp-{}-{}",
             std::process::id(),

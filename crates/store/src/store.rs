@@ -42,7 +42,16 @@ pub struct Store {
     pub(crate) probes: Mutex<HashMap<(u64, u64), LinkMode>>,
     /// Serializes giving a blob a fresh inode (EMLINK), so two threads don't both do it.
     pub(crate) renew: Mutex<()>,
+    /// Last uses not yet written to the index. Writing 20,000 rows after every
+    /// materialization would cost more than the links; eviction only needs the order, so
+    /// uses are batched here and written before eviction reads them, on [`Store::flush`],
+    /// on drop, and when the buffer grows past [`USES_BUFFERED`]. A crash loses some recency,
+    /// never a blob.
+    uses: Mutex<HashMap<BlobKey, u64>>,
 }
+
+/// Buffered last uses that trigger a write to the index.
+const USES_BUFFERED: usize = 200_000;
 
 impl Store {
     /// Opens (creating if needed) the cache at `root`, then reconciles it: orphans in
@@ -73,6 +82,7 @@ impl Store {
             leases: Arc::default(),
             probes: Mutex::default(),
             renew: Mutex::default(),
+            uses: Mutex::default(),
         };
         let report = reconcile::run(&store)?;
         tracing::debug!(?report, root = %store.layout.root.display(), "opened cache");
@@ -231,8 +241,32 @@ impl Store {
         self.index.alias(name, alias)
     }
 
-    /// Makes the index durable; call before a clean exit.
+    /// Records that `keys` were used now (for LRU eviction), in memory; see `uses`.
+    pub fn touch(&self, keys: &[BlobKey]) -> Result<()> {
+        let now = now_ms();
+        let mut uses = self.uses.lock().expect("use buffer poisoned");
+        uses.extend(keys.iter().map(|key| (*key, now)));
+        if uses.len() >= USES_BUFFERED {
+            let batch = std::mem::take(&mut *uses);
+            drop(uses);
+            self.index.touch(batch)?;
+        }
+        Ok(())
+    }
+
+    /// Writes buffered last uses to the index.
+    pub(crate) fn flush_uses(&self) -> Result<()> {
+        let batch = std::mem::take(&mut *self.uses.lock().expect("use buffer poisoned"));
+        if batch.is_empty() {
+            Ok(())
+        } else {
+            self.index.touch(batch)
+        }
+    }
+
+    /// Writes buffered state and makes the index durable; call before a clean exit.
     pub fn flush(&self) -> Result<()> {
+        self.flush_uses()?;
         self.index.flush()
     }
 
@@ -270,6 +304,14 @@ impl Store {
 
     pub(crate) fn tmp_path(&self, name: &str) -> PathBuf {
         self.layout.tmp().join(name)
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush_uses() {
+            tracing::warn!(error = %e, "could not record the last uses of blobs");
+        }
     }
 }
 
