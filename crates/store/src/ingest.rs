@@ -17,13 +17,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use hoard_types::Digest;
 use rayon::prelude::*;
-use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, Timestamps};
+use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::Store;
 use crate::error::{Error, IoContext, Result};
 use crate::record::{BlobKey, BlobRecord};
-use crate::store::{BLOB_MTIME, now_ms, rename_noreplace};
+use crate::store::{now_ms, pin_mtime, rename_noreplace};
 
 const CHUNK: usize = 256 * 1024;
 
@@ -152,7 +152,7 @@ impl Store {
     /// nothing is read.
     pub fn ingest_reader(
         &self,
-        mut reader: impl Read,
+        reader: impl Read,
         exec: bool,
         expected: Option<(Digest, u64)>,
     ) -> Result<Ingested> {
@@ -162,22 +162,8 @@ impl Store {
             return Ok(present);
         }
         let mut writer = self.writer(exec, expected)?;
-        let mut buf = vec![0; CHUNK];
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(Error::Io {
-                        op: "read the blob stream for",
-                        path: writer.path(),
-                        source: e,
-                    });
-                }
-            };
-            writer.write(&buf[..n])?;
-        }
+        let stream = writer.path();
+        writer.write_from(reader, "read the blob stream for", &stream)?;
         writer.finish()
     }
 
@@ -245,23 +231,7 @@ impl Store {
                 writer.written += n as u64;
             }
         } else {
-            let mut buf = vec![0; CHUNK];
-            let mut reader = &source;
-            loop {
-                let n = match reader.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        return Err(Error::Io {
-                            op: "read",
-                            path: path.to_owned(),
-                            source: e,
-                        });
-                    }
-                };
-                writer.write(&buf[..n])?;
-            }
+            writer.write_from(&source, "read", path)?;
         }
         Ok((writer, source))
     }
@@ -323,6 +293,30 @@ impl BlobWriter<'_> {
         }
         self.written += data.len() as u64;
         Ok(())
+    }
+
+    /// Writes everything `reader` yields; a read error names `source` (with `op`).
+    pub fn write_from(
+        &mut self,
+        mut reader: impl Read,
+        op: &'static str,
+        source: &Path,
+    ) -> Result<()> {
+        let mut buf = vec![0; CHUNK];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => self.write(&buf[..n])?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(Error::Io {
+                        op,
+                        path: source.to_owned(),
+                        source: e,
+                    });
+                }
+            }
+        }
     }
 
     /// Checks size and digest and makes the blob durable and visible.
@@ -462,57 +456,78 @@ impl Drop for BlobWriter<'_> {
     }
 }
 
-/// A blob file is already at the final name: re-hash it, and keep it (returning its record)
-/// if it holds the right bytes; otherwise quarantine it and report the conflict.
+/// A blob file is already at the final name: keep it (returning its record) if its row
+/// checks out or its bytes are right; otherwise quarantine it and report the conflict.
 pub(crate) fn adopt_existing(store: &Store, key: BlobKey) -> Result<BlobRecord> {
     if let Some(record) = store.index.blob(&key)?
         && store.check(&key, &record).is_ok()
     {
         return Ok(record);
     }
-    let path = store.blob_path(&key);
+    match rehash(store, &key)? {
+        Rehashed::Matches(record) => Ok(record),
+        Rehashed::Differs(actual) => {
+            store.quarantine(&key)?;
+            Err(Error::DigestMismatch {
+                expected: key.digest,
+                actual,
+            })
+        }
+        Rehashed::NotAFile => {
+            store.quarantine(&key)?;
+            Err(Error::Tampered {
+                key,
+                what: "it is not a regular file".to_owned(),
+            })
+        }
+    }
+}
+
+/// What re-hashing a file found at a blob's name showed.
+pub(crate) enum Rehashed {
+    /// The bytes are the blob's: here is its record (the file now has the blob's mode and
+    /// mtime).
+    Matches(BlobRecord),
+    Differs(Digest),
+    NotAFile,
+}
+
+/// Re-hashes the file at `key`'s name, for adopting a blob that has no trustworthy row.
+pub(crate) fn rehash(store: &Store, key: &BlobKey) -> Result<Rehashed> {
+    let path = store.blob_path(key);
     let fd = rustix::fs::openat(
         &store.blobs,
         key.relative_path(),
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
-    )
-    .io("open", &path)?;
+    );
+    let fd = match fd {
+        Ok(fd) => fd,
+        Err(Errno::LOOP) => return Ok(Rehashed::NotAFile),
+        Err(e) => return Err(e).io("open", &path),
+    };
     let mut file = File::from(fd);
     let meta = file.metadata().io("stat", &path)?;
+    if !meta.is_file() {
+        return Ok(Rehashed::NotAFile);
+    }
     let mut hasher = blake3::Hasher::new();
     io::copy(&mut file, &mut hasher).io("read", &path)?;
     let digest = Digest::from(hasher.finalize());
-    if digest != key.digest || !meta.is_file() {
-        store.quarantine(&key)?;
-        return Err(Error::DigestMismatch {
-            expected: key.digest,
-            actual: digest,
-        });
+    if digest != key.digest {
+        return Ok(Rehashed::Differs(digest));
     }
-    normalize(&file, &key, &path)?;
-    let record = BlobRecord {
+    normalize(&file, key, &path)?;
+    Ok(Rehashed::Matches(BlobRecord {
         size: meta.len(),
         ino: std::os::unix::fs::MetadataExt::ino(&meta),
         pins: 0,
         ingested_ms: now_ms(),
-    };
-    Ok(record)
+    }))
 }
 
 /// Gives a verified blob file its canonical mode and mtime.
 pub(crate) fn normalize(file: &File, key: &BlobKey, path: &Path) -> Result<()> {
     rustix::fs::fchmod(file, Mode::from_raw_mode(key.file_mode())).io("chmod", path)?;
-    let pinned = rustix::fs::Timespec {
-        tv_sec: BLOB_MTIME,
-        tv_nsec: 0,
-    };
-    rustix::fs::futimens(
-        file,
-        &Timestamps {
-            last_access: pinned,
-            last_modification: pinned,
-        },
-    )
-    .io("set the mtime of", path)
+    pin_mtime(file).io("set the mtime of", path)
 }

@@ -10,7 +10,6 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::str::FromStr;
@@ -18,14 +17,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use hoard_types::{Entry, Manifest, PathPrefix, RelPath};
 use rayon::prelude::*;
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, Timestamps};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 
 use crate::Store;
 use crate::dest::DestTree;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::record::{BlobKey, BlobRecord};
-use crate::store::{BLOB_MTIME, missing};
+use crate::store::{BLOB_MTIME, missing, pin_mtime};
 
 /// How a cached blob becomes a file in the destination.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -380,14 +379,7 @@ impl Store {
         let record = self.index.blob(key)?.ok_or_else(|| missing(vec![*key]))?;
         let mut source = self.open_blob(key)?;
         let mut writer = self.writer(key.exec, Some((key.digest, record.size)))?;
-        let mut buf = vec![0; 256 * 1024];
-        loop {
-            let n = source.read(&mut buf).io("read", self.blob_path(key))?;
-            if n == 0 {
-                break;
-            }
-            writer.write(&buf[..n])?;
-        }
+        writer.write_from(&mut source, "read", &self.blob_path(key))?;
         let ino = writer.finish_replacing()?;
         tracing::info!(%key, ino, "gave a blob a fresh inode: its link count reached the filesystem's limit");
         self.index
@@ -409,18 +401,7 @@ fn fill(out: &File, blob: &File, job: &Job<'_>, mode: LinkMode, tree: &DestTree)
             return Err(tree.error(job.path.as_str(), "the blob's size changed while copying"));
         }
     }
-    let pinned = rustix::fs::Timespec {
-        tv_sec: BLOB_MTIME,
-        tv_nsec: 0,
-    };
-    rustix::fs::futimens(
-        out,
-        &Timestamps {
-            last_access: pinned,
-            last_modification: pinned,
-        },
-    )
-    .map_err(|e| tree.error(job.path.as_str(), &std::io::Error::from(e).to_string()))
+    pin_mtime(out).map_err(|e| tree.error(job.path.as_str(), &std::io::Error::from(e).to_string()))
 }
 
 fn unsupported(mode: LinkMode, tree: &DestTree, e: Errno) -> Error {

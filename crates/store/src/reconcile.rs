@@ -2,16 +2,14 @@
 //! whatever happened before (a crash, a full disk, a hand-deleted file).
 
 use std::collections::HashSet;
-use std::fs::{self, File};
-use std::io;
+use std::fs;
 
 use hoard_types::Digest;
-use rustix::fs::{Mode, OFlags};
 
 use crate::Store;
 use crate::error::{IoContext, Result};
-use crate::ingest::normalize;
-use crate::record::{BlobKey, BlobRecord};
+use crate::ingest::{Rehashed, rehash};
+use crate::record::BlobKey;
 use crate::store::now_ms;
 
 /// What reconciliation changed.
@@ -85,7 +83,7 @@ pub(crate) fn run(store: &Store) -> Result<ReconcileReport> {
 
     let mut adopted = Vec::new();
     for key in files {
-        if let Some(record) = adopt(store, &key)? {
+        if let Rehashed::Matches(record) = rehash(store, &key)? {
             adopted.push((key, record));
         } else {
             store.quarantine(&key)?;
@@ -101,33 +99,4 @@ pub(crate) fn run(store: &Store) -> Result<ReconcileReport> {
         tracing::info!(?report, "reconciled the cache with its index");
     }
     Ok(report)
-}
-
-/// Re-hashes a blob file found without a row: its record if its bytes match its name.
-fn adopt(store: &Store, key: &BlobKey) -> Result<Option<BlobRecord>> {
-    let path = store.blob_path(key);
-    let fd = rustix::fs::openat(
-        &store.blobs,
-        key.relative_path(),
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    );
-    let Ok(fd) = fd else { return Ok(None) };
-    let mut file = File::from(fd);
-    let meta = file.metadata().io("stat", &path)?;
-    if !meta.is_file() {
-        return Ok(None);
-    }
-    let mut hasher = blake3::Hasher::new();
-    io::copy(&mut file, &mut hasher).io("read", &path)?;
-    if Digest::from(hasher.finalize()) != key.digest {
-        return Ok(None);
-    }
-    normalize(&file, key, &path)?;
-    Ok(Some(BlobRecord {
-        size: meta.len(),
-        ino: std::os::unix::fs::MetadataExt::ino(&meta),
-        pins: 0,
-        ingested_ms: now_ms(),
-    }))
 }

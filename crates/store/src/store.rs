@@ -372,6 +372,21 @@ pub(crate) fn missing(keys: Vec<BlobKey>) -> Error {
     }
 }
 
+/// Sets a file's atime and mtime to [`BLOB_MTIME`].
+pub(crate) fn pin_mtime(file: impl AsFd) -> rustix::io::Result<()> {
+    let pinned = rustix::fs::Timespec {
+        tv_sec: BLOB_MTIME,
+        tv_nsec: 0,
+    };
+    rustix::fs::futimens(
+        file,
+        &rustix::fs::Timestamps {
+            last_access: pinned,
+            last_modification: pinned,
+        },
+    )
+}
+
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
