@@ -8,8 +8,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use hoard_store::{BlobKey, Store};
-use hoard_types::{Digest, Entry, Manifest, RelPath};
+use hoard_store::{BlobKey, Error, LinkMode, MaterializeReport, Store};
+use hoard_types::{Digest, Entry, Manifest, PathPrefix, RelPath};
 use tempfile::TempDir;
 
 pub(crate) struct Cache {
@@ -57,6 +57,17 @@ impl Cache {
             );
         }
         manifest
+    }
+
+    /// Materializes the whole manifest into `dest`.
+    pub(crate) fn materialize(
+        &self,
+        manifest: &Manifest,
+        dest: &Path,
+        mode: LinkMode,
+    ) -> Result<MaterializeReport, Error> {
+        self.store
+            .materialize(manifest, &PathPrefix::all(), dest, mode)
     }
 
     pub(crate) fn blob_ino(&self, data: &[u8], exec: bool) -> u64 {

@@ -2,7 +2,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
 use hoard_store::{BLOB_MTIME, BlobKey, LinkMode};
-use hoard_types::{Digest, PathPrefix};
+use hoard_types::Digest;
 
 use crate::common::Cache;
 
@@ -35,8 +35,7 @@ fn eviction_frees_unlinked_blobs_first_and_spares_pins_and_leases() {
     let manifest = cache.manifest(&[("linked", &[1; 1000], false)]);
     let dest = cache.path("job");
     cache
-        .store
-        .materialize(&manifest, &PathPrefix::all(), &dest, LinkMode::Hardlink)
+        .materialize(&manifest, &dest, LinkMode::Hardlink)
         .unwrap();
     let free = cache
         .store
@@ -79,13 +78,7 @@ fn eviction_prefers_blobs_no_workdir_links_even_if_used_later() {
     let cache = Cache::new();
     let manifest = cache.manifest(&[("old", &[1; 500], false)]);
     cache
-        .store
-        .materialize(
-            &manifest,
-            &PathPrefix::all(),
-            &cache.path("job"),
-            LinkMode::Hardlink,
-        )
+        .materialize(&manifest, &cache.path("job"), LinkMode::Hardlink)
         .unwrap();
     let newer = cache
         .store

@@ -20,8 +20,7 @@ fn hardlinks_share_the_blob_inode_and_bytes() {
     let manifest = cache.manifest(FILES);
     let dest = cache.path("job");
     let report = cache
-        .store
-        .materialize(&manifest, &PathPrefix::all(), &dest, LinkMode::Hardlink)
+        .materialize(&manifest, &dest, LinkMode::Hardlink)
         .unwrap();
     assert_eq!(
         (report.files, report.placed, report.unchanged, report.mode),
@@ -60,8 +59,7 @@ fn rematerializing_is_a_no_op_that_keeps_inodes() {
     let manifest = cache.manifest(FILES);
     let dest = cache.path("job");
     cache
-        .store
-        .materialize(&manifest, &PathPrefix::all(), &dest, LinkMode::Hardlink)
+        .materialize(&manifest, &dest, LinkMode::Hardlink)
         .unwrap();
     let before: Vec<u64> = FILES
         .iter()
@@ -69,8 +67,7 @@ fn rematerializing_is_a_no_op_that_keeps_inodes() {
         .collect();
     fs::write(dest.join("my-notes.txt"), b"mine").unwrap();
     let report = cache
-        .store
-        .materialize(&manifest, &PathPrefix::all(), &dest, LinkMode::Hardlink)
+        .materialize(&manifest, &dest, LinkMode::Hardlink)
         .unwrap();
     assert_eq!((report.placed, report.unchanged), (0, 5));
     let after: Vec<u64> = FILES
@@ -93,8 +90,7 @@ fn a_stale_file_is_replaced_atomically() {
     fs::create_dir_all(dest.join("images")).unwrap();
     fs::write(dest.join("images/bike.png"), b"old version").unwrap();
     let report = cache
-        .store
-        .materialize(&manifest, &PathPrefix::all(), &dest, LinkMode::Hardlink)
+        .materialize(&manifest, &dest, LinkMode::Hardlink)
         .unwrap();
     assert_eq!(report.placed, 5);
     assert_eq!(
@@ -134,10 +130,7 @@ fn copies_are_independent_and_writable() {
     let cache = Cache::new();
     let manifest = cache.manifest(FILES);
     let dest = cache.path("job");
-    let report = cache
-        .store
-        .materialize(&manifest, &PathPrefix::all(), &dest, LinkMode::Copy)
-        .unwrap();
+    let report = cache.materialize(&manifest, &dest, LinkMode::Copy).unwrap();
     assert_eq!(report.mode, LinkMode::Copy);
     for (path, data, exec) in FILES {
         let meta = fs::metadata(dest.join(path)).unwrap();
@@ -155,10 +148,7 @@ fn copies_are_independent_and_writable() {
         .unwrap(),
         b"a,b\n"
     );
-    let again = cache
-        .store
-        .materialize(&manifest, &PathPrefix::all(), &dest, LinkMode::Copy)
-        .unwrap();
+    let again = cache.materialize(&manifest, &dest, LinkMode::Copy).unwrap();
     assert_eq!(
         (again.placed, again.unchanged),
         (1, 4),
@@ -173,8 +163,7 @@ fn symlinks_point_at_blobs() {
     let manifest = cache.manifest(FILES);
     let dest = cache.path("job");
     cache
-        .store
-        .materialize(&manifest, &PathPrefix::all(), &dest, LinkMode::Symlink)
+        .materialize(&manifest, &dest, LinkMode::Symlink)
         .unwrap();
     let target = fs::read_link(dest.join("labels.csv")).unwrap();
     assert_eq!(
@@ -185,8 +174,7 @@ fn symlinks_point_at_blobs() {
     );
     assert_eq!(fs::read(dest.join("labels.csv")).unwrap(), b"a,b\n");
     let again = cache
-        .store
-        .materialize(&manifest, &PathPrefix::all(), &dest, LinkMode::Symlink)
+        .materialize(&manifest, &dest, LinkMode::Symlink)
         .unwrap();
     assert_eq!(again.unchanged, 5);
 }
@@ -197,10 +185,7 @@ fn auto_reports_the_mode_it_used() {
     let manifest = cache.manifest(FILES);
     for job in ["a", "b"] {
         let dest = cache.path(job);
-        let report = cache
-            .store
-            .materialize(&manifest, &PathPrefix::all(), &dest, LinkMode::Auto)
-            .unwrap();
+        let report = cache.materialize(&manifest, &dest, LinkMode::Auto).unwrap();
         assert!(
             matches!(report.mode, LinkMode::Reflink | LinkMode::Hardlink),
             "{:?}",
@@ -223,13 +208,7 @@ fn across_filesystems_hardlink_fails_clearly_and_auto_copies() {
     let manifest = cache.manifest(FILES);
     let other = Tmpfs::mount("4m");
     let err = cache
-        .store
-        .materialize(
-            &manifest,
-            &PathPrefix::all(),
-            &other.dir.path().join("x"),
-            LinkMode::Hardlink,
-        )
+        .materialize(&manifest, &other.dir.path().join("x"), LinkMode::Hardlink)
         .unwrap_err();
     assert!(matches!(err, Error::ModeUnsupported { .. }), "{err}");
     assert!(
@@ -238,13 +217,7 @@ fn across_filesystems_hardlink_fails_clearly_and_auto_copies() {
         "{err}"
     );
     let report = cache
-        .store
-        .materialize(
-            &manifest,
-            &PathPrefix::all(),
-            &other.dir.path().join("y"),
-            LinkMode::Auto,
-        )
+        .materialize(&manifest, &other.dir.path().join("y"), LinkMode::Auto)
         .unwrap();
     assert_eq!((report.mode, report.placed), (LinkMode::Copy, 5));
     assert_eq!(
@@ -263,8 +236,7 @@ fn a_symlinked_directory_in_the_destination_is_never_followed() {
     fs::create_dir_all(dest.join("images")).unwrap();
     symlink(&outside, dest.join("images/deep")).unwrap();
     let err = cache
-        .store
-        .materialize(&manifest, &PathPrefix::all(), &dest, LinkMode::Hardlink)
+        .materialize(&manifest, &dest, LinkMode::Hardlink)
         .unwrap_err();
     assert!(
         matches!(&err, Error::Destination { path, .. } if path == "images/deep"),
@@ -281,12 +253,7 @@ fn a_symlinked_directory_in_the_destination_is_never_followed() {
     fs::create_dir(&dest2).unwrap();
     symlink(&outside, dest2.join("bin")).unwrap();
     for mode in [LinkMode::Hardlink, LinkMode::Copy, LinkMode::Symlink] {
-        assert!(
-            cache
-                .store
-                .materialize(&manifest, &PathPrefix::all(), &dest2, mode)
-                .is_err()
-        );
+        assert!(cache.materialize(&manifest, &dest2, mode).is_err());
     }
     assert!(files_under(&outside).is_empty());
 }
@@ -301,10 +268,7 @@ fn a_symlink_where_a_file_goes_is_replaced_not_followed() {
     fs::create_dir(&dest).unwrap();
     symlink(&victim, dest.join("labels.csv")).unwrap();
     for mode in [LinkMode::Hardlink, LinkMode::Copy] {
-        cache
-            .store
-            .materialize(&manifest, &PathPrefix::all(), &dest, mode)
-            .unwrap();
+        cache.materialize(&manifest, &dest, mode).unwrap();
         assert_eq!(fs::read(&victim).unwrap(), b"precious");
         assert!(
             !fs::symlink_metadata(dest.join("labels.csv"))
@@ -344,8 +308,7 @@ fn conflicting_destination_entries_are_errors_not_deletions() {
     fs::create_dir(&dest).unwrap();
     fs::write(dest.join("images"), b"a file").unwrap();
     let err = cache
-        .store
-        .materialize(&manifest, &PathPrefix::all(), &dest, LinkMode::Hardlink)
+        .materialize(&manifest, &dest, LinkMode::Hardlink)
         .unwrap_err();
     assert!(err.to_string().contains("not a directory"), "{err}");
     assert_eq!(fs::read(dest.join("images")).unwrap(), b"a file");
@@ -357,8 +320,7 @@ fn a_blob_written_through_a_hardlink_is_detected_and_never_handed_out() {
     let manifest = cache.manifest(FILES);
     let dest = cache.path("job");
     cache
-        .store
-        .materialize(&manifest, &PathPrefix::all(), &dest, LinkMode::Hardlink)
+        .materialize(&manifest, &dest, LinkMode::Hardlink)
         .unwrap();
     // A careless job makes its file writable and edits it: the blob changes with it.
     let file = dest.join("images/bike.png");
@@ -368,8 +330,7 @@ fn a_blob_written_through_a_hardlink_is_detected_and_never_handed_out() {
 
     let dest2 = cache.path("job2");
     let err = cache
-        .store
-        .materialize(&manifest, &PathPrefix::all(), &dest2, LinkMode::Hardlink)
+        .materialize(&manifest, &dest2, LinkMode::Hardlink)
         .unwrap_err();
     let key = hoard_store::BlobKey::new(Digest::of(b"png bytes"), false);
     assert!(
@@ -398,8 +359,7 @@ fn a_blob_written_through_a_hardlink_is_detected_and_never_handed_out() {
         .ingest_reader(&b"png bytes"[..], false, None)
         .unwrap();
     cache
-        .store
-        .materialize(&manifest, &PathPrefix::all(), &dest2, LinkMode::Hardlink)
+        .materialize(&manifest, &dest2, LinkMode::Hardlink)
         .unwrap();
     assert_eq!(
         fs::read(dest2.join("images/bike.png")).unwrap(),
@@ -418,13 +378,7 @@ fn a_chmod_of_a_blob_is_detected() {
     )
     .unwrap();
     let err = cache
-        .store
-        .materialize(
-            &manifest,
-            &PathPrefix::all(),
-            &cache.path("job"),
-            LinkMode::Hardlink,
-        )
+        .materialize(&manifest, &cache.path("job"), LinkMode::Hardlink)
         .unwrap_err();
     assert!(err.to_string().contains("mode 666"), "{err}");
 }
@@ -446,8 +400,7 @@ fn missing_blobs_are_listed() {
     );
     let dest = cache.path("job");
     let err = cache
-        .store
-        .materialize(&manifest, &PathPrefix::all(), &dest, LinkMode::Hardlink)
+        .materialize(&manifest, &dest, LinkMode::Hardlink)
         .unwrap_err();
     assert!(
         matches!(&err, Error::MissingBlobs { count: 1, missing, .. } if missing[0].digest == Digest::of(b"nope")),
