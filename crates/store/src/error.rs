@@ -42,14 +42,13 @@ pub enum Error {
     #[error("Expected blob `{expected}`, but the bytes received hash to `{actual}`")]
     DigestMismatch { expected: Digest, actual: Digest },
 
+    /// Never empty.
     #[error(
-        "{count} blob(s) of this version are not in the cache (for example `{example}`); fetch them first"
+        "{} blob(s) of this version are not in the cache (for example `{}`); fetch them first",
+        missing.len(),
+        missing[0]
     )]
-    MissingBlobs {
-        count: usize,
-        example: BlobKey,
-        missing: Vec<BlobKey>,
-    },
+    MissingBlobs { missing: Vec<BlobKey> },
 
     #[error(
         "Blob `{key}` was modified behind hoard's back ({what}); it was quarantined and must be fetched again"

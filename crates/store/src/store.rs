@@ -364,12 +364,10 @@ pub(crate) fn tamper_signs(key: &BlobKey, record: &BlobRecord, stat: &Stat) -> O
     None
 }
 
+/// The error for blobs that are not cached; `keys` is never empty.
 pub(crate) fn missing(keys: Vec<BlobKey>) -> Error {
-    Error::MissingBlobs {
-        count: keys.len(),
-        example: keys[0],
-        missing: keys,
-    }
+    debug_assert!(!keys.is_empty());
+    Error::MissingBlobs { missing: keys }
 }
 
 /// Sets a file's atime and mtime to [`BLOB_MTIME`].
