@@ -162,7 +162,7 @@ fn hex_decode(s: &str) -> Option<Vec<u8>> {
 }
 
 /// Error messages quote the input, but not a megabyte of it.
-pub(crate) fn truncate(s: &str) -> String {
+pub fn truncate(s: &str) -> String {
     const MAX: usize = 100;
     if s.len() <= MAX {
         return s.to_owned();

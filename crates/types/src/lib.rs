@@ -12,11 +12,12 @@ mod error;
 pub mod manifest;
 mod path;
 mod reference;
+pub mod registry;
 mod version;
 
-pub use digest::{Digest, ForeignDigest};
+pub use digest::{Digest, ForeignDigest, truncate};
 pub use error::Error;
 pub use manifest::{Entry, Manifest, PathPrefix};
 pub use path::RelPath;
-pub use reference::{ArtifactName, ArtifactRef, Selector};
+pub use reference::{ArtifactName, ArtifactRef, Selector, check_alias};
 pub use version::Version;

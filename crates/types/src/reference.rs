@@ -52,6 +52,28 @@ impl Selector {
         check_segment("alias", tag)?;
         Ok(Self::Alias(tag.to_owned()))
     }
+
+    /// The selector as one URL path segment of the registry protocol: `vN`, the alias, or
+    /// `@<digest>`. Every form is a safe segment (see [`check_segment`]), and
+    /// [`Self::from_segment`] reads it back.
+    pub fn to_segment(&self) -> String {
+        match self {
+            Self::Alias(alias) => alias.clone(),
+            Self::Version(n) => format!("v{n}"),
+            Self::Digest(digest) => format!("@{digest}"),
+        }
+    }
+
+    /// Parses [`Self::to_segment`]'s output.
+    pub fn from_segment(segment: &str) -> Result<Self, String> {
+        match segment.strip_prefix('@') {
+            Some(hex) => hex
+                .parse()
+                .map(Self::Digest)
+                .map_err(|_| format!("`{}` is not a manifest digest", truncate(hex))),
+            None => Self::parse_tag(segment),
+        }
+    }
 }
 
 impl fmt::Display for Selector {
@@ -213,6 +235,19 @@ impl<'de> Deserialize<'de> for ArtifactRef {
     }
 }
 
+/// Checks an alias as a registry would before storing it: a valid segment that does not
+/// look like a version number (`v3` would be unreachable as an alias).
+pub fn check_alias(alias: &str) -> Result<(), Error> {
+    let err = |reason| Error::Reference {
+        input: truncate(alias),
+        reason,
+    };
+    match Selector::parse_tag(alias).map_err(err)? {
+        Selector::Alias(_) => Ok(()),
+        _ => Err(err(format!("alias `{alias}` has the form of a version number"))),
+    }
+}
+
 /// Entities, projects, names and aliases: 1 to 128 of `A-Z a-z 0-9 _ - .`, not starting
 /// with `.`, so that each is also a safe single path component and URL segment.
 fn check_segment(what: &str, value: &str) -> Result<(), String> {
@@ -247,6 +282,22 @@ mod tests {
 
     fn parse(s: &str) -> ArtifactRef {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn selector_segments_round_trip() {
+        let digest = Digest::of(b"m");
+        for selector in [
+            Selector::Alias("best".into()),
+            Selector::Version(12),
+            Selector::Digest(digest),
+        ] {
+            assert_eq!(Selector::from_segment(&selector.to_segment()), Ok(selector));
+        }
+        assert!(Selector::from_segment("@abc").is_err());
+        assert!(Selector::from_segment("a/b").is_err());
+        assert!(check_alias("v3").is_err());
+        assert!(check_alias("prod").is_ok());
     }
 
     #[test]

@@ -1,0 +1,336 @@
+//! The blob routes: `GET`/`HEAD` with `Range`, `PUT` (verified before it is kept), and
+//! `POST /v1/blobs/missing`.
+
+use std::io::SeekFrom;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hoard_types::Digest;
+use hoard_types::registry::{MissingRequest, MissingResponse, problem};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::api::{ApiError, Body, empty, json};
+use crate::routes::{blocking, read_json};
+use crate::state::{Caller, State};
+
+/// Read size for blob bodies sent.
+const SEND_CHUNK: usize = 256 * 1024;
+/// Upload bytes gathered before one write to disk.
+const WRITE_BATCH: usize = 1 << 20;
+
+/// What a `Range` header asks of a blob of a given size (RFC 9110 §14).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ranged {
+    /// No (usable) `Range`: send it all. Malformed and multi-range headers are ignored,
+    /// as the RFC allows.
+    Full,
+    /// `first..=last`.
+    Part { first: u64, last: u64 },
+    /// 416.
+    Unsatisfiable,
+}
+
+pub(crate) fn parse_range(header: Option<&str>, size: u64) -> Ranged {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return Ranged::Full;
+    };
+    if spec.contains(',') {
+        return Ranged::Full;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return Ranged::Full;
+    };
+    let number = |s: &str| {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u64>().ok())
+            .flatten()
+    };
+    let part = |first: u64, last: Option<u64>| {
+        if last.is_some_and(|l| l < first) {
+            Ranged::Full
+        } else if first >= size {
+            Ranged::Unsatisfiable
+        } else {
+            Ranged::Part {
+                first,
+                last: last.map_or(size - 1, |l| l.min(size - 1)),
+            }
+        }
+    };
+    match (number(first), number(last)) {
+        // bytes=-N: the last N bytes.
+        (None, Some(n)) if first.is_empty() => {
+            if n == 0 || size == 0 {
+                Ranged::Unsatisfiable
+            } else {
+                part(size.saturating_sub(n), None)
+            }
+        }
+        (Some(first), None) if last.is_empty() => part(first, None),
+        (Some(first), Some(last)) => part(first, Some(last)),
+        _ => Ranged::Full,
+    }
+}
+
+fn parse_digest(text: &str) -> Result<Digest, ApiError> {
+    text.parse()
+        .map_err(|e: hoard_types::Error| ApiError::bad_request(e.to_string()))
+}
+
+pub(crate) async fn get(
+    state: &Arc<State>,
+    caller: &Caller,
+    digest: &str,
+    request: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let digest = parse_digest(digest)?;
+    state.may_read_blob(caller, &digest)?;
+    let path = state.root.blob_path(&digest);
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ApiError::not_found(format!("blob `{digest}`")));
+        }
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot open blob");
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                problem::INTERNAL,
+                "The registry's storage failed; see the server log",
+            ));
+        }
+    };
+    let size = file
+        .metadata()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, problem::INTERNAL, e.to_string()))?
+        .len();
+    let range = request
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok());
+    let mut response = Response::new(empty());
+    let headers = response.headers_mut();
+    let etag = HeaderValue::from_str(&format!("\"{digest}\"")).expect("hex is a valid header");
+    headers.insert(header::ETAG, etag);
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    let (first, len) = match parse_range(range, size) {
+        Ranged::Full => (0, size),
+        Ranged::Part { first, last } => {
+            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+            response.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes {first}-{last}/{size}"))
+                    .expect("numbers are a valid header"),
+            );
+            (first, last - first + 1)
+        }
+        Ranged::Unsatisfiable => {
+            let mut error = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                problem::RANGE_NOT_SATISFIABLE,
+                format!("blob `{digest}` has {size} bytes; the requested range is outside it"),
+            )
+            .into_response();
+            error.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{size}")).expect("a valid header"),
+            );
+            return Ok(error);
+        }
+    };
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if request.method() == http::Method::HEAD || len == 0 {
+        return Ok(response);
+    }
+    file.seek(SeekFrom::Start(first)).await.map_err(|e| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, problem::INTERNAL, e.to_string())
+    })?;
+    let state = state.clone();
+    let stream = futures_util::stream::unfold((file, len), move |(mut file, left)| {
+        let state = state.clone();
+        async move {
+            if left == 0 {
+                return None;
+            }
+            let want = SEND_CHUNK.min(usize::try_from(left).unwrap_or(SEND_CHUNK));
+            let mut buf = BytesMut::with_capacity(want);
+            match (&mut file).take(want as u64).read_buf(&mut buf).await {
+                // The file shrank under us: end early; the client sees a short body.
+                Ok(0) => None,
+                Ok(n) => {
+                    state.metrics.served(n as u64);
+                    Some((Ok(Frame::data(buf.freeze())), (file, left - n as u64)))
+                }
+                Err(e) => Some((Err(e), (file, 0))),
+            }
+        }
+    });
+    *response.body_mut() = StreamBody::new(stream).boxed_unsync();
+    Ok(response)
+}
+
+pub(crate) async fn put(
+    state: &Arc<State>,
+    caller: &Caller,
+    digest: &str,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let digest = parse_digest(digest)?;
+    state.may_upload(caller)?;
+    let max = state.limits.max_blob;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            problem::TOO_LARGE,
+            format!("blobs larger than {max} bytes are not accepted"),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max) {
+        return Err(too_large());
+    }
+    let root = state.root.clone();
+    let mut temp = blocking(move || root.temp_blob()).await?;
+    let mut body = request.into_body();
+    let mut hasher = blake3::Hasher::new();
+    let mut size = 0u64;
+    let mut pending = Vec::with_capacity(WRITE_BATCH);
+    loop {
+        let frame = match tokio::time::timeout(state.limits.body_stall, body.frame()).await {
+            Err(_) => return Err(ApiError::bad_request("the upload stalled; try again")),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(ApiError::bad_request(format!("the upload broke off: {e}"))),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        size += data.len() as u64;
+        if size > max {
+            return Err(too_large());
+        }
+        hasher.update(&data);
+        pending.extend_from_slice(&data);
+        if pending.len() >= WRITE_BATCH {
+            (temp, pending) = write(temp, pending).await?;
+        }
+    }
+    if !pending.is_empty() {
+        (temp, _) = write(temp, pending).await?;
+    }
+    if declared.is_some_and(|len| len != size) {
+        return Err(ApiError::bad_request(format!(
+            "the upload has {size} bytes, Content-Length said {}",
+            declared.unwrap_or_default()
+        )));
+    }
+    let actual = Digest::from(hasher.finalize());
+    if actual != digest {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            problem::DIGEST_MISMATCH,
+            format!("the uploaded bytes have digest `{actual}`, not `{digest}`; nothing was stored"),
+        ));
+    }
+    let root = state.root.clone();
+    let existed = blocking(move || {
+        let existed = root.blob_size(&digest)?.is_some();
+        root.keep_blob(temp, &digest, true)?;
+        Ok(existed)
+    })
+    .await?;
+    state.metrics.received(size);
+    state.note_proven(caller, digest);
+    tracing::debug!(%digest, size, existed, caller = caller.name(), "blob stored");
+    let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
+    Ok(json(status, &serde_json::json!({"digest": digest, "size": size})))
+}
+
+/// Appends a batch to the temp file on the blocking pool.
+async fn write(
+    mut temp: hoard_upstream::dir::TempBlob,
+    mut pending: Vec<u8>,
+) -> Result<(hoard_upstream::dir::TempBlob, Vec<u8>), ApiError> {
+    blocking(move || {
+        temp.write_all(&pending)?;
+        pending.clear();
+        Ok((temp, pending))
+    })
+    .await
+}
+
+pub(crate) async fn missing(
+    state: &Arc<State>,
+    caller: &Caller,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    state.may_upload(caller)?;
+    let asked: MissingRequest = read_json(state, request).await?;
+    if asked.digests.len() > state.limits.max_missing {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            problem::TOO_LARGE,
+            format!(
+                "at most {} digests per request; split the list",
+                state.limits.max_missing
+            ),
+        ));
+    }
+    let (st, who) = (state.clone(), caller.clone());
+    let missing = blocking(move || {
+        let mut missing = Vec::new();
+        for digest in asked.digests {
+            // A blob the caller may not read counts as missing: uploading it proves the
+            // caller has the bytes, and a commit may then use it.
+            let present = st.root.blob_size(&digest)?.is_some() && st.may_read_blob(&who, &digest).is_ok();
+            if !present {
+                missing.push(digest);
+            }
+        }
+        Ok(missing)
+    })
+    .await?;
+    Ok(json(StatusCode::OK, &MissingResponse { missing }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_follow_rfc_9110() {
+        let r = |h: &str, size| parse_range(Some(h), size);
+        let part = |first, last| Ranged::Part { first, last };
+        assert_eq!(r("bytes=0-0", 10), part(0, 0));
+        assert_eq!(r("bytes=2-5", 10), part(2, 5));
+        assert_eq!(r("bytes=2-", 10), part(2, 9));
+        assert_eq!(r("bytes=2-100", 10), part(2, 9));
+        assert_eq!(r("bytes=-3", 10), part(7, 9));
+        assert_eq!(r("bytes=-30", 10), part(0, 9));
+        assert_eq!(r("bytes=10-", 10), Ranged::Unsatisfiable);
+        assert_eq!(r("bytes=10-20", 10), Ranged::Unsatisfiable);
+        assert_eq!(r("bytes=-0", 10), Ranged::Unsatisfiable);
+        assert_eq!(r("bytes=0-", 0), Ranged::Unsatisfiable);
+        // Malformed or multi-range: ignored, the whole blob is sent.
+        for h in ["bytes=5-2", "bytes=a-b", "items=0-1", "bytes=0-1,3-4", "bytes=", "bytes=-", "bytes=1-2-3"] {
+            assert_eq!(r(h, 10), Ranged::Full, "{h}");
+        }
+        assert_eq!(parse_range(None, 10), Ranged::Full);
+    }
+}

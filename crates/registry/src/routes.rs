@@ -1,0 +1,258 @@
+//! Request dispatch and the artifact routes (resolve, list, commit, move an alias).
+//!
+//! Paths are matched segment by segment. Entity, project, name and alias segments are
+//! checked with the reference grammar before they touch the file system, so a path
+//! segment can never be `..` or contain a `/`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use tracing::Instrument;
+use hyper::body::Incoming;
+use hoard_types::registry::{AliasRequest, CommitRequest, problem};
+use hoard_types::{ArtifactName, Selector};
+
+use crate::api::{ApiError, Body, json};
+use crate::blobs;
+use crate::state::{Action, Caller, State};
+
+/// Answers one request; never fails (errors become problem documents).
+pub(crate) async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Body> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let (route, result) = dispatch(&state, request).await;
+    let response = result.unwrap_or_else(ApiError::into_response);
+    state.metrics.request(route, response.status().as_u16());
+    tracing::debug!(%method, path, route, status = response.status().as_u16(), "request");
+    response
+}
+
+type Routed = (&'static str, Result<Response<Body>, ApiError>);
+
+async fn dispatch(state: &Arc<State>, request: Request<Incoming>) -> Routed {
+    let path = request.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let method = request.method().clone();
+    let route: &'static str = match (&method, segments.as_slice()) {
+        (&Method::GET, ["v1", "health"]) => "health",
+        (&Method::GET, ["metrics"]) => "metrics",
+        (&Method::GET, ["v1", "artifacts", _, _, _, "versions"]) => "versions_list",
+        (&Method::POST, ["v1", "artifacts", _, _, _, "versions"]) => "commit",
+        (&Method::PUT, ["v1", "artifacts", _, _, _, "aliases", _]) => "alias_put",
+        (&Method::GET, ["v1", "artifacts", _, _, _, _]) => "version_get",
+        (&Method::POST, ["v1", "blobs", "missing"]) => "blobs_missing",
+        (&Method::GET, ["v1", "blobs", _]) => "blob_get",
+        (&Method::HEAD, ["v1", "blobs", _]) => "blob_head",
+        (&Method::PUT, ["v1", "blobs", _]) => "blob_put",
+        (_, ["v1", "health"] | ["metrics"] | ["v1", "artifacts", _, _, _, _]
+            | ["v1", "artifacts", _, _, _, "aliases", _] | ["v1", "blobs", _]) => {
+            let error = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                problem::METHOD_NOT_ALLOWED,
+                format!("`{method}` is not allowed on `{path}`"),
+            );
+            return ("method_not_allowed", Err(error));
+        }
+        _ => {
+            return (
+                "unknown",
+                Err(ApiError::not_found(format!(
+                    "route `{method} {}`; see the registry protocol (v1) in DESIGN.md",
+                    hoard_types::truncate(&path)
+                ))),
+            );
+        }
+    };
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let caller = match state.caller(authorization.as_deref()) {
+        Ok(caller) => caller,
+        Err(e) => return (route, Err(e)),
+    };
+    let span = tracing::debug_span!("request", route, caller = caller.name());
+    let result = async { match (route, segments.as_slice()) {
+        ("health", _) => Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION"), "open": state.is_open()}),
+        )),
+        ("metrics", _) => Ok(metrics(state)),
+        ("versions_list", [_, _, e, p, n, _]) => list(state, &caller, e, p, n).await,
+        ("version_get", [_, _, e, p, n, s]) => resolve(state, &caller, e, p, n, s).await,
+        ("commit", [_, _, e, p, n, _]) => {
+            let (e, p, n) = ((*e).to_owned(), (*p).to_owned(), (*n).to_owned());
+            commit(state, &caller, &e, &p, &n, request).await
+        }
+        ("alias_put", [_, _, e, p, n, _, a]) => {
+            let (e, p, n, a) = ((*e).to_owned(), (*p).to_owned(), (*n).to_owned(), (*a).to_owned());
+            move_alias(state, &caller, &e, &p, &n, &a, request).await
+        }
+        ("blobs_missing", _) => blobs::missing(state, &caller, request).await,
+        ("blob_get" | "blob_head", [_, _, d]) => {
+            let d = (*d).to_owned();
+            blobs::get(state, &caller, &d, &request).await
+        }
+        ("blob_put", [_, _, d]) => {
+            let d = (*d).to_owned();
+            blobs::put(state, &caller, &d, request).await
+        }
+        _ => unreachable!("every route above is handled"),
+    } }
+    .instrument(span)
+    .await;
+    (route, result)
+}
+
+fn metrics(state: &State) -> Response<Body> {
+    let mut response = Response::new(crate::api::full(state.metrics.render()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}
+
+fn artifact(entity: &str, project: &str, name: &str) -> Result<ArtifactName, ApiError> {
+    ArtifactName::new(entity, project, name).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// Runs blocking storage work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, hoard_upstream::Error> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(e) => {
+            tracing::error!(error = %e, "storage task panicked");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                problem::INTERNAL,
+                "internal error; see the server log",
+            ))
+        }
+    }
+}
+
+async fn list(
+    state: &Arc<State>,
+    caller: &Caller,
+    e: &str,
+    p: &str,
+    n: &str,
+) -> Result<Response<Body>, ApiError> {
+    let name = artifact(e, p, n)?;
+    state.authorize(caller, &name, Action::List)?;
+    let root = state.root.clone();
+    let list = blocking(move || root.list(&name)).await?;
+    Ok(json(StatusCode::OK, &list))
+}
+
+async fn resolve(
+    state: &Arc<State>,
+    caller: &Caller,
+    e: &str,
+    p: &str,
+    n: &str,
+    selector: &str,
+) -> Result<Response<Body>, ApiError> {
+    let name = artifact(e, p, n)?;
+    let selector = Selector::from_segment(selector).map_err(|reason| {
+        ApiError::bad_request(format!(
+            "invalid version selector: {reason}; expected an alias, `vN` or `@<digest>`"
+        ))
+    })?;
+    state.authorize(caller, &name, Action::Download)?;
+    let root = state.root.clone();
+    let version = blocking(move || root.resolve(&name, &selector)).await?;
+    Ok(json(StatusCode::OK, &version))
+}
+
+/// Reads a JSON body of at most `limit` bytes.
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
+    state: &State,
+    request: Request<Incoming>,
+) -> Result<T, ApiError> {
+    let limit = state.limits.max_json;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            problem::TOO_LARGE,
+            format!("the JSON body is larger than the {limit} bytes accepted"),
+        )
+    };
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    let body = http_body_util::Limited::new(request.into_body(), limit);
+    let bytes: Bytes = match tokio::time::timeout(state.limits.body_stall, body.collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+        Ok(Err(e)) => return Err(ApiError::bad_request(format!("reading the body failed: {e}"))),
+        Err(_) => return Err(ApiError::bad_request("the body was not sent in time")),
+    };
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+async fn commit(
+    state: &Arc<State>,
+    caller: &Caller,
+    e: &str,
+    p: &str,
+    n: &str,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let name = artifact(e, p, n)?;
+    state.authorize(caller, &name, Action::Publish)?;
+    let commit: CommitRequest = read_json(state, request).await?;
+    let (st, who, name2) = (state.clone(), caller.clone(), name.clone());
+    let committed = blocking(move || {
+        st.root
+            .commit(&name2, &commit, |d| st.may_read_blob(&who, d).is_ok())
+    })
+    .await?;
+    if !state.is_open() {
+        state.note_blobs(&name, &committed.version.manifest);
+    }
+    tracing::info!(
+        artifact = %name, version = committed.version.version, created = committed.created,
+        caller = caller.name(), "commit"
+    );
+    let status = if committed.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(json(status, &committed.version))
+}
+
+async fn move_alias(
+    state: &Arc<State>,
+    caller: &Caller,
+    e: &str,
+    p: &str,
+    n: &str,
+    alias: &str,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let name = artifact(e, p, n)?;
+    hoard_types::check_alias(alias).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    state.authorize(caller, &name, Action::MoveAlias)?;
+    let body: AliasRequest = read_json(state, request).await?;
+    let Ok(Selector::Version(number)) = Selector::parse_tag(&body.version) else {
+        return Err(ApiError::bad_request(format!(
+            "`version` must be `vN`, not `{}`",
+            hoard_types::truncate(&body.version)
+        )));
+    };
+    let (root, name2, alias2) = (state.root.clone(), name.clone(), alias.to_owned());
+    blocking(move || root.set_alias(&name2, &alias2, number)).await?;
+    tracing::info!(artifact = %name, alias, version = number, caller = caller.name(), "alias moved");
+    let root = state.root.clone();
+    let version = blocking(move || root.resolve(&name, &Selector::Version(number))).await?;
+    Ok(json(StatusCode::OK, &version))
+}

@@ -1,0 +1,98 @@
+//! `RegistryClient` (the daemon's view) against the real server.
+
+use std::ops::Range;
+
+use hoard_types::{ArtifactName, Digest, Selector};
+use hoard_upstream::{ClientOptions, Error, RegistryClient, Upstream};
+
+use crate::common::*;
+
+fn client(server: &Server, token: Option<&str>) -> RegistryClient {
+    RegistryClient::new(
+        &server.url,
+        ClientOptions {
+            token: token.map(str::to_owned),
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+fn bike() -> ArtifactName {
+    ArtifactName::new("acme", "vision", "bike").unwrap()
+}
+
+#[tokio::test]
+async fn publish_resolve_and_fetch_through_the_trait() {
+    let server = Server::start(Some(tokens())).await;
+    let upstream: Box<dyn Upstream> = Box::new(client(&server, Some(MEMBER)));
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let file = dir.path().join("weights.bin");
+    std::fs::write(&file, &data).unwrap();
+    let digest = Digest::of(&data);
+
+    assert_eq!(upstream.missing_blobs(&[digest]).await.unwrap(), vec![digest]);
+    upstream.upload_blob(&digest, &file).await.unwrap();
+    assert!(upstream.missing_blobs(&[digest]).await.unwrap().is_empty());
+    assert!(server.blob_file(&digest).exists());
+
+    let request = hoard_types::registry::CommitRequest {
+        manifest: manifest(&[("weights.bin", &data)]),
+        aliases: vec!["best".into()],
+        kind: Some("model".into()),
+        metadata: serde_json::json!({"epochs": 3}),
+    };
+    let first = upstream.commit(&bike(), &request).await.unwrap();
+    assert!(first.created);
+    let second = upstream.commit(&bike(), &request).await.unwrap();
+    assert!(!second.created);
+    assert_eq!(second.version.version, "v0");
+
+    let resolved = upstream.resolve(&bike(), &Selector::Alias("best".into())).await.unwrap();
+    assert_eq!(resolved.digest, first.version.digest);
+    assert_eq!(resolved.metadata["epochs"], 3);
+    let by_digest = upstream.resolve(&bike(), &Selector::Digest(resolved.digest)).await.unwrap();
+    assert_eq!(by_digest.version, "v0");
+
+    let whole = upstream.fetch_blob(&digest, data.len() as u64, None).await.unwrap();
+    assert_eq!(whole.read_to_vec().await.unwrap(), data);
+    let range: Range<u64> = 1000..150_000;
+    let part = upstream.fetch_blob(&digest, data.len() as u64, Some(range.clone())).await.unwrap();
+    assert_eq!(part.read_to_vec().await.unwrap(), &data[1000..150_000]);
+
+    // A size that does not match what the server has: never a silent success.
+    let wrong = upstream.fetch_blob(&digest, data.len() as u64 + 1, None).await;
+    let wrong = match wrong {
+        Ok(stream) => stream.read_to_vec().await.map(drop),
+        Err(e) => Err(e),
+    };
+    assert!(wrong.is_err());
+
+    upstream.set_alias(&bike(), "prod", 0).await.unwrap_err();
+    client(&server, Some(ADMIN)).set_alias(&bike(), "prod", 0).await.unwrap();
+    let list = upstream.list(&bike()).await.unwrap();
+    assert_eq!(list.aliases["prod"], "v0");
+}
+
+#[tokio::test]
+async fn errors_are_typed() {
+    let server = Server::start(Some(tokens())).await;
+    server.as_(MEMBER).publish("acme/vision/bike", &[("a", b"A")], &[]).await;
+    let viewer = client(&server, Some(VIEWER));
+    let e = viewer.resolve(&bike(), &Selector::Alias("latest".into())).await.unwrap_err();
+    assert!(matches!(&e, Error::Forbidden { detail } if detail.contains("view-only members cannot download")), "{e}");
+    let e = client(&server, Some(OUTSIDER)).resolve(&bike(), &Selector::Version(0)).await.unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+    let e = client(&server, Some("bad")).resolve(&bike(), &Selector::Version(0)).await.unwrap_err();
+    assert!(matches!(e, Error::Unauthorized { .. }), "{e}");
+    let member = client(&server, Some(MEMBER));
+    let request = hoard_types::registry::CommitRequest {
+        manifest: manifest(&[("b", b"never uploaded")]),
+        aliases: vec![],
+        kind: None,
+        metadata: serde_json::Value::Null,
+    };
+    let e = member.commit(&bike(), &request).await.unwrap_err();
+    assert!(matches!(&e, Error::MissingBlobs { missing } if missing == &[Digest::of(b"never uploaded")]), "{e}");
+}

@@ -1,0 +1,205 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hoard_registry::{Limits, State, Tokens};
+use hoard_types::registry::CommitRequest;
+use hoard_types::{Digest, Entry, Manifest, RelPath};
+use sha2::Digest as _;
+use tokio::sync::oneshot;
+
+pub(crate) struct Server {
+    pub(crate) url: String,
+    pub(crate) root: PathBuf,
+    _dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+pub(crate) const VIEWER: &str = "viewer-secret";
+pub(crate) const MEMBER: &str = "member-secret";
+pub(crate) const ADMIN: &str = "admin-secret";
+/// Member of `beta/*` only.
+pub(crate) const OUTSIDER: &str = "outsider-secret";
+
+fn sha(secret: &str) -> String {
+    sha2::Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+pub(crate) fn tokens() -> Tokens {
+    Tokens::parse(&format!(
+        r#"
+        [[token]]
+        name = "vera"
+        secret_sha256 = "{}"
+        grants = {{ "acme/vision" = "viewer" }}
+        [[token]]
+        name = "max"
+        secret_sha256 = "{}"
+        grants = {{ "acme/vision" = "member" }}
+        [[token]]
+        name = "ada"
+        secret_sha256 = "{}"
+        grants = {{ "acme/*" = "admin" }}
+        [[token]]
+        name = "otto"
+        secret_sha256 = "{}"
+        grants = {{ "beta/*" = "member" }}
+        "#,
+        sha(VIEWER),
+        sha(MEMBER),
+        sha(ADMIN),
+        sha(OUTSIDER)
+    ))
+    .unwrap()
+}
+
+impl Server {
+    pub(crate) async fn start(tokens: Option<Tokens>) -> Self {
+        Self::start_with(tokens, Limits::default(), None).await
+    }
+
+    /// Starts on an existing directory (`keep`), or a new temp one.
+    pub(crate) async fn start_with(tokens: Option<Tokens>, limits: Limits, keep: Option<tempfile::TempDir>) -> Self {
+        let dir = keep.unwrap_or_else(|| tempfile::tempdir().unwrap());
+        let root = dir.path().join("registry");
+        let state = State::open(root.clone(), tokens, limits).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(hoard_registry::run(listener, Arc::new(state), async {
+            let _ = rx.await;
+        }));
+        Self {
+            url,
+            root,
+            _dir: dir,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the server and hands back its directory.
+    pub(crate) async fn stop(mut self) -> tempfile::TempDir {
+        let _ = self.shutdown.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
+        dir
+    }
+
+    pub(crate) fn http(&self) -> Http {
+        Http {
+            base: self.url.clone(),
+            client: reqwest::Client::new(),
+            token: None,
+        }
+    }
+
+    pub(crate) fn as_(&self, token: &str) -> Http {
+        Http {
+            token: Some(token.to_owned()),
+            ..self.http()
+        }
+    }
+
+    /// Files in `tmp/` (a failed upload must leave none).
+    pub(crate) fn tmp_files(&self) -> usize {
+        std::fs::read_dir(self.root.join("tmp")).map_or(0, Iterator::count)
+    }
+
+    pub(crate) fn blob_file(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.to_hex();
+        self.root.join("blobs").join(&hex[..2]).join(hex)
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Http {
+    base: String,
+    client: reqwest::Client,
+    token: Option<String>,
+}
+
+impl Http {
+    pub(crate) fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.client.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> reqwest::Response {
+        self.req(reqwest::Method::GET, path).send().await.unwrap()
+    }
+
+    pub(crate) async fn put_blob(&self, data: &[u8]) -> reqwest::Response {
+        self.req(reqwest::Method::PUT, &format!("/v1/blobs/{}", Digest::of(data)))
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub(crate) async fn commit(&self, artifact: &str, request: &CommitRequest) -> reqwest::Response {
+        self.req(reqwest::Method::POST, &format!("/v1/artifacts/{artifact}/versions"))
+            .json(request)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Uploads `files` and commits them; panics unless the commit succeeds.
+    pub(crate) async fn publish(&self, artifact: &str, files: &[(&str, &[u8])], aliases: &[&str]) -> hoard_types::Version {
+        for (_, data) in files {
+            let r = self.put_blob(data).await;
+            assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        }
+        let r = self.commit(artifact, &request(files, aliases)).await;
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        r.json().await.unwrap()
+    }
+}
+
+pub(crate) fn manifest(files: &[(&str, &[u8])]) -> Manifest {
+    let mut manifest = Manifest::new();
+    for (path, data) in files {
+        manifest.entries.insert(
+            RelPath::new(*path).unwrap(),
+            Entry {
+                digest: Digest::of(data),
+                exec: false,
+                reference: None,
+                size: data.len() as u64,
+            },
+        );
+    }
+    manifest
+}
+
+pub(crate) fn request(files: &[(&str, &[u8])], aliases: &[&str]) -> CommitRequest {
+    CommitRequest {
+        manifest: manifest(files),
+        aliases: aliases.iter().map(|a| (*a).to_owned()).collect(),
+        kind: Some("dataset".to_owned()),
+        metadata: serde_json::Value::Null,
+    }
+}
+
+/// Asserts a problem+json answer with `status` whose detail contains `needle`.
+pub(crate) async fn assert_problem(response: reqwest::Response, status: u16, needle: &str) {
+    assert_eq!(response.status().as_u16(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: hoard_types::registry::Problem = response.json().await.unwrap();
+    assert_eq!(problem.status, status);
+    assert!(
+        problem.detail.contains(needle),
+        "expected `{needle}` in `{}`",
+        problem.detail
+    );
+}

@@ -1,0 +1,223 @@
+//! [`BlobStream`]: the bytes of one blob (or a byte range of it) from any upstream, checked
+//! as they arrive.
+//!
+//! Each upstream supplies a [`ChunkSource`]; the stream around it counts the bytes and
+//! hashes them when the whole blob was asked for. It ends with `Ok(None)` only when the
+//! count matches and, for a whole blob, the blake3 digest does too. Callers write chunks
+//! somewhere private and make them visible only after that end: a body that breaks off
+//! early, runs long or hashes wrong is an error, never a short success.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use hoard_types::Digest;
+
+use crate::{BoxFuture, Error};
+
+/// Where a [`BlobStream`] gets its bytes.
+pub(crate) trait ChunkSource: Send {
+    /// The next chunk, or `None` at the end of the body. `offset` is the blob offset of the
+    /// next byte the stream still needs, so a source can resume a broken transfer there.
+    fn next_chunk(&mut self, offset: u64) -> BoxFuture<'_, Result<Option<Bytes>, Error>>;
+}
+
+/// A verified stream of a blob's bytes; see the module docs.
+pub struct BlobStream {
+    digest: Digest,
+    range: Range<u64>,
+    received: u64,
+    /// Only when the whole blob is streamed: a range cannot be checked on its own (the
+    /// caller checks the blob it assembles from ranges).
+    hasher: Option<blake3::Hasher>,
+    source: Box<dyn ChunkSource>,
+    done: bool,
+}
+
+impl std::fmt::Debug for BlobStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobStream")
+            .field("digest", &self.digest)
+            .field("range", &self.range)
+            .field("received", &self.received)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks a requested range against the blob's size: `start < end <= size`. `None` means
+/// the whole blob.
+pub(crate) fn check_range(
+    digest: &Digest,
+    size: u64,
+    range: Option<Range<u64>>,
+) -> Result<Range<u64>, Error> {
+    match range {
+        None => Ok(0..size),
+        Some(r) if r.start < r.end && r.end <= size => Ok(r),
+        Some(r) => Err(Error::BadRange {
+            digest: *digest,
+            start: r.start,
+            end: r.end,
+            size,
+        }),
+    }
+}
+
+impl BlobStream {
+    /// `range` must have passed [`check_range`] for a blob of `size` bytes.
+    pub(crate) fn new(
+        digest: Digest,
+        size: u64,
+        range: Range<u64>,
+        source: Box<dyn ChunkSource>,
+    ) -> Self {
+        let whole = range.start == 0 && range.end == size;
+        Self {
+            digest,
+            range,
+            received: 0,
+            hasher: whole.then(blake3::Hasher::new),
+            source,
+            done: false,
+        }
+    }
+
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// The byte range of the blob this stream delivers.
+    pub fn range(&self) -> Range<u64> {
+        self.range.clone()
+    }
+
+    /// Bytes delivered so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// The next chunk; `Ok(None)` once every byte arrived and checked out.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, Error> {
+        if self.done {
+            return Ok(None);
+        }
+        let expected = self.range.end - self.range.start;
+        loop {
+            let offset = self.range.start + self.received;
+            match self.source.next_chunk(offset).await? {
+                Some(chunk) if chunk.is_empty() => {}
+                Some(chunk) => {
+                    if self.received + chunk.len() as u64 > expected {
+                        return Err(Error::LongBody {
+                            digest: self.digest,
+                            expected,
+                        });
+                    }
+                    if let Some(hasher) = &mut self.hasher {
+                        hasher.update(&chunk);
+                    }
+                    self.received += chunk.len() as u64;
+                    return Ok(Some(chunk));
+                }
+                None => {
+                    if self.received < expected {
+                        return Err(Error::ShortBody {
+                            digest: self.digest,
+                            expected,
+                            received: self.received,
+                        });
+                    }
+                    if let Some(hasher) = &self.hasher {
+                        let actual = Digest::from(hasher.finalize());
+                        if actual != self.digest {
+                            return Err(Error::DigestMismatch {
+                                digest: self.digest,
+                                actual,
+                            });
+                        }
+                    }
+                    self.done = true;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// Reads the rest into memory: for tests and small blobs only.
+    pub async fn read_to_vec(mut self) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::new();
+        while let Some(chunk) = self.next_chunk().await? {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+
+    struct Chunks(VecDeque<&'static [u8]>);
+
+    impl ChunkSource for Chunks {
+        fn next_chunk(&mut self, _offset: u64) -> BoxFuture<'_, Result<Option<Bytes>, Error>> {
+            let next = self.0.pop_front().map(Bytes::from_static);
+            Box::pin(async move { Ok(next) })
+        }
+    }
+
+    fn stream(data: &[u8], chunks: &[&'static [u8]], range: Option<Range<u64>>) -> BlobStream {
+        let digest = Digest::of(data);
+        let range = check_range(&digest, data.len() as u64, range).unwrap();
+        BlobStream::new(
+            digest,
+            data.len() as u64,
+            range,
+            Box::new(Chunks(chunks.iter().copied().collect())),
+        )
+    }
+
+    fn run<T>(f: impl Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn whole_blob_is_hashed_and_counted() {
+        let ok = run(stream(b"hello world", &[b"hello ", b"", b"world"], None).read_to_vec());
+        assert_eq!(ok.unwrap(), b"hello world");
+
+        let wrong = run(stream(b"hello world", &[b"hello WORLD"], None).read_to_vec());
+        assert!(matches!(wrong, Err(Error::DigestMismatch { .. })), "{wrong:?}");
+
+        let short = run(stream(b"hello world", &[b"hello"], None).read_to_vec());
+        assert!(
+            matches!(short, Err(Error::ShortBody { received: 5, expected: 11, .. })),
+            "{short:?}"
+        );
+
+        let long = run(stream(b"hello", &[b"hello", b"!"], None).read_to_vec());
+        assert!(matches!(long, Err(Error::LongBody { .. })), "{long:?}");
+    }
+
+    #[test]
+    fn ranges_are_counted_not_hashed() {
+        let ok = run(stream(b"hello world", &[b"lo w"], Some(3..7)).read_to_vec());
+        assert_eq!(ok.unwrap(), b"lo w");
+        let short = run(stream(b"hello world", &[b"lo"], Some(3..7)).read_to_vec());
+        assert!(matches!(short, Err(Error::ShortBody { .. })));
+    }
+
+    #[test]
+    fn bad_ranges_are_refused() {
+        let d = Digest::of(b"x");
+        for r in [5..5, 6..5, 0..11] {
+            assert!(check_range(&d, 10, Some(r)).is_err());
+        }
+        assert_eq!(check_range(&d, 10, None).unwrap(), 0..10);
+        assert_eq!(check_range(&d, 0, None).unwrap(), 0..0);
+    }
+}

@@ -1,0 +1,116 @@
+use std::io;
+use std::path::PathBuf;
+
+use hoard_types::Digest;
+
+/// What can go wrong talking to an upstream. Every variant names the upstream object
+/// (artifact, blob, URL or path) it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Unknown artifact or version, or one the credential may not see: upstreams answer
+    /// both the same way so that names do not leak.
+    #[error("Not found: {what}")]
+    NotFound { what: String },
+
+    #[error("Permission denied: {detail}")]
+    Forbidden { detail: String },
+
+    #[error("The upstream `{upstream}` refused the credential: {detail}; set `HOARD_TOKEN` to a valid token")]
+    Unauthorized { upstream: String, detail: String },
+
+    /// The upstream lacks blobs a commit refers to.
+    #[error("The upstream lacks {} blob(s) the version refers to (first: `{}`); upload them first", missing.len(), missing.first().map(ToString::to_string).unwrap_or_default())]
+    MissingBlobs { missing: Vec<Digest> },
+
+    /// The request was wrong (4xx other than the above), with the upstream's words.
+    #[error("The upstream `{upstream}` rejected the request ({status}): {detail}")]
+    Rejected {
+        upstream: String,
+        status: u16,
+        detail: String,
+    },
+
+    /// The upstream failed (5xx, 429) and retries ran out.
+    #[error("The upstream `{upstream}` failed ({status}) after {attempts} attempt(s): {detail}")]
+    Unavailable {
+        upstream: String,
+        status: u16,
+        attempts: u32,
+        detail: String,
+    },
+
+    /// The upstream could not be reached, or the connection broke, and retries ran out.
+    #[error("Cannot reach the upstream at `{url}` after {attempts} attempt(s)")]
+    Unreachable {
+        url: String,
+        attempts: u32,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// The upstream sent something that breaks the protocol (bad JSON, a manifest that
+    /// does not validate, a wrong Content-Range).
+    #[error("The upstream `{upstream}` sent an invalid answer: {reason}")]
+    Protocol { upstream: String, reason: String },
+
+    #[error("Blob `{digest}` from the upstream has digest `{actual}`: the bytes are corrupt or were tampered with")]
+    DigestMismatch { digest: Digest, actual: Digest },
+
+    #[error("Blob `{digest}` from the upstream ended after {received} of {expected} bytes")]
+    ShortBody {
+        digest: Digest,
+        expected: u64,
+        received: u64,
+    },
+
+    #[error("Blob `{digest}` from the upstream is longer than the {expected} bytes expected")]
+    LongBody { digest: Digest, expected: u64 },
+
+    #[error("Invalid range {start}..{end} for blob `{digest}` of {size} bytes")]
+    BadRange {
+        digest: Digest,
+        start: u64,
+        end: u64,
+        size: u64,
+    },
+
+    #[error(transparent)]
+    Invalid(#[from] hoard_types::Error),
+
+    #[error("Failed to {op} `{}`", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("Invalid upstream URL `{url}`: {reason}")]
+    Url { url: String, reason: String },
+}
+
+impl Error {
+    /// Whether the upstream could not be asked at all (network down, server gone), as
+    /// opposed to having answered. A daemon falls back to what it knows in that case.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Unreachable { .. } | Self::Unavailable { .. })
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound { .. })
+    }
+}
+
+pub(crate) trait IoContext<T> {
+    fn io(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T, Error>;
+}
+
+impl<T> IoContext<T> for Result<T, io::Error> {
+    fn io(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T, Error> {
+        self.map_err(|source| Error::Io {
+            op,
+            path: path.into(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,58 @@
+//! The upstreams hoard fetches from and publishes to, behind one trait.
+//!
+//! [`Upstream`] is what the daemon sees: resolve a reference to a [`hoard_types::Version`],
+//! stream a blob (or a byte range of it) as a [`BlobStream`] that verifies itself, ask
+//! which blobs are missing, upload, commit, move an alias. Two implementations so far:
+//!
+//! - [`RegistryClient`]: the hoard registry over HTTP(S), with timeouts, retries with
+//!   backoff and jitter, and downloads that resume where a connection broke;
+//! - [`DirRoot`]: a plain directory (`dir:///path`) in the registry's own storage layout,
+//!   which the registry server (`hoard-registry`) also uses for its storage.
+//!
+//! Layout: `upstream.rs` (the trait), `blob.rs` (verified streams), `dir.rs` (the
+//! `dir://` layout, blocking), `dir_upstream.rs` (that layout as an [`Upstream`]),
+//! `registry.rs` (the HTTP client), `error.rs`.
+
+mod blob;
+pub mod dir;
+mod dir_upstream;
+mod error;
+mod registry;
+mod upstream;
+
+use std::sync::Arc;
+
+pub use blob::BlobStream;
+pub use dir::DirRoot;
+pub use error::Error;
+pub use registry::{ClientOptions, RegistryClient, RetryPolicy};
+pub use upstream::{BoxFuture, Upstream};
+
+/// Opens an upstream by URL: `http(s)://host:port` is a hoard registry, `dir:///path` a
+/// directory (which must exist).
+pub fn open(url: &str, options: ClientOptions) -> Result<Arc<dyn Upstream>, Error> {
+    if let Some(path) = url.strip_prefix("dir://") {
+        if !path.starts_with('/') {
+            return Err(Error::Url {
+                url: url.to_owned(),
+                reason: "a `dir://` URL needs an absolute path: `dir:///data/hoard`".to_owned(),
+            });
+        }
+        let root = DirRoot::new(path);
+        if !root.root().join("artifacts").is_dir() && !root.root().join("blobs").is_dir() {
+            return Err(Error::Url {
+                url: url.to_owned(),
+                reason: "the directory is not a hoard `dir://` root (no `artifacts/` or `blobs/`)"
+                    .to_owned(),
+            });
+        }
+        return Ok(Arc::new(root));
+    }
+    if url.starts_with("http://") || url.starts_with("https://") {
+        return Ok(Arc::new(RegistryClient::new(url, options)?));
+    }
+    Err(Error::Url {
+        url: url.to_owned(),
+        reason: "expected `http(s)://host:port` (a hoard registry) or `dir:///path`".to_owned(),
+    })
+}

@@ -1,0 +1,568 @@
+//! [`RegistryClient`]: the hoard registry protocol over HTTP(S) (reqwest, rustls).
+//!
+//! Every call goes through [`RegistryClient::send`], which retries what is worth
+//! retrying (connection errors, 429 after its `Retry-After`, 5xx) with exponential
+//! backoff and jitter, and maps the rest to [`Error`] with the server's problem `detail`.
+//! A blob download that breaks off mid-body continues with a `Range` request from the
+//! last byte received; [`BlobStream`] then checks the count and the digest.
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use hoard_types::registry::{
+    AliasRequest, CommitRequest, Committed, MissingRequest, MissingResponse, Problem,
+    VersionList,
+};
+use hoard_types::{ArtifactName, Digest, Selector, Version};
+use reqwest::header::{self, HeaderValue};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use tokio::io::AsyncReadExt;
+
+use crate::blob::{ChunkSource, check_range};
+use crate::error::IoContext;
+use crate::upstream::check_resolved;
+use crate::{BlobStream, BoxFuture, Error, Upstream};
+
+/// How many digests one `blobs/missing` request carries.
+const MISSING_BATCH: usize = 10_000;
+/// Largest error body read for its problem `detail`.
+const MAX_PROBLEM: usize = 64 * 1024;
+/// Read size for uploads.
+const UPLOAD_CHUNK: usize = 256 * 1024;
+
+/// When and how often to try again.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub retries: u32,
+    /// The first backoff; each retry doubles it, up to `max`, with jitter.
+    pub base: Duration,
+    pub max: Duration,
+    /// A 429 asking to wait longer than this fails at once instead.
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            retries: 5,
+            base: Duration::from_millis(250),
+            max: Duration::from_secs(10),
+            max_retry_after: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `attempt` (0-based): "full jitter" between half and
+    /// all of the exponential step, so that many clients do not retry in lockstep.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let step = self
+            .base
+            .saturating_mul(1 << attempt.min(16))
+            .min(self.max);
+        step / 2 + step.mul_f64(fastrand::f64() / 2.0)
+    }
+}
+
+/// Settings of a [`RegistryClient`].
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Sent as `Authorization: Bearer …`; never logged.
+    pub token: Option<String>,
+    pub connect_timeout: Duration,
+    /// A connection that delivers nothing for this long counts as broken.
+    pub stall_timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            token: None,
+            connect_timeout: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// A client of one hoard registry; cheap to clone (one connection pool).
+#[derive(Clone)]
+pub struct RegistryClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    base: String,
+    http: reqwest::Client,
+    token: Option<HeaderValue>,
+    retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for RegistryClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryClient")
+            .field("base", &self.inner.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RegistryClient {
+    /// A client of the registry at `url` (`http(s)://host[:port][/prefix]`).
+    pub fn new(url: &str, options: ClientOptions) -> Result<Self, Error> {
+        let bad = |reason: &str| Error::Url {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let parsed = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(bad("expected `http://` or `https://`"));
+        }
+        if parsed.query().is_some() || parsed.fragment().is_some() || !parsed.username().is_empty() {
+            return Err(bad("a registry URL has no query, fragment or user name; pass the token with `HOARD_TOKEN`"));
+        }
+        let token = options
+            .token
+            .as_deref()
+            .map(|t| {
+                let mut value = HeaderValue::from_str(&format!("Bearer {t}"))
+                    .map_err(|_| bad("the token contains characters not allowed in a header"))?;
+                value.set_sensitive(true);
+                Ok::<_, Error>(value)
+            })
+            .transpose()?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .read_timeout(options.stall_timeout)
+            .user_agent(concat!("hoard/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| bad(&e.to_string()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                base: url.trim_end_matches('/').to_owned(),
+                http,
+                token,
+                retry: options.retry,
+            }),
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.inner.base)
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let request = self.inner.http.request(method, self.url(path));
+        match &self.inner.token {
+            Some(token) => request.header(header::AUTHORIZATION, token.clone()),
+            None => request,
+        }
+    }
+
+    /// Sends a request built by `make` (once per attempt), retrying connection errors,
+    /// 429 and 5xx; any other non-success status becomes an [`Error`].
+    async fn send(
+        &self,
+        what: &str,
+        make: impl Fn() -> Result<RequestBuilder, Error>,
+    ) -> Result<Response, Error> {
+        let retry = &self.inner.retry;
+        let mut attempt = 0;
+        loop {
+            let wait = match make()?.send().await {
+                Ok(response) if response.status().is_success() => return Ok(response),
+                Ok(response) => {
+                    let status = response.status();
+                    let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+                    if !retryable || attempt >= retry.retries {
+                        return Err(self.status_error(what, response, attempt + 1).await);
+                    }
+                    match retry_after(&response) {
+                        Some(wait) if wait > retry.max_retry_after => {
+                            return Err(self.status_error(what, response, attempt + 1).await);
+                        }
+                        Some(wait) => wait,
+                        None => retry.backoff(attempt),
+                    }
+                }
+                Err(e) if e.is_builder() => {
+                    return Err(Error::Url {
+                        url: self.url(""),
+                        reason: e.to_string(),
+                    });
+                }
+                Err(e) => {
+                    if attempt >= retry.retries {
+                        return Err(Error::Unreachable {
+                            url: self.inner.base.clone(),
+                            attempts: attempt + 1,
+                            source: Box::new(e),
+                        });
+                    }
+                    tracing::debug!(error = %e, attempt, "{what}: retrying");
+                    retry.backoff(attempt)
+                }
+            };
+            attempt += 1;
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Turns a failed response into an error carrying the server's `detail`.
+    async fn status_error(&self, what: &str, response: Response, attempts: u32) -> Error {
+        let status = response.status();
+        let problem = read_problem(response).await;
+        let detail = problem
+            .as_ref()
+            .map_or_else(|| status.to_string(), |p| p.detail.clone());
+        let upstream = self.inner.base.clone();
+        match status {
+            StatusCode::NOT_FOUND => Error::NotFound {
+                what: what.to_owned(),
+            },
+            StatusCode::FORBIDDEN => Error::Forbidden { detail },
+            StatusCode::UNAUTHORIZED => Error::Unauthorized { upstream, detail },
+            StatusCode::CONFLICT if problem.as_ref().is_some_and(|p| !p.missing.is_empty()) => {
+                Error::MissingBlobs {
+                    missing: problem.map(|p| p.missing).unwrap_or_default(),
+                }
+            }
+            s if s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error() => Error::Unavailable {
+                upstream,
+                status: s.as_u16(),
+                attempts,
+                detail,
+            },
+            s => Error::Rejected {
+                upstream,
+                status: s.as_u16(),
+                detail,
+            },
+        }
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(&self, response: Response) -> Result<T, Error> {
+        let body = self.body(response).await?;
+        serde_json::from_slice(&body).map_err(|e| self.protocol(e.to_string()))
+    }
+
+    async fn body(&self, response: Response) -> Result<Bytes, Error> {
+        response.bytes().await.map_err(|e| Error::Unreachable {
+            url: self.inner.base.clone(),
+            attempts: 1,
+            source: Box::new(e),
+        })
+    }
+
+    fn protocol(&self, reason: String) -> Error {
+        Error::Protocol {
+            upstream: self.inner.base.clone(),
+            reason,
+        }
+    }
+
+    fn artifact_path(name: &ArtifactName) -> String {
+        format!(
+            "/v1/artifacts/{}/{}/{}",
+            name.entity, name.project, name.name
+        )
+    }
+
+    /// Opens `GET /v1/blobs/{digest}` at `offset`, asking for `offset..end`.
+    async fn open_blob(
+        &self,
+        digest: &Digest,
+        size: u64,
+        offset: u64,
+        end: u64,
+    ) -> Result<Response, Error> {
+        let path = format!("/v1/blobs/{digest}");
+        let ranged = offset != 0 || end != size;
+        let response = self
+            .send(&format!("blob `{digest}`"), || {
+                let request = self.request(Method::GET, &path);
+                Ok(if ranged {
+                    request.header(header::RANGE, format!("bytes={offset}-{}", end - 1))
+                } else {
+                    request
+                })
+            })
+            .await?;
+        if let Some(etag) = response.headers().get(header::ETAG)
+            && etag.as_bytes() != format!("\"{digest}\"").as_bytes()
+        {
+            return Err(self.protocol(format!(
+                "blob `{digest}` came with ETag {etag:?}, expected its digest"
+            )));
+        }
+        match response.status() {
+            StatusCode::PARTIAL_CONTENT => {
+                let expected = format!("bytes {offset}-{}/{size}", end - 1);
+                let got = response.headers().get(header::CONTENT_RANGE);
+                if got.is_none_or(|v| v.as_bytes() != expected.as_bytes()) {
+                    return Err(self.protocol(format!(
+                        "blob `{digest}`: asked for `{expected}`, got Content-Range {got:?}"
+                    )));
+                }
+            }
+            StatusCode::OK if ranged => {
+                return Err(self.protocol(format!(
+                    "blob `{digest}`: the server ignored the Range request"
+                )));
+            }
+            _ => {}
+        }
+        Ok(response)
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+fn retry_after(response: &Response) -> Option<Duration> {
+    let value = response.headers().get(header::RETRY_AFTER)?.to_str().ok()?;
+    if let Ok(seconds) = value.trim().parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+}
+
+async fn read_problem(mut response: Response) -> Option<Problem> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_PROBLEM {
+            return None;
+        }
+    }
+    serde_json::from_slice(&body).ok()
+}
+
+/// A blob body that resumes with `Range` where a broken connection left off.
+struct HttpChunks {
+    client: RegistryClient,
+    digest: Digest,
+    size: u64,
+    end: u64,
+    response: Option<Response>,
+    /// Mid-body failures so far; bounded by the retry policy.
+    breaks: u32,
+}
+
+impl ChunkSource for HttpChunks {
+    fn next_chunk(&mut self, offset: u64) -> BoxFuture<'_, Result<Option<Bytes>, Error>> {
+        Box::pin(async move {
+            loop {
+                if offset >= self.end {
+                    return Ok(None);
+                }
+                let response = match &mut self.response {
+                    Some(response) => response,
+                    None => {
+                        let opened = self
+                            .client
+                            .open_blob(&self.digest, self.size, offset, self.end)
+                            .await?;
+                        self.response.insert(opened)
+                    }
+                };
+                match response.chunk().await {
+                    Ok(chunk) => return Ok(chunk),
+                    Err(e) => {
+                        self.response = None;
+                        let retry = &self.client.inner.retry;
+                        if self.breaks >= retry.retries {
+                            return Err(Error::Unreachable {
+                                url: self.client.inner.base.clone(),
+                                attempts: self.breaks + 1,
+                                source: Box::new(e),
+                            });
+                        }
+                        tracing::debug!(digest = %self.digest, offset, error = %e, "blob body broke off; resuming");
+                        tokio::time::sleep(retry.backoff(self.breaks)).await;
+                        self.breaks += 1;
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// A file as a streaming request body.
+fn file_body(file: std::fs::File) -> reqwest::Body {
+    let file = tokio::fs::File::from_std(file);
+    let stream = futures_util::stream::unfold(file, |mut file| async move {
+        let mut buf = bytes::BytesMut::with_capacity(UPLOAD_CHUNK);
+        match (&mut file).take(UPLOAD_CHUNK as u64).read_buf(&mut buf).await {
+            Ok(0) => None,
+            Ok(_) => Some((Ok(buf.freeze()), file)),
+            Err(e) => Some((Err(e), file)),
+        }
+    });
+    reqwest::Body::wrap_stream(stream)
+}
+
+impl Upstream for RegistryClient {
+    fn describe(&self) -> String {
+        self.inner.base.clone()
+    }
+
+    fn resolve<'a>(
+        &'a self,
+        name: &'a ArtifactName,
+        selector: &'a Selector,
+    ) -> BoxFuture<'a, Result<Version, Error>> {
+        Box::pin(async move {
+            let path = format!("{}/{}", Self::artifact_path(name), selector.to_segment());
+            let what = format!("artifact `{name}{selector}`");
+            let response = self
+                .send(&what, || Ok(self.request(Method::GET, &path)))
+                .await?;
+            let body = self.body(response).await?;
+            let version = Version::from_json(&body).map_err(|e| self.protocol(e.to_string()))?;
+            check_resolved(&self.describe(), name, selector, &version)?;
+            Ok(version)
+        })
+    }
+
+    fn list<'a>(&'a self, name: &'a ArtifactName) -> BoxFuture<'a, Result<VersionList, Error>> {
+        Box::pin(async move {
+            let path = format!("{}/versions", Self::artifact_path(name));
+            let response = self
+                .send(&format!("artifact `{name}`"), || {
+                    Ok(self.request(Method::GET, &path))
+                })
+                .await?;
+            self.json(response).await
+        })
+    }
+
+    fn fetch_blob<'a>(
+        &'a self,
+        digest: &'a Digest,
+        size: u64,
+        range: Option<Range<u64>>,
+    ) -> BoxFuture<'a, Result<BlobStream, Error>> {
+        Box::pin(async move {
+            let range = check_range(digest, size, range)?;
+            if range.is_empty() {
+                return Ok(BlobStream::new(*digest, size, range, Box::new(Empty)));
+            }
+            let response = self.open_blob(digest, size, range.start, range.end).await?;
+            let source = HttpChunks {
+                client: self.clone(),
+                digest: *digest,
+                size,
+                end: range.end,
+                response: Some(response),
+                breaks: 0,
+            };
+            Ok(BlobStream::new(*digest, size, range, Box::new(source)))
+        })
+    }
+
+    fn missing_blobs<'a>(
+        &'a self,
+        digests: &'a [Digest],
+    ) -> BoxFuture<'a, Result<Vec<Digest>, Error>> {
+        Box::pin(async move {
+            let mut missing = Vec::new();
+            for batch in digests.chunks(MISSING_BATCH) {
+                let body = MissingRequest {
+                    digests: batch.to_vec(),
+                };
+                let response = self
+                    .send("blobs", || {
+                        Ok(self.request(Method::POST, "/v1/blobs/missing").json(&body))
+                    })
+                    .await?;
+                let answer: MissingResponse = self.json(response).await?;
+                if let Some(stray) = answer.missing.iter().find(|d| !batch.contains(d)) {
+                    return Err(self.protocol(format!(
+                        "`blobs/missing` named `{stray}`, which was not asked about"
+                    )));
+                }
+                missing.extend(answer.missing);
+            }
+            Ok(missing)
+        })
+    }
+
+    fn upload_blob<'a>(
+        &'a self,
+        digest: &'a Digest,
+        file: &'a Path,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            let path = format!("/v1/blobs/{digest}");
+            self.send(&format!("blob `{digest}`"), || {
+                let opened = std::fs::File::open(file).io("open", file)?;
+                let len = opened.metadata().io("stat", file)?.len();
+                Ok(self
+                    .request(Method::PUT, &path)
+                    .header(header::CONTENT_LENGTH, len)
+                    .header(header::CONTENT_TYPE, "application/octet-stream")
+                    .body(file_body(opened)))
+            })
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn commit<'a>(
+        &'a self,
+        name: &'a ArtifactName,
+        request: &'a CommitRequest,
+    ) -> BoxFuture<'a, Result<Committed, Error>> {
+        Box::pin(async move {
+            let path = format!("{}/versions", Self::artifact_path(name));
+            let response = self
+                .send(&format!("artifact `{name}`"), || {
+                    Ok(self.request(Method::POST, &path).json(request))
+                })
+                .await?;
+            let created = response.status() == StatusCode::CREATED;
+            let body = self.body(response).await?;
+            let version = Version::from_json(&body).map_err(|e| self.protocol(e.to_string()))?;
+            if version.artifact()? != *name || version.digest != request.manifest.digest() {
+                return Err(self.protocol(format!(
+                    "committing to `{name}` returned `{}/{}/{}@{}`",
+                    version.entity, version.project, version.name, version.digest
+                )));
+            }
+            Ok(Committed { version, created })
+        })
+    }
+
+    fn set_alias<'a>(
+        &'a self,
+        name: &'a ArtifactName,
+        alias: &'a str,
+        version: u32,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            hoard_types::check_alias(alias)?;
+            let path = format!("{}/aliases/{alias}", Self::artifact_path(name));
+            let body = AliasRequest {
+                version: format!("v{version}"),
+            };
+            self.send(&format!("artifact `{name}:v{version}`"), || {
+                Ok(self.request(Method::PUT, &path).json(&body))
+            })
+            .await?;
+            Ok(())
+        })
+    }
+}
+
+/// The body of an empty blob: no request needed.
+struct Empty;
+
+impl ChunkSource for Empty {
+    fn next_chunk(&mut self, _offset: u64) -> BoxFuture<'_, Result<Option<Bytes>, Error>> {
+        Box::pin(async { Ok(None) })
+    }
+}

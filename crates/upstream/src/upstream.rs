@@ -1,0 +1,91 @@
+//! The [`Upstream`] trait: everything the daemon asks of a server of record.
+
+use std::future::Future;
+use std::ops::Range;
+use std::path::Path;
+use std::pin::Pin;
+
+use hoard_types::registry::{CommitRequest, Committed, VersionList};
+use hoard_types::{ArtifactName, Digest, Selector, Version};
+
+use crate::{BlobStream, Error};
+
+/// A boxed future, so that [`Upstream`] can be used as `dyn Upstream`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A server of record: the hoard registry, a `dir://` root, later W&B and HF Hub.
+///
+/// Answers are untrusted: implementations validate versions (names, manifest, digest) and
+/// check that a resolved version is the one asked for; blob streams verify their bytes.
+pub trait Upstream: Send + Sync {
+    /// `http://host:port`, `dir:///path`: for messages and `status`.
+    fn describe(&self) -> String;
+
+    /// The version an alias, `vN` or digest names, with its manifest.
+    fn resolve<'a>(
+        &'a self,
+        name: &'a ArtifactName,
+        selector: &'a Selector,
+    ) -> BoxFuture<'a, Result<Version, Error>>;
+
+    /// Every version (without manifests) and alias of an artifact.
+    fn list<'a>(&'a self, name: &'a ArtifactName) -> BoxFuture<'a, Result<VersionList, Error>>;
+
+    /// A blob of `size` bytes, or the byte range `range` of it, as a verified stream.
+    fn fetch_blob<'a>(
+        &'a self,
+        digest: &'a Digest,
+        size: u64,
+        range: Option<Range<u64>>,
+    ) -> BoxFuture<'a, Result<BlobStream, Error>>;
+
+    /// Which of these blobs the upstream lacks (and so must be uploaded before a commit).
+    fn missing_blobs<'a>(&'a self, digests: &'a [Digest])
+    -> BoxFuture<'a, Result<Vec<Digest>, Error>>;
+
+    /// Uploads the blob `digest` from a local file; the upstream verifies it.
+    fn upload_blob<'a>(&'a self, digest: &'a Digest, file: &'a Path)
+    -> BoxFuture<'a, Result<(), Error>>;
+
+    /// Commits a manifest as a version (or finds the existing one with the same digest).
+    fn commit<'a>(
+        &'a self,
+        name: &'a ArtifactName,
+        request: &'a CommitRequest,
+    ) -> BoxFuture<'a, Result<Committed, Error>>;
+
+    /// Points `alias` at version `vN`.
+    fn set_alias<'a>(
+        &'a self,
+        name: &'a ArtifactName,
+        alias: &'a str,
+        version: u32,
+    ) -> BoxFuture<'a, Result<(), Error>>;
+}
+
+/// Checks that an upstream answered the question asked: the right artifact and, for an
+/// immutable selector, the right version.
+pub(crate) fn check_resolved(
+    upstream: &str,
+    name: &ArtifactName,
+    selector: &Selector,
+    version: &Version,
+) -> Result<(), Error> {
+    let wrong = |what: String| Error::Protocol {
+        upstream: upstream.to_owned(),
+        reason: format!("asked for `{name}{selector}`, got {what}"),
+    };
+    let got = version.artifact()?;
+    if got != *name {
+        return Err(wrong(format!("`{got}`")));
+    }
+    match selector {
+        Selector::Version(n) if version.number()? != *n => {
+            Err(wrong(format!("version `{}`", version.version)))
+        }
+        Selector::Digest(d) if version.digest != *d => {
+            Err(wrong(format!("digest `{}`", version.digest)))
+        }
+        _ => Ok(()),
+    }
+}
