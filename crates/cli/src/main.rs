@@ -13,7 +13,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "hoard", version, about = "A local-first, content-addressed artifact cache")]
+#[command(
+    name = "hoard",
+    version,
+    about = "A local-first, content-addressed artifact cache"
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]

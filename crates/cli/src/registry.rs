@@ -59,17 +59,13 @@ pub(crate) struct Import {
 
 pub(crate) fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve(serve) => run_serve(serve),
+        Command::Serve(serve) => run_serve(&serve),
         Command::Import(import) => run_import(import),
     }
 }
 
-fn run_serve(args: Serve) -> anyhow::Result<()> {
-    let tokens = args
-        .tokens
-        .as_deref()
-        .map(Tokens::load)
-        .transpose()?;
+fn run_serve(args: &Serve) -> anyhow::Result<()> {
+    let tokens = args.tokens.as_deref().map(Tokens::load).transpose()?;
     if tokens.is_none() && !args.listen.ip().is_loopback() {
         bail!(
             "Refusing to listen on `{}` without `--tokens`: anyone who can connect could read \
@@ -85,9 +81,15 @@ fn run_serve(args: Serve) -> anyhow::Result<()> {
     runtime.block_on(async {
         let open = tokens.is_none();
         let root = args.root.clone();
-        let state = tokio::task::spawn_blocking(move || State::open(root, tokens, Limits::default()))
-            .await?
-            .with_context(|| format!("Failed to open the registry storage `{}`", args.root.display()))?;
+        let state =
+            tokio::task::spawn_blocking(move || State::open(root, tokens, Limits::default()))
+                .await?
+                .with_context(|| {
+                    format!(
+                        "Failed to open the registry storage `{}`",
+                        args.root.display()
+                    )
+                })?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("Failed to listen on `{}`", args.listen))?;
@@ -123,7 +125,10 @@ async fn shutdown_signal() {
 fn run_import(args: Import) -> anyhow::Result<()> {
     let reference: ArtifactRef = args.artifact.parse()?;
     let (Some(entity), Some(project)) = (&reference.entity, &reference.project) else {
-        bail!("`{}`: import needs the full `entity/project/name`", args.artifact);
+        bail!(
+            "`{}`: import needs the full `entity/project/name`",
+            args.artifact
+        );
     };
     if reference.selector != Selector::Alias(Selector::LATEST.to_owned())
         || args.artifact.contains([':', '@'])
@@ -158,7 +163,11 @@ fn run_import(args: Import) -> anyhow::Result<()> {
             version.digest,
             version.manifest.entries.len(),
             version.manifest.total_size(),
-            if committed.created { "" } else { ", identical to an existing version" }
+            if committed.created {
+                ""
+            } else {
+                ", identical to an existing version"
+            }
         ))?;
     }
     Ok(())

@@ -4,17 +4,19 @@
 use std::io;
 
 use bytes::Bytes;
+use hoard_types::Digest;
+use hoard_types::registry::{Problem, problem};
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
-use hoard_types::Digest;
-use hoard_types::registry::{Problem, problem};
 
 /// Every response body: small ones in full, blobs streamed.
 pub(crate) type Body = UnsyncBoxBody<Bytes, io::Error>;
 
 pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 pub(crate) fn empty() -> Body {
@@ -52,7 +54,11 @@ impl ApiError {
     }
 
     pub(crate) fn not_found(what: impl std::fmt::Display) -> Self {
-        Self::new(StatusCode::NOT_FOUND, problem::NOT_FOUND, format!("Not found: {what}"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            problem::NOT_FOUND,
+            format!("Not found: {what}"),
+        )
     }
 
     pub(crate) fn forbidden(detail: String) -> Self {
@@ -70,11 +76,7 @@ impl ApiError {
     pub(crate) fn into_response(self) -> Response<Body> {
         let body = Problem {
             kind: self.kind.to_owned(),
-            title: self
-                .status
-                .canonical_reason()
-                .unwrap_or("Error")
-                .to_owned(),
+            title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
             status: self.status.as_u16(),
             detail: self.detail,
             missing: self.missing,
@@ -108,9 +110,11 @@ impl From<hoard_upstream::Error> for ApiError {
                 missing,
             },
             E::Invalid(e) => Self::bad_request(e.to_string()),
-            e @ (E::DigestMismatch { .. } | E::ShortBody { .. } | E::LongBody { .. }) => {
-                Self::new(StatusCode::BAD_REQUEST, problem::DIGEST_MISMATCH, e.to_string())
-            }
+            e @ (E::DigestMismatch { .. } | E::ShortBody { .. } | E::LongBody { .. }) => Self::new(
+                StatusCode::BAD_REQUEST,
+                problem::DIGEST_MISMATCH,
+                e.to_string(),
+            ),
             E::Rejected { status, detail, .. } => Self::new(
                 StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
                 problem::BAD_REQUEST,

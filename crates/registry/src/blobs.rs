@@ -5,11 +5,11 @@ use std::io::SeekFrom;
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use hoard_types::Digest;
+use hoard_types::registry::{MissingRequest, MissingResponse, problem};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hoard_types::Digest;
-use hoard_types::registry::{MissingRequest, MissingResponse, problem};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::api::{ApiError, Body, empty, json};
@@ -106,7 +106,13 @@ pub(crate) async fn get(
     let size = file
         .metadata()
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, problem::INTERNAL, e.to_string()))?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                problem::INTERNAL,
+                e.to_string(),
+            )
+        })?
         .len();
     let range = request
         .headers()
@@ -157,11 +163,19 @@ pub(crate) async fn get(
         return Ok(response);
     }
     file.seek(SeekFrom::Start(first)).await.map_err(|e| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, problem::INTERNAL, e.to_string())
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            problem::INTERNAL,
+            e.to_string(),
+        )
     })?;
-    let state = state.clone();
-    let stream = futures_util::stream::unfold((file, len), move |(mut file, left)| {
-        let state = state.clone();
+    *response.body_mut() = file_body(state.clone(), file, len);
+    Ok(response)
+}
+
+/// `len` bytes of `file` from its current position, counted as served.
+fn file_body(state: Arc<State>, file: tokio::fs::File, len: u64) -> Body {
+    let stream = futures_util::stream::unfold((state, file, len), |(state, mut file, left)| {
         async move {
             if left == 0 {
                 return None;
@@ -173,14 +187,16 @@ pub(crate) async fn get(
                 Ok(0) => None,
                 Ok(n) => {
                     state.metrics.served(n as u64);
-                    Some((Ok(Frame::data(buf.freeze())), (file, left - n as u64)))
+                    Some((
+                        Ok(Frame::data(buf.freeze())),
+                        (state, file, left - n as u64),
+                    ))
                 }
-                Err(e) => Some((Err(e), (file, 0))),
+                Err(e) => Some((Err(e), (state, file, 0))),
             }
         }
     });
-    *response.body_mut() = StreamBody::new(stream).boxed_unsync();
-    Ok(response)
+    StreamBody::new(stream).boxed_unsync()
 }
 
 pub(crate) async fn put(
@@ -190,7 +206,7 @@ pub(crate) async fn put(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let digest = parse_digest(digest)?;
-    state.may_upload(caller)?;
+    caller.may_upload()?;
     let max = state.limits.max_blob;
     let too_large = || {
         ApiError::new(
@@ -217,10 +233,14 @@ pub(crate) async fn put(
         let frame = match tokio::time::timeout(state.limits.body_stall, body.frame()).await {
             Err(_) => return Err(ApiError::bad_request("the upload stalled; try again")),
             Ok(None) => break,
-            Ok(Some(Err(e))) => return Err(ApiError::bad_request(format!("the upload broke off: {e}"))),
+            Ok(Some(Err(e))) => {
+                return Err(ApiError::bad_request(format!("the upload broke off: {e}")));
+            }
             Ok(Some(Ok(frame))) => frame,
         };
-        let Ok(data) = frame.into_data() else { continue };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         size += data.len() as u64;
         if size > max {
             return Err(too_large());
@@ -245,7 +265,9 @@ pub(crate) async fn put(
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             problem::DIGEST_MISMATCH,
-            format!("the uploaded bytes have digest `{actual}`, not `{digest}`; nothing was stored"),
+            format!(
+                "the uploaded bytes have digest `{actual}`, not `{digest}`; nothing was stored"
+            ),
         ));
     }
     let root = state.root.clone();
@@ -258,8 +280,15 @@ pub(crate) async fn put(
     state.metrics.received(size);
     state.note_proven(caller, digest);
     tracing::debug!(%digest, size, existed, caller = caller.name(), "blob stored");
-    let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
-    Ok(json(status, &serde_json::json!({"digest": digest, "size": size})))
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok(json(
+        status,
+        &serde_json::json!({"digest": digest, "size": size}),
+    ))
 }
 
 /// Appends a batch to the temp file on the blocking pool.
@@ -280,7 +309,7 @@ pub(crate) async fn missing(
     caller: &Caller,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    state.may_upload(caller)?;
+    caller.may_upload()?;
     let asked: MissingRequest = read_json(state, request).await?;
     if asked.digests.len() > state.limits.max_missing {
         return Err(ApiError::new(
@@ -298,7 +327,8 @@ pub(crate) async fn missing(
         for digest in asked.digests {
             // A blob the caller may not read counts as missing: uploading it proves the
             // caller has the bytes, and a commit may then use it.
-            let present = st.root.blob_size(&digest)?.is_some() && st.may_read_blob(&who, &digest).is_ok();
+            let present =
+                st.root.blob_size(&digest)?.is_some() && st.may_read_blob(&who, &digest).is_ok();
             if !present {
                 missing.push(digest);
             }
@@ -328,7 +358,15 @@ mod tests {
         assert_eq!(r("bytes=-0", 10), Ranged::Unsatisfiable);
         assert_eq!(r("bytes=0-", 0), Ranged::Unsatisfiable);
         // Malformed or multi-range: ignored, the whole blob is sent.
-        for h in ["bytes=5-2", "bytes=a-b", "items=0-1", "bytes=0-1,3-4", "bytes=", "bytes=-", "bytes=1-2-3"] {
+        for h in [
+            "bytes=5-2",
+            "bytes=a-b",
+            "items=0-1",
+            "bytes=0-1,3-4",
+            "bytes=",
+            "bytes=-",
+            "bytes=1-2-3",
+        ] {
             assert_eq!(r(h, 10), Ranged::Full, "{h}");
         }
         assert_eq!(parse_range(None, 10), Ranged::Full);

@@ -126,7 +126,10 @@ fn walk(dir: &Path, prefix: &str, found: &mut Vec<Found>) -> Result<(), ImportEr
                 exec: meta.permissions().mode() & 0o111 != 0,
             });
         } else {
-            return Err(source(&path, "it is not a regular file or directory".to_owned()));
+            return Err(source(
+                &path,
+                "it is not a regular file or directory".to_owned(),
+            ));
         }
     }
     Ok(())

@@ -16,7 +16,10 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     pub(crate) fn request(&self, route: &'static str, status: u16) {
-        let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        let mut requests = self
+            .requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         *requests.entry((route, status)).or_default() += 1;
     }
 
@@ -34,7 +37,10 @@ impl Metrics {
             "# HELP hoard_registry_requests_total Requests answered, by route and status.\n\
              # TYPE hoard_registry_requests_total counter\n",
         );
-        let requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        let requests = self
+            .requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for ((route, status), count) in requests.iter() {
             let _ = writeln!(
                 out,

@@ -7,12 +7,12 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::BodyExt;
-use tracing::Instrument;
-use hyper::body::Incoming;
 use hoard_types::registry::{AliasRequest, CommitRequest, problem};
 use hoard_types::{ArtifactName, Selector};
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tracing::Instrument;
 
 use crate::api::{ApiError, Body, json};
 use crate::blobs;
@@ -46,8 +46,14 @@ async fn dispatch(state: &Arc<State>, request: Request<Incoming>) -> Routed {
         (&Method::GET, ["v1", "blobs", _]) => "blob_get",
         (&Method::HEAD, ["v1", "blobs", _]) => "blob_head",
         (&Method::PUT, ["v1", "blobs", _]) => "blob_put",
-        (_, ["v1", "health"] | ["metrics"] | ["v1", "artifacts", _, _, _, _]
-            | ["v1", "artifacts", _, _, _, "aliases", _] | ["v1", "blobs", _]) => {
+        (
+            _,
+            ["v1", "health"]
+            | ["metrics"]
+            | ["v1", "artifacts", _, _, _, _]
+            | ["v1", "artifacts", _, _, _, "aliases", _]
+            | ["v1", "blobs", _],
+        ) => {
             let error = ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 problem::METHOD_NOT_ALLOWED,
@@ -145,7 +151,7 @@ async fn list(
     n: &str,
 ) -> Result<Response<Body>, ApiError> {
     let name = artifact(e, p, n)?;
-    state.authorize(caller, &name, Action::List)?;
+    caller.authorize(&name, Action::List)?;
     let root = state.root.clone();
     let list = blocking(move || root.list(&name)).await?;
     Ok(json(StatusCode::OK, &list))
@@ -165,7 +171,7 @@ async fn resolve(
             "invalid version selector: {reason}; expected an alias, `vN` or `@<digest>`"
         ))
     })?;
-    state.authorize(caller, &name, Action::Download)?;
+    caller.authorize(&name, Action::Download)?;
     let root = state.root.clone();
     let version = blocking(move || root.resolve(&name, &selector)).await?;
     Ok(json(StatusCode::OK, &version))
@@ -196,10 +202,15 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
     let bytes: Bytes = match tokio::time::timeout(state.limits.body_stall, body.collect()).await {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-        Ok(Err(e)) => return Err(ApiError::bad_request(format!("reading the body failed: {e}"))),
+        Ok(Err(e)) => {
+            return Err(ApiError::bad_request(format!(
+                "reading the body failed: {e}"
+            )));
+        }
         Err(_) => return Err(ApiError::bad_request("the body was not sent in time")),
     };
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 async fn commit(
@@ -211,7 +222,7 @@ async fn commit(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let name = artifact(e, p, n)?;
-    state.authorize(caller, &name, Action::Publish)?;
+    caller.authorize(&name, Action::Publish)?;
     let commit: CommitRequest = read_json(state, request).await?;
     let (st, who, name2) = (state.clone(), caller.clone(), name.clone());
     let committed = blocking(move || {
@@ -226,7 +237,11 @@ async fn commit(
         artifact = %name, version = committed.version.version, created = committed.created,
         caller = caller.name(), "commit"
     );
-    let status = if committed.created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if committed.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok(json(status, &committed.version))
 }
 
@@ -241,7 +256,7 @@ async fn move_alias(
 ) -> Result<Response<Body>, ApiError> {
     let name = artifact(e, p, n)?;
     hoard_types::check_alias(alias).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    state.authorize(caller, &name, Action::MoveAlias)?;
+    caller.authorize(&name, Action::MoveAlias)?;
     let body: AliasRequest = read_json(state, request).await?;
     let Ok(Selector::Version(number)) = Selector::parse_tag(&body.version) else {
         return Err(ApiError::bad_request(format!(

@@ -78,6 +78,37 @@ impl Caller {
             Self::Token(token) => token.role(&name.entity, &name.project),
         }
     }
+
+    /// Checks that the caller may do `action` on `name`. A project the caller has no
+    /// grant for answers like a missing artifact, so names do not leak.
+    pub(crate) fn authorize(&self, name: &ArtifactName, action: Action) -> Result<(), ApiError> {
+        let (need, refusal) = match action {
+            Action::List => (Role::Viewer, ""),
+            Action::Download => (Role::Member, hoard_types::registry::problem::VIEW_ONLY),
+            Action::Publish => (Role::Member, "view-only members cannot publish artifacts"),
+            Action::MoveAlias => (Role::Admin, "only admins can move aliases"),
+        };
+        match self.role(name) {
+            None => Err(ApiError::not_found(format!("artifact `{name}`"))),
+            Some(role) if role >= need => Ok(()),
+            Some(role) => Err(ApiError::forbidden(format!(
+                "{refusal} (token `{}` is a {role} of `{}/{}`)",
+                self.name(),
+                name.entity,
+                name.project
+            ))),
+        }
+    }
+
+    /// Uploading needs a member grant somewhere.
+    pub(crate) fn may_upload(&self) -> Result<(), ApiError> {
+        match self {
+            Caller::Token(token) if !token.has_anywhere(Role::Member) => Err(ApiError::forbidden(
+                format!("token `{}` may not publish anywhere", token.name),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// What a request wants to do to an artifact.
@@ -92,7 +123,11 @@ pub(crate) enum Action {
 impl State {
     /// Opens (creating if needed) the storage at `root`. With tokens, reads every version
     /// once to learn which projects use which blobs.
-    pub fn open(root: PathBuf, tokens: Option<Tokens>, limits: Limits) -> Result<Self, hoard_upstream::Error> {
+    pub fn open(
+        root: PathBuf,
+        tokens: Option<Tokens>,
+        limits: Limits,
+    ) -> Result<Self, hoard_upstream::Error> {
         let root = DirRoot::create(root)?;
         let removed = root.clean_tmp(STALE_TMP)?;
         if removed > 0 {
@@ -140,7 +175,10 @@ impl State {
     /// Records that `name`'s project uses every blob of `manifest`.
     pub(crate) fn note_blobs(&self, name: &ArtifactName, manifest: &Manifest) {
         let project: Arc<str> = format!("{}/{}", name.entity, name.project).into();
-        let mut map = self.blob_projects.write().unwrap_or_else(|e| e.into_inner());
+        let mut map = self
+            .blob_projects
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for entry in manifest.entries.values() {
             let projects = map.entry(entry.digest).or_default();
             if !projects.contains(&project) {
@@ -151,7 +189,10 @@ impl State {
 
     pub(crate) fn note_proven(&self, caller: &Caller, digest: Digest) {
         if let Caller::Token(token) = caller {
-            let mut proven = self.proven.lock().unwrap_or_else(|e| e.into_inner());
+            let mut proven = self
+                .proven
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             proven.insert((token.name.clone(), digest));
         }
     }
@@ -163,37 +204,13 @@ impl State {
         };
         let secret = authorization
             .and_then(|value| value.strip_prefix("Bearer "))
-            .ok_or_else(|| ApiError::unauthorized("this registry needs `Authorization: Bearer <token>`"))?;
+            .ok_or_else(|| {
+                ApiError::unauthorized("this registry needs `Authorization: Bearer <token>`")
+            })?;
         tokens
             .find(secret.trim())
             .map(Caller::Token)
             .ok_or_else(|| ApiError::unauthorized("the token is not valid"))
-    }
-
-    /// Checks that the caller may do `action` on `name`. A project the caller has no
-    /// grant for answers like a missing artifact, so names do not leak.
-    pub(crate) fn authorize(
-        &self,
-        caller: &Caller,
-        name: &ArtifactName,
-        action: Action,
-    ) -> Result<(), ApiError> {
-        let (need, refusal) = match action {
-            Action::List => (Role::Viewer, ""),
-            Action::Download => (Role::Member, hoard_types::registry::problem::VIEW_ONLY),
-            Action::Publish => (Role::Member, "view-only members cannot publish artifacts"),
-            Action::MoveAlias => (Role::Admin, "only admins can move aliases"),
-        };
-        match caller.role(name) {
-            None => Err(ApiError::not_found(format!("artifact `{name}`"))),
-            Some(role) if role >= need => Ok(()),
-            Some(role) => Err(ApiError::forbidden(format!(
-                "{refusal} (token `{}` is a {role} of `{}/{}`)",
-                caller.name(),
-                name.entity,
-                name.project
-            ))),
-        }
     }
 
     /// Whether the caller may read (download, or use in a commit) a stored blob: an open
@@ -204,7 +221,10 @@ impl State {
             return Ok(());
         };
         let best = {
-            let map = self.blob_projects.read().unwrap_or_else(|e| e.into_inner());
+            let map = self
+                .blob_projects
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             map.get(digest).and_then(|projects| {
                 projects
                     .iter()
@@ -214,7 +234,10 @@ impl State {
             })
         };
         let proven = || {
-            let proven = self.proven.lock().unwrap_or_else(|e| e.into_inner());
+            let proven = self
+                .proven
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             proven.contains(&(token.name.clone(), *digest))
         };
         match best {
@@ -224,16 +247,6 @@ impl State {
                 hoard_types::registry::problem::VIEW_ONLY.to_owned(),
             )),
             None => Err(ApiError::not_found(format!("blob `{digest}`"))),
-        }
-    }
-
-    /// Uploading needs a member grant somewhere.
-    pub(crate) fn may_upload(&self, caller: &Caller) -> Result<(), ApiError> {
-        match caller {
-            Caller::Token(token) if !token.has_anywhere(Role::Member) => Err(ApiError::forbidden(
-                format!("token `{}` may not publish anywhere", token.name),
-            )),
-            _ => Ok(()),
         }
     }
 }

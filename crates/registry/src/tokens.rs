@@ -169,14 +169,21 @@ impl Tokens {
                          expected `viewer`, `member` or `admin`"
                     )
                 })?;
-                grants.push(parse_grant(&pattern, role).map_err(|reason| {
-                    format!("token `{name}` has grant `{pattern}`: {reason}")
-                })?);
+                grants.push(
+                    parse_grant(&pattern, role).map_err(|reason| {
+                        format!("token `{name}` has grant `{pattern}`: {reason}")
+                    })?,
+                );
             }
             grants.sort_by_key(|g| std::cmp::Reverse(g.specificity()));
-            let token = Arc::new(Token { name: name.clone(), grants });
+            let token = Arc::new(Token {
+                name: name.clone(),
+                grants,
+            });
             if by_hash.insert(hash, token).is_some() {
-                return Err(format!("token `{name}` has the same secret as another token"));
+                return Err(format!(
+                    "token `{name}` has the same secret as another token"
+                ));
             }
         }
         Ok(Self { by_hash })
@@ -225,10 +232,13 @@ mod tests {
     use super::*;
 
     fn sha(secret: &str) -> String {
+        use std::fmt::Write as _;
         Sha256::digest(secret.as_bytes())
             .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+            .fold(String::new(), |mut hex, b| {
+                let _ = write!(hex, "{b:02x}");
+                hex
+            })
     }
 
     #[test]
@@ -257,17 +267,26 @@ mod tests {
         for (text, needle) in [
             ("", "no `[[token]]`"),
             ("[[token]]\nname = \"a\"\nsecret = \"x\"", "plaintext"),
-            ("[[token]]\nname = \"a\"\nsecret_sha256 = \"hunter2\"", "not 64 hex"),
             (
-                &format!("[[token]]\nname = \"a\"\nsecret_sha256 = \"{h}\"\ngrants = {{ \"acme/*\" = \"owner\" }}"),
+                "[[token]]\nname = \"a\"\nsecret_sha256 = \"hunter2\"",
+                "not 64 hex",
+            ),
+            (
+                &format!(
+                    "[[token]]\nname = \"a\"\nsecret_sha256 = \"{h}\"\ngrants = {{ \"acme/*\" = \"owner\" }}"
+                ),
                 "unknown role `owner`",
             ),
             (
-                &format!("[[token]]\nname = \"a\"\nsecret_sha256 = \"{h}\"\ngrants = {{ \"acme\" = \"member\" }}"),
+                &format!(
+                    "[[token]]\nname = \"a\"\nsecret_sha256 = \"{h}\"\ngrants = {{ \"acme\" = \"member\" }}"
+                ),
                 "expected `entity/project`",
             ),
             (
-                &format!("[[token]]\nname = \"a\"\nsecret_sha256 = \"{h}\"\n[[token]]\nname = \"b\"\nsecret_sha256 = \"{h}\""),
+                &format!(
+                    "[[token]]\nname = \"a\"\nsecret_sha256 = \"{h}\"\n[[token]]\nname = \"b\"\nsecret_sha256 = \"{h}\""
+                ),
                 "same secret",
             ),
             ("[[token]]\nname = \"a\"\nrole = \"x\"", "unknown field"),

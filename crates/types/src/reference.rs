@@ -244,7 +244,9 @@ pub fn check_alias(alias: &str) -> Result<(), Error> {
     };
     match Selector::parse_tag(alias).map_err(err)? {
         Selector::Alias(_) => Ok(()),
-        _ => Err(err(format!("alias `{alias}` has the form of a version number"))),
+        _ => Err(err(format!(
+            "alias `{alias}` has the form of a version number"
+        ))),
     }
 }
 

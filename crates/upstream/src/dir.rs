@@ -57,11 +57,16 @@ pub struct TempBlob {
 
 impl TempBlob {
     pub fn file(&mut self) -> &mut File {
-        self.file.as_mut().expect("the file is present until the blob is kept")
+        self.file
+            .as_mut()
+            .expect("the file is present until the blob is kept")
     }
 
     pub fn write_all(&mut self, data: &[u8]) -> Result<(), Error> {
-        let file = self.file.as_mut().expect("the file is present until the blob is kept");
+        let file = self
+            .file
+            .as_mut()
+            .expect("the file is present until the blob is kept");
         file.write_all(data).io("write", &self.path)
     }
 
@@ -280,9 +285,8 @@ impl DirRoot {
         let dir = self.artifact_dir(name).join("versions");
         let mut numbers = Vec::new();
         for file in read_dir_names(&dir)? {
-            if let Some(Ok(Selector::Version(n))) = file
-                .strip_suffix(".json")
-                .map(Selector::parse_tag)
+            if let Some(Ok(Selector::Version(n))) =
+                file.strip_suffix(".json").map(Selector::parse_tag)
             {
                 numbers.push(n);
             }
@@ -362,9 +366,7 @@ impl DirRoot {
             Selector::Version(n) => Some(*n),
             Selector::Alias(alias) => match aliases.get(alias) {
                 Some(n) => Some(*n),
-                None if alias == Selector::LATEST => {
-                    self.version_numbers(name)?.last().copied()
-                }
+                None if alias == Selector::LATEST => self.version_numbers(name)?.last().copied(),
                 None => None,
             },
             Selector::Digest(digest) => self.find_digest(name, digest)?,
@@ -445,31 +447,7 @@ impl DirRoot {
                 detail: "the type must be at most 128 printable characters".to_owned(),
             });
         }
-        let mut missing = Vec::new();
-        for entry in manifest.entries.values() {
-            if entry.reference.is_some() {
-                continue;
-            }
-            let stored = self.blob_size(&entry.digest)?;
-            if stored != Some(entry.size) || !may_use(&entry.digest) {
-                if let Some(size) = stored.filter(|s| *s != entry.size) {
-                    return Err(Error::Rejected {
-                        upstream: self.describe(),
-                        status: 400,
-                        detail: format!(
-                            "blob `{}` has {size} bytes but the manifest says {}",
-                            entry.digest, entry.size
-                        ),
-                    });
-                }
-                missing.push(entry.digest);
-            }
-        }
-        if !missing.is_empty() {
-            missing.sort_unstable();
-            missing.dedup();
-            return Err(Error::MissingBlobs { missing });
-        }
+        self.check_blobs(manifest, may_use)?;
 
         let dir = self.artifact_dir(name);
         let versions = dir.join("versions");
@@ -544,6 +522,41 @@ impl DirRoot {
         })
     }
 
+    /// Every blob a manifest names (reference entries aside) must be stored with the
+    /// manifest's size and usable by the committer.
+    fn check_blobs(
+        &self,
+        manifest: &hoard_types::Manifest,
+        may_use: impl Fn(&Digest) -> bool,
+    ) -> Result<(), Error> {
+        let mut missing = Vec::new();
+        for entry in manifest.entries.values() {
+            if entry.reference.is_some() {
+                continue;
+            }
+            let stored = self.blob_size(&entry.digest)?;
+            if stored != Some(entry.size) || !may_use(&entry.digest) {
+                if let Some(size) = stored.filter(|s| *s != entry.size) {
+                    return Err(Error::Rejected {
+                        upstream: self.describe(),
+                        status: 400,
+                        detail: format!(
+                            "blob `{}` has {size} bytes but the manifest says {}",
+                            entry.digest, entry.size
+                        ),
+                    });
+                }
+                missing.push(entry.digest);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        Err(Error::MissingBlobs { missing })
+    }
+
     /// Points an alias at an existing version.
     pub fn set_alias(&self, name: &ArtifactName, alias: &str, number: u32) -> Result<(), Error> {
         check_alias(alias)?;
@@ -605,9 +618,7 @@ fn read_dir_names(dir: &Path) -> Result<Vec<String>, Error> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), Error> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .io("fsync", dir)
+    File::open(dir).and_then(|d| d.sync_all()).io("fsync", dir)
 }
 
 /// `create_dir_all(leaf)`, then fsync every directory from `base` down whose entries changed.

@@ -15,7 +15,9 @@ pub enum Error {
     #[error("Permission denied: {detail}")]
     Forbidden { detail: String },
 
-    #[error("The upstream `{upstream}` refused the credential: {detail}; set `HOARD_TOKEN` to a valid token")]
+    #[error(
+        "The upstream `{upstream}` refused the credential: {detail}; set `HOARD_TOKEN` to a valid token"
+    )]
     Unauthorized { upstream: String, detail: String },
 
     /// The upstream lacks blobs a commit refers to.
@@ -53,7 +55,9 @@ pub enum Error {
     #[error("The upstream `{upstream}` sent an invalid answer: {reason}")]
     Protocol { upstream: String, reason: String },
 
-    #[error("Blob `{digest}` from the upstream has digest `{actual}`: the bytes are corrupt or were tampered with")]
+    #[error(
+        "Blob `{digest}` from the upstream has digest `{actual}`: the bytes are corrupt or were tampered with"
+    )]
     DigestMismatch { digest: Digest, actual: Digest },
 
     #[error("Blob `{digest}` from the upstream ended after {received} of {expected} bytes")]

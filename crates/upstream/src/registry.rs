@@ -13,8 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use hoard_types::registry::{
-    AliasRequest, CommitRequest, Committed, MissingRequest, MissingResponse, Problem,
-    VersionList,
+    AliasRequest, CommitRequest, Committed, MissingRequest, MissingResponse, Problem, VersionList,
 };
 use hoard_types::{ArtifactName, Digest, Selector, Version};
 use reqwest::header::{self, HeaderValue};
@@ -60,10 +59,7 @@ impl RetryPolicy {
     /// The wait before retry number `attempt` (0-based): "full jitter" between half and
     /// all of the exponential step, so that many clients do not retry in lockstep.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let step = self
-            .base
-            .saturating_mul(1 << attempt.min(16))
-            .min(self.max);
+        let step = self.base.saturating_mul(1 << attempt.min(16)).min(self.max);
         step / 2 + step.mul_f64(fastrand::f64() / 2.0)
     }
 }
@@ -122,8 +118,11 @@ impl RegistryClient {
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(bad("expected `http://` or `https://`"));
         }
-        if parsed.query().is_some() || parsed.fragment().is_some() || !parsed.username().is_empty() {
-            return Err(bad("a registry URL has no query, fragment or user name; pass the token with `HOARD_TOKEN`"));
+        if parsed.query().is_some() || parsed.fragment().is_some() || !parsed.username().is_empty()
+        {
+            return Err(bad(
+                "a registry URL has no query, fragment or user name; pass the token with `HOARD_TOKEN`",
+            ));
         }
         let token = options
             .token
@@ -177,7 +176,8 @@ impl RegistryClient {
                 Ok(response) if response.status().is_success() => return Ok(response),
                 Ok(response) => {
                     let status = response.status();
-                    let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+                    let retryable =
+                        status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
                     if !retryable || attempt >= retry.retries {
                         return Err(self.status_error(what, response, attempt + 1).await);
                     }
@@ -359,16 +359,14 @@ impl ChunkSource for HttpChunks {
                 if offset >= self.end {
                     return Ok(None);
                 }
-                let response = match &mut self.response {
-                    Some(response) => response,
-                    None => {
-                        let opened = self
-                            .client
-                            .open_blob(&self.digest, self.size, offset, self.end)
-                            .await?;
-                        self.response.insert(opened)
-                    }
-                };
+                if self.response.is_none() {
+                    let opened = self
+                        .client
+                        .open_blob(&self.digest, self.size, offset, self.end)
+                        .await?;
+                    self.response = Some(opened);
+                }
+                let response = self.response.as_mut().expect("opened above");
                 match response.chunk().await {
                     Ok(chunk) => return Ok(chunk),
                     Err(e) => {
@@ -396,7 +394,11 @@ fn file_body(file: std::fs::File) -> reqwest::Body {
     let file = tokio::fs::File::from_std(file);
     let stream = futures_util::stream::unfold(file, |mut file| async move {
         let mut buf = bytes::BytesMut::with_capacity(UPLOAD_CHUNK);
-        match (&mut file).take(UPLOAD_CHUNK as u64).read_buf(&mut buf).await {
+        match (&mut file)
+            .take(UPLOAD_CHUNK as u64)
+            .read_buf(&mut buf)
+            .await
+        {
             Ok(0) => None,
             Ok(_) => Some((Ok(buf.freeze()), file)),
             Err(e) => Some((Err(e), file)),

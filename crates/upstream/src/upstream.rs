@@ -40,12 +40,17 @@ pub trait Upstream: Send + Sync {
     ) -> BoxFuture<'a, Result<BlobStream, Error>>;
 
     /// Which of these blobs the upstream lacks (and so must be uploaded before a commit).
-    fn missing_blobs<'a>(&'a self, digests: &'a [Digest])
-    -> BoxFuture<'a, Result<Vec<Digest>, Error>>;
+    fn missing_blobs<'a>(
+        &'a self,
+        digests: &'a [Digest],
+    ) -> BoxFuture<'a, Result<Vec<Digest>, Error>>;
 
     /// Uploads the blob `digest` from a local file; the upstream verifies it.
-    fn upload_blob<'a>(&'a self, digest: &'a Digest, file: &'a Path)
-    -> BoxFuture<'a, Result<(), Error>>;
+    fn upload_blob<'a>(
+        &'a self,
+        digest: &'a Digest,
+        file: &'a Path,
+    ) -> BoxFuture<'a, Result<(), Error>>;
 
     /// Commits a manifest as a version (or finds the existing one with the same digest).
     fn commit<'a>(

@@ -1,3 +1,8 @@
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test that calls them"
+)]
+
 //! `RegistryClient` (the daemon's view) against the real server.
 
 use std::ops::Range;
@@ -32,7 +37,10 @@ async fn publish_resolve_and_fetch_through_the_trait() {
     std::fs::write(&file, &data).unwrap();
     let digest = Digest::of(&data);
 
-    assert_eq!(upstream.missing_blobs(&[digest]).await.unwrap(), vec![digest]);
+    assert_eq!(
+        upstream.missing_blobs(&[digest]).await.unwrap(),
+        vec![digest]
+    );
     upstream.upload_blob(&digest, &file).await.unwrap();
     assert!(upstream.missing_blobs(&[digest]).await.unwrap().is_empty());
     assert!(server.blob_file(&digest).exists());
@@ -49,20 +57,34 @@ async fn publish_resolve_and_fetch_through_the_trait() {
     assert!(!second.created);
     assert_eq!(second.version.version, "v0");
 
-    let resolved = upstream.resolve(&bike(), &Selector::Alias("best".into())).await.unwrap();
+    let resolved = upstream
+        .resolve(&bike(), &Selector::Alias("best".into()))
+        .await
+        .unwrap();
     assert_eq!(resolved.digest, first.version.digest);
     assert_eq!(resolved.metadata["epochs"], 3);
-    let by_digest = upstream.resolve(&bike(), &Selector::Digest(resolved.digest)).await.unwrap();
+    let by_digest = upstream
+        .resolve(&bike(), &Selector::Digest(resolved.digest))
+        .await
+        .unwrap();
     assert_eq!(by_digest.version, "v0");
 
-    let whole = upstream.fetch_blob(&digest, data.len() as u64, None).await.unwrap();
+    let whole = upstream
+        .fetch_blob(&digest, data.len() as u64, None)
+        .await
+        .unwrap();
     assert_eq!(whole.read_to_vec().await.unwrap(), data);
     let range: Range<u64> = 1000..150_000;
-    let part = upstream.fetch_blob(&digest, data.len() as u64, Some(range.clone())).await.unwrap();
+    let part = upstream
+        .fetch_blob(&digest, data.len() as u64, Some(range.clone()))
+        .await
+        .unwrap();
     assert_eq!(part.read_to_vec().await.unwrap(), &data[1000..150_000]);
 
     // A size that does not match what the server has: never a silent success.
-    let wrong = upstream.fetch_blob(&digest, data.len() as u64 + 1, None).await;
+    let wrong = upstream
+        .fetch_blob(&digest, data.len() as u64 + 1, None)
+        .await;
     let wrong = match wrong {
         Ok(stream) => stream.read_to_vec().await.map(drop),
         Err(e) => Err(e),
@@ -70,7 +92,10 @@ async fn publish_resolve_and_fetch_through_the_trait() {
     assert!(wrong.is_err());
 
     upstream.set_alias(&bike(), "prod", 0).await.unwrap_err();
-    client(&server, Some(ADMIN)).set_alias(&bike(), "prod", 0).await.unwrap();
+    client(&server, Some(ADMIN))
+        .set_alias(&bike(), "prod", 0)
+        .await
+        .unwrap();
     let list = upstream.list(&bike()).await.unwrap();
     assert_eq!(list.aliases["prod"], "v0");
 }
@@ -78,13 +103,28 @@ async fn publish_resolve_and_fetch_through_the_trait() {
 #[tokio::test]
 async fn errors_are_typed() {
     let server = Server::start(Some(tokens())).await;
-    server.as_(MEMBER).publish("acme/vision/bike", &[("a", b"A")], &[]).await;
+    server
+        .as_(MEMBER)
+        .publish("acme/vision/bike", &[("a", b"A")], &[])
+        .await;
     let viewer = client(&server, Some(VIEWER));
-    let e = viewer.resolve(&bike(), &Selector::Alias("latest".into())).await.unwrap_err();
-    assert!(matches!(&e, Error::Forbidden { detail } if detail.contains("view-only members cannot download")), "{e}");
-    let e = client(&server, Some(OUTSIDER)).resolve(&bike(), &Selector::Version(0)).await.unwrap_err();
+    let e = viewer
+        .resolve(&bike(), &Selector::Alias("latest".into()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Forbidden { detail } if detail.contains("view-only members cannot download")),
+        "{e}"
+    );
+    let e = client(&server, Some(OUTSIDER))
+        .resolve(&bike(), &Selector::Version(0))
+        .await
+        .unwrap_err();
     assert!(e.is_not_found(), "{e}");
-    let e = client(&server, Some("bad")).resolve(&bike(), &Selector::Version(0)).await.unwrap_err();
+    let e = client(&server, Some("bad"))
+        .resolve(&bike(), &Selector::Version(0))
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::Unauthorized { .. }), "{e}");
     let member = client(&server, Some(MEMBER));
     let request = hoard_types::registry::CommitRequest {
@@ -94,5 +134,8 @@ async fn errors_are_typed() {
         metadata: serde_json::Value::Null,
     };
     let e = member.commit(&bike(), &request).await.unwrap_err();
-    assert!(matches!(&e, Error::MissingBlobs { missing } if missing == &[Digest::of(b"never uploaded")]), "{e}");
+    assert!(
+        matches!(&e, Error::MissingBlobs { missing } if missing == &[Digest::of(b"never uploaded")]),
+        "{e}"
+    );
 }

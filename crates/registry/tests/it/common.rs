@@ -1,3 +1,8 @@
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test that calls them"
+)]
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -10,7 +15,7 @@ use tokio::sync::oneshot;
 pub(crate) struct Server {
     pub(crate) url: String,
     pub(crate) root: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -22,10 +27,13 @@ pub(crate) const ADMIN: &str = "admin-secret";
 pub(crate) const OUTSIDER: &str = "outsider-secret";
 
 fn sha(secret: &str) -> String {
+    use std::fmt::Write as _;
     sha2::Sha256::digest(secret.as_bytes())
         .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+        .fold(String::new(), |mut hex, b| {
+            let _ = write!(hex, "{b:02x}");
+            hex
+        })
 }
 
 pub(crate) fn tokens() -> Tokens {
@@ -62,7 +70,11 @@ impl Server {
     }
 
     /// Starts on an existing directory (`keep`), or a new temp one.
-    pub(crate) async fn start_with(tokens: Option<Tokens>, limits: Limits, keep: Option<tempfile::TempDir>) -> Self {
+    pub(crate) async fn start_with(
+        tokens: Option<Tokens>,
+        limits: Limits,
+        keep: Option<tempfile::TempDir>,
+    ) -> Self {
         let dir = keep.unwrap_or_else(|| tempfile::tempdir().unwrap());
         let root = dir.path().join("registry");
         let state = State::open(root.clone(), tokens, limits).unwrap();
@@ -75,7 +87,7 @@ impl Server {
         Self {
             url,
             root,
-            _dir: dir,
+            dir,
             shutdown: Some(tx),
             task: Some(task),
         }
@@ -85,8 +97,7 @@ impl Server {
     pub(crate) async fn stop(mut self) -> tempfile::TempDir {
         let _ = self.shutdown.take().unwrap().send(());
         self.task.take().unwrap().await.unwrap().unwrap();
-        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
-        dir
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 
     pub(crate) fn http(&self) -> Http {
@@ -136,23 +147,38 @@ impl Http {
     }
 
     pub(crate) async fn put_blob(&self, data: &[u8]) -> reqwest::Response {
-        self.req(reqwest::Method::PUT, &format!("/v1/blobs/{}", Digest::of(data)))
-            .body(data.to_vec())
-            .send()
-            .await
-            .unwrap()
+        self.req(
+            reqwest::Method::PUT,
+            &format!("/v1/blobs/{}", Digest::of(data)),
+        )
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap()
     }
 
-    pub(crate) async fn commit(&self, artifact: &str, request: &CommitRequest) -> reqwest::Response {
-        self.req(reqwest::Method::POST, &format!("/v1/artifacts/{artifact}/versions"))
-            .json(request)
-            .send()
-            .await
-            .unwrap()
+    pub(crate) async fn commit(
+        &self,
+        artifact: &str,
+        request: &CommitRequest,
+    ) -> reqwest::Response {
+        self.req(
+            reqwest::Method::POST,
+            &format!("/v1/artifacts/{artifact}/versions"),
+        )
+        .json(request)
+        .send()
+        .await
+        .unwrap()
     }
 
     /// Uploads `files` and commits them; panics unless the commit succeeds.
-    pub(crate) async fn publish(&self, artifact: &str, files: &[(&str, &[u8])], aliases: &[&str]) -> hoard_types::Version {
+    pub(crate) async fn publish(
+        &self,
+        artifact: &str,
+        files: &[(&str, &[u8])],
+        aliases: &[&str],
+    ) -> hoard_types::Version {
         for (_, data) in files {
             let r = self.put_blob(data).await;
             assert!(r.status().is_success(), "{}", r.text().await.unwrap());

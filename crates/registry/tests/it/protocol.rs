@@ -8,8 +8,12 @@ use crate::common::*;
 async fn resolve_by_alias_version_and_digest() {
     let server = Server::start(None).await;
     let http = server.http();
-    let v0 = http.publish("acme/vision/bike", &[("a.txt", b"one")], &["best"]).await;
-    let v1 = http.publish("acme/vision/bike", &[("a.txt", b"two")], &[]).await;
+    let v0 = http
+        .publish("acme/vision/bike", &[("a.txt", b"one")], &["best"])
+        .await;
+    let v1 = http
+        .publish("acme/vision/bike", &[("a.txt", b"two")], &[])
+        .await;
     assert_eq!((v0.version.as_str(), v1.version.as_str()), ("v0", "v1"));
 
     let get = |path: String| {
@@ -24,21 +28,49 @@ async fn resolve_by_alias_version_and_digest() {
     // `latest` follows the newest version; `best` stayed where it was put.
     assert_eq!(get(format!("{base}/latest")).await.version, "v1");
     let best = get(format!("{base}/best")).await;
-    assert_eq!((best.version.as_str(), best.aliases.clone()), ("v0", vec!["best".to_owned()]));
+    assert_eq!(
+        (best.version.as_str(), best.aliases.clone()),
+        ("v0", vec!["best".to_owned()])
+    );
     assert_eq!(get(format!("{base}/v0")).await.digest, v0.digest);
     assert_eq!(get(format!("{base}/@{}", v1.digest)).await.version, "v1");
     let latest = get(format!("{base}/latest")).await;
     latest.validate().unwrap();
     assert_eq!(latest.aliases, vec!["latest".to_owned()]);
 
-    assert_problem(http.get(&format!("{base}/v7")).await, 404, "acme/vision/bike:v7").await;
+    assert_problem(
+        http.get(&format!("{base}/v7")).await,
+        404,
+        "acme/vision/bike:v7",
+    )
+    .await;
     assert_problem(http.get(&format!("{base}/nope")).await, 404, "Not found").await;
-    assert_problem(http.get("/v1/artifacts/acme/vision/other/latest").await, 404, "Not found").await;
-    assert_problem(http.get(&format!("{base}/@{}", Digest::of(b"x"))).await, 404, "Not found").await;
+    assert_problem(
+        http.get("/v1/artifacts/acme/vision/other/latest").await,
+        404,
+        "Not found",
+    )
+    .await;
+    assert_problem(
+        http.get(&format!("{base}/@{}", Digest::of(b"x"))).await,
+        404,
+        "Not found",
+    )
+    .await;
     assert_problem(http.get(&format!("{base}/v01")).await, 400, "leading zero").await;
-    assert_problem(http.get("/v1/artifacts/acme/vision/..%2Fx/latest").await, 400, "starts with `.`").await;
+    assert_problem(
+        http.get("/v1/artifacts/acme/vision/..%2Fx/latest").await,
+        400,
+        "starts with `.`",
+    )
+    .await;
 
-    let list: VersionList = http.get(&format!("{base}/versions")).await.json().await.unwrap();
+    let list: VersionList = http
+        .get(&format!("{base}/versions"))
+        .await
+        .json()
+        .await
+        .unwrap();
     let names: Vec<_> = list.versions.iter().map(|v| v.version.as_str()).collect();
     assert_eq!(names, ["v0", "v1"]);
     assert_eq!(list.aliases["latest"], "v1");
@@ -53,7 +85,11 @@ async fn blobs_get_head_and_ranges() {
     let data: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
     let digest = Digest::of(&data);
     assert_eq!(http.put_blob(&data).await.status(), 201);
-    assert_eq!(http.put_blob(&data).await.status(), 200, "a second upload is idempotent");
+    assert_eq!(
+        http.put_blob(&data).await.status(),
+        200,
+        "a second upload is idempotent"
+    );
 
     let path = format!("/v1/blobs/{digest}");
     let r = http.get(&path).await;
@@ -87,7 +123,10 @@ async fn blobs_get_head_and_ranges() {
     ] {
         let r = range(spec).await;
         assert_eq!(r.status(), 206, "{spec}");
-        assert_eq!(r.headers()["content-range"], format!("bytes {first}-{last}/1000"));
+        assert_eq!(
+            r.headers()["content-range"],
+            format!("bytes {first}-{last}/1000")
+        );
         assert_eq!(r.bytes().await.unwrap(), data[first..=last], "{spec}");
     }
     for spec in ["bytes=1000-", "bytes=5000-6000", "bytes=-0"] {
@@ -102,15 +141,33 @@ async fn blobs_get_head_and_ranges() {
         assert_eq!(r.bytes().await.unwrap().len(), 1000);
     }
 
-    assert_problem(http.get(&format!("/v1/blobs/{}", Digest::of(b"nope"))).await, 404, "blob").await;
+    assert_problem(
+        http.get(&format!("/v1/blobs/{}", Digest::of(b"nope")))
+            .await,
+        404,
+        "blob",
+    )
+    .await;
     assert_problem(http.get("/v1/blobs/xyz").await, 400, "Invalid digest").await;
 
     let metrics = http.get("/metrics").await.text().await.unwrap();
-    assert!(metrics.contains("hoard_registry_requests_total{route=\"blob_get\",status=\"206\"} 6"), "{metrics}");
-    assert!(metrics.contains("hoard_registry_requests_total{route=\"blob_put\",status=\"201\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("hoard_registry_requests_total{route=\"blob_get\",status=\"206\"} 6"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hoard_registry_requests_total{route=\"blob_put\",status=\"201\"} 1"),
+        "{metrics}"
+    );
     // 1000 (full) + 1+10+10+5+5+1000 (ranges) + 3*1000 (ignored ranges); HEAD sends none.
-    assert!(metrics.contains("hoard_registry_blob_bytes_served_total 5031\n"), "{metrics}");
-    assert!(metrics.contains("hoard_registry_blob_bytes_received_total 2000\n"), "{metrics}");
+    assert!(
+        metrics.contains("hoard_registry_blob_bytes_served_total 5031\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hoard_registry_blob_bytes_received_total 2000\n"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -144,8 +201,13 @@ async fn oversized_bodies_are_refused() {
     assert_eq!(server.tmp_files(), 0);
     assert!(!server.blob_file(&Digest::of(&big)).exists());
 
-    let files: Vec<(String, Vec<u8>)> = (0..50).map(|i| (format!("file-{i}.txt"), vec![i])).collect();
-    let refs: Vec<(&str, &[u8])> = files.iter().map(|(p, d)| (p.as_str(), d.as_slice())).collect();
+    let files: Vec<(String, Vec<u8>)> = (0..50)
+        .map(|i| (format!("file-{i}.txt"), vec![i]))
+        .collect();
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, d)| (p.as_str(), d.as_slice()))
+        .collect();
     let r = http.commit("acme/vision/bike", &request(&refs, &[])).await;
     assert_problem(r, 413, "larger than the 1000 bytes").await;
 }
@@ -180,15 +242,28 @@ async fn commits_are_idempotent_and_check_their_blobs() {
     let mut expected = vec![Digest::of(b"A"), Digest::of(b"B")];
     expected.sort();
     assert_eq!(problem.missing, expected);
-    assert_problem(http.get("/v1/artifacts/acme/vision/bike/versions").await, 404, "Not found").await;
+    assert_problem(
+        http.get("/v1/artifacts/acme/vision/bike/versions").await,
+        404,
+        "Not found",
+    )
+    .await;
 
     let first = http.publish("acme/vision/bike", files, &[]).await;
-    let r = http.commit("acme/vision/bike", &request(files, &["prod"])).await;
-    assert_eq!(r.status(), 200, "identical content returns the existing version");
+    let r = http
+        .commit("acme/vision/bike", &request(files, &["prod"]))
+        .await;
+    assert_eq!(
+        r.status(),
+        200,
+        "identical content returns the existing version"
+    );
     let again: hoard_types::Version = r.json().await.unwrap();
     assert_eq!((again.version.as_str(), again.digest), ("v0", first.digest));
     assert!(again.aliases.contains(&"prod".to_owned()));
-    let versions = std::fs::read_dir(server.root.join("artifacts/acme/vision/bike/versions")).unwrap().count();
+    let versions = std::fs::read_dir(server.root.join("artifacts/acme/vision/bike/versions"))
+        .unwrap()
+        .count();
     assert_eq!(versions, 1);
 }
 
@@ -211,18 +286,46 @@ async fn bad_commits_are_refused_and_nothing_appears() {
     };
     let entry = format!(r#"{{"digest":"{a}","size":1}}"#);
     for (body, needle) in [
-        (format!(r#"{{"manifest":{{"version":1,"entries":{{"../x":{entry}}}}}}}"#), "Invalid path"),
-        (format!(r#"{{"manifest":{{"version":1,"entries":{{"/etc/x":{entry}}}}}}}"#), "Invalid path"),
-        (format!(r#"{{"manifest":{{"version":1,"entries":{{"a":{entry},"a/b":{entry}}}}}}}"#), "is a file and also"),
-        (format!(r#"{{"manifest":{{"version":2,"entries":{{}}}}}}"#), "format version"),
-        (format!(r#"{{"manifest":{{"version":1,"entries":{{"a":{{"digest":"{a}","size":2}}}}}}}}"#), "has 1 bytes"),
-        (format!(r#"{{"manifest":{{"version":1,"entries":{{}}}},"aliases":["v3"]}}"#), "version number"),
-        (format!(r#"{{"manifest":{{"version":1,"entries":{{}}}},"extra":1}}"#), "unknown field"),
+        (
+            format!(r#"{{"manifest":{{"version":1,"entries":{{"../x":{entry}}}}}}}"#),
+            "Invalid path",
+        ),
+        (
+            format!(r#"{{"manifest":{{"version":1,"entries":{{"/etc/x":{entry}}}}}}}"#),
+            "Invalid path",
+        ),
+        (
+            format!(r#"{{"manifest":{{"version":1,"entries":{{"a":{entry},"a/b":{entry}}}}}}}"#),
+            "is a file and also",
+        ),
+        (
+            r#"{"manifest":{"version":2,"entries":{}}}"#.to_owned(),
+            "format version",
+        ),
+        (
+            format!(
+                r#"{{"manifest":{{"version":1,"entries":{{"a":{{"digest":"{a}","size":2}}}}}}}}"#
+            ),
+            "has 1 bytes",
+        ),
+        (
+            r#"{"manifest":{"version":1,"entries":{}},"aliases":["v3"]}"#.to_owned(),
+            "version number",
+        ),
+        (
+            r#"{"manifest":{"version":1,"entries":{}},"extra":1}"#.to_owned(),
+            "unknown field",
+        ),
         ("{not json".to_owned(), "invalid JSON"),
     ] {
         assert_problem(post(body.clone()).await, 400, needle).await;
     }
-    assert!(!server.root.join("artifacts/acme/vision/bike/versions/v0.json").exists());
+    assert!(
+        !server
+            .root
+            .join("artifacts/acme/vision/bike/versions/v0.json")
+            .exists()
+    );
     assert_eq!(server.tmp_files(), 0);
 }
 
@@ -238,7 +341,9 @@ async fn concurrent_commits_get_distinct_numbers() {
     for data in contents {
         let http = http.clone();
         tasks.push(tokio::spawn(async move {
-            let r = http.commit("acme/vision/bike", &request(&[("x", &data)], &[])).await;
+            let r = http
+                .commit("acme/vision/bike", &request(&[("x", &data)], &[]))
+                .await;
             assert_eq!(r.status(), 201);
             r.json::<hoard_types::Version>().await.unwrap().version
         }));
@@ -261,22 +366,40 @@ async fn aliases_move_and_latest_follows_new_versions() {
     let put_alias = |alias: &'static str, version: &'static str| {
         let http = http.clone();
         async move {
-            http.req(Method::PUT, &format!("/v1/artifacts/acme/vision/bike/aliases/{alias}"))
-                .json(&serde_json::json!({ "version": version }))
-                .send()
-                .await
-                .unwrap()
+            http.req(
+                Method::PUT,
+                &format!("/v1/artifacts/acme/vision/bike/aliases/{alias}"),
+            )
+            .json(&serde_json::json!({ "version": version }))
+            .send()
+            .await
+            .unwrap()
         }
     };
     assert_eq!(put_alias("latest", "v0").await.status(), 200);
-    let latest: hoard_types::Version = http.get("/v1/artifacts/acme/vision/bike/latest").await.json().await.unwrap();
+    let latest: hoard_types::Version = http
+        .get("/v1/artifacts/acme/vision/bike/latest")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(latest.version, "v0", "an explicit move of latest holds");
     assert_eq!(
-        std::fs::read_to_string(server.root.join("artifacts/acme/vision/bike/aliases/latest")).unwrap(),
+        std::fs::read_to_string(
+            server
+                .root
+                .join("artifacts/acme/vision/bike/aliases/latest")
+        )
+        .unwrap(),
         "v0\n"
     );
     http.publish("acme/vision/bike", &[("a", b"3")], &[]).await;
-    let latest: hoard_types::Version = http.get("/v1/artifacts/acme/vision/bike/latest").await.json().await.unwrap();
+    let latest: hoard_types::Version = http
+        .get("/v1/artifacts/acme/vision/bike/latest")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(latest.version, "v2", "until the next version");
 
     assert_problem(put_alias("prod", "v9").await, 404, "v9").await;
@@ -288,9 +411,18 @@ async fn aliases_move_and_latest_follows_new_versions() {
 async fn unknown_routes_and_methods_are_problems() {
     let server = Server::start(None).await;
     let http = server.http();
-    assert_problem(http.get("/v2/anything").await, 404, "route `GET /v2/anything`").await;
+    assert_problem(
+        http.get("/v2/anything").await,
+        404,
+        "route `GET /v2/anything`",
+    )
+    .await;
     assert_problem(http.get("/").await, 404, "route").await;
-    let r = http.req(Method::DELETE, "/v1/blobs/abc").send().await.unwrap();
+    let r = http
+        .req(Method::DELETE, "/v1/blobs/abc")
+        .send()
+        .await
+        .unwrap();
     assert_problem(r, 405, "`DELETE` is not allowed").await;
     let health: serde_json::Value = http.get("/v1/health").await.json().await.unwrap();
     assert_eq!(health["status"], "ok");
@@ -299,14 +431,30 @@ async fn unknown_routes_and_methods_are_problems() {
 #[tokio::test]
 async fn a_restarted_server_serves_what_it_stored() {
     let server = Server::start(Some(tokens())).await;
-    let v = server.as_(MEMBER).publish("acme/vision/bike", &[("a", b"kept")], &[]).await;
+    let v = server
+        .as_(MEMBER)
+        .publish("acme/vision/bike", &[("a", b"kept")], &[])
+        .await;
     let dir = server.stop().await;
-    let server = Server::start_with(Some(tokens()), hoard_registry::Limits::default(), Some(dir)).await;
+    let server =
+        Server::start_with(Some(tokens()), hoard_registry::Limits::default(), Some(dir)).await;
     // The blob → project index is rebuilt at start: a member reads, a viewer is refused.
-    let r = server.as_(MEMBER).get(&format!("/v1/blobs/{}", Digest::of(b"kept"))).await;
+    let r = server
+        .as_(MEMBER)
+        .get(&format!("/v1/blobs/{}", Digest::of(b"kept")))
+        .await;
     assert_eq!(r.bytes().await.unwrap(), &b"kept"[..]);
-    let r = server.as_(VIEWER).get(&format!("/v1/blobs/{}", Digest::of(b"kept"))).await;
+    let r = server
+        .as_(VIEWER)
+        .get(&format!("/v1/blobs/{}", Digest::of(b"kept")))
+        .await;
     assert_eq!(r.status(), 403);
-    let got: hoard_types::Version = server.as_(MEMBER).get("/v1/artifacts/acme/vision/bike/v0").await.json().await.unwrap();
+    let got: hoard_types::Version = server
+        .as_(MEMBER)
+        .get("/v1/artifacts/acme/vision/bike/v0")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(got.digest, v.digest);
 }

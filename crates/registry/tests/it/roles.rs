@@ -8,7 +8,10 @@ const BASE: &str = "/v1/artifacts/acme/vision/bike";
 
 async fn seeded() -> Server {
     let server = Server::start(Some(tokens())).await;
-    server.as_(MEMBER).publish("acme/vision/bike", &[("a.txt", b"secret data")], &[]).await;
+    server
+        .as_(MEMBER)
+        .publish("acme/vision/bike", &[("a.txt", b"secret data")], &[])
+        .await;
     server
 }
 
@@ -18,7 +21,12 @@ async fn every_request_needs_a_valid_token() {
     let r = server.http().get(&format!("{BASE}/latest")).await;
     assert_eq!(r.headers()["www-authenticate"], "Bearer");
     assert_problem(r, 401, "Authorization: Bearer").await;
-    assert_problem(server.as_("wrong").get(&format!("{BASE}/latest")).await, 401, "not valid").await;
+    assert_problem(
+        server.as_("wrong").get(&format!("{BASE}/latest")).await,
+        401,
+        "not valid",
+    )
+    .await;
     assert_problem(server.http().get("/metrics").await, 401, "Bearer").await;
     assert_eq!(server.as_(VIEWER).get("/metrics").await.status(), 200);
 }
@@ -35,13 +43,17 @@ async fn a_viewer_lists_but_cannot_download() {
     )
     .await;
     assert_problem(
-        viewer.get(&format!("/v1/blobs/{}", Digest::of(b"secret data"))).await,
+        viewer
+            .get(&format!("/v1/blobs/{}", Digest::of(b"secret data")))
+            .await,
         403,
         "view-only members cannot download artifacts",
     )
     .await;
     assert_problem(
-        viewer.commit("acme/vision/bike", &request(&[("b", b"x")], &[])).await,
+        viewer
+            .commit("acme/vision/bike", &request(&[("b", b"x")], &[]))
+            .await,
         403,
         "view-only members cannot publish",
     )
@@ -54,7 +66,9 @@ async fn a_member_downloads_and_publishes_but_does_not_move_aliases() {
     let server = seeded().await;
     let member = server.as_(MEMBER);
     assert_eq!(member.get(&format!("{BASE}/latest")).await.status(), 200);
-    let r = member.get(&format!("/v1/blobs/{}", Digest::of(b"secret data"))).await;
+    let r = member
+        .get(&format!("/v1/blobs/{}", Digest::of(b"secret data")))
+        .await;
     assert_eq!(r.bytes().await.unwrap(), &b"secret data"[..]);
     let r = member
         .req(Method::PUT, &format!("{BASE}/aliases/prod"))
@@ -72,7 +86,12 @@ async fn a_member_downloads_and_publishes_but_does_not_move_aliases() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(server.root.join("artifacts/acme/vision/bike/aliases/prod").exists());
+    assert!(
+        server
+            .root
+            .join("artifacts/acme/vision/bike/aliases/prod")
+            .exists()
+    );
 }
 
 #[tokio::test]
@@ -88,10 +107,15 @@ async fn no_grant_looks_like_no_artifact() {
         assert_problem(hidden, 404, "Not found").await;
     }
     // The same answer as for an artifact that does not exist at all.
-    let missing = server.as_(MEMBER).get("/v1/artifacts/acme/vision/nothing/latest").await;
+    let missing = server
+        .as_(MEMBER)
+        .get("/v1/artifacts/acme/vision/nothing/latest")
+        .await;
     assert_problem(missing, 404, "Not found").await;
     assert_problem(
-        outsider.commit("acme/vision/bike", &request(&[("b", b"x")], &[])).await,
+        outsider
+            .commit("acme/vision/bike", &request(&[("b", b"x")], &[]))
+            .await,
         404,
         "Not found",
     )
