@@ -210,3 +210,73 @@ fn import_refuses_bad_input() {
         assert!(err.contains(needle), "{full:?}: {err}");
     }
 }
+
+/// Every blob file holds the bytes its name says, and every version file names only
+/// blobs that are there.
+fn assert_consistent(root: &Path) {
+    for shard in std::fs::read_dir(root.join("blobs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for blob in std::fs::read_dir(shard.path()).unwrap().flatten() {
+            let name = blob.file_name().into_string().unwrap();
+            let bytes = std::fs::read(blob.path()).unwrap();
+            assert_eq!(
+                Digest::of(&bytes).to_hex(),
+                name,
+                "a blob with wrong bytes is visible"
+            );
+        }
+    }
+    let versions = root.join("artifacts/acme/vision/bike/versions");
+    for file in std::fs::read_dir(versions).into_iter().flatten().flatten() {
+        let version =
+            hoard_types::Version::from_json(&std::fs::read(file.path()).unwrap()).unwrap();
+        for entry in version.manifest.entries.values() {
+            let hex = entry.digest.to_hex();
+            assert!(
+                root.join("blobs").join(&hex[..2]).join(&hex).exists(),
+                "a version names a missing blob"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_killed_import_leaves_nothing_half_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, src) = (tmp.path().join("registry"), tmp.path().join("src"));
+    tree(&src);
+    let big: Vec<u8> = (0..64u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(src.join("big.bin"), &big).unwrap();
+    for i in 0..50 {
+        std::fs::write(src.join(format!("small-{i}.txt")), format!("{i}")).unwrap();
+    }
+    for delay_ms in [20, 80, 200] {
+        let mut child = Command::new(binary("hoard"))
+            .args([
+                "registry",
+                "import",
+                "--root",
+                root.to_str().unwrap(),
+                "acme/vision/bike",
+                src.to_str().unwrap(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_consistent(&root);
+    }
+    let done = import(&root, &src, &[]);
+    assert_eq!(
+        done["version"], "v0",
+        "an interrupted import never took a version number"
+    );
+    assert_consistent(&root);
+}

@@ -13,8 +13,9 @@ use crate::api::ApiError;
 use crate::metrics::Metrics;
 use crate::tokens::{Role, Token, Tokens};
 
-/// Temp files older than this are left from a crash and removed at start.
-const STALE_TMP: Duration = Duration::from_secs(24 * 3600);
+/// Unlocked temp files older than this are left from a crash and removed at start (the
+/// age covers the instant between a writer creating its file and locking it).
+const STALE_TMP: Duration = Duration::from_secs(60);
 
 /// Bounds on what a client may send.
 #[derive(Clone, Debug)]

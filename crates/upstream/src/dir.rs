@@ -73,6 +73,21 @@ impl TempBlob {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Renames the file to `target` unless something is there already: `Ok(false)` then,
+    /// and the temp file goes when this is dropped.
+    fn persist_new(&mut self, target: &Path) -> Result<bool, Error> {
+        let flags = RenameFlags::NOREPLACE;
+        match rustix::fs::renameat_with(rustix::fs::CWD, &self.path, rustix::fs::CWD, target, flags)
+        {
+            Ok(()) => {
+                self.file = None;
+                Ok(true)
+            }
+            Err(rustix::io::Errno::EXIST) => Ok(false),
+            Err(e) => Err(io::Error::from(e)).io("rename into place", target),
+        }
+    }
 }
 
 impl Drop for TempBlob {
@@ -148,6 +163,11 @@ impl DirRoot {
             ));
             match File::options().write(true).create_new(true).open(&path) {
                 Ok(file) => {
+                    // Held while the file is written: `clean_tmp` removes only files
+                    // whose writer is gone.
+                    rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive)
+                        .map_err(io::Error::from)
+                        .io("lock", &path)?;
                     return Ok(TempBlob {
                         path,
                         file: Some(file),
@@ -174,18 +194,8 @@ impl DirRoot {
         let target = self.blob_path(digest);
         let shard = target.parent().expect("blob paths have a shard directory");
         fs::create_dir_all(shard).io("create", shard)?;
-        match rustix::fs::renameat_with(
-            rustix::fs::CWD,
-            &temp.path,
-            rustix::fs::CWD,
-            &target,
-            RenameFlags::NOREPLACE,
-        ) {
-            Ok(()) => {
-                temp.file = None;
-            }
-            Err(rustix::io::Errno::EXIST) => return Ok(()),
-            Err(e) => return Err(io::Error::from(e)).io("rename into place", &target),
+        if !temp.persist_new(&target)? {
+            return Ok(());
         }
         if sync {
             sync_dir(shard)?;
@@ -496,21 +506,11 @@ impl DirRoot {
             temp.write_all(&json)?;
             temp.file().sync_all().io("fsync", &temp.path)?;
             let target = versions.join(format!("v{number}.json"));
-            match rustix::fs::renameat_with(
-                rustix::fs::CWD,
-                &temp.path,
-                rustix::fs::CWD,
-                &target,
-                RenameFlags::NOREPLACE,
-            ) {
-                Ok(()) => {
-                    temp.file = None;
-                    break;
-                }
-                // Someone wrote this number without the lock (by hand): take the next.
-                Err(rustix::io::Errno::EXIST) => number += 1,
-                Err(e) => return Err(io::Error::from(e)).io("rename into place", &target),
+            if temp.persist_new(&target)? {
+                break;
             }
+            // Someone wrote this number without the lock (by hand): take the next.
+            number += 1;
         }
         sync_dir(&versions)?;
         for alias in &version.aliases {
@@ -583,7 +583,9 @@ impl DirRoot {
         sync_dir(&dir)
     }
 
-    /// Removes temp files older than `age` (left by a crash).
+    /// Removes temp files left by writers that are gone (a crash): files older than
+    /// `age` whose `flock` nobody holds. A live writer (this process or another, e.g. an
+    /// import beside a server) keeps its lock, and so its file.
     pub fn clean_tmp(&self, age: std::time::Duration) -> Result<usize, Error> {
         let dir = self.root.join("tmp");
         let mut removed = 0;
@@ -591,8 +593,12 @@ impl DirRoot {
             let path = dir.join(name);
             let old = fs::symlink_metadata(&path)
                 .and_then(|m| m.modified())
-                .is_ok_and(|t| t.elapsed().is_ok_and(|e| e > age));
-            if old && fs::remove_file(&path).is_ok() {
+                .is_ok_and(|t| t.elapsed().is_ok_and(|e| e >= age));
+            let abandoned = old
+                && File::open(&path).is_ok_and(|f| {
+                    rustix::fs::flock(&f, FlockOperation::NonBlockingLockExclusive).is_ok()
+                });
+            if abandoned && fs::remove_file(&path).is_ok() {
                 removed += 1;
             }
         }

@@ -254,3 +254,21 @@ fn concurrent_commits_from_threads_get_distinct_numbers() {
         (0..8).collect::<Vec<u32>>()
     );
 }
+
+#[test]
+fn only_abandoned_temp_files_are_cleaned() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = DirRoot::create(dir.path()).unwrap();
+    let abandoned = dir.path().join("tmp/1234-dead.tmp");
+    fs::write(&abandoned, b"half a blob").unwrap();
+    let mut live = root.temp_blob().unwrap();
+    live.write_all(b"being written").unwrap();
+    assert_eq!(root.clean_tmp(std::time::Duration::ZERO).unwrap(), 1);
+    assert!(!abandoned.exists());
+    assert!(
+        live.path().exists(),
+        "a file whose writer holds its lock stays"
+    );
+    drop(live);
+    assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+}

@@ -142,6 +142,19 @@ fn serve(data: &[u8], seen: &Seen) -> (Vec<u8>, Vec<u8>) {
     }
 }
 
+/// Fetches `blob` (or a range of it) from the fake; the result of reading it all.
+async fn fetch(
+    fake: &Fake,
+    blob: &[u8],
+    range: Option<std::ops::Range<u64>>,
+) -> Result<Vec<u8>, Error> {
+    let stream = fake
+        .client()
+        .fetch_blob(&Digest::of(blob), blob.len() as u64, range)
+        .await?;
+    stream.read_to_vec().await
+}
+
 #[tokio::test]
 async fn a_broken_download_resumes_from_the_last_byte() {
     let blob = data();
@@ -156,13 +169,7 @@ async fn a_broken_download_resumes_from_the_last_byte() {
         }
     })
     .await;
-    let digest = Digest::of(&blob);
-    let stream = fake
-        .client()
-        .fetch_blob(&digest, blob.len() as u64, None)
-        .await
-        .unwrap();
-    assert_eq!(stream.read_to_vec().await.unwrap(), blob);
+    assert_eq!(fetch(&fake, &blob, None).await.unwrap(), blob);
     let ranges: Vec<_> = fake.seen().into_iter().map(|s| s.range).collect();
     assert_eq!(
         ranges,
@@ -187,13 +194,7 @@ async fn a_stalled_download_resumes() {
         }
     })
     .await;
-    let digest = Digest::of(&blob);
-    let stream = fake
-        .client()
-        .fetch_blob(&digest, blob.len() as u64, None)
-        .await
-        .unwrap();
-    assert_eq!(stream.read_to_vec().await.unwrap(), blob);
+    assert_eq!(fetch(&fake, &blob, None).await.unwrap(), blob);
     assert_eq!(fake.seen()[1].range.as_deref(), Some("bytes=1000-299999"));
 }
 
@@ -210,13 +211,10 @@ async fn a_range_request_resumes_inside_its_range() {
         }
     })
     .await;
-    let digest = Digest::of(&blob);
-    let stream = fake
-        .client()
-        .fetch_blob(&digest, blob.len() as u64, Some(1000..2000))
-        .await
-        .unwrap();
-    assert_eq!(stream.read_to_vec().await.unwrap(), &blob[1000..2000]);
+    assert_eq!(
+        fetch(&fake, &blob, Some(1000..2000)).await.unwrap(),
+        &blob[1000..2000]
+    );
     let ranges: Vec<_> = fake.seen().into_iter().map(|s| s.range.unwrap()).collect();
     assert_eq!(ranges, ["bytes=1000-1999", "bytes=1010-1999"]);
 }
@@ -239,13 +237,7 @@ async fn server_errors_and_429_are_retried() {
         }
     })
     .await;
-    let digest = Digest::of(&blob);
-    let stream = fake
-        .client()
-        .fetch_blob(&digest, blob.len() as u64, None)
-        .await
-        .unwrap();
-    assert_eq!(stream.read_to_vec().await.unwrap(), blob);
+    assert_eq!(fetch(&fake, &blob, None).await.unwrap(), blob);
     assert_eq!(fake.seen().len(), 4);
 }
 
@@ -292,35 +284,19 @@ async fn a_long_retry_after_fails_at_once() {
 #[tokio::test]
 async fn wrong_bytes_are_never_a_success() {
     let blob = data();
-    let digest = Digest::of(&blob);
-    let size = blob.len() as u64;
 
     // Right length, wrong content.
     let fake =
         Fake::start(|_, _| Reply::Bytes(cat(head("200 OK", 300_000, &[]), &vec![0u8; 300_000])))
             .await;
-    let e = fake
-        .client()
-        .fetch_blob(&digest, size, None)
-        .await
-        .unwrap()
-        .read_to_vec()
-        .await
-        .unwrap_err();
+    let e = fetch(&fake, &blob, None).await.unwrap_err();
     assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
 
     // Honest framing, but shorter than the blob.
     let copy = blob.clone();
     let fake =
         Fake::start(move |_, _| Reply::Bytes(cat(head("200 OK", 1000, &[]), &copy[..1000]))).await;
-    let e = fake
-        .client()
-        .fetch_blob(&digest, size, None)
-        .await
-        .unwrap()
-        .read_to_vec()
-        .await
-        .unwrap_err();
+    let e = fetch(&fake, &blob, None).await.unwrap_err();
     assert!(matches!(e, Error::ShortBody { received: 1000, .. }), "{e}");
 
     // Longer than the blob.
@@ -329,33 +305,18 @@ async fn wrong_bytes_are_never_a_success() {
         Reply::Bytes(cat(head("200 OK", 300_001, &[]), &cat(copy.clone(), b"!")))
     })
     .await;
-    let e = fake
-        .client()
-        .fetch_blob(&digest, size, None)
-        .await
-        .unwrap()
-        .read_to_vec()
-        .await
-        .unwrap_err();
+    let e = fetch(&fake, &blob, None).await.unwrap_err();
     assert!(matches!(e, Error::LongBody { .. }), "{e}");
 
     // A wrong ETag, a Range answered with 200, a wrong Content-Range.
     let fake =
         Fake::start(|_, _| Reply::Bytes(head("200 OK", 0, &[("etag", "\"abc\"".into())]))).await;
-    let e = fake
-        .client()
-        .fetch_blob(&digest, size, None)
-        .await
-        .unwrap_err();
+    let e = fetch(&fake, &blob, None).await.unwrap_err();
     assert!(matches!(e, Error::Protocol { .. }), "{e}");
     let copy = blob.clone();
     let fake =
         Fake::start(move |_, _| Reply::Bytes(cat(head("200 OK", 300_000, &[]), &copy))).await;
-    let e = fake
-        .client()
-        .fetch_blob(&digest, size, Some(10..20))
-        .await
-        .unwrap_err();
+    let e = fetch(&fake, &blob, Some(10..20)).await.unwrap_err();
     assert!(e.to_string().contains("ignored the Range"), "{e}");
     let fake = Fake::start(|_, _| {
         Reply::Bytes(cat(
@@ -368,11 +329,7 @@ async fn wrong_bytes_are_never_a_success() {
         ))
     })
     .await;
-    let e = fake
-        .client()
-        .fetch_blob(&digest, size, Some(10..20))
-        .await
-        .unwrap_err();
+    let e = fetch(&fake, &blob, Some(10..20)).await.unwrap_err();
     assert!(e.to_string().contains("Content-Range"), "{e}");
 }
 
