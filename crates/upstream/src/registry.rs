@@ -27,6 +27,9 @@ use crate::{BlobStream, BoxFuture, Error, Upstream};
 
 /// How many digests one `blobs/missing` request carries.
 const MISSING_BATCH: usize = 10_000;
+/// Largest JSON answer accepted (a version with its manifest); the registry accepts
+/// commits up to 256 MiB, so this leaves room.
+const MAX_JSON: usize = 1 << 30;
 /// Largest error body read for its problem `detail`.
 const MAX_PROBLEM: usize = 64 * 1024;
 /// Read size for uploads.
@@ -250,12 +253,32 @@ impl RegistryClient {
         serde_json::from_slice(&body).map_err(|e| self.protocol(e.to_string()))
     }
 
-    async fn body(&self, response: Response) -> Result<Bytes, Error> {
-        response.bytes().await.map_err(|e| Error::Unreachable {
-            url: self.inner.base.clone(),
-            attempts: 1,
-            source: Box::new(e),
-        })
+    /// A JSON answer, read whole but bounded: an upstream cannot make the daemon buffer
+    /// more than [`MAX_JSON`].
+    async fn body(&self, mut response: Response) -> Result<Bytes, Error> {
+        if response
+            .content_length()
+            .is_some_and(|len| len > MAX_JSON as u64)
+        {
+            return Err(self.protocol(format!("an answer of more than {MAX_JSON} bytes")));
+        }
+        let mut body = bytes::BytesMut::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) if body.len() + chunk.len() > MAX_JSON => {
+                    return Err(self.protocol(format!("an answer of more than {MAX_JSON} bytes")));
+                }
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) => return Ok(body.freeze()),
+                Err(e) => {
+                    return Err(Error::Unreachable {
+                        url: self.inner.base.clone(),
+                        attempts: 1,
+                        source: Box::new(e),
+                    });
+                }
+            }
+        }
     }
 
     fn protocol(&self, reason: String) -> Error {

@@ -343,6 +343,13 @@ async fn bad_json_is_a_protocol_error() {
         .await
         .unwrap_err();
     assert!(matches!(e, Error::Protocol { .. }), "{e}");
+    let fake = Fake::start(|_, _| Reply::Bytes(head("200 OK", 2 << 30, &[]))).await;
+    let e = fake
+        .client()
+        .resolve(&name, &Selector::Version(0))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("an answer of more than"), "{e}");
 }
 
 #[tokio::test]
