@@ -1,10 +1,15 @@
 //! The `hoard` command.
 //!
-//! Subcommands so far: `registry serve` and `registry import` (the upstream server of
-//! record). `main` prints the error chain with `{:#}` and exits non-zero; a closed stdout
+//! Subcommands: `daemon` (the cache service), its clients `get`, `ls`, `status`, `demo`
+//! (a self-contained cold and warm run), and `registry serve` / `registry import` (the
+//! upstream server of record). `main` prints the error chain with `{:#}` and exits non-zero; a closed stdout
 //! (`hoard … | head`) is a normal exit.
 
+mod daemon;
+mod demo;
 mod env;
+mod get;
+mod paths;
 mod registry;
 
 use std::io::{self, Write};
@@ -34,6 +39,16 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the daemon: the cache, served on a Unix socket.
+    Daemon(daemon::DaemonArgs),
+    /// Materialize a version (or part of it) into a directory.
+    Get(get::GetArgs),
+    /// List the files of a version: path, size, digest, ref.
+    Ls(get::LsArgs),
+    /// What the daemon holds and has done.
+    Status(get::StatusArgs),
+    /// A sample dataset, a registry and a daemon in a temp dir: a cold and a warm `get`.
+    Demo(demo::DemoArgs),
     /// The hoard registry: the upstream server teams self-host.
     #[command(subcommand)]
     Registry(registry::Command),
@@ -41,8 +56,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The demo prints its own story on stdout; only problems go to the log.
+    let quiet = matches!(cli.command, Command::Demo(_));
+    init_logging(cli.log_format, if quiet { "warn" } else { "info" });
     let result = match cli.command {
+        Command::Daemon(args) => daemon::run(&args),
+        Command::Get(args) => get::get(&args),
+        Command::Ls(args) => get::ls(&args),
+        Command::Status(args) => get::status(&args),
+        Command::Demo(args) => demo::run(&args),
         Command::Registry(command) => registry::run(command),
     };
     match result {
@@ -62,11 +84,11 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
         .any(|e| e.kind() == io::ErrorKind::BrokenPipe)
 }
 
-/// `HOARD_LOG`, else `RUST_LOG`, else `info`; logs go to stderr, stdout is for data.
-fn init_logging(format: LogFormat) {
+/// `HOARD_LOG`, else `RUST_LOG`, else `default`; logs go to stderr, stdout is for data.
+fn init_logging(format: LogFormat, default: &str) {
     let filter = std::env::var(env::HOARD_LOG)
         .or_else(|_| std::env::var(env::RUST_LOG))
-        .unwrap_or_else(|_| "info".to_owned());
+        .unwrap_or_else(|_| default.to_owned());
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

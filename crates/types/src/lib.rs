@@ -7,6 +7,7 @@
 //! a manifest whose paths collide. The canonical form of a manifest (and so its digest) is
 //! defined in [`manifest`].
 
+pub mod api;
 mod digest;
 mod error;
 pub mod manifest;

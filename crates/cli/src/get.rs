@@ -1,0 +1,258 @@
+//! The daemon's clients: `hoard get`, `hoard ls`, `hoard status`.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use hoard_client::Client;
+use hoard_types::api::{Event, MaterializeRequest, ResolveRequest, Summary};
+
+use crate::{env, paths};
+
+#[derive(Args)]
+pub(crate) struct Connect {
+    /// The daemon's socket [default: `$XDG_RUNTIME_DIR/hoard/hoard.sock`].
+    #[arg(long, env = env::HOARD_SOCKET)]
+    socket: Option<PathBuf>,
+    /// Entity for references without one.
+    #[arg(long, env = env::HOARD_ENTITY)]
+    entity: Option<String>,
+    /// Project for references without one.
+    #[arg(long, env = env::HOARD_PROJECT)]
+    project: Option<String>,
+}
+
+impl Connect {
+    fn client(&self) -> Client {
+        Client::new(self.socket.clone().unwrap_or_else(paths::default_socket))
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct GetArgs {
+    /// `[[entity/]project/]name[:alias|:vN]` or `…name@<digest>`.
+    reference: String,
+    /// Where to put the files [default: `./artifacts/NAME:vN`, like W&B].
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Only files whose path starts with this string (W&B's `path_prefix`).
+    #[arg(long, conflicts_with = "file")]
+    path_prefix: Option<String>,
+    /// Only this one file (W&B's `get_path(name).download()`).
+    #[arg(long)]
+    file: Option<String>,
+    /// `auto`, `hardlink`, `reflink`, `copy` or `symlink`.
+    #[arg(long, default_value = "auto")]
+    mode: String,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    connect: Connect,
+}
+
+#[derive(Args)]
+pub(crate) struct LsArgs {
+    reference: String,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    connect: Connect,
+}
+
+#[derive(Args)]
+pub(crate) struct StatusArgs {
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    connect: Connect,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("Failed to start the async runtime")
+}
+
+/// Draws one progress line on a terminal; prints nothing otherwise.
+struct Progress {
+    tty: bool,
+    drawn: bool,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self {
+            tty: std::io::stderr().is_terminal(),
+            drawn: false,
+        }
+    }
+
+    fn event(&mut self, event: &Event) {
+        let mut err = std::io::stderr().lock();
+        match event {
+            Event::Progress {
+                fetched_blobs,
+                missing_blobs,
+                fetched_bytes,
+                missing_bytes,
+            } if self.tty => {
+                let _ = write!(
+                    err,
+                    "\r\x1b[2Kfetching {fetched_blobs}/{missing_blobs} blobs, {} / {}",
+                    bytes(*fetched_bytes),
+                    bytes(*missing_bytes)
+                );
+                self.drawn = true;
+            }
+            Event::Warning { message } => {
+                self.clear(&mut err);
+                let _ = writeln!(err, "warning: {message}");
+            }
+            Event::Done(_) | Event::Error { .. } => self.clear(&mut err),
+            _ => {}
+        }
+    }
+
+    fn clear(&mut self, err: &mut impl Write) {
+        if self.drawn {
+            let _ = write!(err, "\r\x1b[2K");
+            self.drawn = false;
+        }
+    }
+}
+
+pub(crate) fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+pub(crate) fn summary_line(reference: &str, s: &Summary) -> String {
+    format!(
+        "{reference} → {}: {} files ({}), fetched {} blobs ({}), placed {}, unchanged {}, mode {}, {:.2} s",
+        s.dest.as_deref().unwrap_or("-"),
+        s.files,
+        bytes(s.bytes),
+        s.fetched_blobs,
+        bytes(s.fetched_bytes),
+        s.placed,
+        s.unchanged,
+        s.mode.as_deref().unwrap_or("-"),
+        s.seconds
+    )
+}
+
+pub(crate) fn get(args: &GetArgs) -> anyhow::Result<()> {
+    let client = args.connect.client();
+    runtime()?.block_on(async {
+        let resolved = client
+            .resolve(&ResolveRequest {
+                reference: args.reference.clone(),
+                entity: args.connect.entity.clone(),
+                project: args.connect.project.clone(),
+                entries: false,
+            })
+            .await?;
+        let pinned = format!(
+            "{}/{}/{}:{}",
+            resolved.entity, resolved.project, resolved.name, resolved.version
+        );
+        let root = match &args.root {
+            Some(root) => root.clone(),
+            None => {
+                PathBuf::from("artifacts").join(format!("{}:{}", resolved.name, resolved.version))
+            }
+        };
+        let root = std::path::absolute(&root)
+            .with_context(|| format!("Invalid root `{}`", root.display()))?;
+        let request = MaterializeRequest {
+            reference: pinned.clone(),
+            entity: None,
+            project: None,
+            dest: Some(root.display().to_string()),
+            path_prefix: args.path_prefix.clone(),
+            file: args.file.clone(),
+            mode: Some(args.mode.clone()),
+        };
+        let mut progress = Progress::new();
+        if let Some(warning) = &resolved.warning {
+            progress.event(&Event::Warning {
+                message: warning.clone(),
+            });
+        }
+        let summary = client.materialize(&request, |e| progress.event(e)).await?;
+        if args.json {
+            crate::out(&serde_json::to_string(&summary)?)?;
+        } else {
+            crate::out(&summary_line(&pinned, &summary))?;
+        }
+        Ok(())
+    })
+}
+
+pub(crate) fn ls(args: &LsArgs) -> anyhow::Result<()> {
+    let client = args.connect.client();
+    runtime()?.block_on(async {
+        let resolved = client
+            .resolve(&ResolveRequest {
+                reference: args.reference.clone(),
+                entity: args.connect.entity.clone(),
+                project: args.connect.project.clone(),
+                entries: true,
+            })
+            .await?;
+        if args.json {
+            return crate::out(&serde_json::to_string(&resolved)?);
+        }
+        if let Some(warning) = &resolved.warning {
+            let _ = writeln!(std::io::stderr().lock(), "warning: {warning}");
+        }
+        for entry in &resolved.entries {
+            crate::out(&format!(
+                "{}\t{}\t{}{}",
+                entry.path,
+                entry.size,
+                entry.digest,
+                entry
+                    .reference
+                    .as_deref()
+                    .map(|r| format!("\t{r}"))
+                    .unwrap_or_default()
+            ))?;
+        }
+        Ok(())
+    })
+}
+
+pub(crate) fn status(args: &StatusArgs) -> anyhow::Result<()> {
+    let client = args.connect.client();
+    runtime()?.block_on(async {
+        let status = client.status().await?;
+        if args.json {
+            return crate::out(&serde_json::to_string(&status)?);
+        }
+        crate::out(&format!(
+            "cache:     {} ({} blobs, {})\nupstream:  {}\nhits:      {}\nmisses:    {}\nfetched:   {}\nin flight: {}",
+            status.cache_dir,
+            status.blobs,
+            bytes(status.cache_bytes),
+            status.upstream,
+            status.hits,
+            status.misses,
+            bytes(status.fetched_bytes),
+            status.in_flight
+        ))
+    })
+}

@@ -1,0 +1,226 @@
+//! A typed client of the hoard daemon's socket API (v1): HTTP/1.1 over a Unix socket, one
+//! connection per call.
+//!
+//! Long calls ([`Client::materialize`], [`Client::prefetch`]) read the daemon's NDJSON
+//! stream and hand each [`Event`] to a callback (for a progress bar) before returning the
+//! final [`Summary`].
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use hoard_types::api::{
+    Event, Health, MaterializeRequest, ResolveRequest, Resolved, Status, Summary,
+};
+use http::{Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+/// What a call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("No hoard daemon is listening on `{}`; start one with `hoard daemon` (or point `HOARD_SOCKET` at a running one)", socket.display())]
+    NotRunning {
+        socket: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The daemon answered with a problem document (or an `error` event).
+    #[error("{detail}")]
+    Api {
+        status: u16,
+        kind: String,
+        detail: String,
+    },
+
+    #[error("Talking to the daemon on `{}` failed: {reason}", socket.display())]
+    Connection { socket: PathBuf, reason: String },
+}
+
+impl Error {
+    pub fn kind(&self) -> &str {
+        match self {
+            Self::NotRunning { .. } => "daemon-not-running",
+            Self::Api { kind, .. } => kind,
+            Self::Connection { .. } => "connection",
+        }
+    }
+}
+
+/// A client of the daemon listening on one socket.
+#[derive(Clone, Debug)]
+pub struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    pub fn new(socket: impl Into<PathBuf>) -> Self {
+        Self {
+            socket: socket.into(),
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    fn connection_error(&self, reason: impl std::fmt::Display) -> Error {
+        Error::Connection {
+            socket: self.socket.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, Error> {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| Error::NotRunning {
+                socket: self.socket.clone(),
+                source,
+            })?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.connection_error(e))?;
+        tokio::spawn(connection);
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, "hoard")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| self.connection_error(e))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| self.connection_error(e))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.connection_error(e))?
+            .to_bytes();
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        Err(Error::Api {
+            status: status.as_u16(),
+            kind: problem["type"].as_str().unwrap_or("unknown").to_owned(),
+            detail: problem["detail"]
+                .as_str()
+                .map_or_else(|| format!("the daemon answered {status}"), str::to_owned),
+        })
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
+        let response = self.call(Method::GET, path, None).await?;
+        self.read_json(response).await
+    }
+
+    async fn post_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<T, Error> {
+        let body = serde_json::to_vec(body).map_err(|e| self.connection_error(e))?;
+        let response = self.call(Method::POST, path, Some(body)).await?;
+        self.read_json(response).await
+    }
+
+    async fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        response: http::Response<hyper::body::Incoming>,
+    ) -> Result<T, Error> {
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.connection_error(e))?
+            .to_bytes();
+        serde_json::from_slice(&body).map_err(|e| self.connection_error(format!("bad answer: {e}")))
+    }
+
+    pub async fn health(&self) -> Result<Health, Error> {
+        self.get_json("/v1/health").await
+    }
+
+    pub async fn status(&self) -> Result<Status, Error> {
+        self.get_json("/v1/status").await
+    }
+
+    pub async fn metrics(&self) -> Result<String, Error> {
+        let response = self.call(Method::GET, "/metrics", None).await?;
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.connection_error(e))?
+            .to_bytes();
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    pub async fn resolve(&self, request: &ResolveRequest) -> Result<Resolved, Error> {
+        self.post_json("/v1/resolve", request).await
+    }
+
+    /// Materializes a version (or part of it); `on_event` sees every event as it arrives.
+    pub async fn materialize(
+        &self,
+        request: &MaterializeRequest,
+        on_event: impl FnMut(&Event),
+    ) -> Result<Summary, Error> {
+        self.stream("/v1/materialize", request, on_event).await
+    }
+
+    /// Makes a version (or part of it) cached without materializing it.
+    pub async fn prefetch(
+        &self,
+        request: &MaterializeRequest,
+        on_event: impl FnMut(&Event),
+    ) -> Result<Summary, Error> {
+        self.stream("/v1/prefetch", request, on_event).await
+    }
+
+    async fn stream(
+        &self,
+        path: &str,
+        request: &MaterializeRequest,
+        mut on_event: impl FnMut(&Event),
+    ) -> Result<Summary, Error> {
+        let body = serde_json::to_vec(request).map_err(|e| self.connection_error(e))?;
+        let response = self.call(Method::POST, path, Some(body)).await?;
+        let mut body = response.into_body();
+        let mut pending = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| self.connection_error(e))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            pending.extend_from_slice(&data);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let event: Event = serde_json::from_slice(&line)
+                    .map_err(|e| self.connection_error(format!("bad event: {e}")))?;
+                on_event(&event);
+                match event {
+                    Event::Done(summary) => return Ok(summary),
+                    Event::Error { kind, detail } => {
+                        return Err(Error::Api {
+                            status: StatusCode::OK.as_u16(),
+                            kind,
+                            detail,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Err(self.connection_error("the daemon closed the stream before the end"))
+    }
+}

@@ -1,0 +1,461 @@
+//! [`Daemon`]: what one request does — resolve a reference, fetch what is missing,
+//! materialize — independent of HTTP.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use hoard_store::{AliasRecord, BlobKey, LinkMode, Store};
+use hoard_types::api::{Event, Resolved, Summary};
+use hoard_types::{ArtifactName, ArtifactRef, Manifest, PathPrefix, RelPath, Selector, Version};
+use hoard_upstream::Upstream;
+use tokio::sync::mpsc;
+
+use crate::error::ApiError;
+use crate::fetch::Fetcher;
+
+/// How often a long call reports progress at most.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// Settings of a daemon (the config file of the operations issue will fill them).
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// How long an alias resolution is used without asking the upstream again. Zero (the
+    /// default) asks every time; the last answer is still used when the upstream cannot be
+    /// reached.
+    pub alias_ttl: Duration,
+    /// Blobs fetched at the same time.
+    pub fetch_concurrency: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            alias_ttl: Duration::ZERO,
+            fetch_concurrency: 16,
+        }
+    }
+}
+
+/// The service: the store, the upstream and the fetch engine.
+pub struct Daemon {
+    pub(crate) store: Arc<Store>,
+    pub(crate) fetcher: Arc<Fetcher>,
+    pub(crate) cache_dir: PathBuf,
+    options: Options,
+    /// Blobs found cached / missing when a call needed them.
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) metrics: crate::metrics::Metrics,
+}
+
+/// A version and, if it is not fresh from the upstream, why.
+pub(crate) struct Found {
+    pub version: Version,
+    pub warning: Option<String>,
+}
+
+/// Which files of a version a call wants.
+pub(crate) struct Selection<'a> {
+    pub path_prefix: Option<&'a str>,
+    pub file: Option<&'a str>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Runs blocking store work on the blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(ApiError::internal(format!("a store task failed: {e}"))))
+}
+
+impl Daemon {
+    pub fn new(store: Store, upstream: Arc<dyn Upstream>, options: Options) -> Self {
+        let cache_dir = store.layout().root.clone();
+        let store = Arc::new(store);
+        let fetcher = Arc::new(Fetcher::new(
+            store.clone(),
+            upstream,
+            options.fetch_concurrency,
+        ));
+        Self {
+            store,
+            fetcher,
+            cache_dir,
+            options,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            metrics: crate::metrics::Metrics::default(),
+        }
+    }
+
+    pub fn upstream(&self) -> &Arc<dyn Upstream> {
+        self.fetcher.upstream()
+    }
+
+    /// Writes buffered state (last uses) and syncs the index: call before exiting.
+    pub fn flush(&self) -> Result<(), ApiError> {
+        Ok(self.store.flush()?)
+    }
+
+    /// The version a reference names. Immutable selectors are answered from the index
+    /// once cached; aliases ask the upstream (unless resolved within the TTL) and fall back
+    /// to the last answer, with a warning, when it cannot be reached.
+    pub(crate) async fn resolve(
+        &self,
+        reference: &str,
+        entity: Option<&str>,
+        project: Option<&str>,
+    ) -> Result<Found, ApiError> {
+        let reference: ArtifactRef = reference.parse()?;
+        let name = reference.qualify(entity, project)?;
+        let fresh = |version| Found {
+            version,
+            warning: None,
+        };
+        match &reference.selector {
+            Selector::Version(n) => {
+                let (store, key, n) = (self.store.clone(), name.clone(), *n);
+                if let Some(version) = blocking(move || Ok(store.version(&key, n)?)).await? {
+                    return Ok(fresh(version));
+                }
+            }
+            Selector::Digest(digest) => {
+                let (store, digest) = (self.store.clone(), *digest);
+                let cached = blocking(move || Ok(store.version_by_digest(&digest)?)).await?;
+                if let Some(version) = cached.filter(|v| v.artifact().is_ok_and(|a| a == name)) {
+                    return Ok(fresh(version));
+                }
+            }
+            Selector::Alias(alias) => return self.resolve_alias(&name, alias).await,
+        }
+        let version = self.upstream().resolve(&name, &reference.selector).await?;
+        self.remember(version.clone(), None).await?;
+        Ok(fresh(version))
+    }
+
+    async fn resolve_alias(&self, name: &ArtifactName, alias: &str) -> Result<Found, ApiError> {
+        let (store, key, a) = (self.store.clone(), name.clone(), alias.to_owned());
+        let known = blocking(move || {
+            let Some(record) = store.alias(&key, &a)? else {
+                return Ok(None);
+            };
+            Ok(store.version(&key, record.version)?.map(|v| (record, v)))
+        })
+        .await?;
+        let ttl = u64::try_from(self.options.alias_ttl.as_millis()).unwrap_or(u64::MAX);
+        if let Some((record, version)) = &known
+            && now_ms().saturating_sub(record.resolved_ms) < ttl
+        {
+            return Ok(Found {
+                version: version.clone(),
+                warning: None,
+            });
+        }
+        let selector = Selector::Alias(alias.to_owned());
+        match self.upstream().resolve(name, &selector).await {
+            Ok(version) => {
+                self.remember(version.clone(), Some(alias.to_owned()))
+                    .await?;
+                Ok(Found {
+                    version,
+                    warning: None,
+                })
+            }
+            Err(e) if e.is_unreachable() => match known {
+                Some((record, version)) => {
+                    let age = Duration::from_millis(now_ms().saturating_sub(record.resolved_ms));
+                    let warning = format!(
+                        "the upstream `{}` cannot be reached ({}); using `{name}:{alias}` = `{}` as resolved {} ago",
+                        self.upstream().describe(),
+                        crate::error::chain(&e),
+                        version.version,
+                        humanize(age)
+                    );
+                    tracing::warn!("{warning}");
+                    Ok(Found {
+                        version,
+                        warning: Some(warning),
+                    })
+                }
+                None => Err(e.into()),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Stores a version from the upstream, and the alias that named it.
+    async fn remember(&self, version: Version, alias: Option<String>) -> Result<(), ApiError> {
+        let store = self.store.clone();
+        blocking(move || {
+            store.put_version(&version)?;
+            if let Some(alias) = alias {
+                let record = AliasRecord {
+                    version: version.number()?,
+                    digest: version.digest,
+                    resolved_ms: now_ms(),
+                };
+                store.put_alias(&version.artifact()?, &alias, &record)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Makes the selected files cached, then (with a destination) materializes them,
+    /// reporting progress on `events`.
+    pub(crate) async fn materialize(
+        self: &Arc<Self>,
+        found: &Found,
+        selection: &Selection<'_>,
+        dest: Option<&Path>,
+        mode: LinkMode,
+        events: &mpsc::Sender<Event>,
+    ) -> Result<Summary, ApiError> {
+        let start = Instant::now();
+        let version = &found.version;
+        let manifest = select(&version.manifest, selection)?;
+        if let Some((path, entry)) = manifest.entries.iter().find(|(_, e)| e.reference.is_some()) {
+            return Err(ApiError::new(
+                http::StatusCode::NOT_IMPLEMENTED,
+                "reference-entry",
+                format!(
+                    "`{path}` is a reference to `{}`; fetching reference entries is not supported yet \
+                     (select other files with `--path-prefix` or `--file`)",
+                    entry.reference.as_deref().unwrap_or_default()
+                ),
+            ));
+        }
+        let (fetched_blobs, fetched_bytes) = self.fetch_missing(&manifest, events).await?;
+        let mut summary = Summary {
+            version: version.version.clone(),
+            digest: version.digest,
+            dest: dest.map(|d| d.display().to_string()),
+            files: manifest.entries.len() as u64,
+            bytes: manifest.total_size(),
+            fetched_blobs,
+            fetched_bytes,
+            placed: 0,
+            unchanged: 0,
+            mode: None,
+            seconds: 0.0,
+        };
+        if let Some(dest) = dest {
+            let report = self.place(manifest, dest.to_owned(), mode).await?;
+            summary.placed = report.placed;
+            summary.unchanged = report.unchanged;
+            summary.mode = Some(report.mode.to_string());
+        }
+        summary.seconds = start.elapsed().as_secs_f64();
+        Ok(summary)
+    }
+
+    /// Fetches the blobs of `manifest` that are not cached; returns (blobs, bytes) fetched.
+    async fn fetch_missing(
+        self: &Arc<Self>,
+        manifest: &Manifest,
+        events: &mpsc::Sender<Event>,
+    ) -> Result<(u64, u64), ApiError> {
+        let mut wanted: Vec<(BlobKey, u64)> = manifest
+            .entries
+            .values()
+            .map(|e| (BlobKey::new(e.digest, e.exec), e.size))
+            .collect();
+        wanted.sort_unstable_by_key(|(k, _)| (k.digest, k.exec));
+        wanted.dedup_by_key(|(k, _)| *k);
+        let keys: Vec<BlobKey> = wanted.iter().map(|(k, _)| *k).collect();
+        let unique = keys.len() as u64;
+        let store = self.store.clone();
+        let missing = blocking(move || Ok(store.missing(&keys)?)).await?;
+        let missing: Vec<(BlobKey, u64)> = wanted
+            .into_iter()
+            .filter(|(k, _)| {
+                missing
+                    .binary_search_by_key(&(k.digest, k.exec), |m| (m.digest, m.exec))
+                    .is_ok()
+            })
+            .collect();
+        self.misses
+            .fetch_add(missing.len() as u64, Ordering::Relaxed);
+        self.hits.fetch_add(
+            unique.saturating_sub(missing.len() as u64),
+            Ordering::Relaxed,
+        );
+        if missing.is_empty() {
+            return Ok((0, 0));
+        }
+        let missing_blobs = missing.len() as u64;
+        let missing_bytes = missing.iter().map(|(_, s)| s).sum();
+        let progress = |blobs, bytes| Event::Progress {
+            fetched_blobs: blobs,
+            missing_blobs,
+            fetched_bytes: bytes,
+            missing_bytes,
+        };
+        let _ = events.send(progress(0, 0)).await;
+        let mut pending: FuturesUnordered<_> = missing
+            .into_iter()
+            .map(|(key, size)| {
+                let fetcher = self.fetcher.clone();
+                async move {
+                    fetcher
+                        .ensure(key, size)
+                        .await
+                        .map(|fetched| (fetched, size))
+                }
+            })
+            .collect();
+        let (mut done, mut done_bytes, mut fetched, mut fetched_bytes) = (0, 0, 0, 0);
+        let mut last = Instant::now();
+        while let Some(result) = pending.next().await {
+            let (downloaded, size) = result?;
+            done += 1;
+            done_bytes += size;
+            if let Some(bytes) = downloaded {
+                fetched += 1;
+                fetched_bytes += bytes;
+            }
+            if last.elapsed() >= PROGRESS_EVERY || done == missing_blobs {
+                last = Instant::now();
+                let _ = events.send(progress(done, done_bytes)).await;
+            }
+        }
+        Ok((fetched, fetched_bytes))
+    }
+
+    /// Materializes; a blob found tampered or gone meanwhile is fetched again, once.
+    async fn place(
+        self: &Arc<Self>,
+        manifest: Manifest,
+        dest: PathBuf,
+        mode: LinkMode,
+    ) -> Result<hoard_store::MaterializeReport, ApiError> {
+        let manifest = Arc::new(manifest);
+        for attempt in 0..2 {
+            let (store, m, d) = (self.store.clone(), manifest.clone(), dest.clone());
+            let result = tokio::task::spawn_blocking(move || {
+                let report = store.materialize(&m, &PathPrefix::all(), &d, mode)?;
+                let keys: Vec<BlobKey> = m
+                    .entries
+                    .values()
+                    .map(|e| BlobKey::new(e.digest, e.exec))
+                    .collect();
+                store.touch(&keys)?;
+                Ok::<_, hoard_store::Error>(report)
+            })
+            .await
+            .map_err(|e| ApiError::internal(format!("a store task failed: {e}")))?;
+            let refetch = match result {
+                Ok(report) => return Ok(report),
+                Err(hoard_store::Error::Tampered { key, .. }) if attempt == 0 => vec![key],
+                Err(hoard_store::Error::MissingBlobs { missing }) if attempt == 0 => missing,
+                Err(e) => return Err(e.into()),
+            };
+            for key in refetch {
+                let size = manifest
+                    .entries
+                    .values()
+                    .find(|e| e.digest == key.digest)
+                    .map_or(0, |e| e.size);
+                self.fetcher.ensure(key, size).await?;
+            }
+        }
+        Err(ApiError::internal(
+            "materialization kept finding blobs missing",
+        ))
+    }
+
+    /// What `status` and `resolve` report about a version.
+    pub(crate) async fn describe(
+        &self,
+        found: &Found,
+        entries: bool,
+    ) -> Result<Resolved, ApiError> {
+        let version = &found.version;
+        let keys: Vec<BlobKey> = version
+            .manifest
+            .entries
+            .values()
+            .map(|e| BlobKey::new(e.digest, e.exec))
+            .collect();
+        let store = self.store.clone();
+        let total = keys.len() as u64;
+        let missing = blocking(move || Ok(store.missing(&keys)?)).await?;
+        Ok(Resolved {
+            entity: version.entity.clone(),
+            project: version.project.clone(),
+            name: version.name.clone(),
+            version: version.version.clone(),
+            digest: version.digest,
+            aliases: version.aliases.clone(),
+            kind: version.kind.clone(),
+            files: total,
+            bytes: version.manifest.total_size(),
+            cached_files: total.saturating_sub(missing.len() as u64),
+            warning: found.warning.clone(),
+            entries: if entries {
+                version
+                    .manifest
+                    .entries
+                    .iter()
+                    .map(|(path, e)| hoard_types::api::ListedEntry {
+                        path: path.clone(),
+                        size: e.size,
+                        digest: e.digest,
+                        exec: e.exec,
+                        reference: e.reference.clone(),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        })
+    }
+}
+
+/// The entries a call selected: all, those under W&B's string `path_prefix`, or one file.
+fn select(manifest: &Manifest, selection: &Selection<'_>) -> Result<Manifest, ApiError> {
+    let mut selected = Manifest::new();
+    if let Some(file) = selection.file {
+        let path = RelPath::new(file)?;
+        let entry = manifest
+            .entries
+            .get(&path)
+            .ok_or_else(|| ApiError::not_found(format!("the version has no file `{path}`")))?;
+        selected.entries.insert(path, entry.clone());
+        return Ok(selected);
+    }
+    let prefix = match selection.path_prefix {
+        Some(prefix) => PathPrefix::new(prefix)?,
+        None => PathPrefix::all(),
+    };
+    for (path, entry) in manifest.select(&prefix) {
+        selected.entries.insert(path.clone(), entry.clone());
+    }
+    if selected.entries.is_empty() && selection.path_prefix.is_some() {
+        return Err(ApiError::not_found(format!(
+            "no file of the version starts with `{}`",
+            prefix.as_str()
+        )));
+    }
+    Ok(selected)
+}
+
+fn humanize(age: Duration) -> String {
+    let s = age.as_secs();
+    match s {
+        0..120 => format!("{s} s"),
+        120..7200 => format!("{} min", s / 60),
+        _ => format!("{} h", s / 3600),
+    }
+}

@@ -1,0 +1,100 @@
+//! [`ApiError`]: every failure as the problem document the socket answers with.
+
+use http::StatusCode;
+
+/// A failure with its HTTP status, a stable `type` and a human `detail`.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad-request", detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", detail)
+    }
+
+    pub fn internal(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", detail)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+/// An error and its causes, `: `-separated.
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl From<hoard_upstream::Error> for ApiError {
+    fn from(error: hoard_upstream::Error) -> Self {
+        use hoard_upstream::Error as E;
+        let detail = chain(&error);
+        match error {
+            E::NotFound { .. } => Self::new(StatusCode::NOT_FOUND, "not-found", detail),
+            E::Forbidden { .. } => Self::new(StatusCode::FORBIDDEN, "forbidden", detail),
+            E::Unauthorized { .. } => Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail),
+            E::Invalid(_) | E::BadRange { .. } => Self::bad_request(detail),
+            E::Unreachable { .. } | E::Unavailable { .. } => {
+                Self::new(StatusCode::BAD_GATEWAY, "upstream-unreachable", detail)
+            }
+            E::DigestMismatch { .. }
+            | E::ShortBody { .. }
+            | E::LongBody { .. }
+            | E::Protocol { .. } => Self::new(StatusCode::BAD_GATEWAY, "upstream-invalid", detail),
+            E::MissingBlobs { .. } | E::Rejected { .. } | E::Url { .. } => {
+                Self::new(StatusCode::BAD_GATEWAY, "upstream-rejected", detail)
+            }
+            E::Io { .. } => Self::internal(detail),
+        }
+    }
+}
+
+impl From<hoard_store::Error> for ApiError {
+    fn from(error: hoard_store::Error) -> Self {
+        use hoard_store::Error as E;
+        let detail = chain(&error);
+        match error {
+            E::Invalid(_) => Self::bad_request(detail),
+            E::MissingBlobs { .. } => Self::new(StatusCode::CONFLICT, "not-cached", detail),
+            E::Destination { .. } | E::ModeUnsupported { .. } => {
+                Self::new(StatusCode::BAD_REQUEST, "destination", detail)
+            }
+            E::DigestMismatch { .. } | E::SizeMismatch { .. } => {
+                Self::new(StatusCode::BAD_GATEWAY, "upstream-invalid", detail)
+            }
+            E::Tampered { .. } => Self::new(StatusCode::CONFLICT, "tampered", detail),
+            _ => Self::internal(detail),
+        }
+    }
+}
+
+impl From<hoard_types::Error> for ApiError {
+    fn from(error: hoard_types::Error) -> Self {
+        Self::bad_request(error.to_string())
+    }
+}

@@ -1,0 +1,27 @@
+//! The hoard daemon: one per machine (or per user), serving jobs over a Unix socket.
+//!
+//! A job asks "materialize `entity/project/name:alias` (or a path prefix of it) into this
+//! directory"; the daemon resolves the reference (immutable versions from its index,
+//! aliases from the upstream, with the last answer as a fallback when the upstream is
+//! down), fetches the blobs that are not cached — each once, however many jobs ask — and
+//! links the files into place.
+//!
+//! # Layout
+//!
+//! - `server.rs`: [`run`], the accept loop on the socket.
+//! - `routes.rs`: the socket API (v1) calls, problem documents, NDJSON progress streams.
+//! - `daemon.rs`: [`Daemon`]: resolution, selection, fetch-then-materialize.
+//! - `fetch.rs`: the fetch engine (coalescing, bounded concurrency, detached fetches).
+//! - `metrics.rs`: `/metrics`.
+//! - `error.rs`: [`ApiError`], how store and upstream failures are answered.
+
+mod daemon;
+mod error;
+mod fetch;
+mod metrics;
+mod routes;
+mod server;
+
+pub use daemon::{Daemon, Options};
+pub use error::ApiError;
+pub use server::run;

@@ -1,0 +1,270 @@
+//! The socket API (v1): dispatch, handlers, and NDJSON streams for long calls.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use hoard_store::LinkMode;
+use hoard_types::api::{Event, Health, MaterializeRequest, ResolveRequest, Status};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use crate::daemon::{Daemon, Selection, blocking};
+use crate::error::ApiError;
+
+/// Largest request body: requests are small JSON documents.
+const MAX_BODY: usize = 1 << 20;
+
+pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed_unsync()
+}
+
+fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+    let mut response = Response::new(full(
+        serde_json::to_vec(value).expect("API types serialize"),
+    ));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn problem(error: &ApiError) -> Response<Body> {
+    let body = serde_json::json!({
+        "type": error.kind,
+        "title": error.status.canonical_reason().unwrap_or("Error"),
+        "status": error.status.as_u16(),
+        "detail": error.detail,
+    });
+    let mut response = json(error.status, &body);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}
+
+/// Answers one request; errors become problem documents.
+pub(crate) async fn handle(daemon: Arc<Daemon>, request: Request<Incoming>) -> Response<Body> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let span = tracing::debug_span!("request", %method, path);
+    let (call, result) = dispatch(&daemon, request).instrument(span).await;
+    let response = result.unwrap_or_else(|e| {
+        if e.status.is_server_error() {
+            tracing::error!(call, detail = %e.detail, "request failed");
+        }
+        problem(&e)
+    });
+    daemon.metrics.request(call, response.status().as_u16());
+    response
+}
+
+async fn dispatch(
+    daemon: &Arc<Daemon>,
+    request: Request<Incoming>,
+) -> (&'static str, Result<Response<Body>, ApiError>) {
+    let path = request.uri().path().to_owned();
+    match (request.method(), path.as_str()) {
+        (&Method::GET, "/v1/health") => ("health", Ok(health(daemon))),
+        (&Method::GET, "/v1/status") => ("status", status(daemon).await),
+        (&Method::GET, "/metrics") => ("metrics", Ok(metrics(daemon))),
+        (&Method::POST, "/v1/resolve") => ("resolve", resolve(daemon, request).await),
+        (&Method::POST, "/v1/materialize") => ("materialize", stream(daemon, request, true).await),
+        (&Method::POST, "/v1/file") => ("file", stream(daemon, request, true).await),
+        (&Method::POST, "/v1/prefetch") => ("prefetch", stream(daemon, request, false).await),
+        (
+            _,
+            "/v1/health" | "/v1/status" | "/metrics" | "/v1/resolve" | "/v1/materialize"
+            | "/v1/file" | "/v1/prefetch",
+        ) => (
+            "method_not_allowed",
+            Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                format!("`{}` is not allowed on `{path}`", request.method()),
+            )),
+        ),
+        _ => (
+            "unknown",
+            Err(ApiError::not_found(format!(
+                "no call `{} {}` in the socket API (v1)",
+                request.method(),
+                hoard_types::truncate(&path)
+            ))),
+        ),
+    }
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(
+    request: Request<Incoming>,
+) -> Result<T, ApiError> {
+    let body = http_body_util::Limited::new(request.into_body(), MAX_BODY);
+    let bytes = match tokio::time::timeout(std::time::Duration::from_secs(30), body.collect()).await
+    {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                format!("request bodies are limited to {MAX_BODY} bytes"),
+            ));
+        }
+        Ok(Err(e)) => {
+            return Err(ApiError::bad_request(format!(
+                "reading the request failed: {e}"
+            )));
+        }
+        Err(_) => {
+            return Err(ApiError::bad_request(
+                "the request body was not sent in time",
+            ));
+        }
+    };
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid request: {e}")))
+}
+
+fn health(daemon: &Daemon) -> Response<Body> {
+    json(
+        StatusCode::OK,
+        &Health {
+            status: "ok".to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            cache_dir: daemon.cache_dir.display().to_string(),
+            upstream: daemon.upstream().describe(),
+        },
+    )
+}
+
+async fn status(daemon: &Arc<Daemon>) -> Result<Response<Body>, ApiError> {
+    let store = daemon.store.clone();
+    let (bytes, blobs) = blocking(move || Ok(store.usage()?)).await?;
+    let counters = &daemon.fetcher.counters;
+    Ok(json(
+        StatusCode::OK,
+        &Status {
+            cache_dir: daemon.cache_dir.display().to_string(),
+            upstream: daemon.upstream().describe(),
+            blobs,
+            cache_bytes: bytes,
+            hits: daemon.hits.load(Ordering::Relaxed),
+            misses: daemon.misses.load(Ordering::Relaxed),
+            fetched_bytes: counters.fetched_bytes.load(Ordering::Relaxed),
+            in_flight: counters.in_flight.load(Ordering::Relaxed),
+        },
+    ))
+}
+
+fn metrics(daemon: &Daemon) -> Response<Body> {
+    let mut response = Response::new(full(daemon.metrics.render(daemon)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}
+
+async fn resolve(
+    daemon: &Arc<Daemon>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let asked: ResolveRequest = read_json(request).await?;
+    let found = daemon
+        .resolve(
+            &asked.reference,
+            asked.entity.as_deref(),
+            asked.project.as_deref(),
+        )
+        .await?;
+    let resolved = daemon.describe(&found, asked.entries).await?;
+    Ok(json(StatusCode::OK, &resolved))
+}
+
+/// `materialize`, `file` and `prefetch`: resolution errors are answered as problems; once
+/// the version is known, the answer is an NDJSON stream of [`Event`]s ending in `done` or
+/// `error`. The work runs in its own task: a client that goes away does not interrupt it.
+async fn stream(
+    daemon: &Arc<Daemon>,
+    request: Request<Incoming>,
+    place: bool,
+) -> Result<Response<Body>, ApiError> {
+    let asked: MaterializeRequest = read_json(request).await?;
+    let mode: LinkMode = match &asked.mode {
+        Some(mode) => mode.parse().map_err(|e: String| ApiError::bad_request(e))?,
+        None => LinkMode::Auto,
+    };
+    let dest = if place {
+        let dest = asked.dest.as_deref().ok_or_else(|| {
+            ApiError::bad_request("`dest` is required: the directory to materialize into")
+        })?;
+        let dest = PathBuf::from(dest);
+        if !dest.is_absolute() {
+            return Err(ApiError::bad_request(format!(
+                "`dest` must be an absolute path, not `{}`",
+                dest.display()
+            )));
+        }
+        Some(dest)
+    } else {
+        None
+    };
+    let found = daemon
+        .resolve(
+            &asked.reference,
+            asked.entity.as_deref(),
+            asked.project.as_deref(),
+        )
+        .await?;
+    let resolved = daemon.describe(&found, false).await?;
+    tracing::info!(
+        reference = asked.reference,
+        version = found.version.version,
+        "materialize"
+    );
+    let (tx, rx) = mpsc::channel::<Event>(64);
+    let daemon = daemon.clone();
+    tokio::spawn(async move {
+        let _ = tx.send(Event::Resolved(resolved)).await;
+        if let Some(message) = found.warning.clone() {
+            let _ = tx.send(Event::Warning { message }).await;
+        }
+        let selection = Selection {
+            path_prefix: asked.path_prefix.as_deref(),
+            file: asked.file.as_deref(),
+        };
+        let end = match daemon
+            .materialize(&found, &selection, dest.as_deref(), mode, &tx)
+            .await
+        {
+            Ok(summary) => Event::Done(summary),
+            Err(e) => Event::Error {
+                kind: e.kind.to_owned(),
+                detail: e.detail,
+            },
+        };
+        let _ = tx.send(end).await;
+    });
+    let lines = futures_util::stream::unfold(rx, |mut rx| async move {
+        let event = rx.recv().await?;
+        let mut line = serde_json::to_vec(&event).expect("events serialize");
+        line.push(b'\n');
+        Some((Ok::<_, Infallible>(Frame::data(Bytes::from(line))), rx))
+    });
+    let mut response = Response::new(StreamBody::new(lines).boxed_unsync());
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(response)
+}

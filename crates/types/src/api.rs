@@ -1,0 +1,146 @@
+//! The daemon's socket API (v1): request bodies, answers, and the NDJSON events a long
+//! call streams. The daemon (`hoard-daemon`) and its clients (`hoard-client`, the CLI, the
+//! Python package) share these shapes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Digest, RelPath};
+
+/// `POST /v1/resolve`: what a reference names, and how much of it is cached.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveRequest {
+    pub reference: String,
+    /// Defaults for a reference without entity or project (the client's
+    /// `HOARD_ENTITY`/`HOARD_PROJECT`).
+    #[serde(default)]
+    pub entity: Option<String>,
+    #[serde(default)]
+    pub project: Option<String>,
+    /// Include every entry in the answer (`hoard ls`).
+    #[serde(default)]
+    pub entries: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolved {
+    pub entity: String,
+    pub project: String,
+    pub name: String,
+    /// `vN`.
+    pub version: String,
+    pub digest: Digest,
+    pub aliases: Vec<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub files: u64,
+    pub bytes: u64,
+    /// Files whose bytes are in the cache now.
+    pub cached_files: u64,
+    /// Set when the answer is not fresh from the upstream (it could not be reached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entries: Vec<ListedEntry>,
+}
+
+/// One file of a version, as `hoard ls` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedEntry {
+    pub path: RelPath,
+    pub size: u64,
+    pub digest: Digest,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exec: bool,
+    #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+}
+
+/// `POST /v1/materialize` (and `/v1/prefetch`, which ignores `dest`, `mode` and `clean`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaterializeRequest {
+    pub reference: String,
+    #[serde(default)]
+    pub entity: Option<String>,
+    #[serde(default)]
+    pub project: Option<String>,
+    /// Absolute directory to materialize into (the client resolves relative paths).
+    #[serde(default)]
+    pub dest: Option<String>,
+    /// W&B's `path_prefix`: a plain string prefix of the logical paths.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// Exactly one logical path (W&B's `get_path(name).download()`).
+    #[serde(default)]
+    pub file: Option<String>,
+    /// `auto`, `hardlink`, `reflink`, `copy` or `symlink`; default `auto`.
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
+/// One line of a streamed answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The version is known; work starts.
+    Resolved(Resolved),
+    /// Blobs fetched so far, of those missing when the call started.
+    Progress {
+        fetched_blobs: u64,
+        missing_blobs: u64,
+        fetched_bytes: u64,
+        missing_bytes: u64,
+    },
+    Warning {
+        message: String,
+    },
+    Done(Summary),
+    Error {
+        kind: String,
+        detail: String,
+    },
+}
+
+/// How a materialization (or prefetch) ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub version: String,
+    pub digest: Digest,
+    pub dest: Option<String>,
+    /// Files selected (after `path_prefix` / `file`).
+    pub files: u64,
+    pub bytes: u64,
+    /// Blobs fetched from the upstream by this call (or by a concurrent call it waited for).
+    pub fetched_blobs: u64,
+    pub fetched_bytes: u64,
+    /// Files placed in `dest` now, and files that were already right.
+    pub placed: u64,
+    pub unchanged: u64,
+    /// The link mode used (`hardlink`, `reflink`, `copy`, `symlink`).
+    pub mode: Option<String>,
+    pub seconds: f64,
+}
+
+/// `GET /v1/health`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+    pub cache_dir: String,
+    pub upstream: String,
+}
+
+/// `GET /v1/status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub cache_dir: String,
+    pub upstream: String,
+    pub blobs: u64,
+    pub cache_bytes: u64,
+    /// Blobs found cached when a call needed them, and blobs that had to be fetched.
+    pub hits: u64,
+    pub misses: u64,
+    pub fetched_bytes: u64,
+    pub in_flight: u64,
+}
