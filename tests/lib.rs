@@ -53,21 +53,31 @@ impl RegistryProcess {
     fn wait_healthy(&self) {
         let addr = self.url.trim_start_matches("http://");
         for _ in 0..500 {
-            if let Ok(mut stream) = std::net::TcpStream::connect(addr) {
-                use std::io::{Read, Write};
-                let request =
-                    format!("GET /v1/health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-                let mut answer = String::new();
-                if stream.write_all(request.as_bytes()).is_ok()
-                    && stream.read_to_string(&mut answer).is_ok()
-                    && (answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.1 401"))
-                {
-                    return;
-                }
+            if let Some(answer) = get_tcp(addr, "/v1/health")
+                && (answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.1 401"))
+            {
+                return;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         panic!("the registry at {} never answered /v1/health", self.url);
+    }
+
+    /// The value of one sample of the registry's `/metrics` (0 if absent), e.g.
+    /// `hoard_registry_requests_total{route="blob_get",status="200"}`.
+    pub fn metric(&self, sample: &str) -> u64 {
+        let answer = get_tcp(self.url.trim_start_matches("http://"), "/metrics")
+            .expect("the registry answers /metrics");
+        answer
+            .lines()
+            .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Blob downloads the registry answered (full and ranged).
+    pub fn blob_gets(&self) -> u64 {
+        self.metric("hoard_registry_requests_total{route=\"blob_get\",status=\"200\"}")
+            + self.metric("hoard_registry_requests_total{route=\"blob_get\",status=\"206\"}")
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -76,6 +86,91 @@ impl RegistryProcess {
             rustix::process::Pid::from_raw(self.child.id().cast_signed()).expect("a live pid");
         rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("signal sent");
         self.child.wait().expect("the registry exits")
+    }
+}
+
+/// One HTTP/1.1 GET over a fresh connection: the whole answer, or `None`.
+fn get_tcp(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    Some(answer)
+}
+
+/// A `hoard daemon` process on a socket in a temp dir; killed on drop.
+pub struct DaemonProcess {
+    pub socket: PathBuf,
+    child: std::process::Child,
+}
+
+impl DaemonProcess {
+    /// Starts `hoard daemon` and waits until its socket answers `/v1/health`.
+    pub fn start(socket: &std::path::Path, cache: &std::path::Path, upstream: &str) -> Self {
+        let child = std::process::Command::new(binary("hoard"))
+            .arg("daemon")
+            .arg("--socket")
+            .arg(socket)
+            .arg("--cache-dir")
+            .arg(cache)
+            .arg("--upstream")
+            .arg(upstream)
+            .env("HOARD_LOG", "warn")
+            .spawn()
+            .expect("hoard starts");
+        let mut this = Self {
+            socket: socket.to_owned(),
+            child,
+        };
+        for _ in 0..1000 {
+            if let Some(answer) = this.get("/v1/health")
+                && answer.starts_with("HTTP/1.1 200")
+            {
+                return this;
+            }
+            if let Ok(Some(status)) = this.child.try_wait() {
+                panic!("the daemon exited at start: {status}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!(
+            "the daemon on {} never answered /v1/health",
+            socket.display()
+        );
+    }
+
+    /// One GET on the socket: the whole answer, or `None`.
+    pub fn get(&self, path: &str) -> Option<String> {
+        use std::io::{Read, Write};
+        let mut stream = std::os::unix::net::UnixStream::connect(&self.socket).ok()?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: hoard\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        Some(answer)
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid =
+            rustix::process::Pid::from_raw(self.child.id().cast_signed()).expect("a live pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("signal sent");
+        self.child.wait().expect("the daemon exits")
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

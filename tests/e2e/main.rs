@@ -1,7 +1,10 @@
 //! End-to-end tests: they start the real binaries.
 //!
 //! - `bench`: the benchmark command the README names runs and reports its comparison.
+//! - `daemon`: `hoard daemon` and `hoard get` against a real registry: cold, warm, prefixes,
+//!   concurrency, aliases, offline, kill -9.
 //! - `registry`: `hoard registry import` and `serve` as processes; tokens; refusals.
 
 mod bench;
+mod daemon;
 mod registry;

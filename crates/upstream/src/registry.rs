@@ -38,7 +38,7 @@ const UPLOAD_CHUNK: usize = 256 * 1024;
 /// When and how often to try again.
 #[derive(Clone, Debug)]
 pub struct RetryPolicy {
-    /// Retries after the first attempt.
+    /// Retries after the first attempt (a refused connection is retried once at most).
     pub retries: u32,
     /// The first backoff; each retry doubles it, up to `max`, with jitter.
     pub base: Duration,
@@ -199,7 +199,15 @@ impl RegistryClient {
                     });
                 }
                 Err(e) => {
-                    if attempt >= retry.retries {
+                    // A refused connection is a clear answer (nothing listens there): one
+                    // quick retry covers a server restarting, more only delays the caller's
+                    // fallback (a daemon serving from its cache when the upstream is down).
+                    let limit = if e.is_connect() {
+                        retry.retries.min(1)
+                    } else {
+                        retry.retries
+                    };
+                    if attempt >= limit {
                         return Err(Error::Unreachable {
                             url: self.inner.base.clone(),
                             attempts: attempt + 1,

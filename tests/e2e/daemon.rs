@@ -1,0 +1,391 @@
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test that calls them"
+)]
+
+//! `hoard daemon` and `hoard get` as processes, against a real registry.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use hoard_tests::{DaemonProcess, RegistryProcess, binary};
+
+/// A registry with `acme/vision/bike` (v0, alias `best`), and a daemon in front of it.
+struct Setup {
+    tmp: tempfile::TempDir,
+    registry: Option<RegistryProcess>,
+    daemon: Option<DaemonProcess>,
+}
+
+const IMAGES: usize = 30;
+
+fn write(path: &Path, data: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, data).unwrap();
+}
+
+impl Setup {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        for i in 0..IMAGES {
+            write(
+                &src.join(format!("images/bikes/{i:03}.png")),
+                format!("bike {i}").repeat(100).as_bytes(),
+            );
+        }
+        write(&src.join("images/cars/car.png"), b"car");
+        write(&src.join("labels.csv"), b"bike,1\n");
+        write(
+            &src.join("imagesX.txt"),
+            b"not under images/ but shares the string prefix",
+        );
+        let mut this = Self {
+            tmp,
+            registry: None,
+            daemon: None,
+        };
+        this.import(&["--alias", "best"]);
+        this.registry = Some(RegistryProcess::start(&this.root(), &[]));
+        this.start_daemon();
+        this
+    }
+
+    fn root(&self) -> PathBuf {
+        self.tmp.path().join("registry")
+    }
+
+    fn src(&self) -> PathBuf {
+        self.tmp.path().join("src")
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.tmp.path().join("run/hoard.sock")
+    }
+
+    fn cache(&self) -> PathBuf {
+        self.tmp.path().join("cache")
+    }
+
+    fn registry(&self) -> &RegistryProcess {
+        self.registry.as_ref().unwrap()
+    }
+
+    fn start_daemon(&mut self) {
+        let url = self.registry().url.clone();
+        self.daemon = Some(DaemonProcess::start(&self.socket(), &self.cache(), &url));
+    }
+
+    fn import(&self, extra: &[&str]) {
+        let mut args = vec!["registry", "import", "--root"];
+        let root = self.root();
+        let src = self.src();
+        args.push(root.to_str().unwrap());
+        args.push("acme/vision/bike");
+        args.push(src.to_str().unwrap());
+        args.extend_from_slice(extra);
+        let out = Command::new(binary("hoard")).args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn hoard(&self, args: &[&str]) -> Output {
+        Command::new(binary("hoard"))
+            .args(args)
+            .env("HOARD_SOCKET", self.socket())
+            .env("HOARD_LOG", "warn")
+            .current_dir(self.tmp.path())
+            .output()
+            .unwrap()
+    }
+
+    /// `hoard get REF --root DIR --json …`, which must succeed; its summary.
+    fn get(&self, reference: &str, root: &str, extra: &[&str]) -> serde_json::Value {
+        let dir = self.tmp.path().join(root);
+        let mut args = vec!["get", reference, "--json", "--root", dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = self.hoard(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn out(&self, root: &str) -> PathBuf {
+        self.tmp.path().join(root)
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            } else {
+                found.push(
+                    entry
+                        .path()
+                        .strip_prefix(dir)
+                        .unwrap()
+                        .display()
+                        .to_string(),
+                );
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn cold_then_warm_and_the_files_are_cache_blobs() {
+    let s = Setup::new();
+    let cold = s.get("acme/vision/bike:latest", "job1", &[]);
+    assert_eq!(cold["fetched_blobs"], IMAGES + 3);
+    assert_eq!(cold["placed"], IMAGES + 3);
+    assert_eq!(s.registry().blob_gets(), (IMAGES + 3) as u64);
+    assert_eq!(files_under(&s.out("job1")), files_under(&s.src()));
+    for file in files_under(&s.src()) {
+        assert_eq!(
+            std::fs::read(s.out("job1").join(&file)).unwrap(),
+            std::fs::read(s.src().join(&file)).unwrap()
+        );
+    }
+
+    let warm = s.get("acme/vision/bike:latest", "job2", &[]);
+    assert_eq!(warm["fetched_blobs"], 0);
+    assert_eq!(warm["mode"], "hardlink");
+    assert_eq!(
+        s.registry().blob_gets(),
+        (IMAGES + 3) as u64,
+        "nothing fetched again"
+    );
+    let digest = hoard_types::Digest::of(b"bike,1\n").to_hex();
+    let blob = s.cache().join("blobs-v1").join(&digest[..2]).join(&digest);
+    let inode = std::fs::metadata(&blob).unwrap().ino();
+    assert_eq!(
+        std::fs::metadata(s.out("job1/labels.csv")).unwrap().ino(),
+        inode
+    );
+    assert_eq!(
+        std::fs::metadata(s.out("job2/labels.csv")).unwrap().ino(),
+        inode
+    );
+
+    // The default root is ./artifacts/NAME:vN, like W&B.
+    let out = s.hoard(&["get", "acme/vision/bike:best"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(s.tmp.path().join("artifacts/bike:v0/labels.csv").exists());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("placed 33"));
+
+    let status = s.hoard(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["blobs"], IMAGES + 3);
+    assert_eq!(status["misses"], IMAGES + 3);
+
+    let ls = s.hoard(&["ls", "acme/vision/bike:v0"]);
+    let ls = String::from_utf8_lossy(&ls.stdout);
+    assert_eq!(ls.lines().count(), IMAGES + 3);
+    assert!(ls.contains(&format!("labels.csv\t7\t{digest}")), "{ls}");
+}
+
+#[test]
+fn path_prefix_and_file_fetch_and_write_only_what_they_name() {
+    let s = Setup::new();
+    let got = s.get(
+        "acme/vision/bike",
+        "prefix",
+        &["--path-prefix", "images/bikes/"],
+    );
+    assert_eq!(got["files"], IMAGES);
+    assert_eq!(s.registry().blob_gets(), IMAGES as u64);
+    assert_eq!(files_under(&s.out("prefix")).len(), IMAGES);
+
+    // W&B's string prefix: `images` also matches `imagesX.txt`.
+    let got = s.get(
+        "acme/vision/bike",
+        "string-prefix",
+        &["--path-prefix", "images"],
+    );
+    assert_eq!(got["files"], IMAGES + 2);
+    assert_eq!(got["fetched_blobs"], 2, "only the two not fetched before");
+
+    let got = s.get("acme/vision/bike", "one", &["--file", "labels.csv"]);
+    assert_eq!(got["files"], 1);
+    assert_eq!(files_under(&s.out("one")), ["labels.csv"]);
+    assert_eq!(s.registry().blob_gets(), (IMAGES + 3) as u64);
+
+    let out = s.hoard(&[
+        "get",
+        "acme/vision/bike",
+        "--file",
+        "nope.txt",
+        "--root",
+        "x",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no file `nope.txt`"));
+    assert!(!s.out("x").exists(), "nothing written for a failed request");
+}
+
+#[test]
+fn concurrent_cold_gets_fetch_each_blob_once() {
+    let s = Setup::new();
+    let children: Vec<_> = (0..16)
+        .map(|i| {
+            Command::new(binary("hoard"))
+                .args(["get", "acme/vision/bike:best", "--json", "--root"])
+                .arg(s.out(&format!("job{i}")))
+                .env("HOARD_SOCKET", s.socket())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+    }
+    assert_eq!(
+        s.registry().blob_gets(),
+        (IMAGES + 3) as u64,
+        "one GET per unique blob"
+    );
+    for i in 0..16 {
+        assert_eq!(
+            std::fs::read(s.out(&format!("job{i}/labels.csv"))).unwrap(),
+            b"bike,1\n"
+        );
+    }
+}
+
+#[test]
+fn a_moved_alias_is_followed_and_the_cache_serves_when_the_upstream_is_gone() {
+    let mut s = Setup::new();
+    s.get("acme/vision/bike:latest", "before", &[]);
+    write(&s.src().join("labels.csv"), b"bike,2\n");
+    s.import(&[]);
+    let after = s.get("acme/vision/bike:latest", "after", &[]);
+    assert_eq!(after["version"], "v1");
+    assert_eq!(after["fetched_blobs"], 1, "only the changed file");
+    assert_eq!(
+        std::fs::read(s.out("after/labels.csv")).unwrap(),
+        b"bike,2\n"
+    );
+
+    // A third version nobody fetched, then the registry goes away.
+    write(&s.src().join("labels.csv"), b"bike,3\n");
+    s.import(&["--alias", "fresh"]);
+    drop(s.registry.take());
+
+    let v0 = s.get("acme/vision/bike:v0", "offline-v0", &[]);
+    assert_eq!(v0["fetched_blobs"], 0);
+    let out = s.hoard(&["get", "acme/vision/bike:latest", "--root", "offline-latest"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning:") && err.contains("cannot be reached"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(s.out("offline-latest/labels.csv")).unwrap(),
+        b"bike,2\n"
+    );
+
+    let out = s.hoard(&["get", "acme/vision/bike:v2", "--root", "offline-v2"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Cannot reach the upstream"));
+    assert!(!s.out("offline-v2").exists(), "never a partial directory");
+}
+
+#[test]
+fn a_killed_daemon_restarts_and_finishes_the_fetch() {
+    let mut s = Setup::new();
+    let big: Vec<u8> = (0..96u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    write(&s.src().join("weights.bin"), &big);
+    s.import(&[]);
+    let child = Command::new(binary("hoard"))
+        .args(["get", "acme/vision/bike:latest", "--root"])
+        .arg(s.out("interrupted"))
+        .env("HOARD_SOCKET", s.socket())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    s.daemon.take().unwrap().kill9();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        !out.status.success(),
+        "the get cannot succeed without its daemon"
+    );
+
+    s.start_daemon();
+    let done = s.get("acme/vision/bike:latest", "resumed", &[]);
+    assert_eq!(done["files"], IMAGES + 4);
+    assert_eq!(std::fs::read(s.out("resumed/weights.bin")).unwrap(), big);
+    assert!(s.daemon.take().unwrap().terminate().success());
+    let store = hoard_store::Store::open(s.cache()).unwrap();
+    let report = store.verify().unwrap();
+    assert!(report.bad.is_empty(), "{report:?}");
+    assert_eq!(report.checked, (IMAGES + 4) as u64);
+}
+
+#[test]
+fn bad_requests_are_one_clear_line() {
+    let s = Setup::new();
+    for (args, needle) in [
+        (
+            vec!["get", "acme/vision/nope:latest"],
+            "artifact `acme/vision/nope:latest`",
+        ),
+        (
+            vec!["get", "acme/vision/bike:nope"],
+            "acme/vision/bike:nope",
+        ),
+        (vec!["get", "a/b/c/d"], "Invalid artifact reference"),
+        (vec!["get", "bike"], "no project given"),
+        (
+            vec!["get", "acme/vision/bike", "--mode", "teleport"],
+            "teleport",
+        ),
+    ] {
+        let out = s.hoard(&args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    write(&s.out("afile"), b"x");
+    let out = s.hoard(&["get", "acme/vision/bike", "--root", "afile"]);
+    assert!(!out.status.success());
+    assert_eq!(std::fs::read(s.out("afile")).unwrap(), b"x");
+
+    let out = Command::new(binary("hoard"))
+        .args(["get", "acme/vision/bike"])
+        .env("HOARD_SOCKET", s.tmp.path().join("nobody.sock"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("start one with `hoard daemon`"));
+    assert!(
+        s.daemon.as_ref().unwrap().get("/v1/health").is_some(),
+        "the daemon stays up"
+    );
+}
