@@ -102,12 +102,7 @@ impl Client {
             return Ok(response);
         }
         let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| self.connection_error(e))?
-            .to_bytes();
+        let body = self.body(response).await?;
         let problem: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         Err(Error::Api {
             status: status.as_u16(),
@@ -116,6 +111,15 @@ impl Client {
                 .as_str()
                 .map_or_else(|| format!("the daemon answered {status}"), str::to_owned),
         })
+    }
+
+    async fn body(&self, response: http::Response<hyper::body::Incoming>) -> Result<Bytes, Error> {
+        Ok(response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.connection_error(e))?
+            .to_bytes())
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
@@ -137,12 +141,7 @@ impl Client {
         &self,
         response: http::Response<hyper::body::Incoming>,
     ) -> Result<T, Error> {
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| self.connection_error(e))?
-            .to_bytes();
+        let body = self.body(response).await?;
         serde_json::from_slice(&body).map_err(|e| self.connection_error(format!("bad answer: {e}")))
     }
 
@@ -156,12 +155,7 @@ impl Client {
 
     pub async fn metrics(&self) -> Result<String, Error> {
         let response = self.call(Method::GET, "/metrics", None).await?;
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| self.connection_error(e))?
-            .to_bytes();
+        let body = self.body(response).await?;
         Ok(String::from_utf8_lossy(&body).into_owned())
     }
 

@@ -38,17 +38,7 @@ impl std::fmt::Display for ApiError {
     }
 }
 
-/// An error and its causes, `: `-separated.
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub(crate) use hoard_http::error_chain as chain;
 
 impl From<hoard_upstream::Error> for ApiError {
     fn from(error: hoard_upstream::Error) -> Self {

@@ -121,7 +121,7 @@ impl From<hoard_upstream::Error> for ApiError {
                 detail,
             ),
             e => {
-                tracing::error!(error = %chain(&e), "storage error");
+                tracing::error!(error = %hoard_http::error_chain(&e), "storage error");
                 Self::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     problem::INTERNAL,
@@ -130,16 +130,4 @@ impl From<hoard_upstream::Error> for ApiError {
             }
         }
     }
-}
-
-/// An error and its causes, `: `-separated, for the log.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
