@@ -2,7 +2,12 @@
 //! cache, and reports hoard's warm materialization next to `cp -al` of the same tree on
 //! the same filesystem, as a ratio (the design's budget: ≤ 1.0 for 20,000 files).
 //!
-//! Run it in release mode: `cargo run --release -p hoard-bench -- materialize`.
+//! `fetch` runs the release `hoard` binary as a registry and a daemon and reports a cold
+//! `hoard get` next to `curl --parallel` fetching the same blob URLs, a warm `hoard get`
+//! next to `cp -al`, and the daemon's peak RSS.
+//!
+//! Run it in release mode: `cargo run --release -p hoard-bench -- materialize` (or `fetch`,
+//! after `cargo build --release -p hoard-cli`).
 
 #![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
@@ -17,6 +22,8 @@ use clap::{Parser, Subcommand};
 use hoard_store::{LinkMode, Store};
 use hoard_types::{Entry, Manifest, PathPrefix, RelPath};
 use rayon::prelude::*;
+
+mod fetch;
 
 #[derive(Parser)]
 #[command(about = "hoard's benchmark")]
@@ -45,10 +52,55 @@ enum Commands {
         #[arg(long, env = "HOARD_BENCH_DIR")]
         dir: Option<PathBuf>,
     },
+    /// Cold `hoard get` vs `curl --parallel`, warm `hoard get` vs `cp -al`, daemon RSS.
+    Fetch {
+        #[arg(long, default_value_t = 20_000)]
+        files: usize,
+        #[arg(long, default_value_t = 4)]
+        large: usize,
+        #[arg(long, default_value_t = 256)]
+        large_mib: usize,
+        /// curl's `--parallel-max`.
+        #[arg(long, default_value_t = 16)]
+        parallel: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long, env = "HOARD_BENCH_DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
+        Commands::Fetch {
+            files,
+            large,
+            large_mib,
+            parallel,
+            runs,
+            dir,
+        } => {
+            let base = dir.unwrap_or_else(std::env::temp_dir);
+            fs::create_dir_all(&base)?;
+            let work = tempfile::Builder::new()
+                .prefix("hoard-bench-")
+                .tempdir_in(&base)?;
+            println!(
+                "hoard-bench fetch in {} ({runs} runs each, median)",
+                work.path().display()
+            );
+            if files > 0 {
+                let small = tree(work.path(), "small", files, |i| {
+                    1024 + (mix(i as u64) % (63 * 1024)) as usize
+                })?;
+                fetch::compare(work.path(), "small", &small, parallel, runs)?;
+            }
+            if large > 0 {
+                let large_tree = tree(work.path(), "large", large, |_| large_mib << 20)?;
+                fetch::compare(work.path(), "large", &large_tree, parallel, runs)?;
+            }
+            Ok(())
+        }
         Commands::Materialize {
             files,
             large,

@@ -80,6 +80,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 }
 
 impl Daemon {
+    /// Call inside a tokio runtime: the fetch engine starts its committer task.
     pub fn new(store: Store, upstream: Arc<dyn Upstream>, options: Options) -> Self {
         let cache_dir = store.layout().root.clone();
         let store = Arc::new(store);

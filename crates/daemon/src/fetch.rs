@@ -8,14 +8,21 @@
 //! fetches. Bytes go through the store's [`hoard_store::BlobWriter`] (verified, then made
 //! visible) on the blocking pool; a broken fetch leaves a resumable partial that the next
 //! attempt continues.
+//!
+//! Durability is group-committed: a fetched blob is renamed into the cache without
+//! `fsync`, and a committer task makes everything staged so far durable with one `syncfs`
+//! and one index batch before the waiters hear "done". Under load the batches grow by
+//! themselves (whatever arrives during one `syncfs` goes into the next); alone, a blob
+//! waits for one `syncfs`. Measured: per-blob `fsync` made a cold fetch of 2,000 small
+//! files 1.6× slower than `curl` fetching the same URLs.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use hoard_store::{Begin, BlobKey, Store};
+use hoard_store::{Begin, BlobKey, Staged, Store};
 use hoard_upstream::Upstream;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::error::ApiError;
 
@@ -36,15 +43,20 @@ pub(crate) struct Fetcher {
     store: Arc<Store>,
     upstream: Arc<dyn Upstream>,
     permits: Arc<Semaphore>,
+    commits: mpsc::UnboundedSender<(Staged, oneshot::Sender<Result<(), ApiError>>)>,
     inflight: Mutex<HashMap<BlobKey, watch::Receiver<Outcome>>>,
     pub(crate) counters: FetchCounters,
 }
 
 impl Fetcher {
+    /// Must be called inside a tokio runtime (it starts the committer task).
     pub(crate) fn new(store: Arc<Store>, upstream: Arc<dyn Upstream>, concurrency: usize) -> Self {
+        let (commits, queue) = mpsc::unbounded_channel();
+        tokio::spawn(group_commit(store.clone(), queue));
         Self {
             store,
             upstream,
+            commits,
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             inflight: Mutex::default(),
             counters: FetchCounters::default(),
@@ -111,25 +123,59 @@ impl Fetcher {
         self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
         let (store, upstream) = (self.store.clone(), self.upstream.clone());
         let handle = tokio::runtime::Handle::current();
-        let result = tokio::task::spawn_blocking(move || -> Result<Option<u64>, ApiError> {
-            let mut writer = match store.begin(key, size)? {
-                Begin::Present(_) => return Ok(None),
-                Begin::Write(writer) => writer,
-            };
-            let offset = writer.offset();
-            if offset < size {
-                let range = (offset > 0).then_some(offset..size);
-                let mut stream = handle.block_on(upstream.fetch_blob(&key.digest, size, range))?;
-                while let Some(chunk) = handle.block_on(stream.next_chunk())? {
-                    writer.write(&chunk)?;
+        let staged =
+            tokio::task::spawn_blocking(move || -> Result<Option<(Staged, u64)>, ApiError> {
+                let mut writer = match store.begin(key, size)? {
+                    Begin::Present(_) => return Ok(None),
+                    Begin::Write(writer) => writer,
+                };
+                let offset = writer.offset();
+                if offset < size {
+                    let range = (offset > 0).then_some(offset..size);
+                    let mut stream =
+                        handle.block_on(upstream.fetch_blob(&key.digest, size, range))?;
+                    while let Some(chunk) = handle.block_on(stream.next_chunk())? {
+                        writer.write(&chunk)?;
+                    }
                 }
-            }
-            writer.finish()?;
-            Ok(Some(size - offset))
-        })
-        .await
-        .unwrap_or_else(|e| Err(ApiError::internal(format!("the fetch task failed: {e}"))));
+                Ok(Some((writer.finish_staged()?, size - offset)))
+            })
+            .await
+            .unwrap_or_else(|e| Err(ApiError::internal(format!("the fetch task failed: {e}"))));
         self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
-        result
+        let Some((staged, fetched)) = staged? else {
+            return Ok(None);
+        };
+        let (done, committed) = oneshot::channel();
+        self.commits
+            .send((staged, done))
+            .map_err(|_| ApiError::internal("the committer stopped"))?;
+        committed
+            .await
+            .map_err(|_| ApiError::internal("the committer stopped"))??;
+        Ok(Some(fetched))
+    }
+}
+
+/// Commits staged blobs in batches: everything queued while one `syncfs` runs goes into
+/// the next.
+async fn group_commit(
+    store: Arc<Store>,
+    mut queue: mpsc::UnboundedReceiver<(Staged, oneshot::Sender<Result<(), ApiError>>)>,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while let Ok(more) = queue.try_recv() {
+            batch.push(more);
+        }
+        let store = store.clone();
+        let (staged, waiters): (Vec<Staged>, Vec<_>) = batch.into_iter().unzip();
+        let result = tokio::task::spawn_blocking(move || store.commit_staged(&staged))
+            .await
+            .map_err(|e| ApiError::internal(format!("the commit task failed: {e}")))
+            .and_then(|r| r.map_err(ApiError::from));
+        for waiter in waiters {
+            let _ = waiter.send(result.clone());
+        }
     }
 }

@@ -36,6 +36,16 @@ pub struct Ingested {
     pub fresh: bool,
 }
 
+/// A blob renamed into place whose bytes and index row are not durable yet: hand a batch
+/// of them to [`Store::commit_staged`] (one `syncfs`, one index batch). Until then the blob
+/// is not [`Store::present`]; after a crash, reconciliation re-hashes it.
+#[derive(Debug)]
+#[must_use = "a staged blob is not in the index until it is committed"]
+pub struct Staged {
+    pub ingested: Ingested,
+    record: Option<BlobRecord>,
+}
+
 /// What [`Store::begin`] found.
 pub enum Begin<'a> {
     /// The blob is already cached and checks out.
@@ -179,25 +189,29 @@ impl Store {
     /// of them instead of two `fsync`s and a write per blob. Returns one result per path,
     /// in order; the first error is returned after the others were committed.
     pub fn ingest_files(&self, paths: &[PathBuf]) -> Result<Vec<Ingested>> {
-        let staged: Vec<Result<(Ingested, Option<BlobRecord>)>> = paths
+        let staged: Vec<Result<Staged>> = paths
             .par_iter()
             .map(|path| {
                 let (writer, _source) = self.copy_in(path)?;
-                writer.finish_deferred()
+                writer.finish_staged()
             })
             .collect();
-        rustix::fs::syncfs(&self.blobs).io("sync the filesystem of", self.layout.blobs())?;
-        let now = now_ms();
-        let rows: Vec<(BlobKey, BlobRecord)> = staged
-            .iter()
-            .filter_map(|r| r.as_ref().ok())
-            .filter_map(|(i, rec)| rec.map(|rec| (i.key, rec)))
-            .collect();
-        self.index.insert_blobs(&rows, now)?;
+        self.commit_staged(staged.iter().filter_map(|r| r.as_ref().ok()))?;
         staged
             .into_iter()
-            .map(|r| r.map(|(ingested, _)| ingested))
+            .map(|r| r.map(|staged| staged.ingested))
             .collect()
+    }
+
+    /// Makes staged blobs durable with one `syncfs`, then writes their rows in one batch:
+    /// a row never points at bytes that are not durable.
+    pub fn commit_staged<'s>(&self, staged: impl IntoIterator<Item = &'s Staged>) -> Result<()> {
+        rustix::fs::syncfs(&self.blobs).io("sync the filesystem of", self.layout.blobs())?;
+        let rows: Vec<(BlobKey, BlobRecord)> = staged
+            .into_iter()
+            .filter_map(|s| s.record.map(|record| (s.ingested.key, record)))
+            .collect();
+        self.index.insert_blobs(&rows, now_ms())
     }
 
     fn copy_in(&self, path: &Path) -> Result<(BlobWriter<'_>, File)> {
@@ -331,11 +345,12 @@ impl BlobWriter<'_> {
         Ok(ingested)
     }
 
-    /// Like [`Self::finish`] but without `fsync`s and without the index row, which the
-    /// caller writes after one `syncfs` (see [`Store::ingest_files`]). `None` when the blob
-    /// was already present with a row.
-    fn finish_deferred(self) -> Result<(Ingested, Option<BlobRecord>)> {
-        self.finish_inner(false)
+    /// Like [`Self::finish`] but without `fsync`s and without the index row: the caller
+    /// commits a batch of these with [`Store::commit_staged`]. For many small blobs this
+    /// replaces two `fsync`s per blob with one `syncfs` per batch.
+    pub fn finish_staged(self) -> Result<Staged> {
+        let (ingested, record) = self.finish_inner(false)?;
+        Ok(Staged { ingested, record })
     }
 
     fn finish_inner(mut self, durable: bool) -> Result<(Ingested, Option<BlobRecord>)> {

@@ -32,7 +32,7 @@ mod record;
 mod store;
 
 pub use error::{Error, Result};
-pub use ingest::{Begin, BlobWriter, Ingested};
+pub use ingest::{Begin, BlobWriter, Ingested, Staged};
 pub use layout::Layout;
 pub use maintain::{EvictReport, VerifyReport};
 pub use materialize::{LinkMode, MaterializeReport};

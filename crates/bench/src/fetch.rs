@@ -1,0 +1,267 @@
+//! `hoard-bench fetch`: cold fetch through the daemon against `curl` fetching the same
+//! blob URLs from the same registry, warm `hoard get` against `cp -al`, and the daemon's
+//! peak RSS. The registry and the daemon are the release `hoard` binary, as processes.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use hoard_types::ArtifactName;
+use hoard_upstream::DirRoot;
+
+use crate::{Tree, median};
+
+/// The `hoard` binary beside this one (same profile).
+fn hoard() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.with_file_name("hoard");
+    if !path.exists() {
+        bail!(
+            "`{}` is missing: `cargo build --release -p hoard-cli` first",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for_socket(socket: &Path) -> Result<()> {
+    for _ in 0..2000 {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    bail!("the daemon never listened on `{}`", socket.display())
+}
+
+/// Peak resident memory of a process, from `/proc` (`VmHWM`), in KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn timed(mut command: Command) -> Result<Duration> {
+    let started = Instant::now();
+    let out = command
+        .output()
+        .with_context(|| format!("running {command:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{command:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(started.elapsed())
+}
+
+/// Starts `hoard registry serve` on a free port; its URL.
+fn start_registry(hoard: &Path, root: &Path) -> Result<(Killed, String)> {
+    let mut registry = Command::new(hoard)
+        .args(["registry", "serve", "--listen", "127.0.0.1:0", "--root"])
+        .arg(root)
+        .env("HOARD_LOG", "error")
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut url = String::new();
+    BufReader::new(registry.stdout.take().context("stdout")?).read_line(&mut url)?;
+    Ok((Killed(registry), url.trim().to_owned()))
+}
+
+/// Fetches every blob URL with curl into `out`: `--parallel` for many blobs, one curl
+/// per blob for a few.
+fn curl_all(
+    work: &Path,
+    url: &str,
+    digests: &[hoard_types::Digest],
+    out: &Path,
+    parallel: usize,
+) -> Result<Duration> {
+    fs::create_dir_all(out)?;
+    if digests.len() > parallel {
+        let config = work.join("curl.cfg");
+        let mut cfg = fs::File::create(&config)?;
+        for (i, d) in digests.iter().enumerate() {
+            writeln!(
+                cfg,
+                "url = {url}/v1/blobs/{d}\noutput = {}/{i}",
+                out.display()
+            )?;
+        }
+        let mut command = Command::new("curl");
+        command
+            .args([
+                "-sf",
+                "--parallel",
+                "--parallel-max",
+                &parallel.to_string(),
+                "-K",
+            ])
+            .arg(&config);
+        return timed(command);
+    }
+    let started = Instant::now();
+    let children: Vec<Child> = digests
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            Command::new("curl")
+                .args(["-sf", "-o"])
+                .arg(out.join(i.to_string()))
+                .arg(format!("{url}/v1/blobs/{d}"))
+                .spawn()
+        })
+        .collect::<Result<_, _>>()?;
+    for child in children {
+        if !child.wait_with_output()?.status.success() {
+            bail!("curl failed");
+        }
+    }
+    Ok(started.elapsed())
+}
+
+/// One run with a fresh daemon and cache: cold get, warm get, `cp -al` of the cold tree,
+/// recording the daemon's peak RSS in [`PEAK`].
+fn hoard_run(hoard: &Path, work: &Path, url: &str, name: &str) -> Result<[Duration; 3]> {
+    let cache = work.join(format!("{name}-cache"));
+    let socket = work.join(format!("{name}.sock"));
+    let daemon = Command::new(hoard)
+        .arg("daemon")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--cache-dir")
+        .arg(&cache)
+        .arg("--upstream")
+        .arg(url)
+        .env("HOARD_LOG", "warn")
+        .spawn()?;
+    let pid = daemon.id();
+    let daemon = Killed(daemon);
+    wait_for_socket(&socket)?;
+    let get = |root: &Path| {
+        let mut command = Command::new(hoard);
+        command
+            .args(["get", &format!("acme/bench/{name}:v0"), "--root"])
+            .arg(root)
+            .env("HOARD_SOCKET", &socket)
+            .env("HOARD_LOG", "warn");
+        command
+    };
+    let (cold_root, warm_root, copy) = (work.join("cold"), work.join("warm"), work.join("cp"));
+    let cold = timed(get(&cold_root))?;
+    let warm = timed(get(&warm_root))?;
+    let mut command = Command::new("cp");
+    command.arg("-al").arg(&cold_root).arg(&copy);
+    let cp = timed(command)?;
+    PEAK.fetch_max(
+        peak_rss_kib(pid).unwrap_or(0),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    drop(daemon);
+    for dir in [&cache, &cold_root, &warm_root, &copy] {
+        fs::remove_dir_all(dir)?;
+    }
+    Ok([cold, warm, cp])
+}
+
+/// The daemon's peak RSS over all runs, KiB.
+static PEAK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Cold and warm runs for one tree.
+pub(crate) fn compare(
+    work: &Path,
+    name: &str,
+    tree: &Tree,
+    parallel: usize,
+    runs: usize,
+) -> Result<()> {
+    let hoard = hoard()?;
+    let root = DirRoot::create(work.join(format!("{name}-registry")))?;
+    let artifact = ArtifactName::new("acme", "bench", name)?;
+    let started = Instant::now();
+    let committed = hoard_registry::import_dir(
+        &root,
+        &artifact,
+        &tree.root,
+        vec![],
+        None,
+        serde_json::json!({}),
+    )?;
+    println!(
+        "  registry import:                   {:>8.3} s",
+        started.elapsed().as_secs_f64()
+    );
+    let (_registry, url) = start_registry(&hoard, root.root())?;
+    let digests: Vec<_> = committed
+        .version
+        .manifest
+        .entries
+        .values()
+        .map(|e| e.digest)
+        .collect();
+    let (mut curl, mut cold, mut warm, mut cp) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    PEAK.store(0, std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..runs {
+        let out = work.join(format!("{name}-curl"));
+        curl.push(curl_all(work, &url, &digests, &out, parallel)?);
+        fs::remove_dir_all(&out)?;
+        let [c, w, p] = hoard_run(&hoard, work, &url, name)?;
+        cold.push(c);
+        warm.push(w);
+        cp.push(p);
+    }
+    let mib = tree.bytes as f64 / 1_048_576.0;
+    let (curl, cold, warm, cp) = (
+        median(&mut curl),
+        median(&mut cold),
+        median(&mut warm),
+        median(&mut cp),
+    );
+    let rate = |d: Duration| mib / d.as_secs_f64();
+    println!(
+        "  curl --parallel-max {parallel:<2} (blob URLs): {:>8.3} s  ({:.0} MiB/s)",
+        curl.as_secs_f64(),
+        rate(curl)
+    );
+    println!(
+        "  hoard get, cold (incl. CLI):       {:>8.3} s  ({:.0} MiB/s)",
+        cold.as_secs_f64(),
+        rate(cold)
+    );
+    println!(
+        "  ratio cold hoard / curl:           {:>8.2}   (goal: <= 1.00)",
+        cold.as_secs_f64() / curl.as_secs_f64()
+    );
+    println!(
+        "  hoard get, warm (incl. CLI):       {:>8.3} s",
+        warm.as_secs_f64()
+    );
+    println!(
+        "  cp -al of the same tree:           {:>8.3} s",
+        cp.as_secs_f64()
+    );
+    println!(
+        "  ratio warm hoard / cp -al:         {:>8.2}   (goal: <= 1.00)",
+        warm.as_secs_f64() / cp.as_secs_f64()
+    );
+    let peak = PEAK.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "  daemon peak RSS:                   {:>8.1} MiB (goal: < 150)",
+        peak as f64 / 1024.0
+    );
+    Ok(())
+}
