@@ -389,3 +389,133 @@ fn bad_requests_are_one_clear_line() {
         "the daemon stays up"
     );
 }
+
+#[test]
+fn malformed_and_oversized_socket_requests_are_refused() {
+    use std::io::{Read, Write};
+    let s = Setup::new();
+    let post = |body: &[u8]| {
+        let mut stream = std::os::unix::net::UnixStream::connect(s.socket()).unwrap();
+        let head = format!(
+            "POST /v1/materialize HTTP/1.1\r\nHost: hoard\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        let _ = stream.write_all(body);
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+    };
+    let answer = post(b"{\"reference\": ");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("invalid request"), "{answer}");
+    let answer = post(br#"{"reference": "acme/vision/bike", "dest": "relative/dir"}"#);
+    assert!(answer.contains("must be an absolute path"), "{answer}");
+    let answer = post(&vec![b' '; 2 << 20]);
+    assert!(
+        answer.starts_with("HTTP/1.1 413"),
+        "{}",
+        &answer[..answer.len().min(200)]
+    );
+    assert!(
+        s.daemon.as_ref().unwrap().get("/v1/health").is_some(),
+        "the daemon stays up"
+    );
+}
+
+#[test]
+fn corrupt_upstream_bytes_never_reach_a_job() {
+    let s = Setup::new();
+    // Flip the bytes of one blob in the registry's storage (same size).
+    let digest = hoard_types::Digest::of(b"bike,1\n").to_hex();
+    let blob = s.root().join("blobs").join(&digest[..2]).join(&digest);
+    let mut perms = std::fs::metadata(&blob).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+    std::fs::set_permissions(&blob, perms).unwrap();
+    std::fs::write(&blob, b"bike,9\n").unwrap();
+
+    let out = s.hoard(&["get", "acme/vision/bike", "--root", "job"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&digest) && err.contains("corrupt"), "{err}");
+    assert!(
+        !s.out("job").exists(),
+        "nothing is written when a blob is bad"
+    );
+    let cached = s.cache().join("blobs-v1").join(&digest[..2]).join(&digest);
+    assert!(!cached.exists(), "the bad bytes are not in the cache");
+    // A good copy upstream heals it (no bad partial is resumed from).
+    std::fs::write(&blob, b"bike,1\n").unwrap();
+    let got = s.get("acme/vision/bike", "job", &[]);
+    assert!(got["fetched_blobs"].as_u64().unwrap() >= 1);
+    assert_eq!(std::fs::read(s.out("job/labels.csv")).unwrap(), b"bike,1\n");
+}
+
+#[test]
+fn the_registrys_refusals_reach_the_user() {
+    // config/registry-tokens.toml: token "change-me" is a member of acme/vision and a
+    // viewer of the other acme projects.
+    let tokens = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/registry-tokens.toml");
+    let mut s = Setup::new();
+    let src = s.src();
+    let out = Command::new(binary("hoard"))
+        .args(["registry", "import", "--root"])
+        .arg(s.root())
+        .arg("acme/audio/speech")
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    drop(s.daemon.take());
+    drop(s.registry.take());
+    let registry = RegistryProcess::start(&s.root(), &["--tokens", tokens.to_str().unwrap()]);
+    for (token, reference, needle) in [
+        ("wrong", "acme/vision/bike", "refused the credential"),
+        (
+            "change-me",
+            "acme/audio/speech",
+            "view-only members cannot download artifacts",
+        ),
+        ("change-me", "beta/x/y", "Not found"),
+    ] {
+        let socket = s.tmp.path().join(format!("{token}.sock"));
+        let daemon = Command::new(binary("hoard"))
+            .args(["daemon", "--socket"])
+            .arg(&socket)
+            .arg("--cache-dir")
+            .arg(s.tmp.path().join(format!("cache-{token}")))
+            .args(["--upstream", &registry.url])
+            .env("HOARD_TOKEN", token)
+            .env("HOARD_LOG", "error")
+            .spawn()
+            .unwrap();
+        let mut daemon = Guard(daemon);
+        for _ in 0..500 {
+            if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let out = Command::new(binary("hoard"))
+            .args(["get", reference, "--root", "x"])
+            .env("HOARD_SOCKET", &socket)
+            .current_dir(s.tmp.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{token} {reference}: {err}");
+        let _ = daemon.0.kill();
+        let _ = daemon.0.wait();
+    }
+}
+
+/// Kills the child when dropped (a failed assertion must not leak a daemon).
+struct Guard(std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

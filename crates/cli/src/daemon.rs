@@ -76,6 +76,7 @@ pub(crate) fn bind(socket: &Path) -> anyhow::Result<tokio::net::UnixListener> {
 }
 
 pub(crate) fn run(args: &DaemonArgs) -> anyhow::Result<()> {
+    crate::raise_nofile_limit();
     let socket = args.socket.clone().unwrap_or_else(paths::default_socket);
     let cache_dir = args
         .cache_dir

@@ -157,46 +157,53 @@ pub(crate) fn summary_line(reference: &str, s: &Summary) -> String {
 pub(crate) fn get(args: &GetArgs) -> anyhow::Result<()> {
     let client = args.connect.client();
     runtime()?.block_on(async {
-        let resolved = client
-            .resolve(&ResolveRequest {
-                reference: args.reference.clone(),
-                entity: args.connect.entity.clone(),
-                project: args.connect.project.clone(),
-                entries: false,
-            })
-            .await?;
-        let pinned = format!(
-            "{}/{}/{}:{}",
-            resolved.entity, resolved.project, resolved.name, resolved.version
-        );
-        let root = match &args.root {
-            Some(root) => root.clone(),
-            None => {
-                PathBuf::from("artifacts").join(format!("{}:{}", resolved.name, resolved.version))
-            }
+        // With `--root`, one call. Without, the default root names the version, so resolve
+        // first and then materialize exactly that version (an alias moving in between
+        // cannot mix two versions).
+        let (reference, root) = if let Some(root) = &args.root {
+            (args.reference.clone(), root.clone())
+        } else {
+            let resolved = client
+                .resolve(&ResolveRequest {
+                    reference: args.reference.clone(),
+                    entity: args.connect.entity.clone(),
+                    project: args.connect.project.clone(),
+                    entries: false,
+                })
+                .await?;
+            let pinned = format!(
+                "{}/{}/{}:{}",
+                resolved.entity, resolved.project, resolved.name, resolved.version
+            );
+            let root =
+                PathBuf::from("artifacts").join(format!("{}:{}", resolved.name, resolved.version));
+            (pinned, root)
         };
         let root = std::path::absolute(&root)
             .with_context(|| format!("Invalid root `{}`", root.display()))?;
         let request = MaterializeRequest {
-            reference: pinned.clone(),
-            entity: None,
-            project: None,
+            reference,
+            entity: args.connect.entity.clone(),
+            project: args.connect.project.clone(),
             dest: Some(root.display().to_string()),
             path_prefix: args.path_prefix.clone(),
             file: args.file.clone(),
             mode: Some(args.mode.clone()),
         };
         let mut progress = Progress::new();
-        if let Some(warning) = &resolved.warning {
-            progress.event(&Event::Warning {
-                message: warning.clone(),
-            });
-        }
-        let summary = client.materialize(&request, |e| progress.event(e)).await?;
+        let mut named = args.reference.clone();
+        let summary = client
+            .materialize(&request, |event| {
+                if let Event::Resolved(r) = event {
+                    named = format!("{}/{}/{}:{}", r.entity, r.project, r.name, r.version);
+                }
+                progress.event(event);
+            })
+            .await?;
         if args.json {
             crate::out(&serde_json::to_string(&summary)?)?;
         } else {
-            crate::out(&summary_line(&pinned, &summary))?;
+            crate::out(&summary_line(&named, &summary))?;
         }
         Ok(())
     })

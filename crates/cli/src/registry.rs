@@ -65,6 +65,7 @@ pub(crate) fn run(command: Command) -> anyhow::Result<()> {
 }
 
 fn run_serve(args: &Serve) -> anyhow::Result<()> {
+    crate::raise_nofile_limit();
     let tokens = args.tokens.as_deref().map(Tokens::load).transpose()?;
     if tokens.is_none() && !args.listen.ip().is_loopback() {
         bail!(

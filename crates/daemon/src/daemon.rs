@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use hoard_store::{AliasRecord, BlobKey, LinkMode, Store};
 use hoard_types::api::{Event, Resolved, Summary};
 use hoard_types::{ArtifactName, ArtifactRef, Manifest, PathPrefix, RelPath, Selector, Version};
@@ -304,8 +303,10 @@ impl Daemon {
             missing_bytes,
         };
         let _ = events.send(progress(0, 0)).await;
-        let mut pending: FuturesUnordered<_> = missing
-            .into_iter()
+        // A window of fetches in flight per request, not one future per blob: a
+        // 20,000-file version would otherwise hold 20,000 waiting tasks.
+        let window = self.options.fetch_concurrency.max(1) * 4;
+        let mut pending = futures_util::stream::iter(missing)
             .map(|(key, size)| {
                 let fetcher = self.fetcher.clone();
                 async move {
@@ -315,7 +316,7 @@ impl Daemon {
                         .map(|fetched| (fetched, size))
                 }
             })
-            .collect();
+            .buffer_unordered(window);
         let (mut done, mut done_bytes, mut fetched, mut fetched_bytes) = (0, 0, 0, 0);
         let mut last = Instant::now();
         while let Some(result) = pending.next().await {
@@ -377,21 +378,29 @@ impl Daemon {
     }
 
     /// What `status` and `resolve` report about a version.
+    /// With `count_cached`, one index lookup per file tells how many are cached; the
+    /// streaming calls skip that (they find out while fetching).
     pub(crate) async fn describe(
         &self,
         found: &Found,
         entries: bool,
+        count_cached: bool,
     ) -> Result<Resolved, ApiError> {
         let version = &found.version;
-        let keys: Vec<BlobKey> = version
-            .manifest
-            .entries
-            .values()
-            .map(|e| BlobKey::new(e.digest, e.exec))
-            .collect();
-        let store = self.store.clone();
-        let total = keys.len() as u64;
-        let missing = blocking(move || Ok(store.missing(&keys)?)).await?;
+        let total = version.manifest.entries.len() as u64;
+        let cached_files = if count_cached {
+            let keys: Vec<BlobKey> = version
+                .manifest
+                .entries
+                .values()
+                .map(|e| BlobKey::new(e.digest, e.exec))
+                .collect();
+            let store = self.store.clone();
+            let missing = blocking(move || Ok(store.missing(&keys)?)).await?;
+            Some(total.saturating_sub(missing.len() as u64))
+        } else {
+            None
+        };
         Ok(Resolved {
             entity: version.entity.clone(),
             project: version.project.clone(),
@@ -402,7 +411,7 @@ impl Daemon {
             kind: version.kind.clone(),
             files: total,
             bytes: version.manifest.total_size(),
-            cached_files: total.saturating_sub(missing.len() as u64),
+            cached_files,
             warning: found.warning.clone(),
             entries: if entries {
                 version

@@ -123,25 +123,17 @@ impl Fetcher {
         self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
         let (store, upstream) = (self.store.clone(), self.upstream.clone());
         let handle = tokio::runtime::Handle::current();
-        let staged =
-            tokio::task::spawn_blocking(move || -> Result<Option<(Staged, u64)>, ApiError> {
-                let mut writer = match store.begin(key, size)? {
-                    Begin::Present(_) => return Ok(None),
-                    Begin::Write(writer) => writer,
-                };
-                let offset = writer.offset();
-                if offset < size {
-                    let range = (offset > 0).then_some(offset..size);
-                    let mut stream =
-                        handle.block_on(upstream.fetch_blob(&key.digest, size, range))?;
-                    while let Some(chunk) = handle.block_on(stream.next_chunk())? {
-                        writer.write(&chunk)?;
-                    }
-                }
-                Ok(Some((writer.finish_staged()?, size - offset)))
-            })
-            .await
-            .unwrap_or_else(|e| Err(ApiError::internal(format!("the fetch task failed: {e}"))));
+        let staged = tokio::task::spawn_blocking(move || {
+            // A resumed partial can hold bad bytes (from a source that sent them before it
+            // broke off); the check at the end removes it, and one fresh attempt follows.
+            match fetch_blocking(&store, upstream.as_ref(), &handle, key, size) {
+                Err(Retry::Fresh) => fetch_blocking(&store, upstream.as_ref(), &handle, key, size)
+                    .map_err(Retry::into_error),
+                other => other.map_err(Retry::into_error),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| Err(ApiError::internal(format!("the fetch task failed: {e}"))));
         self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
         let Some((staged, fetched)) = staged? else {
             return Ok(None);
@@ -177,5 +169,71 @@ async fn group_commit(
         for waiter in waiters {
             let _ = waiter.send(result.clone());
         }
+    }
+}
+
+/// Why one attempt at a fetch failed.
+enum Retry {
+    /// A resumed partial did not check out and is gone: try once more from the start.
+    Fresh,
+    Fail(ApiError),
+}
+
+impl Retry {
+    fn into_error(self) -> ApiError {
+        match self {
+            Self::Fresh => ApiError::internal("a fetch failed twice"),
+            Self::Fail(e) => e,
+        }
+    }
+}
+
+impl<E: Into<ApiError>> From<E> for Retry {
+    fn from(e: E) -> Self {
+        Self::Fail(e.into())
+    }
+}
+
+/// One attempt: writes the blob's missing bytes (resuming a partial) and stages it. Bytes
+/// the upstream got wrong are discarded, never left to be resumed from.
+fn fetch_blocking(
+    store: &Store,
+    upstream: &dyn Upstream,
+    handle: &tokio::runtime::Handle,
+    key: BlobKey,
+    size: u64,
+) -> Result<Option<(Staged, u64)>, Retry> {
+    let mut writer = match store.begin(key, size)? {
+        Begin::Present(_) => return Ok(None),
+        Begin::Write(writer) => writer,
+    };
+    let offset = writer.offset();
+    if offset < size {
+        let range = (offset > 0).then_some(offset..size);
+        let mut stream = handle.block_on(upstream.fetch_blob(&key.digest, size, range))?;
+        loop {
+            match handle.block_on(stream.next_chunk()) {
+                Ok(Some(chunk)) => writer.write(&chunk)?,
+                Ok(None) => break,
+                Err(
+                    e @ (hoard_upstream::Error::DigestMismatch { .. }
+                    | hoard_upstream::Error::LongBody { .. }),
+                ) => {
+                    writer.discard();
+                    return Err(e.into());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    match writer.finish_staged() {
+        Ok(staged) => Ok(Some((staged, size - offset))),
+        Err(
+            hoard_store::Error::DigestMismatch { .. } | hoard_store::Error::SizeMismatch { .. },
+        ) if offset > 0 => {
+            tracing::warn!(%key, offset, "a resumed partial did not check out; fetching it again");
+            Err(Retry::Fresh)
+        }
+        Err(e) => Err(e.into()),
     }
 }

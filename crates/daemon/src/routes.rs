@@ -187,7 +187,7 @@ async fn resolve(
             asked.project.as_deref(),
         )
         .await?;
-    let resolved = daemon.describe(&found, asked.entries).await?;
+    let resolved = daemon.describe(&found, asked.entries, true).await?;
     Ok(json(StatusCode::OK, &resolved))
 }
 
@@ -226,7 +226,7 @@ async fn stream(
             asked.project.as_deref(),
         )
         .await?;
-    let resolved = daemon.describe(&found, false).await?;
+    let resolved = daemon.describe(&found, false, false).await?;
     tracing::info!(
         reference = asked.reference,
         version = found.version.version,

@@ -454,6 +454,12 @@ impl BlobWriter<'_> {
         Ok(())
     }
 
+    /// Drops the bytes written so far, resumable or not: for a source that turned out to
+    /// send wrong bytes, which a later attempt must not resume from.
+    pub fn discard(mut self) {
+        self.abandon();
+    }
+
     /// Removes the temporary file, resumable or not: its contents are wrong or redundant.
     fn abandon(&mut self) {
         if !self.done {

@@ -35,8 +35,9 @@ pub struct Resolved {
     pub kind: Option<String>,
     pub files: u64,
     pub bytes: u64,
-    /// Files whose bytes are in the cache now.
-    pub cached_files: u64,
+    /// Files whose bytes are in the cache now (counted by `resolve`, not by the streams).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_files: Option<u64>,
     /// Set when the answer is not fresh from the upstream (it could not be reached).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
