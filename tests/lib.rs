@@ -109,6 +109,16 @@ pub struct DaemonProcess {
 impl DaemonProcess {
     /// Starts `hoard daemon` and waits until its socket answers `/v1/health`.
     pub fn start(socket: &std::path::Path, cache: &std::path::Path, upstream: &str) -> Self {
+        Self::start_with(socket, cache, upstream, &[])
+    }
+
+    /// [`Self::start`] with more `hoard daemon` arguments.
+    pub fn start_with(
+        socket: &std::path::Path,
+        cache: &std::path::Path,
+        upstream: &str,
+        extra: &[&str],
+    ) -> Self {
         let child = std::process::Command::new(binary("hoard"))
             .arg("daemon")
             .arg("--socket")
@@ -117,6 +127,7 @@ impl DaemonProcess {
             .arg(cache)
             .arg("--upstream")
             .arg(upstream)
+            .args(extra)
             .env("HOARD_LOG", "warn")
             .spawn()
             .expect("hoard starts");

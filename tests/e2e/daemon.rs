@@ -519,3 +519,28 @@ impl Drop for Guard {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn large_blobs_come_as_parallel_ranges() {
+    let mut s = Setup::new();
+    let big: Vec<u8> = (0..(5u32 << 20) + 100)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    write(&s.src().join("weights.bin"), &big);
+    s.import(&[]);
+    drop(s.daemon.take());
+    let url = s.registry().url.clone();
+    s.daemon = Some(DaemonProcess::start_with(
+        &s.socket(),
+        &s.cache(),
+        &url,
+        &["--large-blob-mib", "1", "--range-mib", "1"],
+    ));
+    let got = s.get("acme/vision/bike", "big", &["--file", "weights.bin"]);
+    assert_eq!(got["fetched_bytes"], big.len());
+    assert_eq!(std::fs::read(s.out("big/weights.bin")).unwrap(), big);
+    let ranges = s
+        .registry()
+        .metric("hoard_registry_requests_total{route=\"blob_get\",status=\"206\"}");
+    assert_eq!(ranges, 6, "five whole MiB and a 100-byte tail");
+}

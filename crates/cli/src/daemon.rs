@@ -30,6 +30,12 @@ pub(crate) struct DaemonArgs {
     /// Blobs fetched at the same time.
     #[arg(long, default_value_t = 16)]
     fetch_concurrency: usize,
+    /// Blobs of at least this many MiB are fetched as parallel byte ranges.
+    #[arg(long, default_value_t = 64)]
+    large_blob_mib: u64,
+    /// The size of those ranges, MiB.
+    #[arg(long, default_value_t = 16)]
+    range_mib: u64,
 }
 
 /// Opens the configured upstream; the embedded default is created if missing.
@@ -87,6 +93,9 @@ pub(crate) fn run(args: &DaemonArgs) -> anyhow::Result<()> {
     let options = Options {
         alias_ttl: args.alias_ttl,
         fetch_concurrency: args.fetch_concurrency,
+        large_blob: args.large_blob_mib << 20,
+        range_size: args.range_mib << 20,
+        ..Options::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

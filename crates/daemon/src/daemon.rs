@@ -28,6 +28,11 @@ pub struct Options {
     pub alias_ttl: Duration,
     /// Blobs fetched at the same time.
     pub fetch_concurrency: usize,
+    /// Blobs at least this large are fetched as parallel byte ranges.
+    pub large_blob: u64,
+    /// The size of each range, and how many ranges of one blob run at once.
+    pub range_size: u64,
+    pub range_parallel: usize,
 }
 
 impl Default for Options {
@@ -35,6 +40,9 @@ impl Default for Options {
         Self {
             alias_ttl: Duration::ZERO,
             fetch_concurrency: 16,
+            large_blob: 64 << 20,
+            range_size: 16 << 20,
+            range_parallel: 4,
         }
     }
 }
@@ -83,10 +91,16 @@ impl Daemon {
     pub fn new(store: Store, upstream: Arc<dyn Upstream>, options: Options) -> Self {
         let cache_dir = store.layout().root.clone();
         let store = Arc::new(store);
+        let ranges = crate::fetch::Ranges {
+            threshold: options.large_blob,
+            size: options.range_size,
+            parallel: options.range_parallel,
+        };
         let fetcher = Arc::new(Fetcher::new(
             store.clone(),
             upstream,
             options.fetch_concurrency,
+            ranges,
         ));
         Self {
             store,

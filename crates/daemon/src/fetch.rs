@@ -39,8 +39,20 @@ pub(crate) struct FetchCounters {
     pub(crate) in_flight: AtomicU64,
 }
 
+/// How large blobs are fetched: as parallel byte ranges.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ranges {
+    /// Blobs at least this large are fetched in ranges.
+    pub(crate) threshold: u64,
+    /// Size of each range.
+    pub(crate) size: u64,
+    /// Ranges of one blob in flight at once.
+    pub(crate) parallel: usize,
+}
+
 pub(crate) struct Fetcher {
     store: Arc<Store>,
+    ranges: Ranges,
     upstream: Arc<dyn Upstream>,
     permits: Arc<Semaphore>,
     commits: mpsc::UnboundedSender<(Staged, oneshot::Sender<Result<(), ApiError>>)>,
@@ -50,11 +62,17 @@ pub(crate) struct Fetcher {
 
 impl Fetcher {
     /// Must be called inside a tokio runtime (it starts the committer task).
-    pub(crate) fn new(store: Arc<Store>, upstream: Arc<dyn Upstream>, concurrency: usize) -> Self {
+    pub(crate) fn new(
+        store: Arc<Store>,
+        upstream: Arc<dyn Upstream>,
+        concurrency: usize,
+        ranges: Ranges,
+    ) -> Self {
         let (commits, queue) = mpsc::unbounded_channel();
         tokio::spawn(group_commit(store.clone(), queue));
         Self {
             store,
+            ranges,
             upstream,
             commits,
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
@@ -121,11 +139,14 @@ impl Fetcher {
             .await
             .map_err(|_| ApiError::internal("the fetch engine is shutting down"))?;
         self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
-        let (store, upstream) = (self.store.clone(), self.upstream.clone());
+        let (store, upstream, ranges) = (self.store.clone(), self.upstream.clone(), self.ranges);
         let handle = tokio::runtime::Handle::current();
         let staged = tokio::task::spawn_blocking(move || {
             // A resumed partial can hold bad bytes (from a source that sent them before it
             // broke off); the check at the end removes it, and one fresh attempt follows.
+            if size >= ranges.threshold {
+                return fetch_ranges(&store, upstream.as_ref(), &handle, key, size, ranges);
+            }
             match fetch_blocking(&store, upstream.as_ref(), &handle, key, size) {
                 Err(Retry::Fresh) => fetch_blocking(&store, upstream.as_ref(), &handle, key, size)
                     .map_err(Retry::into_error),
@@ -236,4 +257,41 @@ fn fetch_blocking(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// A large blob as parallel byte ranges into one private file, hashed once at the end.
+/// (Not resumable across restarts: the ranges of a private file are not tracked.)
+fn fetch_ranges(
+    store: &Store,
+    upstream: &dyn Upstream,
+    handle: &tokio::runtime::Handle,
+    key: BlobKey,
+    size: u64,
+    ranges: Ranges,
+) -> Result<Option<(Staged, u64)>, ApiError> {
+    use futures_util::{StreamExt, TryStreamExt};
+    if store.missing(&[key])?.is_empty() {
+        return Ok(None);
+    }
+    let writer = store.writer(key.exec, Some((key.digest, size)))?;
+    let step = ranges.size.max(1 << 20);
+    let parts: Vec<std::ops::Range<u64>> = (0..size.div_ceil(step))
+        .map(|i| i * step..((i + 1) * step).min(size))
+        .collect();
+    let writer_ref = &writer;
+    handle.block_on(
+        futures_util::stream::iter(parts)
+            .map(|range| async move {
+                let mut offset = range.start;
+                let mut stream = upstream.fetch_blob(&key.digest, size, Some(range)).await?;
+                while let Some(chunk) = stream.next_chunk().await? {
+                    writer_ref.write_at(offset, &chunk)?;
+                    offset += chunk.len() as u64;
+                }
+                Ok::<_, ApiError>(())
+            })
+            .buffer_unordered(ranges.parallel.max(1))
+            .try_collect::<()>(),
+    )?;
+    Ok(Some((writer.finish_positional(size)?, size)))
 }

@@ -309,6 +309,50 @@ impl BlobWriter<'_> {
         Ok(())
     }
 
+    /// Writes `data` at `offset`, for a blob downloaded as parallel byte ranges into a
+    /// fresh [`Store::writer`]. Takes `&self` so ranges can be written concurrently; the
+    /// bytes are hashed once, by [`Self::finish_positional`], when all are in.
+    pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+        if let Some((digest, size)) = self.expected
+            && offset + data.len() as u64 > size
+        {
+            return Err(Error::SizeMismatch {
+                digest: digest.to_string(),
+                expected: size,
+                actual: offset + data.len() as u64,
+            });
+        }
+        std::os::unix::fs::FileExt::write_all_at(&self.file, data, offset).io("write", self.path())
+    }
+
+    /// Finishes a blob written with [`Self::write_at`]: hashes the file's `len` bytes
+    /// (one sequential read, from the page cache), then checks and stages it like
+    /// [`Self::finish_staged`].
+    pub fn finish_positional(mut self, len: u64) -> Result<Staged> {
+        let path = self.path();
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0; 1 << 20];
+        let mut done = 0;
+        while done < len {
+            let want = buf
+                .len()
+                .min(usize::try_from(len - done).unwrap_or(buf.len()));
+            let n = std::os::unix::fs::FileExt::read_at(&self.file, &mut buf[..want], done)
+                .io("read", &path)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            done += n as u64;
+        }
+        self.hasher = hasher;
+        self.written = done;
+        self.file
+            .seek(io::SeekFrom::Start(done))
+            .io("seek", &path)?;
+        self.finish_staged()
+    }
+
     /// Writes everything `reader` yields; a read error names `source` (with `op`).
     pub fn write_from(
         &mut self,

@@ -323,3 +323,46 @@ fn a_cache_root_that_is_a_file_is_a_clear_error() {
     let err = Store::open(file.join("cache")).err().unwrap().to_string();
     assert!(err.contains("not-a-dir/cache"), "{err}");
 }
+
+#[test]
+fn positional_writes_are_checked_and_staged_blobs_committed() {
+    let cache = Cache::new();
+    let data: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+    let digest = Digest::of(&data);
+    let size = data.len() as u64;
+
+    // Ranges arrive out of order.
+    let writer = cache.store.writer(false, Some((digest, size))).unwrap();
+    writer.write_at(2000, &data[2000..]).unwrap();
+    writer.write_at(0, &data[..2000]).unwrap();
+    assert!(
+        writer.write_at(2999, b"xx").is_err(),
+        "past the expected size"
+    );
+    let staged = writer.finish_positional(size).unwrap();
+    let key = staged.ingested.key;
+    assert!(
+        cache.store.record(&key).unwrap().is_none(),
+        "not in the index before the commit"
+    );
+    cache.store.commit_staged([&staged]).unwrap();
+    assert!(cache.store.record(&key).unwrap().is_some());
+    assert_eq!(fs::read(cache.store.blob_path(&key)).unwrap(), data);
+
+    // A range with wrong bytes: refused at the end, and nothing stays behind.
+    let other: Vec<u8> = data.iter().map(|b| b ^ 1).collect();
+    let writer = cache
+        .store
+        .writer(true, Some((Digest::of(&other), size)))
+        .unwrap();
+    writer.write_at(0, &other[..1000]).unwrap();
+    writer.write_at(1000, &data[1000..]).unwrap();
+    let e = writer.finish_positional(size).unwrap_err();
+    assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
+    assert!(
+        fs::read_dir(cache.root().join("tmp"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}
