@@ -544,3 +544,30 @@ fn large_blobs_come_as_parallel_ranges() {
         .metric("hoard_registry_requests_total{route=\"blob_get\",status=\"206\"}");
     assert_eq!(ranges, 6, "five whole MiB and a 100-byte tail");
 }
+
+#[test]
+fn prefetch_warms_the_cache_without_writing_files() {
+    use std::io::{Read, Write};
+    let s = Setup::new();
+    let body = br#"{"reference": "acme/vision/bike:best", "path_prefix": "images/bikes/"}"#;
+    let mut stream = std::os::unix::net::UnixStream::connect(s.socket()).unwrap();
+    let head = format!(
+        "POST /v1/prefetch HTTP/1.1\r\nHost: hoard\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.contains("application/x-ndjson"), "{answer}");
+    assert!(answer.contains(r#""event":"resolved""#), "{answer}");
+    assert!(answer.contains(r#""event":"done""#), "{answer}");
+    assert_eq!(s.registry().blob_gets(), IMAGES as u64);
+    let got = s.get(
+        "acme/vision/bike:best",
+        "after",
+        &["--path-prefix", "images/bikes/"],
+    );
+    assert_eq!(got["fetched_blobs"], 0, "prefetched");
+    assert_eq!(got["placed"], IMAGES);
+}
