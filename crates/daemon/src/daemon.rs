@@ -16,6 +16,9 @@ use tokio::sync::mpsc;
 use crate::error::ApiError;
 use crate::fetch::Fetcher;
 
+/// Blobs one request keeps in flight (fetching or waiting for their commit).
+const FETCH_WINDOW: usize = 1024;
+
 /// How often a long call reports progress at most.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
@@ -317,9 +320,11 @@ impl Daemon {
             missing_bytes,
         };
         let _ = events.send(progress(0, 0)).await;
-        // A window of fetches in flight per request, not one future per blob: a
-        // 20,000-file version would otherwise hold 20,000 waiting tasks.
-        let window = self.options.fetch_concurrency.max(1) * 4;
+        // A window of blobs in flight per request, not one future per blob (a 20,000-file
+        // version would hold 20,000 waiting tasks). It must be much larger than the fetch
+        // concurrency: a fetched blob stays in the window until its group commit (one
+        // `syncfs`) is done, and a window of 64 made that wait the bottleneck.
+        let window = FETCH_WINDOW.max(self.options.fetch_concurrency);
         let mut pending = futures_util::stream::iter(missing)
             .map(|(key, size)| {
                 let fetcher = self.fetcher.clone();
