@@ -571,3 +571,48 @@ fn prefetch_warms_the_cache_without_writing_files() {
     assert_eq!(got["fetched_blobs"], 0, "prefetched");
     assert_eq!(got["placed"], IMAGES);
 }
+
+#[test]
+fn a_config_file_sets_the_daemon_up_and_bad_ones_stop_it() {
+    let mut s = Setup::new();
+    drop(s.daemon.take());
+    let config = s.tmp.path().join("hoard.toml");
+    std::fs::write(&config, "fetch_concurency = 4\n").unwrap();
+    let out = Command::new(binary("hoard"))
+        .args(["daemon", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("hoard.toml") && err.contains("unknown field `fetch_concurency`"),
+        "{err}"
+    );
+
+    std::fs::write(
+        &config,
+        format!(
+            "socket = \"{}\"\ncache_dir = \"{}\"\nupstream = \"{}\"\nfetch_concurrency = 2\n",
+            s.socket().display(),
+            s.cache().display(),
+            s.registry().url
+        ),
+    )
+    .unwrap();
+    let daemon = Command::new(binary("hoard"))
+        .args(["daemon", "--config"])
+        .arg(&config)
+        .env("HOARD_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let _daemon = Guard(daemon);
+    for _ in 0..500 {
+        if std::os::unix::net::UnixStream::connect(s.socket()).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let got = s.get("acme/vision/bike", "from-config", &[]);
+    assert_eq!(got["fetched_blobs"], IMAGES + 3);
+}

@@ -24,18 +24,30 @@ pub(crate) struct DaemonArgs {
     /// `dir://$XDG_DATA_HOME/hoard/upstream`].
     #[arg(long, env = env::HOARD_UPSTREAM)]
     upstream: Option<String>,
-    /// How long an alias resolution is reused without asking the upstream (e.g. `30s`).
-    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
-    alias_ttl: Duration,
-    /// Blobs fetched at the same time.
-    #[arg(long, default_value_t = 16)]
-    fetch_concurrency: usize,
-    /// Blobs of at least this many MiB are fetched as parallel byte ranges.
-    #[arg(long, default_value_t = 64)]
-    large_blob_mib: u64,
-    /// The size of those ranges, MiB.
-    #[arg(long, default_value_t = 16)]
-    range_mib: u64,
+    /// How long an alias resolution is reused without asking the upstream (e.g. `30s`)
+    /// [default: `0s`].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    alias_ttl: Option<Duration>,
+    /// Blobs fetched at the same time [default: 16].
+    #[arg(long, value_parser = at_least_one)]
+    fetch_concurrency: Option<usize>,
+    /// Blobs of at least this many MiB are fetched as parallel byte ranges [default: 64].
+    #[arg(long)]
+    large_blob_mib: Option<u64>,
+    /// The size of those ranges, MiB [default: 16].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    range_mib: Option<u64>,
+    /// A `hoard.toml` (see `config/hoard.toml`) [default: `$XDG_CONFIG_HOME/hoard/hoard.toml`
+    /// if present].
+    #[arg(long, env = env::HOARD_CONFIG)]
+    config: Option<PathBuf>,
+}
+
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("`{text}` is not a number of at least 1")),
+    }
 }
 
 /// Opens the configured upstream; the embedded default is created if missing.
@@ -83,19 +95,38 @@ pub(crate) fn bind(socket: &Path) -> anyhow::Result<tokio::net::UnixListener> {
 
 pub(crate) fn run(args: &DaemonArgs) -> anyhow::Result<()> {
     crate::raise_nofile_limit();
-    let socket = args.socket.clone().unwrap_or_else(paths::default_socket);
+    let config = crate::config::Config::load(args.config.as_deref())?;
+    let socket = args
+        .socket
+        .clone()
+        .or(config.socket)
+        .unwrap_or_else(paths::default_socket);
     let cache_dir = args
         .cache_dir
         .clone()
+        .or(config.cache_dir)
         .unwrap_or_else(paths::default_cache_dir);
     let store = hoard_store::Store::open(&cache_dir)?;
-    let upstream = open_upstream(args.upstream.as_deref())?;
+    let upstream = open_upstream(args.upstream.as_deref().or(config.upstream.as_deref()))?;
+    let defaults = Options::default();
     let options = Options {
-        alias_ttl: args.alias_ttl,
-        fetch_concurrency: args.fetch_concurrency,
-        large_blob: args.large_blob_mib << 20,
-        range_size: args.range_mib << 20,
-        ..Options::default()
+        alias_ttl: args
+            .alias_ttl
+            .or(config.alias_ttl)
+            .unwrap_or(defaults.alias_ttl),
+        fetch_concurrency: args
+            .fetch_concurrency
+            .or(config.fetch_concurrency)
+            .unwrap_or(defaults.fetch_concurrency),
+        large_blob: args
+            .large_blob_mib
+            .or(config.large_blob_mib)
+            .map_or(defaults.large_blob, |m| m << 20),
+        range_size: args
+            .range_mib
+            .or(config.range_mib)
+            .map_or(defaults.range_size, |m| m << 20),
+        ..defaults
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

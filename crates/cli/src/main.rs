@@ -5,6 +5,7 @@
 //! upstream server of record). `main` prints the error chain with `{:#}` and exits non-zero; a closed stdout
 //! (`hoard … | head`) is a normal exit.
 
+mod config;
 mod daemon;
 mod demo;
 mod env;
