@@ -77,16 +77,22 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Draws one progress line on a terminal; prints nothing otherwise.
+/// Progress on stderr: one line redrawn in place on a terminal; otherwise (logs, CI) a
+/// plain line at most every [`PLAIN_EVERY`], so a long fetch shows it is alive.
 struct Progress {
     tty: bool,
     drawn: bool,
+    last_plain: Option<std::time::Instant>,
 }
+
+const PLAIN_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Progress {
     fn new() -> Self {
         Self {
             tty: std::io::stderr().is_terminal(),
             drawn: false,
+            last_plain: None,
         }
     }
 
@@ -107,12 +113,33 @@ impl Progress {
                 );
                 self.drawn = true;
             }
+            Event::Progress {
+                fetched_blobs,
+                missing_blobs,
+                fetched_bytes,
+                missing_bytes,
+            } => {
+                let due = self.last_plain.is_none_or(|t| t.elapsed() >= PLAIN_EVERY);
+                // The first report only says how much is missing; plain lines start once
+                // fetching has taken a while.
+                if due && self.last_plain.is_some() {
+                    let _ = writeln!(
+                        err,
+                        "fetching {fetched_blobs}/{missing_blobs} blobs, {} / {}",
+                        bytes(*fetched_bytes),
+                        bytes(*missing_bytes)
+                    );
+                }
+                if due {
+                    self.last_plain = Some(std::time::Instant::now());
+                }
+            }
             Event::Warning { message } => {
                 self.clear(&mut err);
                 let _ = writeln!(err, "warning: {message}");
             }
             Event::Done(_) | Event::Error { .. } => self.clear(&mut err),
-            _ => {}
+            Event::Resolved(_) => {}
         }
     }
 
