@@ -26,6 +26,10 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::error::ApiError;
 
+/// Blobs up to this size are fetched into memory, then written in one go (at most
+/// concurrency × this much memory).
+const SMALL_BLOB: u64 = 1 << 20;
+
 /// What a finished fetch tells everyone who waited: the bytes downloaded (`None` if the
 /// blob turned out to be cached already), or why it failed.
 type Outcome = Option<Result<Option<u64>, ApiError>>;
@@ -139,22 +143,11 @@ impl Fetcher {
             .await
             .map_err(|_| ApiError::internal("the fetch engine is shutting down"))?;
         self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
-        let (store, upstream, ranges) = (self.store.clone(), self.upstream.clone(), self.ranges);
-        let handle = tokio::runtime::Handle::current();
-        let staged = tokio::task::spawn_blocking(move || {
-            // A resumed partial can hold bad bytes (from a source that sent them before it
-            // broke off); the check at the end removes it, and one fresh attempt follows.
-            if size >= ranges.threshold {
-                return fetch_ranges(&store, upstream.as_ref(), &handle, key, size, ranges);
-            }
-            match fetch_blocking(&store, upstream.as_ref(), &handle, key, size) {
-                Err(Retry::Fresh) => fetch_blocking(&store, upstream.as_ref(), &handle, key, size)
-                    .map_err(Retry::into_error),
-                other => other.map_err(Retry::into_error),
-            }
-        })
-        .await
-        .unwrap_or_else(|e| Err(ApiError::internal(format!("the fetch task failed: {e}"))));
+        let staged = if size <= SMALL_BLOB {
+            self.fetch_small(key, size).await
+        } else {
+            self.fetch_streaming(key, size).await
+        };
         self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
         let Some((staged, fetched)) = staged? else {
             return Ok(None);
@@ -167,6 +160,56 @@ impl Fetcher {
             .await
             .map_err(|_| ApiError::internal("the committer stopped"))??;
         Ok(Some(fetched))
+    }
+
+    /// A small blob: fetched into memory on the runtime (verified by its stream), then
+    /// written in one blocking call. Streaming it through a blocking thread cost two
+    /// thread hand-offs per chunk; profiling a cold fetch of 5,000 small files showed a
+    /// quarter of the daemon's time in context switches.
+    async fn fetch_small(
+        &self,
+        key: BlobKey,
+        size: u64,
+    ) -> Result<Option<(Staged, u64)>, ApiError> {
+        let data = self
+            .upstream
+            .fetch_blob(&key.digest, size, None)
+            .await?
+            .read_to_vec()
+            .await?;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut writer = store.writer(key.exec, Some((key.digest, size)))?;
+            writer.write(&data)?;
+            Ok(Some((writer.finish_staged()?, size)))
+        })
+        .await
+        .unwrap_or_else(|e| Err(ApiError::internal(format!("the fetch task failed: {e}"))))
+    }
+
+    /// A larger blob: streamed to disk from a blocking thread, resuming a partial, or as
+    /// parallel ranges when it is large.
+    async fn fetch_streaming(
+        &self,
+        key: BlobKey,
+        size: u64,
+    ) -> Result<Option<(Staged, u64)>, ApiError> {
+        let (store, upstream, ranges) = (self.store.clone(), self.upstream.clone(), self.ranges);
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            // A resumed partial can hold bad bytes (from a source that sent them before it
+            // broke off); the check at the end removes it, and one fresh attempt follows.
+            if size >= ranges.threshold {
+                return fetch_ranges(&store, upstream.as_ref(), &handle, key, size, ranges);
+            }
+            match fetch_blocking(&store, upstream.as_ref(), &handle, key, size) {
+                Err(Retry::Fresh) => fetch_blocking(&store, upstream.as_ref(), &handle, key, size)
+                    .map_err(Retry::into_error),
+                other => other.map_err(Retry::into_error),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| Err(ApiError::internal(format!("the fetch task failed: {e}"))))
     }
 }
 
