@@ -69,6 +69,13 @@ fn timed(mut command: Command) -> Result<Duration> {
     Ok(started.elapsed())
 }
 
+/// `sync -f`: flushes the filesystem holding `dir`; returns how long it took.
+fn sync(dir: &Path) -> Result<Duration> {
+    let mut command = Command::new("sync");
+    command.arg("-f").arg(dir);
+    timed(command)
+}
+
 /// Starts `hoard registry serve` on a free port; its URL.
 fn start_registry(hoard: &Path, root: &Path) -> Result<(Killed, String)> {
     let mut registry = Command::new(hoard)
@@ -214,11 +221,17 @@ pub(crate) fn compare(
         .map(|e| e.digest)
         .collect();
     let (mut curl, mut cold, mut warm, mut cp) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut durable = Vec::new();
     PEAK.store(0, std::sync::atomic::Ordering::Relaxed);
     for _ in 0..runs {
         let out = work.join(format!("{name}-curl"));
-        curl.push(curl_all(work, &url, &digests, &out, parallel)?);
+        sync(work)?;
+        let fetched = curl_all(work, &url, &digests, &out, parallel)?;
+        curl.push(fetched);
+        // What the daemon also does: make the bytes durable (it syncs before it answers).
+        durable.push(fetched + sync(work)?);
         fs::remove_dir_all(&out)?;
+        sync(work)?;
         let [c, w, p] = hoard_run(&hoard, work, &url, name)?;
         cold.push(c);
         warm.push(w);
@@ -245,6 +258,15 @@ pub(crate) fn compare(
     println!(
         "  ratio cold hoard / curl:           {:>8.2}   (goal: <= 1.00)",
         cold.as_secs_f64() / curl.as_secs_f64()
+    );
+    let durable = median(&mut durable);
+    println!(
+        "  curl, then `sync -f` (durable):    {:>8.3} s",
+        durable.as_secs_f64()
+    );
+    println!(
+        "  ratio cold hoard / durable curl:   {:>8.2}",
+        cold.as_secs_f64() / durable.as_secs_f64()
     );
     println!(
         "  hoard get, warm (incl. CLI):       {:>8.3} s",

@@ -5,9 +5,12 @@
 //! later callers wait on the same channel. The task is not tied to any request, so a client
 //! that disconnects does not cancel a fetch others wait for (it also finishes a fetch that
 //! nobody waits for any more: the bytes are wanted). A semaphore bounds concurrent
-//! fetches. Bytes go through the store's [`hoard_store::BlobWriter`] (verified, then made
-//! visible) on the blocking pool; a broken fetch leaves a resumable partial that the next
-//! attempt continues.
+//! fetches. Three ways in, by size: small blobs (≤ 1 MiB) are fetched into memory and
+//! written in one blocking call; larger ones are streamed into a resumable partial from a
+//! blocking thread (a broken fetch is continued by the next attempt); large ones (≥ 64 MiB
+//! by default) come as parallel byte ranges into one file hashed once at the end. In every
+//! case the store's [`hoard_store::BlobWriter`] checks size and digest before anything
+//! becomes visible.
 //!
 //! Durability is group-committed: a fetched blob is renamed into the cache without
 //! `fsync`, and a committer task makes everything staged so far durable with one `syncfs`
