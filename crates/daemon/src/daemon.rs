@@ -120,8 +120,10 @@ impl Daemon {
         self.fetcher.upstream()
     }
 
-    /// Writes buffered state (last uses) and syncs the index: call before exiting.
-    pub fn flush(&self) -> Result<(), ApiError> {
+    /// Commits staged blobs, writes buffered state (last uses) and syncs the index: call
+    /// before exiting.
+    pub async fn flush(&self) -> Result<(), ApiError> {
+        self.fetcher.commit_now().await?;
         Ok(self.store.flush()?)
     }
 
@@ -339,7 +341,15 @@ impl Daemon {
         let (mut done, mut done_bytes, mut fetched, mut fetched_bytes) = (0, 0, 0, 0);
         let mut last = Instant::now();
         while let Some(result) = pending.next().await {
-            let (downloaded, size) = result?;
+            let (downloaded, size) = match result {
+                Ok(done) => done,
+                Err(e) => {
+                    // What was fetched stays: commit it for the next attempt.
+                    drop(pending);
+                    let _ = self.fetcher.commit_now().await;
+                    return Err(e);
+                }
+            };
             done += 1;
             done_bytes += size;
             if let Some(bytes) = downloaded {
@@ -351,6 +361,7 @@ impl Daemon {
                 let _ = events.send(progress(done, done_bytes)).await;
             }
         }
+        self.fetcher.commit_now().await?;
         Ok((fetched, fetched_bytes))
     }
 
@@ -390,6 +401,7 @@ impl Daemon {
                     .map_or(0, |e| e.size);
                 self.fetcher.ensure(key, size).await?;
             }
+            self.fetcher.commit_now().await?;
         }
         Err(ApiError::internal(
             "materialization kept finding blobs missing",

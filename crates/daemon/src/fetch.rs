@@ -12,12 +12,15 @@
 //! case the store's [`hoard_store::BlobWriter`] checks size and digest before anything
 //! becomes visible.
 //!
-//! Durability is group-committed: a fetched blob is renamed into the cache without
-//! `fsync`, and a committer task makes everything staged so far durable with one `syncfs`
-//! and one index batch before the waiters hear "done". Under load the batches grow by
-//! themselves (whatever arrives during one `syncfs` goes into the next); alone, a blob
-//! waits for one `syncfs`. Measured: per-blob `fsync` made a cold fetch of 2,000 small
-//! files 1.6× slower than `curl` fetching the same URLs.
+//! Durability is committed per request, not per blob: a fetched blob is renamed into the
+//! cache without `fsync` ("staged") and keeps its in-flight entry; when a request has all
+//! its blobs staged it calls [`Fetcher::commit_now`], which makes everything staged so far
+//! durable with one `syncfs` and one index batch, and only then drops the in-flight
+//! entries (a request arriving meanwhile joins them instead of fetching again). Commits
+//! take turns, so a request whose blobs went into someone else's commit waits for it to
+//! end. Measured on this disk: per-blob `fsync`, then a `syncfs` per small batch, kept a
+//! cold fetch of 20,000 small files at 1.6–2.4× curl's time, while the same run without
+//! any sync took less than curl.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +28,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use hoard_store::{Begin, BlobKey, Staged, Store};
 use hoard_upstream::Upstream;
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, watch};
 
 use crate::error::ApiError;
 
@@ -62,7 +65,10 @@ pub(crate) struct Fetcher {
     ranges: Ranges,
     upstream: Arc<dyn Upstream>,
     permits: Arc<Semaphore>,
-    commits: mpsc::UnboundedSender<(Staged, oneshot::Sender<Result<(), ApiError>>)>,
+    /// Staged blobs not yet committed.
+    pending: Mutex<Vec<Staged>>,
+    /// One commit at a time (see the module docs).
+    commit_turn: tokio::sync::Mutex<()>,
     inflight: Mutex<HashMap<BlobKey, watch::Receiver<Outcome>>>,
     pub(crate) counters: FetchCounters,
 }
@@ -75,13 +81,12 @@ impl Fetcher {
         concurrency: usize,
         ranges: Ranges,
     ) -> Self {
-        let (commits, queue) = mpsc::unbounded_channel();
-        tokio::spawn(group_commit(store.clone(), queue));
         Self {
             store,
             ranges,
             upstream,
-            commits,
+            pending: Mutex::default(),
+            commit_turn: tokio::sync::Mutex::new(()),
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             inflight: Mutex::default(),
             counters: FetchCounters::default(),
@@ -122,11 +127,15 @@ impl Fetcher {
                             tracing::warn!(%key, error = %e, "fetch failed");
                         }
                     }
+                    // A staged blob keeps its entry until it is committed.
+                    let staged = matches!(result, Ok(Some(_)));
                     let _ = tx.send(Some(result));
-                    this.inflight
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .remove(&key);
+                    if !staged {
+                        this.inflight
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .remove(&key);
+                    }
                 });
                 rx
             }
@@ -155,14 +164,35 @@ impl Fetcher {
         let Some((staged, fetched)) = staged? else {
             return Ok(None);
         };
-        let (done, committed) = oneshot::channel();
-        self.commits
-            .send((staged, done))
-            .map_err(|_| ApiError::internal("the committer stopped"))?;
-        committed
-            .await
-            .map_err(|_| ApiError::internal("the committer stopped"))??;
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(staged);
         Ok(Some(fetched))
+    }
+
+    /// Makes every staged blob durable and indexed (one `syncfs`, one index batch). Call
+    /// after [`Self::ensure`] and before using the blobs.
+    pub(crate) async fn commit_now(&self) -> Result<(), ApiError> {
+        let _turn = self.commit_turn.lock().await;
+        let batch =
+            std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<BlobKey> = batch.iter().map(|s| s.ingested.key).collect();
+        let store = self.store.clone();
+        let result = tokio::task::spawn_blocking(move || store.commit_staged(&batch))
+            .await
+            .map_err(|e| ApiError::internal(format!("the commit task failed: {e}")))
+            .and_then(|r| r.map_err(ApiError::from));
+        // Either way the entries go: committed blobs are in the index; after a failed
+        // commit the files are in place without rows, and the next fetch adopts them.
+        let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+        for key in keys {
+            inflight.remove(&key);
+        }
+        result
     }
 
     /// A small blob: fetched into memory on the runtime (verified by its stream), then
@@ -213,29 +243,6 @@ impl Fetcher {
         })
         .await
         .unwrap_or_else(|e| Err(ApiError::internal(format!("the fetch task failed: {e}"))))
-    }
-}
-
-/// Commits staged blobs in batches: everything queued while one `syncfs` runs goes into
-/// the next.
-async fn group_commit(
-    store: Arc<Store>,
-    mut queue: mpsc::UnboundedReceiver<(Staged, oneshot::Sender<Result<(), ApiError>>)>,
-) {
-    while let Some(first) = queue.recv().await {
-        let mut batch = vec![first];
-        while let Ok(more) = queue.try_recv() {
-            batch.push(more);
-        }
-        let store = store.clone();
-        let (staged, waiters): (Vec<Staged>, Vec<_>) = batch.into_iter().unzip();
-        let result = tokio::task::spawn_blocking(move || store.commit_staged(&staged))
-            .await
-            .map_err(|e| ApiError::internal(format!("the commit task failed: {e}")))
-            .and_then(|r| r.map_err(ApiError::from));
-        for waiter in waiters {
-            let _ = waiter.send(result.clone());
-        }
     }
 }
 

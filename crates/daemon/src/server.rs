@@ -18,7 +18,7 @@ pub async fn run(
     let served = daemon.clone();
     let handle = move |request| crate::routes::handle(served.clone(), request);
     hoard_http::serve(listener, handle, shutdown).await?;
-    if let Err(e) = daemon.flush() {
+    if let Err(e) = daemon.flush().await {
         tracing::warn!(error = %e, "flushing the cache index failed");
     }
     Ok(())
