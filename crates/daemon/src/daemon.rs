@@ -323,9 +323,9 @@ impl Daemon {
         };
         let _ = events.send(progress(0, 0)).await;
         // A window of blobs in flight per request, not one future per blob (a 20,000-file
-        // version would hold 20,000 waiting tasks). It must be much larger than the fetch
-        // concurrency: a fetched blob stays in the window until its group commit (one
-        // `syncfs`) is done, and a window of 64 made that wait the bottleneck.
+        // version would hold 20,000 waiting tasks). Larger than the fetch concurrency, so
+        // that blobs fetched by other requests, which this one only waits for, do not
+        // hold up its own fetches.
         let window = FETCH_WINDOW.max(self.options.fetch_concurrency);
         let mut pending = futures_util::stream::iter(missing)
             .map(|(key, size)| {
