@@ -1,41 +1,29 @@
 //! `/metrics` in the Prometheus text format.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
-use std::sync::{Mutex, PoisonError};
 
 use crate::Daemon;
 
-/// Requests by (call, status). A std `Mutex`: held for one map update, never across an
-/// `.await`.
+/// Requests by (call, status); the rest is read from the daemon's counters.
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
-    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    requests: hoard_http::RequestCounts,
 }
 
 impl Metrics {
     pub(crate) fn request(&self, call: &'static str, status: u16) {
-        let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
-        *requests.entry((call, status)).or_default() += 1;
+        self.requests.record(call, status);
     }
 
     pub(crate) fn render(&self, daemon: &Daemon) -> String {
-        let mut out = String::from(
-            "# HELP hoard_requests_total Socket API calls answered, by call and status.\n\
-             # TYPE hoard_requests_total counter\n",
+        let mut out = String::new();
+        self.requests.render(
+            &mut out,
+            "hoard_requests_total",
+            "call",
+            "Socket API calls answered, by call and status.",
         );
-        for ((call, status), n) in self
-            .requests
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "hoard_requests_total{{call=\"{call}\",status=\"{status}\"}} {n}"
-            );
-        }
         let c = &daemon.fetcher.counters;
         for (name, kind, help, value) in [
             (

@@ -1,16 +1,16 @@
 //! The socket API (v1): dispatch, handlers, and NDJSON streams for long calls.
 
-use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use hoard_http::{Body, BodyError, full, json};
 use hoard_store::LinkMode;
 use hoard_types::api::{Event, Health, MaterializeRequest, ResolveRequest, Status};
+use hoard_types::registry::Problem;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, StreamBody};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -20,38 +20,21 @@ use crate::error::ApiError;
 
 /// Largest request body: requests are small JSON documents.
 const MAX_BODY: usize = 1 << 20;
-
-pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
-
-fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).boxed_unsync()
-}
-
-fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
-    let mut response = Response::new(full(
-        serde_json::to_vec(value).expect("API types serialize"),
-    ));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
+/// How long a request body may take to arrive.
+const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn problem(error: &ApiError) -> Response<Body> {
-    let body = serde_json::json!({
-        "type": error.kind,
-        "title": error.status.canonical_reason().unwrap_or("Error"),
-        "status": error.status.as_u16(),
-        "detail": error.detail,
-    });
-    let mut response = json(error.status, &body);
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    response
+    hoard_http::problem(&Problem {
+        kind: error.kind.to_owned(),
+        title: error
+            .status
+            .canonical_reason()
+            .unwrap_or("Error")
+            .to_owned(),
+        status: error.status.as_u16(),
+        detail: error.detail.clone(),
+        missing: Vec::new(),
+    })
 }
 
 /// Answers one request; errors become problem documents.
@@ -109,30 +92,15 @@ async fn dispatch(
 async fn read_json<T: serde::de::DeserializeOwned>(
     request: Request<Incoming>,
 ) -> Result<T, ApiError> {
-    let body = http_body_util::Limited::new(request.into_body(), MAX_BODY);
-    let bytes = match tokio::time::timeout(std::time::Duration::from_secs(30), body.collect()).await
-    {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too-large",
-                format!("request bodies are limited to {MAX_BODY} bytes"),
-            ));
-        }
-        Ok(Err(e)) => {
-            return Err(ApiError::bad_request(format!(
-                "reading the request failed: {e}"
-            )));
-        }
-        Err(_) => {
-            return Err(ApiError::bad_request(
-                "the request body was not sent in time",
-            ));
-        }
-    };
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("invalid request: {e}")))
+    hoard_http::read_json(request, MAX_BODY, BODY_DEADLINE)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", e.to_string())
+            }
+            BodyError::Invalid(_) => ApiError::bad_request(format!("invalid request: {e}")),
+            _ => ApiError::bad_request(e.to_string()),
+        })
 }
 
 fn health(daemon: &Daemon) -> Response<Body> {
@@ -259,7 +227,7 @@ async fn stream(
         let event = rx.recv().await?;
         let mut line = serde_json::to_vec(&event).expect("events serialize");
         line.push(b'\n');
-        Some((Ok::<_, Infallible>(Frame::data(Bytes::from(line))), rx))
+        Some((Ok::<_, std::io::Error>(Frame::data(Bytes::from(line))), rx))
     });
     let mut response = Response::new(StreamBody::new(lines).boxed_unsync());
     response.headers_mut().insert(

@@ -1,38 +1,10 @@
 //! Responses: JSON bodies, streamed blob bodies, and errors as
 //! `application/problem+json`.
 
-use std::io;
-
-use bytes::Bytes;
+use hoard_http::{Body, BodyError};
 use hoard_types::Digest;
 use hoard_types::registry::{Problem, problem};
 use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, Full};
-
-/// Every response body: small ones in full, blobs streamed.
-pub(crate) type Body = UnsyncBoxBody<Bytes, io::Error>;
-
-pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
-
-pub(crate) fn empty() -> Body {
-    Empty::new().map_err(|never| match never {}).boxed_unsync()
-}
-
-pub(crate) fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
-    let body = serde_json::to_vec(value).expect("response types always serialize");
-    let mut response = Response::new(full(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
 
 /// An error answer; see [`Problem`].
 #[derive(Debug)]
@@ -81,17 +53,26 @@ impl ApiError {
             detail: self.detail,
             missing: self.missing,
         };
-        let mut response = json(self.status, &body);
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        let mut response = hoard_http::problem(&body);
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+impl From<BodyError> for ApiError {
+    fn from(error: BodyError) -> Self {
+        match error {
+            BodyError::TooLarge { .. } => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                problem::TOO_LARGE,
+                error.to_string(),
+            ),
+            _ => Self::bad_request(error.to_string()),
+        }
     }
 }
 

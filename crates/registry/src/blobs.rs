@@ -12,9 +12,10 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use crate::api::{ApiError, Body, empty, json};
+use crate::api::ApiError;
 use crate::routes::{blocking, read_json};
 use crate::state::{Caller, State};
+use hoard_http::{Body, empty, json};
 
 /// Read size for blob bodies sent.
 const SEND_CHUNK: usize = 256 * 1024;

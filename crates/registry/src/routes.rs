@@ -6,17 +6,16 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use hoard_types::registry::{AliasRequest, CommitRequest, problem};
 use hoard_types::{ArtifactName, Selector};
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tracing::Instrument;
 
-use crate::api::{ApiError, Body, json};
+use crate::api::ApiError;
 use crate::blobs;
 use crate::state::{Action, Caller, State};
+use hoard_http::{Body, json};
 
 /// Answers one request; never fails (errors become problem documents).
 pub(crate) async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Body> {
@@ -114,7 +113,7 @@ async fn dispatch(state: &Arc<State>, request: Request<Incoming>) -> Routed {
 }
 
 fn metrics(state: &State) -> Response<Body> {
-    let mut response = Response::new(crate::api::full(state.metrics.render()));
+    let mut response = Response::new(hoard_http::full(state.metrics.render()));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -177,40 +176,13 @@ async fn resolve(
     Ok(json(StatusCode::OK, &version))
 }
 
-/// Reads a JSON body of at most `limit` bytes.
+/// Reads a JSON body within the registry's limits.
 pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
     state: &State,
     request: Request<Incoming>,
 ) -> Result<T, ApiError> {
-    let limit = state.limits.max_json;
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            problem::TOO_LARGE,
-            format!("the JSON body is larger than the {limit} bytes accepted"),
-        )
-    };
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(too_large());
-    }
-    let body = http_body_util::Limited::new(request.into_body(), limit);
-    let bytes: Bytes = match tokio::time::timeout(state.limits.body_stall, body.collect()).await {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-        Ok(Err(e)) => {
-            return Err(ApiError::bad_request(format!(
-                "reading the body failed: {e}"
-            )));
-        }
-        Err(_) => return Err(ApiError::bad_request("the body was not sent in time")),
-    };
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    let limits = &state.limits;
+    Ok(hoard_http::read_json(request, limits.max_json, limits.body_stall).await?)
 }
 
 async fn commit(
