@@ -142,10 +142,11 @@ fn curl_all(
 }
 
 /// One run with a fresh daemon and cache: cold get, warm get, `cp -al` of the cold tree,
-/// recording the daemon's peak RSS in [`PEAK`].
+/// recording the daemon's peak RSS in [`PEAK`]. What it writes stays until the caller
+/// removes `work/run` (see [`compare`]).
 fn hoard_run(hoard: &Path, work: &Path, url: &str, name: &str) -> Result<[Duration; 3]> {
-    let cache = work.join(format!("{name}-cache"));
-    let socket = work.join(format!("{name}.sock"));
+    let cache = work.join("cache");
+    let socket = work.join("daemon.sock");
     let daemon = Command::new(hoard)
         .arg("daemon")
         .arg("--socket")
@@ -179,9 +180,6 @@ fn hoard_run(hoard: &Path, work: &Path, url: &str, name: &str) -> Result<[Durati
         std::sync::atomic::Ordering::Relaxed,
     );
     drop(daemon);
-    for dir in [&cache, &cold_root, &warm_root, &copy] {
-        fs::remove_dir_all(dir)?;
-    }
     Ok([cold, warm, cp])
 }
 
@@ -223,20 +221,25 @@ pub(crate) fn compare(
     let (mut curl, mut cold, mut warm, mut cp) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut durable = Vec::new();
     PEAK.store(0, std::sync::atomic::Ordering::Relaxed);
-    for _ in 0..runs {
-        let out = work.join(format!("{name}-curl"));
+    // Nothing is deleted until every run is done: on ext4 without a journal (this
+    // project's VMs), creating files within a minute of deleting thousands is several
+    // times slower (the inode allocator skips recently deleted inodes one by one), which
+    // once made whichever side ran after a deletion look slow.
+    let kept = work.join(format!("{name}-runs"));
+    for run in 0..runs {
+        let run_dir = kept.join(run.to_string());
+        fs::create_dir_all(&run_dir)?;
         sync(work)?;
-        let fetched = curl_all(work, &url, &digests, &out, parallel)?;
+        let fetched = curl_all(&run_dir, &url, &digests, &run_dir.join("curl"), parallel)?;
         curl.push(fetched);
         // What the daemon also does: make the bytes durable (it syncs before it answers).
         durable.push(fetched + sync(work)?);
-        fs::remove_dir_all(&out)?;
-        sync(work)?;
-        let [c, w, p] = hoard_run(&hoard, work, &url, name)?;
+        let [c, w, p] = hoard_run(&hoard, &run_dir, &url, name)?;
         cold.push(c);
         warm.push(w);
         cp.push(p);
     }
+    fs::remove_dir_all(&kept)?;
     let mib = tree.bytes as f64 / 1_048_576.0;
     let (curl, cold, warm, cp) = (
         median(&mut curl),
