@@ -1,24 +1,25 @@
 //! The blob routes: `GET`/`HEAD` with `Range`, `PUT` (verified before it is kept), and
 //! `POST /v1/blobs/missing`.
 
-use std::io::SeekFrom;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use hoard_types::Digest;
 use hoard_types::registry::{MissingRequest, MissingResponse, problem};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::api::ApiError;
 use crate::routes::{blocking, read_json};
 use crate::state::{Caller, State};
 use hoard_http::{Body, empty, json};
 
-/// Read size for blob bodies sent.
-const SEND_CHUNK: usize = 256 * 1024;
+/// Read size for blob bodies sent; a blob up to this size is read whole when opened.
+const SEND_CHUNK: usize = 1 << 20;
 /// Upload bytes gathered before one write to disk.
 const WRITE_BATCH: usize = 1 << 20;
 
@@ -90,31 +91,22 @@ pub(crate) async fn get(
     let digest = parse_digest(digest)?;
     state.may_read_blob(caller, &digest)?;
     let path = state.root.blob_path(&digest);
-    let mut file = match tokio::fs::File::open(&path).await {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ApiError::not_found(format!("blob `{digest}`")));
+    // One trip to the blocking pool opens, sizes and, for a small blob, reads it whole:
+    // a round trip per step (tokio::fs) was half of the registry's CPU time serving
+    // 20,000 small blobs, all of it thread hand-offs.
+    let opened = tokio::task::spawn_blocking(move || open_blob(&path)).await;
+    let (file, size, whole) = match opened {
+        Ok(Ok(Some(opened))) => opened,
+        Ok(Ok(None)) => return Err(ApiError::not_found(format!("blob `{digest}`"))),
+        Ok(Err((path, e))) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot read blob");
+            return Err(storage_failed());
         }
         Err(e) => {
-            tracing::error!(path = %path.display(), error = %e, "cannot open blob");
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                problem::INTERNAL,
-                "The registry's storage failed; see the server log",
-            ));
+            tracing::error!(error = %e, "blob task panicked");
+            return Err(storage_failed());
         }
     };
-    let size = file
-        .metadata()
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                problem::INTERNAL,
-                e.to_string(),
-            )
-        })?
-        .len();
     let range = request
         .headers()
         .get(header::RANGE)
@@ -163,40 +155,88 @@ pub(crate) async fn get(
     if request.method() == http::Method::HEAD || len == 0 {
         return Ok(response);
     }
-    file.seek(SeekFrom::Start(first)).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            problem::INTERNAL,
-            e.to_string(),
-        )
-    })?;
-    *response.body_mut() = file_body(state.clone(), file, len);
+    *response.body_mut() = match whole {
+        Some(bytes) => {
+            let first = usize::try_from(first).expect("a small blob's offsets fit in usize");
+            let len = usize::try_from(len).expect("a small blob's offsets fit in usize");
+            state.metrics.served(len as u64);
+            hoard_http::full(bytes.slice(first..first + len))
+        }
+        None => file_body(state.clone(), file, first, len),
+    };
     Ok(response)
 }
 
-/// `len` bytes of `file` from its current position, counted as served.
-fn file_body(state: Arc<State>, file: tokio::fs::File, len: u64) -> Body {
-    let stream = futures_util::stream::unfold((state, file, len), |(state, mut file, left)| {
-        async move {
-            if left == 0 {
-                return None;
-            }
-            let want = SEND_CHUNK.min(usize::try_from(left).unwrap_or(SEND_CHUNK));
-            let mut buf = BytesMut::with_capacity(want);
-            match (&mut file).take(want as u64).read_buf(&mut buf).await {
-                // The file shrank under us: end early; the client sees a short body.
-                Ok(0) => None,
-                Ok(n) => {
-                    state.metrics.served(n as u64);
-                    Some((
-                        Ok(Frame::data(buf.freeze())),
-                        (state, file, left - n as u64),
-                    ))
-                }
-                Err(e) => Some((Err(e), (state, file, 0))),
-            }
+fn storage_failed() -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        problem::INTERNAL,
+        "The registry's storage failed; see the server log",
+    )
+}
+
+/// A blob opened for sending: the file, its size, and its bytes when it is small enough
+/// to be read whole. `None` when there is no such blob.
+type Opened = (Arc<std::fs::File>, u64, Option<Bytes>);
+
+fn open_blob(path: &Path) -> Result<Option<Opened>, (PathBuf, std::io::Error)> {
+    let failed = |e| (path.to_path_buf(), e);
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(failed(e)),
+    };
+    let size = file.metadata().map_err(failed)?.len();
+    let whole = if size <= SEND_CHUNK as u64 {
+        let mut buf = Vec::with_capacity(size as usize);
+        (&file).take(size).read_to_end(&mut buf).map_err(failed)?;
+        if buf.len() as u64 != size {
+            return Err(failed(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the blob changed size while it was read",
+            )));
         }
-    });
+        Some(Bytes::from(buf))
+    } else {
+        None
+    };
+    Ok(Some((Arc::new(file), size, whole)))
+}
+
+/// `len` bytes of `file` from offset `first`, read by position in chunks of [`SEND_CHUNK`]
+/// (one trip to the blocking pool each), counted as served.
+fn file_body(state: Arc<State>, file: Arc<std::fs::File>, first: u64, len: u64) -> Body {
+    let stream =
+        futures_util::stream::unfold((state, file, first, len), |(state, file, at, left)| {
+            async move {
+                if left == 0 {
+                    return None;
+                }
+                let want = SEND_CHUNK.min(usize::try_from(left).unwrap_or(SEND_CHUNK));
+                let reader = file.clone();
+                let read = tokio::task::spawn_blocking(move || {
+                    let mut buf = BytesMut::zeroed(want);
+                    let n = reader.read_at(&mut buf, at)?;
+                    buf.truncate(n);
+                    Ok::<_, std::io::Error>(buf)
+                })
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                match read {
+                    // The file shrank under us: end early; the client sees a short body.
+                    Ok(buf) if buf.is_empty() => None,
+                    Ok(buf) => {
+                        let n = buf.len() as u64;
+                        state.metrics.served(n);
+                        Some((
+                            Ok(Frame::data(buf.freeze())),
+                            (state, file, at + n, left - n),
+                        ))
+                    }
+                    Err(e) => Some((Err(e), (state, file, at, 0))),
+                }
+            }
+        });
     StreamBody::new(stream).boxed_unsync()
 }
 
