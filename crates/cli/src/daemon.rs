@@ -34,7 +34,7 @@ pub(crate) struct DaemonArgs {
     /// Blobs of at least this many MiB are fetched as parallel byte ranges [default: 64].
     #[arg(long)]
     large_blob_mib: Option<u64>,
-    /// The size of those ranges, MiB [default: 16].
+    /// The size of those ranges, MiB, rounded down to a power of two [default: 16].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     range_mib: Option<u64>,
     /// A `hoard.toml` (see `config/hoard.toml`) [default: `$XDG_CONFIG_HOME/hoard/hoard.toml`

@@ -39,6 +39,9 @@ pub enum Error {
         actual: u64,
     },
 
+    #[error("Blob `{digest}` written in parts: {reason}")]
+    Parts { digest: String, reason: String },
+
     #[error("Expected blob `{expected}`, but the bytes received hash to `{actual}`")]
     DigestMismatch { expected: Digest, actual: Digest },
 

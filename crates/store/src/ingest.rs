@@ -68,6 +68,8 @@ pub struct BlobWriter<'a> {
     /// Named `<digest>.partial` and locked: kept on drop so a later [`Store::begin`] resumes.
     resumable: bool,
     done: bool,
+    /// The digest of bytes written by position, hashed as they were written.
+    precomputed: Option<Digest>,
 }
 
 impl Store {
@@ -124,6 +126,7 @@ impl Store {
             expected: Some((key.digest, size)),
             resumable: true,
             done: false,
+            precomputed: None,
         })))
     }
 
@@ -150,6 +153,7 @@ impl Store {
                         expected,
                         resumable: false,
                         done: false,
+                        precomputed: None,
                     });
                 }
                 Err(Errno::EXIST) => {}
@@ -309,47 +313,19 @@ impl BlobWriter<'_> {
         Ok(())
     }
 
-    /// Writes `data` at `offset`, for a blob downloaded as parallel byte ranges into a
-    /// fresh [`Store::writer`]. Takes `&self` so ranges can be written concurrently; the
-    /// bytes are hashed once, by [`Self::finish_positional`], when all are in.
-    pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
-        if let Some((digest, size)) = self.expected
-            && offset + data.len() as u64 > size
-        {
-            return Err(Error::SizeMismatch {
-                digest: digest.to_string(),
-                expected: size,
-                actual: offset + data.len() as u64,
-            });
-        }
-        std::os::unix::fs::FileExt::write_all_at(&self.file, data, offset).io("write", self.path())
+    pub(crate) fn file(&self) -> &File {
+        &self.file
     }
 
-    /// Finishes a blob written with [`Self::write_at`]: hashes the file's `len` bytes
-    /// (one sequential read, from the page cache), then checks and stages it like
-    /// [`Self::finish_staged`].
-    pub fn finish_positional(mut self, len: u64) -> Result<Staged> {
-        let path = self.path();
-        let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0; 1 << 20];
-        let mut done = 0;
-        while done < len {
-            let want = buf
-                .len()
-                .min(usize::try_from(len - done).unwrap_or(buf.len()));
-            let n = std::os::unix::fs::FileExt::read_at(&self.file, &mut buf[..want], done)
-                .io("read", &path)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            done += n as u64;
-        }
-        self.hasher = hasher;
-        self.written = done;
+    /// Stages a blob whose `size` bytes were written by position and hashed by the
+    /// caller ([`crate::PartedWriter`]): checks the result like [`Self::finish_staged`].
+    pub(crate) fn finish_hashed(mut self, size: u64, digest: Digest) -> Result<Staged> {
+        self.hasher = blake3::Hasher::new();
+        self.written = size;
+        self.precomputed = Some(digest);
         self.file
-            .seek(io::SeekFrom::Start(done))
-            .io("seek", &path)?;
+            .seek(io::SeekFrom::Start(size))
+            .io("seek", self.path())?;
         self.finish_staged()
     }
 
@@ -466,7 +442,9 @@ impl BlobWriter<'_> {
 
     /// Checks size and digest against what was expected; on a mismatch the file is removed.
     fn verify(&mut self) -> Result<BlobKey> {
-        let digest = Digest::from(self.hasher.finalize());
+        let digest = self
+            .precomputed
+            .unwrap_or_else(|| Digest::from(self.hasher.finalize()));
         if let Some((expected, size)) = self.expected {
             if self.written != size {
                 let actual = self.written;

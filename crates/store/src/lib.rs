@@ -11,7 +11,8 @@
 //!
 //! - `store.rs`: [`Store`], opening, leases, the tamper check every hand-out goes through.
 //! - `layout.rs`: the cache directory's (versioned) layout.
-//! - `ingest.rs`: writing blobs: streams, resumable partials, local files, batches.
+//! - `ingest.rs`: writing blobs: streams, resumable partials, local files, batches;
+//!   `parts.rs`: one blob written as parallel parts, hashed as they arrive.
 //! - `materialize.rs` and `dest.rs`: link modes, and the symlink-proof destination tree.
 //! - `maintain.rs`: eviction and verification.
 //! - `reconcile.rs`: repairing index/file disagreements on open.
@@ -27,6 +28,7 @@ mod ingest;
 mod layout;
 mod maintain;
 mod materialize;
+mod parts;
 mod reconcile;
 mod record;
 mod store;
@@ -36,6 +38,7 @@ pub use ingest::{Begin, BlobWriter, Ingested, Staged};
 pub use layout::Layout;
 pub use maintain::{EvictReport, VerifyReport};
 pub use materialize::{LinkMode, MaterializeReport};
+pub use parts::{Part, PartedWriter};
 pub use reconcile::ReconcileReport;
 pub use record::{AliasRecord, BlobKey, BlobRecord};
 pub use store::{BLOB_MTIME, Lease, Store};

@@ -325,22 +325,33 @@ fn a_cache_root_that_is_a_file_is_a_clear_error() {
 }
 
 #[test]
-fn positional_writes_are_checked_and_staged_blobs_committed() {
+fn parts_are_hashed_as_written_checked_and_staged() {
     let cache = Cache::new();
-    let data: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+    // 5 parts of 1 KiB and a short sixth: a tree of uneven depth.
+    let data: Vec<u8> = (0..5500u32).map(|i| (i % 251) as u8).collect();
     let digest = Digest::of(&data);
     let size = data.len() as u64;
 
-    // Ranges arrive out of order.
-    let writer = cache.store.writer(false, Some((digest, size))).unwrap();
-    writer.write_at(2000, &data[2000..]).unwrap();
-    writer.write_at(0, &data[..2000]).unwrap();
-    assert!(
-        writer.write_at(2999, b"xx").is_err(),
-        "past the expected size"
-    );
-    let staged = writer.finish_positional(size).unwrap();
+    // Parts arrive out of order, each in two writes.
+    let writer = cache.store.parted_writer(false, digest, size, 1024).unwrap();
+    let ranges = writer.ranges();
+    assert_eq!(ranges.len(), 6);
+    assert_eq!(ranges[5], 5120..5500);
+    for i in [3, 5, 0, 1, 4, 2] {
+        let mut part = writer.part(i);
+        let r = part.range();
+        let (start, end) = (r.start as usize, r.end as usize);
+        let mid = start + (end - start) / 3;
+        part.write(&data[start..mid]).unwrap();
+        part.write(&data[mid..end]).unwrap();
+        if i == 5 {
+            assert!(part.write(b"x").is_err(), "past the part's end");
+        }
+        part.finish().unwrap();
+    }
+    let staged = writer.finish_staged().unwrap();
     let key = staged.ingested.key;
+    assert_eq!(key.digest, digest);
     assert!(
         cache.store.record(&key).unwrap().is_none(),
         "not in the index before the commit"
@@ -349,20 +360,42 @@ fn positional_writes_are_checked_and_staged_blobs_committed() {
     assert!(cache.store.record(&key).unwrap().is_some());
     assert_eq!(fs::read(cache.store.blob_path(&key)).unwrap(), data);
 
-    // A range with wrong bytes: refused at the end, and nothing stays behind.
-    let other: Vec<u8> = data.iter().map(|b| b ^ 1).collect();
-    let writer = cache
-        .store
-        .writer(true, Some((Digest::of(&other), size)))
-        .unwrap();
-    writer.write_at(0, &other[..1000]).unwrap();
-    writer.write_at(1000, &data[1000..]).unwrap();
-    let e = writer.finish_positional(size).unwrap_err();
-    assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
-    assert!(
+    let no_tmp = || {
         fs::read_dir(cache.root().join("tmp"))
             .unwrap()
             .next()
             .is_none()
-    );
+    };
+    // A part with wrong bytes: refused at the end, and nothing stays behind.
+    let other: Vec<u8> = data.iter().map(|b| b ^ 1).collect();
+    let writer = cache
+        .store
+        .parted_writer(true, Digest::of(&other), size, 2048)
+        .unwrap();
+    for (i, range) in writer.ranges().into_iter().enumerate() {
+        let source = if i == 1 { &data } else { &other };
+        let mut part = writer.part(i);
+        part.write(&source[range.start as usize..range.end as usize]).unwrap();
+        part.finish().unwrap();
+    }
+    let e = writer.finish_staged().unwrap_err();
+    assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
+    assert!(no_tmp());
+
+    // A short part cannot be finished, and a blob with a missing part is refused.
+    let writer = cache.store.parted_writer(false, digest, size, 4096).unwrap();
+    let mut part = writer.part(0);
+    part.write(&data[..100]).unwrap();
+    assert!(matches!(part.finish(), Err(Error::SizeMismatch { .. })));
+    let mut part = writer.part(1);
+    part.write(&data[4096..]).unwrap();
+    part.finish().unwrap();
+    let e = writer.finish_staged().unwrap_err();
+    assert!(matches!(e, Error::Parts { .. }), "{e}");
+    assert!(no_tmp());
+
+    // Part sizes must be powers of two of at least one BLAKE3 chunk.
+    for step in [1000, 3072, 512] {
+        assert!(cache.store.parted_writer(false, digest, size, step).is_err());
+    }
 }

@@ -1,0 +1,229 @@
+//! Writing one blob as parallel parts (byte ranges), hashed as they arrive.
+//!
+//! BLAKE3 is a tree: a part that starts at a multiple of a power-of-two size and is at most
+//! that long is a subtree of its own, so each part is hashed while it is written (its
+//! "chaining value"), and the blob's digest is merged from them at the end, with no second
+//! read of the file. Before this, a 1 GiB blob fetched as ranges was read back and hashed
+//! in one thread after the last range landed.
+//!
+//! The bytes are the same as for any [`crate::BlobWriter`]: a temporary file, checked
+//! against the expected size and digest before it is staged, removed if it is wrong.
+
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::sync::{Mutex, PoisonError};
+
+use blake3::hazmat::{HasherExt, Mode, left_subtree_len, merge_subtrees_non_root, merge_subtrees_root};
+use hoard_types::Digest;
+
+use crate::error::{Error, IoContext, Result};
+use crate::ingest::{BlobWriter, Staged};
+use crate::store::Store;
+
+/// A blob being written in parts; see the module docs.
+pub struct PartedWriter<'s> {
+    writer: BlobWriter<'s>,
+    digest: Digest,
+    size: u64,
+    step: u64,
+    /// The hasher of each part once the part is complete.
+    done: Mutex<Vec<Option<blake3::Hasher>>>,
+}
+
+/// One part of a [`PartedWriter`]: written in order from its start, then finished.
+pub struct Part<'p, 's> {
+    parent: &'p PartedWriter<'s>,
+    index: usize,
+    range: Range<u64>,
+    at: u64,
+    hasher: blake3::Hasher,
+}
+
+impl Store {
+    /// Starts writing the blob `digest` (`size` bytes) as parts of `step` bytes each (the
+    /// last one shorter), which must be a power of two of at least 1 KiB.
+    pub fn parted_writer(
+        &self,
+        exec: bool,
+        digest: Digest,
+        size: u64,
+        step: u64,
+    ) -> Result<PartedWriter<'_>> {
+        if !step.is_power_of_two() || step < blake3::CHUNK_LEN as u64 {
+            return Err(Error::Parts {
+                digest: digest.to_string(),
+                reason: format!(
+                    "a part size must be a power of two of at least {} bytes, not {step}",
+                    blake3::CHUNK_LEN
+                ),
+            });
+        }
+        let writer = self.writer(exec, Some((digest, size)))?;
+        let parts = usize::try_from(size.div_ceil(step).max(1))
+            .map_err(|_| Error::Parts {
+                digest: digest.to_string(),
+                reason: format!("too many parts of {step} bytes"),
+            })?;
+        Ok(PartedWriter {
+            writer,
+            digest,
+            size,
+            step,
+            done: Mutex::new(vec![None; parts]),
+        })
+    }
+}
+
+impl<'s> PartedWriter<'s> {
+    /// The byte ranges of the parts, in order.
+    pub fn ranges(&self) -> Vec<Range<u64>> {
+        let parts = self.done.lock().unwrap_or_else(PoisonError::into_inner).len() as u64;
+        (0..parts)
+            .map(|i| i * self.step..((i + 1) * self.step).min(self.size))
+            .collect()
+    }
+
+    /// Part `index`, to be written from its start.
+    pub fn part(&self, index: usize) -> Part<'_, 's> {
+        let start = index as u64 * self.step;
+        let mut hasher = blake3::Hasher::new();
+        hasher.set_input_offset(start);
+        Part {
+            parent: self,
+            index,
+            range: start..(start + self.step).min(self.size),
+            at: start,
+            hasher,
+        }
+    }
+
+    /// Checks that every part is complete and that together they hash to the expected
+    /// digest, then stages the blob like [`BlobWriter::finish_staged`]. Wrong bytes are
+    /// removed.
+    pub fn finish_staged(self) -> Result<Staged> {
+        let done = self
+            .done
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(hashers) = done.into_iter().collect::<Option<Vec<_>>>() else {
+            self.writer.discard();
+            return Err(Error::Parts {
+                digest: self.digest.to_string(),
+                reason: "a part was not written".into(),
+            });
+        };
+        let actual = combine(&hashers, self.step, self.size);
+        self.writer.finish_hashed(self.size, actual)
+    }
+
+    /// Drops what was written.
+    pub fn discard(self) {
+        self.writer.discard();
+    }
+}
+
+/// The digest of a blob of `size` bytes from the hashers of its parts of `step` bytes.
+fn combine(hashers: &[blake3::Hasher], step: u64, size: u64) -> Digest {
+    if let [only] = hashers {
+        return Digest::from(only.finalize());
+    }
+    let cvs: Vec<_> = hashers.iter().map(HasherExt::finalize_non_root).collect();
+    let left = left_subtree_len(size);
+    let (l, r) = (
+        subtree(&cvs, step, 0, left),
+        subtree(&cvs, step, left, size - left),
+    );
+    Digest::from(merge_subtrees_root(&l, &r, Mode::Hash))
+}
+
+/// The chaining value of the subtree of `len` bytes at `start`, from the parts' values.
+fn subtree(cvs: &[[u8; 32]], step: u64, start: u64, len: u64) -> [u8; 32] {
+    if len <= step {
+        return cvs[(start / step) as usize];
+    }
+    let left = left_subtree_len(len);
+    merge_subtrees_non_root(
+        &subtree(cvs, step, start, left),
+        &subtree(cvs, step, start + left, len - left),
+        Mode::Hash,
+    )
+}
+
+impl Part<'_, '_> {
+    pub fn range(&self) -> Range<u64> {
+        self.range.clone()
+    }
+
+    /// Appends `data` to the part.
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        let end = self.at + data.len() as u64;
+        if end > self.range.end {
+            return Err(Error::SizeMismatch {
+                digest: self.parent.digest.to_string(),
+                expected: self.range.end - self.range.start,
+                actual: end - self.range.start,
+            });
+        }
+        self.hasher.update(data);
+        let writer = &self.parent.writer;
+        writer
+            .file()
+            .write_all_at(data, self.at)
+            .io("write", writer.path())?;
+        self.at = end;
+        Ok(())
+    }
+
+    /// Marks the part complete; it must have all its bytes.
+    pub fn finish(self) -> Result<()> {
+        if self.at != self.range.end {
+            return Err(Error::SizeMismatch {
+                digest: self.parent.digest.to_string(),
+                expected: self.range.end - self.range.start,
+                actual: self.at - self.range.start,
+            });
+        }
+        self.parent.done.lock().unwrap_or_else(PoisonError::into_inner)[self.index] =
+            Some(self.hasher);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest_by_parts(data: &[u8], step: u64) -> Digest {
+        let size = data.len() as u64;
+        let parts = size.div_ceil(step).max(1) as usize;
+        let hashers: Vec<_> = (0..parts)
+            .map(|i| {
+                let start = i as u64 * step;
+                let end = (start + step).min(size);
+                let mut h = blake3::Hasher::new();
+                h.set_input_offset(start);
+                h.update(&data[start as usize..end as usize]);
+                h
+            })
+            .collect();
+        combine(&hashers, step, size)
+    }
+
+    #[test]
+    fn merged_parts_equal_the_plain_digest() {
+        let data: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for step in [1024u64, 2048, 4096, 16384] {
+            for len in [
+                0, 1, 1023, 1024, 1025, 2048, 3000, 4096, 4097, 5 * 4096, 5 * 4096 + 1, 16384,
+                16385, 33_333, 65_536, 70_000,
+            ] {
+                let slice = &data[..len];
+                assert_eq!(
+                    digest_by_parts(slice, step),
+                    Digest::of(slice),
+                    "len {len}, step {step}"
+                );
+            }
+        }
+    }
+}
