@@ -241,6 +241,45 @@ fn path_prefix_and_file_fetch_and_write_only_what_they_name() {
 }
 
 #[test]
+fn clean_removes_what_the_version_lacks_and_nothing_else() {
+    let s = Setup::new();
+    s.get("acme/vision/bike", "job", &[]);
+    let job = s.out("job");
+    // Leftovers under the prefix, outside it, and a symlink out of the destination.
+    write(&job.join("images/bikes/old.png"), b"old");
+    write(&job.join("images/trucks/t.png"), b"truck");
+    write(&job.join("mine.txt"), b"mine");
+    let outside = s.out("outside");
+    write(&outside.join("precious"), b"keep");
+    std::os::unix::fs::symlink(&outside, job.join("images/escape")).unwrap();
+
+    let got = s.get(
+        "acme/vision/bike",
+        "job",
+        &["--path-prefix", "images/", "--clean"],
+    );
+    assert_eq!(got["removed"], 4, "2 files, 1 symlink, 1 directory: {got}");
+    assert_eq!(got["unchanged"], IMAGES + 1);
+    let files = files_under(&job);
+    assert!(files.contains(&"mine.txt".to_owned()), "outside the prefix");
+    assert!(files.contains(&"labels.csv".to_owned()));
+    assert!(
+        !files
+            .iter()
+            .any(|f| f.contains("old") || f.contains("truck"))
+    );
+    assert_eq!(std::fs::read(outside.join("precious")).unwrap(), b"keep");
+
+    // The whole version: `mine.txt` goes now.
+    let got = s.get("acme/vision/bike", "job", &["--clean"]);
+    assert_eq!(got["removed"], 1);
+    assert_eq!(files_under(&job).len(), IMAGES + 3);
+
+    let out = s.hoard(&["get", "acme/vision/bike", "--file", "labels.csv", "--clean"]);
+    assert!(!out.status.success(), "--clean with --file is refused");
+}
+
+#[test]
 fn concurrent_cold_gets_fetch_each_blob_once() {
     let s = Setup::new();
     let children: Vec<_> = (0..16)

@@ -115,6 +115,7 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
                 path_prefix: None,
                 file: None,
                 mode: None,
+                clean: false,
             };
             let summary = client.materialize(&request, |_| {}).await?;
             crate::out(&format!("{run}: {}", summary_line(reference, &summary)))?;

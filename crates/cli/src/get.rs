@@ -45,6 +45,9 @@ pub(crate) struct GetArgs {
     /// `auto`, `hardlink`, `reflink`, `copy` or `symlink`.
     #[arg(long, default_value = "auto")]
     mode: String,
+    /// Also remove files under the root (and the prefix) that the version does not have.
+    #[arg(long, conflicts_with = "file")]
+    clean: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -168,7 +171,7 @@ pub(crate) fn bytes(n: u64) -> String {
 
 pub(crate) fn summary_line(reference: &str, s: &Summary) -> String {
     format!(
-        "{reference} → {}: {} files ({}), fetched {} blobs ({}), placed {}, unchanged {}, mode {}, {:.2} s",
+        "{reference} → {}: {} files ({}), fetched {} blobs ({}), placed {}, unchanged {}{}, mode {}, {:.2} s",
         s.dest.as_deref().unwrap_or("-"),
         s.files,
         bytes(s.bytes),
@@ -176,6 +179,11 @@ pub(crate) fn summary_line(reference: &str, s: &Summary) -> String {
         bytes(s.fetched_bytes),
         s.placed,
         s.unchanged,
+        if s.removed > 0 {
+            format!(", removed {}", s.removed)
+        } else {
+            String::new()
+        },
         s.mode.as_deref().unwrap_or("-"),
         s.seconds
     )
@@ -216,6 +224,7 @@ pub(crate) fn get(args: &GetArgs) -> anyhow::Result<()> {
             path_prefix: args.path_prefix.clone(),
             file: args.file.clone(),
             mode: Some(args.mode.clone()),
+            clean: args.clean,
         };
         let mut progress = Progress::new();
         let mut named = args.reference.clone();

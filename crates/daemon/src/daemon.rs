@@ -72,6 +72,8 @@ pub(crate) struct Found {
 pub(crate) struct Selection<'a> {
     pub path_prefix: Option<&'a str>,
     pub file: Option<&'a str>,
+    /// Remove from the destination what the version does not name under the prefix.
+    pub clean: bool,
 }
 
 fn now_ms() -> u64 {
@@ -266,14 +268,22 @@ impl Daemon {
             fetched_bytes,
             placed: 0,
             unchanged: 0,
+            removed: 0,
             mode: None,
             seconds: 0.0,
         };
         if let Some(dest) = dest {
-            let report = self.place(manifest, dest.to_owned(), mode).await?;
+            let manifest = Arc::new(manifest);
+            let report = self.place(manifest.clone(), dest.to_owned(), mode).await?;
             summary.placed = report.placed;
             summary.unchanged = report.unchanged;
             summary.mode = Some(report.mode.to_string());
+            if selection.clean {
+                let prefix = PathPrefix::new(selection.path_prefix.unwrap_or_default())?;
+                let (store, dest) = (self.store.clone(), dest.to_owned());
+                let removed = blocking(move || Ok(store.clean(&manifest, &prefix, &dest)?)).await?;
+                summary.removed = removed.files + removed.dirs;
+            }
         }
         summary.seconds = start.elapsed().as_secs_f64();
         Ok(summary)
@@ -368,11 +378,10 @@ impl Daemon {
     /// Materializes; a blob found tampered or gone meanwhile is fetched again, once.
     async fn place(
         self: &Arc<Self>,
-        manifest: Manifest,
+        manifest: Arc<Manifest>,
         dest: PathBuf,
         mode: LinkMode,
     ) -> Result<hoard_store::MaterializeReport, ApiError> {
-        let manifest = Arc::new(manifest);
         for attempt in 0..2 {
             let (store, m, d) = (self.store.clone(), manifest.clone(), dest.clone());
             let result = tokio::task::spawn_blocking(move || {
@@ -468,6 +477,11 @@ impl Daemon {
 fn select(manifest: &Manifest, selection: &Selection<'_>) -> Result<Manifest, ApiError> {
     let mut selected = Manifest::new();
     if let Some(file) = selection.file {
+        if selection.clean {
+            return Err(ApiError::bad_request(
+                "`clean` applies to a version or a `path_prefix`, not to one `file`",
+            ));
+        }
         let path = RelPath::new(file)?;
         let entry = manifest
             .entries

@@ -210,6 +210,7 @@ async fn stream(
         let selection = Selection {
             path_prefix: asked.path_prefix.as_deref(),
             file: asked.file.as_deref(),
+            clean: asked.clean,
         };
         let end = match daemon
             .materialize(&found, &selection, dest.as_deref(), mode, &tx)

@@ -13,7 +13,8 @@
 //! - `layout.rs`: the cache directory's (versioned) layout.
 //! - `ingest.rs`: writing blobs: streams, resumable partials, local files, batches;
 //!   `parts.rs`: one blob written as parallel parts, hashed as they arrive.
-//! - `materialize.rs` and `dest.rs`: link modes, and the symlink-proof destination tree.
+//! - `materialize.rs` and `dest.rs`: link modes, and the symlink-proof destination tree;
+//!   `clean.rs`: removing what a destination holds beyond the version.
 //! - `maintain.rs`: eviction and verification.
 //! - `reconcile.rs`: repairing index/file disagreements on open.
 //! - `index.rs`: the RocksDB index, the only module that uses `rocksdb`; `record.rs`: its
@@ -21,6 +22,7 @@
 //!
 //! The store is synchronous and thread-safe: the daemon calls it from blocking tasks.
 
+mod clean;
 mod dest;
 mod error;
 mod index;
@@ -33,6 +35,7 @@ mod reconcile;
 mod record;
 mod store;
 
+pub use clean::CleanReport;
 pub use error::{Error, Result};
 pub use ingest::{Begin, BlobWriter, Ingested, Staged};
 pub use layout::Layout;

@@ -13,7 +13,9 @@ use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::sync::{Mutex, PoisonError};
 
-use blake3::hazmat::{HasherExt, Mode, left_subtree_len, merge_subtrees_non_root, merge_subtrees_root};
+use blake3::hazmat::{
+    HasherExt, Mode, left_subtree_len, merge_subtrees_non_root, merge_subtrees_root,
+};
 use hoard_types::Digest;
 
 use crate::error::{Error, IoContext, Result};
@@ -59,11 +61,10 @@ impl Store {
             });
         }
         let writer = self.writer(exec, Some((digest, size)))?;
-        let parts = usize::try_from(size.div_ceil(step).max(1))
-            .map_err(|_| Error::Parts {
-                digest: digest.to_string(),
-                reason: format!("too many parts of {step} bytes"),
-            })?;
+        let parts = usize::try_from(size.div_ceil(step).max(1)).map_err(|_| Error::Parts {
+            digest: digest.to_string(),
+            reason: format!("too many parts of {step} bytes"),
+        })?;
         Ok(PartedWriter {
             writer,
             digest,
@@ -77,7 +78,11 @@ impl Store {
 impl<'s> PartedWriter<'s> {
     /// The byte ranges of the parts, in order.
     pub fn ranges(&self) -> Vec<Range<u64>> {
-        let parts = self.done.lock().unwrap_or_else(PoisonError::into_inner).len() as u64;
+        let parts = self
+            .done
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len() as u64;
         (0..parts)
             .map(|i| i * self.step..((i + 1) * self.step).min(self.size))
             .collect()
@@ -183,8 +188,10 @@ impl Part<'_, '_> {
                 actual: self.at - self.range.start,
             });
         }
-        self.parent.done.lock().unwrap_or_else(PoisonError::into_inner)[self.index] =
-            Some(self.hasher);
+        self.parent
+            .done
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)[self.index] = Some(self.hasher);
         Ok(())
     }
 }
@@ -214,8 +221,22 @@ mod tests {
         let data: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 251) as u8).collect();
         for step in [1024u64, 2048, 4096, 16384] {
             for len in [
-                0, 1, 1023, 1024, 1025, 2048, 3000, 4096, 4097, 5 * 4096, 5 * 4096 + 1, 16384,
-                16385, 33_333, 65_536, 70_000,
+                0,
+                1,
+                1023,
+                1024,
+                1025,
+                2048,
+                3000,
+                4096,
+                4097,
+                5 * 4096,
+                5 * 4096 + 1,
+                16384,
+                16385,
+                33_333,
+                65_536,
+                70_000,
             ] {
                 let slice = &data[..len];
                 assert_eq!(

@@ -78,6 +78,10 @@ pub struct MaterializeRequest {
     /// `auto`, `hardlink`, `reflink`, `copy` or `symlink`; default `auto`.
     #[serde(default)]
     pub mode: Option<String>,
+    /// Also remove what `dest` holds under `path_prefix` that the version does not name.
+    /// Not with `file`.
+    #[serde(default)]
+    pub clean: bool,
 }
 
 /// One line of a streamed answer.
@@ -118,6 +122,9 @@ pub struct Summary {
     /// Files placed in `dest` now, and files that were already right.
     pub placed: u64,
     pub unchanged: u64,
+    /// Files and directories `clean` removed from `dest`.
+    #[serde(default)]
+    pub removed: u64,
     /// The link mode used (`hardlink`, `reflink`, `copy`, `symlink`).
     pub mode: Option<String>,
     pub seconds: f64,

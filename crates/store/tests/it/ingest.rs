@@ -333,7 +333,10 @@ fn parts_are_hashed_as_written_checked_and_staged() {
     let size = data.len() as u64;
 
     // Parts arrive out of order, each in two writes.
-    let writer = cache.store.parted_writer(false, digest, size, 1024).unwrap();
+    let writer = cache
+        .store
+        .parted_writer(false, digest, size, 1024)
+        .unwrap();
     let ranges = writer.ranges();
     assert_eq!(ranges.len(), 6);
     assert_eq!(ranges[5], 5120..5500);
@@ -375,7 +378,8 @@ fn parts_are_hashed_as_written_checked_and_staged() {
     for (i, range) in writer.ranges().into_iter().enumerate() {
         let source = if i == 1 { &data } else { &other };
         let mut part = writer.part(i);
-        part.write(&source[range.start as usize..range.end as usize]).unwrap();
+        part.write(&source[range.start as usize..range.end as usize])
+            .unwrap();
         part.finish().unwrap();
     }
     let e = writer.finish_staged().unwrap_err();
@@ -383,7 +387,10 @@ fn parts_are_hashed_as_written_checked_and_staged() {
     assert!(no_tmp());
 
     // A short part cannot be finished, and a blob with a missing part is refused.
-    let writer = cache.store.parted_writer(false, digest, size, 4096).unwrap();
+    let writer = cache
+        .store
+        .parted_writer(false, digest, size, 4096)
+        .unwrap();
     let mut part = writer.part(0);
     part.write(&data[..100]).unwrap();
     assert!(matches!(part.finish(), Err(Error::SizeMismatch { .. })));
@@ -396,6 +403,11 @@ fn parts_are_hashed_as_written_checked_and_staged() {
 
     // Part sizes must be powers of two of at least one BLAKE3 chunk.
     for step in [1000, 3072, 512] {
-        assert!(cache.store.parted_writer(false, digest, size, step).is_err());
+        assert!(
+            cache
+                .store
+                .parted_writer(false, digest, size, step)
+                .is_err()
+        );
     }
 }
