@@ -463,6 +463,55 @@ fn malformed_and_oversized_socket_requests_are_refused() {
 }
 
 #[test]
+fn the_file_call_answers_an_entry_without_fetching_or_places_one_file() {
+    use std::io::{Read, Write};
+    let s = Setup::new();
+    let post = |body: &str| {
+        let mut stream = std::os::unix::net::UnixStream::connect(s.socket()).unwrap();
+        let head = format!(
+            "POST /v1/file HTTP/1.1\r\nHost: hoard\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(body.as_bytes()).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    // Without `dest`: the entry (W&B's `Entry`), and no blob is fetched.
+    let answer = post(r#"{"reference": "acme/vision/bike:best", "file": "labels.csv"}"#);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body: serde_json::Value =
+        serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["path"], "labels.csv");
+    assert_eq!(body["size"], 7);
+    assert_eq!(
+        body["digest"],
+        hoard_types::Digest::of(b"bike,1\n").to_string(),
+        "{body}"
+    );
+    assert!(body.get("ref").is_none(), "not a reference entry: {body}");
+    assert_eq!(s.registry().blob_gets(), 0);
+
+    let answer = post(r#"{"reference": "acme/vision/bike:best", "file": "nope"}"#);
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    let answer = post(r#"{"reference": "acme/vision/bike:best"}"#);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("`file` is required"), "{answer}");
+
+    // With `dest`: that one file, placed.
+    let dest = s.out("one");
+    let answer = post(&format!(
+        r#"{{"reference": "acme/vision/bike:best", "file": "labels.csv", "dest": "{}"}}"#,
+        dest.display()
+    ));
+    assert!(answer.contains(r#""event":"done""#), "{answer}");
+    assert_eq!(files_under(&dest), ["labels.csv"]);
+    assert_eq!(std::fs::read(dest.join("labels.csv")).unwrap(), b"bike,1\n");
+    assert_eq!(s.registry().blob_gets(), 1);
+}
+
+#[test]
 fn corrupt_upstream_bytes_never_reach_a_job() {
     let s = Setup::new();
     // Flip the bytes of one blob in the registry's storage (same size).

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use hoard_types::api::{
-    Event, Health, MaterializeRequest, ResolveRequest, Resolved, Status, Summary,
+    Event, Health, ListedEntry, MaterializeRequest, ResolveRequest, Resolved, Status, Summary,
 };
 use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
@@ -170,6 +170,21 @@ impl Client {
         on_event: impl FnMut(&Event),
     ) -> Result<Summary, Error> {
         self.stream("/v1/materialize", request, on_event).await
+    }
+
+    /// Materializes one file (`request.file`, with `request.dest`).
+    pub async fn file(
+        &self,
+        request: &MaterializeRequest,
+        on_event: impl FnMut(&Event),
+    ) -> Result<Summary, Error> {
+        self.stream("/v1/file", request, on_event).await
+    }
+
+    /// One entry of a version (`request.file`, without `dest`): size, digest and, for a
+    /// reference entry, its `ref` URI. Nothing is fetched.
+    pub async fn entry(&self, request: &MaterializeRequest) -> Result<ListedEntry, Error> {
+        self.post_json("/v1/file", request).await
     }
 
     /// Makes a version (or part of it) cached without materializing it.

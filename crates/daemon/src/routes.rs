@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use hoard_http::{Body, BodyError, full, json};
 use hoard_store::LinkMode;
-use hoard_types::api::{Event, Health, MaterializeRequest, ResolveRequest, Status};
+use hoard_types::api::{Event, Health, ListedEntry, MaterializeRequest, ResolveRequest, Status};
 use hoard_types::registry::Problem;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
@@ -64,7 +64,7 @@ async fn dispatch(
         (&Method::GET, "/metrics") => ("metrics", Ok(metrics(daemon))),
         (&Method::POST, "/v1/resolve") => ("resolve", resolve(daemon, request).await),
         (&Method::POST, "/v1/materialize") => ("materialize", stream(daemon, request, true).await),
-        (&Method::POST, "/v1/file") => ("file", stream(daemon, request, true).await),
+        (&Method::POST, "/v1/file") => ("file", file(daemon, request).await),
         (&Method::POST, "/v1/prefetch") => ("prefetch", stream(daemon, request, false).await),
         (
             _,
@@ -168,6 +168,56 @@ async fn stream(
     place: bool,
 ) -> Result<Response<Body>, ApiError> {
     let asked: MaterializeRequest = read_json(request).await?;
+    stream_for(daemon, asked, place).await
+}
+
+/// `file`: one file of a version. With a `dest`, it is materialized there like
+/// `materialize` with `file`; without, the answer is the entry itself (its size, digest
+/// and, for a reference entry, its `ref` URI: W&B's `Entry.ref`), and nothing is fetched.
+async fn file(
+    daemon: &Arc<Daemon>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let asked: MaterializeRequest = read_json(request).await?;
+    let Some(path) = asked.file.as_deref() else {
+        return Err(ApiError::bad_request(
+            "`file` is required: the logical path of the file",
+        ));
+    };
+    if asked.dest.is_some() {
+        return stream_for(daemon, asked, true).await;
+    }
+    let path = hoard_types::RelPath::new(path)?;
+    let found = daemon
+        .resolve(
+            &asked.reference,
+            asked.entity.as_deref(),
+            asked.project.as_deref(),
+        )
+        .await?;
+    let entry = found
+        .version
+        .manifest
+        .entries
+        .get(&path)
+        .ok_or_else(|| ApiError::not_found(format!("the version has no file `{path}`")))?;
+    Ok(json(
+        StatusCode::OK,
+        &ListedEntry {
+            path,
+            size: entry.size,
+            digest: entry.digest,
+            exec: entry.exec,
+            reference: entry.reference.clone(),
+        },
+    ))
+}
+
+async fn stream_for(
+    daemon: &Arc<Daemon>,
+    asked: MaterializeRequest,
+    place: bool,
+) -> Result<Response<Body>, ApiError> {
     let mode: LinkMode = match &asked.mode {
         Some(mode) => mode.parse().map_err(|e: String| ApiError::bad_request(e))?,
         None => LinkMode::Auto,
