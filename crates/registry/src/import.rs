@@ -6,14 +6,16 @@
 //! blobs is written to `tmp/`, one `syncfs`, renamed into `blobs/`; after the last chunk
 //! one more `syncfs`, and only then is the version committed, so a blob file never holds
 //! bytes that are not durable and a version never names a blob that is not. Chunks bound
-//! the files open at once (a 20,000-file tree ran out of descriptors without them).
+//! the files open at once (a 20,000-file tree ran out of descriptors without them). Which
+//! files a tree gives (symlinks, special files) is `hoard_upstream::local`'s rule.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use hoard_types::registry::{CommitRequest, Committed};
-use hoard_types::{ArtifactName, Entry, Manifest, RelPath};
+use hoard_types::{ArtifactName, Entry, Manifest};
 use hoard_upstream::DirRoot;
+use hoard_upstream::local::{self, LocalFile, LocalInput};
 use rayon::prelude::*;
 
 /// Files staged (and so open) at once.
@@ -30,13 +32,6 @@ pub enum ImportError {
     Invalid(#[from] hoard_types::Error),
 }
 
-/// A file found under the source directory.
-struct Found {
-    logical: RelPath,
-    path: PathBuf,
-    exec: bool,
-}
-
 /// Imports every file under `src` as a new version of `name` (or finds the identical
 /// existing one).
 pub fn import_dir(
@@ -51,12 +46,15 @@ pub fn import_dir(
     if !meta.is_dir() {
         return Err(source(src, "it is not a directory".to_owned()));
     }
-    let mut found = Vec::new();
-    walk(src, "", &mut found)?;
+    let found = local::collect(&[LocalInput {
+        logical: None,
+        path: src.to_owned(),
+    }])
+    .map_err(|e| source(&e.path, e.reason))?;
     let mut manifest = Manifest::new();
     let mut found = found.into_iter().peekable();
     while found.peek().is_some() {
-        let chunk: Vec<Found> = found.by_ref().take(CHUNK).collect();
+        let chunk: Vec<LocalFile> = found.by_ref().take(CHUNK).collect();
         let staged = chunk
             .into_par_iter()
             .map(|file| {
@@ -93,52 +91,4 @@ fn source(path: &Path, reason: String) -> ImportError {
         path: path.to_owned(),
         reason,
     }
-}
-
-/// Regular files under `dir` (symlinks to files are followed; to directories refused, as
-/// they may loop), with their logical paths.
-fn walk(dir: &Path, prefix: &str, found: &mut Vec<Found>) -> Result<(), ImportError> {
-    let mut entries = fs::read_dir(dir)
-        .map_err(|e| source(dir, e.to_string()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| source(dir, e.to_string()))?;
-    entries.sort_by_key(fs::DirEntry::file_name);
-    for entry in entries {
-        let path = entry.path();
-        let Ok(file_name) = entry.file_name().into_string() else {
-            return Err(source(&path, "the name is not UTF-8".to_owned()));
-        };
-        let logical = if prefix.is_empty() {
-            file_name
-        } else {
-            format!("{prefix}/{file_name}")
-        };
-        let link = entry
-            .file_type()
-            .map_err(|e| source(&path, e.to_string()))?
-            .is_symlink();
-        let meta = fs::metadata(&path).map_err(|e| source(&path, e.to_string()))?;
-        if meta.is_dir() {
-            if link {
-                return Err(source(
-                    &path,
-                    "it is a symlink to a directory; copy the directory in instead".to_owned(),
-                ));
-            }
-            walk(&path, &logical, found)?;
-        } else if meta.is_file() {
-            use std::os::unix::fs::PermissionsExt;
-            found.push(Found {
-                logical: RelPath::new(logical)?,
-                path,
-                exec: meta.permissions().mode() & 0o111 != 0,
-            });
-        } else {
-            return Err(source(
-                &path,
-                "it is not a regular file or directory".to_owned(),
-            ));
-        }
-    }
-    Ok(())
 }

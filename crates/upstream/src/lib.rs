@@ -11,12 +11,14 @@
 //!
 //! Layout: `upstream.rs` (the trait), `blob.rs` (verified streams), `dir.rs` (the
 //! `dir://` layout, blocking), `dir_upstream.rs` (that layout as an [`Upstream`]),
-//! `registry.rs` (the HTTP client), `error.rs`.
+//! `registry.rs` (the HTTP client), `error.rs`; `local.rs`: the local files and trees a new
+//! version is made of (`hoard registry import`, `hoard publish`).
 
 mod blob;
 pub mod dir;
 mod dir_upstream;
 mod error;
+pub mod local;
 mod registry;
 mod upstream;
 
