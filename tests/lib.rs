@@ -29,9 +29,14 @@ impl RegistryProcess {
     /// Starts the registry on `root` with extra arguments, and waits until it answers
     /// `/v1/health` (the address is the first line of its stdout).
     pub fn start(root: &std::path::Path, extra: &[&str]) -> Self {
+        Self::start_on(root, "127.0.0.1:0", extra)
+    }
+
+    /// [`Self::start`] on a given address.
+    pub fn start_on(root: &std::path::Path, listen: &str, extra: &[&str]) -> Self {
         use std::io::BufRead;
         let mut child = std::process::Command::new(binary("hoard"))
-            .args(["registry", "serve", "--listen", "127.0.0.1:0", "--root"])
+            .args(["registry", "serve", "--listen", listen, "--root"])
             .arg(root)
             .args(extra)
             .stdout(std::process::Stdio::piped())
@@ -119,6 +124,17 @@ impl DaemonProcess {
         upstream: &str,
         extra: &[&str],
     ) -> Self {
+        Self::start_env(socket, cache, upstream, extra, &[])
+    }
+
+    /// [`Self::start_with`] with environment variables (e.g. `HOARD_TOKEN`).
+    pub fn start_env(
+        socket: &std::path::Path,
+        cache: &std::path::Path,
+        upstream: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let child = std::process::Command::new(binary("hoard"))
             .arg("daemon")
             .arg("--socket")
@@ -129,6 +145,7 @@ impl DaemonProcess {
             .arg(upstream)
             .args(extra)
             .env("HOARD_LOG", "warn")
+            .envs(env.iter().copied())
             .spawn()
             .expect("hoard starts");
         let mut this = Self {

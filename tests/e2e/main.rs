@@ -3,8 +3,11 @@
 //! - `bench`: the benchmark command the README names runs and reports its comparison.
 //! - `daemon`: `hoard daemon` and `hoard get` against a real registry: cold, warm, prefixes,
 //!   concurrency, aliases, offline, kill -9.
+//! - `publish`: `hoard publish` with the registry up, down and coming back; bad inputs;
+//!   a viewer's token.
 //! - `registry`: `hoard registry import` and `serve` as processes; tokens; refusals.
 
 mod bench;
 mod daemon;
+mod publish;
 mod registry;

@@ -1,4 +1,5 @@
-//! The daemon's clients: `hoard get`, `hoard ls`, `hoard status`.
+//! The daemon's clients: `hoard get`, `hoard ls`, `hoard status` (and what `hoard publish`
+//! shares with them).
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -17,14 +18,14 @@ pub(crate) struct Connect {
     socket: Option<PathBuf>,
     /// Entity for references without one.
     #[arg(long, env = env::HOARD_ENTITY)]
-    entity: Option<String>,
+    pub(crate) entity: Option<String>,
     /// Project for references without one.
     #[arg(long, env = env::HOARD_PROJECT)]
-    project: Option<String>,
+    pub(crate) project: Option<String>,
 }
 
 impl Connect {
-    fn client(&self) -> Client {
+    pub(crate) fn client(&self) -> Client {
         Client::new(self.socket.clone().unwrap_or_else(paths::default_socket))
     }
 }
@@ -72,7 +73,7 @@ pub(crate) struct StatusArgs {
     connect: Connect,
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -287,7 +288,7 @@ pub(crate) fn status(args: &StatusArgs) -> anyhow::Result<()> {
             return crate::out(&serde_json::to_string(&status)?);
         }
         crate::out(&format!(
-            "cache:     {} ({} blobs, {})\nupstream:  {}\nhits:      {}\nmisses:    {}\nfetched:   {}\nin flight: {}",
+            "cache:     {} ({} blobs, {})\nupstream:  {}\nhits:      {}\nmisses:    {}\nfetched:   {}\nin flight: {}\npending uploads: {}",
             status.cache_dir,
             status.blobs,
             bytes(status.cache_bytes),
@@ -295,7 +296,22 @@ pub(crate) fn status(args: &StatusArgs) -> anyhow::Result<()> {
             status.hits,
             status.misses,
             bytes(status.fetched_bytes),
-            status.in_flight
-        ))
+            status.in_flight,
+            status.pending_uploads.len()
+        ))?;
+        for p in &status.pending_uploads {
+            crate::out(&format!(
+                "  {}@{}: {} after {} attempt(s){}",
+                p.artifact,
+                p.digest,
+                p.state,
+                p.attempts,
+                p.last_error
+                    .as_deref()
+                    .map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default()
+            ))?;
+        }
+        Ok(())
     })
 }

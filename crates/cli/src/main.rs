@@ -11,6 +11,7 @@ mod demo;
 mod env;
 mod get;
 mod paths;
+mod publish;
 mod registry;
 
 use std::io::{self, Write};
@@ -46,8 +47,10 @@ enum Command {
     Get(get::GetArgs),
     /// List the files of a version: path, size, digest, ref.
     Ls(get::LsArgs),
-    /// What the daemon holds and has done.
+    /// What the daemon holds and has done, and publishes not yet uploaded.
     Status(get::StatusArgs),
+    /// Publish local files as a new version: usable here at once, uploaded when possible.
+    Publish(publish::PublishArgs),
     /// A sample dataset, a registry and a daemon in a temp dir: a cold and a warm `get`.
     Demo(demo::DemoArgs),
     /// The hoard registry: the upstream server teams self-host.
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         Command::Get(args) => get::get(&args),
         Command::Ls(args) => get::ls(&args),
         Command::Status(args) => get::status(&args),
+        Command::Publish(args) => publish::publish(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Registry(command) => registry::run(command),
     };

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use hoard_types::api::{
-    Event, Health, ListedEntry, MaterializeRequest, ResolveRequest, Resolved, Status, Summary,
+    Event, Health, ListedEntry, MaterializeRequest, PublishRequest, Published, ResolveRequest,
+    Resolved, Status, Summary,
 };
 use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
@@ -185,6 +186,11 @@ impl Client {
     /// reference entry, its `ref` URI. Nothing is fetched.
     pub async fn entry(&self, request: &MaterializeRequest) -> Result<ListedEntry, Error> {
         self.post_json("/v1/file", request).await
+    }
+
+    /// Publishes local files as a new version (see `PublishRequest`).
+    pub async fn publish(&self, request: &PublishRequest) -> Result<Published, Error> {
+        self.post_json("/v1/publish", request).await
     }
 
     /// Makes a version (or part of it) cached without materializing it.

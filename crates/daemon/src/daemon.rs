@@ -60,6 +60,8 @@ pub struct Daemon {
     pub(crate) hits: AtomicU64,
     pub(crate) misses: AtomicU64,
     pub(crate) metrics: crate::metrics::Metrics,
+    /// Publishes on their way upstream.
+    pub(crate) outbox: Arc<crate::publish::Outbox>,
 }
 
 /// A version and, if it is not fresh from the upstream, why.
@@ -76,7 +78,7 @@ pub(crate) struct Selection<'a> {
     pub clean: bool,
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -101,6 +103,7 @@ impl Daemon {
             size: options.range_size,
             parallel: options.range_parallel,
         };
+        let outbox = crate::publish::Outbox::start(store.clone(), upstream.clone());
         let fetcher = Arc::new(Fetcher::new(
             store.clone(),
             upstream,
@@ -115,6 +118,7 @@ impl Daemon {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             metrics: crate::metrics::Metrics::default(),
+            outbox,
         }
     }
 
@@ -156,6 +160,11 @@ impl Daemon {
                 let cached = blocking(move || Ok(store.version_by_digest(&digest)?)).await?;
                 if let Some(version) = cached.filter(|v| v.artifact().is_ok_and(|a| a == name)) {
                     return Ok(fresh(version));
+                }
+                // Published here and not yet committed upstream.
+                let key = crate::publish::outbox_key(&name, &digest);
+                if let Some(pending) = self.outbox.record(&key).await? {
+                    return Ok(fresh(pending.local_version()));
                 }
             }
             Selector::Alias(alias) => return self.resolve_alias(&name, alias).await,
@@ -376,7 +385,7 @@ impl Daemon {
     }
 
     /// Materializes; a blob found tampered or gone meanwhile is fetched again, once.
-    async fn place(
+    pub(crate) async fn place(
         self: &Arc<Self>,
         manifest: Arc<Manifest>,
         dest: PathBuf,

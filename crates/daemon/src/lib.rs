@@ -4,7 +4,8 @@
 //! directory"; the daemon resolves the reference (immutable versions from its index,
 //! aliases from the upstream, with the last answer as a fallback when the upstream is
 //! down), fetches the blobs that are not cached — each once, however many jobs ask — and
-//! links the files into place.
+//! links the files into place. A job can also publish local files as a new version:
+//! usable here at once, and committed upstream as soon as the upstream takes it.
 //!
 //! # Layout
 //!
@@ -12,6 +13,7 @@
 //! - `routes.rs`: the socket API (v1) calls, problem documents, NDJSON progress streams.
 //! - `daemon.rs`: [`Daemon`]: resolution, selection, fetch-then-materialize.
 //! - `fetch.rs`: the fetch engine (coalescing, bounded concurrency, detached fetches).
+//! - `publish.rs`: publishing, and the outbox that takes publishes upstream.
 //! - `metrics.rs`: `/metrics`.
 //! - `error.rs`: [`ApiError`], how store and upstream failures are answered.
 
@@ -19,6 +21,7 @@ mod daemon;
 mod error;
 mod fetch;
 mod metrics;
+mod publish;
 mod routes;
 mod server;
 

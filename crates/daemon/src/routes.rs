@@ -7,7 +7,9 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use hoard_http::{Body, BodyError, full, json};
 use hoard_store::LinkMode;
-use hoard_types::api::{Event, Health, ListedEntry, MaterializeRequest, ResolveRequest, Status};
+use hoard_types::api::{
+    Event, Health, ListedEntry, MaterializeRequest, PublishRequest, ResolveRequest, Status,
+};
 use hoard_types::registry::Problem;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
@@ -66,10 +68,11 @@ async fn dispatch(
         (&Method::POST, "/v1/materialize") => ("materialize", stream(daemon, request, true).await),
         (&Method::POST, "/v1/file") => ("file", file(daemon, request).await),
         (&Method::POST, "/v1/prefetch") => ("prefetch", stream(daemon, request, false).await),
+        (&Method::POST, "/v1/publish") => ("publish", publish(daemon, request).await),
         (
             _,
             "/v1/health" | "/v1/status" | "/metrics" | "/v1/resolve" | "/v1/materialize"
-            | "/v1/file" | "/v1/prefetch",
+            | "/v1/file" | "/v1/prefetch" | "/v1/publish",
         ) => (
             "method_not_allowed",
             Err(ApiError::new(
@@ -130,6 +133,7 @@ async fn status(daemon: &Arc<Daemon>) -> Result<Response<Body>, ApiError> {
             misses: daemon.misses.load(Ordering::Relaxed),
             fetched_bytes: counters.fetched_bytes.load(Ordering::Relaxed),
             in_flight: counters.in_flight.load(Ordering::Relaxed),
+            pending_uploads: daemon.outbox.pending().await?,
         },
     ))
 }
@@ -211,6 +215,17 @@ async fn file(
             reference: entry.reference.clone(),
         },
     ))
+}
+
+/// `publish`: answers when the files are in the cache (and `dest`), or, with
+/// `wait_seconds`, once the upstream committed the version or that time passed.
+async fn publish(
+    daemon: &Arc<Daemon>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let asked: PublishRequest = read_json(request).await?;
+    let published = daemon.publish(asked).await?;
+    Ok(json(StatusCode::OK, &published))
 }
 
 async fn stream_for(

@@ -32,7 +32,11 @@ const FOREIGN: &str = "foreign";
 const VERSIONS: &str = "versions";
 const MANIFESTS: &str = "manifests";
 const ALIASES: &str = "aliases";
-const FAMILIES: [&str; 6] = [BLOBS, LAST_USE, FOREIGN, VERSIONS, MANIFESTS, ALIASES];
+/// Publishes not yet committed upstream: opaque records, owned by the daemon.
+const OUTBOX: &str = "outbox";
+const FAMILIES: [&str; 7] = [
+    BLOBS, LAST_USE, FOREIGN, VERSIONS, MANIFESTS, ALIASES, OUTBOX,
+];
 
 pub(crate) struct Index {
     db: DB,
@@ -232,8 +236,9 @@ impl Index {
             .transpose()
     }
 
-    /// Stores an immutable version (already validated) and indexes it by manifest digest.
-    pub(crate) fn put_version(&self, version: &Version) -> Result<()> {
+    /// Stores an immutable version (already validated) and indexes it by manifest digest;
+    /// with `outbox`, removes that outbox record in the same write.
+    pub(crate) fn put_version(&self, version: &Version, outbox: Option<&str>) -> Result<()> {
         let name = version.artifact()?;
         let number = version.number()?;
         let key = version_key(&name, number);
@@ -241,7 +246,40 @@ impl Index {
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(VERSIONS), &key, json);
         batch.put_cf(self.cf(MANIFESTS), version.digest.as_bytes(), &key);
+        if let Some(outbox) = outbox {
+            batch.delete_cf(self.cf(OUTBOX), outbox.as_bytes());
+        }
         self.write(batch)
+    }
+
+    pub(crate) fn put_outbox(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.db
+            .put_cf(self.cf(OUTBOX), key.as_bytes(), value)
+            .map_err(|e| self.fail(e))
+    }
+
+    pub(crate) fn get_outbox(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.db
+            .get_cf(self.cf(OUTBOX), key.as_bytes())
+            .map_err(|e| self.fail(e))
+    }
+
+    pub(crate) fn remove_outbox(&self, key: &str) -> Result<()> {
+        self.db
+            .delete_cf(self.cf(OUTBOX), key.as_bytes())
+            .map_err(|e| self.fail(e))
+    }
+
+    pub(crate) fn outbox(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        self.db
+            .iterator_cf(self.cf(OUTBOX), rocksdb::IteratorMode::Start)
+            .map(|item| {
+                let (key, value) = item.map_err(|e| self.fail(e))?;
+                let key = String::from_utf8(key.into_vec())
+                    .map_err(|e| corrupt("outbox", e.as_bytes()))?;
+                Ok((key, value.into_vec()))
+            })
+            .collect()
     }
 
     pub(crate) fn version(&self, name: &ArtifactName, number: u32) -> Result<Option<Version>> {

@@ -251,6 +251,19 @@ impl Store {
         } else {
             writer.write_from(&source, "read", path)?;
         }
+        // A file written to while it was read would give a blob that never existed as a
+        // whole: refuse it rather than publish a torn file.
+        let after = source.metadata().io("stat", path)?;
+        if changed(&meta, &after) || writer.written != meta.len() {
+            writer.discard();
+            return Err(Error::Io {
+                op: "ingest",
+                path: path.to_owned(),
+                source: io::Error::other(
+                    "the file changed while it was read; try again once it is complete",
+                ),
+            });
+        }
         Ok((writer, source))
     }
 
@@ -573,4 +586,22 @@ pub(crate) fn rehash(store: &Store, key: &BlobKey) -> Result<Rehashed> {
 pub(crate) fn normalize(file: &File, key: &BlobKey, path: &Path) -> Result<()> {
     rustix::fs::fchmod(file, Mode::from_raw_mode(key.file_mode())).io("chmod", path)?;
     pin_mtime(file).io("set the mtime of", path)
+}
+
+/// Whether a file's size or times moved between two `stat`s.
+fn changed(before: &std::fs::Metadata, after: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    (
+        before.len(),
+        before.mtime(),
+        before.mtime_nsec(),
+        before.ctime(),
+        before.ctime_nsec(),
+    ) != (
+        after.len(),
+        after.mtime(),
+        after.mtime_nsec(),
+        after.ctime(),
+        after.ctime_nsec(),
+    )
 }

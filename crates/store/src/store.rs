@@ -221,7 +221,33 @@ impl Store {
     /// untrusted, and the index only ever holds manifests that passed.
     pub fn put_version(&self, version: &Version) -> Result<()> {
         version.validate()?;
-        self.index.put_version(version)
+        self.index.put_version(version, None)
+    }
+
+    /// Caches a version that a publish in the outbox became upstream, and removes that
+    /// outbox record, in one write.
+    pub fn put_published(&self, version: &Version, outbox: &str) -> Result<()> {
+        version.validate()?;
+        self.index.put_version(version, Some(outbox))
+    }
+
+    /// The outbox: publishes not yet committed upstream, as records the caller defines,
+    /// under keys it chooses.
+    pub fn put_outbox(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.index.put_outbox(key, value)
+    }
+
+    pub fn get_outbox(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.index.get_outbox(key)
+    }
+
+    pub fn remove_outbox(&self, key: &str) -> Result<()> {
+        self.index.remove_outbox(key)
+    }
+
+    /// Every outbox record, by key.
+    pub fn outbox(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        self.index.outbox()
     }
 
     pub fn version(&self, name: &ArtifactName, number: u32) -> Result<Option<Version>> {

@@ -151,4 +151,73 @@ pub struct Status {
     pub misses: u64,
     pub fetched_bytes: u64,
     pub in_flight: u64,
+    /// Publishes not yet committed upstream.
+    #[serde(default)]
+    pub pending_uploads: Vec<PendingUpload>,
+}
+
+/// A publish waiting in the outbox, as `status` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingUpload {
+    /// `entity/project/name`.
+    pub artifact: String,
+    pub digest: Digest,
+    pub attempts: u32,
+    /// `retrying` (the upstream could not be reached or failed) or `failed` (it refused:
+    /// retried when the daemon restarts).
+    pub state: String,
+    pub last_error: Option<String>,
+}
+
+/// `POST /v1/publish`: a new version from local files (W&B's create-and-use).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    /// `[[entity/]project/]name`, without a selector.
+    pub artifact: String,
+    #[serde(default)]
+    pub entity: Option<String>,
+    #[serde(default)]
+    pub project: Option<String>,
+    /// Absolute paths of files or directories, each `PATH` or `NAME=PATH`.
+    pub inputs: Vec<String>,
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// Aliases besides `latest`.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// A JSON object.
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
+    /// Also materialize the new version here (absolute).
+    #[serde(default)]
+    pub dest: Option<String>,
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// Wait up to this long for the upstream commit before answering `pending`.
+    #[serde(default)]
+    pub wait_seconds: Option<u64>,
+}
+
+/// The answer to a publish.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Published {
+    pub entity: String,
+    pub project: String,
+    pub name: String,
+    /// The manifest digest: `NAME@DIGEST` names the version on this machine at once.
+    pub digest: Digest,
+    /// `vN` once committed upstream; `null` while pending.
+    pub version: Option<String>,
+    /// `committed` or `pending`.
+    pub state: String,
+    /// Blobs and bytes this publish uploaded (over all its attempts so far).
+    pub uploaded_blobs: u64,
+    pub uploaded_bytes: u64,
+    pub files: u64,
+    pub bytes: u64,
+    /// Where the version was materialized (`dest`).
+    pub dest: Option<String>,
+    /// Why it is still pending, if an attempt failed.
+    pub last_error: Option<String>,
 }

@@ -411,3 +411,41 @@ fn parts_are_hashed_as_written_checked_and_staged() {
         );
     }
 }
+
+#[test]
+fn a_file_written_to_while_it_is_ingested_is_refused() {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let cache = Cache::new();
+    let path = cache.path("growing.bin");
+    fs::write(&path, vec![1u8; 32 << 20]).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(std::sync::Barrier::new(2));
+    let writer = {
+        let (path, stop, started) = (path.clone(), stop.clone(), started.clone());
+        std::thread::spawn(move || {
+            let mut file = fs::OpenOptions::new().append(true).open(&path).unwrap();
+            file.write_all(b"x").unwrap();
+            started.wait();
+            while !stop.load(Ordering::Relaxed) {
+                file.write_all(b"x").unwrap();
+            }
+        })
+    };
+    started.wait();
+    let result = cache.store.ingest_file(&path);
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let e = result.unwrap_err();
+    let e = format!("{e}: {}", std::error::Error::source(&e).unwrap());
+    assert!(e.contains("changed while it was read"), "{e}");
+    assert!(
+        fs::read_dir(cache.root().join("tmp"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "nothing left behind"
+    );
+    let (bytes, blobs) = cache.store.usage().unwrap();
+    assert_eq!((bytes, blobs), (0, 0));
+}

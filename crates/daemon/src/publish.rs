@@ -1,0 +1,622 @@
+//! Publishing (W&B's create-and-use): local files become a version on this machine at once,
+//! and upstream as soon as the upstream takes it.
+//!
+//! A publish hashes and copies its inputs into the cache (reflink where the filesystem
+//! can; never a hardlink, so a later edit of a source file cannot change a blob), builds
+//! the manifest, and records the publish in the outbox, a column family of the index,
+//! under `entity/project/name@digest`, with its blobs pinned. From then on `NAME@DIGEST`
+//! materializes on this machine. The [`Outbox`] task uploads what the upstream lacks
+//! (`missing_blobs`, then the uploads, which the upstream verifies) and commits the
+//! manifest; the upstream's commit is idempotent, so publishing identical content twice
+//! gives one version and uploads nothing the second time. When it succeeds, the version
+//! is cached under its number and the outbox record goes, in one index write, and the
+//! blobs are unpinned. When the upstream cannot be reached or fails, the attempt is
+//! repeated with backoff (1 s doubling to 5 min), also after a daemon restart; when it
+//! refuses (a viewer's token, a bad request), the publish is marked failed and retried
+//! only when the daemon restarts.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use futures_util::{StreamExt, TryStreamExt};
+use hoard_store::{BlobKey, LinkMode, Store};
+use hoard_types::api::{PendingUpload, PublishRequest, Published};
+use hoard_types::registry::CommitRequest;
+use hoard_types::{ArtifactName, ArtifactRef, Digest, Entry, Manifest, Version};
+use hoard_upstream::Upstream;
+use hoard_upstream::local::{self, LocalInput};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, watch};
+
+use crate::daemon::{Daemon, blocking, now_ms};
+use crate::error::{ApiError, chain};
+
+/// Uploads of one publish at the same time.
+const UPLOADS: usize = 4;
+/// Backoff between attempts: doubling from the first to the last.
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Committed publishes remembered for waiters (the newest ones).
+const REMEMBERED: usize = 1024;
+
+/// One outbox record, as JSON in the store's outbox.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Pending {
+    entity: String,
+    project: String,
+    name: String,
+    digest: Digest,
+    commit: CommitRequest,
+    created_ms: u64,
+    #[serde(default)]
+    attempts: u32,
+    #[serde(default)]
+    uploaded_blobs: u64,
+    #[serde(default)]
+    uploaded_bytes: u64,
+    #[serde(default)]
+    last_error: Option<String>,
+    /// The upstream refused it: retried when the daemon restarts.
+    #[serde(default)]
+    failed: bool,
+}
+
+impl Pending {
+    fn keys(&self) -> Vec<BlobKey> {
+        let mut keys: Vec<BlobKey> = self
+            .commit
+            .manifest
+            .entries
+            .values()
+            .map(|e| BlobKey::new(e.digest, e.exec))
+            .collect();
+        keys.sort_unstable_by_key(|k| (k.digest, k.exec));
+        keys.dedup();
+        keys
+    }
+
+    /// The version as this machine knows it before the upstream numbered it.
+    pub(crate) fn local_version(&self) -> Version {
+        Version {
+            entity: self.entity.clone(),
+            project: self.project.clone(),
+            name: self.name.clone(),
+            version: PENDING.to_owned(),
+            digest: self.digest,
+            aliases: Vec::new(),
+            kind: self.commit.kind.clone(),
+            metadata: self.commit.metadata.clone(),
+            created_at: None,
+            manifest: self.commit.manifest.clone(),
+        }
+    }
+}
+
+/// The version label of a publish not yet committed upstream.
+pub(crate) const PENDING: &str = "pending";
+
+/// The outbox key of a publish.
+pub(crate) fn outbox_key(name: &ArtifactName, digest: &Digest) -> String {
+    format!("{name}@{digest}")
+}
+
+/// A publish that reached the upstream, for those waiting on it.
+#[derive(Clone)]
+struct Done {
+    version: String,
+    uploaded_blobs: u64,
+    uploaded_bytes: u64,
+}
+
+/// The task that empties the outbox; see the module docs.
+pub(crate) struct Outbox {
+    store: Arc<Store>,
+    upstream: Arc<dyn Upstream>,
+    wake: Notify,
+    /// Bumped whenever a publish is committed or an attempt fails.
+    changed: watch::Sender<u64>,
+    done: Mutex<(HashMap<String, Done>, Vec<String>)>,
+}
+
+impl Outbox {
+    pub(crate) fn start(store: Arc<Store>, upstream: Arc<dyn Upstream>) -> Arc<Self> {
+        let outbox = Arc::new(Self {
+            store,
+            upstream,
+            wake: Notify::new(),
+            changed: watch::channel(0).0,
+            done: Mutex::default(),
+        });
+        tokio::spawn(outbox.clone().run());
+        outbox
+    }
+
+    async fn run(self: Arc<Self>) {
+        let mut due: HashMap<String, (Instant, Duration)> = HashMap::new();
+        let mut given_up: HashSet<String> = HashSet::new();
+        loop {
+            let store = self.store.clone();
+            let records = match blocking(move || Ok(store.outbox()?)).await {
+                Ok(records) => records,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the outbox");
+                    Vec::new()
+                }
+            };
+            let mut next: Option<Instant> = None;
+            for (key, value) in records {
+                if given_up.contains(&key) {
+                    continue;
+                }
+                if let Some((at, _)) = due.get(&key)
+                    && *at > Instant::now()
+                {
+                    next = Some(next.map_or(*at, |n| n.min(*at)));
+                    continue;
+                }
+                let Ok(pending) = serde_json::from_slice::<Pending>(&value) else {
+                    tracing::error!(key, "an outbox record does not parse; leaving it");
+                    given_up.insert(key);
+                    continue;
+                };
+                match self.attempt(&key, pending).await {
+                    Ok(()) => {
+                        due.remove(&key);
+                    }
+                    Err(refused) if refused => {
+                        given_up.insert(key);
+                    }
+                    Err(_) => {
+                        let delay = due
+                            .get(&key)
+                            .map_or(BACKOFF_FIRST, |(_, d)| (*d * 2).min(BACKOFF_MAX));
+                        let at = Instant::now() + delay;
+                        due.insert(key, (at, delay));
+                        next = Some(next.map_or(at, |n| n.min(at)));
+                    }
+                }
+                self.changed.send_modify(|n| *n += 1);
+            }
+            let sleep = next.map_or(BACKOFF_MAX, |at| {
+                at.saturating_duration_since(Instant::now())
+            });
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+
+    /// One try at uploading and committing. `Err(true)` when the upstream refused (do not
+    /// retry), `Err(false)` when it may work later.
+    async fn attempt(&self, key: &str, mut pending: Pending) -> Result<(), bool> {
+        let mut uploaded = (0, 0);
+        let result = self.upload_and_commit(&pending, &mut uploaded).await;
+        pending.uploaded_blobs += uploaded.0;
+        pending.uploaded_bytes += uploaded.1;
+        let store = self.store.clone();
+        match result {
+            Ok(version) => {
+                let (owned, keys) = (key.to_owned(), pending.keys());
+                let committed = version.clone();
+                let stored = blocking(move || {
+                    store.put_published(&committed, &owned)?;
+                    let number = committed.number()?;
+                    let name = committed.artifact()?;
+                    for alias in &committed.aliases {
+                        let record = hoard_store::AliasRecord {
+                            version: number,
+                            digest: committed.digest,
+                            resolved_ms: now_ms(),
+                        };
+                        store.put_alias(&name, alias, &record)?;
+                    }
+                    store.unpin(&keys)?;
+                    Ok(())
+                })
+                .await;
+                if let Err(e) = stored {
+                    tracing::error!(key, error = %e, "cannot record a committed publish");
+                    return Err(false);
+                }
+                tracing::info!(
+                    key,
+                    version = version.version,
+                    blobs = uploaded.0,
+                    "published"
+                );
+                let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+                done.0.insert(
+                    key.to_owned(),
+                    Done {
+                        version: version.version,
+                        uploaded_blobs: pending.uploaded_blobs,
+                        uploaded_bytes: pending.uploaded_bytes,
+                    },
+                );
+                done.1.push(key.to_owned());
+                if done.1.len() > REMEMBERED {
+                    let old = done.1.remove(0);
+                    done.0.remove(&old);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let refused = !e.is_unreachable()
+                    && !matches!(
+                        e,
+                        hoard_upstream::Error::Io { .. }
+                            | hoard_upstream::Error::MissingBlobs { .. }
+                            | hoard_upstream::Error::Protocol { .. }
+                    );
+                tracing::warn!(key, error = %chain(&e), refused, "publish attempt failed");
+                pending.attempts += 1;
+                pending.last_error = Some(chain(&e));
+                pending.failed = refused;
+                let key = key.to_owned();
+                let _ = blocking(move || {
+                    // Only if it is still there (a record is never brought back).
+                    if store.get_outbox(&key)?.is_some() {
+                        let json = serde_json::to_vec(&pending).expect("a record serializes");
+                        store.put_outbox(&key, &json)?;
+                    }
+                    Ok(())
+                })
+                .await;
+                Err(refused)
+            }
+        }
+    }
+
+    async fn upload_and_commit(
+        &self,
+        pending: &Pending,
+        uploaded: &mut (u64, u64),
+    ) -> Result<Version, hoard_upstream::Error> {
+        let name = ArtifactName::new(&pending.entity, &pending.project, &pending.name)?;
+        let mut sizes: HashMap<Digest, (BlobKey, u64)> = HashMap::new();
+        for entry in pending.commit.manifest.entries.values() {
+            sizes.insert(
+                entry.digest,
+                (BlobKey::new(entry.digest, entry.exec), entry.size),
+            );
+        }
+        let digests: Vec<Digest> = sizes.keys().copied().collect();
+        let missing = self.upstream.missing_blobs(&digests).await?;
+        let counts = Mutex::new((0u64, 0u64));
+        futures_util::stream::iter(missing)
+            .map(|digest| {
+                let (key, size) = sizes
+                    .get(&digest)
+                    .copied()
+                    .unwrap_or((BlobKey::new(digest, false), 0));
+                let path = self.store.blob_path(&key);
+                let counts = &counts;
+                async move {
+                    self.upstream.upload_blob(&digest, &path).await?;
+                    let mut c = counts.lock().unwrap_or_else(PoisonError::into_inner);
+                    c.0 += 1;
+                    c.1 += size;
+                    Ok::<_, hoard_upstream::Error>(())
+                }
+            })
+            .buffer_unordered(UPLOADS)
+            .try_collect::<()>()
+            .await
+            .inspect_err(|_| *uploaded = *counts.lock().unwrap_or_else(PoisonError::into_inner))?;
+        *uploaded = counts.into_inner().unwrap_or_else(PoisonError::into_inner);
+        let committed = self.upstream.commit(&name, &pending.commit).await?;
+        if committed.version.digest != pending.digest {
+            return Err(hoard_upstream::Error::Protocol {
+                upstream: self.upstream.describe(),
+                reason: format!(
+                    "committed manifest `{}` came back as `{}`",
+                    pending.digest, committed.version.digest
+                ),
+            });
+        }
+        Ok(committed.version)
+    }
+
+    /// Records a publish (pinning its blobs) unless it is already pending, and wakes the
+    /// task.
+    async fn enqueue(&self, key: String, pending: Pending) -> Result<(), ApiError> {
+        // A waiter must see this publish's outcome, not an earlier one of the same content.
+        self.done
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+            .remove(&key);
+        let store = self.store.clone();
+        blocking(move || {
+            if let Some(existing) = store.get_outbox(&key)? {
+                // The same content again: keep the record (and its pins), add aliases,
+                // and try again now even if it had failed.
+                let mut existing: Pending = serde_json::from_slice(&existing)
+                    .map_err(|e| ApiError::internal(format!("outbox record `{key}`: {e}")))?;
+                for alias in pending.commit.aliases {
+                    if !existing.commit.aliases.contains(&alias) {
+                        existing.commit.aliases.push(alias);
+                    }
+                }
+                existing.failed = false;
+                let json = serde_json::to_vec(&existing).expect("a record serializes");
+                store.put_outbox(&key, &json)?;
+            } else {
+                store.pin(&pending.keys())?;
+                let json = serde_json::to_vec(&pending).expect("a record serializes");
+                store.put_outbox(&key, &json)?;
+            }
+            Ok(())
+        })
+        .await?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Waits until the publish `key` is committed (its version and upload counts), refused,
+    /// or `timeout` passes (`None`).
+    async fn wait(
+        &self,
+        key: &str,
+        name: &ArtifactName,
+        digest: &Digest,
+        timeout: Duration,
+    ) -> Result<Option<Done>, ApiError> {
+        let deadline = Instant::now() + timeout;
+        let mut changed = self.changed.subscribe();
+        loop {
+            if let Some(done) = self
+                .done
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .0
+                .get(key)
+            {
+                return Ok(Some(done.clone()));
+            }
+            let record = self.record(key).await?;
+            if let Some(pending) = &record
+                && pending.failed
+            {
+                return Err(ApiError::new(
+                    http::StatusCode::BAD_GATEWAY,
+                    "publish-refused",
+                    format!(
+                        "the upstream refused the publish: {}",
+                        pending.last_error.as_deref().unwrap_or("no reason given")
+                    ),
+                ));
+            }
+            if record.is_none() {
+                // Committed just now, or by an earlier run of the daemon.
+                if let Some(done) = self
+                    .done
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0
+                    .get(key)
+                {
+                    return Ok(Some(done.clone()));
+                }
+                let (store, name, digest) = (self.store.clone(), name.clone(), *digest);
+                let known = blocking(move || Ok(store.version_by_digest(&digest)?)).await?;
+                return Ok(known
+                    .filter(|v| v.artifact().is_ok_and(|a| a == name))
+                    .map(|v| Done {
+                        version: v.version,
+                        uploaded_blobs: 0,
+                        uploaded_bytes: 0,
+                    }));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let _ = tokio::time::timeout(left, changed.changed()).await;
+        }
+    }
+
+    pub(crate) async fn record(&self, key: &str) -> Result<Option<Pending>, ApiError> {
+        let (store, key) = (self.store.clone(), key.to_owned());
+        blocking(move || {
+            store
+                .get_outbox(&key)?
+                .map(|json| {
+                    serde_json::from_slice(&json)
+                        .map_err(|e| ApiError::internal(format!("outbox record `{key}`: {e}")))
+                })
+                .transpose()
+        })
+        .await
+    }
+
+    /// What `status` lists.
+    pub(crate) async fn pending(&self) -> Result<Vec<PendingUpload>, ApiError> {
+        let store = self.store.clone();
+        blocking(move || {
+            Ok(store
+                .outbox()?
+                .into_iter()
+                .filter_map(|(_, json)| serde_json::from_slice::<Pending>(&json).ok())
+                .map(|p| PendingUpload {
+                    artifact: format!("{}/{}/{}", p.entity, p.project, p.name),
+                    digest: p.digest,
+                    attempts: p.attempts,
+                    state: if p.failed { "failed" } else { "retrying" }.to_owned(),
+                    last_error: p.last_error,
+                })
+                .collect())
+        })
+        .await
+    }
+}
+
+/// A publish request, checked.
+struct Checked {
+    name: ArtifactName,
+    inputs: Vec<LocalInput>,
+    metadata: serde_json::Value,
+    mode: LinkMode,
+    dest: Option<PathBuf>,
+}
+
+fn check(asked: &PublishRequest) -> Result<Checked, ApiError> {
+    if asked.artifact.contains([':', '@']) {
+        return Err(ApiError::bad_request(format!(
+            "publish names an artifact, not a version: `{}` has a `:` or `@`",
+            hoard_types::truncate(&asked.artifact)
+        )));
+    }
+    let reference: ArtifactRef = asked.artifact.parse()?;
+    let name = reference.qualify(asked.entity.as_deref(), asked.project.as_deref())?;
+    for alias in &asked.aliases {
+        hoard_types::check_alias(alias)?;
+    }
+    let metadata = asked
+        .metadata
+        .clone()
+        .unwrap_or_else(|| serde_json::json!({}));
+    if !metadata.is_object() {
+        return Err(ApiError::bad_request("`metadata` must be a JSON object"));
+    }
+    let mode: LinkMode = match &asked.mode {
+        Some(mode) => mode.parse().map_err(|e: String| ApiError::bad_request(e))?,
+        None => LinkMode::Auto,
+    };
+    if asked.inputs.is_empty() {
+        return Err(ApiError::bad_request("nothing to publish: no input paths"));
+    }
+    let inputs: Vec<LocalInput> = asked.inputs.iter().map(|i| LocalInput::parse(i)).collect();
+    if let Some(relative) = inputs.iter().find(|i| !i.path.is_absolute()) {
+        return Err(ApiError::bad_request(format!(
+            "input paths must be absolute, not `{}`",
+            relative.path.display()
+        )));
+    }
+    let dest = asked.dest.as_deref().map(PathBuf::from);
+    if let Some(dest) = dest.as_ref().filter(|d| !d.is_absolute()) {
+        return Err(ApiError::bad_request(format!(
+            "`dest` must be an absolute path, not `{}`",
+            dest.display()
+        )));
+    }
+    Ok(Checked {
+        name,
+        inputs,
+        metadata,
+        mode,
+        dest,
+    })
+}
+
+/// Hashes and copies the inputs into the cache (one `syncfs` for all): their manifest.
+async fn ingest(store: Arc<Store>, inputs: Vec<LocalInput>) -> Result<Manifest, ApiError> {
+    let manifest = blocking(move || {
+        let files = local::collect(&inputs).map_err(|e| {
+            ApiError::new(
+                http::StatusCode::UNPROCESSABLE_ENTITY,
+                "bad-input",
+                e.to_string(),
+            )
+        })?;
+        let paths: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
+        let ingested = store.ingest_files(&paths)?;
+        let mut manifest = Manifest::new();
+        for (file, blob) in files.into_iter().zip(ingested) {
+            manifest.entries.insert(
+                file.logical,
+                Entry {
+                    digest: blob.key.digest,
+                    exec: blob.key.exec,
+                    reference: None,
+                    size: blob.size,
+                },
+            );
+        }
+        Ok(manifest)
+    })
+    .await?;
+    manifest.validate()?;
+    Ok(manifest)
+}
+
+impl Daemon {
+    /// A publish: see the module docs.
+    pub(crate) async fn publish(
+        self: &Arc<Self>,
+        asked: PublishRequest,
+    ) -> Result<Published, ApiError> {
+        let Checked {
+            name,
+            inputs,
+            metadata,
+            mode,
+            dest,
+        } = check(&asked)?;
+        let manifest = ingest(self.store.clone(), inputs).await?;
+        let digest = manifest.digest();
+        let (files, bytes) = (manifest.entries.len() as u64, manifest.total_size());
+        let pending = Pending {
+            entity: name.entity.clone(),
+            project: name.project.clone(),
+            name: name.name.clone(),
+            digest,
+            commit: CommitRequest {
+                manifest,
+                aliases: asked.aliases,
+                kind: asked.kind,
+                metadata,
+            },
+            created_ms: now_ms(),
+            attempts: 0,
+            uploaded_blobs: 0,
+            uploaded_bytes: 0,
+            last_error: None,
+            failed: false,
+        };
+        let key = outbox_key(&name, &digest);
+        let manifest = Arc::new(pending.commit.manifest.clone());
+        self.outbox.enqueue(key.clone(), pending).await?;
+        tracing::info!(key, files, bytes, "publish recorded");
+        if let Some(dest) = &dest {
+            self.place(manifest, dest.clone(), mode).await?;
+        }
+        let wait = Duration::from_secs(asked.wait_seconds.unwrap_or(0));
+        let done = if wait.is_zero() {
+            None
+        } else {
+            self.outbox.wait(&key, &name, &digest, wait).await?
+        };
+        let record = match &done {
+            Some(_) => None,
+            None => self.outbox.record(&key).await?,
+        };
+        let (uploaded_blobs, uploaded_bytes) = match (&done, &record) {
+            (Some(d), _) => (d.uploaded_blobs, d.uploaded_bytes),
+            (None, Some(r)) => (r.uploaded_blobs, r.uploaded_bytes),
+            (None, None) => (0, 0),
+        };
+        Ok(Published {
+            entity: name.entity,
+            project: name.project,
+            name: name.name,
+            digest,
+            state: if done.is_some() {
+                "committed"
+            } else {
+                "pending"
+            }
+            .to_owned(),
+            version: done.map(|d| d.version),
+            uploaded_blobs,
+            uploaded_bytes,
+            files,
+            bytes,
+            dest: dest.map(|d| d.display().to_string()),
+            last_error: record.and_then(|r| r.last_error),
+        })
+    }
+}
