@@ -246,27 +246,42 @@ fn a_publish_while_the_registry_is_down_is_usable_at_once_and_uploaded_later() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // A restart keeps the outbox; the registry comes up; the version appears upstream
-    // without anyone asking.
+    // A second version while still offline: it must be numbered after the first.
+    let second = json(&socket, t, &["publish", "acme/vision/offline", "src/data"]);
+    assert_eq!(second["state"], "pending");
+    let second_digest = second["digest"].as_str().unwrap().to_owned();
+
+    // A restart keeps the outbox; the registry comes up; the versions appear upstream, in
+    // order, without anyone asking.
     assert!(daemon.terminate().success());
     let registry = RegistryProcess::start_on(&t.join("registry"), &addr, &[]);
     let daemon = DaemonProcess::start(&socket, &cache, &url);
-    wait_until("the outbox to empty", || commits(&registry) == 1);
+    wait_until("the outbox to empty", || commits(&registry) == 2);
     wait_until("status to show no pending uploads", || {
         json(&socket, t, &["status"])["pending_uploads"]
             .as_array()
             .unwrap()
             .is_empty()
     });
-    assert_eq!(blob_puts(&registry), (FILES + 1) as u64);
+    assert_eq!(
+        blob_puts(&registry),
+        (FILES + 1) as u64,
+        "the second shares all blobs"
+    );
     let other = DaemonProcess::start(&t.join("o.sock"), &t.join("cache-o"), &registry.url);
     let got = json(
         &other.socket,
         t,
-        &["get", "acme/vision/offline:latest", "--root", "elsewhere"],
+        &["get", "acme/vision/offline:v0", "--root", "elsewhere"],
     );
-    assert_eq!(got["version"], "v0");
     assert_eq!(got["digest"], digest.as_str());
+    let latest = json(
+        &other.socket,
+        t,
+        &["get", "acme/vision/offline:latest", "--root", "latest"],
+    );
+    assert_eq!(latest["version"], "v1");
+    assert_eq!(latest["digest"], second_digest.as_str());
     drop(daemon);
 }
 

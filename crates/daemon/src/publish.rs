@@ -145,36 +145,58 @@ impl Outbox {
                     Vec::new()
                 }
             };
-            let mut next: Option<Instant> = None;
+            // Oldest first, and one at a time per artifact: versions are numbered upstream
+            // in the order they were published here.
+            let mut pending: Vec<(String, Pending)> = Vec::new();
             for (key, value) in records {
-                if given_up.contains(&key) {
+                match serde_json::from_slice::<Pending>(&value) {
+                    Ok(record) => pending.push((key, record)),
+                    Err(e) => {
+                        tracing::error!(key, error = %e, "an outbox record does not parse; leaving it");
+                    }
+                }
+            }
+            pending.sort_by_key(|(_, p)| p.created_ms);
+            let mut blocked: HashSet<(String, String, String)> = HashSet::new();
+            let mut next: Option<Instant> = None;
+            for (key, record) in pending {
+                let artifact = (
+                    record.entity.clone(),
+                    record.project.clone(),
+                    record.name.clone(),
+                );
+                if blocked.contains(&artifact) {
+                    continue;
+                }
+                // Refused in this run of the daemon: wait for a restart or a new publish.
+                if record.failed && given_up.contains(&key) {
+                    blocked.insert(artifact);
                     continue;
                 }
                 if let Some((at, _)) = due.get(&key)
                     && *at > Instant::now()
                 {
                     next = Some(next.map_or(*at, |n| n.min(*at)));
+                    blocked.insert(artifact);
                     continue;
                 }
-                let Ok(pending) = serde_json::from_slice::<Pending>(&value) else {
-                    tracing::error!(key, "an outbox record does not parse; leaving it");
-                    given_up.insert(key);
-                    continue;
-                };
-                match self.attempt(&key, pending).await {
+                match self.attempt(&key, record).await {
                     Ok(()) => {
                         due.remove(&key);
+                        given_up.remove(&key);
                     }
-                    Err(refused) if refused => {
-                        given_up.insert(key);
-                    }
-                    Err(_) => {
-                        let delay = due
-                            .get(&key)
-                            .map_or(BACKOFF_FIRST, |(_, d)| (*d * 2).min(BACKOFF_MAX));
-                        let at = Instant::now() + delay;
-                        due.insert(key, (at, delay));
-                        next = Some(next.map_or(at, |n| n.min(at)));
+                    Err(refused) => {
+                        blocked.insert(artifact);
+                        if refused {
+                            given_up.insert(key);
+                        } else {
+                            let delay = due
+                                .get(&key)
+                                .map_or(BACKOFF_FIRST, |(_, d)| (*d * 2).min(BACKOFF_MAX));
+                            let at = Instant::now() + delay;
+                            due.insert(key, (at, delay));
+                            next = Some(next.map_or(at, |n| n.min(at)));
+                        }
                     }
                 }
                 self.changed.send_modify(|n| *n += 1);
