@@ -368,7 +368,21 @@ fn a_killed_daemon_restarts_and_finishes_the_fetch() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Kill it as soon as the fetch is under way (a fixed sleep raced a fast fetch).
+    let fetching = || {
+        let answer = s.daemon.as_ref().unwrap().get("/v1/status")?;
+        let body: serde_json::Value =
+            serde_json::from_str(answer.split("\r\n\r\n").nth(1)?).ok()?;
+        Some(body["in_flight"].as_u64()? > 0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while fetching() != Some(true) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fetch never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
     s.daemon.take().unwrap().kill9();
     let out = child.wait_with_output().unwrap();
     assert!(

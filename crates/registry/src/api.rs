@@ -13,6 +13,8 @@ pub(crate) struct ApiError {
     kind: &'static str,
     detail: String,
     missing: Vec<Digest>,
+    /// For a resumable upload at another offset: answered as `Upload-Offset`.
+    pub(crate) upload_offset: Option<u64>,
 }
 
 impl ApiError {
@@ -22,6 +24,7 @@ impl ApiError {
             kind,
             detail: detail.into(),
             missing: Vec::new(),
+            upload_offset: None,
         }
     }
 
@@ -54,6 +57,11 @@ impl ApiError {
             missing: self.missing,
         };
         let mut response = hoard_http::problem(&body);
+        if let Some(offset) = self.upload_offset {
+            response
+                .headers_mut()
+                .insert(crate::blobs::UPLOAD_OFFSET, HeaderValue::from(offset));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -89,6 +97,7 @@ impl From<hoard_upstream::Error> for ApiError {
                 }
                 .to_string(),
                 missing,
+                upload_offset: None,
             },
             E::Invalid(e) => Self::bad_request(e.to_string()),
             e @ (E::DigestMismatch { .. } | E::ShortBody { .. } | E::LongBody { .. }) => Self::new(

@@ -240,6 +240,84 @@ fn file_body(state: Arc<State>, file: Arc<std::fs::File>, first: u64, len: u64) 
     StreamBody::new(stream).boxed_unsync()
 }
 
+/// The header of a resumable upload: where this request's body starts in the blob.
+pub(crate) const UPLOAD_OFFSET: &str = "upload-offset";
+
+/// Opens the caller's partial upload of `digest` to continue at `offset` (0 starts over):
+/// the partial, a hasher over its bytes so far, and its length. When the partial holds a
+/// different number of bytes, `409` says how many in `Upload-Offset`.
+async fn resume(
+    state: &Arc<State>,
+    caller: &Caller,
+    digest: Digest,
+    offset: u64,
+) -> Result<(hoard_upstream::dir::TempBlob, blake3::Hasher, u64), ApiError> {
+    let (root, owner) = (state.root.clone(), caller.name().to_owned());
+    let opened = blocking(move || {
+        let Some((temp, len)) = root.resumable_blob(&owner, &digest)? else {
+            return Ok(Err(None));
+        };
+        if offset != len && offset != 0 {
+            return Ok(Err(Some(len)));
+        }
+        if offset == 0 {
+            temp.file_ref()
+                .set_len(0)
+                .map_err(|e| hoard_upstream::Error::Io {
+                    op: "truncate",
+                    path: temp.path().to_owned(),
+                    source: e,
+                })?;
+            return Ok(Ok((temp, blake3::Hasher::new(), 0)));
+        }
+        // Continuing: hash what is there (one read, from the page cache mostly).
+        let mut hasher = blake3::Hasher::new();
+        hasher
+            .update_reader(temp.file_ref())
+            .map_err(|e| hoard_upstream::Error::Io {
+                op: "read",
+                path: temp.path().to_owned(),
+                source: e,
+            })?;
+        Ok(Ok((temp, hasher, len)))
+    })
+    .await?;
+    match opened {
+        Ok(resumed) => Ok(resumed),
+        Err(None) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            problem::CONFLICT,
+            format!("another upload of blob `{digest}` with this credential is in progress"),
+        )),
+        Err(Some(len)) => {
+            let mut error = ApiError::new(
+                StatusCode::CONFLICT,
+                problem::CONFLICT,
+                format!("the upload of blob `{digest}` is at byte {len}, not {offset}"),
+            );
+            error.upload_offset = Some(len);
+            Err(error)
+        }
+    }
+}
+
+/// `GET /v1/blobs/{digest}/upload`: how many bytes of a resumable upload by this caller
+/// the registry holds.
+pub(crate) async fn upload_offset(
+    state: &Arc<State>,
+    caller: &Caller,
+    digest: &str,
+) -> Result<Response<Body>, ApiError> {
+    let digest = parse_digest(digest)?;
+    caller.may_upload()?;
+    let (root, owner) = (state.root.clone(), caller.name().to_owned());
+    let offset = blocking(move || root.upload_offset(&owner, &digest)).await?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"digest": digest, "offset": offset}),
+    ))
+}
+
 pub(crate) async fn put(
     state: &Arc<State>,
     caller: &Caller,
@@ -264,45 +342,45 @@ pub(crate) async fn put(
     if declared.is_some_and(|len| len > max) {
         return Err(too_large());
     }
-    let root = state.root.clone();
-    let mut temp = blocking(move || root.temp_blob()).await?;
-    let mut body = request.into_body();
-    let mut hasher = blake3::Hasher::new();
-    let mut size = 0u64;
-    let mut pending = Vec::with_capacity(WRITE_BATCH);
-    loop {
-        let frame = match tokio::time::timeout(state.limits.body_stall, body.frame()).await {
-            Err(_) => return Err(ApiError::bad_request("the upload stalled; try again")),
-            Ok(None) => break,
-            Ok(Some(Err(e))) => {
-                return Err(ApiError::bad_request(format!("the upload broke off: {e}")));
-            }
-            Ok(Some(Ok(frame))) => frame,
-        };
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        size += data.len() as u64;
-        if size > max {
-            return Err(too_large());
+    let offset = match request.headers().get(UPLOAD_OFFSET) {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| ApiError::bad_request("`Upload-Offset` must be a byte count"))?,
+        ),
+    };
+    let (temp, hasher, start) = match offset {
+        None => {
+            let root = state.root.clone();
+            let temp = blocking(move || root.temp_blob()).await?;
+            (temp, blake3::Hasher::new(), 0)
         }
-        hasher.update(&data);
-        pending.extend_from_slice(&data);
-        if pending.len() >= WRITE_BATCH {
-            (temp, pending) = write(temp, pending).await?;
-        }
-    }
-    if !pending.is_empty() {
-        (temp, _) = write(temp, pending).await?;
-    }
-    if declared.is_some_and(|len| len != size) {
+        Some(offset) => resume(state, caller, digest, offset).await?,
+    };
+    let (temp, hasher, size) = receive(
+        state,
+        request.into_body(),
+        Received {
+            temp,
+            hasher,
+            size: start,
+        },
+        offset.is_some(),
+    )
+    .await?;
+    if declared.is_some_and(|len| len != size - start) {
         return Err(ApiError::bad_request(format!(
-            "the upload has {size} bytes, Content-Length said {}",
+            "the upload has {} bytes, Content-Length said {}",
+            size - start,
             declared.unwrap_or_default()
         )));
     }
     let actual = Digest::from(hasher.finalize());
     if actual != digest {
+        temp.discard();
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             problem::DIGEST_MISMATCH,
@@ -318,7 +396,6 @@ pub(crate) async fn put(
         Ok(existed)
     })
     .await?;
-    state.metrics.received(size);
     state.note_proven(caller, digest);
     tracing::debug!(%digest, size, existed, caller = caller.name(), "blob stored");
     let status = if existed {
@@ -330,6 +407,71 @@ pub(crate) async fn put(
         status,
         &serde_json::json!({"digest": digest, "size": size}),
     ))
+}
+
+/// An upload so far: the file, the hash and the size of what it holds.
+struct Received {
+    temp: hoard_upstream::dir::TempBlob,
+    hasher: blake3::Hasher,
+    size: u64,
+}
+
+/// Appends the body to the upload, hashing it. When the body breaks off or stalls, what
+/// arrived is written first if the upload is resumable.
+async fn receive(
+    state: &Arc<State>,
+    mut body: Incoming,
+    so_far: Received,
+    resumable: bool,
+) -> Result<(hoard_upstream::dir::TempBlob, blake3::Hasher, u64), ApiError> {
+    let max = state.limits.max_blob;
+    let Received {
+        mut temp,
+        mut hasher,
+        mut size,
+    } = so_far;
+    let mut pending = Vec::with_capacity(WRITE_BATCH);
+    loop {
+        let frame = match tokio::time::timeout(state.limits.body_stall, body.frame()).await {
+            Err(_) => Err("the upload stalled; try again".to_owned()),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => Err(format!("the upload broke off: {e}")),
+            Ok(Some(Ok(frame))) => Ok(frame),
+        };
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(reason) => {
+                if resumable && !pending.is_empty() {
+                    state.metrics.received(pending.len() as u64);
+                    let _ = write(temp, pending).await;
+                }
+                return Err(ApiError::bad_request(reason));
+            }
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        size += data.len() as u64;
+        if size > max {
+            temp.discard();
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                problem::TOO_LARGE,
+                format!("blobs larger than {max} bytes are not accepted"),
+            ));
+        }
+        hasher.update(&data);
+        pending.extend_from_slice(&data);
+        if pending.len() >= WRITE_BATCH {
+            state.metrics.received(pending.len() as u64);
+            (temp, pending) = write(temp, pending).await?;
+        }
+    }
+    if !pending.is_empty() {
+        state.metrics.received(pending.len() as u64);
+        (temp, _) = write(temp, pending).await?;
+    }
+    Ok((temp, hasher, size))
 }
 
 /// Appends a batch to the temp file on the blocking pool.

@@ -45,13 +45,15 @@ async fn dispatch(state: &Arc<State>, request: Request<Incoming>) -> Routed {
         (&Method::GET, ["v1", "blobs", _]) => "blob_get",
         (&Method::HEAD, ["v1", "blobs", _]) => "blob_head",
         (&Method::PUT, ["v1", "blobs", _]) => "blob_put",
+        (&Method::GET, ["v1", "blobs", _, "upload"]) => "upload_offset",
         (
             _,
             ["v1", "health"]
             | ["metrics"]
             | ["v1", "artifacts", _, _, _, _]
             | ["v1", "artifacts", _, _, _, "aliases", _]
-            | ["v1", "blobs", _],
+            | ["v1", "blobs", _]
+            | ["v1", "blobs", _, "upload"],
         ) => {
             let error = ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -101,6 +103,7 @@ async fn dispatch(state: &Arc<State>, request: Request<Incoming>) -> Routed {
             let d = (*d).to_owned();
             blobs::get(state, &caller, &d, &request).await
         }
+        ("upload_offset", [_, _, d, _]) => blobs::upload_offset(state, &caller, d).await,
         ("blob_put", [_, _, d]) => {
             let d = (*d).to_owned();
             blobs::put(state, &caller, &d, request).await

@@ -118,6 +118,9 @@ pub mod problem {
     pub const TOO_LARGE: &str = "too-large";
     pub const METHOD_NOT_ALLOWED: &str = "method-not-allowed";
     pub const RANGE_NOT_SATISFIABLE: &str = "range-not-satisfiable";
+    /// A resumable upload that is elsewhere than the request says (`Upload-Offset` tells
+    /// where), or is in progress on another connection.
+    pub const CONFLICT: &str = "conflict";
     pub const INTERNAL: &str = "internal";
     /// The message a view-only member gets for a manifest or a blob, as W&B words it.
     pub const VIEW_ONLY: &str = "view-only members cannot download artifacts";

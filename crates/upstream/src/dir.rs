@@ -48,11 +48,16 @@ pub struct DirRoot {
     root: PathBuf,
 }
 
-/// A blob being written in `tmp/`; removed on drop unless kept.
+/// How long an abandoned resumable upload stays in `tmp/`.
+const RESUMABLE_KEPT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// A blob being written in `tmp/`; removed on drop unless kept (or resumable).
 #[derive(Debug)]
 pub struct TempBlob {
     path: PathBuf,
     file: Option<File>,
+    /// A resumable upload's partial: left in `tmp/` on drop.
+    resumable: bool,
 }
 
 impl TempBlob {
@@ -74,6 +79,17 @@ impl TempBlob {
         &self.path
     }
 
+    pub fn file_ref(&self) -> &File {
+        self.file
+            .as_ref()
+            .expect("the file is present until the blob is kept")
+    }
+
+    /// Removes the file, resumable or not (its bytes are wrong).
+    pub fn discard(mut self) {
+        self.resumable = false;
+    }
+
     /// Renames the file to `target` unless something is there already: `Ok(false)` then,
     /// and the temp file goes when this is dropped.
     fn persist_new(&mut self, target: &Path) -> Result<bool, Error> {
@@ -92,7 +108,7 @@ impl TempBlob {
 
 impl Drop for TempBlob {
     fn drop(&mut self) {
-        if self.file.take().is_some() {
+        if self.file.take().is_some() && !self.resumable {
             let _ = fs::remove_file(&self.path);
         }
     }
@@ -171,6 +187,7 @@ impl DirRoot {
                     return Ok(TempBlob {
                         path,
                         file: Some(file),
+                        resumable: false,
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -179,11 +196,64 @@ impl DirRoot {
         }
     }
 
+    /// The partial of a resumable upload of `digest` by `owner` (a caller's name), opened
+    /// for appending and locked, with its length; `None` when another upload holds it.
+    /// It stays in `tmp/` when dropped, so that a broken upload can continue; `clean_tmp`
+    /// removes it once it is old and unlocked.
+    pub fn resumable_blob(
+        &self,
+        owner: &str,
+        digest: &Digest,
+    ) -> Result<Option<(TempBlob, u64)>, Error> {
+        let path = self.upload_path(owner, digest);
+        let dir = self.root.join("tmp");
+        fs::create_dir_all(&dir).io("create", &dir)?;
+        let file = File::options()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .io("open", &path)?;
+        match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => return Ok(None),
+            Err(e) => return Err(io::Error::from(e)).io("lock", &path),
+        }
+        let len = file.metadata().io("stat", &path)?.len();
+        Ok(Some((
+            TempBlob {
+                path,
+                file: Some(file),
+                resumable: true,
+            },
+            len,
+        )))
+    }
+
+    /// How many bytes of `digest` a resumable upload by `owner` left (0 if none).
+    pub fn upload_offset(&self, owner: &str, digest: &Digest) -> Result<u64, Error> {
+        let path = self.upload_path(owner, digest);
+        match fs::metadata(&path) {
+            Ok(meta) => Ok(meta.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e).io("stat", path),
+        }
+    }
+
+    fn upload_path(&self, owner: &str, digest: &Digest) -> PathBuf {
+        let owner = blake3::hash(owner.as_bytes()).to_hex();
+        self.root
+            .join("tmp")
+            .join(format!("upload-{}-{digest}.partial", &owner[..16]))
+    }
+
     /// Makes a fully written temp blob the blob `digest` (the caller verified the
     /// digest). With `sync`, its bytes and its name are durable on return; without, the
     /// caller makes them durable in one pass ([`Self::sync`]) before anything refers to
     /// them. A blob already stored is kept and the temp file removed.
     pub fn keep_blob(&self, mut temp: TempBlob, digest: &Digest, sync: bool) -> Result<(), Error> {
+        // Complete and verified: if it cannot become the blob, it goes.
+        temp.resumable = false;
         let path = temp.path.clone();
         let file = temp.file();
         file.set_permissions(fs::Permissions::from_mode(0o444))
@@ -590,6 +660,12 @@ impl DirRoot {
         let dir = self.root.join("tmp");
         let mut removed = 0;
         for name in read_dir_names(&dir)? {
+            // A resumable upload's partial is kept for a day, to be continued.
+            let age = if name.starts_with("upload-") {
+                age.max(RESUMABLE_KEPT)
+            } else {
+                age
+            };
             let path = dir.join(name);
             let old = fs::symlink_metadata(&path)
                 .and_then(|m| m.modified())

@@ -34,6 +34,11 @@ const MAX_JSON: usize = 1 << 30;
 const MAX_PROBLEM: usize = 64 * 1024;
 /// Read size for uploads.
 const UPLOAD_CHUNK: usize = 256 * 1024;
+/// Blobs at least this large are uploaded resumably: a broken upload continues from the
+/// bytes the registry holds (`GET /v1/blobs/{digest}/upload`, `PUT` with `Upload-Offset`).
+const RESUMABLE_UPLOAD: u64 = 16 << 20;
+/// How many times a resumable upload continues after breaking off.
+const RESUME_ROUNDS: u32 = 5;
 
 /// When and how often to try again.
 #[derive(Clone, Debug)]
@@ -421,6 +426,69 @@ impl ChunkSource for HttpChunks {
 }
 
 /// A file as a streaming request body.
+impl RegistryClient {
+    /// Uploads a large blob so that a broken upload continues where the registry's copy
+    /// ends instead of starting over. A registry without resumable uploads gets a plain
+    /// `PUT`.
+    async fn upload_resumable(&self, digest: &Digest, file: &Path, len: u64) -> Result<(), Error> {
+        let path = format!("/v1/blobs/{digest}");
+        let what = format!("blob `{digest}`");
+        let mut round = 0;
+        loop {
+            let offset = match self.upload_offset(digest).await {
+                Ok(offset) if offset <= len => offset,
+                // Longer than the file (not a prefix of it), or a registry from before
+                // resumable uploads: start at 0.
+                Ok(_) | Err(Error::NotFound { .. }) => 0,
+                Err(e) => return Err(e),
+            };
+            let result = self
+                .send(&what, || {
+                    use std::io::{Seek, SeekFrom};
+                    let mut opened = std::fs::File::open(file).io("open", file)?;
+                    opened.seek(SeekFrom::Start(offset)).io("seek", file)?;
+                    Ok(self
+                        .request(Method::PUT, &path)
+                        .header(header::CONTENT_LENGTH, len - offset)
+                        .header(header::CONTENT_TYPE, "application/octet-stream")
+                        .header("upload-offset", offset)
+                        .body(file_body(opened)))
+                })
+                .await;
+            match result {
+                Ok(_) => return Ok(()),
+                // Another attempt moved the registry's copy on (409), or the connection
+                // kept breaking: ask where it is and continue from there.
+                Err(Error::Rejected { status: 409, .. } | Error::Unreachable { .. })
+                    if round < RESUME_ROUNDS =>
+                {
+                    round += 1;
+                    tracing::debug!(%digest, round, "continuing a broken upload");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// How many bytes of `digest` the registry holds from an earlier upload by us.
+    async fn upload_offset(&self, digest: &Digest) -> Result<u64, Error> {
+        #[derive(serde::Deserialize)]
+        struct Offset {
+            offset: u64,
+        }
+        let path = format!("/v1/blobs/{digest}/upload");
+        let response = self
+            .send(&format!("blob `{digest}`"), || {
+                Ok(self.request(Method::GET, &path))
+            })
+            .await?;
+        let body = self.body(response).await?;
+        let answer: Offset = serde_json::from_slice(&body)
+            .map_err(|e| self.protocol(format!("bad upload offset: {e}")))?;
+        Ok(answer.offset)
+    }
+}
+
 fn file_body(file: std::fs::File) -> reqwest::Body {
     let file = tokio::fs::File::from_std(file);
     let stream = futures_util::stream::unfold(file, |mut file| async move {
@@ -530,6 +598,10 @@ impl Upstream for RegistryClient {
         file: &'a Path,
     ) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
+            let len = std::fs::metadata(file).io("stat", file)?.len();
+            if len >= RESUMABLE_UPLOAD {
+                return self.upload_resumable(digest, file, len).await;
+            }
             let path = format!("/v1/blobs/{digest}");
             self.send(&format!("blob `{digest}`"), || {
                 let opened = std::fs::File::open(file).io("open", file)?;

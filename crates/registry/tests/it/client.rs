@@ -139,3 +139,35 @@ async fn errors_are_typed() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn a_large_upload_continues_a_broken_one() {
+    let server = Server::start(Some(tokens())).await;
+    let upstream = client(&server, Some(MEMBER));
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..(20u32 << 20)).map(|i| (i % 241) as u8).collect();
+    let file = dir.path().join("model.bin");
+    std::fs::write(&file, &data).unwrap();
+    let digest = Digest::of(&data);
+    let sent = 8 << 20;
+    broken_upload(&server, Some(MEMBER), &digest, &data, sent).await;
+
+    upstream.upload_blob(&digest, &file).await.unwrap();
+    assert_eq!(std::fs::read(server.blob_file(&digest)).unwrap(), data);
+    // Each byte crossed the wire once: the client sent only what the registry lacked.
+    let metrics = server
+        .as_(MEMBER)
+        .get("/metrics")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "hoard_registry_blob_bytes_received_total {}\n",
+            data.len()
+        )),
+        "{metrics}"
+    );
+    assert_eq!(server.tmp_files(), 0);
+}

@@ -229,3 +229,52 @@ pub(crate) async fn assert_problem(response: reqwest::Response, status: u16, nee
         problem.detail
     );
 }
+
+/// Starts a resumable upload of `data` (whose digest is `digest`) at byte 0, sends
+/// `sent` bytes of it, then closes the connection: what a broken upload leaves.
+pub(crate) async fn broken_upload(
+    server: &Server,
+    token: Option<&str>,
+    digest: &Digest,
+    data: &[u8],
+    sent: usize,
+) {
+    use tokio::io::AsyncWriteExt;
+    let addr = server.url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "PUT /v1/blobs/{digest} HTTP/1.1\r\nHost: x\r\n{auth}Upload-Offset: 0\r\nContent-Length: {}\r\n\r\n",
+        data.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&data[..sent]).await.unwrap();
+    stream.shutdown().await.unwrap();
+    drop(stream);
+    // The server writes what arrived once it sees the connection end.
+    for _ in 0..200 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        let offset = upload_offset(server, token, digest).await;
+        if offset == sent as u64 {
+            return;
+        }
+    }
+    panic!("the registry never held the {sent} bytes sent");
+}
+
+/// `GET /v1/blobs/{digest}/upload`.
+pub(crate) async fn upload_offset(server: &Server, token: Option<&str>, digest: &Digest) -> u64 {
+    let http = match token {
+        Some(t) => server.as_(t),
+        None => server.http(),
+    };
+    let answer: serde_json::Value = http
+        .get(&format!("/v1/blobs/{digest}/upload"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    answer["offset"].as_u64().unwrap()
+}

@@ -458,3 +458,63 @@ async fn a_restarted_server_serves_what_it_stored() {
         .unwrap();
     assert_eq!(got.digest, v.digest);
 }
+
+#[tokio::test]
+async fn a_broken_upload_continues_where_the_registry_copy_ends() {
+    let server = Server::start(Some(tokens())).await;
+    let http = server.as_(MEMBER);
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    let digest = Digest::of(&data);
+    broken_upload(&server, Some(MEMBER), &digest, &data, 1_000_000).await;
+    assert!(
+        !server.blob_file(&digest).exists(),
+        "not a blob until complete"
+    );
+    // Another caller does not see (or continue) this caller's upload.
+    assert_eq!(upload_offset(&server, Some(ADMIN), &digest).await, 0);
+    let r = server
+        .as_(VIEWER)
+        .get(&format!("/v1/blobs/{digest}/upload"))
+        .await;
+    assert_eq!(r.status(), 403, "a viewer may not upload");
+
+    // At the wrong offset: 409, and where it is.
+    let r = http
+        .req(Method::PUT, &format!("/v1/blobs/{digest}"))
+        .header("upload-offset", 1_000_001)
+        .body(data[1_000_001..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    assert_eq!(r.headers()["upload-offset"], "1000000");
+
+    // The rest, from there: the blob is whole and verified.
+    let r = http
+        .req(Method::PUT, &format!("/v1/blobs/{digest}"))
+        .header("upload-offset", 1_000_000)
+        .body(data[1_000_000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    assert_eq!(std::fs::read(server.blob_file(&digest)).unwrap(), data);
+    assert_eq!(server.tmp_files(), 0);
+    assert_eq!(upload_offset(&server, Some(MEMBER), &digest).await, 0);
+
+    // A continuation with wrong bytes: refused, and the partial is gone.
+    let other: Vec<u8> = data.iter().map(|b| b ^ 0x55).collect();
+    let other_digest = Digest::of(&other);
+    broken_upload(&server, Some(MEMBER), &other_digest, &other, 500_000).await;
+    let r = http
+        .req(Method::PUT, &format!("/v1/blobs/{other_digest}"))
+        .header("upload-offset", 500_000)
+        .body(data[500_000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 400, "nothing was stored").await;
+    assert!(!server.blob_file(&other_digest).exists());
+    assert_eq!(upload_offset(&server, Some(MEMBER), &other_digest).await, 0);
+    assert_eq!(server.tmp_files(), 0);
+}
