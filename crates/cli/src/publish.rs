@@ -75,6 +75,7 @@ pub(crate) fn publish(args: &PublishArgs) -> anyhow::Result<()> {
         dest: dest.map(|d| d.display().to_string()),
         mode: Some(args.mode.clone()),
         wait_seconds: args.wait.then(|| args.timeout.as_secs().max(1)),
+        wait_one_attempt: false,
     };
     let client = args.connect.client();
     let published = runtime()?.block_on(client.publish(&request))?;

@@ -458,6 +458,7 @@ impl Daemon {
             digest: version.digest,
             aliases: version.aliases.clone(),
             kind: version.kind.clone(),
+            metadata: version.metadata.clone(),
             files: total,
             bytes: version.manifest.total_size(),
             cached_files,

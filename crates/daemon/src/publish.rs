@@ -386,6 +386,8 @@ impl Outbox {
         name: &ArtifactName,
         digest: &Digest,
         timeout: Duration,
+        // Stop once an attempt beyond this many has failed.
+        one_attempt: Option<u32>,
     ) -> Result<Option<Done>, ApiError> {
         let deadline = Instant::now() + timeout;
         let mut changed = self.changed.subscribe();
@@ -411,6 +413,11 @@ impl Outbox {
                         pending.last_error.as_deref().unwrap_or("no reason given")
                     ),
                 ));
+            }
+            if let (Some(before), Some(record)) = (one_attempt, &record)
+                && record.attempts > before
+            {
+                return Ok(None);
             }
             if record.is_none() {
                 // Committed just now, or by an earlier run of the daemon.
@@ -601,6 +608,7 @@ impl Daemon {
         };
         let key = outbox_key(&name, &digest);
         let manifest = Arc::new(pending.commit.manifest.clone());
+        let attempts_before = self.outbox.record(&key).await?.map_or(0, |r| r.attempts);
         self.outbox.enqueue(key.clone(), pending).await?;
         tracing::info!(key, files, bytes, "publish recorded");
         if let Some(dest) = &dest {
@@ -610,7 +618,15 @@ impl Daemon {
         let done = if wait.is_zero() {
             None
         } else {
-            self.outbox.wait(&key, &name, &digest, wait).await?
+            self.outbox
+                .wait(
+                    &key,
+                    &name,
+                    &digest,
+                    wait,
+                    asked.wait_one_attempt.then_some(attempts_before),
+                )
+                .await?
         };
         let record = match &done {
             Some(_) => None,

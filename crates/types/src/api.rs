@@ -33,6 +33,9 @@ pub struct Resolved {
     pub aliases: Vec<String>,
     #[serde(rename = "type")]
     pub kind: Option<String>,
+    /// The version's metadata (a JSON object), as published.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub metadata: serde_json::Value,
     pub files: u64,
     pub bytes: u64,
     /// Files whose bytes are in the cache now (counted by `resolve`, not by the streams).
@@ -197,6 +200,11 @@ pub struct PublishRequest {
     /// Wait up to this long for the upstream commit before answering `pending`.
     #[serde(default)]
     pub wait_seconds: Option<u64>,
+    /// With `wait_seconds`: stop waiting after the first attempt that fails (the upload
+    /// goes on in the background). For callers that want a version number when the
+    /// upstream is up, and no delay when it is not.
+    #[serde(default)]
+    pub wait_one_attempt: bool,
 }
 
 /// The answer to a publish.
