@@ -1,5 +1,6 @@
 //! End-to-end tests: they start the real binaries.
 //!
+//! - `budget`: the cache budget: eviction under a stream of gets, pins, `gc`, refusals.
 //! - `bench`: the benchmark command the README names runs and reports its comparison.
 //! - `daemon`: `hoard daemon` and `hoard get` against a real registry: cold, warm, prefixes,
 //!   concurrency, aliases, offline, kill -9.
@@ -8,6 +9,7 @@
 //! - `registry`: `hoard registry import` and `serve` as processes; tokens; refusals.
 
 mod bench;
+mod budget;
 mod daemon;
 mod publish;
 mod registry;

@@ -30,6 +30,66 @@ pub(crate) struct Config {
     pub(crate) fetch_concurrency: Option<usize>,
     pub(crate) large_blob_mib: Option<u64>,
     pub(crate) range_mib: Option<u64>,
+    /// `"200 GiB"`, `"500MB"`, or `"40%"` of the cache's filesystem.
+    pub(crate) max_size: Option<String>,
+    pub(crate) high_watermark: Option<f64>,
+    pub(crate) low_watermark: Option<f64>,
+}
+
+/// A cache size as configured: bytes, or a share of the cache's filesystem.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Size {
+    Bytes(u64),
+    /// A fraction in `(0, 1]`.
+    Share(f64),
+}
+
+impl std::str::FromStr for Size {
+    type Err = String;
+
+    /// `"200 GiB"`, `"1.5TB"`, `"500 MiB"`, `"1048576"` (bytes), `"40%"`. Binary units
+    /// (KiB, MiB, GiB, TiB) are powers of 1024, decimal ones (KB, MB, GB, TB) of 1000.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad =
+            || format!("`{text}` is not a size; write e.g. \"200 GiB\", \"500 MB\" or \"40%\"");
+        let trimmed = text.trim();
+        if let Some(percent) = trimmed.strip_suffix('%') {
+            let value: f64 = percent.trim().parse().map_err(|_| bad())?;
+            if !(value > 0.0 && value <= 100.0) {
+                return Err(format!(
+                    "`{text}`: a share must be above 0% and at most 100%"
+                ));
+            }
+            return Ok(Self::Share(value / 100.0));
+        }
+        let split = trimmed
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(trimmed.len());
+        let (number, unit) = trimmed.split_at(split);
+        let value: f64 = number.parse().map_err(|_| bad())?;
+        let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1.0,
+            "kb" | "k" => 1e3,
+            "mb" | "m" => 1e6,
+            "gb" | "g" => 1e9,
+            "tb" | "t" => 1e12,
+            "kib" => 1024.0,
+            "mib" => 1024.0 * 1024.0,
+            "gib" => 1024.0 * 1024.0 * 1024.0,
+            "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+            _ => return Err(bad()),
+        };
+        let bytes = value * scale;
+        if !(0.0..1.8e19).contains(&bytes) {
+            return Err(format!("`{text}` is not a usable cache size"));
+        }
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "checked to be within u64 above"
+        )]
+        Ok(Self::Bytes(bytes as u64))
+    }
 }
 
 /// `"30s"`, `"5m"`: durations as humans write them.
@@ -91,6 +151,24 @@ impl Config {
                 path.display()
             );
         }
+        if let Some(size) = &config.max_size {
+            size.parse::<Size>().map_err(|e| {
+                anyhow::anyhow!("Invalid config file `{}`: `max_size`: {e}", path.display())
+            })?;
+        }
+        for (key, value) in [
+            ("high_watermark", config.high_watermark),
+            ("low_watermark", config.low_watermark),
+        ] {
+            if let Some(value) = value
+                && !(value > 0.0 && value <= 1.0)
+            {
+                bail!(
+                    "Invalid config file `{}`: `{key}` must be a fraction above 0 and at most 1, not {value}",
+                    path.display()
+                );
+            }
+        }
         if config.range_mib == Some(0) {
             bail!(
                 "Invalid config file `{}`: `range_mib` must be at least 1",
@@ -127,12 +205,37 @@ mod tests {
             ("alias_ttl = \"soon\"", "`soon` is not a duration"),
             ("fetch_concurrency = \"many\"", "fetch_concurrency"),
             ("fetch_concurrency = 0", "must be at least 1"),
+            ("max_size = \"lots\"", "`max_size`: `lots` is not a size"),
+            ("max_size = \"12 parsecs\"", "`max_size`"),
+            ("max_size = \"150%\"", "at most 100%"),
+            (
+                "high_watermark = 1.5",
+                "`high_watermark` must be a fraction",
+            ),
         ] {
             let e = format!("{:#}", parse(text).unwrap_err());
             assert!(
                 e.contains(needle) && e.contains("hoard.toml"),
                 "{text}: {e}"
             );
+        }
+    }
+
+    #[test]
+    fn sizes_parse_as_people_write_them() {
+        for (text, bytes) in [
+            ("200 GiB", 200u64 << 30),
+            ("500MB", 500_000_000),
+            ("1.5 TiB", 3 << 39),
+            ("4096", 4096),
+            ("64 kib", 64 << 10),
+        ] {
+            assert_eq!(text.parse::<Size>(), Ok(Size::Bytes(bytes)), "{text}");
+        }
+        assert_eq!("40%".parse::<Size>(), Ok(Size::Share(0.4)));
+        assert_eq!("0".parse::<Size>(), Ok(Size::Bytes(0)));
+        for bad in ["", "GiB", "-5 GiB", "5 GiBs", "0%", "1e3"] {
+            assert!(bad.parse::<Size>().is_err(), "{bad}");
         }
     }
 }

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use hoard_daemon::{Daemon, Options};
+use hoard_daemon::{Budget, Daemon, Options};
 use hoard_upstream::{ClientOptions, DirRoot, Upstream};
 
+use crate::config::Size;
 use crate::{env, paths};
 
 #[derive(Args)]
@@ -37,6 +38,10 @@ pub(crate) struct DaemonArgs {
     /// The size of those ranges, MiB, rounded down to a power of two [default: 16].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     range_mib: Option<u64>,
+    /// The cache budget: `200GiB`, `500MB`, or `40%` of the cache's filesystem
+    /// [default: unbounded].
+    #[arg(long, value_parser = |s: &str| s.parse::<Size>())]
+    max_size: Option<Size>,
     /// A `hoard.toml` (see `config/hoard.toml`) [default: `$XDG_CONFIG_HOME/hoard/hoard.toml`
     /// if present].
     #[arg(long, env = env::HOARD_CONFIG)]
@@ -93,20 +98,63 @@ pub(crate) fn bind(socket: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     Ok(listener)
 }
 
+/// The cache budget from `--max-size` or the config file, with its watermarks.
+fn budget(
+    args: &DaemonArgs,
+    config: &crate::config::Config,
+    cache_dir: &Path,
+) -> anyhow::Result<Option<Budget>> {
+    let size = match (args.max_size, &config.max_size) {
+        (Some(size), _) => size,
+        (None, Some(text)) => text.parse::<Size>().map_err(anyhow::Error::msg)?,
+        (None, None) => return Ok(None),
+    };
+    let max_bytes = match size {
+        Size::Bytes(bytes) => bytes,
+        Size::Share(share) => {
+            let fs = rustix::fs::statvfs(cache_dir).with_context(|| {
+                format!(
+                    "Failed to measure the filesystem of `{}`",
+                    cache_dir.display()
+                )
+            })?;
+            #[expect(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                clippy::cast_precision_loss,
+                reason = "a share of a byte count, rounded down"
+            )]
+            let bytes = ((fs.f_blocks * fs.f_frsize) as f64 * share) as u64;
+            bytes
+        }
+    };
+    if max_bytes == 0 {
+        bail!("Invalid cache budget: `max_size` must be more than 0 bytes");
+    }
+    let budget = Budget::new(
+        max_bytes,
+        config.high_watermark.unwrap_or(0.95),
+        config.low_watermark.unwrap_or(0.85),
+    )
+    .map_err(|e| anyhow::anyhow!("Invalid cache budget: {e}"))?;
+    Ok(Some(budget))
+}
+
 pub(crate) fn run(args: &DaemonArgs) -> anyhow::Result<()> {
     crate::raise_nofile_limit();
     let config = crate::config::Config::load(args.config.as_deref())?;
     let socket = args
         .socket
         .clone()
-        .or(config.socket)
+        .or(config.socket.clone())
         .unwrap_or_else(paths::default_socket);
     let cache_dir = args
         .cache_dir
         .clone()
-        .or(config.cache_dir)
+        .or(config.cache_dir.clone())
         .unwrap_or_else(paths::default_cache_dir);
     let store = hoard_store::Store::open(&cache_dir)?;
+    let budget = budget(args, &config, &cache_dir)?;
     let upstream = open_upstream(args.upstream.as_deref().or(config.upstream.as_deref()))?;
     let defaults = Options::default();
     let options = Options {
@@ -126,6 +174,7 @@ pub(crate) fn run(args: &DaemonArgs) -> anyhow::Result<()> {
             .range_mib
             .or(config.range_mib)
             .map_or(defaults.range_size, |m| m << 20),
+        budget,
         ..defaults
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -288,10 +288,18 @@ pub(crate) fn status(args: &StatusArgs) -> anyhow::Result<()> {
             return crate::out(&serde_json::to_string(&status)?);
         }
         crate::out(&format!(
-            "cache:     {} ({} blobs, {})\nupstream:  {}\nhits:      {}\nmisses:    {}\nfetched:   {}\nin flight: {}\npending uploads: {}",
+            "cache:     {} ({} blobs, {}{})\nworkdirs:  {} also linked by materialized directories; {} reclaimable\npinned:    {} versions; evicted {} blobs since start\nupstream:  {}\nhits:      {}\nmisses:    {}\nfetched:   {}\nin flight: {}\npending uploads: {}",
             status.cache_dir,
             status.blobs,
             bytes(status.cache_bytes),
+            status
+                .budget_bytes
+                .map(|b| format!(" of a {} budget", bytes(b)))
+                .unwrap_or_default(),
+            bytes(status.held_by_workdirs_bytes),
+            bytes(status.reclaimable_bytes),
+            status.pinned_versions,
+            status.evicted_blobs,
             status.upstream,
             status.hits,
             status.misses,

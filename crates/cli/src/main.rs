@@ -5,6 +5,7 @@
 //! upstream server of record). `main` prints the error chain with `{:#}` and exits non-zero; a closed stdout
 //! (`hoard … | head`) is a normal exit.
 
+mod cache;
 mod config;
 mod daemon;
 mod demo;
@@ -51,6 +52,14 @@ enum Command {
     Status(get::StatusArgs),
     /// Publish local files as a new version: usable here at once, uploaded when possible.
     Publish(publish::PublishArgs),
+    /// Fetch a version if needed and keep it from eviction.
+    Pin(cache::PinArgs),
+    /// Let a pinned version be evicted again.
+    Unpin(cache::PinArgs),
+    /// List pinned versions.
+    Pins(cache::PinsArgs),
+    /// Evict now, down to a target size (or show what would go with `--dry-run`).
+    Gc(cache::GcArgs),
     /// A sample dataset, a registry and a daemon in a temp dir: a cold and a warm `get`.
     Demo(demo::DemoArgs),
     /// The hoard registry: the upstream server teams self-host.
@@ -69,6 +78,10 @@ fn main() -> ExitCode {
         Command::Ls(args) => get::ls(&args),
         Command::Status(args) => get::status(&args),
         Command::Publish(args) => publish::publish(&args),
+        Command::Pin(args) => cache::pin(&args),
+        Command::Unpin(args) => cache::unpin(&args),
+        Command::Pins(args) => cache::pins(&args),
+        Command::Gc(args) => cache::gc(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Registry(command) => registry::run(command),
     };

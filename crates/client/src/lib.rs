@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use hoard_types::api::{
-    Event, Health, ListedEntry, MaterializeRequest, PublishRequest, Published, ResolveRequest,
-    Resolved, Status, Summary,
+    Event, GcReport, GcRequest, Health, ListedEntry, MaterializeRequest, Pin, PinRequest,
+    PublishRequest, Published, ResolveRequest, Resolved, Status, Summary,
 };
 use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
@@ -186,6 +186,24 @@ impl Client {
     /// reference entry, its `ref` URI. Nothing is fetched.
     pub async fn entry(&self, request: &MaterializeRequest) -> Result<ListedEntry, Error> {
         self.post_json("/v1/file", request).await
+    }
+
+    /// Fetches a version if needed and keeps it from eviction.
+    pub async fn pin(&self, request: &PinRequest) -> Result<Pin, Error> {
+        self.post_json("/v1/pins", request).await
+    }
+
+    pub async fn unpin(&self, request: &PinRequest) -> Result<Pin, Error> {
+        self.post_json("/v1/pins/remove", request).await
+    }
+
+    pub async fn pins(&self) -> Result<Vec<Pin>, Error> {
+        self.get_json("/v1/pins").await
+    }
+
+    /// Evicts now (or, with `dry_run`, reports what would be evicted).
+    pub async fn gc(&self, request: &GcRequest) -> Result<GcReport, Error> {
+        self.post_json("/v1/gc", request).await
     }
 
     /// Publishes local files as a new version (see `PublishRequest`).

@@ -36,6 +36,8 @@ pub struct Options {
     /// The size of each range, and how many ranges of one blob run at once.
     pub range_size: u64,
     pub range_parallel: usize,
+    /// The cache budget; `None`: unbounded.
+    pub budget: Option<crate::Budget>,
 }
 
 impl Default for Options {
@@ -46,6 +48,7 @@ impl Default for Options {
             large_blob: 64 << 20,
             range_size: 16 << 20,
             range_parallel: 4,
+            budget: None,
         }
     }
 }
@@ -62,6 +65,10 @@ pub struct Daemon {
     pub(crate) metrics: crate::metrics::Metrics,
     /// Publishes on their way upstream.
     pub(crate) outbox: Arc<crate::publish::Outbox>,
+    /// The cache budget and eviction.
+    pub(crate) keeper: Arc<crate::budget::Keeper>,
+    /// One pin or unpin at a time.
+    pub(crate) pin_turn: tokio::sync::Mutex<()>,
 }
 
 /// A version and, if it is not fresh from the upstream, why.
@@ -104,6 +111,7 @@ impl Daemon {
             parallel: options.range_parallel,
         };
         let outbox = crate::publish::Outbox::start(store.clone(), upstream.clone());
+        let keeper = Arc::new(crate::budget::Keeper::new(store.clone(), options.budget));
         let fetcher = Arc::new(Fetcher::new(
             store.clone(),
             upstream,
@@ -119,6 +127,8 @@ impl Daemon {
             misses: AtomicU64::new(0),
             metrics: crate::metrics::Metrics::default(),
             outbox,
+            keeper,
+            pin_turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -266,7 +276,19 @@ impl Daemon {
                 ),
             ));
         }
-        let (fetched_blobs, fetched_bytes) = self.fetch_missing(&manifest, events).await?;
+        // Cached blobs of this version stay while it is fetched and placed: eviction for
+        // this or a concurrent request must not take them.
+        let _lease = self.store.lease(
+            manifest
+                .entries
+                .values()
+                .map(|e| BlobKey::new(e.digest, e.exec)),
+        );
+        let what = format!(
+            "`{}/{}/{}:{}`",
+            version.entity, version.project, version.name, version.version
+        );
+        let (fetched_blobs, fetched_bytes) = self.fetch_missing(&manifest, &what, events).await?;
         let mut summary = Summary {
             version: version.version.clone(),
             digest: version.digest,
@@ -302,6 +324,7 @@ impl Daemon {
     async fn fetch_missing(
         self: &Arc<Self>,
         manifest: &Manifest,
+        what: &str,
         events: &mpsc::Sender<Event>,
     ) -> Result<(u64, u64), ApiError> {
         let mut wanted: Vec<(BlobKey, u64)> = manifest
@@ -334,6 +357,7 @@ impl Daemon {
         }
         let missing_blobs = missing.len() as u64;
         let missing_bytes = missing.iter().map(|(_, s)| s).sum();
+        let _room = self.keeper.reserve(missing_bytes, what).await?;
         let progress = |blobs, bytes| Event::Progress {
             fetched_blobs: blobs,
             missing_blobs,
@@ -366,6 +390,7 @@ impl Daemon {
                     // What was fetched stays: commit it for the next attempt.
                     drop(pending);
                     let _ = self.fetcher.commit_now().await;
+                    self.keeper.after_fetch();
                     return Err(e);
                 }
             };
@@ -381,6 +406,7 @@ impl Daemon {
             }
         }
         self.fetcher.commit_now().await?;
+        self.keeper.after_fetch();
         Ok((fetched, fetched_bytes))
     }
 

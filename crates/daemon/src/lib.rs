@@ -14,17 +14,21 @@
 //! - `daemon.rs`: [`Daemon`]: resolution, selection, fetch-then-materialize.
 //! - `fetch.rs`: the fetch engine (coalescing, bounded concurrency, detached fetches).
 //! - `publish.rs`: publishing, and the outbox that takes publishes upstream.
+//! - `budget.rs`: the cache budget and eviction; `pins.rs`: pinned versions.
 //! - `metrics.rs`: `/metrics`.
 //! - `error.rs`: [`ApiError`], how store and upstream failures are answered.
 
+mod budget;
 mod daemon;
 mod error;
 mod fetch;
 mod metrics;
+mod pins;
 mod publish;
 mod routes;
 mod server;
 
+pub use budget::Budget;
 pub use daemon::{Daemon, Options};
 pub use error::ApiError;
 pub use server::run;

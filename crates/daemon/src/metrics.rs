@@ -16,7 +16,8 @@ impl Metrics {
         self.requests.record(call, status);
     }
 
-    pub(crate) fn render(&self, daemon: &Daemon) -> String {
+    /// The text of `/metrics`; `cache` is the cache's (bytes, blobs) now.
+    pub(crate) fn render(&self, daemon: &Daemon, cache: (u64, u64)) -> String {
         let mut out = String::new();
         self.requests.render(
             &mut out,
@@ -61,6 +62,31 @@ impl Metrics {
                 "gauge",
                 "Blob fetches running now.",
                 c.in_flight.load(Ordering::Relaxed),
+            ),
+            (
+                "hoard_evicted_blobs_total",
+                "counter",
+                "Blobs evicted from the cache.",
+                daemon.keeper.evicted_blobs.load(Ordering::Relaxed),
+            ),
+            (
+                "hoard_evicted_bytes_total",
+                "counter",
+                "Bytes of blobs evicted from the cache.",
+                daemon.keeper.evicted_bytes.load(Ordering::Relaxed),
+            ),
+            (
+                "hoard_cache_bytes",
+                "gauge",
+                "Bytes of blobs in the cache.",
+                cache.0,
+            ),
+            ("hoard_cache_blobs", "gauge", "Blobs in the cache.", cache.1),
+            (
+                "hoard_cache_budget_bytes",
+                "gauge",
+                "The cache budget (`max_size`); 0 when unbounded.",
+                daemon.keeper.budget.map_or(0, |b| b.max_bytes),
             ),
         ] {
             let _ = writeln!(

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures_util::{StreamExt, TryStreamExt};
-use hoard_store::{BlobKey, LinkMode, Store};
+use hoard_store::{BlobKey, LinkMode, Store, Table};
 use hoard_types::api::{PendingUpload, PublishRequest, Published};
 use hoard_types::registry::CommitRequest;
 use hoard_types::{ArtifactName, ArtifactRef, Digest, Entry, Manifest, Version};
@@ -138,7 +138,7 @@ impl Outbox {
         let mut given_up: HashSet<String> = HashSet::new();
         loop {
             let store = self.store.clone();
-            let records = match blocking(move || Ok(store.outbox()?)).await {
+            let records = match blocking(move || Ok(store.records(Table::Outbox)?)).await {
                 Ok(records) => records,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the outbox");
@@ -280,9 +280,9 @@ impl Outbox {
                 let key = key.to_owned();
                 let _ = blocking(move || {
                     // Only if it is still there (a record is never brought back).
-                    if store.get_outbox(&key)?.is_some() {
+                    if store.get_record(Table::Outbox, &key)?.is_some() {
                         let json = serde_json::to_vec(&pending).expect("a record serializes");
-                        store.put_outbox(&key, &json)?;
+                        store.put_record(Table::Outbox, &key, &json)?;
                     }
                     Ok(())
                 })
@@ -353,7 +353,7 @@ impl Outbox {
             .remove(&key);
         let store = self.store.clone();
         blocking(move || {
-            if let Some(existing) = store.get_outbox(&key)? {
+            if let Some(existing) = store.get_record(Table::Outbox, &key)? {
                 // The same content again: keep the record (and its pins), add aliases,
                 // and try again now even if it had failed.
                 let mut existing: Pending = serde_json::from_slice(&existing)
@@ -365,11 +365,11 @@ impl Outbox {
                 }
                 existing.failed = false;
                 let json = serde_json::to_vec(&existing).expect("a record serializes");
-                store.put_outbox(&key, &json)?;
+                store.put_record(Table::Outbox, &key, &json)?;
             } else {
                 store.pin(&pending.keys())?;
                 let json = serde_json::to_vec(&pending).expect("a record serializes");
-                store.put_outbox(&key, &json)?;
+                store.put_record(Table::Outbox, &key, &json)?;
             }
             Ok(())
         })
@@ -452,7 +452,7 @@ impl Outbox {
         let (store, key) = (self.store.clone(), key.to_owned());
         blocking(move || {
             store
-                .get_outbox(&key)?
+                .get_record(Table::Outbox, &key)?
                 .map(|json| {
                     serde_json::from_slice(&json)
                         .map_err(|e| ApiError::internal(format!("outbox record `{key}`: {e}")))
@@ -467,7 +467,7 @@ impl Outbox {
         let store = self.store.clone();
         blocking(move || {
             Ok(store
-                .outbox()?
+                .records(Table::Outbox)?
                 .into_iter()
                 .filter_map(|(_, json)| serde_json::from_slice::<Pending>(&json).ok())
                 .map(|p| PendingUpload {

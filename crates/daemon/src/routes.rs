@@ -8,7 +8,8 @@ use bytes::Bytes;
 use hoard_http::{Body, BodyError, full, json};
 use hoard_store::LinkMode;
 use hoard_types::api::{
-    Event, Health, ListedEntry, MaterializeRequest, PublishRequest, ResolveRequest, Status,
+    Event, GcReport, GcRequest, Health, ListedEntry, MaterializeRequest, PinRequest,
+    PublishRequest, ResolveRequest, Status,
 };
 use hoard_types::registry::Problem;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -63,16 +64,21 @@ async fn dispatch(
     match (request.method(), path.as_str()) {
         (&Method::GET, "/v1/health") => ("health", Ok(health(daemon))),
         (&Method::GET, "/v1/status") => ("status", status(daemon).await),
-        (&Method::GET, "/metrics") => ("metrics", Ok(metrics(daemon))),
+        (&Method::GET, "/metrics") => ("metrics", metrics(daemon).await),
         (&Method::POST, "/v1/resolve") => ("resolve", resolve(daemon, request).await),
         (&Method::POST, "/v1/materialize") => ("materialize", stream(daemon, request, true).await),
         (&Method::POST, "/v1/file") => ("file", file(daemon, request).await),
         (&Method::POST, "/v1/prefetch") => ("prefetch", stream(daemon, request, false).await),
         (&Method::POST, "/v1/publish") => ("publish", publish(daemon, request).await),
+        (&Method::GET, "/v1/pins") => ("pins", pins(daemon).await),
+        (&Method::POST, "/v1/pins") => ("pin", pin(daemon, request).await),
+        (&Method::POST, "/v1/pins/remove") => ("unpin", unpin(daemon, request).await),
+        (&Method::POST, "/v1/gc") => ("gc", gc(daemon, request).await),
         (
             _,
             "/v1/health" | "/v1/status" | "/metrics" | "/v1/resolve" | "/v1/materialize"
-            | "/v1/file" | "/v1/prefetch" | "/v1/publish",
+            | "/v1/file" | "/v1/prefetch" | "/v1/publish" | "/v1/pins" | "/v1/pins/remove"
+            | "/v1/gc",
         ) => (
             "method_not_allowed",
             Err(ApiError::new(
@@ -120,7 +126,9 @@ fn health(daemon: &Daemon) -> Response<Body> {
 
 async fn status(daemon: &Arc<Daemon>) -> Result<Response<Body>, ApiError> {
     let store = daemon.store.clone();
-    let (bytes, blobs) = blocking(move || Ok(store.usage()?)).await?;
+    let ((bytes, blobs), plan) =
+        blocking(move || Ok((store.usage()?, store.eviction_plan(0)?))).await?;
+    let budget = daemon.keeper.budget;
     let counters = &daemon.fetcher.counters;
     Ok(json(
         StatusCode::OK,
@@ -134,17 +142,25 @@ async fn status(daemon: &Arc<Daemon>) -> Result<Response<Body>, ApiError> {
             fetched_bytes: counters.fetched_bytes.load(Ordering::Relaxed),
             in_flight: counters.in_flight.load(Ordering::Relaxed),
             pending_uploads: daemon.outbox.pending().await?,
+            budget_bytes: budget.map(|b| b.max_bytes),
+            high_watermark_bytes: budget.map(|b| b.high_bytes),
+            reclaimable_bytes: plan.freed_bytes,
+            held_by_workdirs_bytes: plan.released_bytes + plan.held_by_workdirs_bytes,
+            pinned_versions: daemon.pins().await?.len() as u64,
+            evicted_blobs: daemon.keeper.evicted_blobs.load(Ordering::Relaxed),
         },
     ))
 }
 
-fn metrics(daemon: &Daemon) -> Response<Body> {
-    let mut response = Response::new(full(daemon.metrics.render(daemon)));
+async fn metrics(daemon: &Arc<Daemon>) -> Result<Response<Body>, ApiError> {
+    let store = daemon.store.clone();
+    let cache = blocking(move || Ok(store.usage()?)).await?;
+    let mut response = Response::new(full(daemon.metrics.render(daemon, cache)));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),
     );
-    response
+    Ok(response)
 }
 
 async fn resolve(
@@ -226,6 +242,51 @@ async fn publish(
     let asked: PublishRequest = read_json(request).await?;
     let published = daemon.publish(asked).await?;
     Ok(json(StatusCode::OK, &published))
+}
+
+async fn pins(daemon: &Arc<Daemon>) -> Result<Response<Body>, ApiError> {
+    Ok(json(StatusCode::OK, &daemon.pins().await?))
+}
+
+/// `pin`: fetches the version if needed, then keeps it from eviction.
+async fn pin(daemon: &Arc<Daemon>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let asked: PinRequest = read_json(request).await?;
+    Ok(json(StatusCode::OK, &daemon.pin(&asked).await?))
+}
+
+async fn unpin(
+    daemon: &Arc<Daemon>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let asked: PinRequest = read_json(request).await?;
+    Ok(json(StatusCode::OK, &daemon.unpin(&asked).await?))
+}
+
+/// `gc`: evicts down to `target_bytes` (default: the low watermark) now.
+async fn gc(daemon: &Arc<Daemon>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let asked: GcRequest = read_json(request).await?;
+    let target = match (asked.target_bytes, daemon.keeper.budget) {
+        (Some(target), _) => target,
+        (None, Some(budget)) => budget.low_bytes,
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "no cache budget is configured (`max_size`); give a target size",
+            ));
+        }
+    };
+    let report = daemon.keeper.gc(target, asked.dry_run).await?;
+    Ok(json(
+        StatusCode::OK,
+        &GcReport {
+            target_bytes: target,
+            dry_run: asked.dry_run,
+            evicted_blobs: report.evicted,
+            freed_bytes: report.freed_bytes,
+            released_bytes: report.released_bytes,
+            remaining_bytes: report.remaining_bytes,
+            held_by_workdirs_bytes: report.held_by_workdirs_bytes,
+        },
+    ))
 }
 
 async fn stream_for(

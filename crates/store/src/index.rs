@@ -34,9 +34,30 @@ const MANIFESTS: &str = "manifests";
 const ALIASES: &str = "aliases";
 /// Publishes not yet committed upstream: opaque records, owned by the daemon.
 const OUTBOX: &str = "outbox";
-const FAMILIES: [&str; 7] = [
-    BLOBS, LAST_USE, FOREIGN, VERSIONS, MANIFESTS, ALIASES, OUTBOX,
+/// Pinned versions: opaque records, owned by the daemon (the blobs' pin counts are in
+/// their blob records).
+const PINS: &str = "pins";
+const FAMILIES: [&str; 8] = [
+    BLOBS, LAST_USE, FOREIGN, VERSIONS, MANIFESTS, ALIASES, OUTBOX, PINS,
 ];
+
+/// A table of opaque records that the store keeps for its user, by string key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Table {
+    /// Publishes not yet committed upstream.
+    Outbox,
+    /// Pinned versions.
+    Pins,
+}
+
+impl Table {
+    fn family(self) -> &'static str {
+        match self {
+            Self::Outbox => OUTBOX,
+            Self::Pins => PINS,
+        }
+    }
+}
 
 pub(crate) struct Index {
     db: DB,
@@ -247,36 +268,36 @@ impl Index {
         batch.put_cf(self.cf(VERSIONS), &key, json);
         batch.put_cf(self.cf(MANIFESTS), version.digest.as_bytes(), &key);
         if let Some(outbox) = outbox {
-            batch.delete_cf(self.cf(OUTBOX), outbox.as_bytes());
+            batch.delete_cf(self.cf(Table::Outbox.family()), outbox.as_bytes());
         }
         self.write(batch)
     }
 
-    pub(crate) fn put_outbox(&self, key: &str, value: &[u8]) -> Result<()> {
+    pub(crate) fn put_record(&self, table: Table, key: &str, value: &[u8]) -> Result<()> {
         self.db
-            .put_cf(self.cf(OUTBOX), key.as_bytes(), value)
+            .put_cf(self.cf(table.family()), key.as_bytes(), value)
             .map_err(|e| self.fail(e))
     }
 
-    pub(crate) fn get_outbox(&self, key: &str) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn record(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>> {
         self.db
-            .get_cf(self.cf(OUTBOX), key.as_bytes())
+            .get_cf(self.cf(table.family()), key.as_bytes())
             .map_err(|e| self.fail(e))
     }
 
-    pub(crate) fn remove_outbox(&self, key: &str) -> Result<()> {
+    pub(crate) fn remove_record(&self, table: Table, key: &str) -> Result<()> {
         self.db
-            .delete_cf(self.cf(OUTBOX), key.as_bytes())
+            .delete_cf(self.cf(table.family()), key.as_bytes())
             .map_err(|e| self.fail(e))
     }
 
-    pub(crate) fn outbox(&self) -> Result<Vec<(String, Vec<u8>)>> {
+    pub(crate) fn records(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>> {
         self.db
-            .iterator_cf(self.cf(OUTBOX), rocksdb::IteratorMode::Start)
+            .iterator_cf(self.cf(table.family()), rocksdb::IteratorMode::Start)
             .map(|item| {
                 let (key, value) = item.map_err(|e| self.fail(e))?;
                 let key = String::from_utf8(key.into_vec())
-                    .map_err(|e| corrupt("outbox", e.as_bytes()))?;
+                    .map_err(|e| corrupt(table.family(), e.as_bytes()))?;
                 Ok((key, value.into_vec()))
             })
             .collect()

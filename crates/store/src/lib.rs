@@ -37,6 +37,7 @@ mod store;
 
 pub use clean::CleanReport;
 pub use error::{Error, Result};
+pub use index::Table;
 pub use ingest::{Begin, BlobWriter, Ingested, Staged};
 pub use layout::Layout;
 pub use maintain::{EvictReport, VerifyReport};

@@ -43,6 +43,17 @@ impl Store {
     /// first, blobs no workdir links (`nlink == 1`, whose eviction frees space) before
     /// linked ones, never a pinned or leased blob.
     pub fn evict_to(&self, budget: u64) -> Result<EvictReport> {
+        let report = self.evict(budget, false)?;
+        tracing::info!(?report, budget, "evicted");
+        Ok(report)
+    }
+
+    /// What [`Self::evict_to`] would do now, without removing anything.
+    pub fn eviction_plan(&self, budget: u64) -> Result<EvictReport> {
+        self.evict(budget, true)
+    }
+
+    fn evict(&self, budget: u64, dry_run: bool) -> Result<EvictReport> {
         self.flush_uses()?;
         let rows = self.index.all_blobs()?;
         let mut total: u64 = rows.iter().map(|(_, r, _)| r.size).sum();
@@ -69,6 +80,9 @@ impl Store {
                 continue;
             }
             let removed = self.unless_leased(&key, || -> Result<()> {
+                if dry_run {
+                    return Ok(());
+                }
                 self.index.remove_blobs(&[key])?;
                 match rustix::fs::unlinkat(&self.blobs, key.relative_path(), AtFlags::empty()) {
                     Ok(()) | Err(Errno::NOENT) => Ok(()),
@@ -91,7 +105,6 @@ impl Store {
         }
         report.remaining_bytes = total;
         report.held_by_workdirs_bytes = kept_linked;
-        tracing::info!(?report, budget, "evicted");
         Ok(report)
     }
 

@@ -13,7 +13,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Stat};
 use rustix::io::Errno;
 
 use crate::error::{Error, IoContext, Result};
-use crate::index::Index;
+use crate::index::{Index, Table};
 use crate::layout::Layout;
 use crate::record::{AliasRecord, BlobKey, BlobRecord};
 use crate::{LinkMode, reconcile};
@@ -231,23 +231,22 @@ impl Store {
         self.index.put_version(version, Some(outbox))
     }
 
-    /// The outbox: publishes not yet committed upstream, as records the caller defines,
-    /// under keys it chooses.
-    pub fn put_outbox(&self, key: &str, value: &[u8]) -> Result<()> {
-        self.index.put_outbox(key, value)
+    /// A record of the caller's in `table`, under a key it chooses.
+    pub fn put_record(&self, table: Table, key: &str, value: &[u8]) -> Result<()> {
+        self.index.put_record(table, key, value)
     }
 
-    pub fn get_outbox(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.index.get_outbox(key)
+    pub fn get_record(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>> {
+        self.index.record(table, key)
     }
 
-    pub fn remove_outbox(&self, key: &str) -> Result<()> {
-        self.index.remove_outbox(key)
+    pub fn remove_record(&self, table: Table, key: &str) -> Result<()> {
+        self.index.remove_record(table, key)
     }
 
-    /// Every outbox record, by key.
-    pub fn outbox(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        self.index.outbox()
+    /// Every record in `table`, by key.
+    pub fn records(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>> {
+        self.index.records(table)
     }
 
     pub fn version(&self, name: &ArtifactName, number: u32) -> Result<Option<Version>> {

@@ -157,6 +157,72 @@ pub struct Status {
     /// Publishes not yet committed upstream.
     #[serde(default)]
     pub pending_uploads: Vec<PendingUpload>,
+    /// The cache budget (`max_size`), and the size eviction starts above; `None` when no
+    /// budget is set.
+    #[serde(default)]
+    pub budget_bytes: Option<u64>,
+    #[serde(default)]
+    pub high_watermark_bytes: Option<u64>,
+    /// Bytes eviction would give back to the filesystem now (blobs no workdir links, not
+    /// pinned), and bytes of blobs that materialized directories also link.
+    #[serde(default)]
+    pub reclaimable_bytes: u64,
+    #[serde(default)]
+    pub held_by_workdirs_bytes: u64,
+    #[serde(default)]
+    pub pinned_versions: u64,
+    /// Blobs evicted since the daemon started.
+    #[serde(default)]
+    pub evicted_blobs: u64,
+}
+
+/// `POST /v1/pins`: keep a version from eviction (it is fetched first).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinRequest {
+    pub reference: String,
+    #[serde(default)]
+    pub entity: Option<String>,
+    #[serde(default)]
+    pub project: Option<String>,
+}
+
+/// A pinned version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pin {
+    pub entity: String,
+    pub project: String,
+    pub name: String,
+    pub version: String,
+    pub digest: Digest,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// `POST /v1/gc`: evict now.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcRequest {
+    /// Evict until the cache holds at most this many bytes (default: the low watermark).
+    #[serde(default)]
+    pub target_bytes: Option<u64>,
+    /// Report what would be evicted, evict nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What `gc` did (or, with `dry_run`, would do).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcReport {
+    pub target_bytes: u64,
+    pub dry_run: bool,
+    pub evicted_blobs: u64,
+    /// Bytes returned to the filesystem.
+    pub freed_bytes: u64,
+    /// Bytes that left the cache but stay on disk while materialized directories link them.
+    pub released_bytes: u64,
+    pub remaining_bytes: u64,
+    pub held_by_workdirs_bytes: u64,
 }
 
 /// A publish waiting in the outbox, as `status` lists it.

@@ -1,0 +1,120 @@
+//! `hoard pin`, `hoard unpin`, `hoard pins`, `hoard gc`: the cache budget by hand.
+
+use clap::Args;
+use hoard_types::api::{GcRequest, Pin, PinRequest};
+
+use crate::config::Size;
+use crate::get::{Connect, bytes, runtime};
+
+#[derive(Args)]
+pub(crate) struct PinArgs {
+    /// `[[entity/]project/]name[:alias|:vN]` or `…name@<digest>`.
+    reference: String,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    connect: Connect,
+}
+
+#[derive(Args)]
+pub(crate) struct PinsArgs {
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    connect: Connect,
+}
+
+#[derive(Args)]
+pub(crate) struct GcArgs {
+    /// Evict until the cache holds at most this much (`50GiB`) [default: the budget's low
+    /// watermark].
+    #[arg(long, value_parser = |s: &str| s.parse::<Size>())]
+    target: Option<Size>,
+    /// Show what would be evicted; evict nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    connect: Connect,
+}
+
+fn pin_line(p: &Pin) -> String {
+    format!(
+        "{}/{}/{}:{} @{} ({} files, {})",
+        p.entity,
+        p.project,
+        p.name,
+        p.version,
+        p.digest,
+        p.files,
+        bytes(p.bytes)
+    )
+}
+
+fn request(args: &PinArgs) -> PinRequest {
+    PinRequest {
+        reference: args.reference.clone(),
+        entity: args.connect.entity.clone(),
+        project: args.connect.project.clone(),
+    }
+}
+
+pub(crate) fn pin(args: &PinArgs) -> anyhow::Result<()> {
+    let pin = runtime()?.block_on(args.connect.client().pin(&request(args)))?;
+    if args.json {
+        return crate::out(&serde_json::to_string(&pin)?);
+    }
+    crate::out(&format!("pinned {}", pin_line(&pin)))
+}
+
+pub(crate) fn unpin(args: &PinArgs) -> anyhow::Result<()> {
+    let pin = runtime()?.block_on(args.connect.client().unpin(&request(args)))?;
+    if args.json {
+        return crate::out(&serde_json::to_string(&pin)?);
+    }
+    crate::out(&format!("unpinned {}", pin_line(&pin)))
+}
+
+pub(crate) fn pins(args: &PinsArgs) -> anyhow::Result<()> {
+    let pins = runtime()?.block_on(args.connect.client().pins())?;
+    if args.json {
+        return crate::out(&serde_json::to_string(&pins)?);
+    }
+    if pins.is_empty() {
+        return crate::out("no pinned versions");
+    }
+    for pin in &pins {
+        crate::out(&pin_line(pin))?;
+    }
+    Ok(())
+}
+
+pub(crate) fn gc(args: &GcArgs) -> anyhow::Result<()> {
+    let target_bytes = match args.target {
+        None => None,
+        Some(Size::Bytes(bytes)) => Some(bytes),
+        Some(Size::Share(_)) => anyhow::bail!("--target takes a size (e.g. `50GiB`), not a share"),
+    };
+    let report = runtime()?.block_on(args.connect.client().gc(&GcRequest {
+        target_bytes,
+        dry_run: args.dry_run,
+    }))?;
+    if args.json {
+        return crate::out(&serde_json::to_string(&report)?);
+    }
+    crate::out(&format!(
+        "{} {} blobs: {} freed, {} released (still linked by workdirs); the cache holds {} (target {}), {} of it linked by workdirs",
+        if report.dry_run {
+            "would evict"
+        } else {
+            "evicted"
+        },
+        report.evicted_blobs,
+        bytes(report.freed_bytes),
+        bytes(report.released_bytes),
+        bytes(report.remaining_bytes),
+        bytes(report.target_bytes),
+        bytes(report.held_by_workdirs_bytes)
+    ))
+}
