@@ -4,6 +4,8 @@
 //! - `bench`: the benchmark command the README names runs and reports its comparison.
 //! - `daemon`: `hoard daemon` and `hoard get` against a real registry: cold, warm, prefixes,
 //!   concurrency, aliases, offline, kill -9.
+//! - `ops`: `config check`, start-up checks, systemd readiness, `/metrics` on TCP,
+//!   completions.
 //! - `publish`: `hoard publish` with the registry up, down and coming back; bad inputs;
 //!   a viewer's token.
 //! - `registry`: `hoard registry import` and `serve` as processes; tokens; refusals.
@@ -11,5 +13,6 @@
 mod bench;
 mod budget;
 mod daemon;
+mod ops;
 mod publish;
 mod registry;

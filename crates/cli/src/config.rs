@@ -32,6 +32,8 @@ pub(crate) struct Config {
     pub(crate) range_mib: Option<u64>,
     /// `"200 GiB"`, `"500MB"`, or `"40%"` of the cache's filesystem.
     pub(crate) max_size: Option<String>,
+    /// A loopback `host:port` that also serves `/metrics`.
+    pub(crate) metrics_listen: Option<String>,
     pub(crate) high_watermark: Option<f64>,
     pub(crate) low_watermark: Option<f64>,
 }
@@ -177,6 +179,40 @@ impl Config {
         }
         Ok(config)
     }
+}
+
+/// `hoard config check [FILE]`: loads the file like the daemon would and checks what the
+/// daemon checks at start without opening anything.
+pub(crate) fn check(file: Option<&Path>) -> anyhow::Result<()> {
+    let config = Config::load(file)?;
+    if let Some(socket) = &config.socket {
+        crate::daemon::check_socket_path(socket)?;
+    }
+    if let Some(url) = &config.upstream
+        && !(url.starts_with("http://")
+            || url.starts_with("https://")
+            || url.starts_with("dir:///"))
+    {
+        bail!(
+            "Invalid config: `upstream` must be `http(s)://host:port` or `dir:///path`, not `{url}`"
+        );
+    }
+    let (high, low) = (
+        config.high_watermark.unwrap_or(0.95),
+        config.low_watermark.unwrap_or(0.85),
+    );
+    if low >= high {
+        bail!("Invalid config: the watermarks must satisfy low < high, not low {low}, high {high}");
+    }
+    if let Some(addr) = &config.metrics_listen {
+        let parsed: std::net::SocketAddr = addr.parse().map_err(|_| {
+            anyhow::anyhow!("Invalid config: `metrics_listen` = `{addr}` is not host:port")
+        })?;
+        if !parsed.ip().is_loopback() {
+            bail!("Invalid config: `metrics_listen` = `{addr}` must be a loopback address");
+        }
+    }
+    crate::out("the config is valid")
 }
 
 #[cfg(test)]

@@ -38,6 +38,9 @@ pub(crate) struct DaemonArgs {
     /// The size of those ranges, MiB, rounded down to a power of two [default: 16].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     range_mib: Option<u64>,
+    /// Also serve `/metrics` on this loopback TCP address (e.g. `127.0.0.1:9477`).
+    #[arg(long)]
+    metrics_listen: Option<String>,
     /// The cache budget: `200GiB`, `500MB`, or `40%` of the cache's filesystem
     /// [default: unbounded].
     #[arg(long, value_parser = |s: &str| s.parse::<Size>())]
@@ -72,9 +75,61 @@ pub(crate) fn open_upstream(url: Option<&str>) -> anyhow::Result<Arc<dyn Upstrea
     Ok(Arc::new(root))
 }
 
+/// The longest path a Unix socket address holds (`sun_path` is 108 bytes with the NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+pub(crate) fn check_socket_path(socket: &Path) -> anyhow::Result<()> {
+    let len = socket.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        bail!(
+            "The socket path `{}` is {len} bytes; Unix sockets allow at most {MAX_SOCKET_PATH}: choose a shorter `socket`",
+            socket.display()
+        );
+    }
+    Ok(())
+}
+
+/// Tells systemd (`Type=notify`) that the daemon is ready, when it runs under it.
+fn notify_ready() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sent = (|| -> std::io::Result<()> {
+        let socket = std::os::unix::net::UnixDatagram::unbound()?;
+        let bytes = path.as_encoded_bytes();
+        if let Some(name) = bytes.strip_prefix(b"@") {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            socket.send_to_addr(b"READY=1", &addr)?;
+        } else {
+            socket.send_to(b"READY=1", &path)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "cannot notify systemd that the daemon is ready");
+    }
+}
+
+/// Binds the metrics address: loopback only (node exporters and scrapers on this host).
+async fn bind_metrics(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let parsed: std::net::SocketAddr = addr.parse().with_context(|| {
+        format!("Invalid metrics address `{addr}`: expected e.g. 127.0.0.1:9477")
+    })?;
+    if !parsed.ip().is_loopback() {
+        bail!(
+            "The metrics address `{addr}` is not a loopback address; hoard serves /metrics on loopback only"
+        );
+    }
+    tokio::net::TcpListener::bind(parsed)
+        .await
+        .with_context(|| format!("Failed to listen on `{addr}` for /metrics"))
+}
+
 /// Binds the socket: its directory is created private, a stale socket (nobody answers)
 /// is replaced, a live one is an error. The socket is 0600: a per-user daemon.
 pub(crate) fn bind(socket: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    check_socket_path(socket)?;
     if let Some(dir) = socket.parent()
         && !dir.exists()
     {
@@ -181,14 +236,40 @@ pub(crate) fn run(args: &DaemonArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("Failed to start the async runtime")?;
+    let metrics_listen = args
+        .metrics_listen
+        .clone()
+        .or(config.metrics_listen.clone());
     runtime.block_on(async {
         let listener = bind(&socket)?;
+        let metrics = match &metrics_listen {
+            Some(addr) => Some(bind_metrics(addr).await?),
+            None => None,
+        };
         tracing::info!(
             socket = %socket.display(), cache = %cache_dir.display(), upstream = upstream.describe(),
-            "daemon listening"
+            metrics = metrics_listen.as_deref().unwrap_or("-"), "daemon listening"
         );
         let daemon = Arc::new(Daemon::new(store, upstream, options));
-        hoard_daemon::run(listener, daemon, crate::registry::shutdown_signal()).await?;
+        // One signal stops both servers.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            crate::registry::shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        if let Some(metrics) = metrics {
+            let (daemon, rx) = (daemon.clone(), stopped.clone());
+            tokio::spawn(async move {
+                if let Err(e) = hoard_daemon::run_metrics(metrics, daemon, until_stopped(rx)).await {
+                    tracing::error!(error = %e, "the metrics listener failed");
+                }
+            });
+        }
+        notify_ready();
+        hoard_daemon::run(listener, daemon, until_stopped(stopped)).await?;
         let _ = std::fs::remove_file(&socket);
         tracing::info!("daemon stopped");
         Ok(())

@@ -34,6 +34,15 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file: every key known, every value usable.
+    Check {
+        /// The file [default: the one `hoard daemon` would read].
+        file: Option<std::path::PathBuf>,
+    },
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
@@ -60,6 +69,11 @@ enum Command {
     Pins(cache::PinsArgs),
     /// Evict now, down to a target size (or show what would go with `--dry-run`).
     Gc(cache::GcArgs),
+    /// Check a `hoard.toml` (the one the daemon would load, or FILE).
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a shell completion script: `hoard completions bash > /etc/bash_completion.d/hoard`.
+    Completions { shell: clap_complete::Shell },
     /// A sample dataset, a registry and a daemon in a temp dir: a cold and a warm `get`.
     Demo(demo::DemoArgs),
     /// The hoard registry: the upstream server teams self-host.
@@ -82,6 +96,17 @@ fn main() -> ExitCode {
         Command::Unpin(args) => cache::unpin(&args),
         Command::Pins(args) => cache::pins(&args),
         Command::Gc(args) => cache::gc(&args),
+        Command::Config(ConfigCommand::Check { file }) => config::check(file.as_deref()),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "hoard",
+                &mut io::stdout().lock(),
+            );
+            Ok(())
+        }
         Command::Demo(args) => demo::run(&args),
         Command::Registry(command) => registry::run(command),
     };

@@ -31,4 +31,4 @@ mod server;
 pub use budget::Budget;
 pub use daemon::{Daemon, Options};
 pub use error::ApiError;
-pub use server::run;
+pub use server::{run, run_metrics};

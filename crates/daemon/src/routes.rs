@@ -56,6 +56,19 @@ pub(crate) async fn handle(daemon: Arc<Daemon>, request: Request<Incoming>) -> R
     response
 }
 
+/// The metrics listener: `GET /metrics`, nothing else.
+pub(crate) async fn handle_metrics_only(
+    daemon: Arc<Daemon>,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    let result = if request.method() == Method::GET && request.uri().path() == "/metrics" {
+        metrics(&daemon).await
+    } else {
+        Err(ApiError::not_found("only `GET /metrics` is served here"))
+    };
+    result.unwrap_or_else(|e| problem(&e))
+}
+
 async fn dispatch(
     daemon: &Arc<Daemon>,
     request: Request<Incoming>,

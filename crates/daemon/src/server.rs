@@ -1,4 +1,5 @@
-//! [`run`]: the daemon on its Unix socket.
+//! [`run`]: the daemon on its Unix socket; [`run_metrics`]: `/metrics` alone on a TCP
+//! address, for node exporters and scrapers that cannot reach the socket.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,4 +23,15 @@ pub async fn run(
         tracing::warn!(error = %e, "flushing the cache index failed");
     }
     Ok(())
+}
+
+/// Serves only `GET /metrics` on `listener` (a loopback TCP address from the config) until
+/// `shutdown` completes.
+pub async fn run_metrics(
+    listener: tokio::net::TcpListener,
+    daemon: Arc<Daemon>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let handle = move |request| crate::routes::handle_metrics_only(daemon.clone(), request);
+    hoard_http::serve(listener, handle, shutdown).await
 }

@@ -1,0 +1,139 @@
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test that calls them"
+)]
+
+//! Operating the daemon: `config check`, limits checked at start, systemd readiness,
+//! `/metrics` on a loopback TCP address, shell completions.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Output};
+
+use hoard_tests::binary;
+
+fn hoard(args: &[&str]) -> Output {
+    Command::new(binary("hoard"))
+        .args(args)
+        .env("HOARD_LOG", "warn")
+        .env_remove("HOARD_CONFIG")
+        .output()
+        .unwrap()
+}
+
+fn dir_root(t: &Path) -> String {
+    let root = t.join("up");
+    std::fs::create_dir_all(root.join("artifacts")).unwrap();
+    std::fs::create_dir_all(root.join("blobs")).unwrap();
+    format!("dir://{}", root.display())
+}
+
+#[test]
+fn config_check_accepts_the_documented_file_and_names_what_is_wrong() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/hoard.toml");
+    let out = hoard(&["config", "check", example.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    for (text, needle) in [
+        ("max_size = \"huge\"", "`max_size`"),
+        ("metrics_listen = \"0.0.0.0:9477\"", "loopback"),
+        ("upstream = \"ftp://x\"", "`upstream`"),
+        (&format!("socket = \"/{}\"", "s".repeat(120)), "at most 107"),
+        ("cache_dirs = \"/x\"", "unknown field `cache_dirs`"),
+    ] {
+        let file = tmp.path().join("hoard.toml");
+        std::fs::write(&file, text).unwrap();
+        let out = hoard(&["config", "check", file.to_str().unwrap()]);
+        assert!(!out.status.success(), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{text}: {err}");
+    }
+}
+
+#[test]
+fn a_socket_path_that_is_too_long_stops_the_daemon_with_a_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let long = tmp.path().join("s".repeat(110));
+    let out = Command::new(binary("hoard"))
+        .args(["daemon", "--socket"])
+        .arg(&long)
+        .arg("--cache-dir")
+        .arg(tmp.path().join("cache"))
+        .args(["--upstream", &dir_root(tmp.path())])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Unix sockets allow at most 107"));
+}
+
+#[test]
+fn the_daemon_tells_systemd_it_is_ready_and_serves_metrics_on_loopback() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let notify = std::os::unix::net::UnixDatagram::bind(t.join("notify")).unwrap();
+    notify
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(binary("hoard"))
+        .args(["daemon", "--socket"])
+        .arg(t.join("d.sock"))
+        .arg("--cache-dir")
+        .arg(t.join("cache"))
+        .args(["--upstream", &dir_root(t)])
+        .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
+        .env("NOTIFY_SOCKET", t.join("notify"))
+        .env("HOARD_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = notify.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"READY=1");
+    // Ready means ready: the socket answers at once.
+    assert!(std::os::unix::net::UnixStream::connect(t.join("d.sock")).is_ok());
+
+    let get = |path: &str| {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    let metrics = get("/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(metrics.contains("\nhoard_cache_bytes 0\n"), "{metrics}");
+    assert!(
+        get("/v1/status").starts_with("HTTP/1.1 404"),
+        "only /metrics on TCP"
+    );
+
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id().cast_signed()).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn completions_are_generated_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = hoard(&["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("publish") && text.contains("gc"), "{shell}");
+    }
+}
