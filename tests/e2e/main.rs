@@ -8,6 +8,7 @@
 //!   completions.
 //! - `publish`: `hoard publish` with the registry up, down and coming back; bad inputs;
 //!   a viewer's token.
+//! - `users`: a system daemon serving two Unix users (root only).
 //! - `registry`: `hoard registry import` and `serve` as processes; tokens; refusals.
 
 mod bench;
@@ -16,3 +17,4 @@ mod daemon;
 mod ops;
 mod publish;
 mod registry;
+mod users;

@@ -34,6 +34,9 @@ pub(crate) struct Config {
     pub(crate) max_size: Option<String>,
     /// A loopback `host:port` that also serves `/metrics`.
     pub(crate) metrics_listen: Option<String>,
+    /// `"0600"` (per-user) or `"0660"` (system daemon, with `socket_group`).
+    pub(crate) socket_mode: Option<String>,
+    pub(crate) socket_group: Option<String>,
     pub(crate) high_watermark: Option<f64>,
     pub(crate) low_watermark: Option<f64>,
 }
@@ -187,6 +190,9 @@ pub(crate) fn check(file: Option<&Path>) -> anyhow::Result<()> {
     let config = Config::load(file)?;
     if let Some(socket) = &config.socket {
         crate::daemon::check_socket_path(socket)?;
+    }
+    if let Some(mode) = &config.socket_mode {
+        crate::daemon::parse_mode(mode)?;
     }
     if let Some(url) = &config.upstream
         && !(url.starts_with("http://")

@@ -38,6 +38,13 @@ pub(crate) struct DaemonArgs {
     /// The size of those ranges, MiB, rounded down to a power of two [default: 16].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     range_mib: Option<u64>,
+    /// The socket's mode: `0600` for a per-user daemon, `0660` (with `--socket-group`) for a
+    /// system daemon that serves a group [default: 0600].
+    #[arg(long)]
+    socket_mode: Option<String>,
+    /// The group that may use the socket (a name or a number), e.g. `hoard`.
+    #[arg(long)]
+    socket_group: Option<String>,
     /// Also serve `/metrics` on this loopback TCP address (e.g. `127.0.0.1:9477`).
     #[arg(long)]
     metrics_listen: Option<String>,
@@ -73,6 +80,17 @@ pub(crate) fn open_upstream(url: Option<&str>) -> anyhow::Result<Arc<dyn Upstrea
     let root = DirRoot::create(&dir)
         .with_context(|| format!("Failed to create the embedded upstream `{}`", dir.display()))?;
     Ok(Arc::new(root))
+}
+
+/// `0660`, `660`, `0o600`: an octal mode for the socket; its owner must keep read and
+/// write.
+pub(crate) fn parse_mode(text: &str) -> anyhow::Result<u32> {
+    match u32::from_str_radix(text.trim_start_matches("0o"), 8) {
+        Ok(mode) if mode <= 0o777 && mode & 0o600 == 0o600 => Ok(mode),
+        _ => bail!(
+            "Invalid socket mode `{text}`: expected an octal mode like 0600 or 0660, readable and writable by its owner"
+        ),
+    }
 }
 
 /// The longest path a Unix socket address holds (`sun_path` is 108 bytes with the NUL).
@@ -151,6 +169,44 @@ pub(crate) fn bind(socket: &Path) -> anyhow::Result<tokio::net::UnixListener> {
         .with_context(|| format!("Failed to listen on `{}`", socket.display()))?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
     Ok(listener)
+}
+
+/// Opens the socket to a group (a system daemon: mode 0660, group `hoard`): its directory
+/// becomes searchable by the group too.
+fn share_socket(socket: &Path, mode: u32, group: Option<&str>) -> anyhow::Result<()> {
+    let gid = group.map(group_id).transpose()?;
+    if let Some(gid) = gid {
+        for path in [Some(socket), socket.parent()].into_iter().flatten() {
+            rustix::fs::chown(path, None, Some(rustix::fs::Gid::from_raw(gid)))
+                .with_context(|| format!("Failed to give `{}` to group {gid}", path.display()))?;
+        }
+    }
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(mode))?;
+    if mode & 0o077 != 0
+        && let Some(dir) = socket.parent()
+    {
+        let group_search = if mode & 0o070 != 0 { 0o050 } else { 0 };
+        let other_search = if mode & 0o007 != 0 { 0o005 } else { 0 };
+        std::fs::set_permissions(
+            dir,
+            std::fs::Permissions::from_mode(0o700 | group_search | other_search),
+        )?;
+    }
+    Ok(())
+}
+
+/// A group by name (from `/etc/group`) or number.
+fn group_id(group: &str) -> anyhow::Result<u32> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    let text = std::fs::read_to_string("/etc/group").context("Failed to read /etc/group")?;
+    text.lines()
+        .find_map(|line| {
+            let mut fields = line.split(':');
+            (fields.next() == Some(group)).then(|| fields.nth(1)?.parse().ok())?
+        })
+        .with_context(|| format!("No group `{group}` in /etc/group"))
 }
 
 /// The cache budget from `--max-size` or the config file, with its watermarks.
@@ -240,8 +296,16 @@ pub(crate) fn run(args: &DaemonArgs) -> anyhow::Result<()> {
         .metrics_listen
         .clone()
         .or(config.metrics_listen.clone());
+    let socket_mode = match args.socket_mode.clone().or(config.socket_mode.clone()) {
+        Some(text) => parse_mode(&text)?,
+        None => 0o600,
+    };
+    let socket_group = args.socket_group.clone().or(config.socket_group.clone());
     runtime.block_on(async {
         let listener = bind(&socket)?;
+        if socket_mode != 0o600 || socket_group.is_some() {
+            share_socket(&socket, socket_mode, socket_group.as_deref())?;
+        }
         let metrics = match &metrics_listen {
             Some(addr) => Some(bind_metrics(addr).await?),
             None => None,

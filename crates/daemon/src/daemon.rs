@@ -1,7 +1,7 @@
 //! [`Daemon`]: what one request does — resolve a reference, fetch what is missing,
 //! materialize — independent of HTTP.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -75,6 +75,20 @@ pub struct Daemon {
 pub(crate) struct Found {
     pub version: Version,
     pub warning: Option<String>,
+}
+
+/// Where a call wants the files, and who asked (for another user than the daemon's, the
+/// destination is opened with their rights).
+pub(crate) struct Destination {
+    pub path: PathBuf,
+    pub caller: Option<crate::caller::Caller>,
+}
+
+/// A destination ready to be written: a path (the daemon's own user), or a directory
+/// opened as the caller.
+pub(crate) enum Target {
+    Path(PathBuf),
+    Opened(hoard_store::DestRoot),
 }
 
 /// Which files of a version a call wants.
@@ -258,13 +272,28 @@ impl Daemon {
         self: &Arc<Self>,
         found: &Found,
         selection: &Selection<'_>,
-        dest: Option<&Path>,
+        dest: Option<&Destination>,
         mode: LinkMode,
         events: &mpsc::Sender<Event>,
     ) -> Result<Summary, ApiError> {
         let start = Instant::now();
         let version = &found.version;
         let manifest = select(&version.manifest, selection)?;
+        // For another user, the destination is opened (and checked) as them, before anything
+        // is fetched.
+        let target = match dest {
+            None => None,
+            Some(Destination {
+                path,
+                caller: Some(caller),
+            }) if !caller.is_daemon_user() => {
+                let (caller, path) = (*caller, path.clone());
+                Some(Target::Opened(
+                    blocking(move || crate::caller::open_dest_as(caller, path)).await?,
+                ))
+            }
+            Some(Destination { path, .. }) => Some(Target::Path(path.clone())),
+        };
         if let Some((path, entry)) = manifest.entries.iter().find(|(_, e)| e.reference.is_some()) {
             return Err(ApiError::new(
                 http::StatusCode::NOT_IMPLEMENTED,
@@ -292,7 +321,7 @@ impl Daemon {
         let mut summary = Summary {
             version: version.version.clone(),
             digest: version.digest,
-            dest: dest.map(|d| d.display().to_string()),
+            dest: dest.map(|d| d.path.display().to_string()),
             files: manifest.entries.len() as u64,
             bytes: manifest.total_size(),
             fetched_blobs,
@@ -303,16 +332,23 @@ impl Daemon {
             mode: None,
             seconds: 0.0,
         };
-        if let Some(dest) = dest {
+        if let Some(target) = target {
             let manifest = Arc::new(manifest);
-            let report = self.place(manifest.clone(), dest.to_owned(), mode).await?;
+            let target = Arc::new(target);
+            let report = self.place(manifest.clone(), target.clone(), mode).await?;
             summary.placed = report.placed;
             summary.unchanged = report.unchanged;
             summary.mode = Some(report.mode.to_string());
             if selection.clean {
                 let prefix = PathPrefix::new(selection.path_prefix.unwrap_or_default())?;
-                let (store, dest) = (self.store.clone(), dest.to_owned());
-                let removed = blocking(move || Ok(store.clean(&manifest, &prefix, &dest)?)).await?;
+                let store = self.store.clone();
+                let removed = blocking(move || {
+                    Ok(match &*target {
+                        Target::Path(dest) => store.clean(&manifest, &prefix, dest)?,
+                        Target::Opened(root) => store.clean_into(&manifest, &prefix, root)?,
+                    })
+                })
+                .await?;
                 summary.removed = removed.files + removed.dirs;
             }
         }
@@ -414,13 +450,19 @@ impl Daemon {
     pub(crate) async fn place(
         self: &Arc<Self>,
         manifest: Arc<Manifest>,
-        dest: PathBuf,
+        target: Arc<Target>,
         mode: LinkMode,
     ) -> Result<hoard_store::MaterializeReport, ApiError> {
         for attempt in 0..2 {
-            let (store, m, d) = (self.store.clone(), manifest.clone(), dest.clone());
+            let (store, m, t) = (self.store.clone(), manifest.clone(), target.clone());
             let result = tokio::task::spawn_blocking(move || {
-                let report = store.materialize(&m, &PathPrefix::all(), &d, mode)?;
+                let all = PathPrefix::all();
+                let report = match &*t {
+                    Target::Path(dest) => store.materialize(&m, &all, dest, mode)?,
+                    Target::Opened(root) => {
+                        store.materialize_into(&m, &all, root.try_clone()?, mode)?
+                    }
+                };
                 let keys: Vec<BlobKey> = m
                     .entries
                     .values()

@@ -15,10 +15,12 @@
 //! - `fetch.rs`: the fetch engine (coalescing, bounded concurrency, detached fetches).
 //! - `publish.rs`: publishing, and the outbox that takes publishes upstream.
 //! - `budget.rs`: the cache budget and eviction; `pins.rs`: pinned versions.
+//! - `caller.rs`: the caller's identity (`SO_PEERCRED`) and acting within their rights.
 //! - `metrics.rs`: `/metrics`.
 //! - `error.rs`: [`ApiError`], how store and upstream failures are answered.
 
 mod budget;
+mod caller;
 mod daemon;
 mod error;
 mod fetch;

@@ -612,7 +612,8 @@ impl Daemon {
         self.outbox.enqueue(key.clone(), pending).await?;
         tracing::info!(key, files, bytes, "publish recorded");
         if let Some(dest) = &dest {
-            self.place(manifest, dest.clone(), mode).await?;
+            let target = Arc::new(crate::daemon::Target::Path(dest.clone()));
+            self.place(manifest, target, mode).await?;
         }
         let wait = Duration::from_secs(asked.wait_seconds.unwrap_or(0));
         let done = if wait.is_zero() {

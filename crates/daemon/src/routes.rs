@@ -18,7 +18,8 @@ use hyper::body::{Frame, Incoming};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::daemon::{Daemon, Selection, blocking};
+use crate::caller::Caller;
+use crate::daemon::{Daemon, Destination, Selection, blocking};
 use crate::error::ApiError;
 
 /// Largest request body: requests are small JSON documents.
@@ -200,8 +201,18 @@ async fn stream(
     request: Request<Incoming>,
     place: bool,
 ) -> Result<Response<Body>, ApiError> {
+    let caller = caller_of(&request);
     let asked: MaterializeRequest = read_json(request).await?;
-    stream_for(daemon, asked, place).await
+    stream_for(daemon, asked, place, caller).await
+}
+
+/// Who sent the request, as the socket's kernel side says.
+fn caller_of(request: &Request<Incoming>) -> Option<Caller> {
+    request
+        .extensions()
+        .get::<hoard_http::Peer>()
+        .copied()
+        .map(Caller::from)
 }
 
 /// `file`: one file of a version. With a `dest`, it is materialized there like
@@ -211,6 +222,7 @@ async fn file(
     daemon: &Arc<Daemon>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
+    let caller = caller_of(&request);
     let asked: MaterializeRequest = read_json(request).await?;
     let Some(path) = asked.file.as_deref() else {
         return Err(ApiError::bad_request(
@@ -218,7 +230,7 @@ async fn file(
         ));
     };
     if asked.dest.is_some() {
-        return stream_for(daemon, asked, true).await;
+        return stream_for(daemon, asked, true, caller).await;
     }
     let path = hoard_types::RelPath::new(path)?;
     let found = daemon
@@ -252,6 +264,14 @@ async fn publish(
     daemon: &Arc<Daemon>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
+    if caller_of(&request).is_some_and(|c| !c.is_daemon_user()) {
+        // The daemon would read the inputs with its own rights, not the caller's.
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "wrong-user",
+            "publishing through a daemon of another user is not supported yet; run your own (`hoard daemon`) to publish",
+        ));
+    }
     let asked: PublishRequest = read_json(request).await?;
     let published = daemon.publish(asked).await?;
     Ok(json(StatusCode::OK, &published))
@@ -306,6 +326,7 @@ async fn stream_for(
     daemon: &Arc<Daemon>,
     asked: MaterializeRequest,
     place: bool,
+    caller: Option<Caller>,
 ) -> Result<Response<Body>, ApiError> {
     let mode: LinkMode = match &asked.mode {
         Some(mode) => mode.parse().map_err(|e: String| ApiError::bad_request(e))?,
@@ -322,7 +343,7 @@ async fn stream_for(
                 dest.display()
             )));
         }
-        Some(dest)
+        Some(Destination { path: dest, caller })
     } else {
         None
     };
@@ -352,7 +373,7 @@ async fn stream_for(
             clean: asked.clean,
         };
         let end = match daemon
-            .materialize(&found, &selection, dest.as_deref(), mode, &tx)
+            .materialize(&found, &selection, dest.as_ref(), mode, &tx)
             .await
         {
             Ok(summary) => Event::Done(summary),

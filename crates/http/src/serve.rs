@@ -21,26 +21,41 @@ const DRAIN: Duration = Duration::from_secs(30);
 /// A listening socket.
 pub trait Listener: Send {
     type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
-    fn accept(&self) -> impl Future<Output = std::io::Result<Self::Io>> + Send;
+    /// A connection, and who is on the other end when the socket can tell.
+    fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Io, Option<Peer>)>> + Send;
+}
+
+/// The process on the other end of a Unix socket (`SO_PEERCRED`), as the kernel reports
+/// it: never taken from the request. Every request of the connection carries it as an
+/// extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<i32>,
 }
 
 impl Listener for tokio::net::TcpListener {
     type Io = tokio::net::TcpStream;
 
-    async fn accept(&self) -> std::io::Result<Self::Io> {
+    async fn accept(&self) -> std::io::Result<(Self::Io, Option<Peer>)> {
         let (stream, _) = tokio::net::TcpListener::accept(self).await?;
         let _ = stream.set_nodelay(true);
-        Ok(stream)
+        Ok((stream, None))
     }
 }
 
 impl Listener for tokio::net::UnixListener {
     type Io = tokio::net::UnixStream;
 
-    async fn accept(&self) -> std::io::Result<Self::Io> {
-        tokio::net::UnixListener::accept(self)
-            .await
-            .map(|(stream, _)| stream)
+    async fn accept(&self) -> std::io::Result<(Self::Io, Option<Peer>)> {
+        let (stream, _) = tokio::net::UnixListener::accept(self).await?;
+        let peer = stream.peer_cred().ok().map(|cred| Peer {
+            uid: cred.uid(),
+            gid: cred.gid(),
+            pid: cred.pid(),
+        });
+        Ok((stream, peer))
     }
 }
 
@@ -62,9 +77,9 @@ where
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(stream) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -75,7 +90,10 @@ where
             () = &mut shutdown => break,
         };
         let handle = handle.clone();
-        let service = service_fn(move |request| {
+        let service = service_fn(move |mut request: Request<Incoming>| {
+            if let Some(peer) = peer {
+                request.extensions_mut().insert(peer);
+            }
             let response = handle(request);
             async move { Ok::<_, Infallible>(response.await) }
         });

@@ -38,6 +38,34 @@ impl Store {
     /// Removes from `dest` every file and directory under `prefix` that `keep` (the
     /// version's files under that prefix) does not name. Call after materializing `keep`.
     pub fn clean(&self, keep: &Manifest, prefix: &PathPrefix, dest: &Path) -> Result<CleanReport> {
+        let root = match rustix::fs::open(
+            dest,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(CleanReport::default()),
+            Err(e) => return Err(e).io("open the destination", dest),
+        };
+        Self::clean_at(keep, prefix, &root, dest)
+    }
+
+    /// [`Self::clean`] in a destination already opened ([`crate::DestRoot`]).
+    pub fn clean_into(
+        &self,
+        keep: &Manifest,
+        prefix: &PathPrefix,
+        dest: &crate::DestRoot,
+    ) -> Result<CleanReport> {
+        Self::clean_at(keep, prefix, &dest.fd, &dest.path)
+    }
+
+    fn clean_at(
+        keep: &Manifest,
+        prefix: &PathPrefix,
+        root: &OwnedFd,
+        dest: &Path,
+    ) -> Result<CleanReport> {
         let mut walk = Walk {
             dest,
             prefix: prefix.as_str(),
@@ -55,16 +83,7 @@ impl Store {
                 walk.dirs.insert(&path[..i]);
             }
         }
-        let root = match rustix::fs::open(
-            dest,
-            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            Err(Errno::NOENT) => return Ok(walk.report),
-            Err(e) => return Err(e).io("open the destination", dest),
-        };
-        walk.dir(&root, "")?;
+        walk.dir(root, "")?;
         Ok(walk.report)
     }
 }

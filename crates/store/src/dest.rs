@@ -17,10 +17,71 @@ use rustix::io::Errno;
 
 use crate::error::{Error, IoContext, Result};
 
+/// A destination directory, opened: by path for the daemon's own user, or (for a caller
+/// with another uid) opened by the caller's side, so that the daemon works relative to a
+/// directory the caller could reach and write, whatever the path points to later.
+#[derive(Debug)]
+pub struct DestRoot {
+    pub(crate) path: PathBuf,
+    pub(crate) fd: OwnedFd,
+    /// Whether the directory was created by this request (so it holds nothing yet).
+    pub(crate) fresh: bool,
+    /// Who gets the directories and copies made below it (`None`: the daemon's user).
+    pub(crate) owner: Option<(u32, u32)>,
+}
+
+impl DestRoot {
+    /// Creates (like `mkdir -p`) and opens `dest` as the current user.
+    pub fn open(dest: &Path) -> Result<Self> {
+        // A hint only (another process may race us): a wrong "fresh" costs an EEXIST and
+        // an atomic replace, never a wrong file.
+        let fresh = !dest.exists();
+        fs::create_dir_all(dest).io("create the destination", dest)?;
+        let fd = rustix::fs::open(
+            dest,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .io("open the destination", dest)?;
+        Ok(Self {
+            path: dest.to_owned(),
+            fd,
+            fresh,
+            owner: None,
+        })
+    }
+
+    /// Another handle on the same directory (for a second attempt).
+    pub fn try_clone(&self) -> Result<Self> {
+        Ok(Self {
+            path: self.path.clone(),
+            fd: self.fd.try_clone().io("dup", &self.path)?,
+            fresh: self.fresh,
+            owner: self.owner,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A destination opened elsewhere (by the caller's side), for `owner` (uid, gid).
+    pub fn opened(path: PathBuf, fd: OwnedFd, fresh: bool, owner: (u32, u32)) -> Self {
+        Self {
+            path,
+            fd,
+            fresh,
+            owner: Some(owner),
+        }
+    }
+}
+
 pub(crate) struct DestTree {
     pub(crate) path: PathBuf,
     pub(crate) root: OwnedFd,
     pub(crate) dev: u64,
+    /// Owner of what is created for another user.
+    pub(crate) owner: Option<(u32, u32)>,
     /// Directory path (relative, `/`-separated) → its descriptor, and whether this request
     /// created it (so it cannot hold any file yet).
     dirs: HashMap<String, (OwnedFd, bool)>,
@@ -30,22 +91,22 @@ pub(crate) struct DestTree {
 impl DestTree {
     /// Creates and opens `dest` and every directory in `dirs` (relative paths; ancestors are
     /// added as needed).
-    pub(crate) fn open<'a>(dest: &Path, dirs: impl IntoIterator<Item = &'a str>) -> Result<Self> {
-        // A hint only (another process may race us): a wrong "fresh" costs an EEXIST and an
-        // atomic replace, never a wrong file.
-        let root_fresh = !dest.exists();
-        fs::create_dir_all(dest).io("create the destination", dest)?;
-        let root = rustix::fs::open(
-            dest,
-            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .io("open the destination", dest)?;
-        let dev = rustix::fs::fstat(&root).io("stat", dest)?.st_dev;
+    pub(crate) fn open<'a>(
+        dest: DestRoot,
+        dirs: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self> {
+        let DestRoot {
+            path,
+            fd: root,
+            fresh: root_fresh,
+            owner,
+        } = dest;
+        let dev = rustix::fs::fstat(&root).io("stat", &path)?.st_dev;
         let mut tree = Self {
-            path: dest.to_owned(),
+            path,
             root,
             dev,
+            owner,
             dirs: HashMap::new(),
             root_fresh,
         };
@@ -67,7 +128,28 @@ impl DestTree {
                 None => &tree.root,
             };
             let fresh = match rustix::fs::mkdirat(parent_fd, name, Mode::from_raw_mode(0o755)) {
-                Ok(()) => true,
+                Ok(()) => {
+                    if let Some((uid, gid)) = tree.owner {
+                        // Created for the caller: theirs, like a directory they made.
+                        rustix::fs::chownat(
+                            parent_fd,
+                            name,
+                            Some(rustix::fs::Uid::from_raw(uid)),
+                            Some(rustix::fs::Gid::from_raw(gid)),
+                            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                        )
+                        .map_err(|e| {
+                            tree.error(
+                                dir,
+                                &format!(
+                                    "cannot give the directory to its owner: {}",
+                                    std::io::Error::from(e)
+                                ),
+                            )
+                        })?;
+                    }
+                    true
+                }
                 Err(Errno::EXIST) => false,
                 Err(e) => {
                     return Err(tree.error(

@@ -36,6 +36,7 @@ mod record;
 mod store;
 
 pub use clean::CleanReport;
+pub use dest::DestRoot;
 pub use error::{Error, Result};
 pub use index::Table;
 pub use ingest::{Begin, BlobWriter, Ingested, Staged};

@@ -21,7 +21,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 
 use crate::Store;
-use crate::dest::DestTree;
+use crate::dest::{DestRoot, DestTree};
 use crate::error::{Error, Result};
 use crate::record::{BlobKey, BlobRecord};
 use crate::store::{BLOB_MTIME, missing, pin_mtime};
@@ -118,6 +118,20 @@ impl Store {
         manifest: &Manifest,
         prefix: &PathPrefix,
         dest: &Path,
+        mode: LinkMode,
+    ) -> Result<MaterializeReport> {
+        // Before the destination is created: nothing is written for a hostile manifest.
+        manifest.validate()?;
+        self.materialize_into(manifest, prefix, DestRoot::open(dest)?, mode)
+    }
+
+    /// [`Self::materialize`] into a destination already opened ([`DestRoot`]): for a caller
+    /// of another uid, whose side opened it; what is created below it is given to them.
+    pub fn materialize_into(
+        &self,
+        manifest: &Manifest,
+        prefix: &PathPrefix,
+        dest: DestRoot,
         mode: LinkMode,
     ) -> Result<MaterializeReport> {
         manifest.validate()?;
@@ -335,6 +349,18 @@ impl Store {
             LinkMode::Symlink => {
                 rustix::fs::symlinkat(self.blob_path(&job.key), dir, &tmp)
                     .map_err(|e| fail(e, "cannot create a symlink"))?;
+                if let Some((uid, gid)) = tree.owner
+                    && let Err(e) = rustix::fs::chownat(
+                        dir,
+                        &tmp,
+                        Some(rustix::fs::Uid::from_raw(uid)),
+                        Some(rustix::fs::Gid::from_raw(gid)),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                {
+                    cleanup();
+                    return Err(fail(e, "cannot give the symlink to its owner"));
+                }
             }
             LinkMode::Copy | LinkMode::Reflink => {
                 let perm = if job.key.exec { 0o755 } else { 0o644 };
@@ -352,6 +378,16 @@ impl Store {
                 .map_err(|e| fail(e, "cannot create the file"))?;
                 let blob = self.open_blob(&job.key);
                 let result = blob.and_then(|blob| fill(&out, &blob, job, mode, tree));
+                // A copy is the caller's to modify.
+                let result = result.and_then(|()| match tree.owner {
+                    Some((uid, gid)) => rustix::fs::fchown(
+                        &out,
+                        Some(rustix::fs::Uid::from_raw(uid)),
+                        Some(rustix::fs::Gid::from_raw(gid)),
+                    )
+                    .map_err(|e| fail(e, "cannot give the copy to its owner")),
+                    None => Ok(()),
+                });
                 if let Err(e) = result {
                     cleanup();
                     return Err(e);
