@@ -1,6 +1,7 @@
 //! End-to-end tests: they start the real binaries.
 //!
 //! - `budget`: the cache budget: eviction under a stream of gets, pins, `gc`, refusals.
+//! - `access`: a caller's own credential is checked before cached files are handed out.
 //! - `bench`: the benchmark command the README names runs and reports its comparison.
 //! - `daemon`: `hoard daemon` and `hoard get` against a real registry: cold, warm, prefixes,
 //!   concurrency, aliases, offline, kill -9.
@@ -11,6 +12,7 @@
 //! - `users`: a system daemon serving two Unix users (root only).
 //! - `registry`: `hoard registry import` and `serve` as processes; tokens; refusals.
 
+mod access;
 mod bench;
 mod budget;
 mod daemon;

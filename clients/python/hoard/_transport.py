@@ -56,6 +56,10 @@ class Transport:
         conn = _UnixConnection(self.socket_path)
         payload = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if payload is not None else {}
+        token = os.environ.get("HOARD_TOKEN")
+        if token:
+            # The caller's own credential: a shared daemon confirms access with it.
+            headers["X-Hoard-Token"] = token
         try:
             conn.request(method, path, body=payload, headers=headers)
             return conn.getresponse()

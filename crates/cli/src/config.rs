@@ -27,6 +27,8 @@ pub(crate) struct Config {
     pub(crate) upstream: Option<String>,
     #[serde(default, with = "humantime_serde_opt")]
     pub(crate) alias_ttl: Option<Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub(crate) access_ttl: Option<Duration>,
     pub(crate) fetch_concurrency: Option<usize>,
     pub(crate) large_blob_mib: Option<u64>,
     pub(crate) range_mib: Option<u64>,

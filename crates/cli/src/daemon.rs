@@ -29,6 +29,10 @@ pub(crate) struct DaemonArgs {
     /// [default: `0s`].
     #[arg(long, value_parser = humantime::parse_duration)]
     alias_ttl: Option<Duration>,
+    /// How long the upstream's confirmation that a caller's credential may download a
+    /// version is reused (e.g. `60s`) [default: `60s`].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    access_ttl: Option<Duration>,
     /// Blobs fetched at the same time [default: 16].
     #[arg(long, value_parser = at_least_one)]
     fetch_concurrency: Option<usize>,
@@ -286,6 +290,10 @@ pub(crate) fn run(args: &DaemonArgs) -> anyhow::Result<()> {
             .or(config.range_mib)
             .map_or(defaults.range_size, |m| m << 20),
         budget,
+        access_ttl: args
+            .access_ttl
+            .or(config.access_ttl)
+            .unwrap_or(defaults.access_ttl),
         ..defaults
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

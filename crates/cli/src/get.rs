@@ -26,7 +26,9 @@ pub(crate) struct Connect {
 
 impl Connect {
     pub(crate) fn client(&self) -> Client {
-        Client::new(self.socket.clone().unwrap_or_else(paths::default_socket))
+        // The caller's own credential, for a daemon that serves several users.
+        let token = std::env::var(env::HOARD_TOKEN).ok();
+        Client::new(self.socket.clone().unwrap_or_else(paths::default_socket)).with_token(token)
     }
 }
 

@@ -49,16 +49,36 @@ impl Error {
 }
 
 /// A client of the daemon listening on one socket.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Client {
     socket: PathBuf,
+    /// The caller's own upstream credential, sent as `X-Hoard-Token`.
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("socket", &self.socket)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl Client {
     pub fn new(socket: impl Into<PathBuf>) -> Self {
         Self {
             socket: socket.into(),
+            token: None,
         }
+    }
+
+    /// Sends the caller's upstream credential with every call: the daemon then confirms
+    /// with the upstream that this caller may download what it asks for.
+    #[must_use]
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token.filter(|t| !t.is_empty());
+        self
     }
 
     pub fn socket(&self) -> &Path {
@@ -88,11 +108,19 @@ impl Client {
             .await
             .map_err(|e| self.connection_error(e))?;
         tokio::spawn(connection);
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method)
             .uri(path)
             .header(header::HOST, "hoard")
-            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(token) = &self.token {
+            let mut value = http::HeaderValue::from_str(token).map_err(|_| {
+                self.connection_error("the token has characters a header cannot carry")
+            })?;
+            value.set_sensitive(true);
+            request = request.header("x-hoard-token", value);
+        }
+        let request = request
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| self.connection_error(e))?;
         let response = sender

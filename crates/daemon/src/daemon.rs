@@ -38,6 +38,8 @@ pub struct Options {
     pub range_parallel: usize,
     /// The cache budget; `None`: unbounded.
     pub budget: Option<crate::Budget>,
+    /// How long the upstream's "yes, this credential may download that version" is reused.
+    pub access_ttl: Duration,
 }
 
 impl Default for Options {
@@ -49,6 +51,7 @@ impl Default for Options {
             range_size: 16 << 20,
             range_parallel: 4,
             budget: None,
+            access_ttl: Duration::from_secs(60),
         }
     }
 }
@@ -69,6 +72,8 @@ pub struct Daemon {
     pub(crate) keeper: Arc<crate::budget::Keeper>,
     /// One pin or unpin at a time.
     pub(crate) pin_turn: tokio::sync::Mutex<()>,
+    /// Callers' credentials and what the upstream allowed them.
+    pub(crate) access: crate::access::Access,
 }
 
 /// A version and, if it is not fresh from the upstream, why.
@@ -126,6 +131,7 @@ impl Daemon {
         };
         let outbox = crate::publish::Outbox::start(store.clone(), upstream.clone());
         let keeper = Arc::new(crate::budget::Keeper::new(store.clone(), options.budget));
+        let access = crate::access::Access::new(options.access_ttl);
         let fetcher = Arc::new(Fetcher::new(
             store.clone(),
             upstream,
@@ -143,6 +149,7 @@ impl Daemon {
             outbox,
             keeper,
             pin_turn: tokio::sync::Mutex::new(()),
+            access,
         }
     }
 

@@ -15,10 +15,13 @@
 //! - `fetch.rs`: the fetch engine (coalescing, bounded concurrency, detached fetches).
 //! - `publish.rs`: publishing, and the outbox that takes publishes upstream.
 //! - `budget.rs`: the cache budget and eviction; `pins.rs`: pinned versions.
-//! - `caller.rs`: the caller's identity (`SO_PEERCRED`) and acting within their rights.
+//! - `caller.rs`: the caller's identity (`SO_PEERCRED`) and acting within their rights;
+//!   `access.rs`: confirming with the upstream, by the caller's credential, that they may
+//!   download what is cached.
 //! - `metrics.rs`: `/metrics`.
 //! - `error.rs`: [`ApiError`], how store and upstream failures are answered.
 
+mod access;
 mod budget;
 mod caller;
 mod daemon;

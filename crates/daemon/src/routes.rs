@@ -202,8 +202,19 @@ async fn stream(
     place: bool,
 ) -> Result<Response<Body>, ApiError> {
     let caller = caller_of(&request);
+    let token = token_of(&request);
     let asked: MaterializeRequest = read_json(request).await?;
-    stream_for(daemon, asked, place, caller).await
+    stream_for(daemon, asked, place, caller, token).await
+}
+
+/// The caller's own upstream credential, if they sent one.
+fn token_of(request: &Request<Incoming>) -> Option<String> {
+    request
+        .headers()
+        .get(crate::access::TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
 }
 
 /// Who sent the request, as the socket's kernel side says.
@@ -223,6 +234,7 @@ async fn file(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let caller = caller_of(&request);
+    let token = token_of(&request);
     let asked: MaterializeRequest = read_json(request).await?;
     let Some(path) = asked.file.as_deref() else {
         return Err(ApiError::bad_request(
@@ -230,7 +242,7 @@ async fn file(
         ));
     };
     if asked.dest.is_some() {
-        return stream_for(daemon, asked, true, caller).await;
+        return stream_for(daemon, asked, true, caller, token).await;
     }
     let path = hoard_types::RelPath::new(path)?;
     let found = daemon
@@ -327,6 +339,7 @@ async fn stream_for(
     asked: MaterializeRequest,
     place: bool,
     caller: Option<Caller>,
+    token: Option<String>,
 ) -> Result<Response<Body>, ApiError> {
     let mode: LinkMode = match &asked.mode {
         Some(mode) => mode.parse().map_err(|e: String| ApiError::bad_request(e))?,
@@ -354,6 +367,14 @@ async fn stream_for(
             asked.project.as_deref(),
         )
         .await?;
+    // Cached bytes are not an access grant (a version only published here has nothing
+    // upstream to ask about).
+    if found.version.version != crate::publish::PENDING {
+        daemon
+            .access
+            .check(daemon.upstream(), token.as_deref(), &found.version)
+            .await?;
+    }
     let resolved = daemon.describe(&found, false, false).await?;
     tracing::info!(
         reference = asked.reference,

@@ -427,6 +427,24 @@ impl ChunkSource for HttpChunks {
 
 /// A file as a streaming request body.
 impl RegistryClient {
+    /// The same registry (and connection pool) with another token.
+    pub fn with_credential(&self, token: &str) -> Result<Self, Error> {
+        let mut value =
+            HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| Error::Url {
+                url: self.inner.base.clone(),
+                reason: "the token contains characters not allowed in a header".to_owned(),
+            })?;
+        value.set_sensitive(true);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                base: self.inner.base.clone(),
+                http: self.inner.http.clone(),
+                token: Some(value),
+                retry: self.inner.retry.clone(),
+            }),
+        })
+    }
+
     /// Uploads a large blob so that a broken upload continues where the registry's copy
     /// ends instead of starting over. A registry without resumable uploads gets a plain
     /// `PUT`.
@@ -507,6 +525,13 @@ fn file_body(file: std::fs::File) -> reqwest::Body {
 }
 
 impl Upstream for RegistryClient {
+    fn with_token(&self, token: &str) -> Option<Result<Arc<dyn Upstream>, Error>> {
+        Some(
+            self.with_credential(token)
+                .map(|client| Arc::new(client) as Arc<dyn Upstream>),
+        )
+    }
+
     fn describe(&self) -> String {
         self.inner.base.clone()
     }

@@ -66,6 +66,12 @@ pub trait Upstream: Send + Sync {
         alias: &'a str,
         version: u32,
     ) -> BoxFuture<'a, Result<(), Error>>;
+
+    /// The same upstream, speaking with another credential (a caller's), or `None` when
+    /// this upstream has no credentials (a `dir://` root: the filesystem decides).
+    fn with_token(&self, _token: &str) -> Option<Result<std::sync::Arc<dyn Upstream>, Error>> {
+        None
+    }
 }
 
 /// Checks that an upstream answered the question asked: the right artifact and, for an

@@ -1,0 +1,171 @@
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test that calls them"
+)]
+
+//! Cached bytes are not an access grant: a caller's own credential is checked with the
+//! upstream before cached files are handed out.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use hoard_tests::{DaemonProcess, RegistryProcess, binary};
+
+fn sha256(secret: &str) -> String {
+    let out = Command::new("sh")
+        .args(["-c", &format!("printf %s '{secret}' | sha256sum")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// `hoard get` as a caller holding `token` (none: the daemon's credential applies).
+fn get(socket: &Path, cwd: &Path, token: Option<&str>, reference: &str, root: &str) -> Output {
+    let mut command = Command::new(binary("hoard"));
+    command
+        .args(["get", reference, "--root", root])
+        .env("HOARD_SOCKET", socket)
+        .env("HOARD_LOG", "warn")
+        .env_remove("HOARD_TOKEN")
+        .current_dir(cwd);
+    if let Some(token) = token {
+        command.env("HOARD_TOKEN", token);
+    }
+    command.output().unwrap()
+}
+
+#[test]
+fn a_viewer_is_refused_cached_files_and_confirmations_expire_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    std::fs::write(
+        t.join("tokens.toml"),
+        format!(
+            r#"
+            [[token]]
+            name = "daemon"
+            secret_sha256 = "{}"
+            grants = {{ "acme/*" = "member" }}
+            [[token]]
+            name = "vera"
+            secret_sha256 = "{}"
+            grants = {{ "acme/audio" = "viewer" }}
+            [[token]]
+            name = "max"
+            secret_sha256 = "{}"
+            grants = {{ "acme/audio" = "member" }}
+            [[token]]
+            name = "mia"
+            secret_sha256 = "{}"
+            grants = {{ "acme/audio" = "member" }}
+            "#,
+            sha256("daemon-secret"),
+            sha256("vera-secret"),
+            sha256("max-secret"),
+            sha256("mia-secret")
+        ),
+    )
+    .unwrap();
+    let src = t.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("speech.wav"), b"hello").unwrap();
+    let root = t.join("registry");
+    let out = Command::new(binary("hoard"))
+        .args(["registry", "import", "--root"])
+        .arg(&root)
+        .arg("acme/audio/speech")
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let tokens = t.join("tokens.toml");
+    let registry = RegistryProcess::start(&root, &["--tokens", tokens.to_str().unwrap()]);
+    let daemon = DaemonProcess::start_env(
+        &t.join("d.sock"),
+        &t.join("cache"),
+        &registry.url,
+        &["--alias-ttl", "1h"],
+        &[("HOARD_TOKEN", "daemon-secret")],
+    );
+    let socket = daemon.socket.clone();
+
+    // A member gets it: now every blob is cached.
+    let out = get(
+        &socket,
+        t,
+        Some("max-secret"),
+        "acme/audio/speech:v0",
+        "max",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gets = registry.blob_gets();
+
+    // A viewer is refused even so, with the upstream's reason; nothing is written.
+    let out = get(
+        &socket,
+        t,
+        Some("vera-secret"),
+        "acme/audio/speech:v0",
+        "vera",
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("view-only members cannot download artifacts"),
+        "{err}"
+    );
+    assert!(!t.join("vera").exists());
+    // A credential the registry does not know is refused too.
+    let out = get(
+        &socket,
+        t,
+        Some("nobody-secret"),
+        "acme/audio/speech:v0",
+        "nobody",
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused the credential"));
+    assert_eq!(registry.blob_gets(), gets, "refusals fetch nothing");
+
+    // The upstream goes away: the member confirmed a moment ago is still served; a member
+    // never confirmed is refused with the reason.
+    drop(registry);
+    let out = get(
+        &socket,
+        t,
+        Some("max-secret"),
+        "acme/audio/speech:v0",
+        "max-again",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = get(
+        &socket,
+        t,
+        Some("mia-secret"),
+        "acme/audio/speech:v0",
+        "mia",
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot confirm"), "{err}");
+    assert!(!t.join("mia").exists());
+    // Without a credential of their own, a caller is served on the daemon's.
+    let out = get(&socket, t, None, "acme/audio/speech:v0", "plain");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
