@@ -718,3 +718,76 @@ fn a_config_file_sets_the_daemon_up_and_bad_ones_stop_it() {
     let got = s.get("acme/vision/bike", "from-config", &[]);
     assert_eq!(got["fetched_blobs"], IMAGES + 3);
 }
+
+#[test]
+fn a_blob_modified_behind_the_daemons_back_is_never_handed_out() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Setup::new();
+    s.get("acme/vision/bike", "first", &[]);
+    let gets = s.registry().blob_gets();
+    // Someone with the daemon's rights edits a cached blob in place (same size).
+    let labels = s.out("first/labels.csv");
+    let ino = std::fs::metadata(&labels).unwrap().ino();
+    let blob = walk_files(&s.cache())
+        .into_iter()
+        .find(|p| std::fs::metadata(p).unwrap().ino() == ino)
+        .unwrap();
+    std::fs::set_permissions(&blob, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&blob, b"bike,9\n").unwrap();
+
+    // The next job gets the right bytes: the blob was quarantined and fetched again.
+    s.get("acme/vision/bike", "second", &[]);
+    assert_eq!(
+        std::fs::read(s.out("second/labels.csv")).unwrap(),
+        b"bike,1\n"
+    );
+    assert_eq!(s.registry().blob_gets(), gets + 1);
+    let metrics = s.daemon.as_ref().unwrap().get("/metrics").unwrap();
+    assert!(
+        metrics.contains("\nhoard_tampered_blobs_total 1\n"),
+        "{metrics}"
+    );
+
+    // `hoard verify` finds a blob corrupted the same way, and says so with its exit code.
+    let ino = std::fs::metadata(s.out("second/images/bikes/003.png"))
+        .unwrap()
+        .ino();
+    let blob = walk_files(&s.cache())
+        .into_iter()
+        .find(|p| std::fs::metadata(p).unwrap().ino() == ino)
+        .unwrap();
+    std::fs::set_permissions(&blob, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&blob, &bytes).unwrap();
+    let out = s.hoard(&["verify", "--json"]);
+    assert!(!out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["bad"].as_array().unwrap().len(), 1, "{report}");
+    let out = s.hoard(&["verify"]);
+    assert!(out.status.success(), "clean after the quarantine");
+
+    // Refusals are counted by the rule that refused.
+    let out = s.hoard(&["get", "acme/vision/nope", "--root", "x"]);
+    assert!(!out.status.success());
+    let metrics = s.daemon.as_ref().unwrap().get("/metrics").unwrap();
+    assert!(
+        metrics.contains("hoard_refusals_total{reason=\"not-found\"} 1"),
+        "{metrics}"
+    );
+}
+
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            } else {
+                found.push(entry.path());
+            }
+        }
+    }
+    found
+}

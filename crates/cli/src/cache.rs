@@ -118,3 +118,36 @@ pub(crate) fn gc(args: &GcArgs) -> anyhow::Result<()> {
         bytes(report.held_by_workdirs_bytes)
     ))
 }
+
+#[derive(Args)]
+pub(crate) struct VerifyArgs {
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    connect: Connect,
+}
+
+/// Exits non-zero when a blob was bad (it was quarantined; the next use fetches it again).
+pub(crate) fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
+    let report = runtime()?.block_on(args.connect.client().verify())?;
+    if args.json {
+        crate::out(&serde_json::to_string(&report)?)?;
+    } else {
+        crate::out(&format!(
+            "checked {} blobs ({}), {} bad",
+            report.checked,
+            bytes(report.bytes),
+            report.bad.len()
+        ))?;
+        for bad in &report.bad {
+            crate::out(&format!(
+                "  {}: {} (quarantined; fetched again when needed)",
+                bad.blob, bad.why
+            ))?;
+        }
+    }
+    if !report.bad.is_empty() {
+        anyhow::bail!("{} blob(s) failed verification", report.bad.len());
+    }
+    Ok(())
+}

@@ -69,6 +69,8 @@ enum Command {
     Pins(cache::PinsArgs),
     /// Evict now, down to a target size (or show what would go with `--dry-run`).
     Gc(cache::GcArgs),
+    /// Re-hash every cached blob; bad ones are quarantined and fetched again when needed.
+    Verify(cache::VerifyArgs),
     /// Check a `hoard.toml` (the one the daemon would load, or FILE).
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -96,6 +98,7 @@ fn main() -> ExitCode {
         Command::Unpin(args) => cache::unpin(&args),
         Command::Pins(args) => cache::pins(&args),
         Command::Gc(args) => cache::gc(&args),
+        Command::Verify(args) => cache::verify(&args),
         Command::Config(ConfigCommand::Check { file }) => config::check(file.as_deref()),
         Command::Completions { shell } => {
             use clap::CommandFactory;

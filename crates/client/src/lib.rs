@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use hoard_types::api::{
     Event, GcReport, GcRequest, Health, ListedEntry, MaterializeRequest, Pin, PinRequest,
-    PublishRequest, Published, ResolveRequest, Resolved, Status, Summary,
+    PublishRequest, Published, ResolveRequest, Resolved, Status, Summary, Verified,
 };
 use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
@@ -227,6 +227,11 @@ impl Client {
 
     pub async fn pins(&self) -> Result<Vec<Pin>, Error> {
         self.get_json("/v1/pins").await
+    }
+
+    /// Re-hashes every cached blob; bad ones are quarantined.
+    pub async fn verify(&self) -> Result<Verified, Error> {
+        self.post_json("/v1/verify", &serde_json::json!({})).await
     }
 
     /// Evicts now (or, with `dry_run`, reports what would be evicted).

@@ -208,3 +208,80 @@ fn open_as_caller(dest: &Path) -> Result<(OwnedFd, bool), ApiError> {
     .map_err(|_| refuse("you may not write there (permission denied)".into()))?;
     Ok((fd, fresh))
 }
+
+/// Long calls (materialize, file, prefetch) one uid may have running at once: one user's
+/// burst cannot take every worker from the others.
+pub(crate) const CALLS_PER_UID: u32 = 64;
+
+/// Long calls running, by uid.
+#[derive(Debug, Default)]
+pub(crate) struct Slots {
+    running: std::sync::Mutex<std::collections::HashMap<u32, u32>>,
+}
+
+/// One running call; its slot is given back when dropped.
+pub(crate) struct Slot {
+    slots: std::sync::Arc<Slots>,
+    uid: u32,
+}
+
+impl Slots {
+    pub(crate) fn take(
+        self: &std::sync::Arc<Self>,
+        uid: u32,
+        limit: u32,
+    ) -> Result<Slot, ApiError> {
+        let mut running = self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = running.entry(uid).or_default();
+        if *count >= limit {
+            return Err(ApiError::new(
+                http::StatusCode::TOO_MANY_REQUESTS,
+                "too-many-calls",
+                format!(
+                    "uid {uid} already has {limit} calls running, the most one user may; wait for some to finish"
+                ),
+            ));
+        }
+        *count += 1;
+        Ok(Slot {
+            slots: self.clone(),
+            uid,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut running = self
+            .slots
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = running.get_mut(&self.uid) {
+            *count -= 1;
+            if *count == 0 {
+                running.remove(&self.uid);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_uid_cannot_take_every_slot() {
+        let slots = std::sync::Arc::new(Slots::default());
+        let a: Vec<Slot> = (0..3).map(|_| slots.take(1000, 3).unwrap()).collect();
+        let refused = slots.take(1000, 3).err().unwrap();
+        assert_eq!(refused.status, http::StatusCode::TOO_MANY_REQUESTS);
+        assert!(refused.detail.contains("uid 1000"));
+        let _other = slots.take(1001, 3).unwrap();
+        drop(a);
+        assert!(slots.take(1000, 3).is_ok(), "slots come back");
+    }
+}

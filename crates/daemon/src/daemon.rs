@@ -74,6 +74,8 @@ pub struct Daemon {
     pub(crate) pin_turn: tokio::sync::Mutex<()>,
     /// Callers' credentials and what the upstream allowed them.
     pub(crate) access: crate::access::Access,
+    /// Long calls running, by uid.
+    pub(crate) slots: Arc<crate::caller::Slots>,
 }
 
 /// A version and, if it is not fresh from the upstream, why.
@@ -150,6 +152,7 @@ impl Daemon {
             keeper,
             pin_turn: tokio::sync::Mutex::new(()),
             access,
+            slots: Arc::default(),
         }
     }
 
@@ -482,7 +485,11 @@ impl Daemon {
             .map_err(|e| ApiError::internal(format!("a store task failed: {e}")))?;
             let refetch = match result {
                 Ok(report) => return Ok(report),
-                Err(hoard_store::Error::Tampered { key, .. }) if attempt == 0 => vec![key],
+                Err(hoard_store::Error::Tampered { key, what }) if attempt == 0 => {
+                    tracing::warn!(%key, what, "a blob was modified behind hoard's back: quarantined, fetching it again");
+                    self.metrics.tampered.fetch_add(1, Ordering::Relaxed);
+                    vec![key]
+                }
                 Err(hoard_store::Error::MissingBlobs { missing }) if attempt == 0 => missing,
                 Err(e) => return Err(e.into()),
             };

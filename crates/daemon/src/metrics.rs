@@ -5,15 +5,29 @@ use std::sync::atomic::Ordering;
 
 use crate::Daemon;
 
-/// Requests by (call, status); the rest is read from the daemon's counters.
+/// Requests by (call, status), refusals by reason; the rest is read from the daemon's
+/// counters.
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
     requests: hoard_http::RequestCounts,
+    refusals: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// Blobs found modified behind the daemon's back (quarantined, fetched again).
+    pub(crate) tampered: std::sync::atomic::AtomicU64,
 }
 
 impl Metrics {
     pub(crate) fn request(&self, call: &'static str, status: u16) {
         self.requests.record(call, status);
+    }
+
+    /// A request refused or failed, by the problem's `type` (the rule that refused it).
+    pub(crate) fn refusal(&self, reason: &'static str) {
+        *self
+            .refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(reason)
+            .or_default() += 1;
     }
 
     /// The text of `/metrics`; `cache` is the cache's (bytes, blobs) now.
@@ -25,6 +39,18 @@ impl Metrics {
             "call",
             "Socket API calls answered, by call and status.",
         );
+        let refusals = self
+            .refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let _ = writeln!(
+            out,
+            "# HELP hoard_refusals_total Requests refused or failed, by the rule or failure (the problem type).\n# TYPE hoard_refusals_total counter"
+        );
+        for (reason, count) in refusals {
+            let _ = writeln!(out, "hoard_refusals_total{{reason=\"{reason}\"}} {count}");
+        }
         let c = &daemon.fetcher.counters;
         for (name, kind, help, value) in [
             (
@@ -62,6 +88,12 @@ impl Metrics {
                 "gauge",
                 "Blob fetches running now.",
                 c.in_flight.load(Ordering::Relaxed),
+            ),
+            (
+                "hoard_tampered_blobs_total",
+                "counter",
+                "Blobs found modified behind hoard's back: quarantined and fetched again.",
+                self.tampered.load(Ordering::Relaxed),
             ),
             (
                 "hoard_evicted_blobs_total",

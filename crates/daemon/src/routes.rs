@@ -8,8 +8,8 @@ use bytes::Bytes;
 use hoard_http::{Body, BodyError, full, json};
 use hoard_store::LinkMode;
 use hoard_types::api::{
-    Event, GcReport, GcRequest, Health, ListedEntry, MaterializeRequest, PinRequest,
-    PublishRequest, ResolveRequest, Status,
+    BadBlob, Event, GcReport, GcRequest, Health, ListedEntry, MaterializeRequest, PinRequest,
+    PublishRequest, ResolveRequest, Status, Verified,
 };
 use hoard_types::registry::Problem;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -51,6 +51,7 @@ pub(crate) async fn handle(daemon: Arc<Daemon>, request: Request<Incoming>) -> R
         if e.status.is_server_error() {
             tracing::error!(call, detail = %e.detail, "request failed");
         }
+        daemon.metrics.refusal(e.kind);
         problem(&e)
     });
     daemon.metrics.request(call, response.status().as_u16());
@@ -88,11 +89,12 @@ async fn dispatch(
         (&Method::POST, "/v1/pins") => ("pin", pin(daemon, request).await),
         (&Method::POST, "/v1/pins/remove") => ("unpin", unpin(daemon, request).await),
         (&Method::POST, "/v1/gc") => ("gc", gc(daemon, request).await),
+        (&Method::POST, "/v1/verify") => ("verify", verify(daemon).await),
         (
             _,
             "/v1/health" | "/v1/status" | "/metrics" | "/v1/resolve" | "/v1/materialize"
             | "/v1/file" | "/v1/prefetch" | "/v1/publish" | "/v1/pins" | "/v1/pins/remove"
-            | "/v1/gc",
+            | "/v1/gc" | "/v1/verify",
         ) => (
             "method_not_allowed",
             Err(ApiError::new(
@@ -334,6 +336,34 @@ async fn gc(daemon: &Arc<Daemon>, request: Request<Incoming>) -> Result<Response
     ))
 }
 
+/// `verify`: re-hashes every blob; bad ones are quarantined (and counted as tampered).
+async fn verify(daemon: &Arc<Daemon>) -> Result<Response<Body>, ApiError> {
+    let store = daemon.store.clone();
+    let report = blocking(move || Ok(store.verify()?)).await?;
+    daemon
+        .metrics
+        .tampered
+        .fetch_add(report.bad.len() as u64, Ordering::Relaxed);
+    for (key, why) in &report.bad {
+        tracing::warn!(%key, why, "verify: quarantined a bad blob");
+    }
+    Ok(json(
+        StatusCode::OK,
+        &Verified {
+            checked: report.checked,
+            bytes: report.bytes,
+            bad: report
+                .bad
+                .into_iter()
+                .map(|(key, why)| BadBlob {
+                    blob: key.to_string(),
+                    why,
+                })
+                .collect(),
+        },
+    ))
+}
+
 async fn stream_for(
     daemon: &Arc<Daemon>,
     asked: MaterializeRequest,
@@ -381,9 +411,14 @@ async fn stream_for(
         version = found.version.version,
         "materialize"
     );
+    let slot = daemon.slots.take(
+        caller.map_or(u32::MAX, |c| c.uid),
+        crate::caller::CALLS_PER_UID,
+    )?;
     let (tx, rx) = mpsc::channel::<Event>(64);
     let daemon = daemon.clone();
     tokio::spawn(async move {
+        let _slot = slot;
         let _ = tx.send(Event::Resolved(resolved)).await;
         if let Some(message) = found.warning.clone() {
             let _ = tx.send(Event::Warning { message }).await;
@@ -398,10 +433,13 @@ async fn stream_for(
             .await
         {
             Ok(summary) => Event::Done(summary),
-            Err(e) => Event::Error {
-                kind: e.kind.to_owned(),
-                detail: e.detail,
-            },
+            Err(e) => {
+                daemon.metrics.refusal(e.kind);
+                Event::Error {
+                    kind: e.kind.to_owned(),
+                    detail: e.detail,
+                }
+            }
         };
         let _ = tx.send(end).await;
     });

@@ -295,3 +295,19 @@ pub struct Published {
     /// Why it is still pending, if an attempt failed.
     pub last_error: Option<String>,
 }
+
+/// `POST /v1/verify`: every blob re-hashed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verified {
+    pub checked: u64,
+    pub bytes: u64,
+    /// Blobs that failed (`blob`, `why`); each was quarantined and is fetched again when a
+    /// version needs it.
+    pub bad: Vec<BadBlob>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BadBlob {
+    pub blob: String,
+    pub why: String,
+}
