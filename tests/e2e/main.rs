@@ -5,6 +5,7 @@
 //! - `bench`: the benchmark command the README names runs and reports its comparison.
 //! - `daemon`: `hoard daemon` and `hoard get` against a real registry: cold, warm, prefixes,
 //!   concurrency, aliases, offline, kill -9.
+//! - `fuzz`: random and hostile socket requests and manifests; nothing outside changes.
 //! - `ops`: `config check`, start-up checks, systemd readiness, `/metrics` on TCP,
 //!   completions.
 //! - `publish`: `hoard publish` with the registry up, down and coming back; bad inputs;
@@ -16,6 +17,7 @@ mod access;
 mod bench;
 mod budget;
 mod daemon;
+mod fuzz;
 mod ops;
 mod publish;
 mod registry;
