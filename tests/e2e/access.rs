@@ -135,6 +135,37 @@ fn a_viewer_is_refused_cached_files_and_confirmations_expire_offline() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("refused the credential"));
     assert_eq!(registry.blob_gets(), gets, "refusals fetch nothing");
 
+    // A system daemon may insist on callers' own credentials.
+    let strict = DaemonProcess::start_env(
+        &t.join("strict.sock"),
+        &t.join("strict-cache"),
+        &registry.url,
+        &["--require-caller-token"],
+        &[("HOARD_TOKEN", "daemon-secret")],
+    );
+    let out = get(
+        &strict.socket,
+        t,
+        None,
+        "acme/audio/speech:v0",
+        "strict-none",
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("set HOARD_TOKEN"));
+    let out = get(
+        &strict.socket,
+        t,
+        Some("max-secret"),
+        "acme/audio/speech:v0",
+        "strict-max",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(strict);
+
     // The upstream goes away: the member confirmed a moment ago is still served; a member
     // never confirmed is refused with the reason.
     drop(registry);

@@ -176,6 +176,12 @@ fn the_budget_holds_pins_survive_and_workdirs_stay_intact() {
     );
     assert!(sample("hoard_evicted_bytes_total") >= 4 * ARTIFACT_BYTES);
     assert!(sample("hoard_cache_misses_total") > 0);
+    // Every fetched blob was timed.
+    assert_eq!(
+        sample("hoard_fetch_duration_seconds_count"),
+        sample("hoard_fetched_blobs_total")
+    );
+    assert!(sample("hoard_fetch_duration_seconds_count") >= (ARTIFACTS * FILES) as u64);
 }
 
 #[test]

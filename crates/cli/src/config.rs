@@ -36,6 +36,7 @@ pub(crate) struct Config {
     pub(crate) max_size: Option<String>,
     /// A loopback `host:port` that also serves `/metrics`.
     pub(crate) metrics_listen: Option<String>,
+    pub(crate) require_caller_token: Option<bool>,
     /// `"0600"` (per-user) or `"0660"` (system daemon, with `socket_group`).
     pub(crate) socket_mode: Option<String>,
     pub(crate) socket_group: Option<String>,

@@ -29,6 +29,10 @@ pub(crate) struct DaemonArgs {
     /// [default: `0s`].
     #[arg(long, value_parser = humantime::parse_duration)]
     alias_ttl: Option<Duration>,
+    /// Serve cached files only to callers who send their own credential (`HOARD_TOKEN` on
+    /// their side): for a system daemon shared by several users.
+    #[arg(long)]
+    require_caller_token: bool,
     /// How long the upstream's confirmation that a caller's credential may download a
     /// version is reused (e.g. `60s`) [default: `60s`].
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -294,6 +298,8 @@ pub(crate) fn run(args: &DaemonArgs) -> anyhow::Result<()> {
             .access_ttl
             .or(config.access_ttl)
             .unwrap_or(defaults.access_ttl),
+        require_caller_token: args.require_caller_token
+            || config.require_caller_token.unwrap_or(false),
         ..defaults
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

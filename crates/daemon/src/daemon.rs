@@ -40,6 +40,8 @@ pub struct Options {
     pub budget: Option<crate::Budget>,
     /// How long the upstream's "yes, this credential may download that version" is reused.
     pub access_ttl: Duration,
+    /// Serve cached files only to callers who send their own credential (a system daemon).
+    pub require_caller_token: bool,
 }
 
 impl Default for Options {
@@ -52,6 +54,7 @@ impl Default for Options {
             range_parallel: 4,
             budget: None,
             access_ttl: Duration::from_secs(60),
+            require_caller_token: false,
         }
     }
 }
@@ -154,6 +157,10 @@ impl Daemon {
             access,
             slots: Arc::default(),
         }
+    }
+
+    pub(crate) fn requires_caller_token(&self) -> bool {
+        self.options.require_caller_token
     }
 
     pub fn upstream(&self) -> &Arc<dyn Upstream> {

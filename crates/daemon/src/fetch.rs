@@ -53,6 +53,46 @@ pub(crate) struct FetchCounters {
     pub(crate) fetched_bytes: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) in_flight: AtomicU64,
+    /// How long blob fetches took, start to staged.
+    pub(crate) seconds: Histogram,
+}
+
+/// Upper bounds (seconds) of the fetch-duration histogram's buckets.
+pub(crate) const BUCKETS: [f64; 9] = [0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0];
+
+/// A Prometheus histogram of durations: counts per bucket (cumulative when rendered), sum.
+#[derive(Debug, Default)]
+pub(crate) struct Histogram {
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub(crate) fn observe(&self, elapsed: std::time::Duration) {
+        let secs = elapsed.as_secs_f64();
+        let bucket = BUCKETS
+            .iter()
+            .position(|le| secs <= *le)
+            .unwrap_or(BUCKETS.len());
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// (cumulative count per bucket, then +Inf), total count, sum in seconds.
+    pub(crate) fn snapshot(&self) -> (Vec<u64>, u64, f64) {
+        let mut cumulative = Vec::with_capacity(BUCKETS.len() + 1);
+        let mut total = 0;
+        for count in &self.counts {
+            total += count.load(Ordering::Relaxed);
+            cumulative.push(total);
+        }
+        #[expect(clippy::cast_precision_loss, reason = "a sum of seconds for display")]
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        (cumulative, total, sum)
+    }
 }
 
 /// How large blobs are fetched: as parallel byte ranges.
@@ -119,7 +159,11 @@ impl Fetcher {
                 inflight.insert(key, rx.clone());
                 let this = self.clone();
                 tokio::spawn(async move {
+                    let started = std::time::Instant::now();
                     let result = this.fetch(key, size).await;
+                    if matches!(result, Ok(Some(_))) {
+                        this.counters.seconds.observe(started.elapsed());
+                    }
                     match &result {
                         Ok(Some(bytes)) => {
                             this.counters.fetched_blobs.fetch_add(1, Ordering::Relaxed);

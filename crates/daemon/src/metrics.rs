@@ -39,19 +39,9 @@ impl Metrics {
             "call",
             "Socket API calls answered, by call and status.",
         );
-        let refusals = self
-            .refusals
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let _ = writeln!(
-            out,
-            "# HELP hoard_refusals_total Requests refused or failed, by the rule or failure (the problem type).\n# TYPE hoard_refusals_total counter"
-        );
-        for (reason, count) in refusals {
-            let _ = writeln!(out, "hoard_refusals_total{{reason=\"{reason}\"}} {count}");
-        }
+        self.render_refusals(&mut out);
         let c = &daemon.fetcher.counters;
+        render_histogram(&mut out, &c.seconds);
         for (name, kind, help, value) in [
             (
                 "hoard_cache_hits_total",
@@ -128,4 +118,37 @@ impl Metrics {
         }
         out
     }
+
+    fn render_refusals(&self, out: &mut String) {
+        let refusals = self
+            .refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let _ = writeln!(
+            out,
+            "# HELP hoard_refusals_total Requests refused or failed, by the rule or failure (the problem type).\n# TYPE hoard_refusals_total counter"
+        );
+        for (reason, count) in refusals {
+            let _ = writeln!(out, "hoard_refusals_total{{reason=\"{reason}\"}} {count}");
+        }
+    }
+}
+
+fn render_histogram(out: &mut String, histogram: &crate::fetch::Histogram) {
+    let (buckets, count, sum) = histogram.snapshot();
+    let _ = writeln!(
+        out,
+        "# HELP hoard_fetch_duration_seconds Time to fetch one blob from the upstream, until it is staged.\n# TYPE hoard_fetch_duration_seconds histogram"
+    );
+    for (le, cumulative) in crate::fetch::BUCKETS.iter().zip(&buckets) {
+        let _ = writeln!(
+            out,
+            "hoard_fetch_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "hoard_fetch_duration_seconds_bucket{{le=\"+Inf\"}} {count}\nhoard_fetch_duration_seconds_sum {sum}\nhoard_fetch_duration_seconds_count {count}"
+    );
 }

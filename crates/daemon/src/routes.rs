@@ -399,6 +399,13 @@ async fn stream_for(
         .await?;
     // Cached bytes are not an access grant (a version only published here has nothing
     // upstream to ask about).
+    if token.is_none() && daemon.requires_caller_token() {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "credential-required",
+            "this daemon serves artifacts only to callers who send their own upstream credential: set HOARD_TOKEN",
+        ));
+    }
     if found.version.version != crate::publish::PENDING {
         daemon
             .access
