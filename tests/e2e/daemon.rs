@@ -351,6 +351,17 @@ fn a_moved_alias_is_followed_and_the_cache_serves_when_the_upstream_is_gone() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Cannot reach the upstream"));
     assert!(!s.out("offline-v2").exists(), "never a partial directory");
+
+    // `status` says so, and which link mode `auto` chose.
+    let out = s.hoard(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let state = status["upstream_state"].as_str().unwrap();
+    assert!(state.starts_with("unreachable"), "{state}");
+    let modes = status["link_modes"].as_array().unwrap();
+    assert!(
+        modes.len() == 1 && modes[0].as_str().unwrap().ends_with("hardlink"),
+        "{status}"
+    );
 }
 
 #[test]

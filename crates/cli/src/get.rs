@@ -309,6 +309,10 @@ pub(crate) fn status(args: &StatusArgs) -> anyhow::Result<()> {
             status.in_flight,
             status.pending_uploads.len()
         ))?;
+        crate::out(&format!("upstream state: {}", status.upstream_state))?;
+        for mode in &status.link_modes {
+            crate::out(&format!("link mode: {mode}"))?;
+        }
         for p in &status.pending_uploads {
             crate::out(&format!(
                 "  {}@{}: {} after {} attempt(s){}",

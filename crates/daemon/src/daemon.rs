@@ -79,6 +79,8 @@ pub struct Daemon {
     pub(crate) access: crate::access::Access,
     /// Long calls running, by uid.
     pub(crate) slots: Arc<crate::caller::Slots>,
+    /// When the upstream last answered a resolution, and whether it could be reached.
+    pub(crate) last_upstream: std::sync::Mutex<Option<(Instant, Option<String>)>>,
 }
 
 /// A version and, if it is not fresh from the upstream, why.
@@ -156,6 +158,39 @@ impl Daemon {
             pin_turn: tokio::sync::Mutex::new(()),
             access,
             slots: Arc::default(),
+            last_upstream: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Remembers whether the upstream could be reached (for `status`).
+    fn note_upstream<T>(
+        &self,
+        result: Result<T, hoard_upstream::Error>,
+    ) -> Result<T, hoard_upstream::Error> {
+        let outcome = match &result {
+            Err(e) if e.is_unreachable() => Some(crate::error::chain(e)),
+            _ => None,
+        };
+        *self
+            .last_upstream
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((Instant::now(), outcome));
+        result
+    }
+
+    /// `reachable 3 s ago`, `unreachable 2 s ago: …`, or `unknown`.
+    pub(crate) fn upstream_state(&self) -> String {
+        let last = self
+            .last_upstream
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        match last {
+            None => "unknown (no call yet)".to_owned(),
+            Some((at, None)) => format!("reachable ({} s ago)", at.elapsed().as_secs()),
+            Some((at, Some(why))) => {
+                format!("unreachable ({} s ago): {why}", at.elapsed().as_secs())
+            }
         }
     }
 
@@ -210,7 +245,8 @@ impl Daemon {
             }
             Selector::Alias(alias) => return self.resolve_alias(&name, alias).await,
         }
-        let version = self.upstream().resolve(&name, &reference.selector).await?;
+        let version =
+            self.note_upstream(self.upstream().resolve(&name, &reference.selector).await)?;
         self.remember(version.clone(), None).await?;
         Ok(fresh(version))
     }
@@ -234,7 +270,7 @@ impl Daemon {
             });
         }
         let selector = Selector::Alias(alias.to_owned());
-        match self.upstream().resolve(name, &selector).await {
+        match self.note_upstream(self.upstream().resolve(name, &selector).await) {
             Ok(version) => {
                 self.remember(version.clone(), Some(alias.to_owned()))
                     .await?;

@@ -164,6 +164,21 @@ async fn status(daemon: &Arc<Daemon>) -> Result<Response<Body>, ApiError> {
             held_by_workdirs_bytes: plan.released_bytes + plan.held_by_workdirs_bytes,
             pinned_versions: daemon.pins().await?.len() as u64,
             evicted_blobs: daemon.keeper.evicted_blobs.load(Ordering::Relaxed),
+            upstream_state: daemon.upstream_state(),
+            link_modes: daemon
+                .store
+                .link_probes()
+                .into_iter()
+                .map(|(cache, dest, mode)| {
+                    format!(
+                        "dev {}:{} → dev {}:{}: {mode}",
+                        rustix::fs::major(cache),
+                        rustix::fs::minor(cache),
+                        rustix::fs::major(dest),
+                        rustix::fs::minor(dest)
+                    )
+                })
+                .collect(),
         },
     ))
 }

@@ -199,6 +199,19 @@ impl Store {
         Some(out)
     }
 
+    /// The link modes `auto` chose so far, per (cache device, destination device).
+    pub fn link_probes(&self) -> Vec<(u64, u64, LinkMode)> {
+        let mut probes: Vec<_> = self
+            .probes
+            .lock()
+            .expect("probe table poisoned")
+            .iter()
+            .map(|(&(cache, dest), &mode)| (cache, dest, mode))
+            .collect();
+        probes.sort_unstable_by_key(|p| (p.0, p.1));
+        probes
+    }
+
     /// Pins blobs (a pinned version's) against eviction; counts nest.
     pub fn pin(&self, keys: &[BlobKey]) -> Result<()> {
         self.index.add_pins(keys, 1)

@@ -174,6 +174,13 @@ pub struct Status {
     /// Blobs evicted since the daemon started.
     #[serde(default)]
     pub evicted_blobs: u64,
+    /// What the last call to the upstream found: `reachable`, `unreachable` or `unknown`
+    /// (no call yet), with how long ago and, when unreachable, why.
+    #[serde(default)]
+    pub upstream_state: String,
+    /// The link modes `auto` settled on, e.g. `dev 254:0 → dev 254:0: hardlink`.
+    #[serde(default)]
+    pub link_modes: Vec<String>,
 }
 
 /// `POST /v1/pins`: keep a version from eviction (it is fetched first).
