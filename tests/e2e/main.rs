@@ -11,6 +11,7 @@
 //! - `publish`: `hoard publish` with the registry up, down and coming back; bad inputs;
 //!   a viewer's token.
 //! - `users`: a system daemon serving two Unix users (root only).
+//! - `references`: reference entries fetched from their URI and checked.
 //! - `registry`: `hoard registry import` and `serve` as processes; tokens; refusals.
 
 mod access;
@@ -20,5 +21,6 @@ mod daemon;
 mod fuzz;
 mod ops;
 mod publish;
+mod references;
 mod registry;
 mod users;

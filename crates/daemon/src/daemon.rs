@@ -347,16 +347,26 @@ impl Daemon {
             }
             Some(Destination { path, .. }) => Some(Target::Path(path.clone())),
         };
-        if let Some((path, entry)) = manifest.entries.iter().find(|(_, e)| e.reference.is_some()) {
-            return Err(ApiError::new(
-                http::StatusCode::NOT_IMPLEMENTED,
-                "reference-entry",
-                format!(
-                    "`{path}` is a reference to `{}`; fetching reference entries is not supported yet \
-                     (select other files with `--path-prefix` or `--file`)",
-                    entry.reference.as_deref().unwrap_or_default()
-                ),
-            ));
+        // `file://` references are read only for the daemon's own user (a root daemon must
+        // not read local files on behalf of others); a reference whose scheme cannot be
+        // fetched is refused before anything is.
+        let allow_files = match dest {
+            Some(Destination {
+                caller: Some(caller),
+                ..
+            }) => caller.is_daemon_user(),
+            _ => !rustix::process::geteuid().is_root(),
+        };
+        for (path, entry) in &manifest.entries {
+            if let Some(uri) = &entry.reference {
+                reference_source(uri, allow_files).map_err(|e| {
+                    ApiError::new(
+                        http::StatusCode::NOT_IMPLEMENTED,
+                        "reference-entry",
+                        format!("`{path}` is a reference to `{uri}`: {}", e.detail),
+                    )
+                })?;
+            }
         }
         // Cached blobs of this version stay while it is fetched and placed: eviction for
         // this or a concurrent request must not take them.
@@ -370,7 +380,9 @@ impl Daemon {
             "`{}/{}/{}:{}`",
             version.entity, version.project, version.name, version.version
         );
-        let (fetched_blobs, fetched_bytes) = self.fetch_missing(&manifest, &what, events).await?;
+        let (fetched_blobs, fetched_bytes) = self
+            .fetch_missing(&manifest, &what, allow_files, events)
+            .await?;
         let mut summary = Summary {
             version: version.version.clone(),
             digest: version.digest,
@@ -388,7 +400,9 @@ impl Daemon {
         if let Some(target) = target {
             let manifest = Arc::new(manifest);
             let target = Arc::new(target);
-            let report = self.place(manifest.clone(), target.clone(), mode).await?;
+            let report = self
+                .place(manifest.clone(), target.clone(), mode, allow_files)
+                .await?;
             summary.placed = report.placed;
             summary.unchanged = report.unchanged;
             summary.mode = Some(report.mode.to_string());
@@ -414,6 +428,7 @@ impl Daemon {
         self: &Arc<Self>,
         manifest: &Manifest,
         what: &str,
+        allow_files: bool,
         events: &mpsc::Sender<Event>,
     ) -> Result<(u64, u64), ApiError> {
         let mut wanted: Vec<(BlobKey, u64)> = manifest
@@ -423,6 +438,8 @@ impl Daemon {
             .collect();
         wanted.sort_unstable_by_key(|(k, _)| (k.digest, k.exec));
         wanted.dedup_by_key(|(k, _)| *k);
+        // Where a blob's bytes come from when no entry has it in the upstream: a reference.
+        let references = references(manifest);
         let keys: Vec<BlobKey> = wanted.iter().map(|(k, _)| *k).collect();
         let unique = keys.len() as u64;
         let store = self.store.clone();
@@ -462,9 +479,13 @@ impl Daemon {
         let mut pending = futures_util::stream::iter(missing)
             .map(|(key, size)| {
                 let fetcher = self.fetcher.clone();
+                let source = references.get(&key).cloned();
                 async move {
+                    let source = source
+                        .map(|uri| reference_source(&uri, allow_files))
+                        .transpose()?;
                     fetcher
-                        .ensure(key, size)
+                        .ensure_from(key, size, source)
                         .await
                         .map(|fetched| (fetched, size))
                 }
@@ -505,6 +526,7 @@ impl Daemon {
         manifest: Arc<Manifest>,
         target: Arc<Target>,
         mode: LinkMode,
+        allow_files: bool,
     ) -> Result<hoard_store::MaterializeReport, ApiError> {
         for attempt in 0..2 {
             let (store, m, t) = (self.store.clone(), manifest.clone(), target.clone());
@@ -536,13 +558,18 @@ impl Daemon {
                 Err(hoard_store::Error::MissingBlobs { missing }) if attempt == 0 => missing,
                 Err(e) => return Err(e.into()),
             };
+            let references = references(&manifest);
             for key in refetch {
                 let size = manifest
                     .entries
                     .values()
                     .find(|e| e.digest == key.digest)
                     .map_or(0, |e| e.size);
-                self.fetcher.ensure(key, size).await?;
+                let source = references
+                    .get(&key)
+                    .map(|uri| reference_source(uri, allow_files))
+                    .transpose()?;
+                self.fetcher.ensure_from(key, size, source).await?;
             }
             self.fetcher.commit_now().await?;
         }
@@ -606,6 +633,31 @@ impl Daemon {
             },
         })
     }
+}
+
+/// Blobs that only reference entries name, with their URI (a blob that some entry has in
+/// the upstream is fetched from there).
+fn references(manifest: &Manifest) -> std::collections::HashMap<BlobKey, String> {
+    let in_upstream: std::collections::HashSet<BlobKey> = manifest
+        .entries
+        .values()
+        .filter(|e| e.reference.is_none())
+        .map(|e| BlobKey::new(e.digest, e.exec))
+        .collect();
+    manifest
+        .entries
+        .values()
+        .filter_map(|e| {
+            let key = BlobKey::new(e.digest, e.exec);
+            let uri = e.reference.clone()?;
+            (!in_upstream.contains(&key)).then_some((key, uri))
+        })
+        .collect()
+}
+
+/// The source of a reference entry; `file://` only with `allow_files`.
+fn reference_source(uri: &str, allow_files: bool) -> Result<Arc<dyn Upstream>, ApiError> {
+    Ok(hoard_upstream::reference::reference(uri, allow_files)?)
 }
 
 /// The entries a call selected: all, those under W&B's string `path_prefix`, or one file.

@@ -143,12 +143,15 @@ impl Fetcher {
         &self.upstream
     }
 
-    /// Makes sure the blob `key` of `size` bytes is cached. Returns the bytes this fetch
-    /// (or the concurrent one it joined) downloaded, `None` if nothing had to be.
-    pub(crate) async fn ensure(
+    /// Makes sure the blob `key` of `size` bytes is cached, fetching it from `source` (a
+    /// reference entry's URI) or, without one, from the upstream; the bytes are checked
+    /// against `key` either way. Returns the bytes this fetch (or the concurrent one it
+    /// joined) downloaded, `None` if nothing had to be.
+    pub(crate) async fn ensure_from(
         self: &Arc<Self>,
         key: BlobKey,
         size: u64,
+        source: Option<Arc<dyn Upstream>>,
     ) -> Result<Option<u64>, ApiError> {
         let mut outcome = {
             let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
@@ -160,7 +163,8 @@ impl Fetcher {
                 let this = self.clone();
                 tokio::spawn(async move {
                     let started = std::time::Instant::now();
-                    let result = this.fetch(key, size).await;
+                    let upstream = source.unwrap_or_else(|| this.upstream.clone());
+                    let result = this.fetch(key, size, upstream).await;
                     if matches!(result, Ok(Some(_))) {
                         this.counters.seconds.observe(started.elapsed());
                     }
@@ -198,7 +202,12 @@ impl Fetcher {
             .unwrap_or_else(|| Err(ApiError::internal("unreachable: waited for an outcome")))
     }
 
-    async fn fetch(&self, key: BlobKey, size: u64) -> Result<Option<u64>, ApiError> {
+    async fn fetch(
+        &self,
+        key: BlobKey,
+        size: u64,
+        upstream: Arc<dyn Upstream>,
+    ) -> Result<Option<u64>, ApiError> {
         let _permit = self
             .permits
             .acquire()
@@ -206,9 +215,9 @@ impl Fetcher {
             .map_err(|_| ApiError::internal("the fetch engine is shutting down"))?;
         self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
         let staged = if size <= SMALL_BLOB {
-            self.fetch_small(key, size).await
+            self.fetch_small(key, size, upstream.as_ref()).await
         } else {
-            self.fetch_streaming(key, size).await
+            self.fetch_streaming(key, size, upstream).await
         };
         self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
         let Some((staged, fetched)) = staged? else {
@@ -222,7 +231,7 @@ impl Fetcher {
     }
 
     /// Makes every staged blob durable and indexed (one `syncfs`, one index batch). Call
-    /// after [`Self::ensure`] and before using the blobs.
+    /// after [`Self::ensure_from`] and before using the blobs.
     pub(crate) async fn commit_now(&self) -> Result<(), ApiError> {
         let _turn = self.commit_turn.lock().await;
         let batch =
@@ -253,9 +262,9 @@ impl Fetcher {
         &self,
         key: BlobKey,
         size: u64,
+        upstream: &dyn Upstream,
     ) -> Result<Option<(Staged, u64)>, ApiError> {
-        let data = self
-            .upstream
+        let data = upstream
             .fetch_blob(&key.digest, size, None)
             .await?
             .read_to_vec()
@@ -280,8 +289,9 @@ impl Fetcher {
         &self,
         key: BlobKey,
         size: u64,
+        upstream: Arc<dyn Upstream>,
     ) -> Result<Option<(Staged, u64)>, ApiError> {
-        let (store, upstream, ranges) = (self.store.clone(), self.upstream.clone(), self.ranges);
+        let (store, ranges) = (self.store.clone(), self.ranges);
         let handle = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             // A resumed partial can hold bad bytes (from a source that sent them before it

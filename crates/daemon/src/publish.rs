@@ -613,7 +613,7 @@ impl Daemon {
         tracing::info!(key, files, bytes, "publish recorded");
         if let Some(dest) = &dest {
             let target = Arc::new(crate::daemon::Target::Path(dest.clone()));
-            self.place(manifest, target, mode).await?;
+            self.place(manifest, target, mode, true).await?;
         }
         let wait = Duration::from_secs(asked.wait_seconds.unwrap_or(0));
         let done = if wait.is_zero() {

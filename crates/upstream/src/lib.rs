@@ -12,13 +12,15 @@
 //! Layout: `upstream.rs` (the trait), `blob.rs` (verified streams), `dir.rs` (the
 //! `dir://` layout, blocking), `dir_upstream.rs` (that layout as an [`Upstream`]),
 //! `registry.rs` (the HTTP client), `error.rs`; `local.rs`: the local files and trees a new
-//! version is made of (`hoard registry import`, `hoard publish`).
+//! version is made of (`hoard registry import`, `hoard publish`); `reference.rs`: reference
+//! entries' sources (`https://`, `file://`) as fetch-only upstreams.
 
 mod blob;
 pub mod dir;
 mod dir_upstream;
 mod error;
 pub mod local;
+pub mod reference;
 mod registry;
 mod upstream;
 

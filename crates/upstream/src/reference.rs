@@ -1,0 +1,309 @@
+//! Reference entries: files whose bytes live at a URI (`https://`, `http://`, `file://`)
+//! rather than in the upstream's blob store. [`reference`] gives an [`Upstream`] whose
+//! only call is `fetch_blob`, so the fetch engine treats a reference like any blob:
+//! streamed, resumed, fetched in ranges, and checked against the manifest's digest and
+//! size before it becomes visible. Other schemes (`s3://`, `gs://`) are refused with a
+//! message naming the scheme.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hoard_types::registry::{CommitRequest, Committed, VersionList};
+use hoard_types::{ArtifactName, Digest, Selector, Version};
+use reqwest::StatusCode;
+
+use crate::blob::{ChunkSource, check_range};
+use crate::{BlobStream, BoxFuture, Error, Upstream};
+
+/// Read size for `file://` references.
+const FILE_CHUNK: usize = 1 << 20;
+
+/// The source of one reference entry; `allow_files` says whether `file://` may be read (a
+/// daemon serving other users must not read local files on their behalf).
+pub fn reference(uri: &str, allow_files: bool) -> Result<Arc<dyn Upstream>, Error> {
+    let refuse = |reason: String| Error::Url {
+        url: uri.to_owned(),
+        reason,
+    };
+    let scheme = uri.split_once("://").map(|(s, _)| s).unwrap_or_default();
+    match scheme {
+        "http" | "https" => {
+            reqwest::Url::parse(uri).map_err(|e| refuse(e.to_string()))?;
+            let http = reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .read_timeout(std::time::Duration::from_secs(30))
+                .user_agent(concat!("hoard/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| refuse(e.to_string()))?;
+            Ok(Arc::new(HttpReference {
+                uri: uri.to_owned(),
+                http,
+            }))
+        }
+        "file" => {
+            if !allow_files {
+                return Err(refuse(
+                    "this daemon serves several users and does not read local files for them; \
+                     fetch it with a per-user daemon"
+                        .to_owned(),
+                ));
+            }
+            let path = &uri["file://".len()..];
+            if !path.starts_with('/') {
+                return Err(refuse(
+                    "a `file://` reference needs an absolute path".to_owned(),
+                ));
+            }
+            Ok(Arc::new(FileReference {
+                uri: uri.to_owned(),
+                path: path.into(),
+            }))
+        }
+        "" => Err(refuse(
+            "a reference must be a URI such as `https://…`".to_owned(),
+        )),
+        other => Err(refuse(format!(
+            "references with the scheme `{other}://` are not supported yet (https, http and file are)"
+        ))),
+    }
+}
+
+struct HttpReference {
+    uri: String,
+    http: reqwest::Client,
+}
+
+struct FileReference {
+    uri: String,
+    path: std::path::PathBuf,
+}
+
+fn only_fetch(uri: &str) -> Error {
+    Error::Url {
+        url: uri.to_owned(),
+        reason: "a reference entry's source can only be read".to_owned(),
+    }
+}
+
+/// The parts of [`Upstream`] a reference does not have.
+macro_rules! read_only {
+    () => {
+        fn resolve<'a>(
+            &'a self,
+            _: &'a ArtifactName,
+            _: &'a Selector,
+        ) -> BoxFuture<'a, Result<Version, Error>> {
+            Box::pin(async move { Err(only_fetch(&self.uri)) })
+        }
+
+        fn list<'a>(&'a self, _: &'a ArtifactName) -> BoxFuture<'a, Result<VersionList, Error>> {
+            Box::pin(async move { Err(only_fetch(&self.uri)) })
+        }
+
+        fn missing_blobs<'a>(
+            &'a self,
+            _: &'a [Digest],
+        ) -> BoxFuture<'a, Result<Vec<Digest>, Error>> {
+            Box::pin(async move { Err(only_fetch(&self.uri)) })
+        }
+
+        fn upload_blob<'a>(
+            &'a self,
+            _: &'a Digest,
+            _: &'a std::path::Path,
+        ) -> BoxFuture<'a, Result<(), Error>> {
+            Box::pin(async move { Err(only_fetch(&self.uri)) })
+        }
+
+        fn commit<'a>(
+            &'a self,
+            _: &'a ArtifactName,
+            _: &'a CommitRequest,
+        ) -> BoxFuture<'a, Result<Committed, Error>> {
+            Box::pin(async move { Err(only_fetch(&self.uri)) })
+        }
+
+        fn set_alias<'a>(
+            &'a self,
+            _: &'a ArtifactName,
+            _: &'a str,
+            _: u32,
+        ) -> BoxFuture<'a, Result<(), Error>> {
+            Box::pin(async move { Err(only_fetch(&self.uri)) })
+        }
+    };
+}
+
+impl Upstream for HttpReference {
+    fn describe(&self) -> String {
+        self.uri.clone()
+    }
+
+    fn fetch_blob<'a>(
+        &'a self,
+        digest: &'a Digest,
+        size: u64,
+        range: Option<Range<u64>>,
+    ) -> BoxFuture<'a, Result<BlobStream, Error>> {
+        Box::pin(async move {
+            let range = check_range(digest, size, range)?;
+            let whole = range.start == 0 && range.end == size;
+            let mut request = self.http.get(&self.uri);
+            if !whole {
+                request = request.header(
+                    reqwest::header::RANGE,
+                    format!("bytes={}-{}", range.start, range.end - 1),
+                );
+            }
+            let response = request.send().await.map_err(|e| Error::Unreachable {
+                url: self.uri.clone(),
+                attempts: 1,
+                source: Box::new(e),
+            })?;
+            let status = response.status();
+            let expected = if whole {
+                StatusCode::OK
+            } else {
+                StatusCode::PARTIAL_CONTENT
+            };
+            if status != expected {
+                let detail = if status.is_success() {
+                    "it ignored the byte range asked for".to_owned()
+                } else {
+                    format!("it answered {status}")
+                };
+                return Err(
+                    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+                        Error::Unavailable {
+                            upstream: self.uri.clone(),
+                            status: status.as_u16(),
+                            attempts: 1,
+                            detail,
+                        }
+                    } else {
+                        Error::Rejected {
+                            upstream: self.uri.clone(),
+                            status: status.as_u16(),
+                            detail,
+                        }
+                    },
+                );
+            }
+            let source = HttpBody {
+                uri: self.uri.clone(),
+                response,
+            };
+            Ok(BlobStream::new(*digest, size, range, Box::new(source)))
+        })
+    }
+
+    read_only!();
+}
+
+struct HttpBody {
+    uri: String,
+    response: reqwest::Response,
+}
+
+impl ChunkSource for HttpBody {
+    fn next_chunk(&mut self, _offset: u64) -> BoxFuture<'_, Result<Option<Bytes>, Error>> {
+        Box::pin(async move {
+            self.response.chunk().await.map_err(|e| Error::Unreachable {
+                url: self.uri.clone(),
+                attempts: 1,
+                source: Box::new(e),
+            })
+        })
+    }
+}
+
+impl Upstream for FileReference {
+    fn describe(&self) -> String {
+        self.uri.clone()
+    }
+
+    fn fetch_blob<'a>(
+        &'a self,
+        digest: &'a Digest,
+        size: u64,
+        range: Option<Range<u64>>,
+    ) -> BoxFuture<'a, Result<BlobStream, Error>> {
+        Box::pin(async move {
+            let range = check_range(digest, size, range)?;
+            let path = self.path.clone();
+            let start = range.start;
+            let file = tokio::task::spawn_blocking(move || {
+                let mut file = std::fs::File::open(&path)?;
+                file.seek(SeekFrom::Start(start))?;
+                Ok::<_, std::io::Error>(file)
+            })
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(|e| Error::Io {
+                op: "open the reference",
+                path: self.path.clone(),
+                source: e,
+            })?;
+            let source = FileBody {
+                path: self.path.clone(),
+                file: Some(file),
+                left: range.end - range.start,
+            };
+            Ok(BlobStream::new(*digest, size, range, Box::new(source)))
+        })
+    }
+
+    read_only!();
+}
+
+struct FileBody {
+    path: std::path::PathBuf,
+    file: Option<std::fs::File>,
+    left: u64,
+}
+
+impl ChunkSource for FileBody {
+    fn next_chunk(&mut self, _offset: u64) -> BoxFuture<'_, Result<Option<Bytes>, Error>> {
+        Box::pin(async move {
+            if self.left == 0 {
+                return Ok(None);
+            }
+            let Some(mut file) = self.file.take() else {
+                return Ok(None);
+            };
+            let want = usize::try_from(self.left)
+                .unwrap_or(FILE_CHUNK)
+                .min(FILE_CHUNK);
+            let (file, read) = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0; want];
+                let read = file.read(&mut buf).map(|n| {
+                    buf.truncate(n);
+                    buf
+                });
+                (file, read)
+            })
+            .await
+            .map_err(|e| Error::Io {
+                op: "read the reference",
+                path: self.path.clone(),
+                source: std::io::Error::other(e),
+            })?;
+            let buf = read.map_err(|e| Error::Io {
+                op: "read the reference",
+                path: self.path.clone(),
+                source: e,
+            })?;
+            self.file = Some(file);
+            if buf.is_empty() {
+                // The file is shorter than the manifest says: the stream reports it.
+                self.left = 0;
+                return Ok(None);
+            }
+            self.left -= buf.len() as u64;
+            Ok(Some(Bytes::from(buf)))
+        })
+    }
+}
