@@ -3,6 +3,7 @@
 //! - `budget`: the cache budget: eviction under a stream of gets, pins, `gc`, refusals.
 //! - `access`: a caller's own credential is checked before cached files are handed out.
 //! - `bench`: the benchmark command the README names runs and reports its comparison.
+//! - `demo`: the README's main job on a small dataset.
 //! - `daemon`: `hoard daemon` and `hoard get` against a real registry: cold, warm, prefixes,
 //!   concurrency, aliases, offline, kill -9.
 //! - `fuzz`: random and hostile socket requests and manifests; nothing outside changes.
@@ -18,6 +19,7 @@ mod access;
 mod bench;
 mod budget;
 mod daemon;
+mod demo;
 mod fuzz;
 mod ops;
 mod publish;

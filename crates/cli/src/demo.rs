@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use hoard_client::Client;
-use hoard_types::api::MaterializeRequest;
+use hoard_types::api::{MaterializeRequest, PublishRequest};
 use hoard_upstream::{ClientOptions, DirRoot, RegistryClient};
 
 use crate::get::{bytes, summary_line};
@@ -126,6 +126,28 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
                 "job-2/weights/shard-0.bin: inode {} with {} links (one cache blob, shared by both jobs)",
                 meta.ino(),
                 meta.nlink()
+            ))?;
+        }
+        // Create-and-use: a job's output becomes a version, usable at once, uploaded by
+        // the daemon; publishing the same bytes again uploads nothing.
+        let output = dir.join("job-2-output");
+        std::fs::create_dir_all(&output)?;
+        std::fs::write(output.join("model.bin"), b"weights trained on acme/demo/sample")?;
+        for run in ["publish", "publish again"] {
+            let published = client
+                .publish(&PublishRequest {
+                    artifact: "acme/demo/model".to_owned(),
+                    inputs: vec![output.display().to_string()],
+                    kind: Some("model".to_owned()),
+                    wait_seconds: Some(30),
+                    ..PublishRequest::default()
+                })
+                .await?;
+            crate::out(&format!(
+                "{run}: acme/demo/model:{} ({}), {} blobs uploaded",
+                published.version.as_deref().unwrap_or("pending"),
+                published.state,
+                published.uploaded_blobs
             ))?;
         }
         let _ = stop_tx.send(true);
