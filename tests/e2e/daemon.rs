@@ -557,6 +557,11 @@ fn corrupt_upstream_bytes_never_reach_a_job() {
     );
     let cached = s.cache().join("blobs-v1").join(&digest[..2]).join(&digest);
     assert!(!cached.exists(), "the bad bytes are not in the cache");
+    let metrics = s.daemon.as_ref().unwrap().get("/metrics").unwrap();
+    assert!(
+        metrics.contains("hoard_fetch_failures_by_kind_total{kind=\"upstream-invalid\"} 1"),
+        "{metrics}"
+    );
     // A good copy upstream heals it (no bad partial is resumed from).
     std::fs::write(&blob, b"bike,1\n").unwrap();
     let got = s.get("acme/vision/bike", "job", &[]);

@@ -29,6 +29,12 @@ pub(crate) struct Config {
     pub(crate) alias_ttl: Option<Duration>,
     #[serde(default, with = "humantime_serde_opt")]
     pub(crate) access_ttl: Option<Duration>,
+    /// How long connecting to the upstream may take.
+    #[serde(default, with = "humantime_serde_opt")]
+    pub(crate) upstream_connect_timeout: Option<Duration>,
+    /// A transfer that delivers nothing for this long counts as broken (and resumes).
+    #[serde(default, with = "humantime_serde_opt")]
+    pub(crate) upstream_stall_timeout: Option<Duration>,
     pub(crate) fetch_concurrency: Option<usize>,
     pub(crate) large_blob_mib: Option<u64>,
     pub(crate) range_mib: Option<u64>,

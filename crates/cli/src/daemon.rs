@@ -74,12 +74,22 @@ fn at_least_one(text: &str) -> Result<usize, String> {
 }
 
 /// Opens the configured upstream; the embedded default is created if missing.
-pub(crate) fn open_upstream(url: Option<&str>) -> anyhow::Result<Arc<dyn Upstream>> {
+pub(crate) fn open_upstream(
+    url: Option<&str>,
+    config: &crate::config::Config,
+) -> anyhow::Result<Arc<dyn Upstream>> {
+    let defaults = ClientOptions::default();
     let options = ClientOptions {
         token: std::env::var(env::HOARD_TOKEN)
             .ok()
             .filter(|t| !t.is_empty()),
-        ..ClientOptions::default()
+        connect_timeout: config
+            .upstream_connect_timeout
+            .unwrap_or(defaults.connect_timeout),
+        stall_timeout: config
+            .upstream_stall_timeout
+            .unwrap_or(defaults.stall_timeout),
+        ..defaults
     };
     if let Some(url) = url {
         return Ok(hoard_upstream::open(url, options)?);
@@ -274,7 +284,10 @@ pub(crate) fn run(args: &DaemonArgs) -> anyhow::Result<()> {
         .unwrap_or_else(paths::default_cache_dir);
     let store = hoard_store::Store::open(&cache_dir)?;
     let budget = budget(args, &config, &cache_dir)?;
-    let upstream = open_upstream(args.upstream.as_deref().or(config.upstream.as_deref()))?;
+    let upstream = open_upstream(
+        args.upstream.as_deref().or(config.upstream.as_deref()),
+        &config,
+    )?;
     let defaults = Options::default();
     let options = Options {
         alias_ttl: args

@@ -55,6 +55,8 @@ pub(crate) struct FetchCounters {
     pub(crate) in_flight: AtomicU64,
     /// How long blob fetches took, start to staged.
     pub(crate) seconds: Histogram,
+    /// Failed fetches by the problem type of their error (`upstream-unreachable`, …).
+    pub(crate) failures: Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 /// Upper bounds (seconds) of the fetch-duration histogram's buckets.
@@ -178,6 +180,13 @@ impl Fetcher {
                         Ok(None) => {}
                         Err(e) => {
                             this.counters.failed.fetch_add(1, Ordering::Relaxed);
+                            *this
+                                .counters
+                                .failures
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .entry(e.kind)
+                                .or_default() += 1;
                             tracing::warn!(%key, error = %e, "fetch failed");
                         }
                     }

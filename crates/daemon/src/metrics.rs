@@ -42,6 +42,21 @@ impl Metrics {
         self.render_refusals(&mut out);
         let c = &daemon.fetcher.counters;
         render_histogram(&mut out, &c.seconds);
+        let failures = c
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let _ = writeln!(
+            out,
+            "# HELP hoard_fetch_failures_by_kind_total Blob fetches that failed, by kind of error.\n# TYPE hoard_fetch_failures_by_kind_total counter"
+        );
+        for (kind, count) in failures {
+            let _ = writeln!(
+                out,
+                "hoard_fetch_failures_by_kind_total{{kind=\"{kind}\"}} {count}"
+            );
+        }
         for (name, kind, help, value) in [
             (
                 "hoard_cache_hits_total",
