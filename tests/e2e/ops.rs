@@ -137,3 +137,59 @@ fn completions_are_generated_for_each_shell() {
         assert!(text.contains("publish") && text.contains("gc"), "{shell}");
     }
 }
+
+#[test]
+fn sighup_reloads_what_can_change_and_keeps_the_rest_on_a_bad_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let config = t.join("hoard.toml");
+    std::fs::write(&config, "max_size = \"1 MiB\"\n").unwrap();
+    let mut child = Command::new(binary("hoard"))
+        .args(["daemon", "--config"])
+        .arg(&config)
+        .arg("--socket")
+        .arg(t.join("d.sock"))
+        .arg("--cache-dir")
+        .arg(t.join("cache"))
+        .args(["--upstream", &dir_root(t)])
+        .env("HOARD_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let budget = || -> Option<u64> {
+        let out = Command::new(binary("hoard"))
+            .args(["status", "--json"])
+            .env("HOARD_SOCKET", t.join("d.sock"))
+            .output()
+            .ok()?;
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        status["budget_bytes"].as_u64()
+    };
+    let wait_for = |want: u64| {
+        for _ in 0..500 {
+            if budget() == Some(want) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("the budget never became {want} (it is {:?})", budget());
+    };
+    wait_for(1 << 20);
+    let pid = rustix::process::Pid::from_raw(child.id().cast_signed()).unwrap();
+
+    std::fs::write(&config, "max_size = \"2 MiB\"\n").unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+    wait_for(2 << 20);
+
+    // A bad file changes nothing and stops nothing.
+    std::fs::write(&config, "max_size = \"lots\"\n").unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(budget(), Some(2 << 20));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the daemon is still running"
+    );
+
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    assert!(child.wait().unwrap().success());
+}

@@ -13,7 +13,7 @@ use hoard_upstream::{ClientOptions, DirRoot, Upstream};
 use crate::config::Size;
 use crate::{env, paths};
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub(crate) struct DaemonArgs {
     /// The Unix socket to serve [default: `$XDG_RUNTIME_DIR/hoard/hoard.sock`].
     #[arg(long, env = env::HOARD_SOCKET)]
@@ -269,27 +269,16 @@ fn budget(
     Ok(Some(budget))
 }
 
-pub(crate) fn run(args: &DaemonArgs) -> anyhow::Result<()> {
-    crate::raise_nofile_limit();
-    let config = crate::config::Config::load(args.config.as_deref())?;
-    let socket = args
-        .socket
-        .clone()
-        .or(config.socket.clone())
-        .unwrap_or_else(paths::default_socket);
-    let cache_dir = args
-        .cache_dir
-        .clone()
-        .or(config.cache_dir.clone())
-        .unwrap_or_else(paths::default_cache_dir);
-    let store = hoard_store::Store::open(&cache_dir)?;
-    let budget = budget(args, &config, &cache_dir)?;
-    let upstream = open_upstream(
-        args.upstream.as_deref().or(config.upstream.as_deref()),
-        &config,
-    )?;
+/// The daemon's settings: flags (and their env twins) beat the file, the file beats the
+/// defaults. Used at start and again on SIGHUP.
+fn settings(
+    args: &DaemonArgs,
+    config: &crate::config::Config,
+    cache_dir: &Path,
+) -> anyhow::Result<Options> {
+    let budget = budget(args, config, cache_dir)?;
     let defaults = Options::default();
-    let options = Options {
+    Ok(Options {
         alias_ttl: args
             .alias_ttl
             .or(config.alias_ttl)
@@ -314,7 +303,29 @@ pub(crate) fn run(args: &DaemonArgs) -> anyhow::Result<()> {
         require_caller_token: args.require_caller_token
             || config.require_caller_token.unwrap_or(false),
         ..defaults
-    };
+    })
+}
+
+pub(crate) fn run(args: &DaemonArgs) -> anyhow::Result<()> {
+    crate::raise_nofile_limit();
+    let config = crate::config::Config::load(args.config.as_deref())?;
+    let socket = args
+        .socket
+        .clone()
+        .or(config.socket.clone())
+        .unwrap_or_else(paths::default_socket);
+    let cache_dir = args
+        .cache_dir
+        .clone()
+        .or(config.cache_dir.clone())
+        .unwrap_or_else(paths::default_cache_dir);
+    let store = hoard_store::Store::open(&cache_dir)?;
+    let options = settings(args, &config, &cache_dir)?;
+    let upstream = open_upstream(
+        args.upstream.as_deref().or(config.upstream.as_deref()),
+        &config,
+    )?;
+
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -356,6 +367,27 @@ pub(crate) fn run(args: &DaemonArgs) -> anyhow::Result<()> {
             tokio::spawn(async move {
                 if let Err(e) = hoard_daemon::run_metrics(metrics, daemon, until_stopped(rx)).await {
                     tracing::error!(error = %e, "the metrics listener failed");
+                }
+            });
+        }
+        // SIGHUP: read the configuration again and apply what can change while running.
+        {
+            let (daemon, args, cache_dir) = (daemon.clone(), args.clone(), cache_dir.clone());
+            tokio::spawn(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+                    return;
+                };
+                while hangup.recv().await.is_some() {
+                    let reloaded = crate::config::Config::load(args.config.as_deref())
+                        .and_then(|config| settings(&args, &config, &cache_dir));
+                    match reloaded {
+                        Ok(options) => daemon.reload(&options),
+                        Err(e) => tracing::error!(
+                            error = format!("{e:#}"),
+                            "the configuration did not reload; the running one stays"
+                        ),
+                    }
                 }
             });
         }

@@ -28,7 +28,8 @@ const CLIENTS: usize = 256;
 
 /// Who may download what, as the upstream last said.
 pub(crate) struct Access {
-    ttl: Duration,
+    /// Milliseconds; replaced when the configuration is reloaded.
+    ttl_ms: std::sync::atomic::AtomicU64,
     /// By blake3 of the credential: the client that speaks with it.
     clients: Mutex<HashMap<[u8; 32], Arc<dyn Upstream>>>,
     /// (credential, `entity/project/name@digest`) → when the upstream said yes.
@@ -38,10 +39,19 @@ pub(crate) struct Access {
 impl Access {
     pub(crate) fn new(ttl: Duration) -> Self {
         Self {
-            ttl,
+            ttl_ms: std::sync::atomic::AtomicU64::new(millis(ttl)),
             clients: Mutex::default(),
             allowed: Mutex::default(),
         }
+    }
+
+    pub(crate) fn set_ttl(&self, ttl: Duration) {
+        self.ttl_ms
+            .store(millis(ttl), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn ttl(&self) -> Duration {
+        Duration::from_millis(self.ttl_ms.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Confirms that the holder of `token` may download `version` (see the module docs).
@@ -66,7 +76,7 @@ impl Access {
             .unwrap_or_else(PoisonError::into_inner)
             .get(&key)
             .copied();
-        if confirmed.is_some_and(|at| at.elapsed() < self.ttl) {
+        if confirmed.is_some_and(|at| at.elapsed() < self.ttl()) {
             return Ok(());
         }
         let Some(client) = self.client(upstream, who, token)? else {
@@ -81,7 +91,7 @@ impl Access {
             Ok(_) => {
                 let mut allowed = self.allowed.lock().unwrap_or_else(PoisonError::into_inner);
                 if allowed.len() > 100_000 {
-                    allowed.retain(|_, at| at.elapsed() < self.ttl);
+                    allowed.retain(|_, at| at.elapsed() < self.ttl());
                 }
                 allowed.insert(key, Instant::now());
                 Ok(())
@@ -100,7 +110,7 @@ impl Access {
                         " (yours was confirmed {} s ago)",
                         at.elapsed().as_secs()
                     )),
-                    humanize(self.ttl)
+                    humanize(self.ttl())
                 ),
             )),
             Err(e) => Err(e.into()),
@@ -131,4 +141,8 @@ impl Access {
 
 fn humanize(d: Duration) -> String {
     format!("{} s", d.as_secs())
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

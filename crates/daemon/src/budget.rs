@@ -51,7 +51,8 @@ impl Budget {
 /// Keeps the cache within its [`Budget`].
 pub(crate) struct Keeper {
     store: Arc<Store>,
-    pub(crate) budget: Option<Budget>,
+    /// Replaced when the configuration is reloaded.
+    budget: std::sync::RwLock<Option<Budget>>,
     /// Bytes of fetches under way, counted against the budget.
     reserved: AtomicU64,
     /// One room-making decision at a time.
@@ -78,12 +79,26 @@ impl Keeper {
     pub(crate) fn new(store: Arc<Store>, budget: Option<Budget>) -> Self {
         Self {
             store,
-            budget,
+            budget: std::sync::RwLock::new(budget),
             reserved: AtomicU64::new(0),
             turn: tokio::sync::Mutex::new(()),
             evicted_blobs: AtomicU64::new(0),
             evicted_bytes: AtomicU64::new(0),
         }
+    }
+
+    pub(crate) fn budget(&self) -> Option<Budget> {
+        *self
+            .budget
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn set_budget(&self, budget: Option<Budget>) {
+        *self
+            .budget
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = budget;
     }
 
     /// Makes room for `bytes` about to be fetched for `what`: evicts so that the cache plus
@@ -94,7 +109,7 @@ impl Keeper {
         bytes: u64,
         what: &str,
     ) -> Result<Reservation<'_>, ApiError> {
-        let Some(budget) = self.budget else {
+        let Some(budget) = self.budget() else {
             return Ok(Reservation {
                 keeper: self,
                 bytes: 0,
@@ -138,7 +153,7 @@ impl Keeper {
     /// After a fetch: back under the low watermark if the high one was crossed, in the
     /// background.
     pub(crate) fn after_fetch(self: &Arc<Self>) {
-        let Some(budget) = self.budget else {
+        let Some(budget) = self.budget() else {
             return;
         };
         let keeper = self.clone();

@@ -79,6 +79,9 @@ pub struct Daemon {
     pub(crate) access: crate::access::Access,
     /// Long calls running, by uid.
     pub(crate) slots: Arc<crate::caller::Slots>,
+    /// `Options::alias_ttl` and `require_caller_token`, replaced on reload.
+    alias_ttl_ms: AtomicU64,
+    require_caller_token: std::sync::atomic::AtomicBool,
     /// When the upstream last answered a resolution, and whether it could be reached.
     pub(crate) last_upstream: std::sync::Mutex<Option<(Instant, Option<String>)>>,
 }
@@ -139,6 +142,9 @@ impl Daemon {
         let outbox = crate::publish::Outbox::start(store.clone(), upstream.clone());
         let keeper = Arc::new(crate::budget::Keeper::new(store.clone(), options.budget));
         let access = crate::access::Access::new(options.access_ttl);
+        let alias_ttl_ms =
+            AtomicU64::new(u64::try_from(options.alias_ttl.as_millis()).unwrap_or(u64::MAX));
+        let require_caller_token = std::sync::atomic::AtomicBool::new(options.require_caller_token);
         let fetcher = Arc::new(Fetcher::new(
             store.clone(),
             upstream,
@@ -159,6 +165,8 @@ impl Daemon {
             access,
             slots: Arc::default(),
             last_upstream: std::sync::Mutex::default(),
+            alias_ttl_ms,
+            require_caller_token,
         }
     }
 
@@ -195,7 +203,40 @@ impl Daemon {
     }
 
     pub(crate) fn requires_caller_token(&self) -> bool {
-        self.options.require_caller_token
+        self.require_caller_token.load(Ordering::Relaxed)
+    }
+
+    /// Applies what can change while running (a reloaded configuration): the alias and
+    /// access TTLs, the budget, whether callers must bring a credential. The rest (socket,
+    /// cache, upstream, concurrency, ranges) needs a restart; a change there is logged.
+    pub fn reload(&self, options: &Options) {
+        let fixed = (
+            options.fetch_concurrency,
+            options.large_blob,
+            options.range_size,
+            options.range_parallel,
+        );
+        let running = (
+            self.options.fetch_concurrency,
+            self.options.large_blob,
+            self.options.range_size,
+            self.options.range_parallel,
+        );
+        if fixed != running {
+            tracing::warn!("fetch concurrency and range settings change only with a restart");
+        }
+        self.alias_ttl_ms.store(
+            u64::try_from(options.alias_ttl.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.access.set_ttl(options.access_ttl);
+        self.keeper.set_budget(options.budget);
+        self.require_caller_token
+            .store(options.require_caller_token, Ordering::Relaxed);
+        tracing::info!(?options.budget, ?options.alias_ttl, ?options.access_ttl, "configuration reloaded");
+        if options.budget.is_some() {
+            self.keeper.after_fetch();
+        }
     }
 
     pub fn upstream(&self) -> &Arc<dyn Upstream> {
@@ -260,7 +301,7 @@ impl Daemon {
             Ok(store.version(&key, record.version)?.map(|v| (record, v)))
         })
         .await?;
-        let ttl = u64::try_from(self.options.alias_ttl.as_millis()).unwrap_or(u64::MAX);
+        let ttl = self.alias_ttl_ms.load(Ordering::Relaxed);
         if let Some((record, version)) = &known
             && now_ms().saturating_sub(record.resolved_ms) < ttl
         {

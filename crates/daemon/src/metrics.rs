@@ -123,7 +123,7 @@ impl Metrics {
                 "hoard_cache_budget_bytes",
                 "gauge",
                 "The cache budget (`max_size`); 0 when unbounded.",
-                daemon.keeper.budget.map_or(0, |b| b.max_bytes),
+                daemon.keeper.budget().map_or(0, |b| b.max_bytes),
             ),
         ] {
             let _ = writeln!(

@@ -144,7 +144,7 @@ async fn status(daemon: &Arc<Daemon>) -> Result<Response<Body>, ApiError> {
     let store = daemon.store.clone();
     let ((bytes, blobs), plan) =
         blocking(move || Ok((store.usage()?, store.eviction_plan(0)?))).await?;
-    let budget = daemon.keeper.budget;
+    let budget = daemon.keeper.budget();
     let counters = &daemon.fetcher.counters;
     Ok(json(
         StatusCode::OK,
@@ -327,7 +327,7 @@ async fn unpin(
 /// `gc`: evicts down to `target_bytes` (default: the low watermark) now.
 async fn gc(daemon: &Arc<Daemon>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let asked: GcRequest = read_json(request).await?;
-    let target = match (asked.target_bytes, daemon.keeper.budget) {
+    let target = match (asked.target_bytes, daemon.keeper.budget()) {
         (Some(target), _) => target,
         (None, Some(budget)) => budget.low_bytes,
         (None, None) => {
