@@ -193,3 +193,60 @@ fn sighup_reloads_what_can_change_and_keeps_the_rest_on_a_bad_file() {
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn a_socket_passed_by_systemd_is_served() {
+    let Ok(activate) = which("systemd-socket-activate") else {
+        eprintln!("skipped: systemd-socket-activate is not installed");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let socket = t.join("activated.sock");
+    // systemd-socket-activate listens, then starts the daemon with the socket as fd 3.
+    let mut child = Command::new(activate)
+        .arg("--listen")
+        .arg(&socket)
+        .arg(binary("hoard"))
+        .args(["daemon", "--cache-dir"])
+        .arg(t.join("cache"))
+        .args(["--upstream", &dir_root(t)])
+        .arg("--socket")
+        .arg(t.join("unused.sock"))
+        .env("HOARD_LOG", "warn")
+        .spawn()
+        .unwrap();
+    for _ in 0..500 {
+        if socket.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let out = Command::new(binary("hoard"))
+        .args(["status", "--json"])
+        .env("HOARD_SOCKET", &socket)
+        .output()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["blobs"], 0);
+    assert!(
+        !t.join("unused.sock").exists(),
+        "the daemon bound nothing itself"
+    );
+}
+
+fn which(program: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+        .ok_or(())
+}

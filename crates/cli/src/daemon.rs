@@ -125,6 +125,37 @@ pub(crate) fn check_socket_path(socket: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The listening socket systemd passed (socket activation: `LISTEN_PID` is this process,
+/// `LISTEN_FDS` is 1, the socket is descriptor 3), if any.
+fn inherited_listener() -> anyhow::Result<Option<std::os::unix::net::UnixListener>> {
+    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u32>().ok());
+    if var("LISTEN_PID") != Some(std::process::id()) {
+        return Ok(None);
+    }
+    match var("LISTEN_FDS").unwrap_or(0) {
+        0 => return Ok(None),
+        1 => {}
+        n => bail!(
+            "systemd passed {n} sockets; hoard serves exactly one (its socket unit should have one ListenStream)"
+        ),
+    }
+    // SAFETY: under socket activation systemd hands descriptor 3 to this process (checked
+    // with LISTEN_PID) and nothing else in the process owns it; it is checked to be a
+    // socket before it is used.
+    #[expect(
+        unsafe_code,
+        reason = "adopting the descriptor systemd passed (sd_listen_fds)"
+    )]
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(3) };
+    let kind = rustix::fs::fstat(&fd).map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode));
+    if kind.ok() != Some(rustix::fs::FileType::Socket) {
+        bail!("systemd socket activation: descriptor 3 is not a socket");
+    }
+    let listener = std::os::unix::net::UnixListener::from(fd);
+    listener.set_nonblocking(true)?;
+    Ok(Some(listener))
+}
+
 /// Tells systemd (`Type=notify`) that the daemon is ready, when it runs under it.
 fn notify_ready() {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
@@ -340,10 +371,19 @@ pub(crate) fn run(args: &DaemonArgs) -> anyhow::Result<()> {
     };
     let socket_group = args.socket_group.clone().or(config.socket_group.clone());
     runtime.block_on(async {
-        let listener = bind(&socket)?;
-        if socket_mode != 0o600 || socket_group.is_some() {
-            share_socket(&socket, socket_mode, socket_group.as_deref())?;
-        }
+        // Under socket activation systemd made the socket (mode and group come from its
+        // socket unit) and keeps it; otherwise the daemon binds it and removes it at exit.
+        let activated = inherited_listener()?;
+        let owns_socket = activated.is_none();
+        let listener = if let Some(listener) = activated {
+            tokio::net::UnixListener::from_std(listener)?
+        } else {
+            let listener = bind(&socket)?;
+            if socket_mode != 0o600 || socket_group.is_some() {
+                share_socket(&socket, socket_mode, socket_group.as_deref())?;
+            }
+            listener
+        };
         let metrics = match &metrics_listen {
             Some(addr) => Some(bind_metrics(addr).await?),
             None => None,
@@ -393,7 +433,9 @@ pub(crate) fn run(args: &DaemonArgs) -> anyhow::Result<()> {
         }
         notify_ready();
         hoard_daemon::run(listener, daemon, until_stopped(stopped)).await?;
-        let _ = std::fs::remove_file(&socket);
+        if owns_socket {
+            let _ = std::fs::remove_file(&socket);
+        }
         tracing::info!("daemon stopped");
         Ok(())
     })
