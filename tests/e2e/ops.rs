@@ -250,3 +250,59 @@ fn which(program: &str) -> Result<std::path::PathBuf, ()> {
         .find(|path| path.is_file())
         .ok_or(())
 }
+
+#[test]
+fn the_default_named_upstream_serves_and_another_is_chosen_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let first = dir_root(t);
+    let second = t.join("second");
+    std::fs::create_dir_all(second.join("artifacts")).unwrap();
+    std::fs::create_dir_all(second.join("blobs")).unwrap();
+    let config = t.join("hoard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[upstreams.main]\nkind = \"dir\"\npath = \"{}\"\ndefault = true\n\n[upstreams.spare]\nkind = \"dir\"\npath = \"{}\"\n",
+            first.trim_start_matches("dir://"),
+            second.display()
+        ),
+    )
+    .unwrap();
+    for (chosen, expected) in [
+        (None, first.clone()),
+        (Some("spare"), format!("dir://{}", second.display())),
+    ] {
+        let socket = t.join(format!("{}.sock", chosen.unwrap_or("main")));
+        let mut command = Command::new(binary("hoard"));
+        command
+            .args(["daemon", "--config"])
+            .arg(&config)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--cache-dir")
+            .arg(t.join(format!("cache-{}", chosen.unwrap_or("main"))))
+            .env("HOARD_LOG", "warn")
+            .env_remove("HOARD_UPSTREAM");
+        if let Some(name) = chosen {
+            command.args(["--upstream", name]);
+        }
+        let mut child = command.spawn().unwrap();
+        let mut status = serde_json::Value::Null;
+        for _ in 0..500 {
+            let out = Command::new(binary("hoard"))
+                .args(["status", "--json"])
+                .env("HOARD_SOCKET", &socket)
+                .output()
+                .unwrap();
+            if out.status.success() {
+                status = serde_json::from_slice(&out.stdout).unwrap();
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(status["upstream"], expected.as_str(), "{chosen:?}");
+    }
+}

@@ -24,7 +24,11 @@ use crate::env;
 pub(crate) struct Config {
     pub(crate) socket: Option<PathBuf>,
     pub(crate) cache_dir: Option<PathBuf>,
+    /// A URL, or the name of one of `upstreams`.
     pub(crate) upstream: Option<String>,
+    /// Named upstreams; the one with `default = true` serves unless `upstream` says.
+    #[serde(default)]
+    pub(crate) upstreams: std::collections::BTreeMap<String, NamedUpstream>,
     #[serde(default, with = "humantime_serde_opt")]
     pub(crate) alias_ttl: Option<Duration>,
     #[serde(default, with = "humantime_serde_opt")]
@@ -48,6 +52,85 @@ pub(crate) struct Config {
     pub(crate) socket_group: Option<String>,
     pub(crate) high_watermark: Option<f64>,
     pub(crate) low_watermark: Option<f64>,
+}
+
+/// `[upstreams.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NamedUpstream {
+    /// `hoard` (a registry), `dir` (a `dir://` root) or `wandb` (not yet).
+    pub(crate) kind: String,
+    /// For `hoard`: `http(s)://host:port`.
+    pub(crate) url: Option<String>,
+    /// For `dir`: an absolute path.
+    pub(crate) path: Option<PathBuf>,
+    #[serde(default)]
+    pub(crate) default: bool,
+}
+
+impl Config {
+    /// The upstream URL to use: `chosen` (a flag, env or the `upstream` key: a URL or the
+    /// name of one of `upstreams`), else the named upstream marked default (or the only
+    /// one); `None` for the embedded default.
+    pub(crate) fn upstream_url(&self, chosen: Option<&str>) -> anyhow::Result<Option<String>> {
+        let named = |name: &str| -> anyhow::Result<String> {
+            let upstream = self.upstreams.get(name).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "No upstream `{name}`: `upstream` is a URL (http(s)://… or dir:///…) or one of the names under [upstreams] ({})",
+                    self.upstreams.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            })?;
+            upstream.url(name)
+        };
+        if let Some(chosen) = chosen {
+            if chosen.contains("://") {
+                return Ok(Some(chosen.to_owned()));
+            }
+            return named(chosen).map(Some);
+        }
+        let defaults: Vec<&String> = self
+            .upstreams
+            .iter()
+            .filter(|(_, u)| u.default)
+            .map(|(name, _)| name)
+            .collect();
+        match (defaults.as_slice(), self.upstreams.len()) {
+            ([one], _) => named(one).map(Some),
+            ([], 0) => Ok(None),
+            ([], 1) => named(self.upstreams.keys().next().expect("one upstream")).map(Some),
+            ([], _) => bail!("Several [upstreams] and none marked `default = true`"),
+            (many, _) => bail!(
+                "Only one upstream may be `default = true`, not {}",
+                many.iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}
+
+impl NamedUpstream {
+    fn url(&self, name: &str) -> anyhow::Result<String> {
+        match self.kind.as_str() {
+            "hoard" => match &self.url {
+                Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                    Ok(url.clone())
+                }
+                _ => bail!(
+                    "[upstreams.{name}]: a `hoard` upstream needs `url = \"http(s)://host:port\"`"
+                ),
+            },
+            "dir" => match &self.path {
+                Some(path) if path.is_absolute() => Ok(format!("dir://{}", path.display())),
+                _ => bail!("[upstreams.{name}]: a `dir` upstream needs an absolute `path`"),
+            },
+            "wandb" => bail!("[upstreams.{name}]: the `wandb` kind is not supported yet"),
+            other => {
+                bail!("[upstreams.{name}]: unknown kind `{other}`; expected hoard, dir or wandb")
+            }
+        }
+    }
 }
 
 /// A cache size as configured: bytes, or a share of the cache's filesystem.
@@ -165,6 +248,14 @@ impl Config {
                 path.display()
             );
         }
+        for (name, upstream) in &config.upstreams {
+            upstream
+                .url(name)
+                .map_err(|e| anyhow::anyhow!("Invalid config file `{}`: {e}", path.display()))?;
+        }
+        config
+            .upstream_url(config.upstream.as_deref())
+            .map_err(|e| anyhow::anyhow!("Invalid config file `{}`: {e}", path.display()))?;
         if let Some(size) = &config.max_size {
             size.parse::<Size>().map_err(|e| {
                 anyhow::anyhow!("Invalid config file `{}`: `max_size`: {e}", path.display())
@@ -203,13 +294,13 @@ pub(crate) fn check(file: Option<&Path>) -> anyhow::Result<()> {
     if let Some(mode) = &config.socket_mode {
         crate::daemon::parse_mode(mode)?;
     }
-    if let Some(url) = &config.upstream
+    if let Some(url) = config.upstream_url(config.upstream.as_deref())?
         && !(url.starts_with("http://")
             || url.starts_with("https://")
             || url.starts_with("dir:///"))
     {
         bail!(
-            "Invalid config: `upstream` must be `http(s)://host:port` or `dir:///path`, not `{url}`"
+            "Invalid config: `upstream` must be `http(s)://host:port`, `dir:///path` or a name under [upstreams], not `{url}`"
         );
     }
     let (high, low) = (
@@ -287,6 +378,57 @@ mod tests {
         assert_eq!("0".parse::<Size>(), Ok(Size::Bytes(0)));
         for bad in ["", "GiB", "-5 GiB", "5 GiBs", "0%", "1e3"] {
             assert!(bad.parse::<Size>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn named_upstreams_resolve_to_urls() {
+        let config = parse(
+            "[upstreams.team]\nkind = \"hoard\"\nurl = \"http://registry:7700\"\ndefault = true\n\
+             [upstreams.local]\nkind = \"dir\"\npath = \"/data/hoard\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.upstream_url(None).unwrap().as_deref(),
+            Some("http://registry:7700")
+        );
+        assert_eq!(
+            config.upstream_url(Some("local")).unwrap().as_deref(),
+            Some("dir:///data/hoard")
+        );
+        assert_eq!(
+            config.upstream_url(Some("dir:///x")).unwrap().as_deref(),
+            Some("dir:///x")
+        );
+        let e = format!("{:#}", config.upstream_url(Some("nope")).unwrap_err());
+        assert!(
+            e.contains("No upstream `nope`") && e.contains("local, team"),
+            "{e}"
+        );
+        assert_eq!(parse("").unwrap().upstream_url(None).unwrap(), None);
+    }
+
+    #[test]
+    fn bad_named_upstreams_are_refused_at_start() {
+        for (text, needle) in [
+            ("[upstreams.w]\nkind = \"wandb\"\n", "not supported yet"),
+            ("[upstreams.x]\nkind = \"ftp\"\n", "unknown kind `ftp`"),
+            ("[upstreams.x]\nkind = \"hoard\"\n", "needs `url"),
+            (
+                "[upstreams.x]\nkind = \"dir\"\npath = \"rel\"\n",
+                "absolute `path`",
+            ),
+            (
+                "[upstreams.a]\nkind = \"dir\"\npath = \"/a\"\n[upstreams.b]\nkind = \"dir\"\npath = \"/b\"\n",
+                "none marked `default = true`",
+            ),
+            ("upstream = \"other\"\n", "No upstream `other`"),
+        ] {
+            let e = format!("{:#}", parse(text).unwrap_err());
+            assert!(
+                e.contains(needle) && e.contains("hoard.toml"),
+                "{text}: {e}"
+            );
         }
     }
 }

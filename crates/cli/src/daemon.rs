@@ -21,7 +21,8 @@ pub(crate) struct DaemonArgs {
     /// The cache directory [default: `$XDG_CACHE_HOME/hoard`].
     #[arg(long, env = env::HOARD_CACHE_DIR)]
     cache_dir: Option<PathBuf>,
-    /// `http(s)://host:port` (a hoard registry) or `dir:///path` [default: the embedded
+    /// `http(s)://host:port` (a hoard registry), `dir:///path`, or the name of one of the
+    /// config's `[upstreams]` [default: the config's default upstream, else the embedded
     /// `dir://$XDG_DATA_HOME/hoard/upstream`].
     #[arg(long, env = env::HOARD_UPSTREAM)]
     upstream: Option<String>,
@@ -352,10 +353,8 @@ pub(crate) fn run(args: &DaemonArgs) -> anyhow::Result<()> {
         .unwrap_or_else(paths::default_cache_dir);
     let store = hoard_store::Store::open(&cache_dir)?;
     let options = settings(args, &config, &cache_dir)?;
-    let upstream = open_upstream(
-        args.upstream.as_deref().or(config.upstream.as_deref()),
-        &config,
-    )?;
+    let url = config.upstream_url(args.upstream.as_deref().or(config.upstream.as_deref()))?;
+    let upstream = open_upstream(url.as_deref(), &config)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
