@@ -176,6 +176,9 @@ fn the_budget_holds_pins_survive_and_workdirs_stay_intact() {
     );
     assert!(sample("hoard_evicted_bytes_total") >= 4 * ARTIFACT_BYTES);
     assert!(sample("hoard_cache_misses_total") > 0);
+    // The pinned version's second get came wholly from the cache.
+    assert!(sample("hoard_served_from_cache_bytes_total") >= ARTIFACT_BYTES);
+    assert!(sample("hoard_materialized_bytes_total") >= 9 * ARTIFACT_BYTES);
     // Every fetched blob was timed.
     assert_eq!(
         sample("hoard_fetch_duration_seconds_count"),

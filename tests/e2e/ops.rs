@@ -306,3 +306,35 @@ fn the_default_named_upstream_serves_and_another_is_chosen_by_name() {
         assert_eq!(status["upstream"], expected.as_str(), "{chosen:?}");
     }
 }
+
+#[test]
+fn a_cache_on_a_read_only_filesystem_stops_the_daemon_with_a_reason() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to mount a read-only filesystem");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mount = tmp.path().join("ro");
+    std::fs::create_dir_all(&mount).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"])
+        .arg(&mount)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let out = Command::new(binary("hoard"))
+        .args(["daemon", "--cache-dir"])
+        .arg(mount.join("cache"))
+        .arg("--socket")
+        .arg(tmp.path().join("s.sock"))
+        .args(["--upstream", &dir_root(tmp.path())])
+        .output()
+        .unwrap();
+    let _ = Command::new("umount").arg("-l").arg(&mount).status();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Read-only file system") && err.contains("cache"),
+        "{err}"
+    );
+}

@@ -446,6 +446,13 @@ impl Daemon {
                 .await?;
             summary.placed = report.placed;
             summary.unchanged = report.unchanged;
+            self.metrics
+                .materialized_bytes
+                .fetch_add(summary.bytes, Ordering::Relaxed);
+            self.metrics.from_cache_bytes.fetch_add(
+                summary.bytes.saturating_sub(summary.fetched_bytes),
+                Ordering::Relaxed,
+            );
             summary.mode = Some(report.mode.to_string());
             if selection.clean {
                 let prefix = PathPrefix::new(selection.path_prefix.unwrap_or_default())?;

@@ -13,6 +13,9 @@ pub(crate) struct Metrics {
     refusals: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
     /// Blobs found modified behind the daemon's back (quarantined, fetched again).
     pub(crate) tampered: std::sync::atomic::AtomicU64,
+    /// Bytes of files materialized, and of those the bytes that were already cached.
+    pub(crate) materialized_bytes: std::sync::atomic::AtomicU64,
+    pub(crate) from_cache_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl Metrics {
@@ -42,21 +45,7 @@ impl Metrics {
         self.render_refusals(&mut out);
         let c = &daemon.fetcher.counters;
         render_histogram(&mut out, &c.seconds);
-        let failures = c
-            .failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let _ = writeln!(
-            out,
-            "# HELP hoard_fetch_failures_by_kind_total Blob fetches that failed, by kind of error.\n# TYPE hoard_fetch_failures_by_kind_total counter"
-        );
-        for (kind, count) in failures {
-            let _ = writeln!(
-                out,
-                "hoard_fetch_failures_by_kind_total{{kind=\"{kind}\"}} {count}"
-            );
-        }
+        render_failures(&mut out, c);
         for (name, kind, help, value) in [
             (
                 "hoard_cache_hits_total",
@@ -93,6 +82,18 @@ impl Metrics {
                 "gauge",
                 "Blob fetches running now.",
                 c.in_flight.load(Ordering::Relaxed),
+            ),
+            (
+                "hoard_materialized_bytes_total",
+                "counter",
+                "Bytes of files materialized into destinations.",
+                self.materialized_bytes.load(Ordering::Relaxed),
+            ),
+            (
+                "hoard_served_from_cache_bytes_total",
+                "counter",
+                "Bytes of materialized files that were already cached (not fetched for the call).",
+                self.from_cache_bytes.load(Ordering::Relaxed),
             ),
             (
                 "hoard_tampered_blobs_total",
@@ -166,4 +167,22 @@ fn render_histogram(out: &mut String, histogram: &crate::fetch::Histogram) {
         out,
         "hoard_fetch_duration_seconds_bucket{{le=\"+Inf\"}} {count}\nhoard_fetch_duration_seconds_sum {sum}\nhoard_fetch_duration_seconds_count {count}"
     );
+}
+
+fn render_failures(out: &mut String, counters: &crate::fetch::FetchCounters) {
+    let failures = counters
+        .failures
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let _ = writeln!(
+        out,
+        "# HELP hoard_fetch_failures_by_kind_total Blob fetches that failed, by kind of error.\n# TYPE hoard_fetch_failures_by_kind_total counter"
+    );
+    for (kind, count) in failures {
+        let _ = writeln!(
+            out,
+            "hoard_fetch_failures_by_kind_total{{kind=\"{kind}\"}} {count}"
+        );
+    }
 }
