@@ -111,6 +111,7 @@ fn the_budget_holds_pins_survive_and_workdirs_stay_intact() {
     }
     let status = json(&socket, t, &["status"]);
     assert!(status["evicted_blobs"].as_u64().unwrap() > 0, "{status}");
+    assert_eq!(status["versions"], ARTIFACTS, "{status}");
 
     // Every workdir still has its bytes (a hardlink outlives the cache's name).
     for a in 1..ARTIFACTS {

@@ -290,9 +290,10 @@ pub(crate) fn status(args: &StatusArgs) -> anyhow::Result<()> {
             return crate::out(&serde_json::to_string(&status)?);
         }
         crate::out(&format!(
-            "cache:     {} ({} blobs, {}{})\nworkdirs:  {} also linked by materialized directories; {} reclaimable\npinned:    {} versions; evicted {} blobs since start\nupstream:  {}\nhits:      {}\nmisses:    {}\nfetched:   {}\nin flight: {}\npending uploads: {}",
+            "cache:     {} ({} blobs, {} versions, {}{})\nworkdirs:  {} also linked by materialized directories; {} reclaimable\npinned:    {} versions; evicted {} blobs since start\nupstream:  {}\nhits:      {} ({:.0}% of blobs needed)\nmisses:    {}\nfetched:   {}\nin flight: {}\npending uploads: {}",
             status.cache_dir,
             status.blobs,
+            status.versions,
             bytes(status.cache_bytes),
             status
                 .budget_bytes
@@ -304,6 +305,7 @@ pub(crate) fn status(args: &StatusArgs) -> anyhow::Result<()> {
             status.evicted_blobs,
             status.upstream,
             status.hits,
+            hit_ratio(status.hits, status.misses),
             status.misses,
             bytes(status.fetched_bytes),
             status.in_flight,
@@ -328,4 +330,15 @@ pub(crate) fn status(args: &StatusArgs) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// Hits as a percentage of the blobs calls needed.
+fn hit_ratio(hits: u64, misses: u64) -> f64 {
+    #[expect(clippy::cast_precision_loss, reason = "a percentage for display")]
+    let ratio = if hits + misses == 0 {
+        0.0
+    } else {
+        hits as f64 * 100.0 / (hits + misses) as f64
+    };
+    ratio
 }

@@ -142,8 +142,14 @@ fn health(daemon: &Daemon) -> Response<Body> {
 
 async fn status(daemon: &Arc<Daemon>) -> Result<Response<Body>, ApiError> {
     let store = daemon.store.clone();
-    let ((bytes, blobs), plan) =
-        blocking(move || Ok((store.usage()?, store.eviction_plan(0)?))).await?;
+    let ((bytes, blobs), plan, versions) = blocking(move || {
+        Ok((
+            store.usage()?,
+            store.eviction_plan(0)?,
+            store.version_count()?,
+        ))
+    })
+    .await?;
     let budget = daemon.keeper.budget();
     let counters = &daemon.fetcher.counters;
     Ok(json(
@@ -152,6 +158,7 @@ async fn status(daemon: &Arc<Daemon>) -> Result<Response<Body>, ApiError> {
             cache_dir: daemon.cache_dir.display().to_string(),
             upstream: daemon.upstream().describe(),
             blobs,
+            versions,
             cache_bytes: bytes,
             hits: daemon.hits.load(Ordering::Relaxed),
             misses: daemon.misses.load(Ordering::Relaxed),

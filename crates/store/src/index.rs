@@ -273,6 +273,19 @@ impl Index {
         self.write(batch)
     }
 
+    /// How many versions are cached.
+    pub(crate) fn version_count(&self) -> Result<u64> {
+        let mut count = 0;
+        for item in self
+            .db
+            .iterator_cf(self.cf(VERSIONS), rocksdb::IteratorMode::Start)
+        {
+            item.map_err(|e| self.fail(e))?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
     pub(crate) fn put_record(&self, table: Table, key: &str, value: &[u8]) -> Result<()> {
         self.db
             .put_cf(self.cf(table.family()), key.as_bytes(), value)

@@ -262,6 +262,11 @@ impl Store {
         self.index.records(table)
     }
 
+    /// How many versions the index holds.
+    pub fn version_count(&self) -> Result<u64> {
+        self.index.version_count()
+    }
+
     pub fn version(&self, name: &ArtifactName, number: u32) -> Result<Option<Version>> {
         self.index.version(name, number)
     }

@@ -148,6 +148,9 @@ pub struct Status {
     pub cache_dir: String,
     pub upstream: String,
     pub blobs: u64,
+    /// Versions whose manifests are cached.
+    #[serde(default)]
+    pub versions: u64,
     pub cache_bytes: u64,
     /// Blobs found cached when a call needed them, and blobs that had to be fetched.
     pub hits: u64,
