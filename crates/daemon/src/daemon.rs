@@ -22,7 +22,8 @@ const FETCH_WINDOW: usize = 1024;
 /// How often a long call reports progress at most.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
-/// Settings of a daemon (the config file of the operations issue will fill them).
+/// Settings of a daemon (from flags and `hoard.toml`; some change on reload, see
+/// [`Daemon::reload`]).
 #[derive(Clone, Debug)]
 pub struct Options {
     /// How long an alias resolution is used without asking the upstream again. Zero (the
