@@ -208,3 +208,51 @@ impl Drop for RegistryProcess {
         let _ = self.child.wait();
     }
 }
+
+/// `hoard registry import --root ROOT NAME SRC`, which must succeed.
+pub fn import(root: &std::path::Path, name: &str, src: &std::path::Path) {
+    let out = std::process::Command::new(binary("hoard"))
+        .args(["registry", "import", "--root"])
+        .arg(root)
+        .arg(name)
+        .arg(src)
+        .output()
+        .expect("hoard starts");
+    assert!(
+        out.status.success(),
+        "import {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `hoard ARGS` against the daemon on `socket`, run in `cwd`.
+pub fn hoard_on(
+    socket: &std::path::Path,
+    cwd: &std::path::Path,
+    args: &[&str],
+) -> std::process::Output {
+    std::process::Command::new(binary("hoard"))
+        .args(args)
+        .env("HOARD_SOCKET", socket)
+        .env("HOARD_LOG", "warn")
+        .current_dir(cwd)
+        .output()
+        .expect("hoard starts")
+}
+
+/// `hoard ARGS --json` against the daemon on `socket`, which must succeed: its answer.
+pub fn hoard_json(
+    socket: &std::path::Path,
+    cwd: &std::path::Path,
+    args: &[&str],
+) -> serde_json::Value {
+    let mut args = args.to_vec();
+    args.push("--json");
+    let out = hoard_on(socket, cwd, &args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("--json prints JSON")
+}

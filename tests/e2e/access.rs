@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use hoard_tests::{DaemonProcess, RegistryProcess, binary};
+use hoard_tests::{DaemonProcess, RegistryProcess, binary, import};
 
 fn sha256(secret: &str) -> String {
     let out = Command::new("sh")
@@ -74,14 +74,7 @@ fn a_viewer_is_refused_cached_files_and_confirmations_expire_offline() {
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("speech.wav"), b"hello").unwrap();
     let root = t.join("registry");
-    let out = Command::new(binary("hoard"))
-        .args(["registry", "import", "--root"])
-        .arg(&root)
-        .arg("acme/audio/speech")
-        .arg(&src)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    import(&root, "acme/audio/speech", &src);
     let tokens = t.join("tokens.toml");
     let registry = RegistryProcess::start(&root, &["--tokens", tokens.to_str().unwrap()]);
     let daemon = DaemonProcess::start_env(

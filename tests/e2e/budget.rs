@@ -7,36 +7,16 @@
 //! refusal of what cannot fit, and the metrics that show it.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-use hoard_tests::{DaemonProcess, RegistryProcess, binary};
+use hoard_tests::{
+    DaemonProcess, RegistryProcess, binary, hoard_json as json, hoard_on as hoard, import,
+};
 
 const ARTIFACTS: usize = 5;
 const FILES: usize = 20;
 const FILE_BYTES: usize = 16 << 10;
 const ARTIFACT_BYTES: u64 = (FILES * FILE_BYTES) as u64;
-
-fn hoard(socket: &Path, cwd: &Path, args: &[&str]) -> Output {
-    Command::new(binary("hoard"))
-        .args(args)
-        .env("HOARD_SOCKET", socket)
-        .env("HOARD_LOG", "warn")
-        .current_dir(cwd)
-        .output()
-        .unwrap()
-}
-
-fn json(socket: &Path, cwd: &Path, args: &[&str]) -> serde_json::Value {
-    let mut args = args.to_vec();
-    args.push("--json");
-    let out = hoard(socket, cwd, &args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 /// `ARTIFACTS` artifacts `acme/data/set-N` of distinct bytes, and `acme/data/huge` (2 MiB).
 fn registry(t: &Path) -> RegistryProcess {
@@ -55,21 +35,6 @@ fn registry(t: &Path) -> RegistryProcess {
     std::fs::write(huge.join("big.bin"), vec![0xEE; 2 << 20]).unwrap();
     import(&root, "acme/data/huge", &huge);
     RegistryProcess::start(&root, &[])
-}
-
-fn import(root: &Path, name: &str, src: &Path) {
-    let out = Command::new(binary("hoard"))
-        .args(["registry", "import", "--root"])
-        .arg(root)
-        .arg(name)
-        .arg(src)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

@@ -8,9 +8,8 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use hoard_tests::{DaemonProcess, binary};
+use hoard_tests::{DaemonProcess, import};
 
 /// A small deterministic generator (xorshift64*): the same cases every run.
 struct Rng(u64);
@@ -135,14 +134,7 @@ fn random_requests_are_all_answered_and_nothing_outside_changes() {
     std::fs::write(src.join("images/a.png"), b"a").unwrap();
     std::fs::write(src.join("labels.csv"), b"l").unwrap();
     let root = t.join("up");
-    let out = Command::new(binary("hoard"))
-        .args(["registry", "import", "--root"])
-        .arg(&root)
-        .arg("acme/vision/bike")
-        .arg(&src)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    import(&root, "acme/vision/bike", &src);
     hostile_version(&root);
     // Something outside that a request might try to reach, and a symlink to it.
     let outside = t.join("outside");

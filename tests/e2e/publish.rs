@@ -7,40 +7,15 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use hoard_tests::{DaemonProcess, RegistryProcess, binary};
+use hoard_tests::{DaemonProcess, RegistryProcess, hoard_json as json, hoard_on as hoard};
 
 const FILES: usize = 30;
 
 fn write(path: &Path, data: &[u8]) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, data).unwrap();
-}
-
-/// `hoard …` against the daemon on `socket`.
-fn hoard(socket: &Path, cwd: &Path, args: &[&str]) -> Output {
-    Command::new(binary("hoard"))
-        .args(args)
-        .env("HOARD_SOCKET", socket)
-        .env("HOARD_LOG", "warn")
-        .current_dir(cwd)
-        .output()
-        .unwrap()
-}
-
-/// Runs `hoard … --json`, which must succeed: its answer.
-fn json(socket: &Path, cwd: &Path, args: &[&str]) -> serde_json::Value {
-    let mut args = args.to_vec();
-    args.push("--json");
-    let out = hoard(socket, cwd, &args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// A dataset of `FILES` files under `dir/data`, and a model file `dir/model.bin`.

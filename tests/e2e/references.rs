@@ -6,23 +6,10 @@
 //! Reference entries (`ref` set): fetched from their URI like any blob, checked against the
 //! manifest's digest and size; unknown schemes refused by name.
 
-use std::path::Path;
-use std::process::{Command, Output};
-
-use hoard_tests::{DaemonProcess, RegistryProcess, binary};
+use hoard_tests::{DaemonProcess, RegistryProcess, hoard_on as hoard, import};
 use hoard_types::registry::CommitRequest;
 use hoard_types::{ArtifactName, Digest, Entry, Manifest, RelPath};
 use hoard_upstream::{ClientOptions, RegistryClient, Upstream};
-
-fn hoard(socket: &Path, cwd: &Path, args: &[&str]) -> Output {
-    Command::new(binary("hoard"))
-        .args(args)
-        .env("HOARD_SOCKET", socket)
-        .env("HOARD_LOG", "warn")
-        .current_dir(cwd)
-        .output()
-        .unwrap()
-}
 
 fn commit(url: &str, name: &str, entries: &[(&str, &[u8], &str)]) {
     let mut manifest = Manifest::new();
@@ -65,14 +52,7 @@ fn references_are_fetched_from_their_uri_and_checked() {
     let served = b"weights served over http".repeat(100);
     std::fs::write(src.join("w.bin"), &served).unwrap();
     let root = t.join("registry");
-    let out = Command::new(binary("hoard"))
-        .args(["registry", "import", "--root"])
-        .arg(&root)
-        .arg("acme/vision/holder")
-        .arg(&src)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    import(&root, "acme/vision/holder", &src);
     let registry = RegistryProcess::start(&root, &[]);
     let http_uri = format!("{}/v1/blobs/{}", registry.url, Digest::of(&served));
     // And a local file.

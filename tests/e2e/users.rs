@@ -11,7 +11,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use hoard_tests::{DaemonProcess, RegistryProcess, binary};
+use hoard_tests::{DaemonProcess, RegistryProcess, binary, import};
 
 const GROUP: &str = "hoard-test";
 const USER_A: &str = "hoard-test-a";
@@ -120,18 +120,7 @@ fn system() -> System {
     std::fs::write(src.join("images/a.png"), b"image a").unwrap();
     std::fs::write(src.join("labels.csv"), b"bike,1\n").unwrap();
     let root = base.join("registry");
-    let out = Command::new(binary("hoard"))
-        .args(["registry", "import", "--root"])
-        .arg(&root)
-        .arg("acme/vision/bike")
-        .arg(&src)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    import(&root, "acme/vision/bike", &src);
     let registry = RegistryProcess::start(&root, &[]);
     let run_dir = base.join("run");
     let daemon = DaemonProcess::start_with(
