@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hoard_store::{EvictReport, Store};
+use hoard_types::human_bytes;
 
 use crate::daemon::blocking;
 use crate::error::ApiError;
@@ -132,11 +133,11 @@ impl Keeper {
                     "{what} needs {} that are not cached, but the cache budget (`max_size`) is {}: \
                      {} stay cached because they are pinned or in use{}; raise `max_size`, \
                      unpin versions (`hoard pins`), or fetch a part with `--path-prefix`",
-                    human(bytes),
-                    human(budget.max_bytes),
-                    human(after),
+                    human_bytes(bytes),
+                    human_bytes(budget.max_bytes),
+                    human_bytes(after),
                     if reserved > 0 {
-                        format!(", and {} are being fetched", human(reserved))
+                        format!(", and {} are being fetched", human_bytes(reserved))
                     } else {
                         String::new()
                     }
@@ -195,22 +196,5 @@ impl Keeper {
             Ordering::Relaxed,
         );
         Ok(report)
-    }
-}
-
-/// `1.5 GiB`.
-pub(crate) fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    #[expect(clippy::cast_precision_loss, reason = "for display")]
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
     }
 }

@@ -14,6 +14,7 @@ pub mod manifest;
 mod path;
 mod reference;
 pub mod registry;
+mod text;
 mod version;
 
 pub use digest::{Digest, ForeignDigest, truncate};
@@ -21,4 +22,5 @@ pub use error::Error;
 pub use manifest::{Entry, Manifest, PathPrefix};
 pub use path::RelPath;
 pub use reference::{ArtifactName, ArtifactRef, Selector, check_alias};
+pub use text::human_bytes;
 pub use version::Version;
