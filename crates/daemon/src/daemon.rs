@@ -410,14 +410,6 @@ impl Daemon {
                 })?;
             }
         }
-        // Cached blobs of this version stay while it is fetched and placed: eviction for
-        // this or a concurrent request must not take them.
-        let _lease = self.store.lease(
-            manifest
-                .entries
-                .values()
-                .map(|e| BlobKey::new(e.digest, e.exec)),
-        );
         let what = format!(
             "`{}/{}/{}:{}`",
             version.entity, version.project, version.name, version.version
@@ -487,12 +479,14 @@ impl Daemon {
             .collect();
         wanted.sort_unstable_by_key(|(k, _)| (k.digest, k.exec));
         wanted.dedup_by_key(|(k, _)| *k);
-        // Where a blob's bytes come from when no entry has it in the upstream: a reference.
-        let references = references(manifest);
         let keys: Vec<BlobKey> = wanted.iter().map(|(k, _)| *k).collect();
         let unique = keys.len() as u64;
         let store = self.store.clone();
-        let missing = blocking(move || Ok(store.missing(&keys)?)).await?;
+        let (keys, missing) = blocking(move || {
+            let missing = store.missing(&keys)?;
+            Ok((keys, missing))
+        })
+        .await?;
         let missing: Vec<(BlobKey, u64)> = wanted
             .into_iter()
             .filter(|(k, _)| {
@@ -510,6 +504,11 @@ impl Daemon {
         if missing.is_empty() {
             return Ok((0, 0));
         }
+        // The cached blobs of this version stay while the rest is fetched: eviction making
+        // room (for this or a concurrent request) must not take them.
+        let _lease = self.store.lease(keys);
+        // Where a blob's bytes come from when no entry has it in the upstream: a reference.
+        let references = references(manifest);
         let missing_blobs = missing.len() as u64;
         let missing_bytes = missing.iter().map(|(_, s)| s).sum();
         let _room = self.keeper.reserve(missing_bytes, what).await?;
