@@ -1,9 +1,11 @@
 //! The `hoard` command.
 //!
-//! Subcommands: `daemon` (the cache service), its clients `get`, `ls`, `status`, `demo`
-//! (a self-contained cold and warm run), and `registry serve` / `registry import` (the
-//! upstream server of record). `main` prints the error chain with `{:#}` and exits non-zero; a closed stdout
-//! (`hoard … | head`) is a normal exit.
+//! Subcommands: `daemon` (the cache service); its clients `get`, `ls`, `status`, `publish`
+//! (`publish.rs`), `pin`, `unpin`, `pins`, `gc`, `verify` (`cache.rs`); `config check`,
+//! `completions`; `demo` (a self-contained cold and warm run, then a publish); and
+//! `registry serve` / `registry import` (the upstream server of record). `main` prints the
+//! error chain with `{:#}` and exits non-zero; a closed stdout (`hoard … | head`) is a
+//! normal exit.
 
 mod cache;
 mod config;

@@ -2,7 +2,8 @@
 //! differ in their listener and their routes, not in how they serve connections, answer
 //! JSON and problems, read request bodies, or count requests.
 //!
-//! Layout: `serve.rs` (the accept loop, [`serve`]), `body.rs` (responses, problem
+//! Layout: `serve.rs` (the accept loop, [`serve`]; each request carries the Unix peer's
+//! credentials as a [`Peer`] extension), `body.rs` (responses, problem
 //! documents, bounded JSON request bodies), `counts.rs` (requests by route and status for
 //! `/metrics`).
 
