@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+pub mod fake_wandb;
+
 /// The path of a workspace binary built by `cargo build --workspace` in the same profile
 /// as this test (the test executable lives in `<target>/<profile>/deps/`).
 pub fn binary(name: &str) -> PathBuf {

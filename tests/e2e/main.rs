@@ -14,6 +14,7 @@
 //! - `users`: a system daemon serving two Unix users (root only).
 //! - `references`: reference entries fetched from their URI and checked.
 //! - `registry`: `hoard registry import` and `serve` as processes; tokens; refusals.
+//! - `wandb`: W&B as an upstream, against the fake W&B server of `hoard_tests`.
 
 mod access;
 mod bench;
@@ -26,3 +27,4 @@ mod publish;
 mod references;
 mod registry;
 mod users;
+mod wandb;

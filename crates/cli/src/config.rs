@@ -58,9 +58,10 @@ pub(crate) struct Config {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NamedUpstream {
-    /// `hoard` (a registry), `dir` (a `dir://` root) or `wandb` (not yet).
+    /// `hoard` (a registry), `dir` (a `dir://` root) or `wandb` (Weights & Biases).
     pub(crate) kind: String,
-    /// For `hoard`: `http(s)://host:port`.
+    /// For `hoard`: `http(s)://host:port`; for `wandb`, the server (default:
+    /// `WANDB_BASE_URL`, else `https://api.wandb.ai`).
     pub(crate) url: Option<String>,
     /// For `dir`: an absolute path.
     pub(crate) path: Option<PathBuf>,
@@ -83,7 +84,8 @@ impl Config {
             upstream.url(name)
         };
         if let Some(chosen) = chosen {
-            if chosen.contains("://") {
+            if chosen.contains("://") || (chosen == "wandb" && !self.upstreams.contains_key(chosen))
+            {
                 return Ok(Some(chosen.to_owned()));
             }
             return named(chosen).map(Some);
@@ -125,7 +127,15 @@ impl NamedUpstream {
                 Some(path) if path.is_absolute() => Ok(format!("dir://{}", path.display())),
                 _ => bail!("[upstreams.{name}]: a `dir` upstream needs an absolute `path`"),
             },
-            "wandb" => bail!("[upstreams.{name}]: the `wandb` kind is not supported yet"),
+            "wandb" => match &self.url {
+                None => Ok("wandb".to_owned()),
+                Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                    Ok(format!("wandb+{}", url.trim_end_matches('/')))
+                }
+                Some(_) => bail!(
+                    "[upstreams.{name}]: a `wandb` upstream's `url` is the server, `https://host[:port]`"
+                ),
+            },
             other => {
                 bail!("[upstreams.{name}]: unknown kind `{other}`; expected hoard, dir or wandb")
             }
@@ -297,10 +307,12 @@ pub(crate) fn check(file: Option<&Path>) -> anyhow::Result<()> {
     if let Some(url) = config.upstream_url(config.upstream.as_deref())?
         && !(url.starts_with("http://")
             || url.starts_with("https://")
-            || url.starts_with("dir:///"))
+            || url.starts_with("dir:///")
+            || url == "wandb"
+            || url.starts_with("wandb+http"))
     {
         bail!(
-            "Invalid config: `upstream` must be `http(s)://host:port`, `dir:///path` or a name under [upstreams], not `{url}`"
+            "Invalid config: `upstream` must be `http(s)://host:port`, `dir:///path`, `wandb` or a name under [upstreams], not `{url}`"
         );
     }
     let (high, low) = (
@@ -411,7 +423,10 @@ mod tests {
     #[test]
     fn bad_named_upstreams_are_refused_at_start() {
         for (text, needle) in [
-            ("[upstreams.w]\nkind = \"wandb\"\n", "not supported yet"),
+            (
+                "[upstreams.w]\nkind = \"wandb\"\nurl = \"api.wandb.ai\"\n",
+                "`url` is the server",
+            ),
             ("[upstreams.x]\nkind = \"ftp\"\n", "unknown kind `ftp`"),
             ("[upstreams.x]\nkind = \"hoard\"\n", "needs `url"),
             (

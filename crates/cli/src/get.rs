@@ -257,7 +257,11 @@ pub(crate) fn ls(args: &LsArgs) -> anyhow::Result<()> {
                 "{}\t{}\t{}{}",
                 entry.path,
                 entry.size,
-                entry.digest,
+                match (&entry.digest, &entry.upstream_digest) {
+                    (Some(digest), _) => digest.to_string(),
+                    (None, Some(upstream)) => upstream.to_string(),
+                    (None, None) => "-".to_owned(),
+                },
                 entry
                     .reference
                     .as_deref()

@@ -84,11 +84,31 @@ impl Access {
             return Ok(());
         };
         let name = version.artifact()?;
-        match client
-            .resolve(&name, &Selector::Digest(version.digest))
-            .await
-        {
-            Ok(_) => {
+        let asked = match client.foreign() {
+            // A foreign upstream (W&B) knows versions by number; the answer must be the
+            // version this cache holds.
+            Some(foreign) => foreign
+                .resolve_foreign(&name, &Selector::Version(version.number()?))
+                .await
+                .and_then(|v| {
+                    if v.digest() == version.digest {
+                        Ok(())
+                    } else {
+                        Err(hoard_upstream::Error::NotFound {
+                            what: format!(
+                                "`{name}:{}` as this cache knows it (it changed upstream)",
+                                version.version
+                            ),
+                        })
+                    }
+                }),
+            None => client
+                .resolve(&name, &Selector::Digest(version.digest))
+                .await
+                .map(drop),
+        };
+        match asked {
+            Ok(()) => {
                 let mut allowed = self.allowed.lock().unwrap_or_else(PoisonError::into_inner);
                 if allowed.len() > 100_000 {
                     allowed.retain(|_, at| at.elapsed() < self.ttl());

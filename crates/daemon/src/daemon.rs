@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use hoard_store::{AliasRecord, BlobKey, LinkMode, Store};
-use hoard_types::api::{Event, Resolved, Summary};
+use hoard_types::api::{Event, ListedEntry, Resolved, Summary};
 use hoard_types::{ArtifactName, ArtifactRef, Manifest, PathPrefix, RelPath, Selector, Version};
 use hoard_upstream::Upstream;
 use tokio::sync::mpsc;
@@ -17,10 +17,10 @@ use crate::error::ApiError;
 use crate::fetch::Fetcher;
 
 /// Blobs one request keeps in flight (fetching or waiting for their commit).
-const FETCH_WINDOW: usize = 1024;
+pub(crate) const FETCH_WINDOW: usize = 1024;
 
 /// How often a long call reports progress at most.
-const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+pub(crate) const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
 /// Settings of a daemon (from flags and `hoard.toml`; some change on reload, see
 /// [`Daemon::reload`]).
@@ -89,8 +89,22 @@ pub struct Daemon {
 
 /// A version and, if it is not fresh from the upstream, why.
 pub(crate) struct Found {
+    /// For a foreign version: its names, numbers and [`ForeignVersion::digest`], with an
+    /// empty manifest (the files are in `foreign`).
     pub version: Version,
     pub warning: Option<String>,
+    /// The version of a foreign upstream (W&B), whose files are bound to blobs per request.
+    pub foreign: Option<Arc<hoard_types::ForeignVersion>>,
+}
+
+impl Found {
+    pub(crate) fn fresh(version: Version) -> Self {
+        Self {
+            version,
+            warning: None,
+            foreign: None,
+        }
+    }
 }
 
 /// Where a call wants the files, and who asked (for another user than the daemon's, the
@@ -172,7 +186,7 @@ impl Daemon {
     }
 
     /// Remembers whether the upstream could be reached (for `status`).
-    fn note_upstream<T>(
+    pub(crate) fn note_upstream<T>(
         &self,
         result: Result<T, hoard_upstream::Error>,
     ) -> Result<T, hoard_upstream::Error> {
@@ -262,80 +276,123 @@ impl Daemon {
     ) -> Result<Found, ApiError> {
         let reference: ArtifactRef = reference.parse()?;
         let name = reference.qualify(entity, project)?;
-        let fresh = |version| Found {
-            version,
-            warning: None,
-        };
         match &reference.selector {
             Selector::Version(n) => {
-                let (store, key, n) = (self.store.clone(), name.clone(), *n);
-                if let Some(version) = blocking(move || Ok(store.version(&key, n)?)).await? {
-                    return Ok(fresh(version));
+                if let Some(found) = self.cached(&name, *n).await? {
+                    return Ok(found);
                 }
             }
             Selector::Digest(digest) => {
-                let (store, digest) = (self.store.clone(), *digest);
-                let cached = blocking(move || Ok(store.version_by_digest(&digest)?)).await?;
-                if let Some(version) = cached.filter(|v| v.artifact().is_ok_and(|a| a == name)) {
-                    return Ok(fresh(version));
+                if let Some(found) = self.cached_by_digest(&name, digest).await? {
+                    return Ok(found);
                 }
                 // Published here and not yet committed upstream.
-                let key = crate::publish::outbox_key(&name, &digest);
+                let key = crate::publish::outbox_key(&name, digest);
                 if let Some(pending) = self.outbox.record(&key).await? {
-                    return Ok(fresh(pending.local_version()));
+                    return Ok(Found::fresh(pending.local_version()));
                 }
             }
             Selector::Alias(alias) => return self.resolve_alias(&name, alias).await,
         }
-        let version =
-            self.note_upstream(self.upstream().resolve(&name, &reference.selector).await)?;
-        self.remember(version.clone(), None).await?;
-        Ok(fresh(version))
+        let asked = self.ask(&name, &reference.selector).await?;
+        Ok(self.note_upstream(asked)?)
+    }
+
+    /// A version this cache holds, by number.
+    async fn cached(&self, name: &ArtifactName, n: u32) -> Result<Option<Found>, ApiError> {
+        if self.upstream().foreign().is_some() {
+            return self.cached_foreign(name, n).await;
+        }
+        let (store, key) = (self.store.clone(), name.clone());
+        Ok(blocking(move || Ok(store.version(&key, n)?))
+            .await?
+            .map(Found::fresh))
+    }
+
+    /// A version this cache holds, by digest.
+    async fn cached_by_digest(
+        &self,
+        name: &ArtifactName,
+        digest: &hoard_types::Digest,
+    ) -> Result<Option<Found>, ApiError> {
+        if self.upstream().foreign().is_some() {
+            return self.cached_foreign_by_digest(name, digest).await;
+        }
+        let (store, digest) = (self.store.clone(), *digest);
+        let cached = blocking(move || Ok(store.version_by_digest(&digest)?)).await?;
+        Ok(cached
+            .filter(|v| v.artifact().is_ok_and(|a| a == *name))
+            .map(Found::fresh))
+    }
+
+    /// Asks the upstream and remembers its answer.
+    async fn ask(
+        &self,
+        name: &ArtifactName,
+        selector: &Selector,
+    ) -> Result<Result<Found, hoard_upstream::Error>, ApiError> {
+        if let Some(foreign) = self.upstream().foreign() {
+            return match foreign.resolve_foreign(name, selector).await {
+                Ok(version) => Ok(Ok(self.remember_foreign(version).await?)),
+                Err(e) => Ok(Err(e)),
+            };
+        }
+        match self.upstream().resolve(name, selector).await {
+            Ok(version) => {
+                self.remember(version.clone()).await?;
+                Ok(Ok(Found::fresh(version)))
+            }
+            Err(e) => Ok(Err(e)),
+        }
     }
 
     async fn resolve_alias(&self, name: &ArtifactName, alias: &str) -> Result<Found, ApiError> {
         let (store, key, a) = (self.store.clone(), name.clone(), alias.to_owned());
-        let known = blocking(move || {
-            let Some(record) = store.alias(&key, &a)? else {
-                return Ok(None);
-            };
-            Ok(store.version(&key, record.version)?.map(|v| (record, v)))
-        })
-        .await?;
+        let record = blocking(move || Ok(store.alias(&key, &a)?)).await?;
+        let known = match record {
+            Some(record) => self
+                .cached(name, record.version)
+                .await?
+                .map(|found| (record, found)),
+            None => None,
+        };
         let ttl = self.alias_ttl_ms.load(Ordering::Relaxed);
-        if let Some((record, version)) = &known
+        if let Some((record, _)) = &known
             && now_ms().saturating_sub(record.resolved_ms) < ttl
         {
-            return Ok(Found {
-                version: version.clone(),
-                warning: None,
-            });
+            return Ok(known.expect("matched above").1);
         }
         let selector = Selector::Alias(alias.to_owned());
-        match self.note_upstream(self.upstream().resolve(name, &selector).await) {
-            Ok(version) => {
-                self.remember(version.clone(), Some(alias.to_owned()))
-                    .await?;
-                Ok(Found {
-                    version,
-                    warning: None,
+        let asked = self.ask(name, &selector).await?;
+        match self.note_upstream(asked) {
+            Ok(found) => {
+                let (store, version, alias) =
+                    (self.store.clone(), found.version.clone(), alias.to_owned());
+                blocking(move || {
+                    let record = AliasRecord {
+                        version: version.number()?,
+                        digest: version.digest,
+                        resolved_ms: now_ms(),
+                    };
+                    store.put_alias(&version.artifact()?, &alias, &record)?;
+                    Ok(())
                 })
+                .await?;
+                Ok(found)
             }
             Err(e) if e.is_unreachable() => match known {
-                Some((record, version)) => {
+                Some((record, mut found)) => {
                     let age = Duration::from_millis(now_ms().saturating_sub(record.resolved_ms));
                     let warning = format!(
                         "the upstream `{}` cannot be reached ({}); using `{name}:{alias}` = `{}` as resolved {} ago",
                         self.upstream().describe(),
                         crate::error::chain(&e),
-                        version.version,
+                        found.version.version,
                         humanize(age)
                     );
                     tracing::warn!("{warning}");
-                    Ok(Found {
-                        version,
-                        warning: Some(warning),
-                    })
+                    found.warning = Some(warning);
+                    Ok(found)
                 }
                 None => Err(e.into()),
             },
@@ -343,22 +400,10 @@ impl Daemon {
         }
     }
 
-    /// Stores a version from the upstream, and the alias that named it.
-    async fn remember(&self, version: Version, alias: Option<String>) -> Result<(), ApiError> {
+    /// Stores a version from the upstream.
+    async fn remember(&self, version: Version) -> Result<(), ApiError> {
         let store = self.store.clone();
-        blocking(move || {
-            store.put_version(&version)?;
-            if let Some(alias) = alias {
-                let record = AliasRecord {
-                    version: version.number()?,
-                    digest: version.digest,
-                    resolved_ms: now_ms(),
-                };
-                store.put_alias(&version.artifact()?, &alias, &record)?;
-            }
-            Ok(())
-        })
-        .await
+        blocking(move || Ok(store.put_version(&version)?)).await
     }
 
     /// Makes the selected files cached, then (with a destination) materializes them,
@@ -373,7 +418,10 @@ impl Daemon {
     ) -> Result<Summary, ApiError> {
         let start = Instant::now();
         let version = &found.version;
-        let manifest = select(&version.manifest, selection)?;
+        let native = match &found.foreign {
+            None => Some(select(&version.manifest, selection)?),
+            Some(_) => None,
+        };
         // For another user, the destination is opened (and checked) as them, before anything
         // is fetched.
         let target = match dest {
@@ -399,24 +447,14 @@ impl Daemon {
             }) => caller.is_daemon_user(),
             _ => !rustix::process::geteuid().is_root(),
         };
-        for (path, entry) in &manifest.entries {
-            if let Some(uri) = &entry.reference {
-                reference_source(uri, allow_files).map_err(|e| {
-                    ApiError::new(
-                        http::StatusCode::NOT_IMPLEMENTED,
-                        "reference-entry",
-                        format!("`{path}` is a reference to `{uri}`: {}", e.detail),
-                    )
-                })?;
+        let (manifest, fetched_blobs, fetched_bytes) = match (native, &found.foreign) {
+            (Some(manifest), _) => {
+                self.fetch_native(version, manifest, allow_files, events)
+                    .await?
             }
-        }
-        let what = format!(
-            "`{}/{}/{}:{}`",
-            version.entity, version.project, version.name, version.version
-        );
-        let (fetched_blobs, fetched_bytes) = self
-            .fetch_missing(&manifest, &what, allow_files, events)
-            .await?;
+            (None, Some(foreign)) => self.bind(foreign, selection, allow_files, events).await?,
+            (None, None) => unreachable!("a native manifest is selected above"),
+        };
         let mut summary = Summary {
             version: version.version.clone(),
             digest: version.digest,
@@ -434,9 +472,23 @@ impl Daemon {
         if let Some(target) = target {
             let manifest = Arc::new(manifest);
             let target = Arc::new(target);
-            let report = self
+            let report = match self
                 .place(manifest.clone(), target.clone(), mode, allow_files)
-                .await?;
+                .await
+            {
+                // A blob of a foreign version that was tampered with or evicted meanwhile:
+                // bind again (which fetches it from the upstream), then place once more.
+                Err(e)
+                    if found.foreign.is_some() && matches!(e.kind, "tampered" | "not-cached") =>
+                {
+                    let foreign = found.foreign.as_ref().expect("matched above");
+                    let (rebound, _, _) =
+                        self.bind(foreign, selection, allow_files, events).await?;
+                    self.place(Arc::new(rebound), target.clone(), mode, allow_files)
+                        .await?
+                }
+                other => other?,
+            };
             summary.placed = report.placed;
             summary.unchanged = report.unchanged;
             self.metrics
@@ -462,6 +514,30 @@ impl Daemon {
         }
         summary.seconds = start.elapsed().as_secs_f64();
         Ok(summary)
+    }
+
+    /// Checks that the selected reference entries can be fetched, then fetches what is
+    /// missing; returns the manifest and (blobs, bytes) fetched.
+    async fn fetch_native(
+        self: &Arc<Self>,
+        version: &Version,
+        manifest: Manifest,
+        allow_files: bool,
+        events: &mpsc::Sender<Event>,
+    ) -> Result<(Manifest, u64, u64), ApiError> {
+        for (path, entry) in &manifest.entries {
+            if let Some(uri) = &entry.reference {
+                check_reference(path, uri, allow_files)?;
+            }
+        }
+        let what = format!(
+            "`{}/{}/{}:{}`",
+            version.entity, version.project, version.name, version.version
+        );
+        let (blobs, bytes) = self
+            .fetch_missing(&manifest, &what, allow_files, events)
+            .await?;
+        Ok((manifest, blobs, bytes))
     }
 
     /// Fetches the blobs of `manifest` that are not cached; returns (blobs, bytes) fetched.
@@ -596,14 +672,20 @@ impl Daemon {
             })
             .await
             .map_err(|e| ApiError::internal(format!("a store task failed: {e}")))?;
+            // A foreign upstream (W&B) fetches files by path, not by digest: the caller
+            // binds the version again instead.
+            let by_digest = attempt == 0 && self.upstream().foreign().is_none();
             let refetch = match result {
                 Ok(report) => return Ok(report),
                 Err(hoard_store::Error::Tampered { key, what }) if attempt == 0 => {
                     tracing::warn!(%key, what, "a blob was modified behind hoard's back: quarantined, fetching it again");
                     self.metrics.tampered.fetch_add(1, Ordering::Relaxed);
+                    if !by_digest {
+                        return Err(hoard_store::Error::Tampered { key, what }.into());
+                    }
                     vec![key]
                 }
-                Err(hoard_store::Error::MissingBlobs { missing }) if attempt == 0 => missing,
+                Err(hoard_store::Error::MissingBlobs { missing }) if by_digest => missing,
                 Err(e) => return Err(e.into()),
             };
             let references = references(&manifest);
@@ -636,17 +718,32 @@ impl Daemon {
         count_cached: bool,
     ) -> Result<Resolved, ApiError> {
         let version = &found.version;
-        let total = version.manifest.entries.len() as u64;
-        let cached_files = if count_cached {
-            let keys: Vec<BlobKey> = version
+        let listed = match &found.foreign {
+            Some(foreign) => crate::foreign::listed(&self.store, foreign).await?,
+            None => version
                 .manifest
                 .entries
-                .values()
-                .map(|e| BlobKey::new(e.digest, e.exec))
+                .iter()
+                .map(|(path, e)| ListedEntry {
+                    path: path.clone(),
+                    size: e.size,
+                    digest: Some(e.digest),
+                    upstream_digest: None,
+                    exec: e.exec,
+                    reference: e.reference.clone(),
+                })
+                .collect(),
+        };
+        let total = listed.len() as u64;
+        let cached_files = if count_cached {
+            let keys: Vec<BlobKey> = listed
+                .iter()
+                .filter_map(|e| Some(BlobKey::new(e.digest?, e.exec)))
                 .collect();
+            let unbound = total - keys.len() as u64;
             let store = self.store.clone();
             let missing = blocking(move || Ok(store.missing(&keys)?)).await?;
-            Some(total.saturating_sub(missing.len() as u64))
+            Some(total.saturating_sub(missing.len() as u64 + unbound))
         } else {
             None
         };
@@ -660,25 +757,10 @@ impl Daemon {
             kind: version.kind.clone(),
             metadata: version.metadata.clone(),
             files: total,
-            bytes: version.manifest.total_size(),
+            bytes: listed.iter().map(|e| e.size).sum(),
             cached_files,
             warning: found.warning.clone(),
-            entries: if entries {
-                version
-                    .manifest
-                    .entries
-                    .iter()
-                    .map(|(path, e)| hoard_types::api::ListedEntry {
-                        path: path.clone(),
-                        size: e.size,
-                        digest: e.digest,
-                        exec: e.exec,
-                        reference: e.reference.clone(),
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            },
+            entries: if entries { listed } else { Vec::new() },
         })
     }
 }
@@ -703,8 +785,27 @@ fn references(manifest: &Manifest) -> std::collections::HashMap<BlobKey, String>
         .collect()
 }
 
+/// Refuses, before anything is fetched, a reference entry whose scheme cannot be fetched
+/// (or a `file://` one without `allow_files`).
+pub(crate) fn check_reference(
+    path: &RelPath,
+    uri: &str,
+    allow_files: bool,
+) -> Result<(), ApiError> {
+    reference_source(uri, allow_files).map(drop).map_err(|e| {
+        ApiError::new(
+            http::StatusCode::NOT_IMPLEMENTED,
+            "reference-entry",
+            format!("`{path}` is a reference to `{uri}`: {}", e.detail),
+        )
+    })
+}
+
 /// The source of a reference entry; `file://` only with `allow_files`.
-fn reference_source(uri: &str, allow_files: bool) -> Result<Arc<dyn Upstream>, ApiError> {
+pub(crate) fn reference_source(
+    uri: &str,
+    allow_files: bool,
+) -> Result<Arc<dyn Upstream>, ApiError> {
     Ok(hoard_upstream::reference::reference(uri, allow_files)?)
 }
 

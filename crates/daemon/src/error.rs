@@ -53,6 +53,7 @@ impl From<hoard_upstream::Error> for ApiError {
                 Self::new(StatusCode::BAD_GATEWAY, "upstream-unreachable", detail)
             }
             E::DigestMismatch { .. }
+            | E::ForeignMismatch { .. }
             | E::ShortBody { .. }
             | E::LongBody { .. }
             | E::Protocol { .. } => Self::new(StatusCode::BAD_GATEWAY, "upstream-invalid", detail),

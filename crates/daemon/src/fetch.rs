@@ -27,7 +27,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use hoard_store::{Begin, BlobKey, Staged, Store};
-use hoard_upstream::Upstream;
+use hoard_types::ForeignDigest;
+use hoard_upstream::{FileSource, Upstream};
 use tokio::sync::{Semaphore, watch};
 
 use crate::error::ApiError;
@@ -118,8 +119,17 @@ pub(crate) struct Fetcher {
     /// One commit at a time (see the module docs).
     commit_turn: tokio::sync::Mutex<()>,
     inflight: Mutex<HashMap<BlobKey, watch::Receiver<Outcome>>>,
+    /// Fetches of files known only by a foreign digest (W&B's MD5), until committed.
+    inflight_foreign: Mutex<HashMap<ForeignDigest, watch::Receiver<ForeignOutcome>>>,
     pub(crate) counters: FetchCounters,
 }
+
+/// What a finished foreign fetch tells everyone who waited: the blob the bytes turned out
+/// to be, and the bytes downloaded.
+type ForeignOutcome = Option<Result<(BlobKey, Option<u64>), ApiError>>;
+
+/// Attempts at a file whose bytes did not match the upstream's digest (or broke off).
+const FOREIGN_ATTEMPTS: u32 = 3;
 
 impl Fetcher {
     /// Must be called inside a tokio runtime (it starts the committer task).
@@ -137,6 +147,7 @@ impl Fetcher {
             commit_turn: tokio::sync::Mutex::new(()),
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             inflight: Mutex::default(),
+            inflight_foreign: Mutex::default(),
             counters: FetchCounters::default(),
         }
     }
@@ -249,6 +260,8 @@ impl Fetcher {
             return Ok(());
         }
         let keys: Vec<BlobKey> = batch.iter().map(|s| s.ingested.key).collect();
+        let foreign: Vec<ForeignDigest> =
+            batch.iter().filter_map(|s| s.foreign().cloned()).collect();
         let store = self.store.clone();
         let result = tokio::task::spawn_blocking(move || store.commit_staged(&batch))
             .await
@@ -260,7 +273,131 @@ impl Fetcher {
         for key in keys {
             inflight.remove(&key);
         }
+        drop(inflight);
+        let mut inflight = self
+            .inflight_foreign
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for digest in foreign {
+            inflight.remove(&digest);
+        }
         result
+    }
+
+    /// Makes sure the file the upstream calls `digest` (of `size` bytes) is cached,
+    /// fetching it whole from `source`, checked against `digest` while it is hashed with
+    /// blake3; the blob is mapped to `digest` when it is committed. Returns the blob and
+    /// the bytes downloaded. Concurrent calls for one digest share one fetch.
+    pub(crate) async fn ensure_foreign(
+        self: &Arc<Self>,
+        digest: ForeignDigest,
+        size: u64,
+        source: Arc<dyn FileSource>,
+    ) -> Result<(BlobKey, Option<u64>), ApiError> {
+        let mut outcome = {
+            let mut inflight = self
+                .inflight_foreign
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(existing) = inflight.get(&digest) {
+                existing.clone()
+            } else {
+                let (tx, rx) = watch::channel(None);
+                inflight.insert(digest.clone(), rx.clone());
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let started = std::time::Instant::now();
+                    let result = this.fetch_foreign(&digest, size, source).await;
+                    let staged = match &result {
+                        Ok((_, Some(bytes))) => {
+                            this.counters.seconds.observe(started.elapsed());
+                            this.counters.fetched_blobs.fetch_add(1, Ordering::Relaxed);
+                            this.counters
+                                .fetched_bytes
+                                .fetch_add(*bytes, Ordering::Relaxed);
+                            true
+                        }
+                        Ok((_, None)) => true,
+                        Err(e) => {
+                            this.counters.failed.fetch_add(1, Ordering::Relaxed);
+                            *this
+                                .counters
+                                .failures
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .entry(e.kind)
+                                .or_default() += 1;
+                            tracing::warn!(%digest, error = %e, "fetch failed");
+                            false
+                        }
+                    };
+                    let _ = tx.send(Some(result));
+                    if !staged {
+                        this.inflight_foreign
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .remove(&digest);
+                    }
+                });
+                rx
+            }
+        };
+        let done = outcome
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| ApiError::internal("a fetch was lost"))?;
+        done.clone()
+            .unwrap_or_else(|| Err(ApiError::internal("unreachable: waited for an outcome")))
+    }
+
+    /// Streams a file checked against its foreign digest into a new blob and stages it
+    /// (mapped to that digest); bytes that do not check out are fetched again, up to
+    /// [`FOREIGN_ATTEMPTS`] times.
+    async fn fetch_foreign(
+        &self,
+        digest: &ForeignDigest,
+        size: u64,
+        source: Arc<dyn FileSource>,
+    ) -> Result<(BlobKey, Option<u64>), ApiError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| ApiError::internal("the fetch engine is shutting down"))?;
+        self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
+        let mut attempt = 1;
+        let result = loop {
+            let store = self.store.clone();
+            let source = source.clone();
+            let handle = tokio::runtime::Handle::current();
+            let result = tokio::task::spawn_blocking(move || {
+                let mut stream = handle.block_on(source.fetch_foreign())?;
+                let mut writer = store.writer(false, None)?;
+                while let Some(chunk) = handle.block_on(stream.next_chunk())? {
+                    writer.write(&chunk)?;
+                }
+                Ok::<_, ApiError>(writer.finish_staged()?)
+            })
+            .await
+            .unwrap_or_else(|e| Err(ApiError::internal(format!("the fetch task failed: {e}"))));
+            match result {
+                Err(e) if e.kind == "upstream-invalid" && attempt < FOREIGN_ATTEMPTS => {
+                    tracing::warn!(%digest, attempt, error = %e, "a download did not check out; fetching it again");
+                    attempt += 1;
+                }
+                other => break other,
+            }
+        };
+        self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let staged = result?.with_foreign(digest.clone());
+        let key = staged.ingested.key;
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(staged);
+        // Downloaded even when the bytes turn out to be cached already (from an upstream
+        // that does not name them by this digest).
+        Ok((key, Some(size)))
     }
 
     /// A small blob: fetched into memory on the runtime (verified by its stream), then

@@ -27,6 +27,7 @@ mod caller;
 mod daemon;
 mod error;
 mod fetch;
+mod foreign;
 mod metrics;
 mod pins;
 mod publish;

@@ -276,22 +276,30 @@ async fn file(
             asked.project.as_deref(),
         )
         .await?;
-    let entry = found
-        .version
-        .manifest
-        .entries
-        .get(&path)
-        .ok_or_else(|| ApiError::not_found(format!("the version has no file `{path}`")))?;
-    Ok(json(
-        StatusCode::OK,
-        &ListedEntry {
-            path,
-            size: entry.size,
-            digest: entry.digest,
-            exec: entry.exec,
-            reference: entry.reference.clone(),
-        },
-    ))
+    let listed = match &found.foreign {
+        Some(_) => daemon
+            .describe(&found, true, false)
+            .await?
+            .entries
+            .into_iter()
+            .find(|e| e.path == path),
+        None => found
+            .version
+            .manifest
+            .entries
+            .get(&path)
+            .map(|entry| ListedEntry {
+                path: path.clone(),
+                size: entry.size,
+                digest: Some(entry.digest),
+                upstream_digest: None,
+                exec: entry.exec,
+                reference: entry.reference.clone(),
+            }),
+    };
+    let entry =
+        listed.ok_or_else(|| ApiError::not_found(format!("the version has no file `{path}`")))?;
+    Ok(json(StatusCode::OK, &entry))
 }
 
 /// `publish`: answers when the files are in the cache (and `dest`), or, with

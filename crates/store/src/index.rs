@@ -10,6 +10,7 @@
 //! | `versions`  | `entity/project/name` NUL `N` (u32 BE)| the version JSON              |
 //! | `manifests` | manifest digest (32 bytes)            | the `versions` key            |
 //! | `aliases`   | `entity/project/name` NUL alias       | [`AliasRecord`]               |
+//! | `outbox`, `pins`, `foreign_versions` | the daemon's keys | the daemon's records ([`Table`]) |
 //!
 //! `last_use` is apart from `blobs` so that touching 20,000 blobs after a materialization
 //! is blind writes, with no read-modify-write that could race a pin.
@@ -37,8 +38,18 @@ const OUTBOX: &str = "outbox";
 /// Pinned versions: opaque records, owned by the daemon (the blobs' pin counts are in
 /// their blob records).
 const PINS: &str = "pins";
-const FAMILIES: [&str; 8] = [
-    BLOBS, LAST_USE, FOREIGN, VERSIONS, MANIFESTS, ALIASES, OUTBOX, PINS,
+/// Versions of foreign upstreams (W&B): opaque records, owned by the daemon.
+const FOREIGN_VERSIONS: &str = "foreign_versions";
+const FAMILIES: [&str; 9] = [
+    BLOBS,
+    LAST_USE,
+    FOREIGN,
+    VERSIONS,
+    MANIFESTS,
+    ALIASES,
+    OUTBOX,
+    PINS,
+    FOREIGN_VERSIONS,
 ];
 
 /// A table of opaque records that the store keeps for its user, by string key.
@@ -48,6 +59,8 @@ pub enum Table {
     Outbox,
     /// Pinned versions.
     Pins,
+    /// Versions of a foreign upstream (W&B), as it described them.
+    ForeignVersions,
 }
 
 impl Table {
@@ -55,6 +68,7 @@ impl Table {
         match self {
             Self::Outbox => OUTBOX,
             Self::Pins => PINS,
+            Self::ForeignVersions => FOREIGN_VERSIONS,
         }
     }
 }
@@ -145,11 +159,19 @@ impl Index {
             .collect()
     }
 
-    /// Adds blob rows (and their first use) in one atomic batch. Pins already recorded for
-    /// a key are kept.
-    pub(crate) fn insert_blobs(&self, rows: &[(BlobKey, BlobRecord)], now_ms: u64) -> Result<()> {
+    /// Adds blob rows (and their first use), and maps foreign digests to blobs, in one
+    /// atomic batch. Pins already recorded for a key are kept.
+    pub(crate) fn insert_blobs(
+        &self,
+        rows: &[(BlobKey, BlobRecord)],
+        foreign: &[(&ForeignDigest, Digest)],
+        now_ms: u64,
+    ) -> Result<()> {
         let _guard = self.rmw.lock().expect("index lock poisoned");
         let mut batch = WriteBatch::default();
+        for (foreign, digest) in foreign {
+            batch.put_cf(self.cf(FOREIGN), foreign.to_string(), digest.as_bytes());
+        }
         for (key, record) in rows {
             let pins = self.blob(key)?.map_or(0, |r| r.pins);
             batch.put_cf(
@@ -240,6 +262,25 @@ impl Index {
         self.db
             .put_cf(self.cf(FOREIGN), foreign.to_string(), digest.as_bytes())
             .map_err(|e| self.fail(e))
+    }
+
+    /// [`Self::foreign`] of many digests in one call, in the order asked.
+    pub(crate) fn foreign_many(&self, digests: &[&ForeignDigest]) -> Result<Vec<Option<Digest>>> {
+        let keys: Vec<String> = digests.iter().map(ToString::to_string).collect();
+        let values = self.db.batched_multi_get_cf(self.cf(FOREIGN), &keys, false);
+        keys.iter()
+            .zip(values)
+            .map(|(key, value)| {
+                value
+                    .map_err(|e| self.fail(e))?
+                    .map(|v| {
+                        <[u8; 32]>::try_from(v.as_ref())
+                            .map(Digest::from_bytes)
+                            .map_err(|_| corrupt("foreign digest", key.as_bytes()))
+                    })
+                    .transpose()
+            })
+            .collect()
     }
 
     pub(crate) fn foreign(&self, foreign: &ForeignDigest) -> Result<Option<Digest>> {

@@ -44,6 +44,23 @@ pub struct Ingested {
 pub struct Staged {
     pub ingested: Ingested,
     record: Option<BlobRecord>,
+    /// The upstream's own digest of these bytes, mapped to the blob in the same commit.
+    foreign: Option<hoard_types::ForeignDigest>,
+}
+
+impl Staged {
+    /// Records, when this blob is committed, that the upstream calls it `foreign` (a W&B
+    /// MD5 the bytes were checked against).
+    pub fn with_foreign(self, foreign: hoard_types::ForeignDigest) -> Self {
+        Self {
+            foreign: Some(foreign),
+            ..self
+        }
+    }
+
+    pub fn foreign(&self) -> Option<&hoard_types::ForeignDigest> {
+        self.foreign.as_ref()
+    }
 }
 
 /// What [`Store::begin`] found.
@@ -211,11 +228,16 @@ impl Store {
     /// a row never points at bytes that are not durable.
     pub fn commit_staged<'s>(&self, staged: impl IntoIterator<Item = &'s Staged>) -> Result<()> {
         rustix::fs::syncfs(&self.blobs).io("sync the filesystem of", self.layout.blobs())?;
+        let staged: Vec<&Staged> = staged.into_iter().collect();
         let rows: Vec<(BlobKey, BlobRecord)> = staged
-            .into_iter()
+            .iter()
             .filter_map(|s| s.record.map(|record| (s.ingested.key, record)))
             .collect();
-        self.index.insert_blobs(&rows, now_ms())
+        let foreign: Vec<_> = staged
+            .iter()
+            .filter_map(|s| Some((s.foreign.as_ref()?, s.ingested.key.digest)))
+            .collect();
+        self.index.insert_blobs(&rows, &foreign, now_ms())
     }
 
     fn copy_in(&self, path: &Path) -> Result<(BlobWriter<'_>, File)> {
@@ -373,7 +395,7 @@ impl BlobWriter<'_> {
         if let Some(record) = record {
             store
                 .index
-                .insert_blobs(&[(ingested.key, record)], now_ms())?;
+                .insert_blobs(&[(ingested.key, record)], &[], now_ms())?;
         }
         Ok(ingested)
     }
@@ -383,7 +405,11 @@ impl BlobWriter<'_> {
     /// replaces two `fsync`s per blob with one `syncfs` per batch.
     pub fn finish_staged(self) -> Result<Staged> {
         let (ingested, record) = self.finish_inner(false)?;
-        Ok(Staged { ingested, record })
+        Ok(Staged {
+            ingested,
+            record,
+            foreign: None,
+        })
     }
 
     fn finish_inner(mut self, durable: bool) -> Result<(Ingested, Option<BlobRecord>)> {

@@ -93,7 +93,7 @@ pub(crate) fn run(store: &Store) -> Result<ReconcileReport> {
     report.adopted = adopted.len() as u64;
     if !adopted.is_empty() {
         rustix::fs::syncfs(&store.blobs).io("sync the filesystem of", &blobs)?;
-        store.index.insert_blobs(&adopted, now_ms())?;
+        store.index.insert_blobs(&adopted, &[], now_ms())?;
     }
     if report != ReconcileReport::default() {
         tracing::info!(?report, "reconciled the cache with its index");

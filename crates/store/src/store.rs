@@ -226,6 +226,11 @@ impl Store {
         self.index.put_foreign(foreign, digest)
     }
 
+    /// [`Self::foreign`] of many digests at once, in the order asked.
+    pub fn foreign_many(&self, foreign: &[&ForeignDigest]) -> Result<Vec<Option<Digest>>> {
+        self.index.foreign_many(foreign)
+    }
+
     pub fn foreign(&self, foreign: &ForeignDigest) -> Result<Option<Digest>> {
         self.index.foreign(foreign)
     }

@@ -53,7 +53,13 @@ pub struct Resolved {
 pub struct ListedEntry {
     pub path: RelPath,
     pub size: u64,
-    pub digest: Digest,
+    /// blake3 of the bytes; `None` for a file of a foreign version (W&B) that this cache
+    /// has not downloaded yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
+    /// The upstream's own digest (W&B: `md5:…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_digest: Option<crate::ForeignDigest>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub exec: bool,
     #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]

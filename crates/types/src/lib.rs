@@ -10,6 +10,7 @@
 pub mod api;
 mod digest;
 mod error;
+pub mod foreign;
 pub mod manifest;
 mod path;
 mod reference;
@@ -19,6 +20,7 @@ mod version;
 
 pub use digest::{Digest, ForeignDigest, truncate};
 pub use error::Error;
+pub use foreign::{ForeignEntry, ForeignVersion};
 pub use manifest::{Entry, Manifest, PathPrefix};
 pub use path::RelPath;
 pub use reference::{ArtifactName, ArtifactRef, Selector, check_alias};

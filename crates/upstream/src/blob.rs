@@ -3,7 +3,8 @@
 //!
 //! Each upstream supplies a [`ChunkSource`]; the stream around it counts the bytes and
 //! hashes them when the whole blob was asked for. It ends with `Ok(None)` only when the
-//! count matches and, for a whole blob, the blake3 digest does too. Callers write chunks
+//! count matches and, for a whole blob, the digest does too: blake3, or for a file an
+//! upstream names by MD5 (W&B) before hoard knows its blake3, MD5. Callers write chunks
 //! somewhere private and make them visible only after that end: a body that breaks off
 //! early, runs long or hashes wrong is an error, never a short success.
 
@@ -28,9 +29,18 @@ pub struct BlobStream {
     received: u64,
     /// Only when the whole blob is streamed: a range cannot be checked on its own (the
     /// caller checks the blob it assembles from ranges).
-    hasher: Option<blake3::Hasher>,
+    hasher: Option<Hasher>,
     source: Box<dyn ChunkSource>,
     done: bool,
+    /// What the stream is called in errors.
+    what: String,
+}
+
+/// What the bytes of a whole blob are checked against.
+enum Hasher {
+    Blake3(Box<blake3::Hasher>),
+    /// The MD5 the upstream claims (the blake3 digest is not known yet).
+    Md5(md5::Md5, [u8; 16]),
 }
 
 impl std::fmt::Debug for BlobStream {
@@ -75,9 +85,47 @@ impl BlobStream {
             digest,
             range,
             received: 0,
-            hasher: whole.then(blake3::Hasher::new),
+            hasher: whole.then(|| Hasher::Blake3(Box::default())),
             source,
             done: false,
+            what: format!("Blob `{digest}`"),
+        }
+    }
+
+    /// The whole of a file that only its size can be checked against here (a reference
+    /// whose ETag was checked when it was opened): the caller hashes it with blake3.
+    pub(crate) fn sized(size: u64, what: String, source: Box<dyn ChunkSource>) -> Self {
+        Self {
+            digest: Digest::from_bytes([0; 32]),
+            range: 0..size,
+            received: 0,
+            hasher: None,
+            source,
+            done: false,
+            what,
+        }
+    }
+
+    /// The whole of a file the upstream names by the MD5 `md5`, checked against it: the
+    /// caller hashes the bytes with blake3 as it writes them. `what` names the file in
+    /// errors.
+    pub(crate) fn md5(
+        md5: [u8; 16],
+        size: u64,
+        what: String,
+        source: Box<dyn ChunkSource>,
+    ) -> Self {
+        use md5::Digest as _;
+        Self {
+            // Not known yet: only `Self::digest` shows it, and callers of an MD5 stream
+            // learn the digest from what they write.
+            digest: Digest::from_bytes([0; 32]),
+            range: 0..size,
+            received: 0,
+            hasher: Some(Hasher::Md5(md5::Md5::new(), md5)),
+            source,
+            done: false,
+            what,
         }
     }
 
@@ -108,12 +156,16 @@ impl BlobStream {
                 Some(chunk) => {
                     if self.received + chunk.len() as u64 > expected {
                         return Err(Error::LongBody {
-                            digest: self.digest,
+                            blob: self.what.clone(),
                             expected,
                         });
                     }
-                    if let Some(hasher) = &mut self.hasher {
-                        hasher.update(&chunk);
+                    match &mut self.hasher {
+                        Some(Hasher::Blake3(hasher)) => {
+                            hasher.update(&chunk);
+                        }
+                        Some(Hasher::Md5(hasher, _)) => md5::Digest::update(hasher, &chunk),
+                        None => {}
                     }
                     self.received += chunk.len() as u64;
                     return Ok(Some(chunk));
@@ -121,19 +173,32 @@ impl BlobStream {
                 None => {
                     if self.received < expected {
                         return Err(Error::ShortBody {
-                            digest: self.digest,
+                            blob: self.what.clone(),
                             expected,
                             received: self.received,
                         });
                     }
-                    if let Some(hasher) = &self.hasher {
-                        let actual = Digest::from(hasher.finalize());
-                        if actual != self.digest {
-                            return Err(Error::DigestMismatch {
-                                digest: self.digest,
-                                actual,
-                            });
+                    match self.hasher.take() {
+                        Some(Hasher::Blake3(hasher)) => {
+                            let actual = Digest::from(hasher.finalize());
+                            if actual != self.digest {
+                                return Err(Error::DigestMismatch {
+                                    digest: self.digest,
+                                    actual,
+                                });
+                            }
                         }
+                        Some(Hasher::Md5(hasher, claimed)) => {
+                            let actual: [u8; 16] = md5::Digest::finalize(hasher).into();
+                            if actual != claimed {
+                                return Err(Error::ForeignMismatch {
+                                    blob: self.what.clone(),
+                                    expected: hoard_types::ForeignDigest::Md5(claimed).to_string(),
+                                    actual: hoard_types::ForeignDigest::Md5(actual).to_string(),
+                                });
+                            }
+                        }
+                        None => {}
                     }
                     self.done = true;
                     return Ok(None);
@@ -211,6 +276,29 @@ mod tests {
 
         let long = run(stream(b"hello", &[b"hello", b"!"], None).read_to_vec());
         assert!(matches!(long, Err(Error::LongBody { .. })), "{long:?}");
+    }
+
+    #[test]
+    fn md5_streams_check_the_claimed_md5() {
+        use md5::Digest as _;
+        let claimed: [u8; 16] = md5::Md5::digest(b"hello world").into();
+        let md5 = |chunks: &[&'static [u8]]| {
+            BlobStream::md5(
+                claimed,
+                11,
+                "`a.txt`".into(),
+                Box::new(Chunks(chunks.iter().copied().collect())),
+            )
+        };
+        assert_eq!(
+            run(md5(&[b"hello ", b"world"]).read_to_vec()).unwrap(),
+            b"hello world"
+        );
+        let wrong = run(md5(&[b"hello WORLD"]).read_to_vec()).unwrap_err();
+        assert!(matches!(wrong, Error::ForeignMismatch { .. }), "{wrong:?}");
+        assert!(wrong.to_string().contains("`a.txt`"), "{wrong}");
+        let short = run(md5(&[b"hello"]).read_to_vec()).unwrap_err();
+        assert!(matches!(short, Error::ShortBody { .. }), "{short:?}");
     }
 
     #[test]

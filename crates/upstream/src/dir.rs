@@ -291,7 +291,7 @@ impl DirRoot {
             && size != staged.size
         {
             return Err(Error::ShortBody {
-                digest: *digest,
+                blob: format!("Blob `{digest}`"),
                 expected: size,
                 received: staged.size,
             });

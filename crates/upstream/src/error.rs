@@ -15,9 +15,8 @@ pub enum Error {
     #[error("Permission denied: {detail}")]
     Forbidden { detail: String },
 
-    #[error(
-        "The upstream `{upstream}` refused the credential: {detail}; set `HOARD_TOKEN` to a valid token"
-    )]
+    /// The credential was refused; `detail` says which setting holds it.
+    #[error("The upstream `{upstream}` refused the credential: {detail}")]
     Unauthorized { upstream: String, detail: String },
 
     /// The upstream lacks blobs a commit refers to.
@@ -60,15 +59,26 @@ pub enum Error {
     )]
     DigestMismatch { digest: Digest, actual: Digest },
 
-    #[error("Blob `{digest}` from the upstream ended after {received} of {expected} bytes")]
+    /// A file an upstream names by its own digest (W&B: MD5) hashed to something else.
+    #[error(
+        "{blob} from the upstream has {actual}, not the {expected} the upstream claims: the bytes are corrupt or were tampered with"
+    )]
+    ForeignMismatch {
+        blob: String,
+        expected: String,
+        actual: String,
+    },
+
+    /// `blob` names what was fetched: "Blob `<digest>`", "`path` (md5:…)".
+    #[error("{blob} from the upstream ended after {received} of {expected} bytes")]
     ShortBody {
-        digest: Digest,
+        blob: String,
         expected: u64,
         received: u64,
     },
 
-    #[error("Blob `{digest}` from the upstream is longer than the {expected} bytes expected")]
-    LongBody { digest: Digest, expected: u64 },
+    #[error("{blob} from the upstream is longer than the {expected} bytes expected")]
+    LongBody { blob: String, expected: u64 },
 
     #[error("Invalid range {start}..{end} for blob `{digest}` of {size} bytes")]
     BadRange {

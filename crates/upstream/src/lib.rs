@@ -11,7 +11,8 @@
 //!
 //! Layout: `upstream.rs` (the trait), `blob.rs` (verified streams), `dir.rs` (the
 //! `dir://` layout, blocking), `dir_upstream.rs` (that layout as an [`Upstream`]),
-//! `registry.rs` (the HTTP client), `error.rs`; `local.rs`: the local files and trees a new
+//! `registry.rs` (the HTTP client), `http.rs` (requests with retries), `wandb/` (GraphQL,
+//! manifests, signed URLs), `error.rs`; `local.rs`: the local files and trees a new
 //! version is made of (`hoard registry import`, `hoard publish`); `reference.rs`: reference
 //! entries' sources (`https://`, `file://`) as fetch-only upstreams.
 
@@ -19,10 +20,12 @@ mod blob;
 pub mod dir;
 mod dir_upstream;
 mod error;
+mod http;
 pub mod local;
 pub mod reference;
 mod registry;
 mod upstream;
+pub mod wandb;
 
 use std::sync::Arc;
 
@@ -30,10 +33,11 @@ pub use blob::BlobStream;
 pub use dir::DirRoot;
 pub use error::Error;
 pub use registry::{ClientOptions, RegistryClient, RetryPolicy};
-pub use upstream::{BoxFuture, Upstream};
+pub use upstream::{BoxFuture, FileSource, ForeignUpstream, Upstream};
 
 /// Opens an upstream by URL: `http(s)://host:port` is a hoard registry, `dir:///path` a
-/// directory (which must exist).
+/// directory (which must exist), `wandb` W&B at `WANDB_BASE_URL` (default
+/// `https://api.wandb.ai`) and `wandb+https://host` W&B at that server.
 pub fn open(url: &str, options: ClientOptions) -> Result<Arc<dyn Upstream>, Error> {
     if let Some(path) = url.strip_prefix("dir://") {
         if !path.starts_with('/') {
@@ -55,8 +59,18 @@ pub fn open(url: &str, options: ClientOptions) -> Result<Arc<dyn Upstream>, Erro
     if url.starts_with("http://") || url.starts_with("https://") {
         return Ok(Arc::new(RegistryClient::new(url, options)?));
     }
+    if url == "wandb" || url.starts_with("wandb+") {
+        let base = url.strip_prefix("wandb+");
+        let client = ClientOptions {
+            token: None,
+            ..options
+        };
+        return Ok(Arc::new(wandb::WandbClient::new(
+            wandb::WandbOptions::from_env(base, client),
+        )?));
+    }
     Err(Error::Url {
         url: url.to_owned(),
-        reason: "expected `http(s)://host:port` (a hoard registry) or `dir:///path`".to_owned(),
+        reason: "expected `http(s)://host:port` (a hoard registry), `dir:///path`, or `wandb` (W&B at `WANDB_BASE_URL`; `wandb+https://host` for another server)".to_owned(),
     })
 }

@@ -23,6 +23,18 @@ const FILE_CHUNK: usize = 1 << 20;
 /// The source of one reference entry; `allow_files` says whether `file://` may be read (a
 /// daemon serving other users must not read local files on their behalf).
 pub fn reference(uri: &str, allow_files: bool) -> Result<Arc<dyn Upstream>, Error> {
+    Ok(match open(uri, allow_files)? {
+        Source::Http(http) => Arc::new(http),
+        Source::File(file) => Arc::new(file),
+    })
+}
+
+enum Source {
+    Http(HttpReference),
+    File(FileReference),
+}
+
+fn open(uri: &str, allow_files: bool) -> Result<Source, Error> {
     let refuse = |reason: String| Error::Url {
         url: uri.to_owned(),
         reason,
@@ -37,7 +49,7 @@ pub fn reference(uri: &str, allow_files: bool) -> Result<Arc<dyn Upstream>, Erro
                 .user_agent(concat!("hoard/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .map_err(|e| refuse(e.to_string()))?;
-            Ok(Arc::new(HttpReference {
+            Ok(Source::Http(HttpReference {
                 uri: uri.to_owned(),
                 http,
             }))
@@ -56,7 +68,7 @@ pub fn reference(uri: &str, allow_files: bool) -> Result<Arc<dyn Upstream>, Erro
                     "a `file://` reference needs an absolute path".to_owned(),
                 ));
             }
-            Ok(Arc::new(FileReference {
+            Ok(Source::File(FileReference {
                 uri: uri.to_owned(),
                 path: path.into(),
             }))
@@ -80,14 +92,14 @@ struct FileReference {
     path: std::path::PathBuf,
 }
 
-fn only_fetch(uri: &str) -> Error {
+pub(crate) fn only_fetch(uri: &str) -> Error {
     Error::Url {
         url: uri.to_owned(),
         reason: "a reference entry's source can only be read".to_owned(),
     }
 }
 
-/// The parts of [`Upstream`] a reference does not have.
+/// The parts of [`Upstream`] a fetch-only source does not have.
 macro_rules! read_only {
     () => {
         fn resolve<'a>(
@@ -95,18 +107,18 @@ macro_rules! read_only {
             _: &'a ArtifactName,
             _: &'a Selector,
         ) -> BoxFuture<'a, Result<Version, Error>> {
-            Box::pin(async move { Err(only_fetch(&self.uri)) })
+            Box::pin(async move { Err($crate::reference::only_fetch(&self.describe())) })
         }
 
         fn list<'a>(&'a self, _: &'a ArtifactName) -> BoxFuture<'a, Result<VersionList, Error>> {
-            Box::pin(async move { Err(only_fetch(&self.uri)) })
+            Box::pin(async move { Err($crate::reference::only_fetch(&self.describe())) })
         }
 
         fn missing_blobs<'a>(
             &'a self,
             _: &'a [Digest],
         ) -> BoxFuture<'a, Result<Vec<Digest>, Error>> {
-            Box::pin(async move { Err(only_fetch(&self.uri)) })
+            Box::pin(async move { Err($crate::reference::only_fetch(&self.describe())) })
         }
 
         fn upload_blob<'a>(
@@ -114,7 +126,7 @@ macro_rules! read_only {
             _: &'a Digest,
             _: &'a std::path::Path,
         ) -> BoxFuture<'a, Result<(), Error>> {
-            Box::pin(async move { Err(only_fetch(&self.uri)) })
+            Box::pin(async move { Err($crate::reference::only_fetch(&self.describe())) })
         }
 
         fn commit<'a>(
@@ -122,7 +134,7 @@ macro_rules! read_only {
             _: &'a ArtifactName,
             _: &'a CommitRequest,
         ) -> BoxFuture<'a, Result<Committed, Error>> {
-            Box::pin(async move { Err(only_fetch(&self.uri)) })
+            Box::pin(async move { Err($crate::reference::only_fetch(&self.describe())) })
         }
 
         fn set_alias<'a>(
@@ -131,10 +143,12 @@ macro_rules! read_only {
             _: &'a str,
             _: u32,
         ) -> BoxFuture<'a, Result<(), Error>> {
-            Box::pin(async move { Err(only_fetch(&self.uri)) })
+            Box::pin(async move { Err($crate::reference::only_fetch(&self.describe())) })
         }
     };
 }
+
+pub(crate) use read_only;
 
 impl Upstream for HttpReference {
     fn describe(&self) -> String {
@@ -149,57 +163,64 @@ impl Upstream for HttpReference {
     ) -> BoxFuture<'a, Result<BlobStream, Error>> {
         Box::pin(async move {
             let range = check_range(digest, size, range)?;
-            let whole = range.start == 0 && range.end == size;
-            let mut request = self.http.get(&self.uri);
-            if !whole {
-                request = request.header(
-                    reqwest::header::RANGE,
-                    format!("bytes={}-{}", range.start, range.end - 1),
-                );
-            }
-            let response = request.send().await.map_err(|e| Error::Unreachable {
-                url: self.uri.clone(),
-                attempts: 1,
-                source: Box::new(e),
-            })?;
-            let status = response.status();
-            let expected = if whole {
-                StatusCode::OK
-            } else {
-                StatusCode::PARTIAL_CONTENT
-            };
-            if status != expected {
-                let detail = if status.is_success() {
-                    "it ignored the byte range asked for".to_owned()
-                } else {
-                    format!("it answered {status}")
-                };
-                return Err(
-                    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-                        Error::Unavailable {
-                            upstream: self.uri.clone(),
-                            status: status.as_u16(),
-                            attempts: 1,
-                            detail,
-                        }
-                    } else {
-                        Error::Rejected {
-                            upstream: self.uri.clone(),
-                            status: status.as_u16(),
-                            detail,
-                        }
-                    },
-                );
-            }
-            let source = HttpBody {
-                uri: self.uri.clone(),
-                response,
-            };
+            let source = self.open(range.clone(), size).await?;
             Ok(BlobStream::new(*digest, size, range, Box::new(source)))
         })
     }
 
     read_only!();
+}
+
+impl HttpReference {
+    /// GETs `range` of a resource of `size` bytes.
+    async fn open(&self, range: Range<u64>, size: u64) -> Result<HttpBody, Error> {
+        let whole = range.start == 0 && range.end == size;
+        let mut request = self.http.get(&self.uri);
+        if !whole {
+            request = request.header(
+                reqwest::header::RANGE,
+                format!("bytes={}-{}", range.start, range.end - 1),
+            );
+        }
+        let response = request.send().await.map_err(|e| Error::Unreachable {
+            url: self.uri.clone(),
+            attempts: 1,
+            source: Box::new(e),
+        })?;
+        let status = response.status();
+        let expected = if whole {
+            StatusCode::OK
+        } else {
+            StatusCode::PARTIAL_CONTENT
+        };
+        if status != expected {
+            let detail = if status.is_success() {
+                "it ignored the byte range asked for".to_owned()
+            } else {
+                format!("it answered {status}")
+            };
+            return Err(
+                if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+                    Error::Unavailable {
+                        upstream: self.uri.clone(),
+                        status: status.as_u16(),
+                        attempts: 1,
+                        detail,
+                    }
+                } else {
+                    Error::Rejected {
+                        upstream: self.uri.clone(),
+                        status: status.as_u16(),
+                        detail,
+                    }
+                },
+            );
+        }
+        Ok(HttpBody {
+            uri: self.uri.clone(),
+            response,
+        })
+    }
 }
 
 struct HttpBody {
@@ -232,31 +253,38 @@ impl Upstream for FileReference {
     ) -> BoxFuture<'a, Result<BlobStream, Error>> {
         Box::pin(async move {
             let range = check_range(digest, size, range)?;
-            let path = self.path.clone();
-            let start = range.start;
-            let file = tokio::task::spawn_blocking(move || {
-                let mut file = std::fs::File::open(&path)?;
-                file.seek(SeekFrom::Start(start))?;
-                Ok::<_, std::io::Error>(file)
-            })
-            .await
-            .map_err(std::io::Error::other)
-            .and_then(|r| r)
-            .map_err(|e| Error::Io {
-                op: "open the reference",
-                path: self.path.clone(),
-                source: e,
-            })?;
-            let source = FileBody {
-                path: self.path.clone(),
-                file: Some(file),
-                left: range.end - range.start,
-            };
+            let source = self.open(range.clone()).await?;
             Ok(BlobStream::new(*digest, size, range, Box::new(source)))
         })
     }
 
     read_only!();
+}
+
+impl FileReference {
+    /// Opens the file at `range.start`; the body ends at `range.end`.
+    async fn open(&self, range: Range<u64>) -> Result<FileBody, Error> {
+        let path = self.path.clone();
+        let start = range.start;
+        let file = tokio::task::spawn_blocking(move || {
+            let mut file = std::fs::File::open(&path)?;
+            file.seek(SeekFrom::Start(start))?;
+            Ok::<_, std::io::Error>(file)
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r)
+        .map_err(|e| Error::Io {
+            op: "open the reference",
+            path: self.path.clone(),
+            source: e,
+        })?;
+        Ok(FileBody {
+            path: self.path.clone(),
+            file: Some(file),
+            left: range.end - range.start,
+        })
+    }
 }
 
 struct FileBody {
@@ -305,5 +333,89 @@ impl ChunkSource for FileBody {
             self.left -= buf.len() as u64;
             Ok(Some(Bytes::from(buf)))
         })
+    }
+}
+
+/// A reference entry of a foreign version (W&B): checked against the MD5 it was logged
+/// with, or for an `http(s)://` reference logged with an ETag, against the ETag the server
+/// sends now. `s3://`, `gs://` and other schemes are refused with a message naming them.
+pub(crate) fn foreign_reference(
+    uri: &str,
+    path: &hoard_types::RelPath,
+    entry: &hoard_types::ForeignEntry,
+) -> Result<Arc<dyn crate::FileSource>, Error> {
+    Ok(Arc::new(ForeignReference {
+        source: open(uri, true)?,
+        what: format!("`{path}` (a reference to `{uri}`)"),
+        entry: entry.clone(),
+    }))
+}
+
+struct ForeignReference {
+    source: Source,
+    what: String,
+    entry: hoard_types::ForeignEntry,
+}
+
+impl Upstream for ForeignReference {
+    fn describe(&self) -> String {
+        self.what.clone()
+    }
+
+    fn fetch_blob<'a>(
+        &'a self,
+        digest: &'a Digest,
+        size: u64,
+        range: Option<Range<u64>>,
+    ) -> BoxFuture<'a, Result<BlobStream, Error>> {
+        match &self.source {
+            Source::Http(http) => http.fetch_blob(digest, size, range),
+            Source::File(file) => file.fetch_blob(digest, size, range),
+        }
+    }
+
+    read_only!();
+}
+
+impl crate::FileSource for ForeignReference {
+    fn fetch_foreign(&self) -> BoxFuture<'_, Result<BlobStream, Error>> {
+        Box::pin(async move {
+            let size = self.entry.size;
+            let body: Box<dyn ChunkSource> = match &self.source {
+                Source::Http(http) => {
+                    let body = http.open(0..size, size).await?;
+                    if let hoard_types::ForeignDigest::Etag(logged) = &self.entry.digest {
+                        let now = body
+                            .response
+                            .headers()
+                            .get(reqwest::header::ETAG)
+                            .and_then(|v| v.to_str().ok())
+                            .map(|v| v.trim_start_matches("W/").trim_matches('"').to_owned());
+                        if now.as_deref() != Some(logged.as_str()) {
+                            return Err(Error::ForeignMismatch {
+                                blob: self.what.clone(),
+                                expected: format!("ETag {logged:?}"),
+                                actual: now.map_or_else(
+                                    || "no ETag".to_owned(),
+                                    |t| format!("ETag {t:?}"),
+                                ),
+                            });
+                        }
+                    }
+                    Box::new(body)
+                }
+                Source::File(file) => Box::new(file.open(0..size).await?),
+            };
+            Ok(match &self.entry.digest {
+                hoard_types::ForeignDigest::Md5(md5) => {
+                    BlobStream::md5(*md5, size, self.what.clone(), body)
+                }
+                _ => BlobStream::sized(size, self.what.clone(), body),
+            })
+        })
+    }
+
+    fn into_upstream(self: Arc<Self>) -> Arc<dyn Upstream> {
+        self
     }
 }

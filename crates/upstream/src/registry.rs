@@ -9,7 +9,7 @@
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hoard_types::registry::{
@@ -177,54 +177,12 @@ impl RegistryClient {
         what: &str,
         make: impl Fn() -> Result<RequestBuilder, Error>,
     ) -> Result<Response, Error> {
-        let retry = &self.inner.retry;
-        let mut attempt = 0;
-        loop {
-            let wait = match make()?.send().await {
-                Ok(response) if response.status().is_success() => return Ok(response),
-                Ok(response) => {
-                    let status = response.status();
-                    let retryable =
-                        status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
-                    if !retryable || attempt >= retry.retries {
-                        return Err(self.status_error(what, response, attempt + 1).await);
-                    }
-                    match retry_after(&response) {
-                        Some(wait) if wait > retry.max_retry_after => {
-                            return Err(self.status_error(what, response, attempt + 1).await);
-                        }
-                        Some(wait) => wait,
-                        None => retry.backoff(attempt),
-                    }
-                }
-                Err(e) if e.is_builder() => {
-                    return Err(Error::Url {
-                        url: self.url(""),
-                        reason: e.to_string(),
-                    });
-                }
-                Err(e) => {
-                    // A refused connection is a clear answer (nothing listens there): one
-                    // quick retry covers a server restarting, more only delays the caller's
-                    // fallback (a daemon serving from its cache when the upstream is down).
-                    let limit = if e.is_connect() {
-                        retry.retries.min(1)
-                    } else {
-                        retry.retries
-                    };
-                    if attempt >= limit {
-                        return Err(Error::Unreachable {
-                            url: self.inner.base.clone(),
-                            attempts: attempt + 1,
-                            source: Box::new(e),
-                        });
-                    }
-                    tracing::debug!(error = %e, attempt, "{what}: retrying");
-                    retry.backoff(attempt)
-                }
-            };
-            attempt += 1;
-            tokio::time::sleep(wait).await;
+        match crate::http::send(&self.inner.retry, &self.inner.base, what, make).await {
+            Ok(response) => Ok(response),
+            Err(crate::http::Failure::Status(response, attempts)) => {
+                Err(self.status_error(what, response, attempts).await)
+            }
+            Err(crate::http::Failure::Error(e)) => Err(e),
         }
     }
 
@@ -241,7 +199,10 @@ impl RegistryClient {
                 what: what.to_owned(),
             },
             StatusCode::FORBIDDEN => Error::Forbidden { detail },
-            StatusCode::UNAUTHORIZED => Error::Unauthorized { upstream, detail },
+            StatusCode::UNAUTHORIZED => Error::Unauthorized {
+                upstream,
+                detail: format!("{detail}; set `HOARD_TOKEN` to a valid token"),
+            },
             StatusCode::CONFLICT if problem.as_ref().is_some_and(|p| !p.missing.is_empty()) => {
                 Error::MissingBlobs {
                     missing: problem.map(|p| p.missing).unwrap_or_default(),
@@ -268,30 +229,8 @@ impl RegistryClient {
 
     /// A JSON answer, read whole but bounded: an upstream cannot make the daemon buffer
     /// more than [`MAX_JSON`].
-    async fn body(&self, mut response: Response) -> Result<Bytes, Error> {
-        if response
-            .content_length()
-            .is_some_and(|len| len > MAX_JSON as u64)
-        {
-            return Err(self.protocol(format!("an answer of more than {MAX_JSON} bytes")));
-        }
-        let mut body = bytes::BytesMut::new();
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) if body.len() + chunk.len() > MAX_JSON => {
-                    return Err(self.protocol(format!("an answer of more than {MAX_JSON} bytes")));
-                }
-                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-                Ok(None) => return Ok(body.freeze()),
-                Err(e) => {
-                    return Err(Error::Unreachable {
-                        url: self.inner.base.clone(),
-                        attempts: 1,
-                        source: Box::new(e),
-                    });
-                }
-            }
-        }
+    async fn body(&self, response: Response) -> Result<Bytes, Error> {
+        crate::http::read_bounded(response, MAX_JSON, &self.inner.base).await
     }
 
     fn protocol(&self, reason: String) -> Error {
@@ -354,16 +293,6 @@ impl RegistryClient {
         }
         Ok(response)
     }
-}
-
-/// `Retry-After` as seconds or an HTTP date.
-fn retry_after(response: &Response) -> Option<Duration> {
-    let value = response.headers().get(header::RETRY_AFTER)?.to_str().ok()?;
-    if let Ok(seconds) = value.trim().parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
 }
 
 async fn read_problem(mut response: Response) -> Option<Problem> {

@@ -4,16 +4,18 @@ use std::future::Future;
 use std::ops::Range;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use hoard_types::registry::{CommitRequest, Committed, VersionList};
-use hoard_types::{ArtifactName, Digest, Selector, Version};
+use hoard_types::{ArtifactName, Digest, ForeignVersion, RelPath, Selector, Version};
 
 use crate::{BlobStream, Error};
 
 /// A boxed future, so that [`Upstream`] can be used as `dyn Upstream`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// A server of record: the hoard registry, a `dir://` root, later W&B and HF Hub.
+/// A server of record: the hoard registry, a `dir://` root, W&B (through
+/// [`ForeignUpstream`]), later HF Hub.
 ///
 /// Answers are untrusted: implementations validate versions (names, manifest, digest) and
 /// check that a resolved version is the one asked for; blob streams verify their bytes.
@@ -72,6 +74,40 @@ pub trait Upstream: Send + Sync {
     fn with_token(&self, _token: &str) -> Option<Result<std::sync::Arc<dyn Upstream>, Error>> {
         None
     }
+
+    /// For an upstream that names files by its own digests (W&B): its versions are
+    /// [`ForeignVersion`]s, resolved with this instead of [`Self::resolve`].
+    fn foreign(&self) -> Option<&dyn ForeignUpstream> {
+        None
+    }
+}
+
+/// An upstream whose versions are [`ForeignVersion`]s (see `hoard_types::foreign`).
+pub trait ForeignUpstream: Send + Sync {
+    /// The version an alias or `vN` names, with its entries.
+    fn resolve_foreign<'a>(
+        &'a self,
+        name: &'a ArtifactName,
+        selector: &'a Selector,
+    ) -> BoxFuture<'a, Result<ForeignVersion, Error>>;
+
+    /// Where to fetch the files `paths` of `version`: one source per path, asking the
+    /// upstream only for these (signed URLs expire, so ask right before fetching).
+    fn sources<'a>(
+        &'a self,
+        version: &'a ForeignVersion,
+        paths: &'a [RelPath],
+    ) -> BoxFuture<'a, Result<Vec<Arc<dyn FileSource>>, Error>>;
+}
+
+/// One file of a [`ForeignVersion`]: fetched whole and checked against the upstream's
+/// digest while its blake3 digest is unknown, or (as an [`Upstream`] that only fetches)
+/// by range and checked against its blake3 digest once hoard knows it.
+pub trait FileSource: Upstream {
+    /// The whole file, checked against the upstream's digest of it.
+    fn fetch_foreign(&self) -> BoxFuture<'_, Result<BlobStream, Error>>;
+
+    fn into_upstream(self: Arc<Self>) -> Arc<dyn Upstream>;
 }
 
 /// Checks that an upstream answered the question asked: the right artifact and, for an

@@ -1,0 +1,352 @@
+//! Versions of a foreign upstream (W&B), whose manifests name files by MD5.
+//!
+//! The daemon keeps each [`ForeignVersion`] it resolved in the store's
+//! `foreign_versions` table (under `v/<artifact>:<N>` and `d/<digest>`), so a warm request
+//! for `name:vN` or `name@digest` makes no network call. A request binds the entries it
+//! selects to blobs: the index maps each MD5 it has seen to a blake3 digest; a file never
+//! seen, or whose blob was evicted, is fetched (asking the upstream for the URLs of just
+//! those files) and checked against its MD5 while it is hashed. The bound entries make an
+//! ordinary [`Manifest`] that is materialized like any other.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use hoard_store::{BlobKey, Table};
+use hoard_types::api::Event;
+use hoard_types::{
+    ArtifactName, Digest, Entry, ForeignDigest, ForeignEntry, ForeignVersion, Manifest, PathPrefix,
+    RelPath, Version,
+};
+use hoard_upstream::ForeignUpstream;
+use tokio::sync::mpsc;
+
+use crate::daemon::{Daemon, Found, Selection, blocking};
+use crate::error::ApiError;
+
+/// A fetched file: its entry, its blob, the bytes downloaded.
+type Fetched = (ForeignEntry, BlobKey, Option<u64>);
+
+fn number_key(name: &ArtifactName, n: u32) -> String {
+    format!("v/{name}:{n}")
+}
+
+fn digest_key(digest: &Digest) -> String {
+    format!("d/{digest}")
+}
+
+/// What a request reports of a foreign version: its names and numbers, and its
+/// [`ForeignVersion::digest`]; the files stay in [`Found::foreign`].
+fn found(version: ForeignVersion) -> Found {
+    Found {
+        version: Version {
+            entity: version.entity.clone(),
+            project: version.project.clone(),
+            name: version.name.clone(),
+            version: version.version.clone(),
+            digest: version.digest(),
+            aliases: version.aliases.clone(),
+            kind: version.kind.clone(),
+            metadata: version.metadata.clone(),
+            created_at: version.created_at.clone(),
+            manifest: Manifest::new(),
+        },
+        warning: None,
+        foreign: Some(Arc::new(version)),
+    }
+}
+
+fn parse(key: &str, json: &[u8]) -> Result<ForeignVersion, ApiError> {
+    serde_json::from_slice(json)
+        .map_err(|e| ApiError::internal(format!("the cached version `{key}` does not parse: {e}")))
+}
+
+impl Daemon {
+    pub(crate) async fn cached_foreign(
+        &self,
+        name: &ArtifactName,
+        n: u32,
+    ) -> Result<Option<Found>, ApiError> {
+        let (store, key) = (self.store.clone(), number_key(name, n));
+        blocking(move || {
+            store
+                .get_record(Table::ForeignVersions, &key)?
+                .map(|json| parse(&key, &json).map(found))
+                .transpose()
+        })
+        .await
+    }
+
+    pub(crate) async fn cached_foreign_by_digest(
+        &self,
+        name: &ArtifactName,
+        digest: &Digest,
+    ) -> Result<Option<Found>, ApiError> {
+        let (store, key) = (self.store.clone(), digest_key(digest));
+        let found = blocking(move || {
+            let Some(number) = store.get_record(Table::ForeignVersions, &key)? else {
+                return Ok(None);
+            };
+            let number = String::from_utf8_lossy(&number).into_owned();
+            store
+                .get_record(Table::ForeignVersions, &number)?
+                .map(|json| parse(&number, &json).map(found))
+                .transpose()
+        })
+        .await?;
+        Ok(found.filter(|f| f.version.artifact().is_ok_and(|a| a == *name)))
+    }
+
+    /// Stores a version the upstream described (replacing what was stored under its
+    /// number: W&B versions are immutable, but a re-upload after deletion is not).
+    pub(crate) async fn remember_foreign(
+        &self,
+        version: ForeignVersion,
+    ) -> Result<Found, ApiError> {
+        let store = self.store.clone();
+        blocking(move || {
+            let name = version.artifact()?;
+            let key = number_key(&name, version.number()?);
+            let json = serde_json::to_vec(&version).expect("a version serializes");
+            store.put_record(Table::ForeignVersions, &key, &json)?;
+            store.put_record(
+                Table::ForeignVersions,
+                &digest_key(&version.digest()),
+                key.as_bytes(),
+            )?;
+            Ok(found(version))
+        })
+        .await
+    }
+
+    /// Binds the entries of `version` that `selection` selects to blobs, fetching those
+    /// never seen or evicted; returns the bound manifest and (blobs, bytes) fetched.
+    pub(crate) async fn bind(
+        self: &Arc<Self>,
+        version: &Arc<ForeignVersion>,
+        selection: &Selection<'_>,
+        allow_files: bool,
+        events: &mpsc::Sender<Event>,
+    ) -> Result<(Manifest, u64, u64), ApiError> {
+        let selected = select(version, selection)?;
+        for (path, entry) in &selected {
+            if let Some(uri) = &entry.reference {
+                crate::daemon::check_reference(path, uri, allow_files)?;
+            }
+        }
+        let (mut bound, need) = self.lookup(&selected).await?;
+        let mut fetched = (0, 0);
+        if !need.is_empty() {
+            let Some(foreign) = self.upstream().foreign() else {
+                return Err(ApiError::internal(
+                    "a foreign version without a foreign upstream",
+                ));
+            };
+            let what = format!(
+                "`{}/{}/{}:{}`",
+                version.entity, version.project, version.name, version.version
+            );
+            let (digests, bytes) = self
+                .fetch_foreign(foreign, version, &selected, &need, &what, events)
+                .await?;
+            fetched = bytes;
+            bound.extend(digests);
+        }
+        let mut manifest = Manifest::new();
+        for (path, entry) in selected {
+            let digest = *bound.get(&entry.digest).ok_or_else(|| {
+                ApiError::internal(format!("`{path}` was fetched but is not bound"))
+            })?;
+            manifest.entries.insert(
+                path,
+                Entry {
+                    digest,
+                    exec: false,
+                    reference: entry.reference,
+                    size: entry.size,
+                },
+            );
+        }
+        Ok((manifest, fetched.0, fetched.1))
+    }
+
+    /// The blobs the index binds the selected entries to, and the entries (one per foreign
+    /// digest) that must be fetched: never seen, or evicted since.
+    async fn lookup(
+        &self,
+        selected: &[(RelPath, ForeignEntry)],
+    ) -> Result<(HashMap<ForeignDigest, Digest>, Vec<usize>), ApiError> {
+        let store = self.store.clone();
+        let digests: Vec<ForeignDigest> = selected.iter().map(|(_, e)| e.digest.clone()).collect();
+        let (digests, found) = blocking(move || {
+            let refs: Vec<&ForeignDigest> = digests.iter().collect();
+            let found = store.foreign_many(&refs)?;
+            let keys: Vec<BlobKey> = found
+                .iter()
+                .flatten()
+                .map(|d| BlobKey::new(*d, false))
+                .collect();
+            let missing: std::collections::HashSet<Digest> = store
+                .missing(&keys)?
+                .into_iter()
+                .map(|k| k.digest)
+                .collect();
+            let found = found
+                .into_iter()
+                .map(|d| d.filter(|d| !missing.contains(d)))
+                .collect::<Vec<_>>();
+            Ok((digests, found))
+        })
+        .await?;
+        let mut bound = HashMap::new();
+        let mut need = Vec::new();
+        let mut asked = std::collections::HashSet::new();
+        for (index, (digest, blob)) in digests.into_iter().zip(found).enumerate() {
+            match blob {
+                Some(blob) => {
+                    bound.insert(digest, blob);
+                }
+                None if asked.insert(digest.clone()) => need.push(index),
+                None => {}
+            }
+        }
+        self.hits
+            .fetch_add(bound.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.misses
+            .fetch_add(need.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok((bound, need))
+    }
+
+    /// Fetches the entries `need` (indexes into `selected`), reporting progress.
+    async fn fetch_foreign(
+        self: &Arc<Self>,
+        foreign: &dyn ForeignUpstream,
+        version: &ForeignVersion,
+        selected: &[(RelPath, ForeignEntry)],
+        need: &[usize],
+        what: &str,
+        events: &mpsc::Sender<Event>,
+    ) -> Result<(HashMap<ForeignDigest, Digest>, (u64, u64)), ApiError> {
+        let missing_blobs = need.len() as u64;
+        let missing_bytes: u64 = need.iter().map(|&i| selected[i].1.size).sum();
+        let _room = self.keeper.reserve(missing_bytes, what).await?;
+        let progress = |blobs, bytes| Event::Progress {
+            fetched_blobs: blobs,
+            missing_blobs,
+            fetched_bytes: bytes,
+            missing_bytes,
+        };
+        let _ = events.send(progress(0, 0)).await;
+        let paths: Vec<RelPath> = need.iter().map(|&i| selected[i].0.clone()).collect();
+        let sources = self.note_upstream(foreign.sources(version, &paths).await)?;
+        // Boxed futures, collected first: a closure in `StreamExt::map` here trips the
+        // compiler's `Send` check of the request task (a higher-ranked lifetime error).
+        let work: Vec<hoard_upstream::BoxFuture<'static, Result<Fetched, ApiError>>> = need
+            .iter()
+            .map(|&index| selected[index].1.clone())
+            .zip(sources)
+            .map(|(entry, source)| {
+                let fetcher = self.fetcher.clone();
+                Box::pin(async move {
+                    let (key, downloaded) = fetcher
+                        .ensure_foreign(entry.digest.clone(), entry.size, source)
+                        .await?;
+                    Ok((entry, key, downloaded))
+                }) as hoard_upstream::BoxFuture<'static, _>
+            })
+            .collect();
+        let mut pending =
+            futures_util::stream::iter(work).buffer_unordered(crate::daemon::FETCH_WINDOW);
+        let mut bound = HashMap::new();
+        let (mut done, mut done_bytes, mut fetched, mut fetched_bytes) = (0, 0, 0, 0);
+        let mut last = Instant::now();
+        while let Some(result) = pending.next().await {
+            let (entry, key, downloaded) = match result {
+                Ok(done) => done,
+                Err(e) => {
+                    drop(pending);
+                    let _ = self.fetcher.commit_now().await;
+                    self.keeper.after_fetch();
+                    return Err(e);
+                }
+            };
+            done += 1;
+            done_bytes += entry.size;
+            if let Some(bytes) = downloaded {
+                fetched += 1;
+                fetched_bytes += bytes;
+            }
+            bound.insert(entry.digest, key.digest);
+            if last.elapsed() >= crate::daemon::PROGRESS_EVERY || done == missing_blobs {
+                last = Instant::now();
+                let _ = events.send(progress(done, done_bytes)).await;
+            }
+        }
+        self.fetcher.commit_now().await?;
+        self.keeper.after_fetch();
+        Ok((bound, (fetched, fetched_bytes)))
+    }
+}
+
+/// The entries a call selected: all, those under `path_prefix`, or one file.
+fn select(
+    version: &ForeignVersion,
+    selection: &Selection<'_>,
+) -> Result<Vec<(RelPath, ForeignEntry)>, ApiError> {
+    if let Some(file) = selection.file {
+        if selection.clean {
+            return Err(ApiError::bad_request(
+                "`clean` applies to a version or a `path_prefix`, not to one `file`",
+            ));
+        }
+        let path = RelPath::new(file)?;
+        let entry = version
+            .entries
+            .get(&path)
+            .ok_or_else(|| ApiError::not_found(format!("the version has no file `{path}`")))?;
+        return Ok(vec![(path, entry.clone())]);
+    }
+    let prefix = match selection.path_prefix {
+        Some(prefix) => PathPrefix::new(prefix)?,
+        None => PathPrefix::all(),
+    };
+    let selected: Vec<_> = version
+        .select(&prefix)
+        .map(|(path, entry)| (path.clone(), entry.clone()))
+        .collect();
+    if selected.is_empty() && selection.path_prefix.is_some() {
+        return Err(ApiError::not_found(format!(
+            "no file of the version starts with `{}`",
+            prefix.as_str()
+        )));
+    }
+    Ok(selected)
+}
+
+/// The entries of a foreign version as `ls` shows them: the blake3 digest of each file
+/// the cache has bound, and the upstream's digest.
+pub(crate) async fn listed(
+    store: &Arc<hoard_store::Store>,
+    version: &Arc<ForeignVersion>,
+) -> Result<Vec<hoard_types::api::ListedEntry>, ApiError> {
+    let (store, version) = (store.clone(), version.clone());
+    blocking(move || {
+        let digests: Vec<&ForeignDigest> = version.entries.values().map(|e| &e.digest).collect();
+        let bound = store.foreign_many(&digests)?;
+        Ok(version
+            .entries
+            .iter()
+            .zip(bound)
+            .map(|((path, entry), digest)| hoard_types::api::ListedEntry {
+                path: path.clone(),
+                size: entry.size,
+                digest,
+                upstream_digest: Some(entry.digest.clone()),
+                exec: false,
+                reference: entry.reference.clone(),
+            })
+            .collect())
+    })
+    .await
+}

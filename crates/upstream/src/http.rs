@@ -1,0 +1,119 @@
+//! Sending one HTTP request with retries, for every upstream that speaks HTTP: connection
+//! errors, 429 (after its `Retry-After`) and 5xx are tried again with exponential backoff
+//! and jitter; the caller turns any other answer into its own [`Error`].
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::header;
+use reqwest::{RequestBuilder, Response, StatusCode};
+
+use crate::{Error, RetryPolicy};
+
+/// Why [`send`] gave up.
+pub(crate) enum Failure {
+    /// The upstream answered with this non-success status (after `attempts` tries): the
+    /// caller reads the body for the upstream's reason.
+    Status(Response, u32),
+    Error(Error),
+}
+
+/// Sends a request built by `make` (once per attempt); see the module docs. `base` names
+/// the upstream in errors.
+pub(crate) async fn send(
+    retry: &RetryPolicy,
+    base: &str,
+    what: &str,
+    make: impl Fn() -> Result<RequestBuilder, Error>,
+) -> Result<Response, Failure> {
+    let mut attempt = 0;
+    loop {
+        let wait = match make().map_err(Failure::Error)?.send().await {
+            Ok(response) if response.status().is_success() => return Ok(response),
+            Ok(response) => {
+                let status = response.status();
+                let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+                if !retryable || attempt >= retry.retries {
+                    return Err(Failure::Status(response, attempt + 1));
+                }
+                match retry_after(&response) {
+                    Some(wait) if wait > retry.max_retry_after => {
+                        return Err(Failure::Status(response, attempt + 1));
+                    }
+                    Some(wait) => wait,
+                    None => retry.backoff(attempt),
+                }
+            }
+            Err(e) if e.is_builder() => {
+                return Err(Failure::Error(Error::Url {
+                    url: base.to_owned(),
+                    reason: e.to_string(),
+                }));
+            }
+            Err(e) => {
+                // A refused connection is a clear answer (nothing listens there): one
+                // quick retry covers a server restarting, more only delays the caller's
+                // fallback (a daemon serving from its cache when the upstream is down).
+                let limit = if e.is_connect() {
+                    retry.retries.min(1)
+                } else {
+                    retry.retries
+                };
+                if attempt >= limit {
+                    return Err(Failure::Error(Error::Unreachable {
+                        url: base.to_owned(),
+                        attempts: attempt + 1,
+                        source: Box::new(e),
+                    }));
+                }
+                tracing::debug!(error = %e, attempt, "{what}: retrying");
+                retry.backoff(attempt)
+            }
+        };
+        attempt += 1;
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+fn retry_after(response: &Response) -> Option<Duration> {
+    let value = response.headers().get(header::RETRY_AFTER)?.to_str().ok()?;
+    if let Ok(seconds) = value.trim().parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+}
+
+/// A whole answer, read into memory but bounded: an upstream cannot make hoard buffer more
+/// than `max` bytes. `base` names the upstream in errors.
+pub(crate) async fn read_bounded(
+    mut response: Response,
+    max: usize,
+    base: &str,
+) -> Result<bytes::Bytes, Error> {
+    let too_long = || Error::Protocol {
+        upstream: base.to_owned(),
+        reason: format!("an answer of more than {max} bytes"),
+    };
+    if response
+        .content_length()
+        .is_some_and(|len| len > max as u64)
+    {
+        return Err(too_long());
+    }
+    let mut body = bytes::BytesMut::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) if body.len() + chunk.len() > max => return Err(too_long()),
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => return Ok(body.freeze()),
+            Err(e) => {
+                return Err(Error::Unreachable {
+                    url: base.to_owned(),
+                    attempts: 1,
+                    source: Box::new(e),
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,213 @@
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test that calls them"
+)]
+
+//! W&B as an upstream, against the fake W&B server (`hoard_tests::fake_wandb`): cold and
+//! warm gets, files shared between artifacts fetched once, `path_prefix` asking only for
+//! its files' URLs, corrupt downloads, expired URLs, 429s, and the errors a user meets.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use hoard_tests::fake_wandb::FakeWandb;
+use hoard_tests::{DaemonProcess, hoard_json, hoard_on};
+
+const KEY: &str = "0123456789abcdef0123456789abcdef01234567";
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    daemon: DaemonProcess,
+}
+
+impl Setup {
+    fn new(fake: &FakeWandb, key: &str) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_owned();
+        let upstream = format!("wandb+{}", fake.url);
+        let daemon = DaemonProcess::start_env(
+            &dir.join("sock"),
+            &dir.join("cache"),
+            &upstream,
+            &[],
+            &[("WANDB_API_KEY", key)],
+        );
+        Self {
+            _tmp: tmp,
+            dir,
+            daemon,
+        }
+    }
+
+    fn get(&self, reference: &str, root: &str, extra: &[&str]) -> serde_json::Value {
+        let root = self.dir.join(root);
+        let mut args = vec!["get", reference, "--root", root.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        hoard_json(&self.daemon.socket, &self.dir, &args)
+    }
+
+    fn fail(&self, args: &[&str]) -> String {
+        let out = hoard_on(&self.daemon.socket, &self.dir, args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+}
+
+/// Files of a small dataset: a few images, labels, and a duplicate.
+fn dataset() -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = (0..6)
+        .map(|i| {
+            (
+                format!("images/{i:03}.png"),
+                format!("image {i}").repeat(50).into_bytes(),
+            )
+        })
+        .collect();
+    files.push(("labels.csv".into(), b"id,label\n0,cat\n1,dog\n".to_vec()));
+    files.push((
+        "copy/labels.csv".into(),
+        b"id,label\n0,cat\n1,dog\n".to_vec(),
+    ));
+    files.push(("empty.txt".into(), Vec::new()));
+    files
+}
+
+fn add(fake: &FakeWandb, artifact: &str, files: &[(String, Vec<u8>)], aliases: &[&str]) -> u32 {
+    let borrowed: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, d)| (p.as_str(), d.as_slice()))
+        .collect();
+    fake.add_version(artifact, &borrowed, aliases)
+}
+
+fn assert_tree(root: &Path, files: &[(String, Vec<u8>)]) {
+    for (path, data) in files {
+        assert_eq!(&std::fs::read(root.join(path)).unwrap(), data, "{path}");
+    }
+}
+
+#[test]
+fn cold_then_warm_with_no_network_for_a_pinned_version() {
+    let fake = FakeWandb::start(KEY);
+    let files = dataset();
+    add(&fake, "acme/vision/pets", &files, &["best"]);
+    let s = Setup::new(&fake, KEY);
+
+    let cold = s.get("acme/vision/pets:best", "a", &[]);
+    assert_eq!(cold["version"], "v0");
+    assert_tree(&s.path("a"), &files);
+    // Eight distinct contents (two files share bytes), each fetched once; the empty one
+    // needs no request.
+    assert_eq!(fake.downloads(), 7);
+    assert_eq!(cold["fetched_blobs"], 8);
+    assert_eq!(fake.ops("FetchArtifactManifest"), 1);
+
+    // Warm, by version number: no GraphQL, no download, the same inodes.
+    let ops_before =
+        fake.ops("ArtifactMembershipByName") + fake.ops("GetArtifactMembershipFileUrls");
+    let warm = s.get("acme/vision/pets:v0", "b", &[]);
+    assert_eq!(warm["fetched_blobs"], 0);
+    assert_eq!(
+        fake.ops("ArtifactMembershipByName") + fake.ops("GetArtifactMembershipFileUrls"),
+        ops_before,
+        "a pinned version needs no network"
+    );
+    assert_eq!(fake.downloads(), 7);
+    assert_tree(&s.path("b"), &files);
+    let ino = |root: &str| {
+        std::fs::metadata(s.path(root).join("labels.csv"))
+            .unwrap()
+            .ino()
+    };
+    assert_eq!(ino("a"), ino("b"));
+
+    // `ls` shows the blake3 digest of each file, `@digest` names the same version.
+    let listed = hoard_json(&s.daemon.socket, &s.dir, &["ls", "acme/vision/pets:v0"]);
+    assert_eq!(listed["files"], files.len());
+    let digest = listed["digest"].as_str().unwrap().to_owned();
+    let by_digest = s.get(&format!("acme/vision/pets@{digest}"), "c", &[]);
+    assert_eq!(by_digest["version"], "v0");
+
+    // The server gone: a pinned version is still served.
+    drop(fake);
+    let offline = s.get("acme/vision/pets:v0", "d", &[]);
+    assert_eq!(offline["fetched_blobs"], 0);
+    assert_tree(&s.path("d"), &files);
+}
+
+#[test]
+fn shared_files_are_fetched_once_and_prefixes_ask_only_for_their_urls() {
+    let fake = FakeWandb::start(KEY);
+    let files = dataset();
+    add(&fake, "acme/vision/pets", &files, &[]);
+    let s = Setup::new(&fake, KEY);
+
+    // Only `images/00…`: the URLs of those files are asked for by name, nothing else.
+    let some = s.get("acme/vision/pets:v0", "p", &["--path-prefix", "images/00"]);
+    assert_eq!(some["files"], 6);
+    let (asked, pages) = fake.asked();
+    assert_eq!(pages, 0, "no unfiltered page of URLs");
+    assert!(
+        asked.iter().all(|n| n.starts_with("images/00")),
+        "{asked:?}"
+    );
+    assert_eq!(fake.downloads(), 6);
+    assert!(!s.path("p/labels.csv").exists());
+
+    // A second artifact sharing the images: only its two new files are downloaded.
+    let mut other: Vec<(String, Vec<u8>)> = files[..6].to_vec();
+    other.push(("extra/a.txt".into(), b"new one".to_vec()));
+    other.push(("extra/b.txt".into(), b"new two".to_vec()));
+    add(&fake, "acme/vision/more", &other, &[]);
+    let got = s.get("acme/vision/more:v0", "m", &[]);
+    assert_eq!(got["fetched_blobs"], 2);
+    assert_eq!(fake.downloads(), 8, "six images before, two new files now");
+    assert_tree(&s.path("m"), &other);
+}
+
+#[test]
+fn corrupt_bytes_expired_urls_and_429s_are_survived() {
+    let fake = FakeWandb::start(KEY);
+    let files = dataset();
+    add(&fake, "acme/vision/pets", &files, &[]);
+    let s = Setup::new(&fake, KEY);
+    fake.corrupt_once(&files[0].1);
+    fake.stale_urls(1);
+    fake.throttle(2);
+    let got = s.get("acme/vision/pets:v0", "a", &[]);
+    assert_eq!(got["fetched_blobs"], 8);
+    assert_tree(&s.path("a"), &files);
+    assert!(fake.expired() >= 1, "the stale URLs were refused");
+    // Downloads served: seven good ones (the empty file needs none) and the corrupt one.
+    assert_eq!(fake.downloads(), 8);
+    let status = hoard_json(&s.daemon.socket, &s.dir, &["status"]);
+    assert_eq!(status["blobs"], 8, "{status}");
+    assert_eq!(status["misses"], 8, "{status}");
+}
+
+#[test]
+fn bad_keys_hidden_projects_and_missing_versions_are_clear_errors() {
+    let fake = FakeWandb::start(KEY);
+    add(&fake, "acme/vision/pets", &dataset(), &[]);
+    add(&fake, "acme/secret/plans", &dataset(), &[]);
+    fake.hide("acme/secret");
+
+    let wrong = Setup::new(&fake, "not-the-key");
+    let e = wrong.fail(&["get", "acme/vision/pets:v0", "--root", "x"]);
+    assert!(e.contains("WANDB_API_KEY"), "{e}");
+
+    let s = Setup::new(&fake, KEY);
+    let hidden = s.fail(&["get", "acme/secret/plans:v0", "--root", "x"]);
+    let missing = s.fail(&["get", "acme/vision/nothing:v0", "--root", "x"]);
+    assert!(hidden.to_lowercase().contains("not found"), "{hidden}");
+    assert!(missing.to_lowercase().contains("not found"), "{missing}");
+    let v9 = s.fail(&["get", "acme/vision/pets:v9", "--root", "x"]);
+    assert!(v9.to_lowercase().contains("not found"), "{v9}");
+    assert!(!s.path("x").join("labels.csv").exists());
+    assert_eq!(fake.downloads(), 0);
+}

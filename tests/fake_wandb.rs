@@ -1,0 +1,555 @@
+//! A fake Weights & Biases server for tests: the GraphQL operations and file paths the
+//! wandb SDK and hoard use (read from the SDK's source, v0.28–0.31), with failures on
+//! demand: signed URLs that expire (403 until asked for again), 429s, corrupt bytes, a
+//! key that cannot see a project. It counts what it was asked.
+//!
+//! Operations: `Viewer`, `GetDefaultEntity`, `ServerFeaturesQuery` (what `wandb.Api()`
+//! asks first), `ArtifactMembershipByName`, `FetchArtifactManifest`,
+//! `GetArtifactMembershipFileUrls` (with the `fileNames` filter of
+//! `ArtifactMembershipFiles`). Paths: `/manifests/{id}` and `/signed/{generation}/{md5}`
+//! (the signed URLs), `/artifactsV2/…/{md5}/{file}` (authenticated, as the SDK builds it).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use hoard_http::Body;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use md5::Digest as _;
+use serde_json::{Value, json};
+
+/// A file of a version: base64 MD5, size, reference.
+type FakeFile = (String, u64, Option<String>);
+
+/// One version of an artifact.
+struct FakeVersion {
+    entity: String,
+    project: String,
+    name: String,
+    index: u32,
+    id: String,
+    aliases: Vec<String>,
+    files: BTreeMap<String, FakeFile>,
+}
+
+#[derive(Default)]
+struct State {
+    key: String,
+    versions: Vec<FakeVersion>,
+    /// hex MD5 → bytes.
+    blobs: HashMap<String, Vec<u8>>,
+    /// Signed URLs of older generations answer 403.
+    generation: u64,
+    /// GraphQL requests answered 429 before any is served.
+    throttle: u32,
+    /// hex MD5s whose next download sends wrong bytes.
+    corrupt: HashSet<String>,
+    /// `entity/project`s the key cannot see.
+    hidden: HashSet<String>,
+    /// Operations by name; file downloads by path; file names asked for URLs.
+    ops: HashMap<String, u64>,
+    downloads: HashMap<String, u64>,
+    asked_names: Vec<String>,
+    asked_all: u64,
+    expired: u64,
+    page_size: Option<usize>,
+    /// File-URL answers that hand out already expired URLs.
+    stale: u32,
+}
+
+/// The fake, serving on a loopback port until dropped.
+pub struct FakeWandb {
+    pub url: String,
+    state: Arc<Mutex<State>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn b64md5(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(data))
+}
+
+fn hex(b64: &str) -> String {
+    use std::fmt::Write as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap_or_default();
+    bytes.iter().fold(String::new(), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
+impl FakeWandb {
+    /// Starts the fake; requests must carry `Basic api:<key>`.
+    pub fn start(key: &str) -> Self {
+        let state = Arc::new(Mutex::new(State {
+            key: key.to_owned(),
+            ..State::default()
+        }));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = state.clone();
+        let base = url.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let handle = move |request: Request<hyper::body::Incoming>| {
+                    let (state, base) = (served.clone(), base.clone());
+                    async move { handle(&state, &base, request).await }
+                };
+                let _ = hoard_http::serve(listener, handle, async {
+                    let _ = stopped.await;
+                })
+                .await;
+            });
+        });
+        Self {
+            url,
+            state,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Logs a version of `entity/project/name` with these files; returns its index (`vN`).
+    /// Files whose content starts with `ref:` are reference entries to that URI, with the
+    /// MD5 of the rest as digest.
+    pub fn add_version(&self, artifact: &str, files: &[(&str, &[u8])], aliases: &[&str]) -> u32 {
+        let mut state = self.state();
+        let parts: Vec<&str> = artifact.split('/').collect();
+        let index = state
+            .versions
+            .iter()
+            .filter(|v| format!("{}/{}/{}", v.entity, v.project, v.name) == artifact)
+            .count() as u32;
+        for alias in aliases {
+            for v in &mut state.versions {
+                if format!("{}/{}/{}", v.entity, v.project, v.name) == artifact {
+                    v.aliases.retain(|a| a != alias);
+                }
+            }
+        }
+        let id = base64::engine::general_purpose::STANDARD
+            .encode(format!("Artifact:{}", state.versions.len() + 1));
+        let mut listed = BTreeMap::new();
+        for (path, data) in files {
+            let digest = b64md5(data);
+            state.blobs.insert(hex(&digest), data.to_vec());
+            listed.insert((*path).to_owned(), (digest, data.len() as u64, None));
+        }
+        let mut all_aliases: Vec<String> = aliases.iter().map(|a| (*a).to_owned()).collect();
+        all_aliases.push("latest".to_owned());
+        for v in &mut state.versions {
+            if format!("{}/{}/{}", v.entity, v.project, v.name) == artifact {
+                v.aliases.retain(|a| a != "latest");
+            }
+        }
+        state.versions.push(FakeVersion {
+            entity: parts[0].to_owned(),
+            project: parts[1].to_owned(),
+            name: parts[2].to_owned(),
+            index,
+            id,
+            aliases: all_aliases,
+            files: listed,
+        });
+        index
+    }
+
+    /// Makes every signed URL handed out so far answer 403, as expired URLs do.
+    pub fn expire_urls(&self) {
+        self.state().generation += 1;
+    }
+
+    /// The next `n` file-URL answers hand out URLs that have already expired.
+    pub fn stale_urls(&self, n: u32) {
+        self.state().stale = n;
+    }
+
+    /// The next `n` GraphQL requests get 429.
+    pub fn throttle(&self, n: u32) {
+        self.state().throttle = n;
+    }
+
+    /// The next download of this content sends other bytes.
+    pub fn corrupt_once(&self, content: &[u8]) {
+        let digest = hex(&b64md5(content));
+        self.state().corrupt.insert(digest);
+    }
+
+    /// The key cannot see `entity/project`: it resolves to null.
+    pub fn hide(&self, project: &str) {
+        self.state().hidden.insert(project.to_owned());
+    }
+
+    /// File URLs per page when the client asks for more.
+    pub fn page_size(&self, n: usize) {
+        self.state().page_size = Some(n);
+    }
+
+    /// How often the operation `name` was asked.
+    pub fn ops(&self, name: &str) -> u64 {
+        self.state().ops.get(name).copied().unwrap_or(0)
+    }
+
+    /// File downloads served (200/206), by path of the artifact.
+    pub fn downloads(&self) -> u64 {
+        self.state().downloads.values().sum()
+    }
+
+    /// The file names asked for URLs by name; and how many unfiltered pages were asked.
+    pub fn asked(&self) -> (Vec<String>, u64) {
+        let state = self.state();
+        (state.asked_names.clone(), state.asked_all)
+    }
+
+    /// Signed URLs refused as expired.
+    pub fn expired(&self) -> u64 {
+        self.state().expired
+    }
+}
+
+impl Drop for FakeWandb {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(hoard_http::full(body))
+        .expect("a response")
+}
+
+fn data(value: &Value) -> Response<Body> {
+    reply(StatusCode::OK, json!({ "data": value }).to_string())
+}
+
+async fn handle(
+    state: &Arc<Mutex<State>>,
+    base: &str,
+    request: Request<hyper::body::Incoming>,
+) -> Response<Body> {
+    let path = request.uri().path().to_owned();
+    let authorized = {
+        let key = state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .key
+            .clone();
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("api:{key}"))
+        );
+        request
+            .headers()
+            .get("authorization")
+            .is_some_and(|v| v.as_bytes() == expected.as_bytes())
+    };
+    if path == "/graphql" && request.method() == http::Method::POST {
+        if !authorized {
+            return reply(
+                StatusCode::UNAUTHORIZED,
+                r#"{"errors":[{"message":"user is not logged in"}]}"#,
+            );
+        }
+        let body = request
+            .into_body()
+            .collect()
+            .await
+            .map(http_body_util::Collected::to_bytes)
+            .unwrap_or_default();
+        let Ok(asked) = serde_json::from_slice::<Value>(&body) else {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                r#"{"errors":[{"message":"bad JSON"}]}"#,
+            );
+        };
+        return graphql(state, base, &asked);
+    }
+    if request.method() != http::Method::GET {
+        // The SDK's telemetry and anything else: accepted and ignored.
+        return reply(StatusCode::OK, "");
+    }
+    serve_file(state, &request, &path, authorized)
+}
+
+/// `GET` of a manifest or a file.
+fn serve_file(
+    state: &Arc<Mutex<State>>,
+    request: &Request<hyper::body::Incoming>,
+    path: &str,
+    authorized: bool,
+) -> Response<Body> {
+    let range = request
+        .headers()
+        .get("range")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes="))
+        .and_then(|v| v.split_once('-'))
+        .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)));
+    let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(id) = path.strip_prefix("/manifests/") {
+        let Some(version) = state.versions.iter().find(|v| v.id == id) else {
+            return reply(StatusCode::NOT_FOUND, "");
+        };
+        let contents: serde_json::Map<String, Value> = version
+            .files
+            .iter()
+            .map(|(path, (digest, size, reference))| {
+                let mut entry = json!({"digest": digest, "size": size, "birthArtifactID": version.id, "extra": {}});
+                if let Some(uri) = reference {
+                    entry["ref"] = json!(uri);
+                }
+                (path.clone(), entry)
+            })
+            .collect();
+        let manifest = json!({
+            "version": 1,
+            "storagePolicy": "wandb-storage-policy-v1",
+            "storagePolicyConfig": {"storageLayout": "V2"},
+            "contents": contents,
+        });
+        return reply(StatusCode::OK, manifest.to_string());
+    }
+    let md5 = if let Some(rest) = path.strip_prefix("/signed/") {
+        let Some((generation, md5)) = rest.split_once('/') else {
+            return reply(StatusCode::NOT_FOUND, "");
+        };
+        if generation.parse::<u64>().ok() != Some(state.generation) {
+            state.expired += 1;
+            return reply(
+                StatusCode::FORBIDDEN,
+                "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>",
+            );
+        }
+        md5.to_owned()
+    } else if path.starts_with("/artifactsV2/") {
+        if !authorized {
+            return reply(StatusCode::UNAUTHORIZED, "");
+        }
+        let segments: Vec<&str> = path.split('/').collect();
+        segments[segments.len() - 2].to_owned()
+    } else {
+        return reply(StatusCode::NOT_FOUND, "");
+    };
+    let Some(mut bytes) = state.blobs.get(&md5).cloned() else {
+        return reply(StatusCode::NOT_FOUND, "");
+    };
+    *state.downloads.entry(md5.clone()).or_default() += 1;
+    if state.corrupt.remove(&md5) {
+        for b in &mut bytes {
+            *b = b.wrapping_add(1);
+        }
+        if bytes.is_empty() {
+            bytes.push(0);
+        }
+    }
+    match range {
+        Some((start, end)) if start <= end && end < bytes.len() => Response::builder()
+            .status(StatusCode::PARTIAL_CONTENT)
+            .header(
+                "content-range",
+                format!("bytes {start}-{end}/{}", bytes.len()),
+            )
+            .body(hoard_http::full(bytes[start..=end].to_vec()))
+            .expect("a response"),
+        _ => Response::builder()
+            .status(StatusCode::OK)
+            .body(hoard_http::full(bytes))
+            .expect("a response"),
+    }
+}
+
+fn project_info(v: &FakeVersion) -> Value {
+    json!({"id": "UHJvamVjdDox", "internalId": "1", "name": v.project, "entity": {"name": v.entity}})
+}
+
+/// The SDK's `ArtifactFragment` and `ArtifactMembershipFragment`, filled in.
+fn membership(v: &FakeVersion) -> Value {
+    let size: u64 = v.files.values().map(|f| f.1).sum();
+    let collection =
+        json!({"__typename": "ArtifactSequence", "name": v.name, "project": project_info(v)});
+    let aliases: Vec<Value> = v
+        .aliases
+        .iter()
+        .map(|a| json!({"__typename": "ArtifactAlias", "id": format!("QWxpYXM6{a}"), "alias": a}))
+        .collect();
+    json!({
+        "__typename": "ArtifactCollectionMembership",
+        "id": format!("TWVtYmVyc2hpcDp{}", v.index),
+        "versionIndex": v.index,
+        "createdAt": "2026-11-01T00:00:00",
+        "aliases": aliases,
+        "artifactCollection": collection,
+        "artifact": {
+            "__typename": "Artifact",
+            "id": v.id,
+            "artifactSequence": collection,
+            "versionIndex": v.index,
+            "artifactType": {"name": "dataset"},
+            "description": null,
+            "metadata": "{\"rows\": 3}",
+            "ttlDurationSeconds": -1,
+            "ttlIsInherited": true,
+            "tags": [],
+            "historyStep": null,
+            "state": "COMMITTED",
+            "size": size,
+            "digest": "0123456789abcdef",
+            "digestAlgorithm": "MANIFEST_MD5",
+            "commitHash": null,
+            "fileCount": v.files.len(),
+            "createdAt": "2026-11-01T00:00:00",
+            "updatedAt": null,
+            "aliases": aliases,
+        }
+    })
+}
+
+fn graphql(state: &Arc<Mutex<State>>, base: &str, asked: &Value) -> Response<Body> {
+    let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+    if state.throttle > 0 {
+        state.throttle -= 1;
+        return Response::builder()
+            .status(StatusCode::TOO_MANY_REQUESTS)
+            .header("retry-after", "0")
+            .body(hoard_http::full(
+                r#"{"errors":[{"message":"rate limit exceeded"}]}"#,
+            ))
+            .expect("a response");
+    }
+    let query = asked["query"].as_str().unwrap_or_default();
+    let op = asked["operationName"]
+        .as_str()
+        .map(str::to_owned)
+        .or_else(|| {
+            query
+                .split_whitespace()
+                .skip_while(|w| *w != "query")
+                .nth(1)
+                .map(|w| w.split(['(', '{']).next().unwrap_or(w).to_owned())
+        })
+        .unwrap_or_default();
+    *state.ops.entry(op.clone()).or_default() += 1;
+    let vars = &asked["variables"];
+    let var = |name: &str| vars[name].as_str().unwrap_or_default().to_owned();
+    let visible = |state: &State, entity: &str, project: &str| {
+        !state.hidden.contains(&format!("{entity}/{project}"))
+    };
+    match op.as_str() {
+        "Viewer" | "GetDefaultEntity" => data(&json!({"viewer": {
+            "id": "VXNlcjox", "entity": "e", "username": "tester", "email": "t@example.com",
+            "flags": null, "teams": {"edges": []}
+        }})),
+        "ServerFeaturesQuery" => data(&json!({"serverInfo": {"features": []}})),
+        "ArtifactMembershipByName" => {
+            let (entity, project, name) = (var("entity"), var("project"), var("name"));
+            if !visible(&state, &entity, &project) {
+                return data(&json!({"project": null}));
+            }
+            let (collection, tag) = name.split_once(':').unwrap_or((&name, "latest"));
+            let found = state.versions.iter().find(|v| {
+                v.entity == entity
+                    && v.project == project
+                    && v.name == collection
+                    && (format!("v{}", v.index) == tag || v.aliases.iter().any(|a| a == tag))
+            });
+            data(&json!({"project": {"artifactCollectionMembership": found.map(membership)}}))
+        }
+        "FetchArtifactManifest" => {
+            let id = var("id");
+            let found = state.versions.iter().any(|v| v.id == id);
+            data(&json!({"artifact": found.then(|| json!({
+                "currentManifest": {"file": {"directUrl": format!("{base}/manifests/{id}")}}
+            }))}))
+        }
+        "GetArtifactMembershipFileUrls" => file_urls(&mut state, base, vars),
+        _ => reply(
+            StatusCode::OK,
+            json!({"errors": [{"message": format!("unknown operation `{op}`")}]}).to_string(),
+        ),
+    }
+}
+
+fn file_urls(state: &mut State, base: &str, vars: &Value) -> Response<Body> {
+    let var = |name: &str| vars[name].as_str().unwrap_or_default().to_owned();
+    let (entity, project, collection, alias) = (
+        var("entity"),
+        var("project"),
+        var("collection"),
+        var("alias"),
+    );
+    let names: Option<Vec<String>> = vars["fileNames"].as_array().map(|a| {
+        a.iter()
+            .filter_map(|n| n.as_str().map(str::to_owned))
+            .collect()
+    });
+    match &names {
+        Some(names) => state.asked_names.extend(names.iter().cloned()),
+        None => state.asked_all += 1,
+    }
+    let per_page = vars["perPage"].as_u64().unwrap_or(50) as usize;
+    let per_page = state.page_size.map_or(per_page, |p| p.min(per_page));
+    let start: usize = vars["cursor"]
+        .as_str()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let generation = if state.stale > 0 {
+        state.stale -= 1;
+        state.generation.wrapping_sub(1)
+    } else {
+        state.generation
+    };
+    let Some(version) = state.versions.iter().find(|v| {
+        v.entity == entity
+            && v.project == project
+            && v.name == collection
+            && (format!("v{}", v.index) == alias || v.aliases.contains(&alias))
+    }) else {
+        return data(&json!({"project": {"artifactCollection": null}}));
+    };
+    let files: Vec<(&String, &FakeFile)> = version
+        .files
+        .iter()
+        .filter(|(path, _)| names.as_ref().is_none_or(|n| n.contains(path)))
+        .collect();
+    let page: Vec<Value> = files
+        .iter()
+        .skip(start)
+        .take(per_page)
+        .map(|(path, (digest, _, _))| {
+            json!({"node": {"__typename": "File", "name": path,
+                "directUrl": format!("{base}/signed/{generation}/{}", hex(digest))}})
+        })
+        .collect();
+    let end = start + page.len();
+    data(&json!({"project": {"artifactCollection": {
+        "__typename": "ArtifactSequence",
+        "artifactMembership": {"files": {
+            "pageInfo": {"__typename": "PageInfo", "endCursor": end.to_string(), "hasNextPage": end < files.len()},
+            "edges": page,
+        }}
+    }}}))
+}
