@@ -396,6 +396,14 @@ fn membership(v: &FakeVersion) -> Value {
         .iter()
         .map(|a| json!({"__typename": "ArtifactAlias", "id": format!("QWxpYXM6{a}"), "alias": a}))
         .collect();
+    // The artifact's aliases carry their collection (`CollectionInfoFragment`), the
+    // membership's do not.
+    let artifact_aliases: Vec<Value> = v
+        .aliases
+        .iter()
+        .map(|a| json!({"__typename": "ArtifactAlias", "id": format!("QWxpYXM6{a}"), "alias": a,
+            "artifactCollection": {"__typename": "ArtifactSequence", "name": v.name, "project": project_info(v)}}))
+        .collect();
     json!({
         "__typename": "ArtifactCollectionMembership",
         "id": format!("TWVtYmVyc2hpcDp{}", v.index),
@@ -423,7 +431,7 @@ fn membership(v: &FakeVersion) -> Value {
             "fileCount": v.files.len(),
             "createdAt": "2026-11-01T00:00:00",
             "updatedAt": null,
-            "aliases": aliases,
+            "aliases": artifact_aliases,
         }
     })
 }
@@ -443,6 +451,7 @@ fn graphql(state: &Arc<Mutex<State>>, base: &str, asked: &Value) -> Response<Bod
     let query = asked["query"].as_str().unwrap_or_default();
     let op = asked["operationName"]
         .as_str()
+        .filter(|name| !name.is_empty())
         .map(str::to_owned)
         .or_else(|| {
             query

@@ -211,3 +211,78 @@ fn bad_keys_hidden_projects_and_missing_versions_are_clear_errors() {
     assert!(!s.path("x").join("labels.csv").exists());
     assert_eq!(fake.downloads(), 0);
 }
+
+/// The fake is faithful: the real wandb SDK (`scripts/wandb-sdk` installs it; the README's
+/// test command sets `HOARD_WANDB_PYTHON`) downloads a version from it, and hoard gets the
+/// same bytes.
+#[test]
+fn the_real_wandb_sdk_downloads_from_the_fake() {
+    let python = std::env::var("HOARD_WANDB_PYTHON").expect(
+        "HOARD_WANDB_PYTHON names a Python with the wandb SDK: run scripts/test, or export HOARD_WANDB_PYTHON=$(scripts/wandb-sdk)",
+    );
+    let fake = FakeWandb::start(KEY);
+    let files = dataset();
+    add(&fake, "acme/vision/pets", &files, &["best"]);
+    let s = Setup::new(&fake, KEY);
+    let sdk_root = s.path("sdk");
+    let home = s.path("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let script = format!(
+        "import wandb\n\
+         a = wandb.Api().artifact('acme/vision/pets:v0')\n\
+         print(a.version, a.download({root:?}))\n",
+        root = sdk_root.to_str().unwrap()
+    );
+    let out = std::process::Command::new(python)
+        .args(["-c", &script])
+        .env("WANDB_BASE_URL", &fake.url)
+        .env("WANDB_API_KEY", KEY)
+        .env("HOME", &home)
+        .env("WANDB_CACHE_DIR", home.join("cache"))
+        .env("WANDB_CONFIG_DIR", home.join("config"))
+        .env("WANDB_DATA_DIR", home.join("data"))
+        .env("WANDB_SILENT", "true")
+        .current_dir(&home)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the wandb SDK failed against the fake:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("v0 "));
+    assert_tree(&sdk_root, &files);
+    assert!(fake.ops("ArtifactMembershipByName") >= 1);
+    assert!(fake.ops("GetArtifactMembershipFileUrls") >= 1);
+
+    let got = s.get("acme/vision/pets:v0", "hoard", &[]);
+    assert_eq!(got["files"], files.len());
+    for (path, _) in &files {
+        assert_eq!(
+            std::fs::read(sdk_root.join(path)).unwrap(),
+            std::fs::read(s.path("hoard").join(path)).unwrap(),
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn a_pinned_wandb_version_survives_gc() {
+    let fake = FakeWandb::start(KEY);
+    let files = dataset();
+    add(&fake, "acme/vision/pets", &files, &[]);
+    let s = Setup::new(&fake, KEY);
+    let pin = hoard_json(&s.daemon.socket, &s.dir, &["pin", "acme/vision/pets:v0"]);
+    assert_eq!(pin["version"], "v0");
+    let gc = hoard_json(&s.daemon.socket, &s.dir, &["gc", "--target", "0"]);
+    assert_eq!(gc["evicted_blobs"], 0, "{gc}");
+    drop(fake);
+    let got = s.get("acme/vision/pets:v0", "a", &[]);
+    assert_eq!(got["fetched_blobs"], 0);
+    assert_tree(&s.path("a"), &files);
+    // Unpinned, the blobs can go.
+    hoard_json(&s.daemon.socket, &s.dir, &["unpin", "acme/vision/pets:v0"]);
+    let gc = hoard_json(&s.daemon.socket, &s.dir, &["gc", "--target", "0"]);
+    assert!(gc["evicted_blobs"].as_u64().unwrap() > 0, "{gc}");
+}

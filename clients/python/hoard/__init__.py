@@ -109,7 +109,8 @@ class Entry:
         self._artifact = artifact
         self.path: str = raw["path"]
         self.size: int = raw["size"]
-        self.digest: str = raw["digest"]
+        #: blake3 of the bytes; for a W&B file not downloaded yet, W&B's ``md5:…``.
+        self.digest: str = raw.get("digest") or raw.get("upstream_digest") or ""
         #: The URI of a reference entry (``https://``, ``file://``, ``s3://``), else None.
         self.ref: Optional[str] = raw.get("ref")
 

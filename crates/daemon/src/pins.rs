@@ -45,6 +45,33 @@ fn pin_of(version: &Version) -> Pin {
 }
 
 impl Daemon {
+    /// The blobs a pin of this version holds: its manifest's, or for a foreign version
+    /// (W&B) the blobs its files are bound to (all of them, once it was fetched whole).
+    async fn pinned_keys(&self, found: &crate::daemon::Found) -> Result<Vec<BlobKey>, ApiError> {
+        let Some(foreign) = &found.foreign else {
+            return Ok(blob_keys(&found.version.manifest));
+        };
+        let mut manifest = Manifest::new();
+        for entry in crate::foreign::listed(&self.store, foreign).await? {
+            let digest = entry.digest.ok_or_else(|| {
+                ApiError::internal(format!(
+                    "`{}` is not cached after fetching the version",
+                    entry.path
+                ))
+            })?;
+            manifest.entries.insert(
+                entry.path,
+                hoard_types::Entry {
+                    digest,
+                    exec: false,
+                    reference: None,
+                    size: entry.size,
+                },
+            );
+        }
+        Ok(blob_keys(&manifest))
+    }
+
     /// Fetches what is missing of a version, then pins it.
     pub(crate) async fn pin(self: &Arc<Self>, asked: &PinRequest) -> Result<Pin, ApiError> {
         let found = self
@@ -62,6 +89,7 @@ impl Daemon {
         };
         self.materialize(&found, &all, None, hoard_store::LinkMode::Auto, &events)
             .await?;
+        let keys = self.pinned_keys(&found).await?;
         let version = found.version;
         let pin = pin_of(&version);
         let _turn = self.pin_turn.lock().await;
@@ -70,7 +98,7 @@ impl Daemon {
         blocking(move || {
             let key = key(&version);
             if store.get_record(Table::Pins, &key)?.is_none() {
-                store.pin(&blob_keys(&version.manifest))?;
+                store.pin(&keys)?;
                 store.put_record(Table::Pins, &key, &record)?;
             }
             Ok(())
@@ -88,6 +116,7 @@ impl Daemon {
                 asked.project.as_deref(),
             )
             .await?;
+        let keys = self.pinned_keys(&found).await?;
         let version = found.version;
         let pin = pin_of(&version);
         let _turn = self.pin_turn.lock().await;
@@ -97,7 +126,7 @@ impl Daemon {
             if store.get_record(Table::Pins, &key)?.is_none() {
                 return Ok(false);
             }
-            store.unpin(&blob_keys(&version.manifest))?;
+            store.unpin(&keys)?;
             store.remove_record(Table::Pins, &key)?;
             Ok(true)
         })
