@@ -54,6 +54,7 @@ struct State {
     asked_names: Vec<String>,
     asked_all: u64,
     expired: u64,
+    fallbacks: u64,
     page_size: Option<usize>,
     /// File-URL answers that hand out already expired URLs.
     stale: u32,
@@ -126,8 +127,8 @@ impl FakeWandb {
     }
 
     /// Logs a version of `entity/project/name` with these files; returns its index (`vN`).
-    /// Files whose content starts with `ref:` are reference entries to that URI, with the
-    /// MD5 of the rest as digest.
+    /// A file whose content is `ref:file:///path` is a reference entry to that file,
+    /// logged with its MD5 and size.
     pub fn add_version(&self, artifact: &str, files: &[(&str, &[u8])], aliases: &[&str]) -> u32 {
         let mut state = self.state();
         let parts: Vec<&str> = artifact.split('/').collect();
@@ -147,6 +148,19 @@ impl FakeWandb {
             .encode(format!("Artifact:{}", state.versions.len() + 1));
         let mut listed = BTreeMap::new();
         for (path, data) in files {
+            if let Some(uri) = data.strip_prefix(b"ref:") {
+                // A reference entry, logged with the MD5 and size of the file it names.
+                let uri = String::from_utf8(uri.to_vec()).expect("a UTF-8 URI");
+                let local = uri
+                    .strip_prefix("file://")
+                    .expect("file:// references only");
+                let bytes = std::fs::read(local).expect("the referenced file exists");
+                listed.insert(
+                    (*path).to_owned(),
+                    (b64md5(&bytes), bytes.len() as u64, Some(uri)),
+                );
+                continue;
+            }
             let digest = b64md5(data);
             state.blobs.insert(hex(&digest), data.to_vec());
             listed.insert((*path).to_owned(), (digest, data.len() as u64, None));
@@ -215,6 +229,11 @@ impl FakeWandb {
     pub fn asked(&self) -> (Vec<String>, u64) {
         let state = self.state();
         (state.asked_names.clone(), state.asked_all)
+    }
+
+    /// Files fetched by the authenticated path, without a signed URL.
+    pub fn fallbacks(&self) -> u64 {
+        self.state().fallbacks
     }
 
     /// Signed URLs refused as expired.
@@ -349,6 +368,7 @@ fn serve_file(
         if !authorized {
             return reply(StatusCode::UNAUTHORIZED, "");
         }
+        state.fallbacks += 1;
         let segments: Vec<&str> = path.split('/').collect();
         segments[segments.len() - 2].to_owned()
     } else {

@@ -286,3 +286,53 @@ fn a_pinned_wandb_version_survives_gc() {
     let gc = hoard_json(&s.daemon.socket, &s.dir, &["gc", "--target", "0"]);
     assert!(gc["evicted_blobs"].as_u64().unwrap() > 0, "{gc}");
 }
+
+#[test]
+fn many_pages_of_urls_and_reference_entries() {
+    let fake = FakeWandb::start(KEY);
+    fake.page_size(3);
+    let s = Setup::new(&fake, KEY);
+    let local = s.path("weights.bin");
+    std::fs::write(&local, b"weights kept outside W&B").unwrap();
+    let mut files = dataset();
+    files.push((
+        "model/weights.bin".into(),
+        format!("ref:file://{}", local.display()).into_bytes(),
+    ));
+    add(&fake, "acme/vision/pets", &files, &[]);
+
+    let got = s.get("acme/vision/pets:v0", "a", &[]);
+    assert_eq!(got["files"], files.len());
+    assert_tree(&s.path("a"), &files[..files.len() - 1]);
+    assert_eq!(
+        std::fs::read(s.path("a/model/weights.bin")).unwrap(),
+        b"weights kept outside W&B"
+    );
+    // Eight distinct stored files (the reference is not asked for), by name, in pages of
+    // three: three queries, every file's URL found (none fetched by the fallback path).
+    let (names, pages) = fake.asked();
+    assert_eq!(pages, 0);
+    assert_eq!(fake.ops("GetArtifactMembershipFileUrls"), 3);
+    assert!(!names.iter().any(|n| n.starts_with("model/")), "{names:?}");
+    assert_eq!(fake.fallbacks(), 0);
+    let ls = hoard_on(&s.daemon.socket, &s.dir, &["ls", "acme/vision/pets:v0"]);
+    let ls = String::from_utf8_lossy(&ls.stdout);
+    assert!(ls.contains(&format!("file://{}", local.display())), "{ls}");
+
+    // Cached, the verified bytes are served even if the referenced file changes. A cache
+    // that never saw them refuses a changed file: it no longer has the logged MD5.
+    std::fs::write(&local, b"WEIGHTS KEPT OUTSIDE W&B").unwrap();
+    let again = s.get("acme/vision/pets:v0", "b", &["--file", "model/weights.bin"]);
+    assert_eq!(again["fetched_blobs"], 0);
+    let fresh = Setup::new(&fake, KEY);
+    let e = fresh.fail(&[
+        "get",
+        "acme/vision/pets:v0",
+        "--file",
+        "model/weights.bin",
+        "--root",
+        "c",
+    ]);
+    assert!(e.contains("md5:"), "{e}");
+    assert!(!fresh.path("c/model/weights.bin").exists());
+}

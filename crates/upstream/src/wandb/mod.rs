@@ -475,9 +475,10 @@ impl WandbClient {
             paths.chunks(NAMES_PER_QUERY).map(Some).collect()
         };
         for names in batches {
-            // A server that keeps saying "next page" cannot keep us here: no more pages
-            // than the files could fill, plus one.
-            let limit = version.entries.len() / self.inner.page_size as usize + 2;
+            // A server that keeps saying "next page" cannot keep us here: every page must
+            // bring a file, so there are no more pages than files, plus one. (A server may
+            // send fewer per page than asked.)
+            let limit = version.entries.len() + 1;
             let mut cursor = None;
             for _ in 0..limit {
                 let data: graphql::FileUrlData = self
@@ -504,6 +505,9 @@ impl WandbClient {
                     .ok_or_else(|| Error::NotFound {
                         what: format!("{what} (the version is gone from W&B?)"),
                     })?;
+                if files.edges.is_empty() {
+                    break;
+                }
                 for node in files.edges.into_iter().filter_map(|e| e.node) {
                     if let Some(url) = node.url
                         && wanted.contains(node.name.as_str())
