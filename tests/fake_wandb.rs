@@ -58,6 +58,10 @@ struct State {
     page_size: Option<usize>,
     /// File-URL answers that hand out already expired URLs.
     stale: u32,
+    /// The S3-compatible endpoint's objects, by `bucket/key`.
+    objects: HashMap<String, Vec<u8>>,
+    /// S3 requests refused for want of a signature.
+    unsigned: u64,
 }
 
 /// The fake, serving on a loopback port until dropped.
@@ -128,7 +132,8 @@ impl FakeWandb {
 
     /// Logs a version of `entity/project/name` with these files; returns its index (`vN`).
     /// A file whose content is `ref:file:///path` is a reference entry to that file,
-    /// logged with its MD5 and size.
+    /// logged with its MD5 and size; `ref:s3://bucket/key` one to an object of the fake's
+    /// S3 endpoint ([`Self::put_object`]), logged with its ETag.
     pub fn add_version(&self, artifact: &str, files: &[(&str, &[u8])], aliases: &[&str]) -> u32 {
         let mut state = self.state();
         let parts: Vec<&str> = artifact.split('/').collect();
@@ -149,11 +154,27 @@ impl FakeWandb {
         let mut listed = BTreeMap::new();
         for (path, data) in files {
             if let Some(uri) = data.strip_prefix(b"ref:") {
-                // A reference entry, logged with the MD5 and size of the file it names.
                 let uri = String::from_utf8(uri.to_vec()).expect("a UTF-8 URI");
+                if let Some(object) = uri.strip_prefix("gs://") {
+                    // Logged with the object's base64 MD5, as W&B logs GCS references.
+                    let bytes = state.objects.get(object).expect("put_object first").clone();
+                    listed.insert(
+                        (*path).to_owned(),
+                        (b64md5(&bytes), bytes.len() as u64, Some(uri)),
+                    );
+                    continue;
+                }
+                if let Some(object) = uri.strip_prefix("s3://") {
+                    // Logged with the object's ETag, as W&B logs S3 references.
+                    let bytes = state.objects.get(object).expect("put_object first").clone();
+                    let etag = hex(&b64md5(&bytes));
+                    listed.insert((*path).to_owned(), (etag, bytes.len() as u64, Some(uri)));
+                    continue;
+                }
+                // A reference entry, logged with the MD5 and size of the file it names.
                 let local = uri
                     .strip_prefix("file://")
-                    .expect("file:// references only");
+                    .expect("file:// or s3:// references");
                 let bytes = std::fs::read(local).expect("the referenced file exists");
                 listed.insert(
                     (*path).to_owned(),
@@ -187,6 +208,20 @@ impl FakeWandb {
     /// Makes every signed URL handed out so far answer 403, as expired URLs do.
     pub fn expire_urls(&self) {
         self.state().generation += 1;
+    }
+
+    /// Stores an object at `s3://bucket/key` of the fake's S3-compatible endpoint (its
+    /// root, path-style: set `AWS_ENDPOINT_URL` to [`Self::url`]), also served as
+    /// `gs://bucket/key` by its GCS JSON API (`STORAGE_EMULATOR_HOST`, token `gcs-token`).
+    pub fn put_object(&self, bucket_key: &str, data: &[u8]) {
+        self.state()
+            .objects
+            .insert(bucket_key.to_owned(), data.to_vec());
+    }
+
+    /// S3 requests refused because they were not signed with the expected key id.
+    pub fn unsigned(&self) -> u64 {
+        self.state().unsigned
     }
 
     /// The next `n` file-URL answers hand out URLs that have already expired.
@@ -371,8 +406,10 @@ fn serve_file(
         state.fallbacks += 1;
         let segments: Vec<&str> = path.split('/').collect();
         segments[segments.len() - 2].to_owned()
+    } else if let Some(object) = path.strip_prefix("/storage/v1/b/") {
+        return serve_gcs(&mut state, request, object, range);
     } else {
-        return reply(StatusCode::NOT_FOUND, "");
+        return serve_object(&mut state, request, path, range);
     };
     let Some(mut bytes) = state.blobs.get(&md5).cloned() else {
         return reply(StatusCode::NOT_FOUND, "");
@@ -386,8 +423,17 @@ fn serve_file(
             bytes.push(0);
         }
     }
+    ranged(bytes, range, None)
+}
+
+/// The bytes, or the asked range of them (206), with an ETag when given.
+fn ranged(bytes: Vec<u8>, range: Option<(usize, usize)>, etag: Option<String>) -> Response<Body> {
+    let builder = match etag {
+        Some(etag) => Response::builder().header("etag", etag),
+        None => Response::builder(),
+    };
     match range {
-        Some((start, end)) if start <= end && end < bytes.len() => Response::builder()
+        Some((start, end)) if start <= end && end < bytes.len() => builder
             .status(StatusCode::PARTIAL_CONTENT)
             .header(
                 "content-range",
@@ -395,7 +441,7 @@ fn serve_file(
             )
             .body(hoard_http::full(bytes[start..=end].to_vec()))
             .expect("a response"),
-        _ => Response::builder()
+        _ => builder
             .status(StatusCode::OK)
             .body(hoard_http::full(bytes))
             .expect("a response"),
@@ -581,4 +627,67 @@ fn file_urls(state: &mut State, base: &str, vars: &Value) -> Response<Body> {
             "edges": page,
         }}
     }}}))
+}
+
+/// A path-style S3 `GET /bucket/key`, which must carry a `SigV4` authorization with the
+/// fake's key id (`AKIDFAKE`) and the headers it signs. (The signature itself is checked
+/// against botocore's in `hoard-upstream`'s unit tests.)
+fn serve_object(
+    state: &mut State,
+    request: &Request<hyper::body::Incoming>,
+    path: &str,
+    range: Option<(usize, usize)>,
+) -> Response<Body> {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
+    let signed = header("authorization").starts_with("AWS4-HMAC-SHA256 Credential=AKIDFAKE/")
+        && header("authorization").contains("SignedHeaders=host;x-amz-content-sha256;x-amz-date")
+        && header("x-amz-date").len() == 16
+        && !header("x-amz-content-sha256").is_empty();
+    if !signed {
+        state.unsigned += 1;
+        return reply(
+            StatusCode::FORBIDDEN,
+            "<Error><Code>AccessDenied</Code></Error>",
+        );
+    }
+    let Some(bytes) = state.objects.get(path.trim_start_matches('/')).cloned() else {
+        return reply(
+            StatusCode::NOT_FOUND,
+            "<Error><Code>NoSuchKey</Code></Error>",
+        );
+    };
+    let etag = format!("\"{}\"", hex(&b64md5(&bytes)));
+    ranged(bytes, range, Some(etag))
+}
+
+/// A GCS JSON API `GET /storage/v1/b/{bucket}/o/{object}?alt=media` with the bearer token
+/// `gcs-token`.
+fn serve_gcs(
+    state: &mut State,
+    request: &Request<hyper::body::Incoming>,
+    rest: &str,
+    range: Option<(usize, usize)>,
+) -> Response<Body> {
+    let authorized = request
+        .headers()
+        .get("authorization")
+        .is_some_and(|v| v.as_bytes() == b"Bearer gcs-token");
+    if !authorized || request.uri().query() != Some("alt=media") {
+        state.unsigned += 1;
+        return reply(StatusCode::UNAUTHORIZED, r#"{"error":{"code":401}}"#);
+    }
+    let Some((bucket, object)) = rest.split_once("/o/") else {
+        return reply(StatusCode::NOT_FOUND, "");
+    };
+    let object = object.replace("%2F", "/");
+    let Some(bytes) = state.objects.get(&format!("{bucket}/{object}")).cloned() else {
+        return reply(StatusCode::NOT_FOUND, r#"{"error":{"code":404}}"#);
+    };
+    ranged(bytes, range, None)
 }

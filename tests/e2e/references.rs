@@ -105,7 +105,8 @@ fn references_are_fetched_from_their_uri_and_checked() {
     assert!(err.contains("c.bin") || err.contains("bytes"), "{err}");
     assert!(!t.join("stale/c.bin").exists());
 
-    // A scheme hoard cannot fetch yet: refused by name, before anything is fetched.
+    // `s3://` without credentials for the daemon: refused by name, before anything is
+    // fetched.
     commit(
         &registry.url,
         "acme/vision/s3",

@@ -336,3 +336,71 @@ fn many_pages_of_urls_and_reference_entries() {
     assert!(e.contains("md5:"), "{e}");
     assert!(!fresh.path("c/model/weights.bin").exists());
 }
+
+#[test]
+fn s3_and_gs_references_are_fetched_with_the_daemons_credentials() {
+    let fake = FakeWandb::start(KEY);
+    let weights = b"model weights in a bucket".repeat(40);
+    fake.put_object("models/resnet/weights.bin", &weights);
+    let tokenizer = b"a tokenizer in a GCS bucket".to_vec();
+    fake.put_object("nlp/tok/vocab.json", &tokenizer);
+    let mut files = dataset();
+    files.push((
+        "model/weights.bin".into(),
+        b"ref:s3://models/resnet/weights.bin".to_vec(),
+    ));
+    files.push((
+        "model/vocab.json".into(),
+        b"ref:gs://nlp/tok/vocab.json".to_vec(),
+    ));
+    add(&fake, "acme/vision/pets", &files, &[]);
+
+    // Without credentials: refused before anything is fetched, naming what to set.
+    let bare = Setup::new(&fake, KEY);
+    let e = bare.fail(&["get", "acme/vision/pets:v0", "--root", "x"]);
+    assert!(e.contains("GOOGLE_OAUTH_ACCESS_TOKEN"), "{e}");
+    let e = bare.fail(&[
+        "get",
+        "acme/vision/pets:v0",
+        "--file",
+        "model/weights.bin",
+        "--root",
+        "x",
+    ]);
+    assert!(e.contains("AWS_ACCESS_KEY_ID"), "{e}");
+    assert_eq!(fake.downloads(), 0);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let daemon = DaemonProcess::start_env(
+        &dir.join("sock"),
+        &dir.join("cache"),
+        &format!("wandb+{}", fake.url),
+        &[],
+        &[
+            ("WANDB_API_KEY", KEY),
+            ("AWS_ACCESS_KEY_ID", "AKIDFAKE"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ("AWS_ENDPOINT_URL", &fake.url),
+            ("GOOGLE_OAUTH_ACCESS_TOKEN", "gcs-token"),
+            ("STORAGE_EMULATOR_HOST", &fake.url),
+        ],
+    );
+    let root = dir.join("a");
+    let got = hoard_json(
+        &daemon.socket,
+        dir,
+        &[
+            "get",
+            "acme/vision/pets:v0",
+            "--root",
+            root.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(got["files"], files.len());
+    assert_eq!(
+        std::fs::read(root.join("model/weights.bin")).unwrap(),
+        weights
+    );
+    assert_eq!(fake.unsigned(), 0);
+}

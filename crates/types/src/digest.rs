@@ -146,7 +146,8 @@ impl fmt::Debug for ForeignDigest {
     }
 }
 
-fn hex_encode(bytes: &[u8]) -> String {
+/// Lowercase hex of any bytes.
+pub fn hex_encode(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for &b in bytes {

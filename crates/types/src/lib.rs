@@ -18,7 +18,7 @@ pub mod registry;
 mod text;
 mod version;
 
-pub use digest::{Digest, ForeignDigest, truncate};
+pub use digest::{Digest, ForeignDigest, hex_encode, truncate};
 pub use error::Error;
 pub use foreign::{ForeignEntry, ForeignVersion};
 pub use manifest::{Entry, Manifest, PathPrefix};

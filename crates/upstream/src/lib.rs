@@ -24,6 +24,7 @@ mod http;
 pub mod local;
 pub mod reference;
 mod registry;
+mod s3;
 mod upstream;
 pub mod wandb;
 

@@ -2,8 +2,10 @@
 //! rather than in the upstream's blob store. [`reference`] gives an [`Upstream`] whose
 //! only call is `fetch_blob`, so the fetch engine treats a reference like any blob:
 //! streamed, resumed, fetched in ranges, and checked against the manifest's digest and
-//! size before it becomes visible. Other schemes (`s3://`, `gs://`) are refused with a
-//! message naming the scheme.
+//! size before it becomes visible. `s3://` is fetched with the daemon's AWS credentials
+//! (requests signed by `s3.rs`), `gs://` with its OAuth access token
+//! (`GOOGLE_OAUTH_ACCESS_TOKEN`); other schemes are refused with a message naming the
+//! scheme, and so are `s3://`/`gs://` without credentials.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
@@ -43,15 +45,10 @@ fn open(uri: &str, allow_files: bool) -> Result<Source, Error> {
     match scheme {
         "http" | "https" => {
             reqwest::Url::parse(uri).map_err(|e| refuse(e.to_string()))?;
-            let http = reqwest::Client::builder()
-                .connect_timeout(std::time::Duration::from_secs(10))
-                .read_timeout(std::time::Duration::from_secs(30))
-                .user_agent(concat!("hoard/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| refuse(e.to_string()))?;
             Ok(Source::Http(HttpReference {
                 uri: uri.to_owned(),
-                http,
+                http: client().map_err(|e| refuse(e.to_string()))?,
+                auth: Auth::None,
             }))
         }
         "file" => {
@@ -73,11 +70,66 @@ fn open(uri: &str, allow_files: bool) -> Result<Source, Error> {
                 path: path.into(),
             }))
         }
+        "s3" => {
+            let s3 = crate::s3::S3::from_env().ok_or_else(|| {
+                refuse(
+                    "`s3://` references need credentials: set `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` for the daemon (and `AWS_REGION`, or `AWS_ENDPOINT_URL` for an S3-compatible server)"
+                        .to_owned(),
+                )
+            })?;
+            let (bucket, key) = uri["s3://".len()..]
+                .split_once('/')
+                .filter(|(bucket, key)| !bucket.is_empty() && !key.is_empty())
+                .ok_or_else(|| refuse("expected `s3://BUCKET/KEY`".to_owned()))?;
+            // Signed per request (the signature holds the time); checked once here.
+            s3.get(bucket, key, std::time::SystemTime::now())
+                .map_err(refuse)?;
+            Ok(Source::Http(HttpReference {
+                uri: uri.to_owned(),
+                http: client().map_err(|e| refuse(e.to_string()))?,
+                auth: Auth::S3(s3, bucket.to_owned(), key.to_owned()),
+            }))
+        }
+        "gs" => {
+            let token = std::env::var("GOOGLE_OAUTH_ACCESS_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| {
+                    refuse(
+                        "`gs://` references need credentials: set `GOOGLE_OAUTH_ACCESS_TOKEN` for the daemon (e.g. from `gcloud auth print-access-token`; `STORAGE_EMULATOR_HOST` for an emulator)"
+                            .to_owned(),
+                    )
+                })?;
+            let mut token = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| refuse("the access token is not a valid header value".to_owned()))?;
+            token.set_sensitive(true);
+            let (bucket, object) = uri["gs://".len()..]
+                .split_once('/')
+                .filter(|(bucket, object)| !bucket.is_empty() && !object.is_empty())
+                .ok_or_else(|| refuse("expected `gs://BUCKET/OBJECT`".to_owned()))?;
+            let endpoint = std::env::var("STORAGE_EMULATOR_HOST")
+                .ok()
+                .filter(|e| !e.is_empty())
+                .unwrap_or_else(|| "https://storage.googleapis.com".to_owned());
+            // The JSON API names an object by its whole name, `/` included, encoded.
+            let url = format!(
+                "{}/storage/v1/b/{}/o/{}?alt=media",
+                endpoint.trim_end_matches('/'),
+                crate::s3::encode(bucket, false),
+                crate::s3::encode(object, false)
+            );
+            reqwest::Url::parse(&url).map_err(|e| refuse(e.to_string()))?;
+            Ok(Source::Http(HttpReference {
+                uri: uri.to_owned(),
+                http: client().map_err(|e| refuse(e.to_string()))?,
+                auth: Auth::Bearer(url, token),
+            }))
+        }
         "" => Err(refuse(
             "a reference must be a URI such as `https://…`".to_owned(),
         )),
         other => Err(refuse(format!(
-            "references with the scheme `{other}://` are not supported yet (https, http and file are)"
+            "references with the scheme `{other}://` are not supported yet (https, http, file, s3 and gs are)"
         ))),
     }
 }
@@ -85,6 +137,25 @@ fn open(uri: &str, allow_files: bool) -> Result<Source, Error> {
 struct HttpReference {
     uri: String,
     http: reqwest::Client,
+    auth: Auth,
+}
+
+/// How a reference's requests are made.
+enum Auth {
+    /// A plain `GET` of the URI.
+    None,
+    /// `s3://`: the credentials that sign each request, the bucket and the key.
+    S3(crate::s3::S3, String, String),
+    /// `gs://`: a `GET` of this JSON API URL with this OAuth access token.
+    Bearer(String, reqwest::header::HeaderValue),
+}
+
+fn client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .read_timeout(std::time::Duration::from_secs(30))
+        .user_agent(concat!("hoard/", env!("CARGO_PKG_VERSION")))
+        .build()
 }
 
 struct FileReference {
@@ -175,7 +246,27 @@ impl HttpReference {
     /// GETs `range` of a resource of `size` bytes.
     async fn open(&self, range: Range<u64>, size: u64) -> Result<HttpBody, Error> {
         let whole = range.start == 0 && range.end == size;
-        let mut request = self.http.get(&self.uri);
+        let mut request = match &self.auth {
+            Auth::None => self.http.get(&self.uri),
+            Auth::S3(s3, bucket, key) => {
+                let signed =
+                    s3.get(bucket, key, std::time::SystemTime::now())
+                        .map_err(|reason| Error::Url {
+                            url: self.uri.clone(),
+                            reason,
+                        })?;
+                signed
+                    .headers
+                    .into_iter()
+                    .fold(self.http.get(&signed.url), |r, (name, value)| {
+                        r.header(name, value)
+                    })
+            }
+            Auth::Bearer(url, token) => self
+                .http
+                .get(url)
+                .header(reqwest::header::AUTHORIZATION, token.clone()),
+        };
         if !whole {
             request = request.header(
                 reqwest::header::RANGE,
@@ -338,7 +429,7 @@ impl ChunkSource for FileBody {
 
 /// A reference entry of a foreign version (W&B): checked against the MD5 it was logged
 /// with, or for an `http(s)://` reference logged with an ETag, against the ETag the server
-/// sends now. `s3://`, `gs://` and other schemes are refused with a message naming them.
+/// sends now.
 pub(crate) fn foreign_reference(
     uri: &str,
     path: &hoard_types::RelPath,

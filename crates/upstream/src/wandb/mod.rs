@@ -536,7 +536,7 @@ impl WandbClient {
         let ForeignDigest::Md5(md5) = &entry.digest else {
             return None;
         };
-        let hex = ForeignDigest::Md5(*md5).to_string()["md5:".len()..].to_owned();
+        let hex = hoard_types::hex_encode(md5);
         let base = &self.inner.base;
         let storage = version.storage.as_deref().unwrap_or("V1");
         if storage == "V1" {
@@ -559,18 +559,7 @@ impl WandbClient {
 
 /// Percent-encodes one path segment.
 fn enc(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for b in segment.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            const HEX: &[u8; 16] = b"0123456789ABCDEF";
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0xf)]));
-        }
-    }
-    out
+    crate::s3::encode(segment, false)
 }
 
 fn messages(errors: &[graphql::GraphqlError]) -> String {
