@@ -404,3 +404,42 @@ fn s3_and_gs_references_are_fetched_with_the_daemons_credentials() {
     );
     assert_eq!(fake.unsigned(), 0);
 }
+
+/// A caller's own W&B key travels with its request: the daemon asks W&B with that key
+/// before handing out cached files.
+#[test]
+fn a_callers_key_is_checked_with_wandb_even_for_cached_files() {
+    let fake = FakeWandb::start(KEY);
+    let files = dataset();
+    add(&fake, "acme/vision/pets", &files, &[]);
+    let s = Setup::new(&fake, KEY);
+    s.get("acme/vision/pets:v0", "warm", &[]);
+    let as_caller = |token: &str, root: &str| {
+        std::process::Command::new(hoard_tests::binary("hoard"))
+            .args(["get", "acme/vision/pets:v0", "--root", root])
+            .env("HOARD_SOCKET", &s.daemon.socket)
+            .env("HOARD_TOKEN", token)
+            .current_dir(&s.dir)
+            .output()
+            .unwrap()
+    };
+    let refused = as_caller("someone-elses-key", "refused");
+    assert!(!refused.status.success());
+    let e = String::from_utf8_lossy(&refused.stderr);
+    assert!(e.contains("refused the credential"), "{e}");
+    assert!(!s.path("refused/labels.csv").exists());
+    let memberships = fake.ops("ArtifactMembershipByName");
+    let allowed = as_caller(KEY, "allowed");
+    assert!(
+        allowed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+    assert_tree(&s.path("allowed"), &files);
+    assert_eq!(
+        fake.ops("ArtifactMembershipByName"),
+        memberships + 1,
+        "asked once, with the caller's key"
+    );
+    assert_eq!(fake.downloads(), 7, "nothing downloaded again");
+}
