@@ -23,6 +23,10 @@ struct Setup {
 
 impl Setup {
     fn new(fake: &FakeWandb, key: &str) -> Self {
+        Self::with_args(fake, key, &[])
+    }
+
+    fn with_args(fake: &FakeWandb, key: &str, args: &[&str]) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_owned();
         let upstream = format!("wandb+{}", fake.url);
@@ -30,7 +34,7 @@ impl Setup {
             &dir.join("sock"),
             &dir.join("cache"),
             &upstream,
-            &[],
+            args,
             &[("WANDB_API_KEY", key)],
         );
         Self {
@@ -442,4 +446,23 @@ fn a_callers_key_is_checked_with_wandb_even_for_cached_files() {
         "asked once, with the caller's key"
     );
     assert_eq!(fake.downloads(), 7, "nothing downloaded again");
+}
+
+/// A large file is fetched as parallel byte ranges, then checked against its MD5 as a
+/// whole; a corrupt range fails the check and the file is fetched again.
+#[test]
+fn large_files_come_in_parallel_ranges_and_are_checked_whole() {
+    let fake = FakeWandb::start(KEY);
+    let big: Vec<u8> = (0..(3 << 20) + 12_345u32)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let files = vec![("model.bin".to_owned(), big.clone())];
+    add(&fake, "acme/vision/model", &files, &[]);
+    let s = Setup::with_args(&fake, KEY, &["--large-blob-mib", "1", "--range-mib", "1"]);
+    fake.corrupt_once(&big);
+    let got = s.get("acme/vision/model:v0", "a", &[]);
+    assert_eq!(got["fetched_blobs"], 1);
+    assert_eq!(std::fs::read(s.path("a/model.bin")).unwrap(), big);
+    // Four ranges of 1 MiB, twice: the first attempt had a corrupt range.
+    assert_eq!(fake.downloads(), 8);
 }

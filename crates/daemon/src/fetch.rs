@@ -370,7 +370,20 @@ impl Fetcher {
             let store = self.store.clone();
             let source = source.clone();
             let handle = tokio::runtime::Handle::current();
+            let ranges = self.ranges;
             let result = tokio::task::spawn_blocking(move || {
+                if size >= ranges.threshold
+                    && let Some(md5) = source.md5()
+                {
+                    return fetch_foreign_parts(
+                        &store,
+                        source.as_ref(),
+                        &handle,
+                        size,
+                        ranges,
+                        md5,
+                    );
+                }
                 let mut stream = handle.block_on(source.fetch_foreign())?;
                 let mut writer = store.writer(false, None)?;
                 while let Some(chunk) = handle.block_on(stream.next_chunk())? {
@@ -533,32 +546,85 @@ fn fetch_ranges(
     size: u64,
     ranges: Ranges,
 ) -> Result<Option<(Staged, u64)>, ApiError> {
-    use futures_util::{StreamExt, TryStreamExt};
     if store.missing(&[key])?.is_empty() {
         return Ok(None);
     }
     // Parts must be a power of two long for their hashes to combine (see
     // `hoard_store::PartedWriter`): the configured range size, rounded down.
     let step = 1u64 << ranges.size.max(1 << 20).ilog2();
-    let writer = store.parted_writer(key.exec, key.digest, size, step)?;
-    let writer_ref = &writer;
+    let writer = store.parted_writer(key.exec, Some(key.digest), size, step)?;
+    let writer = fill_parts(writer, handle, ranges.parallel, |range| {
+        upstream.fetch_blob(&key.digest, size, Some(range))
+    })?;
+    Ok(Some((writer.finish_staged()?, size)))
+}
+
+/// Fetches every part of `writer`, `parallel` at a time, each with the stream `open`
+/// gives for its range; on failure, drops what was written.
+fn fill_parts<'s, 'u>(
+    writer: hoard_store::PartedWriter<'s>,
+    handle: &tokio::runtime::Handle,
+    parallel: usize,
+    open: impl Fn(
+        std::ops::Range<u64>,
+    ) -> hoard_upstream::BoxFuture<
+        'u,
+        Result<hoard_upstream::BlobStream, hoard_upstream::Error>,
+    >,
+) -> Result<hoard_store::PartedWriter<'s>, ApiError> {
+    use futures_util::{StreamExt, TryStreamExt};
+    let (writer_ref, open) = (&writer, &open);
     let fetched = handle.block_on(
         futures_util::stream::iter(writer.ranges().into_iter().enumerate())
             .map(|(index, range)| async move {
                 let mut part = writer_ref.part(index);
-                let mut stream = upstream.fetch_blob(&key.digest, size, Some(range)).await?;
+                let mut stream = open(range).await?;
                 while let Some(chunk) = stream.next_chunk().await? {
                     part.write(&chunk)?;
                 }
                 part.finish()?;
                 Ok::<_, ApiError>(())
             })
-            .buffer_unordered(ranges.parallel.max(1))
+            .buffer_unordered(parallel.max(1))
             .try_collect::<()>(),
     );
-    if let Err(e) = fetched {
-        writer.discard();
-        return Err(e);
+    match fetched {
+        Ok(()) => Ok(writer),
+        Err(e) => {
+            writer.discard();
+            Err(e)
+        }
     }
-    Ok(Some((writer.finish_staged()?, size)))
+}
+
+/// A large file known only by its MD5, as parallel byte ranges into one private file (its
+/// blake3 digest merged from the parts' hashes), then read back once to check the MD5: MD5
+/// cannot be computed from parts that arrive out of order.
+fn fetch_foreign_parts(
+    store: &Store,
+    source: &dyn FileSource,
+    handle: &tokio::runtime::Handle,
+    size: u64,
+    ranges: Ranges,
+    md5: [u8; 16],
+) -> Result<Staged, ApiError> {
+    use md5::Digest as _;
+    let step = 1u64 << ranges.size.max(1 << 20).ilog2();
+    let writer = store.parted_writer(false, None, size, step)?;
+    let writer = fill_parts(writer, handle, ranges.parallel, |range| {
+        source.fetch_part(range)
+    })?;
+    let mut hasher = md5::Md5::new();
+    writer.read_back(|bytes| hasher.update(bytes))?;
+    let actual: [u8; 16] = hasher.finalize().into();
+    if actual != md5 {
+        writer.discard();
+        return Err(hoard_upstream::Error::ForeignMismatch {
+            blob: source.describe(),
+            expected: ForeignDigest::Md5(md5).to_string(),
+            actual: ForeignDigest::Md5(actual).to_string(),
+        }
+        .into());
+    }
+    Ok(writer.finish_staged()?)
 }

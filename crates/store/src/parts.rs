@@ -25,7 +25,9 @@ use crate::store::Store;
 /// A blob being written in parts; see the module docs.
 pub struct PartedWriter<'s> {
     writer: BlobWriter<'s>,
-    digest: Digest,
+    /// `None`: not known yet (a file an upstream names by its own digest); the blob is
+    /// named by what the parts hash to.
+    digest: Option<Digest>,
     size: u64,
     step: u64,
     /// The hasher of each part once the part is complete.
@@ -42,27 +44,29 @@ pub struct Part<'p, 's> {
 }
 
 impl Store {
-    /// Starts writing the blob `digest` (`size` bytes) as parts of `step` bytes each (the
-    /// last one shorter), which must be a power of two of at least 1 KiB.
+    /// Starts writing the blob `digest` (`size` bytes; `None`: a blob whose digest is not
+    /// known yet) as parts of `step` bytes each (the last one shorter), which must be a
+    /// power of two of at least 1 KiB.
     pub fn parted_writer(
         &self,
         exec: bool,
-        digest: Digest,
+        digest: Option<Digest>,
         size: u64,
         step: u64,
     ) -> Result<PartedWriter<'_>> {
+        let name = digest.map_or_else(|| "(not known yet)".to_owned(), |d| d.to_string());
         if !step.is_power_of_two() || step < blake3::CHUNK_LEN as u64 {
             return Err(Error::Parts {
-                digest: digest.to_string(),
+                digest: name,
                 reason: format!(
                     "a part size must be a power of two of at least {} bytes, not {step}",
                     blake3::CHUNK_LEN
                 ),
             });
         }
-        let writer = self.writer(exec, Some((digest, size)))?;
+        let writer = self.writer(exec, digest.map(|d| (d, size)))?;
         let parts = usize::try_from(size.div_ceil(step).max(1)).map_err(|_| Error::Parts {
-            digest: digest.to_string(),
+            digest: name,
             reason: format!("too many parts of {step} bytes"),
         })?;
         Ok(PartedWriter {
@@ -106,6 +110,7 @@ impl<'s> PartedWriter<'s> {
     /// digest, then stages the blob like [`BlobWriter::finish_staged`]. Wrong bytes are
     /// removed.
     pub fn finish_staged(self) -> Result<Staged> {
+        let digest = self.name();
         let done = self
             .done
             .into_inner()
@@ -113,7 +118,7 @@ impl<'s> PartedWriter<'s> {
         let Some(hashers) = done.into_iter().collect::<Option<Vec<_>>>() else {
             self.writer.discard();
             return Err(Error::Parts {
-                digest: self.digest.to_string(),
+                digest,
                 reason: "a part was not written".into(),
             });
         };
@@ -124,6 +129,31 @@ impl<'s> PartedWriter<'s> {
     /// Drops what was written.
     pub fn discard(self) {
         self.writer.discard();
+    }
+
+    /// Reads the bytes written so far, in order, in chunks: for a caller that must check
+    /// them against another digest (W&B's MD5) before [`Self::finish_staged`].
+    pub fn read_back(&self, mut each: impl FnMut(&[u8])) -> Result<()> {
+        let mut buf = vec![0; 1 << 20];
+        let mut at = 0;
+        while at < self.size {
+            let n = self
+                .writer
+                .file()
+                .read_at(&mut buf, at)
+                .io("read back", self.writer.path())?;
+            if n == 0 {
+                break;
+            }
+            each(&buf[..n]);
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    fn name(&self) -> String {
+        self.digest
+            .map_or_else(|| "(not known yet)".to_owned(), |d| d.to_string())
     }
 }
 
@@ -164,7 +194,7 @@ impl Part<'_, '_> {
         let end = self.at + data.len() as u64;
         if end > self.range.end {
             return Err(Error::SizeMismatch {
-                digest: self.parent.digest.to_string(),
+                digest: self.parent.name(),
                 expected: self.range.end - self.range.start,
                 actual: end - self.range.start,
             });
@@ -183,7 +213,7 @@ impl Part<'_, '_> {
     pub fn finish(self) -> Result<()> {
         if self.at != self.range.end {
             return Err(Error::SizeMismatch {
-                digest: self.parent.digest.to_string(),
+                digest: self.parent.name(),
                 expected: self.range.end - self.range.start,
                 actual: self.at - self.range.start,
             });

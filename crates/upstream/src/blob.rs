@@ -92,6 +92,20 @@ impl BlobStream {
         }
     }
 
+    /// A byte range of a file whose digest is not known yet: counted, not hashed (the
+    /// caller checks the file it assembles).
+    pub(crate) fn part(range: Range<u64>, what: String, source: Box<dyn ChunkSource>) -> Self {
+        Self {
+            digest: Digest::from_bytes([0; 32]),
+            range,
+            received: 0,
+            hasher: None,
+            source,
+            done: false,
+            what,
+        }
+    }
+
     /// The whole of a file that only its size can be checked against here (a reference
     /// whose ETag was checked when it was opened): the caller hashes it with blake3.
     pub(crate) fn sized(size: u64, what: String, source: Box<dyn ChunkSource>) -> Self {

@@ -506,6 +506,25 @@ impl crate::FileSource for ForeignReference {
         })
     }
 
+    fn fetch_part(&self, range: Range<u64>) -> BoxFuture<'_, Result<BlobStream, Error>> {
+        Box::pin(async move {
+            let size = self.entry.size;
+            let range = crate::wandb::check_part(&range, size, &self.what)?;
+            let body: Box<dyn ChunkSource> = match &self.source {
+                Source::Http(http) => Box::new(http.open(range.clone(), size).await?),
+                Source::File(file) => Box::new(file.open(range.clone()).await?),
+            };
+            Ok(BlobStream::part(range, self.what.clone(), body))
+        })
+    }
+
+    fn md5(&self) -> Option<[u8; 16]> {
+        match self.entry.digest {
+            hoard_types::ForeignDigest::Md5(md5) => Some(md5),
+            _ => None,
+        }
+    }
+
     fn into_upstream(self: Arc<Self>) -> Arc<dyn Upstream> {
         self
     }

@@ -107,6 +107,14 @@ pub trait FileSource: Upstream {
     /// The whole file, checked against the upstream's digest of it.
     fn fetch_foreign(&self) -> BoxFuture<'_, Result<BlobStream, Error>>;
 
+    /// A byte range of the file, only counted: the caller checks the whole (see
+    /// [`Self::md5`]).
+    fn fetch_part(&self, range: Range<u64>) -> BoxFuture<'_, Result<BlobStream, Error>>;
+
+    /// The MD5 the upstream claims for the file, when it names it by one: a caller that
+    /// fetched it in parts checks the assembled bytes against it.
+    fn md5(&self) -> Option<[u8; 16]>;
+
     fn into_upstream(self: Arc<Self>) -> Arc<dyn Upstream>;
 }
 

@@ -335,7 +335,7 @@ fn parts_are_hashed_as_written_checked_and_staged() {
     // Parts arrive out of order, each in two writes.
     let writer = cache
         .store
-        .parted_writer(false, digest, size, 1024)
+        .parted_writer(false, Some(digest), size, 1024)
         .unwrap();
     let ranges = writer.ranges();
     assert_eq!(ranges.len(), 6);
@@ -373,7 +373,7 @@ fn parts_are_hashed_as_written_checked_and_staged() {
     let other: Vec<u8> = data.iter().map(|b| b ^ 1).collect();
     let writer = cache
         .store
-        .parted_writer(true, Digest::of(&other), size, 2048)
+        .parted_writer(true, Some(Digest::of(&other)), size, 2048)
         .unwrap();
     for (i, range) in writer.ranges().into_iter().enumerate() {
         let source = if i == 1 { &data } else { &other };
@@ -389,7 +389,7 @@ fn parts_are_hashed_as_written_checked_and_staged() {
     // A short part cannot be finished, and a blob with a missing part is refused.
     let writer = cache
         .store
-        .parted_writer(false, digest, size, 4096)
+        .parted_writer(false, Some(digest), size, 4096)
         .unwrap();
     let mut part = writer.part(0);
     part.write(&data[..100]).unwrap();
@@ -406,7 +406,7 @@ fn parts_are_hashed_as_written_checked_and_staged() {
         assert!(
             cache
                 .store
-                .parted_writer(false, digest, size, step)
+                .parted_writer(false, Some(digest), size, step)
                 .is_err()
         );
     }

@@ -888,8 +888,39 @@ impl FileSource for WandbFile {
         })
     }
 
+    fn fetch_part(&self, range: Range<u64>) -> BoxFuture<'_, Result<BlobStream, Error>> {
+        Box::pin(async move {
+            let range = check_part(&range, self.entry.size, &self.what())?;
+            let this = Arc::new(self.clone_parts());
+            Ok(BlobStream::part(
+                range.clone(),
+                this.what(),
+                this.body(range.end),
+            ))
+        })
+    }
+
+    fn md5(&self) -> Option<[u8; 16]> {
+        match self.entry.digest {
+            ForeignDigest::Md5(md5) => Some(md5),
+            _ => None,
+        }
+    }
+
     fn into_upstream(self: Arc<Self>) -> Arc<dyn Upstream> {
         self
+    }
+}
+
+/// A part must lie within the file.
+pub(crate) fn check_part(range: &Range<u64>, size: u64, what: &str) -> Result<Range<u64>, Error> {
+    if range.start < range.end && range.end <= size {
+        Ok(range.clone())
+    } else {
+        Err(Error::Protocol {
+            upstream: what.to_owned(),
+            reason: format!("bytes {}..{} of a file of {size}", range.start, range.end),
+        })
     }
 }
 
