@@ -43,9 +43,9 @@ const SMALL_BLOB: u64 = 1 << 20;
 /// of 20,000 small files.
 const INLINE_WRITE: u64 = 64 << 10;
 
-/// What a finished fetch tells everyone who waited: the bytes downloaded (`None` if the
-/// blob turned out to be cached already), or why it failed.
-type Outcome = Option<Result<Option<u64>, ApiError>>;
+/// Fetches under way by key: what each one's waiters will be told when it ends (`None`
+/// until then).
+type Inflight<K, T> = Mutex<HashMap<K, watch::Receiver<Option<Result<T, ApiError>>>>>;
 
 /// Counters for `status` and `/metrics`.
 #[derive(Debug, Default)]
@@ -118,15 +118,13 @@ pub(crate) struct Fetcher {
     pending: Mutex<Vec<Staged>>,
     /// One commit at a time (see the module docs).
     commit_turn: tokio::sync::Mutex<()>,
-    inflight: Mutex<HashMap<BlobKey, watch::Receiver<Outcome>>>,
-    /// Fetches of files known only by a foreign digest (W&B's MD5), until committed.
-    inflight_foreign: Mutex<HashMap<ForeignDigest, watch::Receiver<ForeignOutcome>>>,
+    /// Blob fetches: the bytes downloaded (`None` if the blob turned out to be cached).
+    inflight: Inflight<BlobKey, Option<u64>>,
+    /// Fetches of files known only by a foreign digest (W&B's MD5), until committed: the
+    /// blob the bytes turned out to be, and the bytes downloaded.
+    inflight_foreign: Inflight<ForeignDigest, (BlobKey, Option<u64>)>,
     pub(crate) counters: FetchCounters,
 }
-
-/// What a finished foreign fetch tells everyone who waited: the blob the bytes turned out
-/// to be, and the bytes downloaded.
-type ForeignOutcome = Option<Result<(BlobKey, Option<u64>), ApiError>>;
 
 /// Attempts at a file whose bytes did not match the upstream's digest (or broke off).
 const FOREIGN_ATTEMPTS: u32 = 3;
@@ -166,46 +164,72 @@ impl Fetcher {
         size: u64,
         source: Option<Arc<dyn Upstream>>,
     ) -> Result<Option<u64>, ApiError> {
+        let this = self.clone();
+        self.coalesced(
+            |f| &f.inflight,
+            key,
+            Option::clone,
+            move || async move {
+                let upstream = source.unwrap_or_else(|| this.upstream.clone());
+                this.fetch(key, size, upstream).await
+            },
+        )
+        .await
+    }
+
+    /// One fetch per key, however many callers wait for it: the first caller starts
+    /// `start()` in a detached task (a caller that goes away does not cancel it) and
+    /// registers it in the map `inflight` picks; later callers wait on the same channel.
+    /// A fetch that staged bytes (`downloaded` says how many) keeps its entry until
+    /// [`Self::commit_now`]; counters and failure kinds are recorded here.
+    async fn coalesced<K, T, F>(
+        self: &Arc<Self>,
+        inflight: fn(&Self) -> &Inflight<K, T>,
+        key: K,
+        downloaded: fn(&T) -> Option<u64>,
+        start: impl FnOnce() -> F,
+    ) -> Result<T, ApiError>
+    where
+        K: std::hash::Hash + Eq + Clone + std::fmt::Display + Send + Sync + 'static,
+        T: Clone + Send + Sync + 'static,
+        F: std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
+    {
         let mut outcome = {
-            let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(existing) = inflight.get(&key) {
+            let mut map = inflight(self)
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(existing) = map.get(&key) {
                 existing.clone()
             } else {
                 let (tx, rx) = watch::channel(None);
-                inflight.insert(key, rx.clone());
-                let this = self.clone();
+                map.insert(key.clone(), rx.clone());
+                let (this, work, key) = (self.clone(), start(), key.clone());
                 tokio::spawn(async move {
                     let started = std::time::Instant::now();
-                    let upstream = source.unwrap_or_else(|| this.upstream.clone());
-                    let result = this.fetch(key, size, upstream).await;
-                    if matches!(result, Ok(Some(_))) {
+                    let result = work.await;
+                    let fetched = result.as_ref().ok().and_then(downloaded);
+                    if let Some(bytes) = fetched {
                         this.counters.seconds.observe(started.elapsed());
+                        this.counters.fetched_blobs.fetch_add(1, Ordering::Relaxed);
+                        this.counters
+                            .fetched_bytes
+                            .fetch_add(bytes, Ordering::Relaxed);
                     }
-                    match &result {
-                        Ok(Some(bytes)) => {
-                            this.counters.fetched_blobs.fetch_add(1, Ordering::Relaxed);
-                            this.counters
-                                .fetched_bytes
-                                .fetch_add(*bytes, Ordering::Relaxed);
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            this.counters.failed.fetch_add(1, Ordering::Relaxed);
-                            *this
-                                .counters
-                                .failures
-                                .lock()
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .entry(e.kind)
-                                .or_default() += 1;
-                            tracing::warn!(%key, error = %e, "fetch failed");
-                        }
+                    if let Err(e) = &result {
+                        this.counters.failed.fetch_add(1, Ordering::Relaxed);
+                        *this
+                            .counters
+                            .failures
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .entry(e.kind)
+                            .or_default() += 1;
+                        tracing::warn!(%key, error = %e, "fetch failed");
                     }
-                    // A staged blob keeps its entry until it is committed.
-                    let staged = matches!(result, Ok(Some(_)));
                     let _ = tx.send(Some(result));
-                    if !staged {
-                        this.inflight
+                    // A staged blob keeps its entry until it is committed.
+                    if fetched.is_none() {
+                        inflight(&this)
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
                             .remove(&key);
@@ -217,7 +241,7 @@ impl Fetcher {
         let done = outcome
             .wait_for(Option::is_some)
             .await
-            .map_err(|_| ApiError::internal(format!("the fetch of blob `{key}` was lost")))?;
+            .map_err(|_| ApiError::internal(format!("the fetch of `{key}` was lost")))?;
         done.clone()
             .unwrap_or_else(|| Err(ApiError::internal("unreachable: waited for an outcome")))
     }
@@ -294,60 +318,10 @@ impl Fetcher {
         size: u64,
         source: Arc<dyn FileSource>,
     ) -> Result<(BlobKey, Option<u64>), ApiError> {
-        let mut outcome = {
-            let mut inflight = self
-                .inflight_foreign
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if let Some(existing) = inflight.get(&digest) {
-                existing.clone()
-            } else {
-                let (tx, rx) = watch::channel(None);
-                inflight.insert(digest.clone(), rx.clone());
-                let this = self.clone();
-                tokio::spawn(async move {
-                    let started = std::time::Instant::now();
-                    let result = this.fetch_foreign(&digest, size, source).await;
-                    let staged = match &result {
-                        Ok((_, Some(bytes))) => {
-                            this.counters.seconds.observe(started.elapsed());
-                            this.counters.fetched_blobs.fetch_add(1, Ordering::Relaxed);
-                            this.counters
-                                .fetched_bytes
-                                .fetch_add(*bytes, Ordering::Relaxed);
-                            true
-                        }
-                        Ok((_, None)) => true,
-                        Err(e) => {
-                            this.counters.failed.fetch_add(1, Ordering::Relaxed);
-                            *this
-                                .counters
-                                .failures
-                                .lock()
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .entry(e.kind)
-                                .or_default() += 1;
-                            tracing::warn!(%digest, error = %e, "fetch failed");
-                            false
-                        }
-                    };
-                    let _ = tx.send(Some(result));
-                    if !staged {
-                        this.inflight_foreign
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .remove(&digest);
-                    }
-                });
-                rx
-            }
-        };
-        let done = outcome
-            .wait_for(Option::is_some)
+        let (this, key) = (self.clone(), digest.clone());
+        let start = move || async move { this.fetch_foreign(&digest, size, source).await };
+        self.coalesced(|f| &f.inflight_foreign, key, |(_, bytes)| *bytes, start)
             .await
-            .map_err(|_| ApiError::internal("a fetch was lost"))?;
-        done.clone()
-            .unwrap_or_else(|| Err(ApiError::internal("unreachable: waited for an outcome")))
     }
 
     /// Streams a file checked against its foreign digest into a new blob and stages it
