@@ -2,12 +2,16 @@
 //! errors, 429 (after its `Retry-After`) and 5xx are tried again with exponential backoff
 //! and jitter; the caller turns any other answer into its own [`Error`].
 
+use std::ops::Range;
 use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
 
 use reqwest::header;
 use reqwest::{RequestBuilder, Response, StatusCode};
 
-use crate::{Error, RetryPolicy};
+use crate::blob::ChunkSource;
+use crate::{BoxFuture, Error, RetryPolicy};
 
 /// Why [`send`] gave up.
 pub(crate) enum Failure {
@@ -115,5 +119,76 @@ pub(crate) async fn read_bounded(
                 });
             }
         }
+    }
+}
+
+/// Opens a byte range of one remote file.
+pub(crate) trait OpenRange: Send + Sync {
+    fn open_range(&self, range: Range<u64>) -> BoxFuture<'_, Result<Response, Error>>;
+}
+
+/// A body that resumes with `Range` where a broken connection left off, up to the retry
+/// policy's number of times, with its backoff.
+pub(crate) struct Resuming<O> {
+    opener: O,
+    end: u64,
+    retry: RetryPolicy,
+    /// Names the upstream in errors.
+    base: String,
+    response: Option<Response>,
+    /// Mid-body failures so far.
+    breaks: u32,
+}
+
+impl<O: OpenRange> Resuming<O> {
+    /// A body up to `end`; `response`: the first range, already opened (so that its
+    /// errors are the caller's), or `None` to open it on the first read.
+    pub(crate) fn new(
+        opener: O,
+        end: u64,
+        retry: RetryPolicy,
+        base: String,
+        response: Option<Response>,
+    ) -> Self {
+        Self {
+            opener,
+            end,
+            retry,
+            base,
+            response,
+            breaks: 0,
+        }
+    }
+}
+
+impl<O: OpenRange> ChunkSource for Resuming<O> {
+    fn next_chunk(&mut self, offset: u64) -> BoxFuture<'_, Result<Option<Bytes>, Error>> {
+        Box::pin(async move {
+            loop {
+                if offset >= self.end {
+                    return Ok(None);
+                }
+                if self.response.is_none() {
+                    self.response = Some(self.opener.open_range(offset..self.end).await?);
+                }
+                let response = self.response.as_mut().expect("opened above");
+                match response.chunk().await {
+                    Ok(chunk) => return Ok(chunk),
+                    Err(e) => {
+                        self.response = None;
+                        if self.breaks >= self.retry.retries {
+                            return Err(Error::Unreachable {
+                                url: self.base.clone(),
+                                attempts: self.breaks + 1,
+                                source: Box::new(e),
+                            });
+                        }
+                        tracing::debug!(offset, error = %e, "body broke off; resuming");
+                        tokio::time::sleep(self.retry.backoff(self.breaks)).await;
+                        self.breaks += 1;
+                    }
+                }
+            }
+        })
     }
 }

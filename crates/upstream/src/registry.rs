@@ -306,51 +306,19 @@ async fn read_problem(mut response: Response) -> Option<Problem> {
     serde_json::from_slice(&body).ok()
 }
 
-/// A blob body that resumes with `Range` where a broken connection left off.
-struct HttpChunks {
+/// One blob of the registry, opened by range for [`crate::http::Resuming`].
+struct BlobRange {
     client: RegistryClient,
     digest: Digest,
     size: u64,
-    end: u64,
-    response: Option<Response>,
-    /// Mid-body failures so far; bounded by the retry policy.
-    breaks: u32,
 }
 
-impl ChunkSource for HttpChunks {
-    fn next_chunk(&mut self, offset: u64) -> BoxFuture<'_, Result<Option<Bytes>, Error>> {
-        Box::pin(async move {
-            loop {
-                if offset >= self.end {
-                    return Ok(None);
-                }
-                if self.response.is_none() {
-                    let opened = self
-                        .client
-                        .open_blob(&self.digest, self.size, offset, self.end)
-                        .await?;
-                    self.response = Some(opened);
-                }
-                let response = self.response.as_mut().expect("opened above");
-                match response.chunk().await {
-                    Ok(chunk) => return Ok(chunk),
-                    Err(e) => {
-                        self.response = None;
-                        let retry = &self.client.inner.retry;
-                        if self.breaks >= retry.retries {
-                            return Err(Error::Unreachable {
-                                url: self.client.inner.base.clone(),
-                                attempts: self.breaks + 1,
-                                source: Box::new(e),
-                            });
-                        }
-                        tracing::debug!(digest = %self.digest, offset, error = %e, "blob body broke off; resuming");
-                        tokio::time::sleep(retry.backoff(self.breaks)).await;
-                        self.breaks += 1;
-                    }
-                }
-            }
-        })
+impl crate::http::OpenRange for BlobRange {
+    fn open_range(&self, range: Range<u64>) -> BoxFuture<'_, Result<Response, Error>> {
+        Box::pin(
+            self.client
+                .open_blob(&self.digest, self.size, range.start, range.end),
+        )
     }
 }
 
@@ -507,14 +475,18 @@ impl Upstream for RegistryClient {
                 return Ok(BlobStream::new(*digest, size, range, Box::new(Empty)));
             }
             let response = self.open_blob(digest, size, range.start, range.end).await?;
-            let source = HttpChunks {
+            let opener = BlobRange {
                 client: self.clone(),
                 digest: *digest,
                 size,
-                end: range.end,
-                response: Some(response),
-                breaks: 0,
             };
+            let source = crate::http::Resuming::new(
+                opener,
+                range.end,
+                self.inner.retry.clone(),
+                self.inner.base.clone(),
+                Some(response),
+            );
             Ok(BlobStream::new(*digest, size, range, Box::new(source)))
         })
     }

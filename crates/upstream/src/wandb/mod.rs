@@ -18,7 +18,6 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use bytes::Bytes;
 use hoard_types::registry::{CommitRequest, Committed, VersionList};
 use hoard_types::{
     ArtifactName, Digest, ForeignDigest, ForeignEntry, ForeignVersion, RelPath, Selector, Version,
@@ -37,8 +36,6 @@ pub const DEFAULT_BASE_URL: &str = "https://api.wandb.ai";
 const MAX_JSON: usize = 1 << 30;
 /// Names asked for in one file-URL query.
 const NAMES_PER_QUERY: usize = 500;
-/// How many times a broken file body is resumed.
-const RESUMES: u32 = 5;
 
 /// Settings of a [`WandbClient`].
 #[derive(Clone, Debug)]
@@ -821,12 +818,14 @@ impl WandbFile {
     }
 
     fn body(self: &Arc<Self>, end: u64) -> Box<dyn ChunkSource> {
-        Box::new(FileBody {
-            file: self.clone(),
-            response: None,
+        let inner = &self.client.inner;
+        Box::new(crate::http::Resuming::new(
+            self.clone(),
             end,
-            breaks: 0,
-        })
+            inner.retry.clone(),
+            inner.base.clone(),
+            None,
+        ))
     }
 }
 
@@ -924,42 +923,8 @@ pub(crate) fn check_part(range: &Range<u64>, size: u64, what: &str) -> Result<Ra
     }
 }
 
-/// A file's body that resumes with `Range` where a broken connection left off.
-struct FileBody {
-    file: Arc<WandbFile>,
-    response: Option<Response>,
-    end: u64,
-    breaks: u32,
-}
-
-impl ChunkSource for FileBody {
-    fn next_chunk(&mut self, offset: u64) -> BoxFuture<'_, Result<Option<Bytes>, Error>> {
-        Box::pin(async move {
-            loop {
-                if offset >= self.end {
-                    return Ok(None);
-                }
-                if self.response.is_none() {
-                    self.response = Some(self.file.open(offset..self.end).await?);
-                }
-                let response = self.response.as_mut().expect("opened above");
-                match response.chunk().await {
-                    Ok(chunk) => return Ok(chunk),
-                    Err(e) => {
-                        self.response = None;
-                        if self.breaks >= RESUMES {
-                            return Err(Error::Unreachable {
-                                url: self.file.client.inner.base.clone(),
-                                attempts: self.breaks + 1,
-                                source: Box::new(e),
-                            });
-                        }
-                        let retry = &self.file.client.inner.retry;
-                        tokio::time::sleep(retry.backoff(self.breaks)).await;
-                        self.breaks += 1;
-                    }
-                }
-            }
-        })
+impl crate::http::OpenRange for Arc<WandbFile> {
+    fn open_range(&self, range: Range<u64>) -> BoxFuture<'_, Result<Response, Error>> {
+        Box::pin(self.open(range))
     }
 }
