@@ -25,12 +25,10 @@ const FILE_CHUNK: usize = 1 << 20;
 /// The source of one reference entry; `allow_files` says whether `file://` may be read (a
 /// daemon serving other users must not read local files on their behalf).
 pub fn reference(uri: &str, allow_files: bool) -> Result<Arc<dyn Upstream>, Error> {
-    Ok(match open(uri, allow_files)? {
-        Source::Http(http) => Arc::new(http),
-        Source::File(file) => Arc::new(file),
-    })
+    Ok(Arc::new(open(uri, allow_files)?))
 }
 
+/// Where a reference's bytes are.
 enum Source {
     Http(HttpReference),
     File(FileReference),
@@ -221,9 +219,26 @@ macro_rules! read_only {
 
 pub(crate) use read_only;
 
-impl Upstream for HttpReference {
+impl Source {
+    fn uri(&self) -> &str {
+        match self {
+            Self::Http(http) => &http.uri,
+            Self::File(file) => &file.uri,
+        }
+    }
+
+    /// `range` of the resource, of `size` bytes.
+    async fn body(&self, range: Range<u64>, size: u64) -> Result<Box<dyn ChunkSource>, Error> {
+        Ok(match self {
+            Self::Http(http) => Box::new(http.open(range, size).await?),
+            Self::File(file) => Box::new(file.open(range).await?),
+        })
+    }
+}
+
+impl Upstream for Source {
     fn describe(&self) -> String {
-        self.uri.clone()
+        self.uri().to_owned()
     }
 
     fn fetch_blob<'a>(
@@ -234,8 +249,8 @@ impl Upstream for HttpReference {
     ) -> BoxFuture<'a, Result<BlobStream, Error>> {
         Box::pin(async move {
             let range = check_range(digest, size, range)?;
-            let source = self.open(range.clone(), size).await?;
-            Ok(BlobStream::new(*digest, size, range, Box::new(source)))
+            let body = self.body(range.clone(), size).await?;
+            Ok(BlobStream::new(*digest, size, range, body))
         })
     }
 
@@ -329,27 +344,6 @@ impl ChunkSource for HttpBody {
             })
         })
     }
-}
-
-impl Upstream for FileReference {
-    fn describe(&self) -> String {
-        self.uri.clone()
-    }
-
-    fn fetch_blob<'a>(
-        &'a self,
-        digest: &'a Digest,
-        size: u64,
-        range: Option<Range<u64>>,
-    ) -> BoxFuture<'a, Result<BlobStream, Error>> {
-        Box::pin(async move {
-            let range = check_range(digest, size, range)?;
-            let source = self.open(range.clone()).await?;
-            Ok(BlobStream::new(*digest, size, range, Box::new(source)))
-        })
-    }
-
-    read_only!();
 }
 
 impl FileReference {
@@ -459,10 +453,7 @@ impl Upstream for ForeignReference {
         size: u64,
         range: Option<Range<u64>>,
     ) -> BoxFuture<'a, Result<BlobStream, Error>> {
-        match &self.source {
-            Source::Http(http) => http.fetch_blob(digest, size, range),
-            Source::File(file) => file.fetch_blob(digest, size, range),
-        }
+        self.source.fetch_blob(digest, size, range)
     }
 
     read_only!();
@@ -495,7 +486,7 @@ impl crate::FileSource for ForeignReference {
                     }
                     Box::new(body)
                 }
-                Source::File(file) => Box::new(file.open(0..size).await?),
+                Source::File(_) => self.source.body(0..size, size).await?,
             };
             Ok(match &self.entry.digest {
                 hoard_types::ForeignDigest::Md5(md5) => {
@@ -510,10 +501,7 @@ impl crate::FileSource for ForeignReference {
         Box::pin(async move {
             let size = self.entry.size;
             let range = crate::wandb::check_part(&range, size, &self.what)?;
-            let body: Box<dyn ChunkSource> = match &self.source {
-                Source::Http(http) => Box::new(http.open(range.clone(), size).await?),
-                Source::File(file) => Box::new(file.open(range.clone()).await?),
-            };
+            let body = self.source.body(range.clone(), size).await?;
             Ok(BlobStream::part(range, self.what.clone(), body))
         })
     }
