@@ -812,6 +812,17 @@ pub(crate) fn reference_source(
 /// The entries a call selected: all, those under W&B's string `path_prefix`, or one file.
 fn select(manifest: &Manifest, selection: &Selection<'_>) -> Result<Manifest, ApiError> {
     let mut selected = Manifest::new();
+    selected.entries = select_entries(&manifest.entries, selection)?
+        .into_iter()
+        .collect();
+    Ok(selected)
+}
+
+/// [`select`] over any path-ordered entries (a manifest's, or a foreign version's).
+pub(crate) fn select_entries<E: Clone>(
+    entries: &std::collections::BTreeMap<RelPath, E>,
+    selection: &Selection<'_>,
+) -> Result<Vec<(RelPath, E)>, ApiError> {
     if let Some(file) = selection.file {
         if selection.clean {
             return Err(ApiError::bad_request(
@@ -819,21 +830,19 @@ fn select(manifest: &Manifest, selection: &Selection<'_>) -> Result<Manifest, Ap
             ));
         }
         let path = RelPath::new(file)?;
-        let entry = manifest
-            .entries
+        let entry = entries
             .get(&path)
             .ok_or_else(|| ApiError::not_found(format!("the version has no file `{path}`")))?;
-        selected.entries.insert(path, entry.clone());
-        return Ok(selected);
+        return Ok(vec![(path, entry.clone())]);
     }
     let prefix = match selection.path_prefix {
         Some(prefix) => PathPrefix::new(prefix)?,
         None => PathPrefix::all(),
     };
-    for (path, entry) in manifest.select(&prefix) {
-        selected.entries.insert(path.clone(), entry.clone());
-    }
-    if selected.entries.is_empty() && selection.path_prefix.is_some() {
+    let selected: Vec<_> = hoard_types::manifest::under_prefix(entries, &prefix)
+        .map(|(path, entry)| (path.clone(), entry.clone()))
+        .collect();
+    if selected.is_empty() && selection.path_prefix.is_some() {
         return Err(ApiError::not_found(format!(
             "no file of the version starts with `{}`",
             prefix.as_str()

@@ -16,8 +16,8 @@ use futures_util::StreamExt;
 use hoard_store::{BlobKey, Table};
 use hoard_types::api::Event;
 use hoard_types::{
-    ArtifactName, Digest, Entry, ForeignDigest, ForeignEntry, ForeignVersion, Manifest, PathPrefix,
-    RelPath, Version,
+    ArtifactName, Digest, Entry, ForeignDigest, ForeignEntry, ForeignVersion, Manifest, RelPath,
+    Version,
 };
 use hoard_upstream::ForeignUpstream;
 use tokio::sync::mpsc;
@@ -129,7 +129,7 @@ impl Daemon {
         allow_files: bool,
         events: &mpsc::Sender<Event>,
     ) -> Result<(Manifest, u64, u64), ApiError> {
-        let selected = select(version, selection)?;
+        let selected = crate::daemon::select_entries(&version.entries, selection)?;
         for (path, entry) in &selected {
             if let Some(uri) = &entry.reference {
                 crate::daemon::check_reference(path, uri, allow_files)?;
@@ -287,41 +287,6 @@ impl Daemon {
         self.keeper.after_fetch();
         Ok((bound, (fetched, fetched_bytes)))
     }
-}
-
-/// The entries a call selected: all, those under `path_prefix`, or one file.
-fn select(
-    version: &ForeignVersion,
-    selection: &Selection<'_>,
-) -> Result<Vec<(RelPath, ForeignEntry)>, ApiError> {
-    if let Some(file) = selection.file {
-        if selection.clean {
-            return Err(ApiError::bad_request(
-                "`clean` applies to a version or a `path_prefix`, not to one `file`",
-            ));
-        }
-        let path = RelPath::new(file)?;
-        let entry = version
-            .entries
-            .get(&path)
-            .ok_or_else(|| ApiError::not_found(format!("the version has no file `{path}`")))?;
-        return Ok(vec![(path, entry.clone())]);
-    }
-    let prefix = match selection.path_prefix {
-        Some(prefix) => PathPrefix::new(prefix)?,
-        None => PathPrefix::all(),
-    };
-    let selected: Vec<_> = version
-        .select(&prefix)
-        .map(|(path, entry)| (path.clone(), entry.clone()))
-        .collect();
-    if selected.is_empty() && selection.path_prefix.is_some() {
-        return Err(ApiError::not_found(format!(
-            "no file of the version starts with `{}`",
-            prefix.as_str()
-        )));
-    }
-    Ok(selected)
 }
 
 /// The entries of a foreign version as `ls` shows them: the blake3 digest of each file

@@ -59,15 +59,7 @@ impl ForeignVersion {
 
     /// The `N` of `vN`.
     pub fn number(&self) -> Result<u32, Error> {
-        match crate::Selector::parse_tag(&self.version) {
-            Ok(crate::Selector::Version(n)) => Ok(n),
-            _ => Err(Error::Manifest {
-                reason: format!(
-                    "version `{}` is not of the form `vN`",
-                    crate::digest::truncate(&self.version)
-                ),
-            }),
-        }
+        crate::version::number(&self.version)
     }
 
     /// hoard's name for this version (`name@digest`): blake3 of the artifact, the
@@ -95,13 +87,7 @@ impl ForeignVersion {
         &'a self,
         prefix: &PathPrefix,
     ) -> impl Iterator<Item = (&'a RelPath, &'a ForeignEntry)> + 'a {
-        let prefix = prefix.clone();
-        self.entries
-            .range::<str, _>((
-                std::ops::Bound::Included(prefix.as_str()),
-                std::ops::Bound::Unbounded,
-            ))
-            .take_while(move |(path, _)| prefix.matches(path))
+        crate::manifest::under_prefix(&self.entries, prefix)
     }
 
     pub fn total_size(&self) -> u64 {

@@ -135,14 +135,23 @@ impl Manifest {
         &'a self,
         prefix: &PathPrefix,
     ) -> impl Iterator<Item = (&'a RelPath, &'a Entry)> + 'a {
-        let prefix = prefix.clone();
-        self.entries
-            .range::<str, _>((
-                std::ops::Bound::Included(prefix.as_str()),
-                std::ops::Bound::Unbounded,
-            ))
-            .take_while(move |(path, _)| prefix.matches(path))
+        under_prefix(&self.entries, prefix)
     }
+}
+
+/// The entries of a path-ordered map under a path prefix, in path order (a range of the
+/// map, not a scan).
+pub fn under_prefix<'a, E>(
+    entries: &'a BTreeMap<RelPath, E>,
+    prefix: &PathPrefix,
+) -> impl Iterator<Item = (&'a RelPath, &'a E)> + 'a {
+    let prefix = prefix.clone();
+    entries
+        .range::<str, _>((
+            std::ops::Bound::Included(prefix.as_str()),
+            std::ops::Bound::Unbounded,
+        ))
+        .take_while(move |(path, _)| prefix.matches(path))
 }
 
 impl<'de> Deserialize<'de> for Manifest {

@@ -60,14 +60,19 @@ impl Version {
 
     /// The `N` of `vN`.
     pub fn number(&self) -> Result<u32, Error> {
-        match crate::Selector::parse_tag(&self.version) {
-            Ok(crate::Selector::Version(n)) => Ok(n),
-            _ => Err(Error::Manifest {
-                reason: format!(
-                    "version `{}` is not of the form `vN`",
-                    crate::digest::truncate(&self.version)
-                ),
-            }),
-        }
+        number(&self.version)
+    }
+}
+
+/// The `N` of a version label `vN`.
+pub(crate) fn number(version: &str) -> Result<u32, Error> {
+    match crate::Selector::parse_tag(version) {
+        Ok(crate::Selector::Version(n)) => Ok(n),
+        _ => Err(Error::Manifest {
+            reason: format!(
+                "version `{}` is not of the form `vN`",
+                crate::digest::truncate(version)
+            ),
+        }),
     }
 }
