@@ -62,6 +62,8 @@ struct State {
     objects: HashMap<String, Vec<u8>>,
     /// S3 requests refused for want of a signature.
     unsigned: u64,
+    /// The next GraphQL answer: 200 with this error and no data.
+    error: Option<String>,
 }
 
 /// The fake, serving on a loopback port until dropped.
@@ -227,6 +229,11 @@ impl FakeWandb {
     /// The next `n` file-URL answers hand out URLs that have already expired.
     pub fn stale_urls(&self, n: u32) {
         self.state().stale = n;
+    }
+
+    /// The next GraphQL request is answered 200 with this error and no data.
+    pub fn graphql_error(&self, message: &str) {
+        self.state().error = Some(message.to_owned());
     }
 
     /// The next `n` GraphQL requests get 429.
@@ -513,6 +520,12 @@ fn graphql(state: &Arc<Mutex<State>>, base: &str, asked: &Value) -> Response<Bod
                 r#"{"errors":[{"message":"rate limit exceeded"}]}"#,
             ))
             .expect("a response");
+    }
+    if let Some(message) = state.error.take() {
+        return reply(
+            StatusCode::OK,
+            json!({"data": null, "errors": [{"message": message}]}).to_string(),
+        );
     }
     let query = asked["query"].as_str().unwrap_or_default();
     let op = asked["operationName"]

@@ -212,6 +212,10 @@ fn bad_keys_hidden_projects_and_missing_versions_are_clear_errors() {
     assert!(missing.to_lowercase().contains("not found"), "{missing}");
     let v9 = s.fail(&["get", "acme/vision/pets:v9", "--root", "x"]);
     assert!(v9.to_lowercase().contains("not found"), "{v9}");
+    // Errors in a 200 answer are errors, with the server's words.
+    fake.graphql_error("resolver exploded");
+    let e = s.fail(&["get", "acme/vision/pets:v0", "--root", "x"]);
+    assert!(e.contains("resolver exploded"), "{e}");
     assert!(!s.path("x").join("labels.csv").exists());
     assert_eq!(fake.downloads(), 0);
 }

@@ -13,6 +13,8 @@
 //! - `routes.rs`: the socket API (v1) calls, problem documents, NDJSON progress streams.
 //! - `daemon.rs`: [`Daemon`]: resolution, selection, fetch-then-materialize.
 //! - `fetch.rs`: the fetch engine (coalescing, bounded concurrency, detached fetches).
+//! - `foreign.rs`: versions of a foreign upstream (W&B): kept in the index, their files
+//!   bound to blobs per request through the `md5:` → blake3 map, fetched when unseen.
 //! - `publish.rs`: publishing, and the outbox that takes publishes upstream.
 //! - `budget.rs`: the cache budget and eviction; `pins.rs`: pinned versions.
 //! - `caller.rs`: the caller's identity (`SO_PEERCRED`) and acting within their rights;

@@ -2,7 +2,7 @@
 //!
 //! [`Upstream`] is what the daemon sees: resolve a reference to a [`hoard_types::Version`],
 //! stream a blob (or a byte range of it) as a [`BlobStream`] that verifies itself, ask
-//! which blobs are missing, upload, commit, move an alias. Two implementations so far:
+//! which blobs are missing, upload, commit, move an alias. Three implementations so far:
 //!
 //! - [`RegistryClient`]: the hoard registry over HTTP(S), with timeouts, retries with
 //!   backoff and jitter, and downloads that resume where a connection broke;
@@ -11,10 +11,11 @@
 //!
 //! Layout: `upstream.rs` (the trait), `blob.rs` (verified streams), `dir.rs` (the
 //! `dir://` layout, blocking), `dir_upstream.rs` (that layout as an [`Upstream`]),
-//! `registry.rs` (the HTTP client), `http.rs` (requests with retries), `wandb/` (GraphQL,
-//! manifests, signed URLs), `error.rs`; `local.rs`: the local files and trees a new
-//! version is made of (`hoard registry import`, `hoard publish`); `reference.rs`: reference
-//! entries' sources (`https://`, `file://`) as fetch-only upstreams.
+//! `registry.rs` (the HTTP client), `http.rs` (requests with retries, bodies that resume),
+//! `wandb/` (GraphQL, manifests, signed URLs), `error.rs`; `local.rs`: the local files and
+//! trees a new version is made of (`hoard registry import`, `hoard publish`);
+//! `reference.rs`: reference entries' sources (`https://`, `file://`, `s3://`, `gs://`) as
+//! fetch-only upstreams; `s3.rs`: AWS Signature V4 for `s3://`.
 
 mod blob;
 pub mod dir;
