@@ -12,6 +12,7 @@
 //! - `publish`: `hoard publish` with the registry up, down and coming back; bad inputs;
 //!   a viewer's token.
 //! - `users`: a system daemon serving two Unix users (root only).
+//! - `verity`: blobs sealed with fs-verity, in a VM whose kernel has it.
 //! - `references`: reference entries fetched from their URI and checked.
 //! - `registry`: `hoard registry import` and `serve` as processes; tokens; refusals.
 //! - `wandb`: W&B as an upstream, against the fake W&B server of `hoard_tests`.
@@ -27,4 +28,5 @@ mod publish;
 mod references;
 mod registry;
 mod users;
+mod verity;
 mod wandb;

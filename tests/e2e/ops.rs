@@ -71,6 +71,45 @@ fn a_socket_path_that_is_too_long_stops_the_daemon_with_a_reason() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("Unix sockets allow at most 107"));
 }
 
+/// `fs_verity = "on"` insists: on a filesystem without fs-verity (tmpfs never has it) the
+/// daemon does not start, and says why and what to do. `auto` starts and `hoard status`
+/// says why blobs are not sealed. (Sealing itself is tested in a VM: `verity.rs`.)
+#[test]
+fn fs_verity_on_refuses_a_filesystem_without_it_and_auto_says_why_it_is_off() {
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(binary("hoard"))
+        .args(["daemon", "--fs-verity", "on", "--socket"])
+        .arg(tmp.path().join("d.sock"))
+        .arg("--cache-dir")
+        .arg(shm.path().join("cache"))
+        .args(["--upstream", &dir_root(tmp.path())])
+        .env("HOARD_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`fs_verity = \"on\"`, but the cache's filesystem has no fs-verity")
+            && err.contains("set it to `auto` or `off`"),
+        "{err}"
+    );
+
+    let socket = tmp.path().join("auto.sock");
+    let daemon = hoard_tests::DaemonProcess::start_with(
+        &socket,
+        &shm.path().join("cache"),
+        &dir_root(tmp.path()),
+        &["--require-caller-token"],
+    );
+    let status = hoard_tests::hoard_json(&socket, tmp.path(), &["status"]);
+    assert_eq!(
+        status["fs_verity"].as_str().unwrap(),
+        "off: the cache's filesystem has no fs-verity (on ext4: `tune2fs -O verity` on the unmounted device, with a kernel built with CONFIG_FS_VERITY)"
+    );
+    drop(daemon);
+}
+
 #[test]
 fn the_daemon_tells_systemd_it_is_ready_and_serves_metrics_on_loopback() {
     let tmp = tempfile::tempdir().unwrap();

@@ -139,6 +139,9 @@ pub(crate) fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
             bytes(report.bytes),
             report.bad.len()
         ))?;
+        if report.sealed > 0 {
+            crate::out(&format!("sealed {} blobs with fs-verity", report.sealed))?;
+        }
         for bad in &report.bad {
             crate::out(&format!(
                 "  {}: {} (quarantined; fetched again when needed)",

@@ -52,6 +52,21 @@ pub(crate) struct Config {
     pub(crate) socket_group: Option<String>,
     pub(crate) high_watermark: Option<f64>,
     pub(crate) low_watermark: Option<f64>,
+    /// Seal blobs with fs-verity: `auto`, `on` or `off`.
+    pub(crate) fs_verity: Option<FsVerity>,
+}
+
+/// Whether blobs are sealed with fs-verity (read at start, not on reload).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum FsVerity {
+    /// Where the cache's filesystem has it, by a daemon that serves other users (run as
+    /// root, `require_caller_token`, or a socket shared with a group).
+    #[default]
+    Auto,
+    /// Always: the daemon does not start on a filesystem without it.
+    On,
+    Off,
 }
 
 /// `[upstreams.NAME]`.

@@ -10,7 +10,7 @@ use clap::Args;
 use hoard_daemon::{Budget, Daemon, Options};
 use hoard_upstream::{ClientOptions, DirRoot, Upstream};
 
-use crate::config::Size;
+use crate::config::{FsVerity, Size};
 use crate::{env, paths};
 
 #[derive(Args, Clone)]
@@ -61,6 +61,10 @@ pub(crate) struct DaemonArgs {
     /// [default: unbounded].
     #[arg(long, value_parser = |s: &str| s.parse::<Size>())]
     max_size: Option<Size>,
+    /// Seal blobs with fs-verity, so nobody (not even root) can change their bytes
+    /// [default: auto].
+    #[arg(long, value_enum)]
+    fs_verity: Option<FsVerity>,
     /// A `hoard.toml` (see `config/hoard.toml`) [default: `$XDG_CONFIG_HOME/hoard/hoard.toml`
     /// if present].
     #[arg(long, env = env::HOARD_CONFIG)]
@@ -301,6 +305,41 @@ fn budget(
     Ok(Some(budget))
 }
 
+/// Decides whether blobs get sealed with fs-verity: `auto` seals where the cache's
+/// filesystem has it, for a daemon that serves other users; `on` insists.
+fn seal_blobs(store: &hoard_store::Store, setting: FsVerity, shared: bool) -> anyhow::Result<()> {
+    let sealing = verity(store, setting, shared)?;
+    tracing::info!(fs_verity = ?sealing, "blob sealing");
+    store.set_verity(sealing);
+    Ok(())
+}
+
+fn verity(
+    store: &hoard_store::Store,
+    setting: FsVerity,
+    shared: bool,
+) -> anyhow::Result<hoard_store::Verity> {
+    use hoard_store::{Verity, VeritySupport};
+    match setting {
+        FsVerity::Off => return Ok(Verity::Off("`fs_verity = \"off\"`".to_owned())),
+        FsVerity::Auto if !shared => {
+            return Ok(Verity::Off(
+                "a per-user daemon (`fs_verity = \"on\"` seals its blobs too)".to_owned(),
+            ));
+        }
+        FsVerity::Auto | FsVerity::On => {}
+    }
+    let missing = match store.probe_verity()? {
+        VeritySupport::Supported => return Ok(Verity::Seal),
+        VeritySupport::Unsupported => "the cache's filesystem has no fs-verity (on ext4: `tune2fs -O verity` on the unmounted device, with a kernel built with CONFIG_FS_VERITY)".to_owned(),
+        VeritySupport::Failed(e) => format!("sealing a test file failed: {e}"),
+    };
+    if setting == FsVerity::On {
+        bail!("`fs_verity = \"on\"`, but {missing}; set it to `auto` or `off` to run without");
+    }
+    Ok(Verity::Off(missing))
+}
+
 /// The daemon's settings: flags (and their env twins) beat the file, the file beats the
 /// defaults. Used at start and again on SIGHUP.
 fn settings(
@@ -369,6 +408,15 @@ pub(crate) fn run(args: &DaemonArgs) -> anyhow::Result<()> {
         None => 0o600,
     };
     let socket_group = args.socket_group.clone().or(config.socket_group.clone());
+    let shared = options.require_caller_token
+        || socket_mode != 0o600
+        || socket_group.is_some()
+        || rustix::process::geteuid().is_root();
+    seal_blobs(
+        &store,
+        args.fs_verity.or(config.fs_verity).unwrap_or_default(),
+        shared,
+    )?;
     runtime.block_on(async {
         // Under socket activation systemd made the socket (mode and group come from its
         // socket unit) and keeps it; otherwise the daemon binds it and removes it at exit.
@@ -409,27 +457,7 @@ pub(crate) fn run(args: &DaemonArgs) -> anyhow::Result<()> {
                 }
             });
         }
-        // SIGHUP: read the configuration again and apply what can change while running.
-        {
-            let (daemon, args, cache_dir) = (daemon.clone(), args.clone(), cache_dir.clone());
-            tokio::spawn(async move {
-                use tokio::signal::unix::{SignalKind, signal};
-                let Ok(mut hangup) = signal(SignalKind::hangup()) else {
-                    return;
-                };
-                while hangup.recv().await.is_some() {
-                    let reloaded = crate::config::Config::load(args.config.as_deref())
-                        .and_then(|config| settings(&args, &config, &cache_dir));
-                    match reloaded {
-                        Ok(options) => daemon.reload(&options),
-                        Err(e) => tracing::error!(
-                            error = format!("{e:#}"),
-                            "the configuration did not reload; the running one stays"
-                        ),
-                    }
-                }
-            });
-        }
+        reload_on_hangup(daemon.clone(), args.clone(), cache_dir.clone());
         notify_ready();
         hoard_daemon::run(listener, daemon, until_stopped(stopped)).await?;
         if owns_socket {
@@ -438,4 +466,26 @@ pub(crate) fn run(args: &DaemonArgs) -> anyhow::Result<()> {
         tracing::info!("daemon stopped");
         Ok(())
     })
+}
+
+/// On SIGHUP: reads the configuration again and applies what can change while running (a
+/// bad file keeps the running settings).
+fn reload_on_hangup(daemon: Arc<Daemon>, args: DaemonArgs, cache_dir: PathBuf) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            let reloaded = crate::config::Config::load(args.config.as_deref())
+                .and_then(|config| settings(&args, &config, &cache_dir));
+            match reloaded {
+                Ok(options) => daemon.reload(&options),
+                Err(e) => tracing::error!(
+                    error = format!("{e:#}"),
+                    "the configuration did not reload; the running one stays"
+                ),
+            }
+        }
+    });
 }

@@ -303,6 +303,7 @@ pub(crate) fn status(args: &StatusArgs) -> anyhow::Result<()> {
             status.pending_uploads.len()
         ))?;
         crate::out(&format!("upstream state: {}", status.upstream_state))?;
+        crate::out(&format!("fs-verity: {}", status.fs_verity))?;
         for mode in &status.link_modes {
             crate::out(&format!("link mode: {mode}"))?;
         }

@@ -46,93 +46,107 @@ impl Metrics {
         let c = &daemon.fetcher.counters;
         render_histogram(&mut out, &c.seconds);
         render_failures(&mut out, c);
-        for (name, kind, help, value) in [
-            (
-                "hoard_cache_hits_total",
-                "counter",
-                "Blobs found cached when a call needed them.",
-                daemon.hits.load(Ordering::Relaxed),
-            ),
-            (
-                "hoard_cache_misses_total",
-                "counter",
-                "Blobs missing when a call needed them.",
-                daemon.misses.load(Ordering::Relaxed),
-            ),
-            (
-                "hoard_fetched_blobs_total",
-                "counter",
-                "Blobs fetched from the upstream.",
-                c.fetched_blobs.load(Ordering::Relaxed),
-            ),
-            (
-                "hoard_fetched_bytes_total",
-                "counter",
-                "Bytes fetched from the upstream.",
-                c.fetched_bytes.load(Ordering::Relaxed),
-            ),
-            (
-                "hoard_fetch_failures_total",
-                "counter",
-                "Blob fetches that failed.",
-                c.failed.load(Ordering::Relaxed),
-            ),
-            (
-                "hoard_fetches_in_flight",
-                "gauge",
-                "Blob fetches running now.",
-                c.in_flight.load(Ordering::Relaxed),
-            ),
-            (
-                "hoard_materialized_bytes_total",
-                "counter",
-                "Bytes of files materialized into destinations.",
-                self.materialized_bytes.load(Ordering::Relaxed),
-            ),
-            (
-                "hoard_served_from_cache_bytes_total",
-                "counter",
-                "Bytes of materialized files that were already cached (not fetched for the call).",
-                self.from_cache_bytes.load(Ordering::Relaxed),
-            ),
-            (
-                "hoard_tampered_blobs_total",
-                "counter",
-                "Blobs found modified behind hoard's back: quarantined and fetched again.",
-                self.tampered.load(Ordering::Relaxed),
-            ),
-            (
-                "hoard_evicted_blobs_total",
-                "counter",
-                "Blobs evicted from the cache.",
-                daemon.keeper.evicted_blobs.load(Ordering::Relaxed),
-            ),
-            (
-                "hoard_evicted_bytes_total",
-                "counter",
-                "Bytes of blobs evicted from the cache.",
-                daemon.keeper.evicted_bytes.load(Ordering::Relaxed),
-            ),
-            (
-                "hoard_cache_bytes",
-                "gauge",
-                "Bytes of blobs in the cache.",
-                cache.0,
-            ),
-            ("hoard_cache_blobs", "gauge", "Blobs in the cache.", cache.1),
-            (
-                "hoard_cache_budget_bytes",
-                "gauge",
-                "The cache budget (`max_size`); 0 when unbounded.",
-                daemon.keeper.budget().map_or(0, |b| b.max_bytes),
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        }
+        render_values(
+            &mut out,
+            &[
+                (
+                    "hoard_cache_hits_total",
+                    "counter",
+                    "Blobs found cached when a call needed them.",
+                    daemon.hits.load(Ordering::Relaxed),
+                ),
+                (
+                    "hoard_cache_misses_total",
+                    "counter",
+                    "Blobs missing when a call needed them.",
+                    daemon.misses.load(Ordering::Relaxed),
+                ),
+                (
+                    "hoard_fetched_blobs_total",
+                    "counter",
+                    "Blobs fetched from the upstream.",
+                    c.fetched_blobs.load(Ordering::Relaxed),
+                ),
+                (
+                    "hoard_fetched_bytes_total",
+                    "counter",
+                    "Bytes fetched from the upstream.",
+                    c.fetched_bytes.load(Ordering::Relaxed),
+                ),
+                (
+                    "hoard_fetch_failures_total",
+                    "counter",
+                    "Blob fetches that failed.",
+                    c.failed.load(Ordering::Relaxed),
+                ),
+                (
+                    "hoard_fetches_in_flight",
+                    "gauge",
+                    "Blob fetches running now.",
+                    c.in_flight.load(Ordering::Relaxed),
+                ),
+                (
+                    "hoard_materialized_bytes_total",
+                    "counter",
+                    "Bytes of files materialized into destinations.",
+                    self.materialized_bytes.load(Ordering::Relaxed),
+                ),
+                (
+                    "hoard_served_from_cache_bytes_total",
+                    "counter",
+                    "Bytes of materialized files that were already cached (not fetched for the call).",
+                    self.from_cache_bytes.load(Ordering::Relaxed),
+                ),
+            ],
+        );
+        self.render_cache(&mut out, daemon, cache);
         out
+    }
+
+    /// The cache's contents and what happened to them.
+    fn render_cache(&self, out: &mut String, daemon: &Daemon, cache: (u64, u64)) {
+        render_values(
+            out,
+            &[
+                (
+                    "hoard_tampered_blobs_total",
+                    "counter",
+                    "Blobs found modified behind hoard's back: quarantined and fetched again.",
+                    self.tampered.load(Ordering::Relaxed),
+                ),
+                (
+                    "hoard_verity_sealed_blobs_total",
+                    "counter",
+                    "Blobs sealed with fs-verity since start.",
+                    daemon.store.verity_sealed(),
+                ),
+                (
+                    "hoard_evicted_blobs_total",
+                    "counter",
+                    "Blobs evicted from the cache.",
+                    daemon.keeper.evicted_blobs.load(Ordering::Relaxed),
+                ),
+                (
+                    "hoard_evicted_bytes_total",
+                    "counter",
+                    "Bytes of blobs evicted from the cache.",
+                    daemon.keeper.evicted_bytes.load(Ordering::Relaxed),
+                ),
+                (
+                    "hoard_cache_bytes",
+                    "gauge",
+                    "Bytes of blobs in the cache.",
+                    cache.0,
+                ),
+                ("hoard_cache_blobs", "gauge", "Blobs in the cache.", cache.1),
+                (
+                    "hoard_cache_budget_bytes",
+                    "gauge",
+                    "The cache budget (`max_size`); 0 when unbounded.",
+                    daemon.keeper.budget().map_or(0, |b| b.max_bytes),
+                ),
+            ],
+        );
     }
 
     fn render_refusals(&self, out: &mut String) {
@@ -183,6 +197,16 @@ fn render_failures(out: &mut String, counters: &crate::fetch::FetchCounters) {
         let _ = writeln!(
             out,
             "hoard_fetch_failures_by_kind_total{{kind=\"{kind}\"}} {count}"
+        );
+    }
+}
+
+/// Writes each `(name, kind, help, value)` in the text format.
+fn render_values(out: &mut String, values: &[(&str, &str, &str, u64)]) {
+    for (name, kind, help, value) in values {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
     }
 }

@@ -186,6 +186,7 @@ async fn status(daemon: &Arc<Daemon>) -> Result<Response<Body>, ApiError> {
                     )
                 })
                 .collect(),
+            fs_verity: daemon.store.verity_status(),
         },
     ))
 }
@@ -382,6 +383,7 @@ async fn verify(daemon: &Arc<Daemon>) -> Result<Response<Body>, ApiError> {
         &Verified {
             checked: report.checked,
             bytes: report.bytes,
+            sealed: report.sealed,
             bad: report
                 .bad
                 .into_iter()

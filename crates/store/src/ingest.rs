@@ -441,6 +441,7 @@ impl BlobWriter<'_> {
             }
         }
         self.done = true;
+        self.seal_verity(&key, durable)?;
         if durable {
             store.fsync_shard(&rel)?;
         }
@@ -473,6 +474,7 @@ impl BlobWriter<'_> {
             return Err(e).io("rename into the cache", store.blob_path(&key));
         }
         self.done = true;
+        self.seal_verity(&key, true)?;
         store.fsync_shard(&rel)?;
         Ok(rustix::fs::fstat(&self.file)
             .io("stat", store.blob_path(&key))?
@@ -510,6 +512,26 @@ impl BlobWriter<'_> {
         let path = self.path();
         normalize(&self.file, key, &path)?;
         if durable {
+            rustix::fs::fsync(&self.file).io("sync", &path)?;
+        }
+        Ok(())
+    }
+
+    /// With fs-verity on, seals the blob now at its final name: the writable descriptor
+    /// is swapped for a read-only one first (the kernel refuses while one is open).
+    fn seal_verity(&mut self, key: &BlobKey, durable: bool) -> Result<()> {
+        if !self.store.verity() {
+            return Ok(());
+        }
+        let path = self.store.blob_path(key);
+        let fd = crate::verity::open_readonly(&self.store.blobs, key.relative_path())
+            .io("open", &path)?;
+        self.file = File::from(fd);
+        if matches!(
+            self.store.seal_verity(&self.file, key),
+            crate::verity::Sealed::Now
+        ) && durable
+        {
             rustix::fs::fsync(&self.file).io("sync", &path)?;
         }
         Ok(())

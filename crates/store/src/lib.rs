@@ -16,6 +16,7 @@
 //! - `materialize.rs` and `dest.rs`: link modes, and the symlink-proof destination tree;
 //!   `clean.rs`: removing what a destination holds beyond the version.
 //! - `maintain.rs`: eviction and verification.
+//! - `verity.rs`: sealing blobs with fs-verity where the filesystem has it.
 //! - `reconcile.rs`: repairing index/file disagreements on open.
 //! - `index.rs`: the RocksDB index, the only module that uses `rocksdb`; `record.rs`: its
 //!   record encodings.
@@ -34,6 +35,7 @@ mod parts;
 mod reconcile;
 mod record;
 mod store;
+mod verity;
 
 pub use clean::CleanReport;
 pub use dest::DestRoot;
@@ -47,3 +49,4 @@ pub use parts::{Part, PartedWriter};
 pub use reconcile::ReconcileReport;
 pub use record::{AliasRecord, BlobKey, BlobRecord};
 pub use store::{BLOB_MTIME, Lease, Store};
+pub use verity::{Verity, VeritySupport};

@@ -36,6 +36,9 @@ pub struct VerifyReport {
     pub bytes: u64,
     /// Blobs that failed, with why; each was quarantined.
     pub bad: Vec<(BlobKey, String)>,
+    /// Good blobs sealed with fs-verity by this run (they were ingested before sealing
+    /// was on).
+    pub sealed: u64,
 }
 
 impl Store {
@@ -111,6 +114,7 @@ impl Store {
     /// Re-hashes every blob; any whose bytes or metadata are wrong is quarantined.
     pub fn verify(&self) -> Result<VerifyReport> {
         let rows = self.index.all_blobs()?;
+        let sealed = std::sync::atomic::AtomicU64::new(0);
         let results: Vec<Result<Option<(BlobKey, String)>>> = rows
             .par_iter()
             .map(|(key, record, _)| {
@@ -131,17 +135,32 @@ impl Store {
                 let stat = rustix::fs::fstat(&fd).io("stat", &path)?;
                 let mut file = File::from(fd);
                 let mut hasher = blake3::Hasher::new();
-                io::copy(&mut file, &mut hasher).io("read", &path)?;
-                let actual = Digest::from(hasher.finalize());
-                let problem = if actual == key.digest {
-                    crate::store::tamper_signs(key, record, &stat)
-                } else {
-                    Some(format!("its bytes hash to `{actual}`"))
+                let problem = match io::copy(&mut file, &mut hasher) {
+                    // fs-verity answers a read of changed bytes with EIO; so does a
+                    // failing disk. Either way the blob cannot be handed out.
+                    Err(e) if e.raw_os_error() == Some(Errno::IO.raw_os_error()) => Some(format!(
+                        "reading it failed ({e}): its bytes changed on disk"
+                    )),
+                    Err(e) => return Err(e).io("read", &path),
+                    Ok(_) => {
+                        let actual = Digest::from(hasher.finalize());
+                        if actual == key.digest {
+                            crate::store::tamper_signs(key, record, &stat)
+                        } else {
+                            Some(format!("its bytes hash to `{actual}`"))
+                        }
+                    }
                 };
                 if let Some(problem) = problem {
                     tracing::warn!(%key, %problem, "verify: quarantining blob");
                     self.quarantine(key)?;
                     return Ok(Some((*key, problem)));
+                }
+                if self.verity()
+                    && !crate::verity::is_sealed(&file)
+                    && matches!(self.seal_verity(&file, key), crate::verity::Sealed::Now)
+                {
+                    sealed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 Ok(None)
             })
@@ -150,6 +169,7 @@ impl Store {
             checked: rows.len() as u64,
             bytes: rows.iter().map(|(_, r, _)| r.size).sum(),
             bad: Vec::new(),
+            sealed: sealed.into_inner(),
         };
         for result in results {
             if let Some(bad) = result? {

@@ -48,6 +48,8 @@ pub struct Store {
     /// on drop, and when the buffer grows past [`USES_BUFFERED`]. A crash loses some recency,
     /// never a blob.
     uses: Mutex<HashMap<BlobKey, u64>>,
+    /// Whether new blobs are sealed with fs-verity, and how that went.
+    pub(crate) verity: crate::verity::VerityState,
 }
 
 /// Buffered last uses that trigger a write to the index.
@@ -83,6 +85,7 @@ impl Store {
             probes: Mutex::default(),
             renew: Mutex::default(),
             uses: Mutex::default(),
+            verity: crate::verity::VerityState::default(),
         };
         let report = reconcile::run(&store)?;
         tracing::debug!(?report, root = %store.layout.root.display(), "opened cache");

@@ -190,6 +190,10 @@ pub struct Status {
     /// The link modes `auto` settled on, e.g. `dev 254:0 → dev 254:0: hardlink`.
     #[serde(default)]
     pub link_modes: Vec<String>,
+    /// Whether blobs are sealed with fs-verity (`on: N blobs sealed since start`), or why
+    /// not (`off: …`).
+    #[serde(default)]
+    pub fs_verity: String,
 }
 
 /// `POST /v1/pins`: keep a version from eviction (it is fetched first).
@@ -320,6 +324,9 @@ pub struct Verified {
     /// Blobs that failed (`blob`, `why`); each was quarantined and is fetched again when a
     /// version needs it.
     pub bad: Vec<BadBlob>,
+    /// Good blobs this run sealed with fs-verity (ingested before sealing was on).
+    #[serde(default)]
+    pub sealed: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
