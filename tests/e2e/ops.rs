@@ -7,6 +7,7 @@
 //! `/metrics` on a loopback TCP address, shell completions.
 
 use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -374,6 +375,96 @@ fn a_cache_on_a_read_only_filesystem_stops_the_daemon_with_a_reason() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("Read-only file system") && err.contains("cache"),
+        "{err}"
+    );
+}
+
+/// One cache, two upstreams in turn that both have `acme/p/x:v0`, with different files. A
+/// `vN` is answered from the cache without asking the upstream, so the cache must not
+/// answer with the other upstream's version: switching forgets the versions (blobs stay).
+/// While a publish waits to be uploaded to the first upstream, switching is refused.
+#[test]
+fn a_cache_switched_to_another_upstream_does_not_serve_the_first_ones_versions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let socket = t.join("d.sock");
+    let mut roots = Vec::new();
+    for name in ["a", "b"] {
+        let root = t.join(name).join("up");
+        std::fs::create_dir_all(t.join(name)).unwrap();
+        let url = dir_root(&t.join(name));
+        std::fs::write(t.join(name).join("f.txt"), format!("from {name}\n")).unwrap();
+        let publisher =
+            hoard_tests::DaemonProcess::start(&socket, &t.join(name).join("cache"), &url);
+        let src = t.join(name).join("f.txt");
+        hoard_tests::hoard_json(
+            &socket,
+            t,
+            &["publish", "acme/p/x", src.to_str().unwrap(), "--wait"],
+        );
+        drop(publisher);
+        assert!(root.join("artifacts").exists());
+        roots.push(url);
+    }
+    let cache = t.join("shared-cache");
+    let get = |into: &str| {
+        let root = t.join(into);
+        hoard_tests::hoard_json(
+            &socket,
+            t,
+            &["get", "acme/p/x:v0", "--root", root.to_str().unwrap()],
+        );
+        std::fs::read_to_string(root.join("f.txt")).unwrap()
+    };
+    let daemon = hoard_tests::DaemonProcess::start(&socket, &cache, &roots[0]);
+    assert_eq!(get("d1"), "from a\n");
+    hoard_tests::hoard_json(&socket, t, &["pin", "acme/p/x:v0"]);
+    drop(daemon);
+    let daemon = hoard_tests::DaemonProcess::start(&socket, &cache, &roots[1]);
+    assert_eq!(
+        hoard_tests::hoard_json(&socket, t, &["pins"]),
+        serde_json::json!([]),
+        "a pin of the first upstream's version could not be unpinned here"
+    );
+    assert_eq!(get("d2"), "from b\n");
+    drop(daemon);
+    // Back to the first: its version is fetched again (metadata only: the blob is cached).
+    let daemon = hoard_tests::DaemonProcess::start(&socket, &cache, &roots[0]);
+    assert_eq!(get("d3"), "from a\n");
+    assert_eq!(
+        std::fs::metadata(t.join("d3/f.txt")).unwrap().ino(),
+        std::fs::metadata(t.join("d1/f.txt")).unwrap().ino(),
+        "the blob stayed in the cache"
+    );
+
+    // A publish that cannot be uploaded (the registry is down) pins the cache to it.
+    drop(daemon);
+    let down = "http://127.0.0.1:1";
+    let daemon = hoard_tests::DaemonProcess::start(&socket, &cache, down);
+    let out = hoard_tests::hoard_on(
+        &socket,
+        t,
+        &["publish", "acme/p/y", t.join("a/f.txt").to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(daemon);
+    let out = Command::new(binary("hoard"))
+        .args(["daemon", "--socket"])
+        .arg(&socket)
+        .arg("--cache-dir")
+        .arg(&cache)
+        .args(["--upstream", &roots[1]])
+        .env("HOARD_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("holds 1 publish(es) not yet uploaded to `http://127.0.0.1:1`"),
         "{err}"
     );
 }

@@ -394,6 +394,7 @@ pub(crate) fn run(args: &DaemonArgs) -> anyhow::Result<()> {
     let options = settings(args, &config, &cache_dir)?;
     let url = config.upstream_url(args.upstream.as_deref().or(config.upstream.as_deref()))?;
     let upstream = open_upstream(url.as_deref(), &config)?;
+    store.bind_upstream(&upstream.describe())?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -29,6 +29,14 @@ pub enum Error {
     #[error("The index at `{}` failed: {message}", path.display())]
     Index { path: PathBuf, message: String },
 
+    #[error("The cache at `{}` holds {pending} publish(es) not yet uploaded to `{from}`; start the daemon with that upstream until `hoard status` lists none, or use another cache directory for `{to}`", cache.display())]
+    PendingForAnotherUpstream {
+        cache: PathBuf,
+        from: String,
+        to: String,
+        pending: usize,
+    },
+
     #[error("The index holds a corrupt {what} record under key `{key}`; run `hoard verify`")]
     CorruptRecord { what: &'static str, key: String },
 

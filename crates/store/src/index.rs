@@ -11,6 +11,7 @@
 //! | `manifests` | manifest digest (32 bytes)            | the `versions` key            |
 //! | `aliases`   | `entity/project/name` NUL alias       | [`AliasRecord`]               |
 //! | `outbox`, `pins`, `foreign_versions` | the daemon's keys | the daemon's records ([`Table`]) |
+//! | `meta`      | `upstream`                            | where the versions came from  |
 //!
 //! `last_use` is apart from `blobs` so that touching 20,000 blobs after a materialization
 //! is blind writes, with no read-modify-write that could race a pin.
@@ -40,7 +41,10 @@ const OUTBOX: &str = "outbox";
 const PINS: &str = "pins";
 /// Versions of foreign upstreams (W&B): opaque records, owned by the daemon.
 const FOREIGN_VERSIONS: &str = "foreign_versions";
-const FAMILIES: [&str; 9] = [
+/// The cache's own facts: `upstream`, the upstream its versions came from.
+const META: &str = "meta";
+const UPSTREAM: &[u8] = b"upstream";
+const FAMILIES: [&str; 10] = [
     BLOBS,
     LAST_USE,
     FOREIGN,
@@ -50,6 +54,7 @@ const FAMILIES: [&str; 9] = [
     OUTBOX,
     PINS,
     FOREIGN_VERSIONS,
+    META,
 ];
 
 /// A table of opaque records that the store keeps for its user, by string key.
@@ -325,6 +330,57 @@ impl Index {
             count += 1;
         }
         Ok(count)
+    }
+
+    /// The upstream the cached versions came from, if one was recorded.
+    pub(crate) fn upstream(&self) -> Result<Option<String>> {
+        let value = self
+            .db
+            .get_cf(self.cf(META), UPSTREAM)
+            .map_err(|e| self.fail(e))?;
+        value
+            .map(|v| String::from_utf8(v).map_err(|e| corrupt(META, e.as_bytes())))
+            .transpose()
+    }
+
+    /// Records `upstream` as the source of the cached versions, forgetting in the same
+    /// batch every version, manifest, alias, foreign version and pin of another one (a
+    /// pin's blobs get their pin counts back to 0). Returns how many versions and pins
+    /// were forgotten.
+    pub(crate) fn switch_upstream(&self, upstream: &str) -> Result<(u64, u64)> {
+        let _guard = self.rmw.lock().expect("index lock poisoned");
+        let mut batch = WriteBatch::default();
+        let (mut versions, mut pins) = (0, 0);
+        for family in [VERSIONS, MANIFESTS, ALIASES, FOREIGN_VERSIONS, PINS] {
+            let cf = self.cf(family);
+            for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+                let (key, _) = item.map_err(|e| self.fail(e))?;
+                batch.delete_cf(cf, key);
+                match family {
+                    VERSIONS | FOREIGN_VERSIONS => versions += 1,
+                    PINS => pins += 1,
+                    _ => {}
+                }
+            }
+        }
+        for item in self.db.iterator_cf(self.cf(BLOBS), IteratorMode::Start) {
+            let (k, v) = item.map_err(|e| self.fail(e))?;
+            let key = BlobKey::decode(&k).ok_or_else(|| corrupt("blob key", &k))?;
+            let record = decode_blob(&key, &v)?;
+            if record.pins > 0 {
+                batch.put_cf(self.cf(BLOBS), k, BlobRecord { pins: 0, ..record }.encode());
+            }
+        }
+        batch.put_cf(self.cf(META), UPSTREAM, upstream.as_bytes());
+        self.write(batch)?;
+        Ok((versions, pins))
+    }
+
+    /// Records `upstream` without forgetting anything (a cache that never recorded one).
+    pub(crate) fn record_upstream(&self, upstream: &str) -> Result<()> {
+        self.db
+            .put_cf(self.cf(META), UPSTREAM, upstream.as_bytes())
+            .map_err(|e| self.fail(e))
     }
 
     pub(crate) fn put_record(&self, table: Table, key: &str, value: &[u8]) -> Result<()> {

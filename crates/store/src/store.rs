@@ -253,6 +253,39 @@ impl Store {
     }
 
     /// A record of the caller's in `table`, under a key it chooses.
+    /// Ties the cached versions to the upstream they come from (its URL). A cache filled
+    /// from another upstream forgets that one's versions, aliases and W&B versions (which
+    /// could name different content here) and its pins (which could not be unpinned
+    /// here); blobs are content and stay until evicted. Refused while publishes wait to be
+    /// uploaded to the other upstream. Returns how many versions and pins were forgotten.
+    pub fn bind_upstream(&self, upstream: &str) -> Result<(u64, u64)> {
+        match self.index.upstream()? {
+            Some(recorded) if recorded == upstream => Ok((0, 0)),
+            Some(recorded) => {
+                let pending = self.index.records(Table::Outbox)?.len();
+                if pending > 0 {
+                    return Err(Error::PendingForAnotherUpstream {
+                        cache: self.layout.root.clone(),
+                        from: recorded,
+                        to: upstream.to_owned(),
+                        pending,
+                    });
+                }
+                let (versions, pins) = self.index.switch_upstream(upstream)?;
+                tracing::warn!(
+                    from = recorded,
+                    to = upstream,
+                    versions,
+                    pins,
+                    "the cache's versions came from another upstream: forgot them and their pins (blobs stay)"
+                );
+                Ok((versions, pins))
+            }
+            // A new cache, or one from before the upstream was recorded.
+            None => self.index.record_upstream(upstream).map(|()| (0, 0)),
+        }
+    }
+
     pub fn put_record(&self, table: Table, key: &str, value: &[u8]) -> Result<()> {
         self.index.put_record(table, key, value)
     }

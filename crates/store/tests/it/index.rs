@@ -74,3 +74,61 @@ fn a_version_whose_digest_is_not_its_manifests_is_refused() {
     assert_eq!(cache.store.version(&name, 0).unwrap(), None);
     assert_eq!(cache.store.version_by_digest(&v.digest).unwrap(), None);
 }
+
+/// The cache remembers which upstream its versions came from. The same upstream again, or
+/// a first one, changes nothing; another forgets versions, aliases and pins (pin counts
+/// back to 0) but keeps blobs and the MD5 map (facts about bytes); a pending publish
+/// refuses the switch.
+#[test]
+fn another_upstream_forgets_versions_and_pins_but_not_blobs() {
+    let cache = Cache::new();
+    let name = ArtifactName::new("acme", "vision", "bikes").unwrap();
+    let v0 = version(0, &[("a.txt", b"a", false)], &cache);
+    let blob = v0.manifest.entries.values().next().unwrap().clone();
+    let key = hoard_store::BlobKey::new(blob.digest, false);
+    let md5: ForeignDigest = "md5:0cc175b9c0f1b6a831c399e269772661".parse().unwrap();
+    cache.store.put_foreign(&md5, &blob.digest).unwrap();
+    assert_eq!(cache.store.bind_upstream("dir:///a").unwrap(), (0, 0));
+    cache.store.put_version(&v0).unwrap();
+    let alias = AliasRecord {
+        version: 0,
+        digest: v0.digest,
+        resolved_ms: 1,
+    };
+    cache.store.put_alias(&name, "latest", &alias).unwrap();
+    cache.store.pin(&[key]).unwrap();
+    cache
+        .store
+        .put_record(hoard_store::Table::Pins, "acme/vision/bikes@x", b"{}")
+        .unwrap();
+
+    let cache = cache.reopen();
+    assert_eq!(cache.store.bind_upstream("dir:///a").unwrap(), (0, 0));
+    assert_eq!(cache.store.version(&name, 0).unwrap().as_ref(), Some(&v0));
+
+    assert_eq!(cache.store.bind_upstream("http://b").unwrap(), (1, 1));
+    assert_eq!(cache.store.version(&name, 0).unwrap(), None);
+    assert_eq!(cache.store.version_by_digest(&v0.digest).unwrap(), None);
+    assert_eq!(cache.store.alias(&name, "latest").unwrap(), None);
+    assert!(
+        cache
+            .store
+            .records(hoard_store::Table::Pins)
+            .unwrap()
+            .is_empty()
+    );
+    let record = cache.store.record(&key).unwrap().expect("the blob stays");
+    assert_eq!(record.pins, 0);
+    assert_eq!(cache.store.foreign(&md5).unwrap(), Some(blob.digest));
+
+    cache
+        .store
+        .put_record(hoard_store::Table::Outbox, "pending", b"{}")
+        .unwrap();
+    let err = cache.store.bind_upstream("dir:///a").unwrap_err();
+    assert!(
+        matches!(err, Error::PendingForAnotherUpstream { pending: 1, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("not yet uploaded to `http://b`"), "{err}");
+}
