@@ -3,16 +3,19 @@
 //! touches.
 //!
 //! Room is reserved before a fetch starts: the bytes it will add are counted against the
-//! budget while it runs, so concurrent requests cannot together overrun it. Eviction
+//! budget while it runs, so concurrent requests cannot together overrun it. Room is
+//! reserved per blob: requests that share blobs (16 jobs asking for one model) count them
+//! once, since each blob is fetched once. Eviction
 //! follows the store's policy (least recently used first, blobs no workdir links before
 //! linked ones, never a pinned or leased blob). A request whose missing bytes cannot fit
 //! even after eviction fails before it downloads anything.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use hoard_store::{EvictReport, Store};
-use hoard_types::human_bytes;
+use hoard_store::{BlobKey, EvictReport, Store};
+use hoard_types::{ForeignDigest, human_bytes};
 
 use crate::daemon::blocking;
 use crate::error::ApiError;
@@ -54,25 +57,52 @@ pub(crate) struct Keeper {
     store: Arc<Store>,
     /// Replaced when the configuration is reloaded.
     budget: std::sync::RwLock<Option<Budget>>,
-    /// Bytes of fetches under way, counted against the budget.
-    reserved: AtomicU64,
+    /// Blobs being fetched, counted against the budget.
+    reserved: Mutex<Reserved>,
     /// One room-making decision at a time.
     turn: tokio::sync::Mutex<()>,
     pub(crate) evicted_blobs: AtomicU64,
     pub(crate) evicted_bytes: AtomicU64,
 }
 
+/// What room is reserved for: a blob, or a W&B file not yet bound to one (by its MD5).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Claim {
+    Blob(BlobKey),
+    Foreign(ForeignDigest),
+}
+
+/// The claims of fetches under way: each claim's size and how many reservations hold it,
+/// and the sum of the sizes.
+#[derive(Debug, Default)]
+struct Reserved {
+    bytes: u64,
+    claims: HashMap<Claim, (u64, u32)>,
+}
+
 /// Room reserved for a fetch; given back when dropped (the bytes are in the cache then).
 pub(crate) struct Reservation<'k> {
     keeper: &'k Keeper,
-    bytes: u64,
+    claims: Vec<Claim>,
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        self.keeper
+        let mut reserved = self
+            .keeper
             .reserved
-            .fetch_sub(self.bytes, Ordering::Relaxed);
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for claim in &self.claims {
+            if let Some((size, holders)) = reserved.claims.get_mut(claim) {
+                *holders -= 1;
+                if *holders == 0 {
+                    let size = *size;
+                    reserved.claims.remove(claim);
+                    reserved.bytes -= size;
+                }
+            }
+        }
     }
 }
 
@@ -81,7 +111,7 @@ impl Keeper {
         Self {
             store,
             budget: std::sync::RwLock::new(budget),
-            reserved: AtomicU64::new(0),
+            reserved: Mutex::default(),
             turn: tokio::sync::Mutex::new(()),
             evicted_blobs: AtomicU64::new(0),
             evicted_bytes: AtomicU64::new(0),
@@ -102,22 +132,31 @@ impl Keeper {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = budget;
     }
 
-    /// Makes room for `bytes` about to be fetched for `what`: evicts so that the cache plus
-    /// fetches under way stay under the high watermark, and refuses when they cannot stay
-    /// under `max_size` even then.
+    /// Makes room for the `claims` (with their sizes) about to be fetched for `what`:
+    /// evicts so that the cache plus fetches under way stay under the high watermark, and
+    /// refuses when they cannot stay under `max_size` even then. Claims another fetch
+    /// already holds need no more room.
     pub(crate) async fn reserve(
         &self,
-        bytes: u64,
+        claims: Vec<(Claim, u64)>,
         what: &str,
     ) -> Result<Reservation<'_>, ApiError> {
         let Some(budget) = self.budget() else {
             return Ok(Reservation {
                 keeper: self,
-                bytes: 0,
+                claims: Vec::new(),
             });
         };
         let _turn = self.turn.lock().await;
-        let reserved = self.reserved.load(Ordering::Relaxed);
+        let (reserved, bytes) = {
+            let held = self.reserved.lock().unwrap_or_else(PoisonError::into_inner);
+            let new: u64 = claims
+                .iter()
+                .filter(|(claim, _)| !held.claims.contains_key(claim))
+                .map(|(_, size)| size)
+                .sum();
+            (held.bytes, new)
+        };
         let store = self.store.clone();
         let (used, _) = blocking(move || Ok(store.usage()?)).await?;
         let mut after = used;
@@ -144,10 +183,18 @@ impl Keeper {
                 ),
             ));
         }
-        self.reserved.fetch_add(bytes, Ordering::Relaxed);
+        let mut held = self.reserved.lock().unwrap_or_else(PoisonError::into_inner);
+        for (claim, size) in &claims {
+            let (_, holders) = held
+                .claims
+                .entry(claim.clone())
+                .or_insert_with(|| (*size, 0));
+            *holders += 1;
+        }
+        held.bytes += bytes;
         Ok(Reservation {
             keeper: self,
-            bytes,
+            claims: claims.into_iter().map(|(claim, _)| claim).collect(),
         })
     }
 
@@ -196,5 +243,57 @@ impl Keeper {
             Ordering::Relaxed,
         );
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(seed: u8, n: u8, size: u64) -> Vec<(Claim, u64)> {
+        (0..n)
+            .map(|i| {
+                let digest = hoard_types::Digest::of(&[seed, i]);
+                (Claim::Blob(BlobKey::new(digest, false)), size)
+            })
+            .collect()
+    }
+
+    fn reserved(keeper: &Keeper) -> u64 {
+        keeper.reserved.lock().unwrap().bytes
+    }
+
+    /// Sixteen jobs asking for one model that takes 70% of the budget fetch it once, so
+    /// they must all get room; a different 70% must not, until the first is done.
+    #[tokio::test]
+    async fn requests_sharing_blobs_reserve_them_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path().join("cache")).unwrap());
+        let keeper = Keeper::new(store, Some(Budget::new(1000, 0.95, 0.85).unwrap()));
+        let model = claims(1, 7, 100);
+        let mut jobs = Vec::new();
+        for _ in 0..16 {
+            jobs.push(keeper.reserve(model.clone(), "the model").await.unwrap());
+        }
+        assert_eq!(reserved(&keeper), 700);
+        // Half of it shared, half new: only the new half counts, and it does not fit.
+        let mut mixed = claims(1, 3, 100);
+        mixed.extend(claims(2, 4, 100));
+        let err = keeper
+            .reserve(mixed.clone(), "another")
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.kind, "budget-exceeded", "{err:?}");
+        assert_eq!(reserved(&keeper), 700);
+
+        drop(jobs.split_off(1));
+        assert_eq!(reserved(&keeper), 700, "one job still fetches the model");
+        drop(jobs);
+        assert_eq!(reserved(&keeper), 0);
+        let both = keeper.reserve(mixed, "another").await.unwrap();
+        assert_eq!(reserved(&keeper), 700);
+        drop(both);
+        assert_eq!(reserved(&keeper), 0);
     }
 }

@@ -587,7 +587,11 @@ impl Daemon {
         let references = references(manifest);
         let missing_blobs = missing.len() as u64;
         let missing_bytes = missing.iter().map(|(_, s)| s).sum();
-        let _room = self.keeper.reserve(missing_bytes, what).await?;
+        let claims = missing
+            .iter()
+            .map(|(key, size)| (crate::budget::Claim::Blob(*key), *size))
+            .collect();
+        let _room = self.keeper.reserve(claims, what).await?;
         let progress = |blobs, bytes| Event::Progress {
             fetched_blobs: blobs,
             missing_blobs,

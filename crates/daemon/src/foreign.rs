@@ -230,7 +230,17 @@ impl Daemon {
     ) -> Result<(HashMap<ForeignDigest, Digest>, (u64, u64)), ApiError> {
         let missing_blobs = need.len() as u64;
         let missing_bytes: u64 = need.iter().map(|&i| selected[i].1.size).sum();
-        let _room = self.keeper.reserve(missing_bytes, what).await?;
+        let claims = need
+            .iter()
+            .map(|&i| {
+                let entry = &selected[i].1;
+                (
+                    crate::budget::Claim::Foreign(entry.digest.clone()),
+                    entry.size,
+                )
+            })
+            .collect();
+        let _room = self.keeper.reserve(claims, what).await?;
         let progress = |blobs, bytes| Event::Progress {
             fetched_blobs: blobs,
             missing_blobs,

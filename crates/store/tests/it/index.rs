@@ -130,5 +130,8 @@ fn another_upstream_forgets_versions_and_pins_but_not_blobs() {
         matches!(err, Error::PendingForAnotherUpstream { pending: 1, .. }),
         "{err}"
     );
-    assert!(err.to_string().contains("not yet uploaded to `http://b`"), "{err}");
+    assert!(
+        err.to_string().contains("not yet uploaded to `http://b`"),
+        "{err}"
+    );
 }
