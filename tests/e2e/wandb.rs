@@ -192,6 +192,7 @@ fn corrupt_bytes_expired_urls_and_429s_are_survived() {
     let status = hoard_json(&s.daemon.socket, &s.dir, &["status"]);
     assert_eq!(status["blobs"], 8, "{status}");
     assert_eq!(status["misses"], 8, "{status}");
+    assert_eq!(status["versions"], 1, "the W&B version counts: {status}");
 }
 
 #[test]

@@ -28,8 +28,17 @@ use crate::error::ApiError;
 /// A fetched file: its entry, its blob, the bytes downloaded.
 type Fetched = (ForeignEntry, BlobKey, Option<u64>);
 
+/// Keys of foreign versions by number start with this (the others, `d/…`, map digests to
+/// them).
+const BY_NUMBER: &str = "v/";
+
 fn number_key(name: &ArtifactName, n: u32) -> String {
-    format!("v/{name}:{n}")
+    format!("{BY_NUMBER}{name}:{n}")
+}
+
+/// How many foreign versions are cached.
+pub(crate) fn count(store: &hoard_store::Store) -> hoard_store::Result<u64> {
+    store.count_records(Table::ForeignVersions, BY_NUMBER)
 }
 
 fn digest_key(digest: &Digest) -> String {

@@ -146,7 +146,7 @@ async fn status(daemon: &Arc<Daemon>) -> Result<Response<Body>, ApiError> {
         Ok((
             store.usage()?,
             store.eviction_plan(0)?,
-            store.version_count()?,
+            store.version_count()? + crate::foreign::count(&store)?,
         ))
     })
     .await?;

@@ -345,8 +345,8 @@ impl Index {
 
     /// Records `upstream` as the source of the cached versions, forgetting in the same
     /// batch every version, manifest, alias, foreign version and pin of another one (a
-    /// pin's blobs get their pin counts back to 0). Returns how many versions and pins
-    /// were forgotten.
+    /// pin's blobs get their pin counts back to 0). Returns how many of hoard's own
+    /// versions and how many pins were forgotten.
     pub(crate) fn switch_upstream(&self, upstream: &str) -> Result<(u64, u64)> {
         let _guard = self.rmw.lock().expect("index lock poisoned");
         let mut batch = WriteBatch::default();
@@ -357,7 +357,7 @@ impl Index {
                 let (key, _) = item.map_err(|e| self.fail(e))?;
                 batch.delete_cf(cf, key);
                 match family {
-                    VERSIONS | FOREIGN_VERSIONS => versions += 1,
+                    VERSIONS => versions += 1,
                     PINS => pins += 1,
                     _ => {}
                 }
@@ -387,6 +387,20 @@ impl Index {
         self.db
             .put_cf(self.cf(table.family()), key.as_bytes(), value)
             .map_err(|e| self.fail(e))
+    }
+
+    /// How many records of `table` have keys starting with `prefix` (keys only are read).
+    pub(crate) fn count_records(&self, table: Table, prefix: &str) -> Result<u64> {
+        let mut count = 0;
+        let from = IteratorMode::From(prefix.as_bytes(), rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(self.cf(table.family()), from) {
+            let (key, _) = item.map_err(|e| self.fail(e))?;
+            if !key.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            count += 1;
+        }
+        Ok(count)
     }
 
     pub(crate) fn record(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>> {

@@ -299,6 +299,11 @@ impl Store {
     }
 
     /// Every record in `table`, by key.
+    /// How many records of `table` have keys starting with `prefix`.
+    pub fn count_records(&self, table: Table, prefix: &str) -> Result<u64> {
+        self.index.count_records(table, prefix)
+    }
+
     pub fn records(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>> {
         self.index.records(table)
     }

@@ -154,7 +154,7 @@ pub struct Status {
     pub cache_dir: String,
     pub upstream: String,
     pub blobs: u64,
-    /// Versions whose manifests are cached.
+    /// Versions whose manifests are cached (hoard's own and W&B's).
     #[serde(default)]
     pub versions: u64,
     pub cache_bytes: u64,
