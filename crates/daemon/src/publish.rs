@@ -8,9 +8,11 @@
 //! materializes on this machine. The [`Outbox`] task uploads what the upstream lacks
 //! (`missing_blobs`, then the uploads, which the upstream verifies) and commits the
 //! manifest; the upstream's commit is idempotent, so publishing identical content twice
-//! gives one version and uploads nothing the second time. When it succeeds, the version
+//! gives one version and uploads nothing the second time. Publishing identical content
+//! while it is pending adds its aliases to the record. When a commit succeeds, the version
 //! is cached under its number and the outbox record goes, in one index write, and the
-//! blobs are unpinned. When the upstream cannot be reached or fails, the attempt is
+//! blobs are unpinned; if aliases were added while the commit was in flight, the record
+//! stays and is committed again. When the upstream cannot be reached or fails, the attempt is
 //! repeated with backoff (1 s doubling to 5 min), also after a daemon restart; when it
 //! refuses (a viewer's token, a bad request), the publish is marked failed and retried
 //! only when the daemon restarts.
@@ -118,6 +120,16 @@ pub(crate) struct Outbox {
     /// Bumped whenever a publish is committed or an attempt fails.
     changed: watch::Sender<u64>,
     done: Mutex<(HashMap<String, Done>, Vec<String>)>,
+    /// Held while an outbox record is read, changed and written back: a publish adding
+    /// aliases must not race an attempt recording its outcome.
+    records: Arc<Mutex<()>>,
+}
+
+/// What a successful commit left to do.
+enum Outcome {
+    Done,
+    /// Aliases were added to the publish while the commit was in flight: commit again.
+    Again,
 }
 
 impl Outbox {
@@ -128,6 +140,7 @@ impl Outbox {
             wake: Notify::new(),
             changed: watch::channel(0).0,
             done: Mutex::default(),
+            records: Arc::default(),
         });
         tokio::spawn(outbox.clone().run());
         outbox
@@ -218,30 +231,20 @@ impl Outbox {
         let result = self.upload_and_commit(&pending, &mut uploaded).await;
         pending.uploaded_blobs += uploaded.0;
         pending.uploaded_bytes += uploaded.1;
-        let store = self.store.clone();
         match result {
             Ok(version) => {
-                let (owned, keys) = (key.to_owned(), pending.keys());
-                let committed = version.clone();
-                let stored = blocking(move || {
-                    store.put_published(&committed, &owned)?;
-                    let number = committed.number()?;
-                    let name = committed.artifact()?;
-                    for alias in &committed.aliases {
-                        let record = hoard_store::AliasRecord {
-                            version: number,
-                            digest: committed.digest,
-                            resolved_ms: now_ms(),
-                        };
-                        store.put_alias(&name, alias, &record)?;
+                let stored = self.record_commit(key, &pending, version.clone()).await;
+                match stored {
+                    Ok(Outcome::Done) => {}
+                    Ok(Outcome::Again) => {
+                        tracing::info!(key, "aliases were added during the commit: again");
+                        self.wake.notify_one();
+                        return Ok(());
                     }
-                    store.unpin(&keys)?;
-                    Ok(())
-                })
-                .await;
-                if let Err(e) = stored {
-                    tracing::error!(key, error = %e, "cannot record a committed publish");
-                    return Err(false);
+                    Err(e) => {
+                        tracing::error!(key, error = %e, "cannot record a committed publish");
+                        return Err(false);
+                    }
                 }
                 tracing::info!(
                     key,
@@ -274,22 +277,84 @@ impl Outbox {
                             | hoard_upstream::Error::Protocol { .. }
                     );
                 tracing::warn!(key, error = %chain(&e), refused, "publish attempt failed");
-                pending.attempts += 1;
-                pending.last_error = Some(chain(&e));
-                pending.failed = refused;
-                let key = key.to_owned();
-                let _ = blocking(move || {
-                    // Only if it is still there (a record is never brought back).
-                    if store.get_record(Table::Outbox, &key)?.is_some() {
-                        let json = serde_json::to_vec(&pending).expect("a record serializes");
-                        store.put_record(Table::Outbox, &key, &json)?;
-                    }
-                    Ok(())
-                })
-                .await;
+                let _ = self.record_failure(key, &pending, chain(&e), refused).await;
                 Err(refused)
             }
         }
+    }
+
+    /// Caches the committed version and its aliases. The outbox record goes (and the
+    /// blobs are unpinned) in the same write, unless a publish added aliases since the
+    /// commit was sent: then the record stays, to be committed again.
+    async fn record_commit(
+        &self,
+        key: &str,
+        pending: &Pending,
+        committed: Version,
+    ) -> Result<Outcome, ApiError> {
+        let (store, records) = (self.store.clone(), self.records.clone());
+        let (key, keys, sent) = (
+            key.to_owned(),
+            pending.keys(),
+            pending.commit.aliases.clone(),
+        );
+        blocking(move || {
+            let _records = records.lock().unwrap_or_else(PoisonError::into_inner);
+            let added = match store.get_record(Table::Outbox, &key)? {
+                Some(json) => serde_json::from_slice::<Pending>(&json)
+                    .is_ok_and(|now| now.commit.aliases.iter().any(|a| !sent.contains(a))),
+                None => false,
+            };
+            if added {
+                store.put_version(&committed)?;
+            } else {
+                store.put_published(&committed, &key)?;
+                store.unpin(&keys)?;
+            }
+            let number = committed.number()?;
+            let name = committed.artifact()?;
+            for alias in &committed.aliases {
+                let record = hoard_store::AliasRecord {
+                    version: number,
+                    digest: committed.digest,
+                    resolved_ms: now_ms(),
+                };
+                store.put_alias(&name, alias, &record)?;
+            }
+            Ok(if added { Outcome::Again } else { Outcome::Done })
+        })
+        .await
+    }
+
+    /// Records a failed attempt in the outbox record as it is now (a publish may have
+    /// added aliases since it was read), if it is still there: a record is never brought
+    /// back.
+    async fn record_failure(
+        &self,
+        key: &str,
+        attempted: &Pending,
+        error: String,
+        refused: bool,
+    ) -> Result<(), ApiError> {
+        let (store, records) = (self.store.clone(), self.records.clone());
+        let key = key.to_owned();
+        let uploaded = (attempted.uploaded_blobs, attempted.uploaded_bytes);
+        blocking(move || {
+            let _records = records.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(json) = store.get_record(Table::Outbox, &key)? else {
+                return Ok(());
+            };
+            let mut now: Pending = serde_json::from_slice(&json)
+                .map_err(|e| ApiError::internal(format!("outbox record `{key}`: {e}")))?;
+            now.attempts += 1;
+            (now.uploaded_blobs, now.uploaded_bytes) = uploaded;
+            now.last_error = Some(error);
+            now.failed = refused;
+            let json = serde_json::to_vec(&now).expect("a record serializes");
+            store.put_record(Table::Outbox, &key, &json)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn upload_and_commit(
@@ -352,7 +417,9 @@ impl Outbox {
             .0
             .remove(&key);
         let store = self.store.clone();
+        let records = self.records.clone();
         blocking(move || {
+            let _records = records.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(existing) = store.get_record(Table::Outbox, &key)? {
                 // The same content again: keep the record (and its pins), add aliases,
                 // and try again now even if it had failed.
@@ -657,5 +724,144 @@ impl Daemon {
             dest: dest.map(|d| d.display().to_string()),
             last_error: record.and_then(|r| r.last_error),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::Range;
+    use std::path::Path;
+
+    use hoard_types::Selector;
+    use hoard_types::registry::{Committed, VersionList};
+    use hoard_upstream::{BlobStream, BoxFuture, DirRoot, Error};
+    use tokio::sync::{Semaphore, mpsc};
+
+    use super::*;
+
+    /// A `dir://` upstream whose commits wait at a gate, announcing that they arrived.
+    struct Gated {
+        inner: Arc<dyn Upstream>,
+        arrived: mpsc::UnboundedSender<()>,
+        gate: Semaphore,
+    }
+
+    impl Upstream for Gated {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn resolve<'a>(
+            &'a self,
+            name: &'a ArtifactName,
+            selector: &'a Selector,
+        ) -> BoxFuture<'a, Result<Version, Error>> {
+            self.inner.resolve(name, selector)
+        }
+        fn list<'a>(&'a self, name: &'a ArtifactName) -> BoxFuture<'a, Result<VersionList, Error>> {
+            self.inner.list(name)
+        }
+        fn fetch_blob<'a>(
+            &'a self,
+            digest: &'a Digest,
+            size: u64,
+            range: Option<Range<u64>>,
+        ) -> BoxFuture<'a, Result<BlobStream, Error>> {
+            self.inner.fetch_blob(digest, size, range)
+        }
+        fn missing_blobs<'a>(
+            &'a self,
+            digests: &'a [Digest],
+        ) -> BoxFuture<'a, Result<Vec<Digest>, Error>> {
+            self.inner.missing_blobs(digests)
+        }
+        fn upload_blob<'a>(
+            &'a self,
+            digest: &'a Digest,
+            file: &'a Path,
+        ) -> BoxFuture<'a, Result<(), Error>> {
+            self.inner.upload_blob(digest, file)
+        }
+        fn commit<'a>(
+            &'a self,
+            name: &'a ArtifactName,
+            request: &'a CommitRequest,
+        ) -> BoxFuture<'a, Result<Committed, Error>> {
+            Box::pin(async move {
+                let _ = self.arrived.send(());
+                self.gate.acquire().await.expect("open").forget();
+                self.inner.commit(name, request).await
+            })
+        }
+        fn set_alias<'a>(
+            &'a self,
+            name: &'a ArtifactName,
+            alias: &'a str,
+            version: u32,
+        ) -> BoxFuture<'a, Result<(), Error>> {
+            self.inner.set_alias(name, alias, version)
+        }
+    }
+
+    /// The same content published again with another alias while the first commit is in
+    /// flight: the second alias reaches the upstream too.
+    #[tokio::test]
+    async fn an_alias_added_while_the_commit_is_in_flight_is_committed_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("weights.bin");
+        std::fs::write(&file, b"weights").unwrap();
+        let root = Arc::new(DirRoot::create(dir.path().join("up")).unwrap());
+        let (arrived, mut commits) = mpsc::unbounded_channel();
+        let upstream = Arc::new(Gated {
+            inner: root.clone(),
+            arrived,
+            gate: Semaphore::new(0),
+        });
+        let store = Store::open(dir.path().join("cache")).unwrap();
+        let daemon = Arc::new(Daemon::new(
+            store,
+            upstream.clone(),
+            crate::Options::default(),
+        ));
+        let publish = |alias: &str| PublishRequest {
+            artifact: "acme/models/net".to_owned(),
+            entity: None,
+            project: None,
+            inputs: vec![file.display().to_string()],
+            kind: None,
+            aliases: vec![alias.to_owned()],
+            metadata: None,
+            dest: None,
+            mode: None,
+            wait_seconds: None,
+            wait_one_attempt: false,
+        };
+        daemon.publish(publish("first")).await.unwrap();
+        commits.recv().await.unwrap();
+        daemon.publish(publish("second")).await.unwrap();
+        upstream.gate.add_permits(100);
+
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !daemon.outbox.pending().await.unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "the outbox never emptied");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let name = ArtifactName::new("acme", "models", "net").unwrap();
+        for alias in ["first", "second", "latest"] {
+            let version = root
+                .resolve(&name, &Selector::Alias(alias.to_owned()))
+                .unwrap_or_else(|e| panic!("`{alias}` upstream: {e}"));
+            assert_eq!(version.version, "v0", "{alias}");
+            assert!(
+                daemon.store.alias(&name, alias).unwrap().is_some(),
+                "`{alias}` in the cache"
+            );
+        }
+        let pins: u32 = daemon
+            .store
+            .record(&BlobKey::new(Digest::of(b"weights"), false))
+            .unwrap()
+            .unwrap()
+            .pins;
+        assert_eq!(pins, 0, "the publish's pins were released");
     }
 }
