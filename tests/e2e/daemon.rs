@@ -764,7 +764,9 @@ fn a_blob_modified_behind_the_daemons_back_is_never_handed_out() {
         "{metrics}"
     );
 
-    // `hoard verify` finds a blob corrupted the same way, and says so with its exit code.
+    // `hoard verify` finds a blob corrupted the same way, says so with its exit code, and
+    // fetches it again from the upstream: the next get fetches nothing.
+    let gets = s.registry().blob_gets();
     let ino = std::fs::metadata(s.out("second/images/bikes/003.png"))
         .unwrap()
         .ino();
@@ -780,8 +782,17 @@ fn a_blob_modified_behind_the_daemons_back_is_never_handed_out() {
     assert!(!out.status.success());
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["bad"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(report["bad"][0]["repaired"], true, "{report}");
+    assert_eq!(s.registry().blob_gets(), gets + 1);
     let out = s.hoard(&["verify"]);
-    assert!(out.status.success(), "clean after the quarantine");
+    assert!(out.status.success(), "clean after the repair");
+    let third = s.get("acme/vision/bike", "third", &[]);
+    assert_eq!(third["fetched_blobs"], 0, "{third}");
+    assert_eq!(
+        std::fs::read(s.out("third/images/bikes/003.png")).unwrap()[0],
+        bytes[0] ^ 1,
+        "the right bytes"
+    );
 
     // Refusals are counted by the rule that refused.
     let out = s.hoard(&["get", "acme/vision/nope", "--root", "x"]);

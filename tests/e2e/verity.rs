@@ -70,6 +70,7 @@ const PHASE_2: &str = r"
 start cb on
 run read cat /mnt/dest/images/marker.bin
 run verify on cb hoard verify
+run status sh -c 'HOARD_SOCKET=/tmp/cb.sock hoard status | grep fs-verity'
 run get on cb hoard get acme/vision/pets:latest --root /mnt/dest
 run same diff -r /mnt/src /mnt/dest
 stop cb
@@ -294,13 +295,19 @@ fn sealed_blobs_cannot_be_written_and_corruption_beneath_the_filesystem_is_caugh
     let second = vm.boot(&image, 2);
     // The kernel refuses the changed bytes instead of returning them...
     expect(&second, "read", 1, &["Input/output error"]);
-    // ...`hoard verify` quarantines the blob, and the next get fetches it again.
+    // ...`hoard verify` quarantines the blob and fetches it again from the upstream.
     expect(
         &second,
         "verify",
         1,
-        &[&marker_digest.to_hex(), "reading it failed", "1 bad"],
+        &[
+            &marker_digest.to_hex(),
+            "reading it failed",
+            "1 bad",
+            "fetched again from the upstream",
+        ],
     );
-    expect(&second, "get", 0, &["fetched 1 blobs"]);
+    expect(&second, "status", 0, &["fs-verity: on: 1 blobs sealed"]);
+    expect(&second, "get", 0, &["fetched 0 blobs"]);
     expect(&second, "same", 0, &[]);
 }

@@ -143,10 +143,14 @@ pub(crate) fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
             crate::out(&format!("sealed {} blobs with fs-verity", report.sealed))?;
         }
         for bad in &report.bad {
-            crate::out(&format!(
-                "  {}: {} (quarantined; fetched again when needed)",
-                bad.blob, bad.why
-            ))?;
+            let repair = match (&bad.repaired, &bad.repair_error) {
+                (true, _) => "quarantined, fetched again from the upstream".to_owned(),
+                (false, Some(e)) => format!(
+                    "quarantined; not fetched again now ({e}): a get that needs it fetches it"
+                ),
+                (false, None) => "quarantined; fetched again when needed".to_owned(),
+            };
+            crate::out(&format!("  {}: {} ({repair})", bad.blob, bad.why))?;
         }
     }
     if !report.bad.is_empty() {

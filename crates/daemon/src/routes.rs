@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use hoard_http::{Body, BodyError, full, json};
 use hoard_store::LinkMode;
 use hoard_types::api::{
@@ -367,7 +368,11 @@ async fn gc(daemon: &Arc<Daemon>, request: Request<Incoming>) -> Result<Response
     ))
 }
 
-/// `verify`: re-hashes every blob; bad ones are quarantined (and counted as tampered).
+/// Bad blobs fetched again at the same time by `verify`.
+const REPAIRS: usize = 8;
+
+/// `verify`: re-hashes every blob; bad ones are quarantined (and counted as tampered),
+/// then fetched again from the upstream where it serves blobs by digest.
 async fn verify(daemon: &Arc<Daemon>) -> Result<Response<Body>, ApiError> {
     let store = daemon.store.clone();
     let report = blocking(move || Ok(store.verify()?)).await?;
@@ -375,23 +380,31 @@ async fn verify(daemon: &Arc<Daemon>) -> Result<Response<Body>, ApiError> {
         .metrics
         .tampered
         .fetch_add(report.bad.len() as u64, Ordering::Relaxed);
-    for (key, why) in &report.bad {
-        tracing::warn!(%key, why, "verify: quarantined a bad blob");
-    }
+    let bad = futures_util::stream::iter(report.bad)
+        .map(|bad| async move {
+            tracing::warn!(key = %bad.key, why = bad.why, "verify: quarantined a bad blob");
+            let repaired = daemon.fetcher.ensure_from(bad.key, bad.size, None).await;
+            if let Err(e) = &repaired {
+                tracing::warn!(key = %bad.key, error = %e.detail, "verify: cannot fetch it again now");
+            }
+            BadBlob {
+                blob: bad.key.to_string(),
+                why: bad.why,
+                repaired: repaired.is_ok(),
+                repair_error: repaired.err().map(|e| e.detail),
+            }
+        })
+        .buffer_unordered(REPAIRS)
+        .collect()
+        .await;
+    let _ = daemon.fetcher.commit_now().await;
     Ok(json(
         StatusCode::OK,
         &Verified {
             checked: report.checked,
             bytes: report.bytes,
             sealed: report.sealed,
-            bad: report
-                .bad
-                .into_iter()
-                .map(|(key, why)| BadBlob {
-                    blob: key.to_string(),
-                    why,
-                })
-                .collect(),
+            bad,
         },
     ))
 }

@@ -43,7 +43,7 @@ pub use error::{Error, Result};
 pub use index::Table;
 pub use ingest::{Begin, BlobWriter, Ingested, Staged};
 pub use layout::Layout;
-pub use maintain::{EvictReport, VerifyReport};
+pub use maintain::{BadBlob, EvictReport, VerifyReport};
 pub use materialize::{LinkMode, MaterializeReport};
 pub use parts::{Part, PartedWriter};
 pub use reconcile::ReconcileReport;

@@ -29,13 +29,21 @@ pub struct EvictReport {
     pub held_by_workdirs_bytes: u64,
 }
 
+/// A blob [`Store::verify`] found bad: its key and size (to fetch it again), and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadBlob {
+    pub key: BlobKey,
+    pub size: u64,
+    pub why: String,
+}
+
 /// What [`Store::verify`] found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VerifyReport {
     pub checked: u64,
     pub bytes: u64,
-    /// Blobs that failed, with why; each was quarantined.
-    pub bad: Vec<(BlobKey, String)>,
+    /// Blobs that failed; each was quarantined.
+    pub bad: Vec<BadBlob>,
     /// Good blobs sealed with fs-verity by this run (they were ingested before sealing
     /// was on).
     pub sealed: u64,
@@ -115,7 +123,7 @@ impl Store {
     pub fn verify(&self) -> Result<VerifyReport> {
         let rows = self.index.all_blobs()?;
         let sealed = std::sync::atomic::AtomicU64::new(0);
-        let results: Vec<Result<Option<(BlobKey, String)>>> = rows
+        let results: Vec<Result<Option<BadBlob>>> = rows
             .par_iter()
             .map(|(key, record, _)| {
                 let path = self.blob_path(key);
@@ -128,7 +136,11 @@ impl Store {
                     Ok(fd) => fd,
                     Err(Errno::NOENT) => {
                         self.index.remove_blobs(&[*key])?;
-                        return Ok(Some((*key, "the file is missing".to_owned())));
+                        return Ok(Some(BadBlob {
+                            key: *key,
+                            size: record.size,
+                            why: "the file is missing".to_owned(),
+                        }));
                     }
                     Err(e) => return Err(e).io("open", path),
                 };
@@ -154,7 +166,11 @@ impl Store {
                 if let Some(problem) = problem {
                     tracing::warn!(%key, %problem, "verify: quarantining blob");
                     self.quarantine(key)?;
-                    return Ok(Some((*key, problem)));
+                    return Ok(Some(BadBlob {
+                        key: *key,
+                        size: record.size,
+                        why: problem,
+                    }));
                 }
                 if self.verity()
                     && !crate::verity::is_sealed(&file)

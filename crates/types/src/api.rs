@@ -321,8 +321,8 @@ pub struct Published {
 pub struct Verified {
     pub checked: u64,
     pub bytes: u64,
-    /// Blobs that failed (`blob`, `why`); each was quarantined and is fetched again when a
-    /// version needs it.
+    /// Blobs that failed (`blob`, `why`); each was quarantined, then fetched again from the
+    /// upstream (`repaired`), or else when a version needs it.
     pub bad: Vec<BadBlob>,
     /// Good blobs this run sealed with fs-verity (ingested before sealing was on).
     #[serde(default)]
@@ -333,4 +333,11 @@ pub struct Verified {
 pub struct BadBlob {
     pub blob: String,
     pub why: String,
+    /// Fetched again from the upstream.
+    #[serde(default)]
+    pub repaired: bool,
+    /// Why it could not be fetched again now (a W&B file, a reference, a publish not yet
+    /// uploaded, the upstream down).
+    #[serde(default)]
+    pub repair_error: Option<String>,
 }

@@ -22,8 +22,12 @@ fn verify_finds_bytes_changed_with_metadata_restored() {
     let report = cache.store.verify().unwrap();
     assert_eq!(report.checked, 2);
     assert_eq!(report.bad.len(), 1);
-    assert_eq!(report.bad[0].0, key);
-    assert!(report.bad[0].1.contains("hash to"), "{}", report.bad[0].1);
+    assert_eq!(report.bad[0].key, key);
+    assert!(
+        report.bad[0].why.contains("hash to"),
+        "{}",
+        report.bad[0].why
+    );
     assert!(!path.exists());
     assert!(cache.store.record(&key).unwrap().is_none());
     assert!(cache.store.verify().unwrap().bad.is_empty());
