@@ -64,7 +64,14 @@ struct State {
     unsigned: u64,
     /// The next GraphQL answer: 200 with this error and no data.
     error: Option<String>,
+    /// Google's token endpoint (`/gcs-token`): the service account it knows (email and
+    /// RSA public key, DER), and the tokens it granted.
+    gcs_account: Option<(String, Vec<u8>)>,
+    gcs_grants: u64,
 }
+
+/// The refresh token (and client) `/gcs-token` accepts from a user's login.
+pub const GCS_REFRESH: (&str, &str, &str) = ("hoard-client", "client-secret", "refresh-1");
 
 /// The fake, serving on a loopback port until dropped.
 pub struct FakeWandb {
@@ -221,6 +228,17 @@ impl FakeWandb {
             .insert(bucket_key.to_owned(), data.to_vec());
     }
 
+    /// Makes `/gcs-token` accept JWTs of this service account, signed with the key whose
+    /// public half this is (DER `RSAPublicKey`).
+    pub fn gcs_account(&self, email: &str, public_key: Vec<u8>) {
+        self.state().gcs_account = Some((email.to_owned(), public_key));
+    }
+
+    /// Tokens `/gcs-token` granted.
+    pub fn gcs_grants(&self) -> u64 {
+        self.state().gcs_grants
+    }
+
     /// S3 requests refused because they were not signed with the expected key id.
     pub fn unsigned(&self) -> u64 {
         self.state().unsigned
@@ -328,6 +346,16 @@ async fn handle(
             .get("authorization")
             .is_some_and(|v| v.as_bytes() == expected.as_bytes())
     };
+    if path == "/gcs-token" && request.method() == http::Method::POST {
+        let body = request
+            .into_body()
+            .collect()
+            .await
+            .map(http_body_util::Collected::to_bytes)
+            .unwrap_or_default();
+        let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+        return gcs_token(&mut state, &format!("{base}/gcs-token"), &body);
+    }
     if path == "/graphql" && request.method() == http::Method::POST {
         if !authorized {
             return reply(
@@ -703,4 +731,79 @@ fn serve_gcs(
         return reply(StatusCode::NOT_FOUND, r#"{"error":{"code":404}}"#);
     };
     ranged(bytes, range, None)
+}
+
+/// Google's OAuth token endpoint: a service account's signed JWT (checked: signature,
+/// issuer, audience, scope, expiry) or a user's refresh token, for the token `gcs-token`.
+fn gcs_token(state: &mut State, audience: &str, body: &[u8]) -> Response<Body> {
+    let form: HashMap<String, String> = String::from_utf8_lossy(body)
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.replace("%3A", ":")))
+        .collect();
+    let refuse = |why: &str| {
+        reply(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "invalid_grant", "error_description": why}).to_string(),
+        )
+    };
+    let field = |name: &str| form.get(name).map(String::as_str).unwrap_or_default();
+    match field("grant_type") {
+        "urn:ietf:params:oauth:grant-type:jwt-bearer" => {
+            let Some((email, public_key)) = &state.gcs_account else {
+                return refuse("no service account is known");
+            };
+            let jwt = field("assertion");
+            let Some((signed, signature)) = jwt.rsplit_once('.') else {
+                return refuse("Invalid JWT.");
+            };
+            let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            let key = ring::signature::UnparsedPublicKey::new(
+                &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+                public_key,
+            );
+            let verified = engine
+                .decode(signature)
+                .is_ok_and(|sig| key.verify(signed.as_bytes(), &sig).is_ok());
+            if !verified {
+                return refuse("Invalid JWT Signature.");
+            }
+            let claims: Value = signed
+                .split_once('.')
+                .and_then(|(_, claims)| engine.decode(claims).ok())
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                .unwrap_or_default();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            if claims["iss"] != email.as_str()
+                || claims["aud"] != audience
+                || !claims["scope"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("devstorage.read_only"))
+                || claims["exp"].as_u64().is_none_or(|exp| exp <= now)
+            {
+                return refuse(&format!("Invalid JWT claims: {claims}"));
+            }
+        }
+        "refresh_token" => {
+            let (client, secret, refresh) = GCS_REFRESH;
+            if (
+                field("client_id"),
+                field("client_secret"),
+                field("refresh_token"),
+            ) != (client, secret, refresh)
+            {
+                return refuse("Bad Request");
+            }
+        }
+        _ => return refuse("unsupported grant_type"),
+    }
+    state.gcs_grants += 1;
+    reply(
+        StatusCode::OK,
+        json!({"access_token": "gcs-token", "expires_in": 3599, "token_type": "Bearer"})
+            .to_string(),
+    )
 }

@@ -471,3 +471,148 @@ fn large_files_come_in_parallel_ranges_and_are_checked_whole() {
     // Four ranges of 1 MiB, twice: the first attempt had a corrupt range.
     assert_eq!(fake.downloads(), 8);
 }
+
+/// An RSA key pair made with `openssl`: the PKCS#8 PEM of the private key and the DER of
+/// the public key.
+fn rsa_key(dir: &Path, name: &str) -> (String, Vec<u8>) {
+    let pem = dir.join(format!("{name}.pem"));
+    let der = dir.join(format!("{name}.der"));
+    for args in [
+        vec![
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ],
+        vec!["rsa", "-RSAPublicKey_out", "-outform", "DER", "-out"],
+    ] {
+        let mut command = std::process::Command::new("openssl");
+        command.args(&args);
+        if args[0] == "genpkey" {
+            command.arg(&pem);
+        } else {
+            command.arg(&der).arg("-in").arg(&pem);
+        }
+        let out = command.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (
+        std::fs::read_to_string(pem).unwrap(),
+        std::fs::read(der).unwrap(),
+    )
+}
+
+/// `gs://` with a service account's key file (`GOOGLE_APPLICATION_CREDENTIALS`): hoard
+/// signs a JWT with the account's key and exchanges it for a token, once for all the
+/// files. A key the token endpoint does not know is refused with its words and the
+/// file's name. gcloud's application-default login (a refresh token) works too.
+#[test]
+fn gs_references_with_a_service_account_key_or_a_gcloud_login() {
+    let fake = FakeWandb::start(KEY);
+    let (vocab, merges) = (b"vocab".repeat(50), b"merges".repeat(70));
+    fake.put_object("nlp/tok/vocab.json", &vocab);
+    fake.put_object("nlp/tok/merges.txt", &merges);
+    let files = vec![
+        (
+            "vocab.json".to_owned(),
+            b"ref:gs://nlp/tok/vocab.json".to_vec(),
+        ),
+        (
+            "merges.txt".to_owned(),
+            b"ref:gs://nlp/tok/merges.txt".to_vec(),
+        ),
+    ];
+    add(&fake, "acme/nlp/tok", &files, &[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let email = "hoard@acme.iam.gserviceaccount.com";
+    let (key, public) = rsa_key(dir, "account");
+    fake.gcs_account(email, public);
+    let token_uri = format!("{}/gcs-token", fake.url);
+    let credentials = |name: &str, json: serde_json::Value| {
+        let file = dir.join(name);
+        std::fs::write(&file, json.to_string()).unwrap();
+        file.to_str().unwrap().to_owned()
+    };
+    let account = |key: &str| {
+        serde_json::json!({
+            "type": "service_account", "project_id": "acme", "private_key_id": "k1",
+            "private_key": key, "client_email": email, "token_uri": token_uri,
+        })
+    };
+    let get = |name: &str, env: &[(&str, &str)]| {
+        let nothing = dir.join("no-gcloud");
+        // Defaults first: what the test sets comes later and wins.
+        let mut all = vec![
+            ("WANDB_API_KEY", KEY),
+            ("STORAGE_EMULATOR_HOST", fake.url.as_str()),
+            ("GOOGLE_APPLICATION_CREDENTIALS", ""),
+            ("CLOUDSDK_CONFIG", nothing.to_str().unwrap()),
+        ];
+        all.extend_from_slice(env);
+        let daemon = DaemonProcess::start_env(
+            &dir.join(format!("{name}.sock")),
+            &dir.join(format!("{name}-cache")),
+            &format!("wandb+{}", fake.url),
+            &[],
+            &all,
+        );
+        let root = dir.join(name);
+        hoard_on(
+            &daemon.socket,
+            dir,
+            &["get", "acme/nlp/tok:v0", "--root", root.to_str().unwrap()],
+        )
+    };
+
+    let file = credentials("account.json", account(&key));
+    let out = get("account", &[("GOOGLE_APPLICATION_CREDENTIALS", &file)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(dir.join("account/vocab.json")).unwrap(),
+        vocab
+    );
+    assert_eq!(
+        std::fs::read(dir.join("account/merges.txt")).unwrap(),
+        merges
+    );
+    assert_eq!(fake.gcs_grants(), 1, "one token for both files");
+    assert_eq!(fake.unsigned(), 0);
+
+    let (other, _) = rsa_key(dir, "other");
+    let file = credentials("other.json", account(&other));
+    let out = get("other", &[("GOOGLE_APPLICATION_CREDENTIALS", &file)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Invalid JWT Signature") && err.contains("other.json"),
+        "{err}"
+    );
+
+    let gcloud = dir.join("gcloud");
+    std::fs::create_dir_all(&gcloud).unwrap();
+    let (client, secret, refresh) = hoard_tests::fake_wandb::GCS_REFRESH;
+    let login = serde_json::json!({
+        "type": "authorized_user", "client_id": client, "client_secret": secret,
+        "refresh_token": refresh, "token_uri": token_uri,
+    });
+    credentials("gcloud/application_default_credentials.json", login);
+    let out = get("login", &[("CLOUDSDK_CONFIG", gcloud.to_str().unwrap())]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(dir.join("login/vocab.json")).unwrap(), vocab);
+    assert_eq!(fake.gcs_grants(), 2);
+}

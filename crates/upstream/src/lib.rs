@@ -15,12 +15,14 @@
 //! `wandb/` (GraphQL, manifests, signed URLs), `error.rs`; `local.rs`: the local files and
 //! trees a new version is made of (`hoard registry import`, `hoard publish`);
 //! `reference.rs`: reference entries' sources (`https://`, `file://`, `s3://`, `gs://`) as
-//! fetch-only upstreams; `s3.rs`: AWS Signature V4 for `s3://`.
+//! fetch-only upstreams; `s3.rs`: AWS Signature V4 for `s3://`; `gcs.rs`: Google
+//! credentials for `gs://`.
 
 mod blob;
 pub mod dir;
 mod dir_upstream;
 mod error;
+mod gcs;
 mod http;
 pub mod local;
 pub mod reference;

@@ -3,8 +3,8 @@
 //! only call is `fetch_blob`, so the fetch engine treats a reference like any blob:
 //! streamed, resumed, fetched in ranges, and checked against the manifest's digest and
 //! size before it becomes visible. `s3://` is fetched with the daemon's AWS credentials
-//! (requests signed by `s3.rs`), `gs://` with its OAuth access token
-//! (`GOOGLE_OAUTH_ACCESS_TOKEN`); other schemes are refused with a message naming the
+//! (requests signed by `s3.rs`), `gs://` with its Google credentials (`gcs.rs`: a token,
+//! a service account's key, or gcloud's login); other schemes are refused with a message naming the
 //! scheme, and so are `s3://`/`gs://` without credentials.
 
 use std::io::{Read, Seek, SeekFrom};
@@ -89,18 +89,12 @@ fn open(uri: &str, allow_files: bool) -> Result<Source, Error> {
             }))
         }
         "gs" => {
-            let token = std::env::var("GOOGLE_OAUTH_ACCESS_TOKEN")
-                .ok()
-                .filter(|t| !t.is_empty())
-                .ok_or_else(|| {
-                    refuse(
-                        "`gs://` references need credentials: set `GOOGLE_OAUTH_ACCESS_TOKEN` for the daemon (e.g. from `gcloud auth print-access-token`; `STORAGE_EMULATOR_HOST` for an emulator)"
-                            .to_owned(),
-                    )
-                })?;
-            let mut token = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| refuse("the access token is not a valid header value".to_owned()))?;
-            token.set_sensitive(true);
+            let auth = crate::gcs::GcsAuth::from_env().map_err(&refuse)?.ok_or_else(|| {
+                refuse(
+                    "`gs://` references need credentials: set `GOOGLE_APPLICATION_CREDENTIALS` to a service account's key file, run `gcloud auth application-default login`, or set `GOOGLE_OAUTH_ACCESS_TOKEN` for the daemon (`STORAGE_EMULATOR_HOST` for an emulator)"
+                        .to_owned(),
+                )
+            })?;
             let (bucket, object) = uri["gs://".len()..]
                 .split_once('/')
                 .filter(|(bucket, object)| !bucket.is_empty() && !object.is_empty())
@@ -120,7 +114,7 @@ fn open(uri: &str, allow_files: bool) -> Result<Source, Error> {
             Ok(Source::Http(HttpReference {
                 uri: uri.to_owned(),
                 http: client().map_err(|e| refuse(e.to_string()))?,
-                auth: Auth::Bearer(url, token),
+                auth: Auth::Gcs(url, auth),
             }))
         }
         "" => Err(refuse(
@@ -144,8 +138,9 @@ enum Auth {
     None,
     /// `s3://`: the credentials that sign each request, the bucket and the key.
     S3(crate::s3::S3, String, String),
-    /// `gs://`: a `GET` of this JSON API URL with this OAuth access token.
-    Bearer(String, reqwest::header::HeaderValue),
+    /// `gs://`: a `GET` of this JSON API URL with an OAuth access token from these
+    /// credentials.
+    Gcs(String, crate::gcs::GcsAuth),
 }
 
 fn client() -> reqwest::Result<reqwest::Client> {
@@ -277,10 +272,10 @@ impl HttpReference {
                         r.header(name, value)
                     })
             }
-            Auth::Bearer(url, token) => self
+            Auth::Gcs(url, auth) => self
                 .http
                 .get(url)
-                .header(reqwest::header::AUTHORIZATION, token.clone()),
+                .header(reqwest::header::AUTHORIZATION, auth.header().await?),
         };
         if !whole {
             request = request.header(

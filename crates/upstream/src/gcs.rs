@@ -1,0 +1,366 @@
+//! Google Cloud Storage credentials for `gs://` references, found the way Google's client
+//! libraries find them:
+//!
+//! 1. `GOOGLE_OAUTH_ACCESS_TOKEN`: an access token, used as it is;
+//! 2. the JSON file `GOOGLE_APPLICATION_CREDENTIALS` names, else gcloud's
+//!    `~/.config/gcloud/application_default_credentials.json`:
+//!    - a service account's key (`"type": "service_account"`): a JWT naming the account,
+//!      signed with its RSA key (RS256), is exchanged at its `token_uri` for a token;
+//!    - a user's login (`"type": "authorized_user"`, from `gcloud auth
+//!      application-default login`): its refresh token is exchanged for one.
+//!
+//! Exchanged tokens are kept until a minute before they expire, shared by every
+//! reference (one exchange per hour, not per file). The scope asked for is read-only.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use reqwest::header::HeaderValue;
+use serde::Deserialize;
+
+use crate::Error;
+
+const SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_only";
+const TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
+/// A token is renewed this long before it expires.
+const MARGIN: Duration = Duration::from_secs(60);
+
+/// The exchange of this process's credentials file: the environment does not change, so
+/// one exchange (and its cached token) serves every reference.
+static EXCHANGE: OnceLock<Result<Option<Arc<Exchange>>, String>> = OnceLock::new();
+
+/// How `gs://` requests are authorized.
+#[derive(Clone)]
+pub(crate) enum GcsAuth {
+    /// A fixed token (`GOOGLE_OAUTH_ACCESS_TOKEN`).
+    Token(HeaderValue),
+    /// Tokens exchanged from a credentials file.
+    Exchanged(Arc<Exchange>),
+}
+
+impl GcsAuth {
+    /// The credentials of this process's environment; `Ok(None)` when there are none, an
+    /// error naming the file when its contents are unusable.
+    pub(crate) fn from_env() -> Result<Option<Self>, String> {
+        if let Some(token) = std::env::var("GOOGLE_OAUTH_ACCESS_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+        {
+            return bearer(&token)
+                .map(|t| Some(Self::Token(t)))
+                .ok_or_else(|| "`GOOGLE_OAUTH_ACCESS_TOKEN` is not a valid header value".into());
+        }
+        EXCHANGE
+            .get_or_init(|| {
+                let Some(file) = credentials_file() else {
+                    return Ok(None);
+                };
+                Exchange::load(&file).map(|e| Some(Arc::new(e)))
+            })
+            .clone()
+            .map(|exchange| exchange.map(Self::Exchanged))
+    }
+
+    /// The `Authorization` header value for a request now.
+    pub(crate) async fn header(&self) -> Result<HeaderValue, Error> {
+        match self {
+            Self::Token(token) => Ok(token.clone()),
+            Self::Exchanged(exchange) => exchange.token().await,
+        }
+    }
+}
+
+fn bearer(token: &str) -> Option<HeaderValue> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {token}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
+/// `GOOGLE_APPLICATION_CREDENTIALS` (which must then exist), else gcloud's file if present.
+fn credentials_file() -> Option<PathBuf> {
+    if let Some(file) = std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").filter(|f| !f.is_empty())
+    {
+        return Some(file.into());
+    }
+    let config = std::env::var_os("CLOUDSDK_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".config/gcloud")))?;
+    let file = config.join("application_default_credentials.json");
+    file.exists().then_some(file)
+}
+
+/// A credentials file, as far as hoard reads it.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Credentials {
+    ServiceAccount {
+        client_email: String,
+        private_key: String,
+        #[serde(default)]
+        token_uri: Option<String>,
+    },
+    AuthorizedUser {
+        client_id: String,
+        client_secret: String,
+        refresh_token: String,
+        #[serde(default)]
+        token_uri: Option<String>,
+    },
+}
+
+/// What is exchanged for a token.
+enum Grant {
+    /// A service account: its email and RSA key.
+    Account {
+        email: String,
+        key: ring::signature::RsaKeyPair,
+    },
+    /// A user's refresh token and the OAuth client it was issued to.
+    Refresh {
+        client_id: String,
+        client_secret: String,
+        refresh_token: String,
+    },
+}
+
+/// Exchanges a credentials file's grant for access tokens, and keeps the current one.
+pub(crate) struct Exchange {
+    file: PathBuf,
+    grant: Grant,
+    token_uri: String,
+    http: reqwest::Client,
+    current: tokio::sync::Mutex<Option<(HeaderValue, Instant)>>,
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: String,
+    expires_in: u64,
+}
+
+impl Exchange {
+    fn load(file: &Path) -> Result<Self, String> {
+        let named =
+            |reason: String| format!("the Google credentials file `{}` {reason}", file.display());
+        let text =
+            std::fs::read_to_string(file).map_err(|e| named(format!("cannot be read: {e}")))?;
+        let credentials: Credentials = serde_json::from_str(&text).map_err(|e| {
+            named(format!(
+                "is not a service account key or an application-default login: {e}"
+            ))
+        })?;
+        let (grant, token_uri) = match credentials {
+            Credentials::ServiceAccount {
+                client_email,
+                private_key,
+                token_uri,
+            } => {
+                let der = pem_body(&private_key).ok_or_else(|| {
+                    named("has a `private_key` that is not a PEM private key".into())
+                })?;
+                let key = ring::signature::RsaKeyPair::from_pkcs8(&der)
+                    .map_err(|e| named(format!("has a `private_key` ring cannot use: {e}")))?;
+                (
+                    Grant::Account {
+                        email: client_email,
+                        key,
+                    },
+                    token_uri,
+                )
+            }
+            Credentials::AuthorizedUser {
+                client_id,
+                client_secret,
+                refresh_token,
+                token_uri,
+            } => (
+                Grant::Refresh {
+                    client_id,
+                    client_secret,
+                    refresh_token,
+                },
+                token_uri,
+            ),
+        };
+        let token_uri = token_uri.unwrap_or_else(|| TOKEN_URI.to_owned());
+        reqwest::Url::parse(&token_uri)
+            .map_err(|e| named(format!("has a bad `token_uri`: {e}")))?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("hoard/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            file: file.to_owned(),
+            grant,
+            token_uri,
+            http,
+            current: tokio::sync::Mutex::default(),
+        })
+    }
+
+    /// The current token, exchanged anew when there is none or it is about to expire.
+    /// Concurrent callers wait for one exchange.
+    async fn token(&self) -> Result<HeaderValue, Error> {
+        let mut current = self.current.lock().await;
+        if let Some((token, until)) = &*current
+            && Instant::now() < *until
+        {
+            return Ok(token.clone());
+        }
+        let refused = |detail: String| Error::Unauthorized {
+            upstream: self.token_uri.clone(),
+            detail: format!(
+                "exchanging the credentials of `{}`: {detail}",
+                self.file.display()
+            ),
+        };
+        let form: Vec<(&str, String)> = match &self.grant {
+            Grant::Account { email, key } => vec![
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:jwt-bearer".to_owned(),
+                ),
+                ("assertion", self.assertion(email, key).map_err(refused)?),
+            ],
+            Grant::Refresh {
+                client_id,
+                client_secret,
+                refresh_token,
+            } => vec![
+                ("grant_type", "refresh_token".to_owned()),
+                ("client_id", client_id.clone()),
+                ("client_secret", client_secret.clone()),
+                ("refresh_token", refresh_token.clone()),
+            ],
+        };
+        let response = self
+            .http
+            .post(&self.token_uri)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| Error::Unreachable {
+                url: self.token_uri.clone(),
+                attempts: 1,
+                source: Box::new(e),
+            })?;
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(refused(format!(
+                "{status}: {}",
+                hoard_types::truncate(body.trim())
+            )));
+        }
+        let answer: TokenAnswer = serde_json::from_str(&body).map_err(|e| Error::Protocol {
+            upstream: self.token_uri.clone(),
+            reason: format!("a token answer without `access_token` and `expires_in`: {e}"),
+        })?;
+        let token = bearer(&answer.access_token).ok_or_else(|| Error::Protocol {
+            upstream: self.token_uri.clone(),
+            reason: "the access token is not a valid header value".to_owned(),
+        })?;
+        let lifetime = Duration::from_secs(answer.expires_in).saturating_sub(MARGIN);
+        *current = Some((token.clone(), Instant::now() + lifetime));
+        Ok(token)
+    }
+
+    /// A JWT asking for a read-only storage token for `email`, valid for an hour.
+    fn assertion(&self, email: &str, key: &ring::signature::RsaKeyPair) -> Result<String, String> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let header = serde_json::json!({"alg": "RS256", "typ": "JWT"});
+        let claims = serde_json::json!({
+            "iss": email,
+            "scope": SCOPE,
+            "aud": self.token_uri,
+            "iat": now,
+            "exp": now + 3600,
+        });
+        let signed = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let mut signature = vec![0; key.public().modulus_len()];
+        key.sign(
+            &ring::signature::RSA_PKCS1_SHA256,
+            &ring::rand::SystemRandom::new(),
+            signed.as_bytes(),
+            &mut signature,
+        )
+        .map_err(|_| "signing the token request failed".to_owned())?;
+        Ok(format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature)))
+    }
+}
+
+/// The DER bytes of a PEM block (`-----BEGIN …-----`, base64, `-----END …-----`).
+fn pem_body(pem: &str) -> Option<Vec<u8>> {
+    let body: String = pem
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| !l.starts_with("-----BEGIN "))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END "))
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .ok()?;
+    (!der.is_empty()).then_some(der)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bad credentials files are refused at once, naming the file and what is wrong.
+    #[test]
+    fn bad_credentials_files_are_named_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, needle) in [
+            ("not json", "is not a service account key"),
+            (
+                r#"{"type": "external_account"}"#,
+                "unknown variant `external_account`",
+            ),
+            (
+                r#"{"type": "service_account", "client_email": "a@b", "private_key": "key"}"#,
+                "not a PEM private key",
+            ),
+            (
+                r#"{"type": "service_account", "client_email": "a@b",
+                    "private_key": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}"#,
+                "ring cannot use",
+            ),
+            (
+                r#"{"type": "authorized_user", "client_id": "c", "client_secret": "s",
+                    "refresh_token": "r", "token_uri": "not a url"}"#,
+                "bad `token_uri`",
+            ),
+        ] {
+            let file = dir.path().join("credentials.json");
+            std::fs::write(&file, text).unwrap();
+            let err = Exchange::load(&file).err().expect(text);
+            assert!(err.contains(&file.display().to_string()), "{err}");
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        let missing = Exchange::load(&dir.path().join("missing.json"))
+            .err()
+            .unwrap();
+        assert!(missing.contains("cannot be read"), "{missing}");
+    }
+
+    #[test]
+    fn pem_bodies_are_read_between_their_markers() {
+        let pem = "junk\n-----BEGIN PRIVATE KEY-----\nAAEC\nAwQ=\n-----END PRIVATE KEY-----\n";
+        assert_eq!(pem_body(pem), Some(vec![0, 1, 2, 3, 4]));
+        assert_eq!(pem_body("-----BEGIN X-----\n!!\n-----END X-----"), None);
+        assert_eq!(pem_body("no markers"), None);
+    }
+}
