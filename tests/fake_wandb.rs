@@ -347,12 +347,7 @@ async fn handle(
             .is_some_and(|v| v.as_bytes() == expected.as_bytes())
     };
     if path == "/gcs-token" && request.method() == http::Method::POST {
-        let body = request
-            .into_body()
-            .collect()
-            .await
-            .map(http_body_util::Collected::to_bytes)
-            .unwrap_or_default();
+        let body = body(request).await;
         let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
         return gcs_token(&mut state, &format!("{base}/gcs-token"), &body);
     }
@@ -363,12 +358,7 @@ async fn handle(
                 r#"{"errors":[{"message":"user is not logged in"}]}"#,
             );
         }
-        let body = request
-            .into_body()
-            .collect()
-            .await
-            .map(http_body_util::Collected::to_bytes)
-            .unwrap_or_default();
+        let body = body(request).await;
         let Ok(asked) = serde_json::from_slice::<Value>(&body) else {
             return reply(
                 StatusCode::BAD_REQUEST,
@@ -731,6 +721,16 @@ fn serve_gcs(
         return reply(StatusCode::NOT_FOUND, r#"{"error":{"code":404}}"#);
     };
     ranged(bytes, range, None)
+}
+
+/// A request's whole body (empty if it breaks off).
+async fn body(request: Request<hyper::body::Incoming>) -> Bytes {
+    request
+        .into_body()
+        .collect()
+        .await
+        .map(http_body_util::Collected::to_bytes)
+        .unwrap_or_default()
 }
 
 /// Google's OAuth token endpoint: a service account's signed JWT (checked: signature,

@@ -22,6 +22,21 @@ fn hoard(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `hoard daemon` run to its end (for start-up refusals).
+fn daemon_output(socket: &Path, cache: &Path, upstream: &str, extra: &[&str]) -> Output {
+    Command::new(binary("hoard"))
+        .arg("daemon")
+        .args(extra)
+        .arg("--socket")
+        .arg(socket)
+        .arg("--cache-dir")
+        .arg(cache)
+        .args(["--upstream", upstream])
+        .env("HOARD_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
 fn dir_root(t: &Path) -> String {
     let root = t.join("up");
     std::fs::create_dir_all(root.join("artifacts")).unwrap();
@@ -60,14 +75,7 @@ fn config_check_accepts_the_documented_file_and_names_what_is_wrong() {
 fn a_socket_path_that_is_too_long_stops_the_daemon_with_a_reason() {
     let tmp = tempfile::tempdir().unwrap();
     let long = tmp.path().join("s".repeat(110));
-    let out = Command::new(binary("hoard"))
-        .args(["daemon", "--socket"])
-        .arg(&long)
-        .arg("--cache-dir")
-        .arg(tmp.path().join("cache"))
-        .args(["--upstream", &dir_root(tmp.path())])
-        .output()
-        .unwrap();
+    let out = daemon_output(&long, &tmp.path().join("cache"), &dir_root(tmp.path()), &[]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Unix sockets allow at most 107"));
 }
@@ -79,15 +87,12 @@ fn a_socket_path_that_is_too_long_stops_the_daemon_with_a_reason() {
 fn fs_verity_on_refuses_a_filesystem_without_it_and_auto_says_why_it_is_off() {
     let shm = tempfile::tempdir_in("/dev/shm").unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let out = Command::new(binary("hoard"))
-        .args(["daemon", "--fs-verity", "on", "--socket"])
-        .arg(tmp.path().join("d.sock"))
-        .arg("--cache-dir")
-        .arg(shm.path().join("cache"))
-        .args(["--upstream", &dir_root(tmp.path())])
-        .env("HOARD_LOG", "warn")
-        .output()
-        .unwrap();
+    let out = daemon_output(
+        &tmp.path().join("d.sock"),
+        &shm.path().join("cache"),
+        &dir_root(tmp.path()),
+        &["--fs-verity", "on"],
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -452,15 +457,7 @@ fn a_cache_switched_to_another_upstream_does_not_serve_the_first_ones_versions()
         String::from_utf8_lossy(&out.stderr)
     );
     drop(daemon);
-    let out = Command::new(binary("hoard"))
-        .args(["daemon", "--socket"])
-        .arg(&socket)
-        .arg("--cache-dir")
-        .arg(&cache)
-        .args(["--upstream", &roots[1]])
-        .env("HOARD_LOG", "warn")
-        .output()
-        .unwrap();
+    let out = daemon_output(&socket, &cache, &roots[1], &[]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
