@@ -286,7 +286,12 @@ fn sealed_blobs_cannot_be_written_and_corruption_beneath_the_filesystem_is_caugh
         &first,
         "verify-c",
         0,
-        &["checked 2 blobs", "0 bad", "sealed 2 blobs with fs-verity"],
+        &[
+            "checked 2 blobs",
+            "0 bad",
+            "sealed 2 blobs with fs-verity",
+            "fs-verity: 2 of 2 blobs sealed",
+        ],
     );
     expect(&first, "append-c", 1, &["Operation not permitted"]);
 

@@ -142,6 +142,12 @@ pub(crate) fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
         if report.sealed > 0 {
             crate::out(&format!("sealed {} blobs with fs-verity", report.sealed))?;
         }
+        if report.sealed_total > 0 {
+            crate::out(&format!(
+                "fs-verity: {} of {} blobs sealed",
+                report.sealed_total, report.checked
+            ))?;
+        }
         for bad in &report.bad {
             let repair = match (&bad.repaired, &bad.repair_error) {
                 (true, _) => "quarantined, fetched again from the upstream".to_owned(),

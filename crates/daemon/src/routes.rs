@@ -404,6 +404,7 @@ async fn verify(daemon: &Arc<Daemon>) -> Result<Response<Body>, ApiError> {
             checked: report.checked,
             bytes: report.bytes,
             sealed: report.sealed,
+            sealed_total: report.sealed_total,
             bad,
         },
     ))

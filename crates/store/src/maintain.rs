@@ -47,6 +47,8 @@ pub struct VerifyReport {
     /// Good blobs sealed with fs-verity by this run (they were ingested before sealing
     /// was on).
     pub sealed: u64,
+    /// Good blobs that are sealed now (those sealed before included).
+    pub sealed_total: u64,
 }
 
 impl Store {
@@ -123,6 +125,7 @@ impl Store {
     pub fn verify(&self) -> Result<VerifyReport> {
         let rows = self.index.all_blobs()?;
         let sealed = std::sync::atomic::AtomicU64::new(0);
+        let sealed_total = std::sync::atomic::AtomicU64::new(0);
         let results: Vec<Result<Option<BadBlob>>> = rows
             .par_iter()
             .map(|(key, record, _)| {
@@ -172,12 +175,16 @@ impl Store {
                         why: problem,
                     }));
                 }
-                if self.verity()
-                    && !crate::verity::is_sealed(&file)
-                    && matches!(self.seal_verity(&file, key), crate::verity::Sealed::Now)
-                {
-                    sealed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
+                let now_sealed = if crate::verity::is_sealed(&file) {
+                    true
+                } else if self.verity() {
+                    let done = matches!(self.seal_verity(&file, key), crate::verity::Sealed::Now);
+                    sealed.fetch_add(u64::from(done), std::sync::atomic::Ordering::Relaxed);
+                    done
+                } else {
+                    false
+                };
+                sealed_total.fetch_add(u64::from(now_sealed), std::sync::atomic::Ordering::Relaxed);
                 Ok(None)
             })
             .collect();
@@ -186,6 +193,7 @@ impl Store {
             bytes: rows.iter().map(|(_, r, _)| r.size).sum(),
             bad: Vec::new(),
             sealed: sealed.into_inner(),
+            sealed_total: sealed_total.into_inner(),
         };
         for result in results {
             if let Some(bad) = result? {

@@ -327,6 +327,9 @@ pub struct Verified {
     /// Good blobs this run sealed with fs-verity (ingested before sealing was on).
     #[serde(default)]
     pub sealed: u64,
+    /// Good blobs sealed with fs-verity now, of `checked`.
+    #[serde(default)]
+    pub sealed_total: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
