@@ -346,6 +346,29 @@ async fn handle(
             .get("authorization")
             .is_some_and(|v| v.as_bytes() == expected.as_bytes())
     };
+    if path == "/computeMetadata/v1/instance/service-accounts/default/token" {
+        // The GCE metadata server answers only requests that say they are meant for it.
+        if request
+            .headers()
+            .get("metadata-flavor")
+            .map(http::HeaderValue::as_bytes)
+            != Some(b"Google")
+        {
+            return reply(
+                StatusCode::FORBIDDEN,
+                "Missing Metadata-Flavor:Google header.",
+            );
+        }
+        state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .gcs_grants += 1;
+        return reply(
+            StatusCode::OK,
+            json!({"access_token": "gcs-token", "expires_in": 3599, "token_type": "Bearer"})
+                .to_string(),
+        );
+    }
     if path == "/gcs-token" && request.method() == http::Method::POST {
         let body = body(request).await;
         let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);

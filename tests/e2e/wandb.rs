@@ -472,6 +472,42 @@ fn large_files_come_in_parallel_ranges_and_are_checked_whole() {
     assert_eq!(fake.downloads(), 8);
 }
 
+/// `hoard get acme/nlp/tok:v0` into `dir/name` through a daemon started with `env`
+/// (besides the W&B key, the fake as GCS, and no Google credentials of the machine's).
+fn gs_get(fake: &FakeWandb, dir: &Path, name: &str, env: &[(&str, &str)]) -> std::process::Output {
+    let nothing = dir.join("no-gcloud");
+    // Defaults first: what the test sets comes later and wins.
+    let mut all = vec![
+        ("WANDB_API_KEY", KEY),
+        ("STORAGE_EMULATOR_HOST", fake.url.as_str()),
+        ("GOOGLE_APPLICATION_CREDENTIALS", ""),
+        ("GCE_METADATA_HOST", ""),
+        ("CLOUDSDK_CONFIG", nothing.to_str().unwrap()),
+    ];
+    all.extend_from_slice(env);
+    let daemon = DaemonProcess::start_env(
+        &dir.join(format!("{name}.sock")),
+        &dir.join(format!("{name}-cache")),
+        &format!("wandb+{}", fake.url),
+        &[],
+        &all,
+    );
+    let root = dir.join(name);
+    hoard_on(
+        &daemon.socket,
+        dir,
+        &["get", "acme/nlp/tok:v0", "--root", root.to_str().unwrap()],
+    )
+}
+
+fn succeeded(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// An RSA key pair made with `openssl`: the PKCS#8 PEM of the private key and the DER of
 /// the public key.
 fn rsa_key(dir: &Path, name: &str) -> (String, Vec<u8>) {
@@ -511,7 +547,8 @@ fn rsa_key(dir: &Path, name: &str) -> (String, Vec<u8>) {
 /// `gs://` with a service account's key file (`GOOGLE_APPLICATION_CREDENTIALS`): hoard
 /// signs a JWT with the account's key and exchanges it for a token, once for all the
 /// files. A key the token endpoint does not know is refused with its words and the
-/// file's name. gcloud's application-default login (a refresh token) works too.
+/// file's name. gcloud's application-default login (a refresh token) and a VM's metadata
+/// server work too.
 #[test]
 fn gs_references_with_a_service_account_key_or_a_gcloud_login() {
     let fake = FakeWandb::start(KEY);
@@ -546,38 +583,11 @@ fn gs_references_with_a_service_account_key_or_a_gcloud_login() {
             "private_key": key, "client_email": email, "token_uri": token_uri,
         })
     };
-    let get = |name: &str, env: &[(&str, &str)]| {
-        let nothing = dir.join("no-gcloud");
-        // Defaults first: what the test sets comes later and wins.
-        let mut all = vec![
-            ("WANDB_API_KEY", KEY),
-            ("STORAGE_EMULATOR_HOST", fake.url.as_str()),
-            ("GOOGLE_APPLICATION_CREDENTIALS", ""),
-            ("CLOUDSDK_CONFIG", nothing.to_str().unwrap()),
-        ];
-        all.extend_from_slice(env);
-        let daemon = DaemonProcess::start_env(
-            &dir.join(format!("{name}.sock")),
-            &dir.join(format!("{name}-cache")),
-            &format!("wandb+{}", fake.url),
-            &[],
-            &all,
-        );
-        let root = dir.join(name);
-        hoard_on(
-            &daemon.socket,
-            dir,
-            &["get", "acme/nlp/tok:v0", "--root", root.to_str().unwrap()],
-        )
-    };
+    let get = |name: &str, env: &[(&str, &str)]| gs_get(&fake, dir, name, env);
 
     let file = credentials("account.json", account(&key));
     let out = get("account", &[("GOOGLE_APPLICATION_CREDENTIALS", &file)]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     assert_eq!(
         std::fs::read(dir.join("account/vocab.json")).unwrap(),
         vocab
@@ -608,11 +618,14 @@ fn gs_references_with_a_service_account_key_or_a_gcloud_login() {
     });
     credentials("gcloud/application_default_credentials.json", login);
     let out = get("login", &[("CLOUDSDK_CONFIG", gcloud.to_str().unwrap())]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     assert_eq!(std::fs::read(dir.join("login/vocab.json")).unwrap(), vocab);
     assert_eq!(fake.gcs_grants(), 2);
+
+    // A VM's own service account, from the metadata server.
+    let metadata = fake.url.trim_start_matches("http://");
+    let out = get("vm", &[("GCE_METADATA_HOST", metadata)]);
+    succeeded(&out);
+    assert_eq!(std::fs::read(dir.join("vm/merges.txt")).unwrap(), merges);
+    assert_eq!(fake.gcs_grants(), 3);
 }

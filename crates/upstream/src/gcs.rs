@@ -7,7 +7,9 @@
 //!    - a service account's key (`"type": "service_account"`): a JWT naming the account,
 //!      signed with its RSA key (RS256), is exchanged at its `token_uri` for a token;
 //!    - a user's login (`"type": "authorized_user"`, from `gcloud auth
-//!      application-default login`): its refresh token is exchanged for one.
+//!      application-default login`): its refresh token is exchanged for one;
+//! 3. on a Google Compute Engine VM (its DMI product name says Google), or with
+//!    `GCE_METADATA_HOST` set: the metadata server's token for the VM's service account.
 //!
 //! Exchanged tokens are kept until a minute before they expire, shared by every
 //! reference (one exchange per hour, not per file). The scope asked for is read-only.
@@ -55,10 +57,10 @@ impl GcsAuth {
         }
         EXCHANGE
             .get_or_init(|| {
-                let Some(file) = credentials_file() else {
-                    return Ok(None);
-                };
-                Exchange::load(&file).map(|e| Some(Arc::new(e)))
+                if let Some(file) = credentials_file() {
+                    return Exchange::load(&file).map(|e| Some(Arc::new(e)));
+                }
+                Ok(metadata_server().map(|base| Arc::new(Exchange::metadata(&base))))
             })
             .clone()
             .map(|exchange| exchange.map(Self::Exchanged))
@@ -90,6 +92,21 @@ fn credentials_file() -> Option<PathBuf> {
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".config/gcloud")))?;
     let file = config.join("application_default_credentials.json");
     file.exists().then_some(file)
+}
+
+/// The GCE metadata server: `GCE_METADATA_HOST` (`host[:port]`), else the usual one when
+/// this machine is a Compute Engine VM (as Google's libraries tell, by its DMI name).
+fn metadata_server() -> Option<String> {
+    if let Some(host) = std::env::var("GCE_METADATA_HOST")
+        .ok()
+        .filter(|h| !h.is_empty())
+    {
+        return Some(format!("http://{host}"));
+    }
+    let product = std::fs::read_to_string("/sys/class/dmi/id/product_name").ok()?;
+    product
+        .contains("Google")
+        .then(|| "http://metadata.google.internal".to_owned())
 }
 
 /// A credentials file, as far as hoard reads it.
@@ -124,11 +141,14 @@ enum Grant {
         client_secret: String,
         refresh_token: String,
     },
+    /// The VM's service account, from the metadata server (a `GET` to `token_uri`).
+    Metadata,
 }
 
-/// Exchanges a credentials file's grant for access tokens, and keeps the current one.
+/// Exchanges a grant for access tokens, and keeps the current one.
 pub(crate) struct Exchange {
-    file: PathBuf,
+    /// Where the grant comes from, for messages: the file, or the metadata server.
+    source: String,
     grant: Grant,
     token_uri: String,
     http: reqwest::Client,
@@ -188,19 +208,26 @@ impl Exchange {
         let token_uri = token_uri.unwrap_or_else(|| TOKEN_URI.to_owned());
         reqwest::Url::parse(&token_uri)
             .map_err(|e| named(format!("has a bad `token_uri`: {e}")))?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(30))
-            .user_agent(concat!("hoard/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| e.to_string())?;
         Ok(Self {
-            file: file.to_owned(),
+            source: format!("`{}`", file.display()),
             grant,
             token_uri,
-            http,
+            http: http_client()?,
             current: tokio::sync::Mutex::default(),
         })
+    }
+
+    /// The metadata server at `base`.
+    fn metadata(base: &str) -> Self {
+        Self {
+            source: format!("the GCE metadata server `{base}`"),
+            grant: Grant::Metadata,
+            token_uri: format!(
+                "{base}/computeMetadata/v1/instance/service-accounts/default/token?scopes={SCOPE}"
+            ),
+            http: http_client().unwrap_or_default(),
+            current: tokio::sync::Mutex::default(),
+        }
     }
 
     /// The current token, exchanged anew when there is none or it is about to expire.
@@ -214,41 +241,33 @@ impl Exchange {
         }
         let refused = |detail: String| Error::Unauthorized {
             upstream: self.token_uri.clone(),
-            detail: format!(
-                "exchanging the credentials of `{}`: {detail}",
-                self.file.display()
-            ),
+            detail: format!("exchanging the credentials of {}: {detail}", self.source),
         };
-        let form: Vec<(&str, String)> = match &self.grant {
-            Grant::Account { email, key } => vec![
-                (
-                    "grant_type",
-                    "urn:ietf:params:oauth:grant-type:jwt-bearer".to_owned(),
-                ),
-                ("assertion", self.assertion(email, key).map_err(refused)?),
-            ],
+        let request = match &self.grant {
+            Grant::Account { email, key } => self.http.post(&self.token_uri).form(&[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                ("assertion", &self.assertion(email, key).map_err(refused)?),
+            ]),
             Grant::Refresh {
                 client_id,
                 client_secret,
                 refresh_token,
-            } => vec![
-                ("grant_type", "refresh_token".to_owned()),
-                ("client_id", client_id.clone()),
-                ("client_secret", client_secret.clone()),
-                ("refresh_token", refresh_token.clone()),
-            ],
+            } => self.http.post(&self.token_uri).form(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", client_id),
+                ("client_secret", client_secret),
+                ("refresh_token", refresh_token),
+            ]),
+            Grant::Metadata => self
+                .http
+                .get(&self.token_uri)
+                .header("Metadata-Flavor", "Google"),
         };
-        let response = self
-            .http
-            .post(&self.token_uri)
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| Error::Unreachable {
-                url: self.token_uri.clone(),
-                attempts: 1,
-                source: Box::new(e),
-            })?;
+        let response = request.send().await.map_err(|e| Error::Unreachable {
+            url: self.token_uri.clone(),
+            attempts: 1,
+            source: Box::new(e),
+        })?;
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
         if !status.is_success() {
@@ -298,6 +317,15 @@ impl Exchange {
         .map_err(|_| "signing the token request failed".to_owned())?;
         Ok(format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature)))
     }
+}
+
+fn http_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(30))
+        .user_agent(concat!("hoard/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 /// The DER bytes of a PEM block (`-----BEGIN …-----`, base64, `-----END …-----`).
