@@ -68,7 +68,15 @@ struct State {
     /// RSA public key, DER), and the tokens it granted.
     gcs_account: Option<(String, Vec<u8>)>,
     gcs_grants: u64,
+    /// The EC2 instance metadata service: calls answered, and the (region, session
+    /// token) of each signed S3 request.
+    imds_calls: u64,
+    s3_signed: Vec<(String, String)>,
 }
+
+/// The keys the fake's instance metadata service hands out (the S3 endpoint takes any
+/// request signed by `AKIDFAKE`).
+pub const IMDS_SESSION: &str = "instance-session-token";
 
 /// The refresh token (and client) `/gcs-token` accepts from a user's login.
 pub const GCS_REFRESH: (&str, &str, &str) = ("hoard-client", "client-secret", "refresh-1");
@@ -234,6 +242,16 @@ impl FakeWandb {
         self.state().gcs_account = Some((email.to_owned(), public_key));
     }
 
+    /// Calls the instance metadata service answered.
+    pub fn imds_calls(&self) -> u64 {
+        self.state().imds_calls
+    }
+
+    /// The (region, `x-amz-security-token`) of each S3 request signed right.
+    pub fn s3_signed(&self) -> Vec<(String, String)> {
+        self.state().s3_signed.clone()
+    }
+
     /// Tokens `/gcs-token` granted.
     pub fn gcs_grants(&self) -> u64 {
         self.state().gcs_grants
@@ -346,6 +364,9 @@ async fn handle(
             .get("authorization")
             .is_some_and(|v| v.as_bytes() == expected.as_bytes())
     };
+    if path.starts_with("/latest/") {
+        return imds(state, &request, &path);
+    }
     if path == "/computeMetadata/v1/instance/service-accounts/default/token" {
         // The GCE metadata server answers only requests that say they are meant for it.
         if request
@@ -710,6 +731,13 @@ fn serve_object(
             "<Error><Code>AccessDenied</Code></Error>",
         );
     }
+    let region = header("authorization")
+        .split('/')
+        .nth(2)
+        .unwrap_or_default()
+        .to_owned();
+    let token = header("x-amz-security-token").to_owned();
+    state.s3_signed.push((region, token));
     let Some(bytes) = state.objects.get(path.trim_start_matches('/')).cloned() else {
         return reply(
             StatusCode::NOT_FOUND,
@@ -829,4 +857,41 @@ fn gcs_token(state: &mut State, audience: &str, body: &[u8]) -> Response<Body> {
         json!({"access_token": "gcs-token", "expires_in": 3599, "token_type": "Bearer"})
             .to_string(),
     )
+}
+
+/// The EC2 instance metadata service, version 2: a session token from `PUT
+/// /latest/api/token`, then, with it, the role `fake-role`'s keys and the region.
+fn imds(
+    state: &Arc<Mutex<State>>,
+    request: &Request<hyper::body::Incoming>,
+    path: &str,
+) -> Response<Body> {
+    let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+    state.imds_calls += 1;
+    let header = |name: &str| request.headers().get(name).map(http::HeaderValue::as_bytes);
+    if path == "/latest/api/token" {
+        if request.method() != http::Method::PUT
+            || header("x-aws-ec2-metadata-token-ttl-seconds").is_none()
+        {
+            return reply(StatusCode::BAD_REQUEST, "");
+        }
+        return reply(StatusCode::OK, "imds-v2-session");
+    }
+    if header("x-aws-ec2-metadata-token") != Some(b"imds-v2-session") {
+        return reply(StatusCode::UNAUTHORIZED, "");
+    }
+    match path {
+        "/latest/meta-data/iam/security-credentials/" => reply(StatusCode::OK, "fake-role"),
+        "/latest/meta-data/iam/security-credentials/fake-role" => reply(
+            StatusCode::OK,
+            json!({
+                "Code": "Success", "Type": "AWS-HMAC", "AccessKeyId": "AKIDFAKE",
+                "SecretAccessKey": "secret", "Token": IMDS_SESSION,
+                "Expiration": "2099-01-01T00:00:00Z",
+            })
+            .to_string(),
+        ),
+        "/latest/meta-data/placement/region" => reply(StatusCode::OK, "ap-south-1"),
+        _ => reply(StatusCode::NOT_FOUND, ""),
+    }
 }

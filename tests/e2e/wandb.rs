@@ -472,17 +472,32 @@ fn large_files_come_in_parallel_ranges_and_are_checked_whole() {
     assert_eq!(fake.downloads(), 8);
 }
 
-/// `hoard get acme/nlp/tok:v0` into `dir/name` through a daemon started with `env`
-/// (besides the W&B key, the fake as GCS, and no Google credentials of the machine's).
-fn gs_get(fake: &FakeWandb, dir: &Path, name: &str, env: &[(&str, &str)]) -> std::process::Output {
-    let nothing = dir.join("no-gcloud");
+/// `hoard get REFERENCE` into `dir/name` through a daemon started with `env` (besides the
+/// W&B key, the fake as S3 and GCS, and none of the machine's cloud credentials).
+fn cloud_get(
+    fake: &FakeWandb,
+    dir: &Path,
+    name: &str,
+    reference: &str,
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let nothing = dir.join("nothing");
+    let nothing = nothing.to_str().unwrap();
     // Defaults first: what the test sets comes later and wins.
     let mut all = vec![
         ("WANDB_API_KEY", KEY),
         ("STORAGE_EMULATOR_HOST", fake.url.as_str()),
+        ("AWS_ENDPOINT_URL", fake.url.as_str()),
         ("GOOGLE_APPLICATION_CREDENTIALS", ""),
         ("GCE_METADATA_HOST", ""),
-        ("CLOUDSDK_CONFIG", nothing.to_str().unwrap()),
+        ("CLOUDSDK_CONFIG", nothing),
+        ("AWS_ACCESS_KEY_ID", ""),
+        ("AWS_SECRET_ACCESS_KEY", ""),
+        ("AWS_PROFILE", ""),
+        ("AWS_REGION", ""),
+        ("AWS_SHARED_CREDENTIALS_FILE", nothing),
+        ("AWS_CONFIG_FILE", nothing),
+        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", ""),
     ];
     all.extend_from_slice(env);
     let daemon = DaemonProcess::start_env(
@@ -496,7 +511,7 @@ fn gs_get(fake: &FakeWandb, dir: &Path, name: &str, env: &[(&str, &str)]) -> std
     hoard_on(
         &daemon.socket,
         dir,
-        &["get", "acme/nlp/tok:v0", "--root", root.to_str().unwrap()],
+        &["get", reference, "--root", root.to_str().unwrap()],
     )
 }
 
@@ -583,7 +598,8 @@ fn gs_references_with_a_service_account_key_or_a_gcloud_login() {
             "private_key": key, "client_email": email, "token_uri": token_uri,
         })
     };
-    let get = |name: &str, env: &[(&str, &str)]| gs_get(&fake, dir, name, env);
+    let get =
+        |name: &str, env: &[(&str, &str)]| cloud_get(&fake, dir, name, "acme/nlp/tok:v0", env);
 
     let file = credentials("account.json", account(&key));
     let out = get("account", &[("GOOGLE_APPLICATION_CREDENTIALS", &file)]);
@@ -628,4 +644,68 @@ fn gs_references_with_a_service_account_key_or_a_gcloud_login() {
     succeeded(&out);
     assert_eq!(std::fs::read(dir.join("vm/merges.txt")).unwrap(), merges);
     assert_eq!(fake.gcs_grants(), 3);
+}
+
+/// `s3://` with a profile of the shared files (`AWS_PROFILE`: keys in `credentials`, the
+/// region in `config`) or an EC2 instance role (the metadata service, version 2, with its
+/// region and session token).
+#[test]
+fn s3_references_with_a_profile_or_an_instance_role() {
+    let fake = FakeWandb::start(KEY);
+    let weights = b"weights in a bucket".repeat(30);
+    fake.put_object("models/net/weights.bin", &weights);
+    let files = vec![(
+        "weights.bin".to_owned(),
+        b"ref:s3://models/net/weights.bin".to_vec(),
+    )];
+    add(&fake, "acme/vision/net", &files, &[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let get =
+        |name: &str, env: &[(&str, &str)]| cloud_get(&fake, dir, name, "acme/vision/net:v0", env);
+
+    let out = get("bare", &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("AWS_PROFILE"));
+
+    let (credentials, config) = (dir.join("credentials"), dir.join("config"));
+    std::fs::write(
+        &credentials,
+        "[default]\naws_access_key_id = AKIDOTHER\n\n[work]\naws_access_key_id = AKIDFAKE\naws_secret_access_key = secret\n",
+    )
+    .unwrap();
+    std::fs::write(&config, "[profile work]\nregion = eu-west-1\n").unwrap();
+    let out = get(
+        "profile",
+        &[
+            ("AWS_PROFILE", "work"),
+            ("AWS_SHARED_CREDENTIALS_FILE", credentials.to_str().unwrap()),
+            ("AWS_CONFIG_FILE", config.to_str().unwrap()),
+        ],
+    );
+    succeeded(&out);
+    assert_eq!(
+        std::fs::read(dir.join("profile/weights.bin")).unwrap(),
+        weights
+    );
+    assert_eq!(fake.s3_signed(), [("eu-west-1".to_owned(), String::new())]);
+
+    let out = get(
+        "instance",
+        &[("AWS_EC2_METADATA_SERVICE_ENDPOINT", &fake.url)],
+    );
+    succeeded(&out);
+    assert_eq!(
+        std::fs::read(dir.join("instance/weights.bin")).unwrap(),
+        weights
+    );
+    assert_eq!(
+        fake.s3_signed()[1],
+        (
+            "ap-south-1".to_owned(),
+            hoard_tests::fake_wandb::IMDS_SESSION.to_owned()
+        )
+    );
+    assert_eq!(fake.imds_calls(), 4, "session, role, keys, region");
+    assert_eq!(fake.unsigned(), 0);
 }

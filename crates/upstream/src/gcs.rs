@@ -263,19 +263,7 @@ impl Exchange {
                 .get(&self.token_uri)
                 .header("Metadata-Flavor", "Google"),
         };
-        let response = request.send().await.map_err(|e| Error::Unreachable {
-            url: self.token_uri.clone(),
-            attempts: 1,
-            source: Box::new(e),
-        })?;
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
-        if !status.is_success() {
-            return Err(refused(format!(
-                "{status}: {}",
-                hoard_types::truncate(body.trim())
-            )));
-        }
+        let body = crate::http::ask_for_credentials(request, &self.token_uri, refused).await?;
         let answer: TokenAnswer = serde_json::from_str(&body).map_err(|e| Error::Protocol {
             upstream: self.token_uri.clone(),
             reason: format!("a token answer without `access_token` and `expires_in`: {e}"),

@@ -192,3 +192,27 @@ impl<O: OpenRange> ChunkSource for Resuming<O> {
         })
     }
 }
+
+/// One request to a credentials service (a token endpoint, a metadata server), not
+/// retried: the fetch that needs the credentials is. The body of a success; otherwise
+/// `refused("STATUS: body")`.
+pub(crate) async fn ask_for_credentials(
+    request: reqwest::RequestBuilder,
+    url: &str,
+    refused: impl FnOnce(String) -> Error,
+) -> Result<String, Error> {
+    let response = request.send().await.map_err(|e| Error::Unreachable {
+        url: url.to_owned(),
+        attempts: 1,
+        source: Box::new(e),
+    })?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        return Err(refused(format!(
+            "{status}: {}",
+            hoard_types::truncate(body.trim())
+        )));
+    }
+    Ok(body)
+}

@@ -15,9 +15,10 @@
 //! `wandb/` (GraphQL, manifests, signed URLs), `error.rs`; `local.rs`: the local files and
 //! trees a new version is made of (`hoard registry import`, `hoard publish`);
 //! `reference.rs`: reference entries' sources (`https://`, `file://`, `s3://`, `gs://`) as
-//! fetch-only upstreams; `s3.rs`: AWS Signature V4 for `s3://`; `gcs.rs`: Google
-//! credentials for `gs://`.
+//! fetch-only upstreams; `s3.rs`: AWS Signature V4 for `s3://`, `aws.rs`: AWS
+//! credentials; `gcs.rs`: Google credentials for `gs://`.
 
+mod aws;
 mod blob;
 pub mod dir;
 mod dir_upstream;

@@ -3,7 +3,7 @@
 //! only call is `fetch_blob`, so the fetch engine treats a reference like any blob:
 //! streamed, resumed, fetched in ranges, and checked against the manifest's digest and
 //! size before it becomes visible. `s3://` is fetched with the daemon's AWS credentials
-//! (requests signed by `s3.rs`), `gs://` with its Google credentials (`gcs.rs`: a token,
+//! (found by `aws.rs`, requests signed by `s3.rs`), `gs://` with its Google credentials (`gcs.rs`: a token,
 //! a service account's key, or gcloud's login); other schemes are refused with a message naming the
 //! scheme, and so are `s3://`/`gs://` without credentials.
 
@@ -69,9 +69,9 @@ fn open(uri: &str, allow_files: bool) -> Result<Source, Error> {
             }))
         }
         "s3" => {
-            let s3 = crate::s3::S3::from_env().ok_or_else(|| {
+            let s3 = crate::aws::AwsCredentials::from_env().ok_or_else(|| {
                 refuse(
-                    "`s3://` references need credentials: set `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` for the daemon (and `AWS_REGION`, or `AWS_ENDPOINT_URL` for an S3-compatible server)"
+                    "`s3://` references need credentials: set `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` for the daemon, or `AWS_PROFILE` for a profile of `~/.aws/credentials` (and `AWS_REGION`, or `AWS_ENDPOINT_URL` for an S3-compatible server); on EC2 the instance role is used"
                         .to_owned(),
                 )
             })?;
@@ -80,8 +80,7 @@ fn open(uri: &str, allow_files: bool) -> Result<Source, Error> {
                 .filter(|(bucket, key)| !bucket.is_empty() && !key.is_empty())
                 .ok_or_else(|| refuse("expected `s3://BUCKET/KEY`".to_owned()))?;
             // Signed per request (the signature holds the time); checked once here.
-            s3.get(bucket, key, std::time::SystemTime::now())
-                .map_err(refuse)?;
+            s3.check(bucket, key).map_err(refuse)?;
             Ok(Source::Http(HttpReference {
                 uri: uri.to_owned(),
                 http: client().map_err(|e| refuse(e.to_string()))?,
@@ -137,7 +136,7 @@ enum Auth {
     /// A plain `GET` of the URI.
     None,
     /// `s3://`: the credentials that sign each request, the bucket and the key.
-    S3(crate::s3::S3, String, String),
+    S3(crate::aws::AwsCredentials, String, String),
     /// `gs://`: a `GET` of this JSON API URL with an OAuth access token from these
     /// credentials.
     Gcs(String, crate::gcs::GcsAuth),
@@ -258,13 +257,15 @@ impl HttpReference {
         let whole = range.start == 0 && range.end == size;
         let mut request = match &self.auth {
             Auth::None => self.http.get(&self.uri),
-            Auth::S3(s3, bucket, key) => {
-                let signed =
-                    s3.get(bucket, key, std::time::SystemTime::now())
-                        .map_err(|reason| Error::Url {
-                            url: self.uri.clone(),
-                            reason,
-                        })?;
+            Auth::S3(credentials, bucket, key) => {
+                let signed = credentials
+                    .signer()
+                    .await?
+                    .get(bucket, key, std::time::SystemTime::now())
+                    .map_err(|reason| Error::Url {
+                        url: self.uri.clone(),
+                        reason,
+                    })?;
                 signed
                     .headers
                     .into_iter()

@@ -1,12 +1,11 @@
 //! `s3://bucket/key` references: an authenticated `GET` signed with AWS Signature V4
-//! (header form), from the credentials in the environment. A few dozen lines instead of an
+//! (header form), with the keys `aws.rs` found. A few dozen lines instead of an
 //! object-store client: `object_store` would bring `itertools` with `std`, which changes
 //! the features of a build dependency of RocksDB's bindings and costs a RocksDB rebuild
 //! (measured), for the one call hoard needs.
 //!
-//! Settings: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN` (optional),
-//! `AWS_REGION` or `AWS_DEFAULT_REGION` (default `us-east-1`), and `AWS_ENDPOINT_URL` for an
-//! S3-compatible server (path-style URLs); without it, `https://BUCKET.s3.REGION.amazonaws.com`.
+//! `AWS_ENDPOINT_URL` names an S3-compatible server (path-style URLs); without it,
+//! `https://BUCKET.s3.REGION.amazonaws.com`.
 
 use std::time::SystemTime;
 
@@ -41,18 +40,20 @@ pub(crate) struct Signed {
 }
 
 impl S3 {
-    /// From the environment; `None` without credentials.
-    pub(crate) fn from_env() -> Option<Self> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        Some(Self {
-            key_id: var("AWS_ACCESS_KEY_ID")?,
-            secret: var("AWS_SECRET_ACCESS_KEY")?,
-            token: var("AWS_SESSION_TOKEN"),
-            region: var("AWS_REGION")
-                .or_else(|| var("AWS_DEFAULT_REGION"))
-                .unwrap_or_else(|| "us-east-1".to_owned()),
-            endpoint: var("AWS_ENDPOINT_URL").map(|e| e.trim_end_matches('/').to_owned()),
-        })
+    pub(crate) fn new(
+        key_id: String,
+        secret: String,
+        token: Option<String>,
+        region: String,
+        endpoint: Option<String>,
+    ) -> Self {
+        Self {
+            key_id,
+            secret,
+            token,
+            region,
+            endpoint,
+        }
     }
 
     /// A signed `GET` of `s3://bucket/key`, at `now`.
@@ -165,7 +166,7 @@ pub(crate) fn encode(text: &str, keep_slash: bool) -> String {
 }
 
 /// `YYYYMMDDTHHMMSSZ` in UTC.
-fn timestamp(now: SystemTime) -> String {
+pub(crate) fn timestamp(now: SystemTime) -> String {
     let secs = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

@@ -1,0 +1,363 @@
+//! AWS credentials for `s3://` references, found in the order AWS's SDKs look:
+//!
+//! 1. `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`);
+//! 2. the shared files: the profile `AWS_PROFILE` (else `default`) of
+//!    `AWS_SHARED_CREDENTIALS_FILE` (else `~/.aws/credentials`), then of
+//!    `AWS_CONFIG_FILE` (else `~/.aws/config`, where it is `[profile NAME]`);
+//! 3. on an EC2 instance (its DMI vendor says Amazon EC2), or with
+//!    `AWS_EC2_METADATA_SERVICE_ENDPOINT` set: the instance role's credentials from the
+//!    instance metadata service (version 2: a session token first), renewed five minutes
+//!    before they expire. `AWS_EC2_METADATA_DISABLED=true` turns this off.
+//!
+//! The region is `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's `region`, the
+//! instance's region (IMDS), else `us-east-1`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::Error;
+use crate::s3::S3;
+
+/// Instance credentials are renewed this long before they expire.
+const MARGIN: Duration = Duration::from_secs(300);
+
+/// One instance session per process: its keys are shared by every reference.
+static INSTANCE: OnceLock<Option<Arc<Imds>>> = OnceLock::new();
+
+/// Where `s3://` requests get their signing keys.
+#[derive(Clone, Debug)]
+pub(crate) enum AwsCredentials {
+    /// Keys from the environment or a profile.
+    Fixed(S3),
+    /// The instance role's keys, renewed as they expire.
+    Instance(Arc<Imds>),
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl AwsCredentials {
+    /// The credentials of this process's environment; `None` when there are none.
+    pub(crate) fn from_env() -> Option<Self> {
+        let endpoint = var("AWS_ENDPOINT_URL").map(|e| e.trim_end_matches('/').to_owned());
+        let profile = var("AWS_PROFILE").unwrap_or_else(|| "default".to_owned());
+        let config = Profile::read(
+            config_file().as_deref(),
+            &format!("profile {profile}"),
+            &profile,
+        );
+        let region = var("AWS_REGION")
+            .or_else(|| var("AWS_DEFAULT_REGION"))
+            .or_else(|| config.get("region"));
+        let keys = |id: Option<String>, secret: Option<String>, token: Option<String>| {
+            Some(S3::new(
+                id?,
+                secret?,
+                token,
+                region.clone().unwrap_or_else(|| "us-east-1".to_owned()),
+                endpoint.clone(),
+            ))
+        };
+        if let Some(s3) = keys(
+            var("AWS_ACCESS_KEY_ID"),
+            var("AWS_SECRET_ACCESS_KEY"),
+            var("AWS_SESSION_TOKEN"),
+        ) {
+            return Some(Self::Fixed(s3));
+        }
+        for profile in [
+            Profile::read(credentials_file().as_deref(), &profile, &profile),
+            config,
+        ] {
+            if let Some(s3) = keys(
+                profile.get("aws_access_key_id"),
+                profile.get("aws_secret_access_key"),
+                profile.get("aws_session_token"),
+            ) {
+                return Some(Self::Fixed(s3));
+            }
+        }
+        INSTANCE
+            .get_or_init(|| {
+                let base = metadata_service()?;
+                Some(Arc::new(Imds::new(base, region.clone(), endpoint.clone())))
+            })
+            .clone()
+            .map(Self::Instance)
+    }
+
+    /// Signing keys valid now.
+    pub(crate) async fn signer(&self) -> Result<S3, Error> {
+        match self {
+            Self::Fixed(s3) => Ok(s3.clone()),
+            Self::Instance(imds) => imds.keys().await,
+        }
+    }
+
+    /// Checks that requests for `bucket`/`key` can be made (the endpoint parses), with
+    /// placeholder keys where the real ones come later.
+    pub(crate) fn check(&self, bucket: &str, key: &str) -> Result<(), String> {
+        let s3 = match self {
+            Self::Fixed(s3) => s3.clone(),
+            Self::Instance(imds) => imds.placeholder(),
+        };
+        s3.get(bucket, key, std::time::SystemTime::now()).map(drop)
+    }
+}
+
+fn home() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(PathBuf::from)
+}
+
+fn credentials_file() -> Option<PathBuf> {
+    var("AWS_SHARED_CREDENTIALS_FILE")
+        .map(PathBuf::from)
+        .or_else(|| Some(home()?.join(".aws/credentials")))
+}
+
+fn config_file() -> Option<PathBuf> {
+    var("AWS_CONFIG_FILE")
+        .map(PathBuf::from)
+        .or_else(|| Some(home()?.join(".aws/config")))
+}
+
+/// One section of an INI file of AWS's: `key = value` lines.
+#[derive(Default)]
+struct Profile(Vec<(String, String)>);
+
+impl Profile {
+    /// The section `[section]` (or `[plain]`, which the config file also accepts for
+    /// `default`) of `file`; empty when either is missing.
+    fn read(file: Option<&Path>, section: &str, plain: &str) -> Self {
+        let Some(text) = file.and_then(|f| std::fs::read_to_string(f).ok()) else {
+            return Self::default();
+        };
+        let mut inside = false;
+        let mut found = Vec::new();
+        for line in text.lines().map(str::trim) {
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                let name = name.trim();
+                inside = name == section || name == plain;
+            } else if inside && let Some((key, value)) = line.split_once('=') {
+                found.push((key.trim().to_owned(), value.trim().to_owned()));
+            }
+        }
+        Self(found)
+    }
+
+    fn get(&self, key: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(k, v)| k == key && !v.is_empty())
+            .map(|(_, v)| v.clone())
+    }
+}
+
+/// The instance metadata service: `AWS_EC2_METADATA_SERVICE_ENDPOINT`, else the usual one
+/// when this machine is an EC2 instance (by its DMI vendor, as AWS's SDKs tell).
+fn metadata_service() -> Option<String> {
+    if var("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        return None;
+    }
+    if let Some(endpoint) = var("AWS_EC2_METADATA_SERVICE_ENDPOINT") {
+        return Some(endpoint.trim_end_matches('/').to_owned());
+    }
+    let vendor = |file: &str| std::fs::read_to_string(Path::new("/sys/class/dmi/id").join(file));
+    let ec2 = ["sys_vendor", "board_vendor"]
+        .iter()
+        .any(|f| vendor(f).is_ok_and(|v| v.contains("Amazon EC2")));
+    ec2.then(|| "http://169.254.169.254".to_owned())
+}
+
+/// An EC2 instance role's credentials, from the instance metadata service (version 2).
+#[derive(Debug)]
+pub(crate) struct Imds {
+    base: String,
+    region: Option<String>,
+    endpoint: Option<String>,
+    http: reqwest::Client,
+    current: tokio::sync::Mutex<Option<(S3, Instant)>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RoleKeys {
+    access_key_id: String,
+    secret_access_key: String,
+    token: String,
+    expiration: String,
+}
+
+impl Imds {
+    fn new(base: String, region: Option<String>, endpoint: Option<String>) -> Self {
+        Self {
+            base,
+            region,
+            endpoint,
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
+            current: tokio::sync::Mutex::default(),
+        }
+    }
+
+    fn placeholder(&self) -> S3 {
+        S3::new(
+            "placeholder".into(),
+            "placeholder".into(),
+            None,
+            self.region.clone().unwrap_or_else(|| "us-east-1".into()),
+            self.endpoint.clone(),
+        )
+    }
+
+    async fn keys(&self) -> Result<S3, Error> {
+        let mut current = self.current.lock().await;
+        if let Some((s3, until)) = &*current
+            && Instant::now() < *until
+        {
+            return Ok(s3.clone());
+        }
+        let session = self
+            .call(
+                self.http
+                    .put(format!("{}/latest/api/token", self.base))
+                    .header("x-aws-ec2-metadata-token-ttl-seconds", "21600"),
+            )
+            .await?;
+        let get = |path: &str| {
+            self.http
+                .get(format!("{}/latest/meta-data/{path}", self.base))
+                .header("x-aws-ec2-metadata-token", session.trim())
+        };
+        let roles = self.call(get("iam/security-credentials/")).await?;
+        let role = roles.lines().next().unwrap_or_default().trim().to_owned();
+        if role.is_empty() {
+            return Err(self.refused("the instance has no IAM role"));
+        }
+        let answer = self
+            .call(get(&format!("iam/security-credentials/{role}")))
+            .await?;
+        let keys: RoleKeys = serde_json::from_str(&answer).map_err(|e| Error::Protocol {
+            upstream: self.base.clone(),
+            reason: format!("the role's credentials do not parse: {e}"),
+        })?;
+        let region = match &self.region {
+            Some(region) => region.clone(),
+            None => self.call(get("placement/region")).await?.trim().to_owned(),
+        };
+        let s3 = S3::new(
+            keys.access_key_id,
+            keys.secret_access_key,
+            Some(keys.token),
+            region,
+            self.endpoint.clone(),
+        );
+        // Renewed before they expire; every ten minutes when the expiry does not parse.
+        let left = seconds_until(&keys.expiration).map_or(Duration::from_secs(600), |s| {
+            Duration::from_secs(s).saturating_sub(MARGIN)
+        });
+        *current = Some((s3.clone(), Instant::now() + left));
+        Ok(s3)
+    }
+
+    async fn call(&self, request: reqwest::RequestBuilder) -> Result<String, Error> {
+        crate::http::ask_for_credentials(request, &self.base, |e| self.refused(&e)).await
+    }
+
+    fn refused(&self, detail: &str) -> Error {
+        Error::Unauthorized {
+            upstream: self.base.clone(),
+            detail: format!("the EC2 instance metadata service: {detail}"),
+        }
+    }
+}
+
+/// Seconds from now until `YYYY-MM-DDTHH:MM:SSZ` (UTC), 0 if it has passed.
+fn seconds_until(stamp: &str) -> Option<u64> {
+    let b = stamp.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[10] != b'T' || !stamp.ends_with('Z') {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| stamp.get(range)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    // Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let at = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs()
+        .cast_signed();
+    Some((at - now).max(0).cast_unsigned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiries_are_read_as_utc() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let in_an_hour =
+            crate::s3::timestamp(std::time::UNIX_EPOCH + Duration::from_secs(now + 3600));
+        // `YYYYMMDDTHHMMSSZ` → `YYYY-MM-DDTHH:MM:SSZ`.
+        let t = in_an_hour.as_bytes();
+        let stamp = format!(
+            "{}-{}-{}T{}:{}:{}Z",
+            &in_an_hour[0..4],
+            &in_an_hour[4..6],
+            &in_an_hour[6..8],
+            &in_an_hour[9..11],
+            &in_an_hour[11..13],
+            &in_an_hour[13..15]
+        );
+        assert_eq!(t.len(), 16);
+        let left = seconds_until(&stamp).unwrap();
+        assert!((3590..=3600).contains(&left), "{stamp}: {left}");
+        assert_eq!(seconds_until("2000-02-29T00:00:00Z"), Some(0));
+        assert_eq!(seconds_until("tomorrow"), None);
+    }
+
+    #[test]
+    fn profiles_are_read_from_their_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config");
+        std::fs::write(
+            &file,
+            "[default]\nregion = us-west-2\n\n[profile work]\nregion=eu-west-1\naws_access_key_id = AKID\n# a comment\n",
+        )
+        .unwrap();
+        assert_eq!(
+            Profile::read(Some(&file), "profile work", "work").get("region"),
+            Some("eu-west-1".into())
+        );
+        assert_eq!(
+            Profile::read(Some(&file), "profile default", "default").get("region"),
+            Some("us-west-2".into())
+        );
+        assert_eq!(
+            Profile::read(Some(&file), "profile x", "x").get("region"),
+            None
+        );
+        assert_eq!(
+            Profile::read(None, "default", "default").get("region"),
+            None
+        );
+    }
+}
