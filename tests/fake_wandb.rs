@@ -68,15 +68,19 @@ struct State {
     /// RSA public key, DER), and the tokens it granted.
     gcs_account: Option<(String, Vec<u8>)>,
     gcs_grants: u64,
-    /// The EC2 instance metadata service: calls answered, and the (region, session
-    /// token) of each signed S3 request.
-    imds_calls: u64,
+    /// AWS credential services (`imds`, `container`, `sts`): calls answered; and the
+    /// (region, session token) of each signed S3 request.
+    aws_calls: HashMap<&'static str, u64>,
     s3_signed: Vec<(String, String)>,
 }
 
-/// The keys the fake's instance metadata service hands out (the S3 endpoint takes any
-/// request signed by `AKIDFAKE`).
+/// The session tokens of the keys the fake's AWS credential services hand out (the S3
+/// endpoint takes any request signed by `AKIDFAKE`): the instance's, a container's
+/// (`GET /container-credentials` with `Authorization: container-token`), and STS's for a
+/// web identity (`POST /sts`, role `arn:aws:iam::1:role/hoard`, token `web-identity`).
 pub const IMDS_SESSION: &str = "instance-session-token";
+pub const CONTAINER_SESSION: &str = "container-session-token";
+pub const STS_SESSION: &str = "sts-session-token";
 
 /// The refresh token (and client) `/gcs-token` accepts from a user's login.
 pub const GCS_REFRESH: (&str, &str, &str) = ("hoard-client", "client-secret", "refresh-1");
@@ -242,9 +246,9 @@ impl FakeWandb {
         self.state().gcs_account = Some((email.to_owned(), public_key));
     }
 
-    /// Calls the instance metadata service answered.
-    pub fn imds_calls(&self) -> u64 {
-        self.state().imds_calls
+    /// Calls an AWS credential service (`imds`, `container`, `sts`) answered.
+    pub fn aws_calls(&self, service: &str) -> u64 {
+        self.state().aws_calls.get(service).copied().unwrap_or(0)
     }
 
     /// The (region, `x-amz-security-token`) of each S3 request signed right.
@@ -366,6 +370,22 @@ async fn handle(
     };
     if path.starts_with("/latest/") {
         return imds(state, &request, &path);
+    }
+    if path == "/container-credentials" || path == "/sts" {
+        let authorized = request
+            .headers()
+            .get("authorization")
+            .is_some_and(|v| v.as_bytes() == b"container-token");
+        let body = String::from_utf8_lossy(&body(request).await).into_owned();
+        let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+        return if path == "/sts" {
+            sts(&mut state, &body)
+        } else if authorized {
+            *state.aws_calls.entry("container").or_default() += 1;
+            reply(StatusCode::OK, role_keys(CONTAINER_SESSION))
+        } else {
+            reply(StatusCode::FORBIDDEN, "")
+        };
     }
     if path == "/computeMetadata/v1/instance/service-accounts/default/token" {
         // The GCE metadata server answers only requests that say they are meant for it.
@@ -867,7 +887,7 @@ fn imds(
     path: &str,
 ) -> Response<Body> {
     let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
-    state.imds_calls += 1;
+    *state.aws_calls.entry("imds").or_default() += 1;
     let header = |name: &str| request.headers().get(name).map(http::HeaderValue::as_bytes);
     if path == "/latest/api/token" {
         if request.method() != http::Method::PUT
@@ -882,16 +902,50 @@ fn imds(
     }
     match path {
         "/latest/meta-data/iam/security-credentials/" => reply(StatusCode::OK, "fake-role"),
-        "/latest/meta-data/iam/security-credentials/fake-role" => reply(
-            StatusCode::OK,
-            json!({
-                "Code": "Success", "Type": "AWS-HMAC", "AccessKeyId": "AKIDFAKE",
-                "SecretAccessKey": "secret", "Token": IMDS_SESSION,
-                "Expiration": "2099-01-01T00:00:00Z",
-            })
-            .to_string(),
-        ),
+        "/latest/meta-data/iam/security-credentials/fake-role" => {
+            reply(StatusCode::OK, role_keys(IMDS_SESSION))
+        }
         "/latest/meta-data/placement/region" => reply(StatusCode::OK, "ap-south-1"),
         _ => reply(StatusCode::NOT_FOUND, ""),
     }
+}
+
+/// A role's keys as the metadata service and container endpoints give them.
+fn role_keys(session: &str) -> String {
+    json!({
+        "Code": "Success", "Type": "AWS-HMAC", "AccessKeyId": "AKIDFAKE",
+        "SecretAccessKey": "secret", "Token": session,
+        "Expiration": "2099-01-01T00:00:00Z",
+    })
+    .to_string()
+}
+
+/// STS `AssumeRoleWithWebIdentity`, for the role `arn:aws:iam::1:role/hoard` and the token
+/// `web-identity`.
+fn sts(state: &mut State, form: &str) -> Response<Body> {
+    let fields: HashMap<&str, String> = form
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k, v.replace("%3A", ":").replace("%2F", "/")))
+        .collect();
+    let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or_default();
+    if field("Action") != "AssumeRoleWithWebIdentity"
+        || field("RoleArn") != "arn:aws:iam::1:role/hoard"
+        || field("WebIdentityToken") != "web-identity"
+    {
+        return reply(
+            StatusCode::FORBIDDEN,
+            "<ErrorResponse><Error><Code>AccessDenied</Code><Message>Not authorized to perform sts:AssumeRoleWithWebIdentity</Message></Error></ErrorResponse>",
+        );
+    }
+    *state.aws_calls.entry("sts").or_default() += 1;
+    reply(
+        StatusCode::OK,
+        format!(
+            "<AssumeRoleWithWebIdentityResponse><AssumeRoleWithWebIdentityResult><Credentials>\
+             <AccessKeyId>AKIDFAKE</AccessKeyId><SecretAccessKey>secret</SecretAccessKey>\
+             <SessionToken>{STS_SESSION}</SessionToken><Expiration>2099-01-01T00:00:00Z</Expiration>\
+             </Credentials></AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>"
+        ),
+    )
 }

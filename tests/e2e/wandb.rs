@@ -498,6 +498,9 @@ fn cloud_get(
         ("AWS_SHARED_CREDENTIALS_FILE", nothing),
         ("AWS_CONFIG_FILE", nothing),
         ("AWS_EC2_METADATA_SERVICE_ENDPOINT", ""),
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", ""),
+        ("AWS_CONTAINER_CREDENTIALS_FULL_URI", ""),
+        ("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", ""),
     ];
     all.extend_from_slice(env);
     let daemon = DaemonProcess::start_env(
@@ -646,11 +649,9 @@ fn gs_references_with_a_service_account_key_or_a_gcloud_login() {
     assert_eq!(fake.gcs_grants(), 3);
 }
 
-/// `s3://` with a profile of the shared files (`AWS_PROFILE`: keys in `credentials`, the
-/// region in `config`) or an EC2 instance role (the metadata service, version 2, with its
-/// region and session token).
-#[test]
-fn s3_references_with_a_profile_or_an_instance_role() {
+/// The fake with the object `s3://models/net/weights.bin` (returned) and the W&B version
+/// `acme/vision/net:v0` that refers to it.
+fn s3_fake() -> (FakeWandb, Vec<u8>) {
     let fake = FakeWandb::start(KEY);
     let weights = b"weights in a bucket".repeat(30);
     fake.put_object("models/net/weights.bin", &weights);
@@ -659,6 +660,15 @@ fn s3_references_with_a_profile_or_an_instance_role() {
         b"ref:s3://models/net/weights.bin".to_vec(),
     )];
     add(&fake, "acme/vision/net", &files, &[]);
+    (fake, weights)
+}
+
+/// `s3://` with a profile of the shared files (`AWS_PROFILE`: keys in `credentials`, the
+/// region in `config`), or an EC2 instance role (the metadata service, version 2, with
+/// its region and session token).
+#[test]
+fn s3_references_with_a_profile_or_an_instance_role() {
+    let (fake, weights) = s3_fake();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let get =
@@ -706,6 +716,68 @@ fn s3_references_with_a_profile_or_an_instance_role() {
             hoard_tests::fake_wandb::IMDS_SESSION.to_owned()
         )
     );
-    assert_eq!(fake.imds_calls(), 4, "session, role, keys, region");
+    assert_eq!(fake.aws_calls("imds"), 4, "session, role, keys, region");
+
+    assert_eq!(fake.unsigned(), 0);
+}
+
+/// `s3://` on Kubernetes: a service account's role (EKS "IRSA": STS
+/// `AssumeRoleWithWebIdentity` with the token file), refused with STS's words for a
+/// token it does not take; and a container credentials endpoint (EKS Pod Identity, ECS).
+#[test]
+fn s3_references_with_a_kubernetes_role_or_container_credentials() {
+    let (fake, weights) = s3_fake();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let get =
+        |name: &str, env: &[(&str, &str)]| cloud_get(&fake, dir, name, "acme/vision/net:v0", env);
+    let token = dir.join("web-identity");
+    std::fs::write(&token, "web-identity\n").unwrap();
+    let sts = format!("{}/sts", fake.url);
+    let out = get(
+        "irsa",
+        &[
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", token.to_str().unwrap()),
+            ("AWS_ROLE_ARN", "arn:aws:iam::1:role/hoard"),
+            ("AWS_ENDPOINT_URL_STS", &sts),
+            ("AWS_REGION", "us-west-2"),
+        ],
+    );
+    succeeded(&out);
+    std::fs::write(&token, "someone else's token").unwrap();
+    let out = get(
+        "irsa-refused",
+        &[
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", token.to_str().unwrap()),
+            ("AWS_ROLE_ARN", "arn:aws:iam::1:role/hoard"),
+            ("AWS_ENDPOINT_URL_STS", &sts),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("403 Forbidden: Not authorized to perform sts:AssumeRoleWithWebIdentity"),
+        "{err}"
+    );
+    let session = |s: &str| ("us-west-2".to_owned(), s.to_owned());
+    assert_eq!(
+        fake.s3_signed()[0],
+        session(hoard_tests::fake_wandb::STS_SESSION)
+    );
+    let uri = format!("{}/container-credentials", fake.url);
+    let out = get(
+        "pod",
+        &[
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", &uri),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "container-token"),
+            ("AWS_REGION", "us-west-2"),
+        ],
+    );
+    succeeded(&out);
+    assert_eq!(
+        fake.s3_signed()[1],
+        session(hoard_tests::fake_wandb::CONTAINER_SESSION)
+    );
+    assert_eq!((fake.aws_calls("sts"), fake.aws_calls("container")), (1, 1));
+    assert_eq!(std::fs::read(dir.join("pod/weights.bin")).unwrap(), weights);
     assert_eq!(fake.unsigned(), 0);
 }

@@ -4,10 +4,17 @@
 //! 2. the shared files: the profile `AWS_PROFILE` (else `default`) of
 //!    `AWS_SHARED_CREDENTIALS_FILE` (else `~/.aws/credentials`), then of
 //!    `AWS_CONFIG_FILE` (else `~/.aws/config`, where it is `[profile NAME]`);
-//! 3. on an EC2 instance (its DMI vendor says Amazon EC2), or with
+//! 3. a Kubernetes service account's role (EKS "IRSA": `AWS_WEB_IDENTITY_TOKEN_FILE` and
+//!    `AWS_ROLE_ARN`), assumed with STS `AssumeRoleWithWebIdentity`
+//!    (`AWS_ENDPOINT_URL_STS` for another STS);
+//! 4. container credentials (ECS, EKS Pod Identity: `AWS_CONTAINER_CREDENTIALS_FULL_URI`
+//!    or `…_RELATIVE_URI`, with `AWS_CONTAINER_AUTHORIZATION_TOKEN(_FILE)`);
+//! 5. on an EC2 instance (its DMI vendor says Amazon EC2), or with
 //!    `AWS_EC2_METADATA_SERVICE_ENDPOINT` set: the instance role's credentials from the
-//!    instance metadata service (version 2: a session token first), renewed five minutes
-//!    before they expire. `AWS_EC2_METADATA_DISABLED=true` turns this off.
+//!    instance metadata service (version 2: a session token first).
+//!    `AWS_EC2_METADATA_DISABLED=true` turns this off.
+//!
+//! Keys from 3–5 are renewed five minutes before they expire.
 //!
 //! The region is `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's `region`, the
 //! instance's region (IMDS), else `us-east-1`.
@@ -21,19 +28,19 @@ use serde::Deserialize;
 use crate::Error;
 use crate::s3::S3;
 
-/// Instance credentials are renewed this long before they expire.
+/// Temporary keys are renewed this long before they expire.
 const MARGIN: Duration = Duration::from_secs(300);
 
-/// One instance session per process: its keys are shared by every reference.
-static INSTANCE: OnceLock<Option<Arc<Imds>>> = OnceLock::new();
+/// One source of temporary keys per process: its keys are shared by every reference.
+static RENEWED: OnceLock<Option<Arc<Renewed>>> = OnceLock::new();
 
 /// Where `s3://` requests get their signing keys.
 #[derive(Clone, Debug)]
 pub(crate) enum AwsCredentials {
     /// Keys from the environment or a profile.
     Fixed(S3),
-    /// The instance role's keys, renewed as they expire.
-    Instance(Arc<Imds>),
+    /// Temporary keys (a role's), renewed as they expire.
+    Renewed(Arc<Renewed>),
 }
 
 fn var(name: &str) -> Option<String> {
@@ -81,20 +88,26 @@ impl AwsCredentials {
                 return Some(Self::Fixed(s3));
             }
         }
-        INSTANCE
+        RENEWED
             .get_or_init(|| {
-                let base = metadata_service()?;
-                Some(Arc::new(Imds::new(base, region.clone(), endpoint.clone())))
+                let source = web_identity(region.as_deref())
+                    .or_else(container)
+                    .or_else(|| metadata_service().map(Source::Instance))?;
+                Some(Arc::new(Renewed::new(
+                    source,
+                    region.clone(),
+                    endpoint.clone(),
+                )))
             })
             .clone()
-            .map(Self::Instance)
+            .map(Self::Renewed)
     }
 
     /// Signing keys valid now.
     pub(crate) async fn signer(&self) -> Result<S3, Error> {
         match self {
             Self::Fixed(s3) => Ok(s3.clone()),
-            Self::Instance(imds) => imds.keys().await,
+            Self::Renewed(renewed) => renewed.keys().await,
         }
     }
 
@@ -103,7 +116,7 @@ impl AwsCredentials {
     pub(crate) fn check(&self, bucket: &str, key: &str) -> Result<(), String> {
         let s3 = match self {
             Self::Fixed(s3) => s3.clone(),
-            Self::Instance(imds) => imds.placeholder(),
+            Self::Renewed(renewed) => renewed.placeholder(),
         };
         s3.get(bucket, key, std::time::SystemTime::now()).map(drop)
     }
@@ -173,10 +186,84 @@ fn metadata_service() -> Option<String> {
     ec2.then(|| "http://169.254.169.254".to_owned())
 }
 
-/// An EC2 instance role's credentials, from the instance metadata service (version 2).
+/// EKS's service account role: `AWS_ROLE_ARN` assumed with the token in
+/// `AWS_WEB_IDENTITY_TOKEN_FILE`.
+fn web_identity(region: Option<&str>) -> Option<Source> {
+    let sts = var("AWS_ENDPOINT_URL_STS").map_or_else(
+        || match region {
+            Some(region) => format!("https://sts.{region}.amazonaws.com"),
+            None => "https://sts.amazonaws.com".to_owned(),
+        },
+        |e| e.trim_end_matches('/').to_owned(),
+    );
+    Some(Source::WebIdentity {
+        token_file: var("AWS_WEB_IDENTITY_TOKEN_FILE")?.into(),
+        role_arn: var("AWS_ROLE_ARN")?,
+        session: var("AWS_ROLE_SESSION_NAME").unwrap_or_else(|| "hoard".to_owned()),
+        sts,
+    })
+}
+
+/// ECS's or EKS Pod Identity's credentials endpoint.
+fn container() -> Option<Source> {
+    let uri = var("AWS_CONTAINER_CREDENTIALS_FULL_URI").or_else(|| {
+        var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").map(|r| format!("http://169.254.170.2{r}"))
+    })?;
+    Some(Source::Container {
+        uri,
+        token: var("AWS_CONTAINER_AUTHORIZATION_TOKEN"),
+        token_file: var("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE").map(PathBuf::from),
+    })
+}
+
+/// Where temporary keys come from.
 #[derive(Debug)]
-pub(crate) struct Imds {
-    base: String,
+enum Source {
+    /// The EC2 instance metadata service at this URL.
+    Instance(String),
+    /// A container credentials endpoint, with its authorization token (or the file that
+    /// holds it, read at each renewal: it rotates).
+    Container {
+        uri: String,
+        token: Option<String>,
+        token_file: Option<PathBuf>,
+    },
+    /// STS, assuming `role_arn` with the web identity token in `token_file` (read at each
+    /// renewal: it rotates).
+    WebIdentity {
+        role_arn: String,
+        token_file: PathBuf,
+        session: String,
+        sts: String,
+    },
+}
+
+impl Source {
+    /// The service's URL.
+    fn url(&self) -> &str {
+        match self {
+            Self::Instance(base) => base,
+            Self::Container { uri, .. } => uri,
+            Self::WebIdentity { sts, .. } => sts,
+        }
+    }
+
+    /// What is asked of it, for messages.
+    fn asking(&self) -> String {
+        match self {
+            Self::Instance(_) => "the EC2 instance metadata service".to_owned(),
+            Self::Container { .. } => "the container credentials endpoint".to_owned(),
+            Self::WebIdentity { role_arn, .. } => {
+                format!("assuming `{role_arn}` with a web identity")
+            }
+        }
+    }
+}
+
+/// A role's temporary keys, renewed before they expire.
+#[derive(Debug)]
+pub(crate) struct Renewed {
+    source: Source,
     region: Option<String>,
     endpoint: Option<String>,
     http: reqwest::Client,
@@ -192,10 +279,10 @@ struct RoleKeys {
     expiration: String,
 }
 
-impl Imds {
-    fn new(base: String, region: Option<String>, endpoint: Option<String>) -> Self {
+impl Renewed {
+    fn new(source: Source, region: Option<String>, endpoint: Option<String>) -> Self {
         Self {
-            base,
+            source,
             region,
             endpoint,
             http: reqwest::Client::builder()
@@ -224,34 +311,61 @@ impl Imds {
         {
             return Ok(s3.clone());
         }
-        let session = self
-            .call(
-                self.http
-                    .put(format!("{}/latest/api/token", self.base))
-                    .header("x-aws-ec2-metadata-token-ttl-seconds", "21600"),
-            )
-            .await?;
-        let get = |path: &str| {
-            self.http
-                .get(format!("{}/latest/meta-data/{path}", self.base))
-                .header("x-aws-ec2-metadata-token", session.trim())
+        let (keys, region) = match &self.source {
+            Source::Instance(base) => self.instance_keys(base).await?,
+            Source::Container {
+                uri,
+                token,
+                token_file,
+            } => {
+                let mut request = self.http.get(uri);
+                let token = match token_file {
+                    Some(file) => Some(std::fs::read_to_string(file).map_err(|e| {
+                        self.refused(&format!("cannot read `{}`: {e}", file.display()))
+                    })?),
+                    None => token.clone(),
+                };
+                if let Some(token) = token {
+                    request = request.header("authorization", token.trim());
+                }
+                (self.parse(&self.call(request).await?)?, None)
+            }
+            Source::WebIdentity {
+                role_arn,
+                token_file,
+                session,
+                sts,
+            } => {
+                let token = std::fs::read_to_string(token_file).map_err(|e| {
+                    self.refused(&format!("cannot read `{}`: {e}", token_file.display()))
+                })?;
+                let request = self.http.post(sts).form(&[
+                    ("Action", "AssumeRoleWithWebIdentity"),
+                    ("Version", "2011-06-15"),
+                    ("RoleArn", role_arn),
+                    ("RoleSessionName", session),
+                    ("WebIdentityToken", token.trim()),
+                ]);
+                let answer = self.call(request).await?;
+                let field = |name: &str| crate::http::xml_text(&answer, name).map(str::to_owned);
+                let keys = (|| {
+                    Some(RoleKeys {
+                        access_key_id: field("AccessKeyId")?,
+                        secret_access_key: field("SecretAccessKey")?,
+                        token: field("SessionToken")?,
+                        expiration: field("Expiration")?,
+                    })
+                })()
+                .ok_or_else(|| Error::Protocol {
+                    upstream: sts.clone(),
+                    reason: "an AssumeRoleWithWebIdentity answer without credentials".to_owned(),
+                })?;
+                (keys, None)
+            }
         };
-        let roles = self.call(get("iam/security-credentials/")).await?;
-        let role = roles.lines().next().unwrap_or_default().trim().to_owned();
-        if role.is_empty() {
-            return Err(self.refused("the instance has no IAM role"));
-        }
-        let answer = self
-            .call(get(&format!("iam/security-credentials/{role}")))
-            .await?;
-        let keys: RoleKeys = serde_json::from_str(&answer).map_err(|e| Error::Protocol {
-            upstream: self.base.clone(),
-            reason: format!("the role's credentials do not parse: {e}"),
-        })?;
-        let region = match &self.region {
-            Some(region) => region.clone(),
-            None => self.call(get("placement/region")).await?.trim().to_owned(),
-        };
+        let region = region
+            .or_else(|| self.region.clone())
+            .unwrap_or_else(|| "us-east-1".to_owned());
         let s3 = S3::new(
             keys.access_key_id,
             keys.secret_access_key,
@@ -267,14 +381,53 @@ impl Imds {
         Ok(s3)
     }
 
+    /// The instance role's keys, and the instance's region unless one was configured.
+    async fn instance_keys(&self, base: &str) -> Result<(RoleKeys, Option<String>), Error> {
+        let session = self
+            .call(
+                self.http
+                    .put(format!("{base}/latest/api/token"))
+                    .header("x-aws-ec2-metadata-token-ttl-seconds", "21600"),
+            )
+            .await?;
+        let get = |path: &str| {
+            self.http
+                .get(format!("{base}/latest/meta-data/{path}"))
+                .header("x-aws-ec2-metadata-token", session.trim())
+        };
+        let roles = self.call(get("iam/security-credentials/")).await?;
+        let role = roles.lines().next().unwrap_or_default().trim().to_owned();
+        if role.is_empty() {
+            return Err(self.refused("the instance has no IAM role"));
+        }
+        let keys = self.parse(
+            &self
+                .call(get(&format!("iam/security-credentials/{role}")))
+                .await?,
+        )?;
+        let region = match &self.region {
+            Some(_) => None,
+            None => Some(self.call(get("placement/region")).await?.trim().to_owned()),
+        };
+        Ok((keys, region))
+    }
+
+    /// Keys as the metadata service and container endpoints give them (JSON).
+    fn parse(&self, answer: &str) -> Result<RoleKeys, Error> {
+        serde_json::from_str(answer).map_err(|e| Error::Protocol {
+            upstream: self.source.url().to_owned(),
+            reason: format!("the role's credentials do not parse: {e}"),
+        })
+    }
+
     async fn call(&self, request: reqwest::RequestBuilder) -> Result<String, Error> {
-        crate::http::ask_for_credentials(request, &self.base, |e| self.refused(&e)).await
+        crate::http::ask_for_credentials(request, self.source.url(), |e| self.refused(&e)).await
     }
 
     fn refused(&self, detail: &str) -> Error {
         Error::Unauthorized {
-            upstream: self.base.clone(),
-            detail: format!("the EC2 instance metadata service: {detail}"),
+            upstream: self.source.url().to_owned(),
+            detail: format!("{}: {detail}", self.source.asking()),
         }
     }
 }
