@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use hoard_types::ArtifactName;
+use hoard_types::{ArtifactName, Digest};
 use hoard_upstream::DirRoot;
 
 use crate::{Tree, median};
@@ -145,21 +145,8 @@ fn curl_all(
 /// recording the daemon's peak RSS in [`PEAK`]. What it writes stays until the caller
 /// removes `work/run` (see [`compare`]).
 fn hoard_run(hoard: &Path, work: &Path, url: &str, name: &str) -> Result<[Duration; 3]> {
-    let cache = work.join("cache");
-    let socket = work.join("daemon.sock");
-    let daemon = Command::new(hoard)
-        .arg("daemon")
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--cache-dir")
-        .arg(&cache)
-        .arg("--upstream")
-        .arg(url)
-        .env("HOARD_LOG", "warn")
-        .spawn()?;
-    let pid = daemon.id();
-    let daemon = Killed(daemon);
-    wait_for_socket(&socket)?;
+    let (daemon, socket) = start_daemon(hoard, work, url)?;
+    let pid = daemon.0.id();
     let get = |root: &Path| {
         let mut command = Command::new(hoard);
         command
@@ -183,17 +170,27 @@ fn hoard_run(hoard: &Path, work: &Path, url: &str, name: &str) -> Result<[Durati
     Ok([cold, warm, cp])
 }
 
-/// The daemon's peak RSS over all runs, KiB.
-static PEAK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// A daemon with a fresh cache in `work`, answering on the socket returned.
+fn start_daemon(hoard: &Path, work: &Path, url: &str) -> Result<(Killed, PathBuf)> {
+    let socket = work.join("daemon.sock");
+    let daemon = Command::new(hoard)
+        .arg("daemon")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--cache-dir")
+        .arg(work.join("cache"))
+        .arg("--upstream")
+        .arg(url)
+        .env("HOARD_LOG", "warn")
+        .spawn()?;
+    let daemon = Killed(daemon);
+    wait_for_socket(&socket)?;
+    Ok((daemon, socket))
+}
 
-/// Cold and warm runs for one tree.
-pub(crate) fn compare(
-    work: &Path,
-    name: &str,
-    tree: &Tree,
-    parallel: usize,
-    runs: usize,
-) -> Result<()> {
+/// `tree` imported into a registry in `work` as `acme/bench/NAME`, served on loopback:
+/// the server, its URL and the version's blob digests.
+fn serve(work: &Path, name: &str, tree: &Tree) -> Result<(Killed, String, Vec<Digest>)> {
     let hoard = hoard()?;
     let root = DirRoot::create(work.join(format!("{name}-registry")))?;
     let artifact = ArtifactName::new("acme", "bench", name)?;
@@ -210,14 +207,92 @@ pub(crate) fn compare(
         "  registry import:                   {:>8.3} s",
         started.elapsed().as_secs_f64()
     );
-    let (_registry, url) = start_registry(&hoard, root.root())?;
-    let digests: Vec<_> = committed
+    let (registry, url) = start_registry(&hoard, root.root())?;
+    let digests = committed
         .version
         .manifest
         .entries
         .values()
         .map(|e| e.digest)
         .collect();
+    Ok((registry, url, digests))
+}
+
+/// A small artifact fetched cold while another process has `dirty_mib` MiB of unsynced
+/// writes on the same filesystem (a training job writing a checkpoint), against the
+/// same fetch with nothing else to write back. A cold get makes its blobs durable; it
+/// should not wait for the other process's data.
+pub(crate) fn beside_a_writer(
+    work: &Path,
+    tree: &Tree,
+    runs: usize,
+    dirty_mib: usize,
+) -> Result<()> {
+    let hoard = hoard()?;
+    let (_registry, url, _) = serve(work, "beside", tree)?;
+    let dir = work.join("beside-runs");
+    fs::create_dir_all(&dir)?;
+    let (_daemon, socket) = start_daemon(&hoard, &dir, &url)?;
+    let hoard_cmd = |args: &[&str]| {
+        let mut command = Command::new(&hoard);
+        command
+            .args(args)
+            .env("HOARD_SOCKET", &socket)
+            .env("HOARD_LOG", "warn");
+        command
+    };
+    let (mut idle, mut beside) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        for (dirty, samples) in [(false, &mut idle), (true, &mut beside)] {
+            let root = dir.join(format!("get-{run}-{dirty}"));
+            let checkpoint = dir.join("checkpoint");
+            if dirty {
+                let chunk = vec![7u8; 1 << 20];
+                let mut file = fs::File::create(&checkpoint)?;
+                for _ in 0..dirty_mib {
+                    file.write_all(&chunk)?;
+                }
+            }
+            let root_arg = root.to_string_lossy().into_owned();
+            samples.push(timed(hoard_cmd(&[
+                "get",
+                "acme/bench/beside:v0",
+                "--root",
+                &root_arg,
+            ]))?);
+            timed(hoard_cmd(&["gc", "--target", "0"]))?;
+            if dirty {
+                fs::remove_file(&checkpoint)?;
+            }
+            sync(work)?;
+        }
+    }
+    println!(
+        "  hoard get, cold, {} files:          {:>8.3} s",
+        tree.files.len(),
+        median(&mut idle).as_secs_f64()
+    );
+    println!(
+        "  the same beside {dirty_mib} MiB unsynced: {:>8.3} s",
+        median(&mut beside).as_secs_f64()
+    );
+    fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// The daemon's peak RSS over all runs, KiB.
+static PEAK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Cold and warm runs for one tree.
+pub(crate) fn compare(
+    work: &Path,
+    name: &str,
+    tree: &Tree,
+    parallel: usize,
+    runs: usize,
+) -> Result<()> {
+    let hoard = hoard()?;
+    let (_registry, url, digests) = serve(work, name, tree)?;
     let (mut curl, mut cold, mut warm, mut cp) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut durable = Vec::new();
     PEAK.store(0, std::sync::atomic::Ordering::Relaxed);

@@ -65,6 +65,10 @@ enum Commands {
         parallel: usize,
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// MiB another process leaves unsynced while a 5-file artifact is fetched cold
+        /// (0: skip that measurement).
+        #[arg(long, default_value_t = 2048)]
+        beside_mib: usize,
         #[arg(long, env = "HOARD_BENCH_DIR")]
         dir: Option<PathBuf>,
     },
@@ -78,6 +82,7 @@ fn main() -> Result<()> {
             large_mib,
             parallel,
             runs,
+            beside_mib,
             dir,
         } => {
             let base = dir.unwrap_or_else(std::env::temp_dir);
@@ -98,6 +103,10 @@ fn main() -> Result<()> {
             if large > 0 {
                 let large_tree = tree(work.path(), "large", large, |_| large_mib << 20)?;
                 fetch::compare(work.path(), "large", &large_tree, parallel, runs)?;
+            }
+            if beside_mib > 0 {
+                let few = tree(work.path(), "beside a writer", 5, |_| 16 << 10)?;
+                fetch::beside_a_writer(work.path(), &few, runs, beside_mib)?;
             }
             Ok(())
         }

@@ -27,6 +27,13 @@ use crate::store::{now_ms, pin_mtime, rename_noreplace};
 
 const CHUNK: usize = 256 * 1024;
 
+/// Batches of at most this many new blobs are made durable blob by blob (`fsync`s)
+/// instead of with one `syncfs`. `syncfs` also waits for every other process's dirty data
+/// on the filesystem: a training job writing a checkpoint made a 5-file cold get take
+/// 1.3–1.5 s instead of 0.02 s (3 GB dirty). For many blobs one `syncfs` is the faster
+/// way (per-blob `fsync`s kept 20,000 small files at 1.6–2.4× curl's time).
+pub(crate) const SYNC_EACH_AT_MOST: usize = 64;
+
 /// The result of an ingest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ingested {
@@ -224,11 +231,21 @@ impl Store {
             .collect()
     }
 
-    /// Makes staged blobs durable with one `syncfs`, then writes their rows in one batch:
-    /// a row never points at bytes that are not durable.
+    /// Makes staged blobs durable, then writes their rows in one batch: a row never points
+    /// at bytes that are not durable. Up to [`SYNC_EACH_AT_MOST`] new blobs are synced one
+    /// by one (in parallel, with their directories); more, with one `syncfs`.
     pub fn commit_staged<'s>(&self, staged: impl IntoIterator<Item = &'s Staged>) -> Result<()> {
-        rustix::fs::syncfs(&self.blobs).io("sync the filesystem of", self.layout.blobs())?;
         let staged: Vec<&Staged> = staged.into_iter().collect();
+        let fresh: Vec<BlobKey> = staged
+            .iter()
+            .filter(|s| s.record.is_some())
+            .map(|s| s.ingested.key)
+            .collect();
+        if fresh.len() <= SYNC_EACH_AT_MOST {
+            self.sync_each(&fresh)?;
+        } else {
+            rustix::fs::syncfs(&self.blobs).io("sync the filesystem of", self.layout.blobs())?;
+        }
         let rows: Vec<(BlobKey, BlobRecord)> = staged
             .iter()
             .filter_map(|s| s.record.map(|record| (s.ingested.key, record)))
@@ -238,6 +255,28 @@ impl Store {
             .filter_map(|s| Some((s.foreign.as_ref()?, s.ingested.key.digest)))
             .collect();
         self.index.insert_blobs(&rows, &foreign, now_ms())
+    }
+
+    /// `fsync`s each blob, the shard directories they were renamed into, and `blobs-v1/`
+    /// (which may have gained a shard). The file syncs run in parallel, so the filesystem
+    /// can commit them together.
+    fn sync_each(&self, keys: &[BlobKey]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        keys.par_iter().try_for_each(|key| {
+            let fd = crate::verity::open_readonly(&self.blobs, key.relative_path())
+                .io("open", self.blob_path(key))?;
+            rustix::fs::fsync(&fd).io("sync", self.blob_path(key))
+        })?;
+        let shards: std::collections::BTreeSet<String> = keys
+            .iter()
+            .map(|key| crate::layout::shard_of(&key.relative_path()).to_owned())
+            .collect();
+        for shard in &shards {
+            self.fsync_shard(shard)?;
+        }
+        rustix::fs::fsync(&self.blobs).io("sync", self.layout.blobs())
     }
 
     fn copy_in(&self, path: &Path) -> Result<(BlobWriter<'_>, File)> {
