@@ -6,8 +6,10 @@
 //! `fsync`; rename into `blobs-v1/` without replacing; directory `fsync`; then the index
 //! row. A crash anywhere leaves nothing, a resumable partial in `tmp/`, or a complete blob
 //! without a row, which the next open re-hashes and adopts. Batched ingest
-//! ([`Store::ingest_files`]) replaces the per-blob `fsync`s with one `syncfs` before one
-//! index batch: rows still never point at bytes that are not durable.
+//! ([`Store::ingest_files`], [`Store::commit_staged`]) makes a batch durable before one
+//! index batch: many blobs with one `syncfs`, a few with parallel `fsync`s (a `syncfs`
+//! would also wait for other processes' writes); rows never point at bytes that are not
+//! durable.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
