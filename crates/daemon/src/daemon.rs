@@ -121,6 +121,14 @@ pub(crate) enum Target {
     Opened(hoard_store::DestRoot),
 }
 
+/// One finished fetch of a request: the blob's size, the bytes downloaded (`None` when
+/// the cache or another request had it), and what the caller keeps of it.
+pub(crate) struct Got<T> {
+    pub size: u64,
+    pub downloaded: Option<u64>,
+    pub kept: T,
+}
+
 /// Which files of a version a call wants.
 pub(crate) struct Selection<'a> {
     pub path_prefix: Option<&'a str>,
@@ -592,19 +600,12 @@ impl Daemon {
             .map(|(key, size)| (crate::budget::Claim::Blob(*key), *size))
             .collect();
         let _room = self.keeper.reserve(claims, what).await?;
-        let progress = |blobs, bytes| Event::Progress {
-            fetched_blobs: blobs,
-            missing_blobs,
-            fetched_bytes: bytes,
-            missing_bytes,
-        };
-        let _ = events.send(progress(0, 0)).await;
         // A window of blobs in flight per request, not one future per blob (a 20,000-file
         // version would hold 20,000 waiting tasks). Larger than the fetch concurrency, so
         // that blobs fetched by other requests, which this one only waits for, do not
         // hold up its own fetches.
         let window = FETCH_WINDOW.max(self.options.fetch_concurrency);
-        let mut pending = futures_util::stream::iter(missing)
+        let work = futures_util::stream::iter(missing)
             .map(|(key, size)| {
                 let fetcher = self.fetcher.clone();
                 let source = references.get(&key).cloned();
@@ -612,32 +613,60 @@ impl Daemon {
                     let source = source
                         .map(|uri| reference_source(&uri, allow_files))
                         .transpose()?;
-                    fetcher
-                        .ensure_from(key, size, source)
-                        .await
-                        .map(|fetched| (fetched, size))
+                    let downloaded = fetcher.ensure_from(key, size, source).await?;
+                    Ok(Got {
+                        size,
+                        downloaded,
+                        kept: (),
+                    })
                 }
             })
             .buffer_unordered(window);
+        let (_, fetched) = self
+            .drive_fetches(work, (missing_blobs, missing_bytes), events)
+            .await?;
+        Ok(fetched)
+    }
+
+    /// Runs a request's fetches (`work`; `missing` blobs and bytes in all), reporting
+    /// progress. What was fetched is committed at the end, and also when a fetch fails
+    /// (for the next attempt). Returns what each fetch kept, and the blobs and bytes
+    /// downloaded.
+    pub(crate) async fn drive_fetches<T>(
+        &self,
+        work: impl futures_util::Stream<Item = Result<Got<T>, ApiError>>,
+        (missing_blobs, missing_bytes): (u64, u64),
+        events: &mpsc::Sender<Event>,
+    ) -> Result<(Vec<T>, (u64, u64)), ApiError> {
+        let progress = |blobs, bytes| Event::Progress {
+            fetched_blobs: blobs,
+            missing_blobs,
+            fetched_bytes: bytes,
+            missing_bytes,
+        };
+        let _ = events.send(progress(0, 0)).await;
+        let mut work = Box::pin(work);
+        let mut kept = Vec::new();
         let (mut done, mut done_bytes, mut fetched, mut fetched_bytes) = (0, 0, 0, 0);
         let mut last = Instant::now();
-        while let Some(result) = pending.next().await {
-            let (downloaded, size) = match result {
-                Ok(done) => done,
+        while let Some(result) = work.next().await {
+            let got = match result {
+                Ok(got) => got,
                 Err(e) => {
                     // What was fetched stays: commit it for the next attempt.
-                    drop(pending);
+                    drop(work);
                     let _ = self.fetcher.commit_now().await;
                     self.keeper.after_fetch();
                     return Err(e);
                 }
             };
             done += 1;
-            done_bytes += size;
-            if let Some(bytes) = downloaded {
+            done_bytes += got.size;
+            if let Some(bytes) = got.downloaded {
                 fetched += 1;
                 fetched_bytes += bytes;
             }
+            kept.push(got.kept);
             if last.elapsed() >= PROGRESS_EVERY || done == missing_blobs {
                 last = Instant::now();
                 let _ = events.send(progress(done, done_bytes)).await;
@@ -645,7 +674,7 @@ impl Daemon {
         }
         self.fetcher.commit_now().await?;
         self.keeper.after_fetch();
-        Ok((fetched, fetched_bytes))
+        Ok((kept, (fetched, fetched_bytes)))
     }
 
     /// Materializes; a blob found tampered or gone meanwhile is fetched again, once.

@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures_util::StreamExt;
 use hoard_store::{BlobKey, Table};
@@ -22,11 +21,11 @@ use hoard_types::{
 use hoard_upstream::ForeignUpstream;
 use tokio::sync::mpsc;
 
-use crate::daemon::{Daemon, Found, Selection, blocking};
+use crate::daemon::{Daemon, Found, Got, Selection, blocking};
 use crate::error::ApiError;
 
 /// A fetched file: its entry, its blob, the bytes downloaded.
-type Fetched = (ForeignEntry, BlobKey, Option<u64>);
+type Fetched = Got<(ForeignDigest, Digest)>;
 
 /// Keys of foreign versions by number start with this (the others, `d/…`, map digests to
 /// them).
@@ -250,13 +249,6 @@ impl Daemon {
             })
             .collect();
         let _room = self.keeper.reserve(claims, what).await?;
-        let progress = |blobs, bytes| Event::Progress {
-            fetched_blobs: blobs,
-            missing_blobs,
-            fetched_bytes: bytes,
-            missing_bytes,
-        };
-        let _ = events.send(progress(0, 0)).await;
         let paths: Vec<RelPath> = need.iter().map(|&i| selected[i].0.clone()).collect();
         let sources = self.note_upstream(foreign.sources(version, &paths).await)?;
         // Boxed futures, collected first: a closure in `StreamExt::map` here trips the
@@ -271,40 +263,19 @@ impl Daemon {
                     let (key, downloaded) = fetcher
                         .ensure_foreign(entry.digest.clone(), entry.size, source)
                         .await?;
-                    Ok((entry, key, downloaded))
+                    Ok(Got {
+                        size: entry.size,
+                        downloaded,
+                        kept: (entry.digest, key.digest),
+                    })
                 }) as hoard_upstream::BoxFuture<'static, _>
             })
             .collect();
-        let mut pending =
-            futures_util::stream::iter(work).buffer_unordered(crate::daemon::FETCH_WINDOW);
-        let mut bound = HashMap::new();
-        let (mut done, mut done_bytes, mut fetched, mut fetched_bytes) = (0, 0, 0, 0);
-        let mut last = Instant::now();
-        while let Some(result) = pending.next().await {
-            let (entry, key, downloaded) = match result {
-                Ok(done) => done,
-                Err(e) => {
-                    drop(pending);
-                    let _ = self.fetcher.commit_now().await;
-                    self.keeper.after_fetch();
-                    return Err(e);
-                }
-            };
-            done += 1;
-            done_bytes += entry.size;
-            if let Some(bytes) = downloaded {
-                fetched += 1;
-                fetched_bytes += bytes;
-            }
-            bound.insert(entry.digest, key.digest);
-            if last.elapsed() >= crate::daemon::PROGRESS_EVERY || done == missing_blobs {
-                last = Instant::now();
-                let _ = events.send(progress(done, done_bytes)).await;
-            }
-        }
-        self.fetcher.commit_now().await?;
-        self.keeper.after_fetch();
-        Ok((bound, (fetched, fetched_bytes)))
+        let work = futures_util::stream::iter(work).buffer_unordered(crate::daemon::FETCH_WINDOW);
+        let (bound, fetched) = self
+            .drive_fetches(work, (missing_blobs, missing_bytes), events)
+            .await?;
+        Ok((bound.into_iter().collect(), fetched))
     }
 }
 
