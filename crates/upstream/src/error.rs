@@ -104,6 +104,30 @@ pub enum Error {
 }
 
 impl Error {
+    /// An answer with a failing `status` that no caller treats specially: `Unavailable`
+    /// (worth retrying) for 429 and 5xx, `Rejected` otherwise.
+    pub(crate) fn from_status(
+        upstream: String,
+        status: reqwest::StatusCode,
+        attempts: u32,
+        detail: String,
+    ) -> Self {
+        if crate::http::retryable(status) {
+            Self::Unavailable {
+                upstream,
+                status: status.as_u16(),
+                attempts,
+                detail,
+            }
+        } else {
+            Self::Rejected {
+                upstream,
+                status: status.as_u16(),
+                detail,
+            }
+        }
+    }
+
     /// Whether the upstream could not be asked at all (network down, server gone), as
     /// opposed to having answered. A daemon falls back to what it knows in that case.
     pub fn is_unreachable(&self) -> bool {

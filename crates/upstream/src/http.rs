@@ -35,8 +35,7 @@ pub(crate) async fn send(
             Ok(response) if response.status().is_success() => return Ok(response),
             Ok(response) => {
                 let status = response.status();
-                let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
-                if !retryable || attempt >= retry.retries {
+                if !retryable(status) || attempt >= retry.retries {
                     return Err(Failure::Status(response, attempt + 1));
                 }
                 match retry_after(&response) {
@@ -224,4 +223,9 @@ pub(crate) fn xml_text<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
     let start = xml.find(&open)? + open.len();
     let end = xml[start..].find(&format!("</{name}>"))? + start;
     Some(xml[start..end].trim())
+}
+
+/// Whether an answer with this status may succeed if asked again: 429 and 5xx.
+pub(crate) fn retryable(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
 }

@@ -75,9 +75,7 @@ fn open(uri: &str, allow_files: bool) -> Result<Source, Error> {
                         .to_owned(),
                 )
             })?;
-            let (bucket, key) = uri["s3://".len()..]
-                .split_once('/')
-                .filter(|(bucket, key)| !bucket.is_empty() && !key.is_empty())
+            let (bucket, key) = bucket_and_object(uri)
                 .ok_or_else(|| refuse("expected `s3://BUCKET/KEY`".to_owned()))?;
             // Signed per request (the signature holds the time); checked once here.
             s3.check(bucket, key).map_err(refuse)?;
@@ -94,9 +92,7 @@ fn open(uri: &str, allow_files: bool) -> Result<Source, Error> {
                         .to_owned(),
                 )
             })?;
-            let (bucket, object) = uri["gs://".len()..]
-                .split_once('/')
-                .filter(|(bucket, object)| !bucket.is_empty() && !object.is_empty())
+            let (bucket, object) = bucket_and_object(uri)
                 .ok_or_else(|| refuse("expected `gs://BUCKET/OBJECT`".to_owned()))?;
             let endpoint = std::env::var("STORAGE_EMULATOR_HOST")
                 .ok()
@@ -123,6 +119,13 @@ fn open(uri: &str, allow_files: bool) -> Result<Source, Error> {
             "references with the scheme `{other}://` are not supported yet (https, http, file, s3 and gs are)"
         ))),
     }
+}
+
+/// `BUCKET` and `OBJECT` of `s3://BUCKET/OBJECT` or `gs://…`, both non-empty.
+fn bucket_and_object(uri: &str) -> Option<(&str, &str)> {
+    let (_, rest) = uri.split_once("://")?;
+    rest.split_once('/')
+        .filter(|(bucket, object)| !bucket.is_empty() && !object.is_empty())
 }
 
 struct HttpReference {
@@ -301,22 +304,7 @@ impl HttpReference {
             } else {
                 format!("it answered {status}")
             };
-            return Err(
-                if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-                    Error::Unavailable {
-                        upstream: self.uri.clone(),
-                        status: status.as_u16(),
-                        attempts: 1,
-                        detail,
-                    }
-                } else {
-                    Error::Rejected {
-                        upstream: self.uri.clone(),
-                        status: status.as_u16(),
-                        detail,
-                    }
-                },
-            );
+            return Err(Error::from_status(self.uri.clone(), status, 1, detail));
         }
         Ok(HttpBody {
             uri: self.uri.clone(),

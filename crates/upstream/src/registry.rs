@@ -208,17 +208,7 @@ impl RegistryClient {
                     missing: problem.map(|p| p.missing).unwrap_or_default(),
                 }
             }
-            s if s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error() => Error::Unavailable {
-                upstream,
-                status: s.as_u16(),
-                attempts,
-                detail,
-            },
-            s => Error::Rejected {
-                upstream,
-                status: s.as_u16(),
-                detail,
-            },
+            s => Error::from_status(upstream, s, attempts, detail),
         }
     }
 

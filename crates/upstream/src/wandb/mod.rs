@@ -233,17 +233,7 @@ impl WandbClient {
             StatusCode::NOT_FOUND => Error::NotFound {
                 what: format!("{what} (at `{upstream}`)"),
             },
-            s if s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error() => Error::Unavailable {
-                upstream,
-                status: s.as_u16(),
-                attempts,
-                detail,
-            },
-            s => Error::Rejected {
-                upstream,
-                status: s.as_u16(),
-                detail,
-            },
+            s => Error::from_status(upstream, s, attempts, detail),
         }
     }
 
