@@ -31,9 +31,6 @@ use crate::s3::S3;
 /// Temporary keys are renewed this long before they expire.
 const MARGIN: Duration = Duration::from_secs(300);
 
-/// One source of temporary keys per process: its keys are shared by every reference.
-static RENEWED: OnceLock<Option<Arc<Renewed>>> = OnceLock::new();
-
 /// Where `s3://` requests get their signing keys.
 #[derive(Clone, Debug)]
 pub(crate) enum AwsCredentials {
@@ -48,8 +45,14 @@ fn var(name: &str) -> Option<String> {
 }
 
 impl AwsCredentials {
-    /// The credentials of this process's environment; `None` when there are none.
+    /// The credentials of this process's environment; `None` when there are none. Looked
+    /// for once (files read, sources chosen) and then shared by every reference.
     pub(crate) fn from_env() -> Option<Self> {
+        static FOUND: OnceLock<Option<AwsCredentials>> = OnceLock::new();
+        FOUND.get_or_init(Self::find).clone()
+    }
+
+    fn find() -> Option<Self> {
         let endpoint = var("AWS_ENDPOINT_URL").map(|e| e.trim_end_matches('/').to_owned());
         let profile = var("AWS_PROFILE").unwrap_or_else(|| "default".to_owned());
         let config = Profile::read(
@@ -88,19 +91,12 @@ impl AwsCredentials {
                 return Some(Self::Fixed(s3));
             }
         }
-        RENEWED
-            .get_or_init(|| {
-                let source = web_identity(region.as_deref())
-                    .or_else(container)
-                    .or_else(|| metadata_service().map(Source::Instance))?;
-                Some(Arc::new(Renewed::new(
-                    source,
-                    region.clone(),
-                    endpoint.clone(),
-                )))
-            })
-            .clone()
-            .map(Self::Renewed)
+        let source = web_identity(region.as_deref())
+            .or_else(container)
+            .or_else(|| metadata_service().map(Source::Instance))?;
+        Some(Self::Renewed(Arc::new(Renewed::new(
+            source, region, endpoint,
+        ))))
     }
 
     /// Signing keys valid now.

@@ -45,7 +45,7 @@ fn open(uri: &str, allow_files: bool) -> Result<Source, Error> {
             reqwest::Url::parse(uri).map_err(|e| refuse(e.to_string()))?;
             Ok(Source::Http(HttpReference {
                 uri: uri.to_owned(),
-                http: client().map_err(|e| refuse(e.to_string()))?,
+                http: client().map_err(&refuse)?,
                 auth: Auth::None,
             }))
         }
@@ -81,7 +81,7 @@ fn open(uri: &str, allow_files: bool) -> Result<Source, Error> {
             s3.check(bucket, key).map_err(refuse)?;
             Ok(Source::Http(HttpReference {
                 uri: uri.to_owned(),
-                http: client().map_err(|e| refuse(e.to_string()))?,
+                http: client().map_err(&refuse)?,
                 auth: Auth::S3(s3, bucket.to_owned(), key.to_owned()),
             }))
         }
@@ -108,7 +108,7 @@ fn open(uri: &str, allow_files: bool) -> Result<Source, Error> {
             reqwest::Url::parse(&url).map_err(|e| refuse(e.to_string()))?;
             Ok(Source::Http(HttpReference {
                 uri: uri.to_owned(),
-                http: client().map_err(|e| refuse(e.to_string()))?,
+                http: client().map_err(&refuse)?,
                 auth: Auth::Gcs(url, auth),
             }))
         }
@@ -145,12 +145,21 @@ enum Auth {
     Gcs(String, crate::gcs::GcsAuth),
 }
 
-fn client() -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .read_timeout(std::time::Duration::from_secs(30))
-        .user_agent(concat!("hoard/", env!("CARGO_PKG_VERSION")))
-        .build()
+/// The HTTP client of every reference: built once (it loads the TLS roots) and shared,
+/// with its connection pool, by the thousands of references a version may have.
+fn client() -> Result<reqwest::Client, String> {
+    static CLIENT: std::sync::OnceLock<Result<reqwest::Client, String>> =
+        std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .read_timeout(std::time::Duration::from_secs(30))
+                .user_agent(concat!("hoard/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .clone()
 }
 
 struct FileReference {
