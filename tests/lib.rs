@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 pub mod fake_wandb;
+pub mod users;
 
 /// The path of a workspace binary built by `cargo build --workspace` in the same profile
 /// as this test (the test executable lives in `<target>/<profile>/deps/`).
@@ -182,6 +183,11 @@ impl DaemonProcess {
         Some(answer)
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no chance to clean up.
     pub fn kill9(mut self) {
         let _ = self.child.kill();
@@ -257,4 +263,64 @@ pub fn hoard_json(
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("--json prints JSON")
+}
+
+/// The SHA-256 of `secret` in hex, as a registry tokens file holds it.
+pub fn sha256_hex(secret: &str) -> String {
+    let out = std::process::Command::new("sh")
+        .args(["-c", &format!("printf %s '{secret}' | sha256sum")])
+        .output()
+        .expect("sh starts");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("sha256sum prints the hash")
+        .to_owned()
+}
+
+/// Commits a version of `name` (`entity/project/name`) made of reference entries (path,
+/// digest, size, URI) to the registry at `url`, with `token` if given.
+pub fn commit_refs(
+    url: &str,
+    token: Option<&str>,
+    name: &str,
+    entries: &[(&str, hoard_types::Digest, u64, &str)],
+) {
+    use hoard_upstream::Upstream;
+    let mut manifest = hoard_types::Manifest::new();
+    for (path, digest, size, uri) in entries {
+        manifest.entries.insert(
+            hoard_types::RelPath::new(*path).expect("a valid path"),
+            hoard_types::Entry {
+                digest: *digest,
+                exec: false,
+                reference: Some((*uri).to_owned()),
+                size: *size,
+            },
+        );
+    }
+    let request = hoard_types::registry::CommitRequest {
+        manifest,
+        aliases: vec![],
+        kind: None,
+        metadata: serde_json::json!({}),
+    };
+    let options = hoard_upstream::ClientOptions {
+        token: token.map(str::to_owned),
+        ..hoard_upstream::ClientOptions::default()
+    };
+    let client = hoard_upstream::RegistryClient::new(url, options).expect("a registry URL");
+    let mut parts = name.splitn(3, '/');
+    let (entity, project, artifact) = (
+        parts.next().expect("entity/project/name"),
+        parts.next().expect("entity/project/name"),
+        parts.next().expect("entity/project/name"),
+    );
+    let name = hoard_types::ArtifactName::new(entity, project, artifact).expect("a valid name");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(client.commit(&name, &request))
+        .expect("the commit succeeds");
 }

@@ -11,17 +11,7 @@ use std::process::{Command, Output};
 
 use hoard_tests::{DaemonProcess, RegistryProcess, binary, import};
 
-fn sha256(secret: &str) -> String {
-    let out = Command::new("sh")
-        .args(["-c", &format!("printf %s '{secret}' | sha256sum")])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned()
-}
+use hoard_tests::sha256_hex as sha256;
 
 /// `hoard get` as a caller holding `token` (none: the daemon's credential applies).
 fn get(socket: &Path, cwd: &Path, token: Option<&str>, reference: &str, root: &str) -> Output {
@@ -192,4 +182,35 @@ fn a_viewer_is_refused_cached_files_and_confirmations_expire_offline() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A credential that is not valid header text is refused, not dropped (the caller would
+/// be served on the daemon's credential instead of theirs).
+#[test]
+fn a_token_that_is_not_header_text_is_refused() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let src = t.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f.txt"), b"x").unwrap();
+    let root = t.join("registry");
+    import(&root, "acme/audio/speech", &src);
+    let registry = RegistryProcess::start(&root, &[]);
+    let daemon = DaemonProcess::start(&t.join("d.sock"), &t.join("cache"), &registry.url);
+    let body = br#"{"reference": "acme/audio/speech", "dest": "/tmp/never-written"}"#;
+    let mut request = format!(
+        "POST /v1/materialize HTTP/1.1\r\nHost: hoard\r\nContent-Length: {}\r\nConnection: close\r\nX-Hoard-Token: ",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(b"caf\xe9-token\r\n\r\n");
+    request.extend_from_slice(body);
+    let mut stream = std::os::unix::net::UnixStream::connect(&daemon.socket).unwrap();
+    stream.write_all(&request).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("X-Hoard-Token"), "{answer}");
+    assert!(!Path::new("/tmp/never-written").exists());
 }

@@ -12,6 +12,7 @@
 //! - `publish`: `hoard publish` with the registry up, down and coming back; bad inputs;
 //!   a viewer's token.
 //! - `users`: a system daemon serving two Unix users (root only).
+//! - `shared`: the same, attacked: one user cannot read, change or delete another's files.
 //! - `verity`: blobs sealed with fs-verity, in a VM whose kernel has it.
 //! - `references`: reference entries fetched from their URI and checked.
 //! - `registry`: `hoard registry import` and `serve` as processes; tokens; refusals.
@@ -27,6 +28,7 @@ mod ops;
 mod publish;
 mod references;
 mod registry;
+mod shared;
 mod users;
 mod verity;
 mod wandb;

@@ -1,45 +1,15 @@
-#![expect(
-    clippy::unwrap_used,
-    reason = "test helpers fail the test that calls them"
-)]
-
 //! Reference entries (`ref` set): fetched from their URI like any blob, checked against the
 //! manifest's digest and size; unknown schemes refused by name.
 
 use hoard_tests::{DaemonProcess, RegistryProcess, hoard_on as hoard, import};
-use hoard_types::registry::CommitRequest;
-use hoard_types::{ArtifactName, Digest, Entry, Manifest, RelPath};
-use hoard_upstream::{ClientOptions, RegistryClient, Upstream};
+use hoard_types::Digest;
 
 fn commit(url: &str, name: &str, entries: &[(&str, &[u8], &str)]) {
-    let mut manifest = Manifest::new();
-    for (path, bytes, uri) in entries {
-        manifest.entries.insert(
-            RelPath::new(*path).unwrap(),
-            Entry {
-                digest: Digest::of(bytes),
-                exec: false,
-                reference: Some((*uri).to_owned()),
-                size: bytes.len() as u64,
-            },
-        );
-    }
-    let request = CommitRequest {
-        manifest,
-        aliases: vec![],
-        kind: None,
-        metadata: serde_json::json!({}),
-    };
-    let client = RegistryClient::new(url, ClientOptions::default()).unwrap();
-    let (entity, rest) = name.split_once('/').unwrap();
-    let (project, artifact) = rest.split_once('/').unwrap();
-    let name = ArtifactName::new(entity, project, artifact).unwrap();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(client.commit(&name, &request))
-        .unwrap();
+    let entries: Vec<(&str, Digest, u64, &str)> = entries
+        .iter()
+        .map(|(path, bytes, uri)| (*path, Digest::of(bytes), bytes.len() as u64, *uri))
+        .collect();
+    hoard_tests::commit_refs(url, None, name, &entries);
 }
 
 #[test]

@@ -9,87 +9,14 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use hoard_tests::{DaemonProcess, RegistryProcess, binary, import};
-
-const GROUP: &str = "hoard-test";
-const USER_A: &str = "hoard-test-a";
-const USER_B: &str = "hoard-test-b";
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
-fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(program).args(args).output().unwrap()
-}
-
-/// The test users and their shared group (kept between runs: creating them is idempotent;
-/// tests running at once may race on `/etc/passwd`'s lock, so this retries).
-fn users() {
-    for _ in 0..50 {
-        let _ = run("groupadd", &["--system", GROUP]);
-        for user in [USER_A, USER_B] {
-            let _ = run(
-                "useradd",
-                &[
-                    "--system",
-                    "--no-create-home",
-                    "--shell",
-                    "/usr/sbin/nologin",
-                    "--groups",
-                    GROUP,
-                    user,
-                ],
-            );
-        }
-        let ready = [USER_A, USER_B].iter().all(|user| {
-            let groups = run("id", &["-nG", user]);
-            groups.status.success() && String::from_utf8_lossy(&groups.stdout).contains(GROUP)
-        });
-        if ready {
-            return;
-        }
-        for user in [USER_A, USER_B] {
-            let _ = run("usermod", &["--append", "--groups", GROUP, user]);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!("cannot create the test users");
-}
-
-fn id(user: &str, flag: &str) -> u32 {
-    let out = run("id", &[flag, user]);
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-}
+use hoard_tests::users::{GROUP, USER_A, USER_B, as_user, dir_of, id, is_root, users};
+use hoard_tests::{DaemonProcess, RegistryProcess, import};
 
 /// `hoard …` as `user`, with their groups (runuser initializes them).
 fn hoard_as(user: &str, socket: &Path, args: &[&str]) -> Output {
-    Command::new("runuser")
-        .args(["-u", user, "--"])
-        .arg(binary("hoard"))
-        .args(args)
-        .env("HOARD_SOCKET", socket)
-        .env("HOARD_LOG", "warn")
-        .current_dir("/")
-        .output()
-        .unwrap()
-}
-
-fn as_user(user: &str, script: &str) -> Output {
-    run("runuser", &["-u", user, "--", "sh", "-c", script])
-}
-
-fn dir_of(path: &Path, uid: u32, gid: u32, mode: u32) {
-    std::fs::create_dir_all(path).unwrap();
-    rustix::fs::chown(
-        path,
-        Some(rustix::fs::Uid::from_raw(uid)),
-        Some(rustix::fs::Gid::from_raw(gid)),
-    )
-    .unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    hoard_tests::users::hoard_as(user, socket, args, &[])
 }
 
 fn text(p: &Path) -> String {
@@ -132,17 +59,7 @@ fn system() -> System {
     let socket = daemon.socket.clone();
     let meta = std::fs::metadata(&socket).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
-    let group = Command::new("getent")
-        .args(["group", GROUP])
-        .output()
-        .unwrap();
-    let group_gid: u32 = String::from_utf8_lossy(&group.stdout)
-        .split(':')
-        .nth(2)
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!(meta.gid(), group_gid);
+    assert_eq!(meta.gid(), hoard_tests::users::group_gid());
 
     // Homes: each user's own, private.
     let (home_a, home_b) = (base.join("a"), base.join("b"));

@@ -54,6 +54,20 @@ pub(crate) struct Config {
     pub(crate) low_watermark: Option<f64>,
     /// Seal blobs with fs-verity: `auto`, `on` or `off`.
     pub(crate) fs_verity: Option<FsVerity>,
+    /// Origins (`https://host`, `s3://bucket`, `*`) the daemon fetches reference entries
+    /// from for other users than its own; default: the upstream's own origin.
+    pub(crate) reference_hosts: Option<Vec<String>>,
+}
+
+impl Config {
+    /// `reference_hosts` as the daemon applies it.
+    pub(crate) fn references(&self) -> anyhow::Result<Option<hoard_daemon::ReferencePolicy>> {
+        self.reference_hosts
+            .as_deref()
+            .map(|hosts| hoard_daemon::ReferencePolicy::new(Some(hosts), ""))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!(e))
+    }
 }
 
 /// Whether blobs are sealed with fs-verity (read at start, not on reload).
@@ -305,6 +319,9 @@ impl Config {
                 path.display()
             );
         }
+        config
+            .references()
+            .with_context(|| format!("Invalid config file `{}`", path.display()))?;
         Ok(config)
     }
 }

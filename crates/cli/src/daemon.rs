@@ -373,6 +373,7 @@ fn settings(
             .unwrap_or(defaults.access_ttl),
         require_caller_token: args.require_caller_token
             || config.require_caller_token.unwrap_or(false),
+        references: config.references()?,
         ..defaults
     })
 }

@@ -1,23 +1,32 @@
-//! Cached bytes are not an access grant: before a caller who sent their own credential
-//! gets a version's files, the upstream confirms, with that credential, that they may
-//! download it.
+//! Who may have what: cached bytes are not an access grant.
 //!
-//! The credential comes in the `X-Hoard-Token` header (the CLI and the Python client send
-//! `HOARD_TOKEN`). It is kept in memory only, inside the upstream client made for it, and
-//! never logged; decisions are remembered per (credential, artifact, version) for
-//! `access_ttl`. A view-only member is refused even when every blob is on disk; a caller
-//! with no access gets the same answer as for a missing artifact. When the upstream cannot
-//! be reached, a caller whose access was confirmed within `access_ttl` is served, anyone
-//! else refused with the reason. Callers without a credential are served on the daemon's
-//! own (the per-user case).
+//! Every call that names an artifact (resolve, ls, file, materialize, prefetch, pin,
+//! unpin, publish) goes through [`Access::demand_credential`] before it asks anything of
+//! the upstream, and through [`Access::authorize`] before it answers anything about a
+//! version or hands out a file.
+//!
+//! Before a caller who sent their own credential gets a version, the upstream confirms,
+//! with that credential, that they may download it. The credential comes in the
+//! `X-Hoard-Token` header (the CLI and the Python client send `HOARD_TOKEN`). It is kept
+//! in memory only, inside the upstream client made for it, and never logged; decisions are
+//! remembered per (credential, artifact, version) for `access_ttl`. A view-only member is
+//! refused even when every blob is on disk; a caller with no access gets the same answer
+//! as for a missing artifact. When the upstream cannot be reached, a caller whose access
+//! was confirmed within `access_ttl` is served, anyone else refused with the reason.
+//! Callers without a credential are served on the daemon's own (the per-user case), unless
+//! `require_caller_token` is set (a system daemon). A version published here and not yet
+//! committed upstream has no upstream to ask: only the daemon's own user, who published
+//! it, gets it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use hoard_types::{Selector, Version};
 use hoard_upstream::Upstream;
 
+use crate::caller::Asker;
 use crate::error::ApiError;
 
 /// The header a caller's credential travels in.
@@ -29,7 +38,9 @@ const CLIENTS: usize = 256;
 /// Who may download what, as the upstream last said.
 pub(crate) struct Access {
     /// Milliseconds; replaced when the configuration is reloaded.
-    ttl_ms: std::sync::atomic::AtomicU64,
+    ttl_ms: AtomicU64,
+    /// Callers must send their own credential (replaced on reload).
+    require_token: AtomicBool,
     /// By blake3 of the credential: the client that speaks with it.
     clients: Mutex<HashMap<[u8; 32], Arc<dyn Upstream>>>,
     /// (credential, `entity/project/name@digest`) → when the upstream said yes.
@@ -37,25 +48,66 @@ pub(crate) struct Access {
 }
 
 impl Access {
-    pub(crate) fn new(ttl: Duration) -> Self {
+    pub(crate) fn new(ttl: Duration, require_token: bool) -> Self {
         Self {
-            ttl_ms: std::sync::atomic::AtomicU64::new(millis(ttl)),
+            ttl_ms: AtomicU64::new(millis(ttl)),
+            require_token: AtomicBool::new(require_token),
             clients: Mutex::default(),
             allowed: Mutex::default(),
         }
     }
 
-    pub(crate) fn set_ttl(&self, ttl: Duration) {
-        self.ttl_ms
-            .store(millis(ttl), std::sync::atomic::Ordering::Relaxed);
+    /// Applies a reloaded configuration.
+    pub(crate) fn reload(&self, ttl: Duration, require_token: bool) {
+        self.ttl_ms.store(millis(ttl), Ordering::Relaxed);
+        self.require_token.store(require_token, Ordering::Relaxed);
+    }
+
+    pub(crate) fn requires_token(&self) -> bool {
+        self.require_token.load(Ordering::Relaxed)
     }
 
     fn ttl(&self) -> Duration {
-        Duration::from_millis(self.ttl_ms.load(std::sync::atomic::Ordering::Relaxed))
+        Duration::from_millis(self.ttl_ms.load(Ordering::Relaxed))
+    }
+
+    /// Refuses a caller without a credential where one is required: before anything is
+    /// asked of the upstream on their behalf.
+    pub(crate) fn demand_credential(&self, who: &Asker) -> Result<(), ApiError> {
+        if who.token.is_none() && self.requires_token() {
+            return Err(ApiError::new(
+                http::StatusCode::UNAUTHORIZED,
+                "credential-required",
+                "this daemon serves artifacts only to callers who send their own upstream credential: set HOARD_TOKEN",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether `who` may have `version` (see the module docs); `pending`: it was
+    /// published here and is not committed upstream yet.
+    pub(crate) async fn authorize(
+        &self,
+        upstream: &Arc<dyn Upstream>,
+        who: &Asker,
+        version: &Version,
+        pending: bool,
+    ) -> Result<(), ApiError> {
+        self.demand_credential(who)?;
+        if pending {
+            if who.caller.is_daemon_user() {
+                return Ok(());
+            }
+            return Err(ApiError::not_found(format!(
+                "artifact `{}/{}/{}@{}`",
+                version.entity, version.project, version.name, version.digest
+            )));
+        }
+        self.check(upstream, who.token.as_deref(), version).await
     }
 
     /// Confirms that the holder of `token` may download `version` (see the module docs).
-    pub(crate) async fn check(
+    async fn check(
         &self,
         upstream: &Arc<dyn Upstream>,
         token: Option<&str>,

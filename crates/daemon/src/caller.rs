@@ -1,21 +1,15 @@
 //! Who is asking, and acting within their rights.
 //!
 //! The caller's identity is the kernel's (`SO_PEERCRED` on the socket), never the request's.
-//! When it is not the daemon's own user (a system daemon serving several users), the
-//! destination is opened by a thread that has taken on the caller's uid, gid and groups:
-//! the kernel then decides, as it would for the caller, whether the path can be followed
-//! and the directory created and written. The daemon works relative to the directory
-//! that thread opened, so what the path points to later does not matter, and what it
-//! creates below it is given to the caller.
+//! When it is not the daemon's own user (a system daemon serving several users), every
+//! change to their destination is made by a thread that has taken on the caller's uid,
+//! gid and groups ([`act_as`], [`hoard_store::AsUser`]): the kernel then decides, as it
+//! would for the caller, what may be created, replaced and removed.
 
-use std::ffi::OsStr;
-use std::os::fd::OwnedFd;
-use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use hoard_http::Peer;
-use hoard_store::DestRoot;
-use rustix::fs::{Access, AtFlags, Mode, OFlags};
-use rustix::io::Errno;
+use hoard_store::{AsUser, Identity};
 
 use crate::error::ApiError;
 
@@ -25,6 +19,22 @@ pub(crate) struct Caller {
     pub(crate) uid: u32,
     pub(crate) gid: u32,
     pub(crate) pid: Option<i32>,
+}
+
+/// Who asks: the socket's peer, and the upstream credential they sent (never logged).
+#[derive(Clone)]
+pub(crate) struct Asker {
+    pub(crate) caller: Caller,
+    pub(crate) token: Option<String>,
+}
+
+impl std::fmt::Debug for Asker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Asker")
+            .field("caller", &self.caller)
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .finish()
+    }
 }
 
 impl From<Peer> for Caller {
@@ -38,10 +48,25 @@ impl From<Peer> for Caller {
 }
 
 impl Caller {
+    /// The daemon itself (its own work, such as materializing what it published).
+    pub(crate) fn daemon() -> Self {
+        Self {
+            uid: rustix::process::geteuid().as_raw(),
+            gid: rustix::process::getegid().as_raw(),
+            pid: None,
+        }
+    }
+
     /// Whether the caller is the daemon's own user (then plain paths are fine: the kernel
     /// already checks every access against that user).
     pub(crate) fn is_daemon_user(self) -> bool {
         self.uid == rustix::process::geteuid().as_raw()
+    }
+
+    /// The daemon's own user or root: who may run `gc` and `verify`, and see and remove
+    /// everyone's pins.
+    pub(crate) fn is_admin(self) -> bool {
+        self.uid == 0 || self.is_daemon_user()
     }
 
     /// The caller's groups: its primary group, and the supplementary ones from
@@ -77,9 +102,9 @@ impl Caller {
     }
 }
 
-/// Opens `dest` for `caller` (creating missing directories as them); refuses when they
-/// could not write there. Runs on its own thread, whose credentials die with it.
-pub(crate) fn open_dest_as(caller: Caller, dest: PathBuf) -> Result<DestRoot, ApiError> {
+/// A thread acting as `caller`, for the changes a request makes to their destination
+/// (see [`hoard_store::AsUser`]); refused when this daemon cannot take on their ids.
+pub(crate) fn act_as(caller: Caller) -> Result<Arc<AsUser>, ApiError> {
     if !rustix::process::geteuid().is_root() {
         return Err(ApiError::new(
             http::StatusCode::FORBIDDEN,
@@ -91,122 +116,12 @@ pub(crate) fn open_dest_as(caller: Caller, dest: PathBuf) -> Result<DestRoot, Ap
             ),
         ));
     }
-    let groups = caller.groups();
-    let path = dest.clone();
-    let worker = std::thread::Builder::new()
-        .name("hoard-as-caller".into())
-        .spawn(move || -> Result<(OwnedFd, bool), ApiError> {
-            become_caller(caller, &groups)?;
-            open_as_caller(&dest)
-        })
-        .map_err(|e| ApiError::internal(format!("cannot start a thread: {e}")))?;
-    let (fd, fresh) = worker
-        .join()
-        .map_err(|_| ApiError::internal("the destination thread panicked"))??;
-    Ok(DestRoot::opened(path, fd, fresh, (caller.uid, caller.gid)))
-}
-
-/// Takes on the caller's identity, for this thread only (raw syscalls: libc would change
-/// every thread of the process).
-fn become_caller(caller: Caller, groups: &[u32]) -> Result<(), ApiError> {
-    let groups: Vec<rustix::fs::Gid> = groups
-        .iter()
-        .map(|g| rustix::fs::Gid::from_raw(*g))
-        .collect();
-    let gid = rustix::fs::Gid::from_raw(caller.gid);
-    let uid = rustix::fs::Uid::from_raw(caller.uid);
-    rustix::thread::set_thread_groups(&groups)
-        .and_then(|()| rustix::thread::set_thread_res_gid(gid, gid, gid))
-        .and_then(|()| rustix::thread::set_thread_res_uid(uid, uid, uid))
-        .map_err(|e| ApiError::internal(format!("cannot act as uid {}: {e}", caller.uid)))
-}
-
-/// As the caller: the nearest existing ancestor of `dest`, then each missing directory,
-/// created and opened without following symlinks; the last must be writable.
-fn open_as_caller(dest: &Path) -> Result<(OwnedFd, bool), ApiError> {
-    let refuse = |reason: String| {
-        ApiError::new(
-            http::StatusCode::FORBIDDEN,
-            "destination-refused",
-            format!("cannot materialize into `{}`: {reason}", dest.display()),
-        )
+    let identity = Identity {
+        uid: caller.uid,
+        gid: caller.gid,
+        groups: caller.groups(),
     };
-    let mut missing: Vec<&OsStr> = Vec::new();
-    let mut base = dest;
-    let mut fd = loop {
-        match rustix::fs::open(
-            base,
-            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(fd) => break fd,
-            Err(Errno::NOENT) => {
-                let (Some(parent), Some(Component::Normal(name))) =
-                    (base.parent(), base.components().next_back())
-                else {
-                    return Err(refuse("no part of the path exists".into()));
-                };
-                missing.push(name);
-                base = parent;
-            }
-            Err(Errno::ACCESS) => {
-                return Err(refuse(format!(
-                    "you may not open `{}` (permission denied)",
-                    base.display()
-                )));
-            }
-            Err(Errno::NOTDIR) => {
-                return Err(refuse(format!("`{}` is not a directory", base.display())));
-            }
-            Err(e) => {
-                return Err(refuse(format!(
-                    "`{}`: {}",
-                    base.display(),
-                    std::io::Error::from(e)
-                )));
-            }
-        }
-    };
-    let fresh = !missing.is_empty();
-    for name in missing.into_iter().rev() {
-        match rustix::fs::mkdirat(&fd, name, Mode::from_raw_mode(0o755)) {
-            Ok(()) | Err(Errno::EXIST) => {}
-            Err(Errno::ACCESS) => {
-                return Err(refuse(format!(
-                    "you may not create `{}` in it (permission denied)",
-                    Path::new(name).display()
-                )));
-            }
-            Err(e) => {
-                return Err(refuse(format!(
-                    "cannot create `{}`: {}",
-                    Path::new(name).display(),
-                    std::io::Error::from(e)
-                )));
-            }
-        }
-        fd = rustix::fs::openat(
-            &fd,
-            name,
-            OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| {
-            refuse(format!(
-                "cannot open `{}`: {}",
-                Path::new(name).display(),
-                std::io::Error::from(e)
-            ))
-        })?;
-    }
-    rustix::fs::accessat(
-        &fd,
-        ".",
-        Access::WRITE_OK | Access::EXEC_OK,
-        AtFlags::EACCESS,
-    )
-    .map_err(|_| refuse("you may not write there (permission denied)".into()))?;
-    Ok((fd, fresh))
+    Ok(Arc::new(AsUser::spawn(identity)?))
 }
 
 /// Long calls (materialize, file, prefetch) one uid may have running at once: one user's

@@ -7,12 +7,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
-use hoard_store::{AliasRecord, BlobKey, LinkMode, Store};
+use hoard_store::{AliasRecord, BlobKey, LinkMode, Provenance, Store};
 use hoard_types::api::{Event, ListedEntry, Resolved, Summary};
 use hoard_types::{ArtifactName, ArtifactRef, Manifest, PathPrefix, RelPath, Selector, Version};
 use hoard_upstream::Upstream;
 use tokio::sync::mpsc;
 
+use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::fetch::Fetcher;
 
@@ -43,6 +44,9 @@ pub struct Options {
     pub access_ttl: Duration,
     /// Serve cached files only to callers who send their own credential (a system daemon).
     pub require_caller_token: bool,
+    /// Where references are fetched from for other users than the daemon's; `None`: the
+    /// upstream's own origin.
+    pub references: Option<crate::ReferencePolicy>,
 }
 
 impl Default for Options {
@@ -56,6 +60,7 @@ impl Default for Options {
             budget: None,
             access_ttl: Duration::from_secs(60),
             require_caller_token: false,
+            references: None,
         }
     }
 }
@@ -80,9 +85,10 @@ pub struct Daemon {
     pub(crate) access: crate::access::Access,
     /// Long calls running, by uid.
     pub(crate) slots: Arc<crate::caller::Slots>,
-    /// `Options::alias_ttl` and `require_caller_token`, replaced on reload.
+    /// Which references are fetched for whom.
+    pub(crate) references: Arc<crate::ReferencePolicy>,
+    /// `Options::alias_ttl`, replaced on reload.
     alias_ttl_ms: AtomicU64,
-    require_caller_token: std::sync::atomic::AtomicBool,
     /// When the upstream last answered a resolution, and whether it could be reached.
     pub(crate) last_upstream: std::sync::Mutex<Option<(Instant, Option<String>)>>,
 }
@@ -105,13 +111,11 @@ impl Found {
             foreign: None,
         }
     }
-}
 
-/// Where a call wants the files, and who asked (for another user than the daemon's, the
-/// destination is opened with their rights).
-pub(crate) struct Destination {
-    pub path: PathBuf,
-    pub caller: Option<crate::caller::Caller>,
+    /// Published here and not yet committed upstream.
+    pub(crate) fn is_pending(&self) -> bool {
+        self.version.version == crate::publish::PENDING
+    }
 }
 
 /// A destination ready to be written: a path (the daemon's own user), or a directory
@@ -164,10 +168,13 @@ impl Daemon {
         };
         let outbox = crate::publish::Outbox::start(store.clone(), upstream.clone());
         let keeper = Arc::new(crate::budget::Keeper::new(store.clone(), options.budget));
-        let access = crate::access::Access::new(options.access_ttl);
+        let access = crate::access::Access::new(options.access_ttl, options.require_caller_token);
         let alias_ttl_ms =
             AtomicU64::new(u64::try_from(options.alias_ttl.as_millis()).unwrap_or(u64::MAX));
-        let require_caller_token = std::sync::atomic::AtomicBool::new(options.require_caller_token);
+        let references = Arc::new(options.references.clone().unwrap_or_else(|| {
+            crate::ReferencePolicy::new(None, &upstream.describe())
+                .expect("a policy without configured hosts is always valid")
+        }));
         let fetcher = Arc::new(Fetcher::new(
             store.clone(),
             upstream,
@@ -187,9 +194,9 @@ impl Daemon {
             pin_turn: tokio::sync::Mutex::new(()),
             access,
             slots: Arc::default(),
+            references,
             last_upstream: std::sync::Mutex::default(),
             alias_ttl_ms,
-            require_caller_token,
         }
     }
 
@@ -225,10 +232,6 @@ impl Daemon {
         }
     }
 
-    pub(crate) fn requires_caller_token(&self) -> bool {
-        self.require_caller_token.load(Ordering::Relaxed)
-    }
-
     /// Applies what can change while running (a reloaded configuration): the alias and
     /// access TTLs, the budget, whether callers must bring a credential. The rest (socket,
     /// cache, upstream, concurrency, ranges) needs a restart; a change there is logged.
@@ -252,10 +255,9 @@ impl Daemon {
             u64::try_from(options.alias_ttl.as_millis()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
-        self.access.set_ttl(options.access_ttl);
+        self.access
+            .reload(options.access_ttl, options.require_caller_token);
         self.keeper.set_budget(options.budget);
-        self.require_caller_token
-            .store(options.require_caller_token, Ordering::Relaxed);
         tracing::info!(?options.budget, ?options.alias_ttl, ?options.access_ttl, "configuration reloaded");
         if options.budget.is_some() {
             self.keeper.after_fetch();
@@ -271,6 +273,24 @@ impl Daemon {
     pub async fn flush(&self) -> Result<(), ApiError> {
         self.fetcher.commit_now().await?;
         Ok(self.store.flush()?)
+    }
+
+    /// [`Self::resolve`] for `who`: refused before anything is asked of the upstream
+    /// when they bring no credential where one is required, and after resolution unless
+    /// they may have the version (see [`crate::access`]).
+    pub(crate) async fn resolve_for(
+        &self,
+        who: &crate::caller::Asker,
+        reference: &str,
+        entity: Option<&str>,
+        project: Option<&str>,
+    ) -> Result<Found, ApiError> {
+        self.access.demand_credential(who)?;
+        let found = self.resolve(reference, entity, project).await?;
+        self.access
+            .authorize(self.upstream(), who, &found.version, found.is_pending())
+            .await?;
+        Ok(found)
     }
 
     /// The version a reference names. Immutable selectors are answered from the index
@@ -414,13 +434,14 @@ impl Daemon {
         blocking(move || Ok(store.put_version(&version)?)).await
     }
 
-    /// Makes the selected files cached, then (with a destination) materializes them,
-    /// reporting progress on `events`.
+    /// Makes the selected files cached for `caller`, then (with a destination)
+    /// materializes them, reporting progress on `events`.
     pub(crate) async fn materialize(
         self: &Arc<Self>,
         found: &Found,
         selection: &Selection<'_>,
-        dest: Option<&Destination>,
+        caller: Caller,
+        dest: Option<&std::path::Path>,
         mode: LinkMode,
         events: &mpsc::Sender<Event>,
     ) -> Result<Summary, ApiError> {
@@ -434,39 +455,27 @@ impl Daemon {
         // is fetched.
         let target = match dest {
             None => None,
-            Some(Destination {
-                path,
-                caller: Some(caller),
-            }) if !caller.is_daemon_user() => {
-                let (caller, path) = (*caller, path.clone());
+            Some(path) if !caller.is_daemon_user() => {
+                let path = path.to_owned();
                 Some(Target::Opened(
-                    blocking(move || crate::caller::open_dest_as(caller, path)).await?,
+                    blocking(move || {
+                        let user = crate::caller::act_as(caller)?;
+                        Ok(hoard_store::DestRoot::open_as(path, user)?)
+                    })
+                    .await?,
                 ))
             }
-            Some(Destination { path, .. }) => Some(Target::Path(path.clone())),
-        };
-        // `file://` references are read only for the daemon's own user (a root daemon must
-        // not read local files on behalf of others); a reference whose scheme cannot be
-        // fetched is refused before anything is.
-        let allow_files = match dest {
-            Some(Destination {
-                caller: Some(caller),
-                ..
-            }) => caller.is_daemon_user(),
-            _ => !rustix::process::geteuid().is_root(),
+            Some(path) => Some(Target::Path(path.to_owned())),
         };
         let (manifest, fetched_blobs, fetched_bytes) = match (native, &found.foreign) {
-            (Some(manifest), _) => {
-                self.fetch_native(version, manifest, allow_files, events)
-                    .await?
-            }
-            (None, Some(foreign)) => self.bind(foreign, selection, allow_files, events).await?,
+            (Some(manifest), _) => self.fetch_native(version, manifest, caller, events).await?,
+            (None, Some(foreign)) => self.bind(foreign, selection, caller, events).await?,
             (None, None) => unreachable!("a native manifest is selected above"),
         };
         let mut summary = Summary {
             version: version.version.clone(),
             digest: version.digest,
-            dest: dest.map(|d| d.path.display().to_string()),
+            dest: dest.map(|d| d.display().to_string()),
             files: manifest.entries.len() as u64,
             bytes: manifest.total_size(),
             fetched_blobs,
@@ -481,7 +490,7 @@ impl Daemon {
             let manifest = Arc::new(manifest);
             let target = Arc::new(target);
             let report = match self
-                .place(manifest.clone(), target.clone(), mode, allow_files)
+                .place(manifest.clone(), target.clone(), mode, caller)
                 .await
             {
                 // A blob of a foreign version that was tampered with or evicted meanwhile:
@@ -490,9 +499,8 @@ impl Daemon {
                     if found.foreign.is_some() && matches!(e.kind, "tampered" | "not-cached") =>
                 {
                     let foreign = found.foreign.as_ref().expect("matched above");
-                    let (rebound, _, _) =
-                        self.bind(foreign, selection, allow_files, events).await?;
-                    self.place(Arc::new(rebound), target.clone(), mode, allow_files)
+                    let (rebound, _, _) = self.bind(foreign, selection, caller, events).await?;
+                    self.place(Arc::new(rebound), target.clone(), mode, caller)
                         .await?
                 }
                 other => other?,
@@ -524,38 +532,125 @@ impl Daemon {
         Ok(summary)
     }
 
-    /// Checks that the selected reference entries can be fetched, then fetches what is
-    /// missing; returns the manifest and (blobs, bytes) fetched.
+    /// Checks that the selected reference entries can be fetched for `caller`, then
+    /// fetches what is missing; returns the manifest and (blobs, bytes) fetched.
     async fn fetch_native(
         self: &Arc<Self>,
         version: &Version,
         manifest: Manifest,
-        allow_files: bool,
+        caller: Caller,
         events: &mpsc::Sender<Event>,
     ) -> Result<(Manifest, u64, u64), ApiError> {
-        for (path, entry) in &manifest.entries {
-            if let Some(uri) = &entry.reference {
-                check_reference(path, uri, allow_files)?;
-            }
-        }
+        crate::references::check_all(&self.references, caller, &manifest)?;
         let what = format!(
             "`{}/{}/{}:{}`",
             version.entity, version.project, version.name, version.version
         );
-        let (blobs, bytes) = self
-            .fetch_missing(&manifest, &what, allow_files, events)
-            .await?;
+        let (blobs, bytes) = self.fetch_missing(&manifest, &what, caller, events).await?;
         Ok((manifest, blobs, bytes))
     }
 
     /// Fetches the blobs of `manifest` that are not cached; returns (blobs, bytes) fetched.
+    /// For a caller who is not the daemon's user, a cached blob that only reference entries
+    /// name counts only once its bytes came from that reference (see
+    /// [`Store::proven`]): until then it is fetched from there and checked, unkept.
     async fn fetch_missing(
         self: &Arc<Self>,
         manifest: &Manifest,
         what: &str,
-        allow_files: bool,
+        caller: Caller,
         events: &mpsc::Sender<Event>,
     ) -> Result<(u64, u64), ApiError> {
+        // Where a blob's bytes come from when no entry has it in the upstream: a reference.
+        let references = Arc::new(crate::references::only_referenced(manifest));
+        let (keys, work) = self.fetch_plan(manifest, &references, caller).await?;
+        let unique = keys.len() as u64;
+        let to_fetch = work.iter().filter(|(_, _, prove)| !prove).count() as u64;
+        self.misses.fetch_add(work.len() as u64, Ordering::Relaxed);
+        self.hits
+            .fetch_add(unique.saturating_sub(work.len() as u64), Ordering::Relaxed);
+        if work.is_empty() {
+            return Ok((0, 0));
+        }
+        // The cached blobs of this version stay while the rest is fetched: eviction making
+        // room (for this or a concurrent request) must not take them.
+        let _lease = self.store.lease(keys);
+        let missing_blobs = work.len() as u64;
+        let missing_bytes = work.iter().map(|(_, s, _)| s).sum();
+        let claims = work
+            .iter()
+            .filter(|(_, _, prove)| !prove)
+            .map(|(key, size, _)| (crate::budget::Claim::Blob(*key), *size))
+            .collect();
+        let _room = if to_fetch > 0 {
+            Some(self.keeper.reserve(claims, what).await?)
+        } else {
+            None
+        };
+        // A window of blobs in flight per request, not one future per blob (a 20,000-file
+        // version would hold 20,000 waiting tasks). Larger than the fetch concurrency, so
+        // that blobs fetched by other requests, which this one only waits for, do not
+        // hold up its own fetches.
+        let window = FETCH_WINDOW.max(self.options.fetch_concurrency);
+        let work = futures_util::stream::iter(work)
+            .map(|(key, size, prove)| {
+                let fetcher = self.fetcher.clone();
+                let reference = references.get(&key).cloned();
+                let policy = self.references.clone();
+                async move {
+                    let Some((path, uri)) = reference else {
+                        let downloaded = fetcher.ensure_from(key, size, None).await?;
+                        return Ok(Got {
+                            size,
+                            downloaded,
+                            kept: None,
+                        });
+                    };
+                    let source = crate::references::source(&policy, caller, &path, &uri)?;
+                    let downloaded = if prove {
+                        Some(fetcher.prove(key, size, source).await)
+                    } else {
+                        fetcher
+                            .ensure_from(key, size, Some(source))
+                            .await
+                            .transpose()
+                    }
+                    .transpose()
+                    .map_err(|e| crate::references::fetch_error(&uri, e))?;
+                    Ok(Got {
+                        size,
+                        downloaded,
+                        kept: Some((uri, key.digest)),
+                    })
+                }
+            })
+            .buffer_unordered(window);
+        let (kept, fetched) = self
+            .drive_fetches(work, (missing_blobs, missing_bytes), events)
+            .await?;
+        let proven: Vec<(String, hoard_types::Digest)> = kept.into_iter().flatten().collect();
+        if !proven.is_empty() {
+            let store = self.store.clone();
+            blocking(move || {
+                for (uri, digest) in proven {
+                    store.put_provenance(&Provenance::Reference(uri), &[digest])?;
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(fetched)
+    }
+
+    /// The blobs `manifest` names, and those of them a request for `caller` must fetch
+    /// (`false`) or prove (`true`: cached, but only referenced, and not yet fetched from
+    /// that reference; see [`Self::fetch_missing`]), with their sizes.
+    async fn fetch_plan(
+        &self,
+        manifest: &Manifest,
+        references: &Arc<std::collections::HashMap<BlobKey, (RelPath, String)>>,
+        caller: Caller,
+    ) -> Result<(Vec<BlobKey>, Vec<(BlobKey, u64, bool)>), ApiError> {
         let mut wanted: Vec<(BlobKey, u64)> = manifest
             .entries
             .values()
@@ -564,68 +659,34 @@ impl Daemon {
         wanted.sort_unstable_by_key(|(k, _)| (k.digest, k.exec));
         wanted.dedup_by_key(|(k, _)| *k);
         let keys: Vec<BlobKey> = wanted.iter().map(|(k, _)| *k).collect();
-        let unique = keys.len() as u64;
-        let store = self.store.clone();
-        let (keys, missing) = blocking(move || {
+        let (store, references) = (self.store.clone(), references.clone());
+        let shared = !caller.is_daemon_user();
+        let (keys, missing, unproven) = blocking(move || {
             let missing = store.missing(&keys)?;
-            Ok((keys, missing))
+            let mut unproven = std::collections::HashSet::new();
+            if shared {
+                for (key, (_, uri)) in references.iter() {
+                    let source = Provenance::Reference(uri.clone());
+                    if store.proven(&source, &[key.digest])? == [false] {
+                        unproven.insert(*key);
+                    }
+                }
+            }
+            Ok((keys, missing, unproven))
         })
         .await?;
-        let missing: Vec<(BlobKey, u64)> = wanted
+        let missing: std::collections::HashSet<BlobKey> = missing.into_iter().collect();
+        let work = wanted
             .into_iter()
-            .filter(|(k, _)| {
-                missing
-                    .binary_search_by_key(&(k.digest, k.exec), |m| (m.digest, m.exec))
-                    .is_ok()
-            })
-            .collect();
-        self.misses
-            .fetch_add(missing.len() as u64, Ordering::Relaxed);
-        self.hits.fetch_add(
-            unique.saturating_sub(missing.len() as u64),
-            Ordering::Relaxed,
-        );
-        if missing.is_empty() {
-            return Ok((0, 0));
-        }
-        // The cached blobs of this version stay while the rest is fetched: eviction making
-        // room (for this or a concurrent request) must not take them.
-        let _lease = self.store.lease(keys);
-        // Where a blob's bytes come from when no entry has it in the upstream: a reference.
-        let references = references(manifest);
-        let missing_blobs = missing.len() as u64;
-        let missing_bytes = missing.iter().map(|(_, s)| s).sum();
-        let claims = missing
-            .iter()
-            .map(|(key, size)| (crate::budget::Claim::Blob(*key), *size))
-            .collect();
-        let _room = self.keeper.reserve(claims, what).await?;
-        // A window of blobs in flight per request, not one future per blob (a 20,000-file
-        // version would hold 20,000 waiting tasks). Larger than the fetch concurrency, so
-        // that blobs fetched by other requests, which this one only waits for, do not
-        // hold up its own fetches.
-        let window = FETCH_WINDOW.max(self.options.fetch_concurrency);
-        let work = futures_util::stream::iter(missing)
-            .map(|(key, size)| {
-                let fetcher = self.fetcher.clone();
-                let source = references.get(&key).cloned();
-                async move {
-                    let source = source
-                        .map(|uri| reference_source(&uri, allow_files))
-                        .transpose()?;
-                    let downloaded = fetcher.ensure_from(key, size, source).await?;
-                    Ok(Got {
-                        size,
-                        downloaded,
-                        kept: (),
-                    })
+            .filter_map(|(key, size)| {
+                if missing.contains(&key) {
+                    Some((key, size, false))
+                } else {
+                    unproven.contains(&key).then_some((key, size, true))
                 }
             })
-            .buffer_unordered(window);
-        let (_, fetched) = self
-            .drive_fetches(work, (missing_blobs, missing_bytes), events)
-            .await?;
-        Ok(fetched)
+            .collect();
+        Ok((keys, work))
     }
 
     /// Runs a request's fetches (`work`; `missing` blobs and bytes in all), reporting
@@ -683,7 +744,7 @@ impl Daemon {
         manifest: Arc<Manifest>,
         target: Arc<Target>,
         mode: LinkMode,
-        allow_files: bool,
+        caller: Caller,
     ) -> Result<hoard_store::MaterializeReport, ApiError> {
         for attempt in 0..2 {
             let (store, m, t) = (self.store.clone(), manifest.clone(), target.clone());
@@ -721,7 +782,7 @@ impl Daemon {
                 Err(hoard_store::Error::MissingBlobs { missing }) if by_digest => missing,
                 Err(e) => return Err(e.into()),
             };
-            let references = references(&manifest);
+            let references = crate::references::only_referenced(&manifest);
             for key in refetch {
                 let size = manifest
                     .entries
@@ -730,7 +791,9 @@ impl Daemon {
                     .map_or(0, |e| e.size);
                 let source = references
                     .get(&key)
-                    .map(|uri| reference_source(uri, allow_files))
+                    .map(|(path, uri)| {
+                        crate::references::source(&self.references, caller, path, uri)
+                    })
                     .transpose()?;
                 self.fetcher.ensure_from(key, size, source).await?;
             }
@@ -796,50 +859,6 @@ impl Daemon {
             entries: if entries { listed } else { Vec::new() },
         })
     }
-}
-
-/// Blobs that only reference entries name, with their URI (a blob that some entry has in
-/// the upstream is fetched from there).
-fn references(manifest: &Manifest) -> std::collections::HashMap<BlobKey, String> {
-    let in_upstream: std::collections::HashSet<BlobKey> = manifest
-        .entries
-        .values()
-        .filter(|e| e.reference.is_none())
-        .map(|e| BlobKey::new(e.digest, e.exec))
-        .collect();
-    manifest
-        .entries
-        .values()
-        .filter_map(|e| {
-            let key = BlobKey::new(e.digest, e.exec);
-            let uri = e.reference.clone()?;
-            (!in_upstream.contains(&key)).then_some((key, uri))
-        })
-        .collect()
-}
-
-/// Refuses, before anything is fetched, a reference entry whose scheme cannot be fetched
-/// (or a `file://` one without `allow_files`).
-pub(crate) fn check_reference(
-    path: &RelPath,
-    uri: &str,
-    allow_files: bool,
-) -> Result<(), ApiError> {
-    reference_source(uri, allow_files).map(drop).map_err(|e| {
-        ApiError::new(
-            http::StatusCode::NOT_IMPLEMENTED,
-            "reference-entry",
-            format!("`{path}` is a reference to `{uri}`: {}", e.detail),
-        )
-    })
-}
-
-/// The source of a reference entry; `file://` only with `allow_files`.
-pub(crate) fn reference_source(
-    uri: &str,
-    allow_files: bool,
-) -> Result<Arc<dyn Upstream>, ApiError> {
-    Ok(hoard_upstream::reference::reference(uri, allow_files)?)
 }
 
 /// The entries a call selected: all, those under W&B's string `path_prefix`, or one file.

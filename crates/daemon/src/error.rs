@@ -72,6 +72,7 @@ impl From<hoard_store::Error> for ApiError {
         match error {
             E::Invalid(_) => Self::bad_request(detail),
             E::MissingBlobs { .. } => Self::new(StatusCode::CONFLICT, "not-cached", detail),
+            E::Refused { .. } => Self::new(StatusCode::FORBIDDEN, "destination-refused", detail),
             E::Destination { .. } | E::ModeUnsupported { .. } => {
                 Self::new(StatusCode::BAD_REQUEST, "destination", detail)
             }

@@ -123,8 +123,23 @@ pub(crate) struct Fetcher {
     inflight: Inflight<BlobKey, Option<u64>>,
     /// Fetches of files known only by a foreign digest (W&B's MD5), until committed: the
     /// blob the bytes turned out to be, and the bytes downloaded.
-    inflight_foreign: Inflight<ForeignDigest, (BlobKey, Option<u64>)>,
+    inflight_foreign: Inflight<ForeignKey, (BlobKey, Option<u64>)>,
     pub(crate) counters: FetchCounters,
+}
+
+/// A fetch of a file known by a foreign digest, within one project: requests of two
+/// projects never share one (a download within a project is what proves that its members
+/// may have the bytes; see `foreign.rs`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct ForeignKey {
+    pub(crate) digest: ForeignDigest,
+    pub(crate) project: Arc<str>,
+}
+
+impl std::fmt::Display for ForeignKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} in `{}`", self.digest, self.project)
+    }
 }
 
 /// Attempts at a file whose bytes did not match the upstream's digest (or broke off).
@@ -176,6 +191,29 @@ impl Fetcher {
             },
         )
         .await
+    }
+
+    /// Fetches the cached blob `key` from `source` again and checks it, keeping nothing:
+    /// the proof that `source` serves those bytes (see [`hoard_store::Store::proven`]).
+    /// Returns the bytes downloaded.
+    pub(crate) async fn prove(
+        &self,
+        key: BlobKey,
+        size: u64,
+        source: Arc<dyn Upstream>,
+    ) -> Result<u64, ApiError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| ApiError::internal("the fetch engine is shutting down"))?;
+        // The stream checks the size and digest of the whole blob before it ends.
+        let mut stream = source.fetch_blob(&key.digest, size, None).await?;
+        while stream.next_chunk().await?.is_some() {}
+        self.counters
+            .fetched_bytes
+            .fetch_add(size, Ordering::Relaxed);
+        Ok(size)
     }
 
     /// One fetch per key, however many callers wait for it: the first caller starts
@@ -299,12 +337,12 @@ impl Fetcher {
             inflight.remove(&key);
         }
         drop(inflight);
-        let mut inflight = self
-            .inflight_foreign
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        for digest in foreign {
-            inflight.remove(&digest);
+        if !foreign.is_empty() {
+            let foreign: std::collections::HashSet<ForeignDigest> = foreign.into_iter().collect();
+            self.inflight_foreign
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|key, _| !foreign.contains(&key.digest));
         }
         result
     }
@@ -312,14 +350,20 @@ impl Fetcher {
     /// Makes sure the file the upstream calls `digest` (of `size` bytes) is cached,
     /// fetching it whole from `source`, checked against `digest` while it is hashed with
     /// blake3; the blob is mapped to `digest` when it is committed. Returns the blob and
-    /// the bytes downloaded. Concurrent calls for one digest share one fetch.
+    /// the bytes downloaded. Concurrent calls for one digest within `project` share one
+    /// fetch.
     pub(crate) async fn ensure_foreign(
         self: &Arc<Self>,
         digest: ForeignDigest,
+        project: Arc<str>,
         size: u64,
         source: Arc<dyn FileSource>,
     ) -> Result<(BlobKey, Option<u64>), ApiError> {
-        let (this, key) = (self.clone(), digest.clone());
+        let this = self.clone();
+        let key = ForeignKey {
+            digest: digest.clone(),
+            project,
+        };
         let start = move || async move { this.fetch_foreign(&digest, size, source).await };
         self.coalesced(|f| &f.inflight_foreign, key, |(_, bytes)| *bytes, start)
             .await

@@ -7,12 +7,17 @@
 //! seen, or whose blob was evicted, is fetched (asking the upstream for the URLs of just
 //! those files) and checked against its MD5 while it is hashed. The bound entries make an
 //! ordinary [`Manifest`] that is materialized like any other.
+//!
+//! Knowing an MD5 is not having the bytes: anyone can log a W&B manifest that names any
+//! MD5. So for a caller who is not the daemon's user, a binding counts only once the
+//! bytes were downloaded within the version's own project ([`Provenance::Project`]);
+//! until then the file is fetched from the version's own source, like an unseen one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use hoard_store::{BlobKey, Table};
+use hoard_store::{BlobKey, Provenance, Table};
 use hoard_types::api::Event;
 use hoard_types::{
     ArtifactName, Digest, Entry, ForeignDigest, ForeignEntry, ForeignVersion, Manifest, RelPath,
@@ -21,6 +26,7 @@ use hoard_types::{
 use hoard_upstream::ForeignUpstream;
 use tokio::sync::mpsc;
 
+use crate::caller::Caller;
 use crate::daemon::{Daemon, Found, Got, Selection, blocking};
 use crate::error::ApiError;
 
@@ -134,16 +140,18 @@ impl Daemon {
         self: &Arc<Self>,
         version: &Arc<ForeignVersion>,
         selection: &Selection<'_>,
-        allow_files: bool,
+        caller: Caller,
         events: &mpsc::Sender<Event>,
     ) -> Result<(Manifest, u64, u64), ApiError> {
         let selected = crate::daemon::select_entries(&version.entries, selection)?;
         for (path, entry) in &selected {
             if let Some(uri) = &entry.reference {
-                crate::daemon::check_reference(path, uri, allow_files)?;
+                crate::references::source(&self.references, caller, path, uri)?;
             }
         }
-        let (mut bound, need) = self.lookup(&selected).await?;
+        let project = Provenance::Project(format!("{}/{}", version.entity, version.project));
+        let shared = !caller.is_daemon_user();
+        let (mut bound, need) = self.lookup(&selected, &project, shared).await?;
         let mut fetched = (0, 0);
         if !need.is_empty() {
             let Some(foreign) = self.upstream().foreign() else {
@@ -159,6 +167,10 @@ impl Daemon {
                 .fetch_foreign(foreign, version, &selected, &need, &what, events)
                 .await?;
             fetched = bytes;
+            let proven: Vec<Digest> = digests.values().copied().collect();
+            let store = self.store.clone();
+            let scope = project.clone();
+            blocking(move || Ok(store.put_provenance(&scope, &proven)?)).await?;
             bound.extend(digests);
         }
         let mut manifest = Manifest::new();
@@ -180,13 +192,17 @@ impl Daemon {
     }
 
     /// The blobs the index binds the selected entries to, and the entries (one per foreign
-    /// digest) that must be fetched: never seen, or evicted since.
+    /// digest) that must be fetched: never seen, or evicted since, or (with `shared`, for
+    /// a caller who is not the daemon's user) never downloaded within `project`.
     async fn lookup(
         &self,
         selected: &[(RelPath, ForeignEntry)],
+        project: &Provenance,
+        shared: bool,
     ) -> Result<(HashMap<ForeignDigest, Digest>, Vec<usize>), ApiError> {
         let store = self.store.clone();
         let digests: Vec<ForeignDigest> = selected.iter().map(|(_, e)| e.digest.clone()).collect();
+        let project = project.clone();
         let (digests, found) = blocking(move || {
             let refs: Vec<&ForeignDigest> = digests.iter().collect();
             let found = store.foreign_many(&refs)?;
@@ -195,14 +211,29 @@ impl Daemon {
                 .flatten()
                 .map(|d| BlobKey::new(*d, false))
                 .collect();
-            let missing: std::collections::HashSet<Digest> = store
+            let mut absent: std::collections::HashSet<Digest> = store
                 .missing(&keys)?
                 .into_iter()
                 .map(|k| k.digest)
                 .collect();
+            if shared {
+                let present: Vec<Digest> = keys
+                    .iter()
+                    .map(|k| k.digest)
+                    .filter(|d| !absent.contains(d))
+                    .collect();
+                let proven = store.proven(&project, &present)?;
+                absent.extend(
+                    present
+                        .into_iter()
+                        .zip(proven)
+                        .filter(|(_, proven)| !proven)
+                        .map(|(d, _)| d),
+                );
+            }
             let found = found
                 .into_iter()
-                .map(|d| d.filter(|d| !missing.contains(d)))
+                .map(|d| d.filter(|d| !absent.contains(d)))
                 .collect::<Vec<_>>();
             Ok((digests, found))
         })
@@ -250,6 +281,7 @@ impl Daemon {
             .collect();
         let _room = self.keeper.reserve(claims, what).await?;
         let paths: Vec<RelPath> = need.iter().map(|&i| selected[i].0.clone()).collect();
+        let project: Arc<str> = format!("{}/{}", version.entity, version.project).into();
         let sources = self.note_upstream(foreign.sources(version, &paths).await)?;
         // Boxed futures, collected first: a closure in `StreamExt::map` here trips the
         // compiler's `Send` check of the request task (a higher-ranked lifetime error).
@@ -258,10 +290,10 @@ impl Daemon {
             .map(|&index| selected[index].1.clone())
             .zip(sources)
             .map(|(entry, source)| {
-                let fetcher = self.fetcher.clone();
+                let (fetcher, project) = (self.fetcher.clone(), project.clone());
                 Box::pin(async move {
                     let (key, downloaded) = fetcher
-                        .ensure_foreign(entry.digest.clone(), entry.size, source)
+                        .ensure_foreign(entry.digest.clone(), project, entry.size, source)
                         .await?;
                     Ok(Got {
                         size: entry.size,

@@ -20,6 +20,7 @@
 //! - `caller.rs`: the caller's identity (`SO_PEERCRED`) and acting within their rights;
 //!   `access.rs`: confirming with the upstream, by the caller's credential, that they may
 //!   download what is cached.
+//! - `references.rs`: which reference entries are fetched for whom, and from where.
 //! - `metrics.rs`: `/metrics`.
 //! - `error.rs`: [`ApiError`], how store and upstream failures are answered.
 
@@ -33,10 +34,12 @@ mod foreign;
 mod metrics;
 mod pins;
 mod publish;
+mod references;
 mod routes;
 mod server;
 
 pub use budget::Budget;
 pub use daemon::{Daemon, Options};
 pub use error::ApiError;
+pub use references::ReferencePolicy;
 pub use server::{run, run_metrics};

@@ -2,17 +2,58 @@
 //!
 //! A pin is a record in the store's `pins` table under `entity/project/name@digest`, and one
 //! pin count on each of the version's blobs (eviction skips a blob with any). Pinning the
-//! same version twice is one pin.
+//! same version twice is one pin. The record names the uids that pinned the version: a
+//! caller sees and removes only their own pins, and the blobs are released when the last
+//! one goes; the daemon's own user (or root) sees all of them and removes a pin for all.
 
 use std::sync::Arc;
 
 use hoard_store::{BlobKey, Table};
 use hoard_types::api::{Pin, PinRequest};
 use hoard_types::{Manifest, Version};
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::caller::Asker;
 use crate::daemon::{Daemon, Selection, blocking};
 use crate::error::ApiError;
+
+/// What the `pins` table holds per pinned version.
+#[derive(Serialize, Deserialize)]
+struct PinRecord {
+    #[serde(flatten)]
+    pin: Pin,
+    /// Who pinned it. Empty in records written before owners were recorded: those are
+    /// the daemon's user's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    owners: Vec<u32>,
+}
+
+impl PinRecord {
+    fn owners(&self) -> Vec<u32> {
+        if self.owners.is_empty() {
+            vec![rustix::process::geteuid().as_raw()]
+        } else {
+            self.owners.clone()
+        }
+    }
+
+    fn visible_to(&self, who: &Asker) -> bool {
+        who.caller.is_admin() || self.owners().contains(&who.caller.uid)
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a pin serializes")
+    }
+
+    fn decode(key: &str, json: &[u8]) -> Option<Self> {
+        let parsed = serde_json::from_slice::<Self>(json);
+        if parsed.is_err() {
+            tracing::error!(key, "a pin record does not parse; ignoring it");
+        }
+        parsed.ok()
+    }
+}
 
 fn key(version: &Version) -> String {
     format!(
@@ -72,10 +113,15 @@ impl Daemon {
         Ok(blob_keys(&manifest))
     }
 
-    /// Fetches what is missing of a version, then pins it.
-    pub(crate) async fn pin(self: &Arc<Self>, asked: &PinRequest) -> Result<Pin, ApiError> {
+    /// Fetches what is missing of a version, then pins it for the caller.
+    pub(crate) async fn pin(
+        self: &Arc<Self>,
+        who: &Asker,
+        asked: &PinRequest,
+    ) -> Result<Pin, ApiError> {
         let found = self
-            .resolve(
+            .resolve_for(
+                who,
                 &asked.reference,
                 asked.entity.as_deref(),
                 asked.project.as_deref(),
@@ -87,30 +133,62 @@ impl Daemon {
             file: None,
             clean: false,
         };
-        self.materialize(&found, &all, None, hoard_store::LinkMode::Auto, &events)
-            .await?;
+        self.materialize(
+            &found,
+            &all,
+            who.caller,
+            None,
+            hoard_store::LinkMode::Auto,
+            &events,
+        )
+        .await?;
         let keys = self.pinned_keys(&found).await?;
         let version = found.version;
         let pin = pin_of(&version);
+        let uid = who.caller.uid;
         let _turn = self.pin_turn.lock().await;
-        let store = self.store.clone();
-        let record = serde_json::to_vec(&pin).expect("a pin serializes");
+        let (store, new) = (self.store.clone(), pin.clone());
         blocking(move || {
             let key = key(&version);
-            if store.get_record(Table::Pins, &key)?.is_none() {
-                store.pin(&keys)?;
-                store.put_record(Table::Pins, &key, &record)?;
-            }
+            let record = match store.get_record(Table::Pins, &key)? {
+                None => {
+                    store.pin(&keys)?;
+                    PinRecord {
+                        pin: new,
+                        owners: vec![uid],
+                    }
+                }
+                Some(json) => match PinRecord::decode(&key, &json) {
+                    Some(mut record) if !record.owners().contains(&uid) => {
+                        record.owners = record.owners();
+                        record.owners.push(uid);
+                        record
+                    }
+                    Some(_) => return Ok(()),
+                    // Unreadable: its pin counts are on the blobs already; own it anew.
+                    None => PinRecord {
+                        pin: new,
+                        owners: vec![uid],
+                    },
+                },
+            };
+            store.put_record(Table::Pins, &key, &record.encode())?;
             Ok(())
         })
         .await?;
         Ok(pin)
     }
 
-    /// Unpins the version a reference names.
-    pub(crate) async fn unpin(self: &Arc<Self>, asked: &PinRequest) -> Result<Pin, ApiError> {
+    /// Unpins the version a reference names: the caller's pin, or (for the daemon's own
+    /// user) everyone's.
+    pub(crate) async fn unpin(
+        self: &Arc<Self>,
+        who: &Asker,
+        asked: &PinRequest,
+    ) -> Result<Pin, ApiError> {
         let found = self
-            .resolve(
+            .resolve_for(
+                who,
                 &asked.reference,
                 asked.entity.as_deref(),
                 asked.project.as_deref(),
@@ -119,41 +197,51 @@ impl Daemon {
         let keys = self.pinned_keys(&found).await?;
         let version = found.version;
         let pin = pin_of(&version);
+        let (uid, admin) = (who.caller.uid, who.caller.is_admin());
         let _turn = self.pin_turn.lock().await;
         let store = self.store.clone();
         let removed = blocking(move || {
             let key = key(&version);
-            if store.get_record(Table::Pins, &key)?.is_none() {
+            let Some(json) = store.get_record(Table::Pins, &key)? else {
+                return Ok(false);
+            };
+            let mut owners = PinRecord::decode(&key, &json).map_or_else(Vec::new, |r| r.owners());
+            if admin {
+                owners.clear();
+            } else if let Some(at) = owners.iter().position(|o| *o == uid) {
+                owners.remove(at);
+            } else {
                 return Ok(false);
             }
-            store.unpin(&keys)?;
-            store.remove_record(Table::Pins, &key)?;
+            if owners.is_empty() {
+                store.unpin(&keys)?;
+                store.remove_record(Table::Pins, &key)?;
+            } else if let Some(mut record) = PinRecord::decode(&key, &json) {
+                record.owners = owners;
+                store.put_record(Table::Pins, &key, &record.encode())?;
+            }
             Ok(true)
         })
         .await?;
         if !removed {
             return Err(ApiError::not_found(format!(
-                "`{}/{}/{}:{}` is not pinned (see `hoard pins`)",
+                "`{}/{}/{}:{}` is not pinned by you (see `hoard pins`)",
                 pin.entity, pin.project, pin.name, pin.version
             )));
         }
         Ok(pin)
     }
 
-    /// Every pinned version.
-    pub(crate) async fn pins(&self) -> Result<Vec<Pin>, ApiError> {
-        let store = self.store.clone();
+    /// The pinned versions `who` may see: their own (all, for the daemon's own user).
+    pub(crate) async fn pins(&self, who: &Asker) -> Result<Vec<Pin>, ApiError> {
+        let (store, who) = (self.store.clone(), who.clone());
         blocking(move || {
             Ok(store
                 .records(Table::Pins)?
                 .into_iter()
-                .filter_map(|(key, json)| {
-                    let parsed = serde_json::from_slice::<Pin>(&json);
-                    if parsed.is_err() {
-                        tracing::error!(key, "a pin record does not parse; ignoring it");
-                    }
-                    parsed.ok()
-                })
+                .filter_map(|(key, json)| PinRecord::decode(&key, &json))
+                .filter(|record| record.visible_to(&who))
+                .map(|record| record.pin)
                 .collect())
         })
         .await

@@ -680,7 +680,8 @@ impl Daemon {
         tracing::info!(key, files, bytes, "publish recorded");
         if let Some(dest) = &dest {
             let target = Arc::new(crate::daemon::Target::Path(dest.clone()));
-            self.place(manifest, target, mode, true).await?;
+            self.place(manifest, target, mode, crate::caller::Caller::daemon())
+                .await?;
         }
         let wait = Duration::from_secs(asked.wait_seconds.unwrap_or(0));
         let done = if wait.is_zero() {

@@ -19,8 +19,8 @@ use hyper::body::{Frame, Incoming};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::caller::Caller;
-use crate::daemon::{Daemon, Destination, Selection, blocking};
+use crate::caller::{Asker, Caller};
+use crate::daemon::{Daemon, Selection, blocking};
 use crate::error::ApiError;
 
 /// Largest request body: requests are small JSON documents.
@@ -78,19 +78,19 @@ async fn dispatch(
 ) -> (&'static str, Result<Response<Body>, ApiError>) {
     let path = request.uri().path().to_owned();
     match (request.method(), path.as_str()) {
-        (&Method::GET, "/v1/health") => ("health", Ok(health(daemon))),
-        (&Method::GET, "/v1/status") => ("status", status(daemon).await),
+        (&Method::GET | &Method::HEAD, "/v1/health") => ("health", health(daemon, &request)),
+        (&Method::GET, "/v1/status") => ("status", status(daemon, &request).await),
         (&Method::GET, "/metrics") => ("metrics", metrics(daemon).await),
         (&Method::POST, "/v1/resolve") => ("resolve", resolve(daemon, request).await),
         (&Method::POST, "/v1/materialize") => ("materialize", stream(daemon, request, true).await),
         (&Method::POST, "/v1/file") => ("file", file(daemon, request).await),
         (&Method::POST, "/v1/prefetch") => ("prefetch", stream(daemon, request, false).await),
         (&Method::POST, "/v1/publish") => ("publish", publish(daemon, request).await),
-        (&Method::GET, "/v1/pins") => ("pins", pins(daemon).await),
+        (&Method::GET, "/v1/pins") => ("pins", pins(daemon, &request).await),
         (&Method::POST, "/v1/pins") => ("pin", pin(daemon, request).await),
         (&Method::POST, "/v1/pins/remove") => ("unpin", unpin(daemon, request).await),
         (&Method::POST, "/v1/gc") => ("gc", gc(daemon, request).await),
-        (&Method::POST, "/v1/verify") => ("verify", verify(daemon).await),
+        (&Method::POST, "/v1/verify") => ("verify", verify(daemon, &request).await),
         (
             _,
             "/v1/health" | "/v1/status" | "/metrics" | "/v1/resolve" | "/v1/materialize"
@@ -129,19 +129,36 @@ async fn read_json<T: serde::de::DeserializeOwned>(
         })
 }
 
-fn health(daemon: &Daemon) -> Response<Body> {
-    json(
+/// Where the cache is, as a caller may see it: only the daemon's own user (or root) is
+/// told (the cache is private to it anyway).
+fn cache_dir_for(daemon: &Daemon, caller: Caller) -> String {
+    if caller.is_admin() {
+        daemon.cache_dir.display().to_string()
+    } else {
+        "(private to the daemon's user)".to_owned()
+    }
+}
+
+fn health(daemon: &Daemon, request: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let caller = caller_of(request)?;
+    Ok(json(
         StatusCode::OK,
         &Health {
             status: "ok".to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            cache_dir: daemon.cache_dir.display().to_string(),
+            cache_dir: cache_dir_for(daemon, caller),
             upstream: daemon.upstream().describe(),
         },
-    )
+    ))
 }
 
-async fn status(daemon: &Arc<Daemon>) -> Result<Response<Body>, ApiError> {
+/// `status`: the cache as a whole; of pins and pending uploads, only the caller's own
+/// (everyone's for the daemon's own user).
+async fn status(
+    daemon: &Arc<Daemon>,
+    request: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let who = who_asks(request)?;
     let store = daemon.store.clone();
     let ((bytes, blobs), plan, versions) = blocking(move || {
         Ok((
@@ -156,7 +173,7 @@ async fn status(daemon: &Arc<Daemon>) -> Result<Response<Body>, ApiError> {
     Ok(json(
         StatusCode::OK,
         &Status {
-            cache_dir: daemon.cache_dir.display().to_string(),
+            cache_dir: cache_dir_for(daemon, who.caller),
             upstream: daemon.upstream().describe(),
             blobs,
             versions,
@@ -165,12 +182,17 @@ async fn status(daemon: &Arc<Daemon>) -> Result<Response<Body>, ApiError> {
             misses: daemon.misses.load(Ordering::Relaxed),
             fetched_bytes: counters.fetched_bytes.load(Ordering::Relaxed),
             in_flight: counters.in_flight.load(Ordering::Relaxed),
-            pending_uploads: daemon.outbox.pending().await?,
+            // Only the daemon's own user publishes.
+            pending_uploads: if who.caller.is_daemon_user() {
+                daemon.outbox.pending().await?
+            } else {
+                Vec::new()
+            },
             budget_bytes: budget.map(|b| b.max_bytes),
             high_watermark_bytes: budget.map(|b| b.high_bytes),
             reclaimable_bytes: plan.freed_bytes,
             held_by_workdirs_bytes: plan.released_bytes + plan.held_by_workdirs_bytes,
-            pinned_versions: daemon.pins().await?.len() as u64,
+            pinned_versions: daemon.pins(&who).await?.len() as u64,
             evicted_blobs: daemon.keeper.evicted_blobs.load(Ordering::Relaxed),
             upstream_state: daemon.upstream_state(),
             link_modes: daemon
@@ -207,9 +229,11 @@ async fn resolve(
     daemon: &Arc<Daemon>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
+    let who = who_asks(&request)?;
     let asked: ResolveRequest = read_json(request).await?;
     let found = daemon
-        .resolve(
+        .resolve_for(
+            &who,
             &asked.reference,
             asked.entity.as_deref(),
             asked.project.as_deref(),
@@ -227,29 +251,43 @@ async fn stream(
     request: Request<Incoming>,
     place: bool,
 ) -> Result<Response<Body>, ApiError> {
-    let caller = caller_of(&request);
-    let token = token_of(&request);
+    let who = who_asks(&request)?;
     let asked: MaterializeRequest = read_json(request).await?;
-    stream_for(daemon, asked, place, caller, token).await
+    stream_for(daemon, asked, place, who).await
 }
 
-/// The caller's own upstream credential, if they sent one.
-fn token_of(request: &Request<Incoming>) -> Option<String> {
-    request
-        .headers()
-        .get(crate::access::TOKEN_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|t| !t.is_empty())
-        .map(str::to_owned)
+/// Who asks, and the upstream credential they sent. A credential that is not valid
+/// header text is refused, not ignored (the caller would be served as someone else).
+fn who_asks(request: &Request<Incoming>) -> Result<Asker, ApiError> {
+    let caller = caller_of(request)?;
+    let token = match request.headers().get(crate::access::TOKEN_HEADER) {
+        None => None,
+        Some(value) => {
+            let text = value.to_str().map_err(|_| {
+                ApiError::bad_request(
+                    "the `X-Hoard-Token` header is not valid text (printable ASCII): check `HOARD_TOKEN`",
+                )
+            })?;
+            Some(text.trim().to_owned()).filter(|t| !t.is_empty())
+        }
+    };
+    Ok(Asker { caller, token })
 }
 
 /// Who sent the request, as the socket's kernel side says.
-fn caller_of(request: &Request<Incoming>) -> Option<Caller> {
+fn caller_of(request: &Request<Incoming>) -> Result<Caller, ApiError> {
     request
         .extensions()
         .get::<hoard_http::Peer>()
         .copied()
         .map(Caller::from)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "unknown-caller",
+                "the socket cannot tell who is calling (no peer credentials)",
+            )
+        })
 }
 
 /// `file`: one file of a version. With a `dest`, it is materialized there like
@@ -259,8 +297,7 @@ async fn file(
     daemon: &Arc<Daemon>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let caller = caller_of(&request);
-    let token = token_of(&request);
+    let who = who_asks(&request)?;
     let asked: MaterializeRequest = read_json(request).await?;
     let Some(path) = asked.file.as_deref() else {
         return Err(ApiError::bad_request(
@@ -268,11 +305,12 @@ async fn file(
         ));
     };
     if asked.dest.is_some() {
-        return stream_for(daemon, asked, true, caller, token).await;
+        return stream_for(daemon, asked, true, who).await;
     }
     let path = hoard_types::RelPath::new(path)?;
     let found = daemon
-        .resolve(
+        .resolve_for(
+            &who,
             &asked.reference,
             asked.entity.as_deref(),
             asked.project.as_deref(),
@@ -310,7 +348,8 @@ async fn publish(
     daemon: &Arc<Daemon>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    if caller_of(&request).is_some_and(|c| !c.is_daemon_user()) {
+    let who = who_asks(&request)?;
+    if !who.caller.is_daemon_user() {
         // The daemon would read the inputs with its own rights, not the caller's.
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -318,31 +357,56 @@ async fn publish(
             "publishing through a daemon of another user is not supported yet; run your own (`hoard daemon`) to publish",
         ));
     }
+    daemon.access.demand_credential(&who)?;
     let asked: PublishRequest = read_json(request).await?;
     let published = daemon.publish(asked).await?;
     Ok(json(StatusCode::OK, &published))
 }
 
-async fn pins(daemon: &Arc<Daemon>) -> Result<Response<Body>, ApiError> {
-    Ok(json(StatusCode::OK, &daemon.pins().await?))
+async fn pins(
+    daemon: &Arc<Daemon>,
+    request: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let who = who_asks(request)?;
+    Ok(json(StatusCode::OK, &daemon.pins(&who).await?))
 }
 
 /// `pin`: fetches the version if needed, then keeps it from eviction.
 async fn pin(daemon: &Arc<Daemon>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let who = who_asks(&request)?;
     let asked: PinRequest = read_json(request).await?;
-    Ok(json(StatusCode::OK, &daemon.pin(&asked).await?))
+    Ok(json(StatusCode::OK, &daemon.pin(&who, &asked).await?))
 }
 
 async fn unpin(
     daemon: &Arc<Daemon>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
+    let who = who_asks(&request)?;
     let asked: PinRequest = read_json(request).await?;
-    Ok(json(StatusCode::OK, &daemon.unpin(&asked).await?))
+    Ok(json(StatusCode::OK, &daemon.unpin(&who, &asked).await?))
+}
+
+/// Refuses operations on the whole cache (`gc`, `verify`) to anyone but the daemon's own
+/// user and root.
+fn admin_only(request: &Request<Incoming>, call: &str) -> Result<(), ApiError> {
+    let caller = caller_of(request)?;
+    if caller.is_admin() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "admin-only",
+        format!(
+            "`{call}` works on the whole cache, which only the daemon's own user (uid {}) or root may do",
+            rustix::process::geteuid().as_raw()
+        ),
+    ))
 }
 
 /// `gc`: evicts down to `target_bytes` (default: the low watermark) now.
 async fn gc(daemon: &Arc<Daemon>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    admin_only(&request, "gc")?;
     let asked: GcRequest = read_json(request).await?;
     let target = match (asked.target_bytes, daemon.keeper.budget()) {
         (Some(target), _) => target,
@@ -373,7 +437,11 @@ const REPAIRS: usize = 8;
 
 /// `verify`: re-hashes every blob; bad ones are quarantined (and counted as tampered),
 /// then fetched again from the upstream where it serves blobs by digest.
-async fn verify(daemon: &Arc<Daemon>) -> Result<Response<Body>, ApiError> {
+async fn verify(
+    daemon: &Arc<Daemon>,
+    request: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    admin_only(request, "verify")?;
     let store = daemon.store.clone();
     let report = blocking(move || Ok(store.verify()?)).await?;
     daemon
@@ -414,13 +482,19 @@ async fn stream_for(
     daemon: &Arc<Daemon>,
     asked: MaterializeRequest,
     place: bool,
-    caller: Option<Caller>,
-    token: Option<String>,
+    who: Asker,
 ) -> Result<Response<Body>, ApiError> {
     let mode: LinkMode = match &asked.mode {
         Some(mode) => mode.parse().map_err(|e: String| ApiError::bad_request(e))?,
         None => LinkMode::Auto,
     };
+    if mode == LinkMode::Symlink && !who.caller.is_daemon_user() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "destination-refused",
+            "`symlink` mode links into the cache, which only the daemon's user may read; use `hardlink` or `copy`",
+        ));
+    }
     let dest = if place {
         let dest = asked.dest.as_deref().ok_or_else(|| {
             ApiError::bad_request("`dest` is required: the directory to materialize into")
@@ -432,42 +506,28 @@ async fn stream_for(
                 dest.display()
             )));
         }
-        Some(Destination { path: dest, caller })
+        Some(dest)
     } else {
         None
     };
+    // Cached bytes are not an access grant.
     let found = daemon
-        .resolve(
+        .resolve_for(
+            &who,
             &asked.reference,
             asked.entity.as_deref(),
             asked.project.as_deref(),
         )
         .await?;
-    // Cached bytes are not an access grant (a version only published here has nothing
-    // upstream to ask about).
-    if token.is_none() && daemon.requires_caller_token() {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "credential-required",
-            "this daemon serves artifacts only to callers who send their own upstream credential: set HOARD_TOKEN",
-        ));
-    }
-    if found.version.version != crate::publish::PENDING {
-        daemon
-            .access
-            .check(daemon.upstream(), token.as_deref(), &found.version)
-            .await?;
-    }
     let resolved = daemon.describe(&found, false, false).await?;
     tracing::info!(
         reference = asked.reference,
         version = found.version.version,
         "materialize"
     );
-    let slot = daemon.slots.take(
-        caller.map_or(u32::MAX, |c| c.uid),
-        crate::caller::CALLS_PER_UID,
-    )?;
+    let slot = daemon
+        .slots
+        .take(who.caller.uid, crate::caller::CALLS_PER_UID)?;
     let (tx, rx) = mpsc::channel::<Event>(64);
     let daemon = daemon.clone();
     tokio::spawn(async move {
@@ -482,7 +542,7 @@ async fn stream_for(
             clean: asked.clean,
         };
         let end = match daemon
-            .materialize(&found, &selection, dest.as_ref(), mode, &tx)
+            .materialize(&found, &selection, who.caller, dest.as_deref(), mode, &tx)
             .await
         {
             Ok(summary) => Event::Done(summary),

@@ -180,7 +180,9 @@ impl State {
             .blob_projects
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for entry in manifest.entries.values() {
+        // A reference entry does not make a blob readable: its digest is only a claim
+        // about the bytes at its URI.
+        for entry in manifest.entries.values().filter(|e| e.reference.is_none()) {
             let projects = map.entry(entry.digest).or_default();
             if !projects.contains(&project) {
                 projects.push(project.clone());

@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::ffi::CStr;
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use hoard_types::{Manifest, PathPrefix};
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
@@ -26,11 +26,11 @@ pub struct CleanReport {
     pub dirs: u64,
 }
 
-struct Walk<'a> {
-    dest: &'a Path,
-    prefix: &'a str,
-    files: HashSet<&'a str>,
-    dirs: HashSet<&'a str>,
+struct Walk {
+    dest: PathBuf,
+    prefix: String,
+    files: HashSet<String>,
+    dirs: HashSet<String>,
     report: CleanReport,
 }
 
@@ -47,48 +47,47 @@ impl Store {
             Err(Errno::NOENT) => return Ok(CleanReport::default()),
             Err(e) => return Err(e).io("open the destination", dest),
         };
-        Self::clean_at(keep, prefix, &root, dest)
+        Walk::new(keep, prefix, dest).run(&root)
     }
 
-    /// [`Self::clean`] in a destination already opened ([`crate::DestRoot`]).
+    /// [`Self::clean`] in a destination already opened ([`crate::DestRoot`]); every removal
+    /// is made by its user, so the kernel allows only what it would allow them (the
+    /// sticky bit and directory permissions included).
     pub fn clean_into(
         &self,
         keep: &Manifest,
         prefix: &PathPrefix,
         dest: &crate::DestRoot,
     ) -> Result<CleanReport> {
-        Self::clean_at(keep, prefix, &dest.fd, &dest.path)
-    }
-
-    fn clean_at(
-        keep: &Manifest,
-        prefix: &PathPrefix,
-        root: &OwnedFd,
-        dest: &Path,
-    ) -> Result<CleanReport> {
-        let mut walk = Walk {
-            dest,
-            prefix: prefix.as_str(),
-            files: keep
-                .entries
-                .keys()
-                .map(hoard_types::RelPath::as_str)
-                .collect(),
-            dirs: HashSet::new(),
-            report: CleanReport::default(),
-        };
-        for path in keep.entries.keys() {
-            let path = path.as_str();
-            for (i, _) in path.match_indices('/') {
-                walk.dirs.insert(&path[..i]);
-            }
-        }
-        walk.dir(root, "")?;
-        Ok(walk.report)
+        let walk = Walk::new(keep, prefix, &dest.path);
+        let root = dest.fd.clone();
+        dest.run(move || walk.run(&root))?
     }
 }
 
-impl Walk<'_> {
+impl Walk {
+    fn new(keep: &Manifest, prefix: &PathPrefix, dest: &Path) -> Self {
+        let mut dirs = HashSet::new();
+        for path in keep.entries.keys() {
+            let path = path.as_str();
+            for (i, _) in path.match_indices('/') {
+                dirs.insert(path[..i].to_owned());
+            }
+        }
+        Self {
+            dest: dest.to_owned(),
+            prefix: prefix.as_str().to_owned(),
+            files: keep.entries.keys().map(|p| p.as_str().to_owned()).collect(),
+            dirs,
+            report: CleanReport::default(),
+        }
+    }
+
+    fn run(mut self, root: &OwnedFd) -> Result<CleanReport> {
+        self.dir(root, "")?;
+        Ok(self.report)
+    }
+
     /// Cleans the directory `fd` at relative path `at` (`""` for the root).
     fn dir(&mut self, fd: &OwnedFd, at: &str) -> Result<()> {
         for (name, kind) in entries(fd).map_err(|e| self.error(at, "cannot list it", e))? {
@@ -122,7 +121,7 @@ impl Walk<'_> {
                         open_dir(fd, &name).map_err(|e| self.error(&path, "cannot open it", e))?;
                     self.dir(&child, &path)?;
                 }
-            } else if path.starts_with(self.prefix) && !self.files.contains(path.as_str()) {
+            } else if path.starts_with(&self.prefix) && !self.files.contains(path.as_str()) {
                 self.remove(fd, &name, kind, &path)?;
             }
         }
@@ -134,7 +133,7 @@ impl Walk<'_> {
         if at.is_empty() {
             return self.prefix.is_empty();
         }
-        format!("{at}/").starts_with(self.prefix)
+        format!("{at}/").starts_with(&self.prefix)
     }
 
     /// Removes `name` from `parent`: a directory with everything in it, anything else as a
@@ -159,7 +158,7 @@ impl Walk<'_> {
 
     fn error(&self, path: &str, what: &str, e: Errno) -> Error {
         Error::Destination {
-            dest: self.dest.to_owned(),
+            dest: self.dest.clone(),
             path: if path.is_empty() {
                 ".".into()
             } else {

@@ -1,4 +1,5 @@
-//! The destination directory tree, opened without ever following a symlink.
+//! The destination directory tree, opened without ever following a symlink, and changed
+//! only with the rights of the user it is for.
 //!
 //! The root the caller names is opened as given (symlinks in the caller's own path are the
 //! caller's choice). Below it, every directory is created with `mkdirat` and opened with
@@ -6,28 +7,36 @@
 //! then placed with `*at` calls relative to those descriptors. A symlink planted anywhere
 //! in the tree, even between our check and our write, makes the open fail instead of
 //! leading a write outside the destination.
+//!
+//! For a caller who is not the daemon's user, the tree belongs to an [`AsUser`] thread:
+//! it opens and creates every directory (so they are the caller's, with no `chown`),
+//! checks which ones the caller may write, and does every rename, removal and file
+//! creation (see [`crate::as_user`] for what the daemon itself still does).
 
 use std::collections::{BTreeSet, HashMap};
+use std::ffi::OsStr;
 use std::fs;
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
-use rustix::fs::{Mode, OFlags};
+use rustix::fs::{Access, AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
+use crate::as_user::AsUser;
 use crate::error::{Error, IoContext, Result};
 
-/// A destination directory, opened: by path for the daemon's own user, or (for a caller
-/// with another uid) opened by the caller's side, so that the daemon works relative to a
-/// directory the caller could reach and write, whatever the path points to later.
+/// A destination directory, opened: by path for the daemon's own user, or by an
+/// [`AsUser`] thread for another caller, so that the daemon works relative to a directory
+/// the caller could reach and write, whatever the path points to later.
 #[derive(Debug)]
 pub struct DestRoot {
     pub(crate) path: PathBuf,
-    pub(crate) fd: OwnedFd,
+    pub(crate) fd: Arc<OwnedFd>,
     /// Whether the directory was created by this request (so it holds nothing yet).
     pub(crate) fresh: bool,
-    /// Who gets the directories and copies made below it (`None`: the daemon's user).
-    pub(crate) owner: Option<(u32, u32)>,
+    /// Who changes the tree (`None`: the daemon's user, in the calling thread).
+    pub(crate) user: Option<Arc<AsUser>>,
 }
 
 impl DestRoot {
@@ -45,9 +54,24 @@ impl DestRoot {
         .io("open the destination", dest)?;
         Ok(Self {
             path: dest.to_owned(),
-            fd,
+            fd: Arc::new(fd),
             fresh,
-            owner: None,
+            user: None,
+        })
+    }
+
+    /// Opens `dest` as `user` does: the nearest existing ancestor, then each missing
+    /// directory, created and opened by them without following symlinks; the last must be
+    /// one they may write. Refusals ([`Error::Refused`]) say why, before anything is
+    /// fetched.
+    pub fn open_as(dest: PathBuf, user: Arc<AsUser>) -> Result<Self> {
+        let path = dest.clone();
+        let (fd, fresh) = user.run(move || open_as_user(&dest))??;
+        Ok(Self {
+            path,
+            fd: Arc::new(fd),
+            fresh,
+            user: Some(user),
         })
     }
 
@@ -55,9 +79,9 @@ impl DestRoot {
     pub fn try_clone(&self) -> Result<Self> {
         Ok(Self {
             path: self.path.clone(),
-            fd: self.fd.try_clone().io("dup", &self.path)?,
+            fd: self.fd.clone(),
             fresh: self.fresh,
-            owner: self.owner,
+            user: self.user.clone(),
         })
     }
 
@@ -65,139 +89,187 @@ impl DestRoot {
         &self.path
     }
 
-    /// A destination opened elsewhere (by the caller's side), for `owner` (uid, gid).
-    pub fn opened(path: PathBuf, fd: OwnedFd, fresh: bool, owner: (u32, u32)) -> Self {
-        Self {
-            path,
-            fd,
-            fresh,
-            owner: Some(owner),
-        }
+    /// Runs `f` with the rights of the tree's user: on its thread, or here for the
+    /// daemon's own.
+    pub(crate) fn run<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R> {
+        run_as(self.user.as_deref(), f)
     }
+}
+
+fn run_as<R: Send + 'static>(
+    user: Option<&AsUser>,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> Result<R> {
+    match user {
+        None => Ok(f()),
+        Some(user) => user.run(f),
+    }
+}
+
+/// On the user's thread: [`DestRoot::open_as`].
+fn open_as_user(dest: &Path) -> Result<(OwnedFd, bool)> {
+    let refuse = |reason: String| Error::Refused {
+        dest: dest.to_owned(),
+        reason,
+    };
+    let mut missing: Vec<&OsStr> = Vec::new();
+    let mut base = dest;
+    let mut fd = loop {
+        match rustix::fs::open(
+            base,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => break fd,
+            Err(Errno::NOENT) => {
+                let (Some(parent), Some(Component::Normal(name))) =
+                    (base.parent(), base.components().next_back())
+                else {
+                    return Err(refuse("no part of the path exists".into()));
+                };
+                missing.push(name);
+                base = parent;
+            }
+            Err(Errno::ACCESS) => {
+                return Err(refuse(format!(
+                    "you may not open `{}` (permission denied)",
+                    base.display()
+                )));
+            }
+            Err(Errno::NOTDIR) => {
+                return Err(refuse(format!("`{}` is not a directory", base.display())));
+            }
+            Err(e) => {
+                return Err(refuse(format!(
+                    "`{}`: {}",
+                    base.display(),
+                    std::io::Error::from(e)
+                )));
+            }
+        }
+    };
+    let fresh = !missing.is_empty();
+    for name in missing.into_iter().rev() {
+        let shown = Path::new(name).display();
+        match rustix::fs::mkdirat(&fd, name, Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(Errno::ACCESS) => {
+                return Err(refuse(format!(
+                    "you may not create `{shown}` in it (permission denied)"
+                )));
+            }
+            Err(e) => {
+                return Err(refuse(format!(
+                    "cannot create `{shown}`: {}",
+                    std::io::Error::from(e)
+                )));
+            }
+        }
+        fd = rustix::fs::openat(
+            &fd,
+            name,
+            OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| {
+            refuse(format!(
+                "cannot open `{shown}`: {}",
+                std::io::Error::from(e)
+            ))
+        })?;
+    }
+    if !may_write(&fd) {
+        return Err(refuse("you may not write there (permission denied)".into()));
+    }
+    Ok((fd, fresh))
+}
+
+/// Whether the thread's user may create and remove names in the directory `fd`.
+fn may_write(fd: &OwnedFd) -> bool {
+    rustix::fs::accessat(
+        fd,
+        ".",
+        Access::WRITE_OK | Access::EXEC_OK,
+        AtFlags::EACCESS,
+    )
+    .is_ok()
+}
+
+/// One directory of the tree.
+pub(crate) struct Dir {
+    pub(crate) fd: Arc<OwnedFd>,
+    /// Created by this request, so it cannot hold any file yet.
+    pub(crate) fresh: bool,
+    /// The tree's user may create names in it: only then may the daemon link blobs into
+    /// it on their behalf. Always true for the daemon's own user (the kernel checks).
+    pub(crate) writable: bool,
 }
 
 pub(crate) struct DestTree {
     pub(crate) path: PathBuf,
-    pub(crate) root: OwnedFd,
     pub(crate) dev: u64,
-    /// Owner of what is created for another user.
-    pub(crate) owner: Option<(u32, u32)>,
-    /// Directory path (relative, `/`-separated) → its descriptor, and whether this request
-    /// created it (so it cannot hold any file yet).
-    dirs: HashMap<String, (OwnedFd, bool)>,
-    root_fresh: bool,
+    pub(crate) user: Option<Arc<AsUser>>,
+    root: Dir,
+    /// Directory path (relative, `/`-separated) → the directory.
+    dirs: HashMap<String, Dir>,
 }
 
 impl DestTree {
-    /// Creates and opens `dest` and every directory in `dirs` (relative paths; ancestors are
-    /// added as needed).
+    /// Creates and opens, as the destination's user, every directory in `dirs` (relative
+    /// paths; ancestors are added as needed).
     pub(crate) fn open<'a>(
         dest: DestRoot,
         dirs: impl IntoIterator<Item = &'a str>,
     ) -> Result<Self> {
-        let DestRoot {
-            path,
-            fd: root,
-            fresh: root_fresh,
-            owner,
-        } = dest;
-        let dev = rustix::fs::fstat(&root).io("stat", &path)?.st_dev;
-        let mut tree = Self {
-            path,
-            root,
-            dev,
-            owner,
-            dirs: HashMap::new(),
-            root_fresh,
-        };
         // BTreeSet order puts every directory after its ancestors.
         let mut all = BTreeSet::new();
         for dir in dirs {
             for (i, _) in dir.match_indices('/') {
-                all.insert(&dir[..i]);
+                all.insert(dir[..i].to_owned());
             }
-            all.insert(dir);
+            all.insert(dir.to_owned());
         }
-        for dir in all {
-            let (parent, name) = match dir.rsplit_once('/') {
-                Some((parent, name)) => (Some(parent), name),
-                None => (None, dir),
-            };
-            let parent_fd = match parent {
-                Some(p) => &tree.dirs[p].0,
-                None => &tree.root,
-            };
-            let fresh = match rustix::fs::mkdirat(parent_fd, name, Mode::from_raw_mode(0o755)) {
-                Ok(()) => {
-                    if let Some((uid, gid)) = tree.owner {
-                        // Created for the caller: theirs, like a directory they made.
-                        rustix::fs::chownat(
-                            parent_fd,
-                            name,
-                            Some(rustix::fs::Uid::from_raw(uid)),
-                            Some(rustix::fs::Gid::from_raw(gid)),
-                            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-                        )
-                        .map_err(|e| {
-                            tree.error(
-                                dir,
-                                &format!(
-                                    "cannot give the directory to its owner: {}",
-                                    std::io::Error::from(e)
-                                ),
-                            )
-                        })?;
-                    }
-                    true
-                }
-                Err(Errno::EXIST) => false,
-                Err(e) => {
-                    return Err(tree.error(
-                        dir,
-                        &format!("cannot create the directory: {}", std::io::Error::from(e)),
-                    ));
-                }
-            };
-            let fd = match rustix::fs::openat(
-                parent_fd,
-                name,
-                OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
-                Mode::empty(),
-            ) {
-                Ok(fd) => fd,
-                Err(Errno::LOOP | Errno::NOTDIR) => {
-                    let is_link =
-                        rustix::fs::statat(parent_fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-                            .is_ok_and(|st| {
-                                rustix::fs::FileType::from_raw_mode(st.st_mode)
-                                    == rustix::fs::FileType::Symlink
-                            });
-                    let reason = if is_link {
-                        "it is a symlink, which hoard does not follow"
-                    } else {
-                        "it exists and is not a directory"
-                    };
-                    return Err(tree.error(dir, reason));
-                }
-                Err(e) => {
-                    return Err(tree.error(
-                        dir,
-                        &format!("cannot open the directory: {}", std::io::Error::from(e)),
-                    ));
-                }
-            };
-            tree.dirs.insert(dir.to_owned(), (fd, fresh));
-        }
-        Ok(tree)
+        let dev = rustix::fs::fstat(&*dest.fd).io("stat", &dest.path)?.st_dev;
+        let (root, path, check) = (dest.fd.clone(), dest.path.clone(), dest.user.is_some());
+        let opened = dest.run(move || open_dirs(&root, &path, all, check))??;
+        Ok(Self {
+            root: Dir {
+                fd: dest.fd,
+                fresh: dest.fresh,
+                writable: true,
+            },
+            dirs: opened,
+            path: dest.path,
+            dev,
+            user: dest.user,
+        })
     }
 
-    /// The descriptor of a file's directory (`None` for the root), and whether this
-    /// request created that directory.
-    pub(crate) fn dir(&self, parent: Option<&str>) -> (&OwnedFd, bool) {
-        parent.map_or((&self.root, self.root_fresh), |p| {
-            let (fd, fresh) = &self.dirs[p];
-            (fd, *fresh)
-        })
+    /// The directory of a file (`None`: the root).
+    pub(crate) fn dir(&self, parent: Option<&str>) -> &Dir {
+        parent.map_or(&self.root, |p| &self.dirs[p])
+    }
+
+    /// Refuses to create a name in `dir` (at the file `path`) when its user may not.
+    pub(crate) fn may_create(&self, dir: &Dir, path: &str) -> Result<()> {
+        if dir.writable {
+            return Ok(());
+        }
+        Err(self.error(
+            path,
+            "you may not create files in its directory (permission denied)",
+        ))
+    }
+
+    /// [`DestRoot::run`] for the tree.
+    pub(crate) fn run<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R> {
+        run_as(self.user.as_deref(), f)
     }
 
     pub(crate) fn error(&self, path: &str, reason: &str) -> Error {
@@ -207,4 +279,83 @@ impl DestTree {
             reason: reason.to_owned(),
         }
     }
+}
+
+/// As the tree's user: creates and opens every directory of `all` (in order, ancestors
+/// first) below `root`; with `check`, also finds out which ones they may write.
+fn open_dirs(
+    root: &OwnedFd,
+    dest: &Path,
+    all: BTreeSet<String>,
+    check: bool,
+) -> Result<HashMap<String, Dir>> {
+    let error = |dir: &str, reason: String| Error::Destination {
+        dest: dest.to_owned(),
+        path: dir.to_owned(),
+        reason,
+    };
+    let mut dirs: HashMap<String, Dir> = HashMap::with_capacity(all.len());
+    for dir in all {
+        let (parent, name) = match dir.rsplit_once('/') {
+            Some((parent, name)) => (Some(parent), name),
+            None => (None, dir.as_str()),
+        };
+        let parent_fd: &OwnedFd = match parent {
+            Some(p) => &dirs[p].fd,
+            None => root,
+        };
+        let fresh = match rustix::fs::mkdirat(parent_fd, name, Mode::from_raw_mode(0o755)) {
+            Ok(()) => true,
+            Err(Errno::EXIST) => false,
+            Err(Errno::ACCESS) => {
+                return Err(error(
+                    &dir,
+                    "you may not create the directory (permission denied)".to_owned(),
+                ));
+            }
+            Err(e) => {
+                return Err(error(
+                    &dir,
+                    format!("cannot create the directory: {}", std::io::Error::from(e)),
+                ));
+            }
+        };
+        let fd = match rustix::fs::openat(
+            parent_fd,
+            name,
+            OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::LOOP | Errno::NOTDIR) => {
+                let is_link = rustix::fs::statat(parent_fd, name, AtFlags::SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| {
+                        rustix::fs::FileType::from_raw_mode(st.st_mode)
+                            == rustix::fs::FileType::Symlink
+                    });
+                let reason = if is_link {
+                    "it is a symlink, which hoard does not follow"
+                } else {
+                    "it exists and is not a directory"
+                };
+                return Err(error(&dir, reason.to_owned()));
+            }
+            Err(e) => {
+                return Err(error(
+                    &dir,
+                    format!("cannot open the directory: {}", std::io::Error::from(e)),
+                ));
+            }
+        };
+        let writable = !check || may_write(&fd);
+        dirs.insert(
+            dir,
+            Dir {
+                fd: Arc::new(fd),
+                fresh,
+                writable,
+            },
+        );
+    }
+    Ok(dirs)
 }

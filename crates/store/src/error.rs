@@ -26,6 +26,9 @@ pub enum Error {
     #[error("The cache at `{}` has layout `{found}`, written by a newer hoard; upgrade hoard or use another cache directory", path.display())]
     NewerLayout { path: PathBuf, found: String },
 
+    #[error("The cache directory `{}` cannot be made private to the daemon's user: {reason}; use a directory of the daemon's own, or set `HOARD_CACHE_DIR`", path.display())]
+    NotPrivate { path: PathBuf, reason: String },
+
     #[error("The index at `{}` failed: {message}", path.display())]
     Index { path: PathBuf, message: String },
 
@@ -65,6 +68,13 @@ pub enum Error {
         "Blob `{key}` was modified behind hoard's back ({what}); it was quarantined and must be fetched again"
     )]
     Tampered { key: BlobKey, what: String },
+
+    #[error("Cannot act as uid {uid} on their destination: {reason}")]
+    AsUser { uid: u32, reason: String },
+
+    /// A destination the caller may not use, said before anything is written.
+    #[error("Cannot materialize into `{}`: {reason}", dest.display())]
+    Refused { dest: PathBuf, reason: String },
 
     #[error("Cannot write `{path}` in the destination `{}`: {reason}", dest.display())]
     Destination {

@@ -12,6 +12,7 @@
 //! | `aliases`   | `entity/project/name` NUL alias       | [`AliasRecord`]               |
 //! | `outbox`, `pins`, `foreign_versions` | the daemon's keys | the daemon's records ([`Table`]) |
 //! | `meta`      | `upstream`                            | where the versions came from  |
+//! | `provenance`| scope text NUL blake3 digest (32)     | empty: "fetched from there"   |
 //!
 //! `last_use` is apart from `blobs` so that touching 20,000 blobs after a materialization
 //! is blind writes, with no read-modify-write that could race a pin.
@@ -44,7 +45,10 @@ const FOREIGN_VERSIONS: &str = "foreign_versions";
 /// The cache's own facts: `upstream`, the upstream its versions came from.
 const META: &str = "meta";
 const UPSTREAM: &[u8] = b"upstream";
-const FAMILIES: [&str; 10] = [
+/// Where bytes were fetched from, for callers who may have a blob only through a source
+/// (see [`crate::Store::proven`]).
+const PROVENANCE: &str = "provenance";
+const FAMILIES: [&str; 11] = [
     BLOBS,
     LAST_USE,
     FOREIGN,
@@ -55,6 +59,7 @@ const FAMILIES: [&str; 10] = [
     PINS,
     FOREIGN_VERSIONS,
     META,
+    PROVENANCE,
 ];
 
 /// A table of opaque records that the store keeps for its user, by string key.
@@ -351,7 +356,14 @@ impl Index {
         let _guard = self.rmw.lock().expect("index lock poisoned");
         let mut batch = WriteBatch::default();
         let (mut versions, mut pins) = (0, 0);
-        for family in [VERSIONS, MANIFESTS, ALIASES, FOREIGN_VERSIONS, PINS] {
+        for family in [
+            VERSIONS,
+            MANIFESTS,
+            ALIASES,
+            FOREIGN_VERSIONS,
+            PINS,
+            PROVENANCE,
+        ] {
             let cf = self.cf(family);
             for item in self.db.iterator_cf(cf, IteratorMode::Start) {
                 let (key, _) = item.map_err(|e| self.fail(e))?;
@@ -474,6 +486,25 @@ impl Index {
             .transpose()
     }
 
+    /// Records that the bytes of `digests` were fetched in `scope`.
+    pub(crate) fn put_provenance(&self, scope: &str, digests: &[Digest]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for digest in digests {
+            batch.put_cf(self.cf(PROVENANCE), provenance_key(scope, digest), []);
+        }
+        self.write(batch)
+    }
+
+    /// Whether the bytes of each of `digests` were fetched in `scope`, in the order asked.
+    pub(crate) fn provenance(&self, scope: &str, digests: &[Digest]) -> Result<Vec<bool>> {
+        let keys: Vec<Vec<u8>> = digests.iter().map(|d| provenance_key(scope, d)).collect();
+        self.db
+            .batched_multi_get_cf(self.cf(PROVENANCE), &keys, false)
+            .into_iter()
+            .map(|value| Ok(value.map_err(|e| self.fail(e))?.is_some()))
+            .collect()
+    }
+
     /// Flushes the memtables and syncs the WAL, for a clean shutdown.
     pub(crate) fn flush(&self) -> Result<()> {
         self.db.flush_wal(true).map_err(|e| self.fail(e))?;
@@ -504,6 +535,15 @@ fn version_key(name: &ArtifactName, number: u32) -> Vec<u8> {
     let mut key = name.to_string().into_bytes();
     key.push(0);
     key.extend_from_slice(&number.to_be_bytes());
+    key
+}
+
+/// A scope never holds NUL (it is a URI or an artifact's project), so the key splits.
+fn provenance_key(scope: &str, digest: &Digest) -> Vec<u8> {
+    let mut key = Vec::with_capacity(scope.len() + 33);
+    key.extend_from_slice(scope.as_bytes());
+    key.push(0);
+    key.extend_from_slice(digest.as_bytes());
     key
 }
 

@@ -14,6 +14,7 @@
 //! `newer_layout_is_refused` test.
 
 use std::fs;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 
 use crate::error::{Error, IoContext, Result};
@@ -58,8 +59,19 @@ impl Layout {
 
     /// Creates the directories that are missing, after refusing a cache written by a newer
     /// hoard (a `blobs-v2/` or `index-v2/` beside or instead of ours).
+    /// The cache is private to the daemon's user (0700, enforced at every open): its blobs
+    /// are other users' files, its index names their artifacts, and only the daemon hands
+    /// them out, after checking who asks.
     pub(crate) fn prepare(&self) -> Result<()> {
-        fs::create_dir_all(&self.root).io("create the cache directory", &self.root)?;
+        if let Some(parent) = self.root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).io("create the cache directory", &self.root)?;
+        }
+        match fs::DirBuilder::new().mode(0o700).create(&self.root) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).io("create the cache directory", &self.root),
+        }
+        private(&self.root)?;
         for entry in fs::read_dir(&self.root).io("read the cache directory", &self.root)? {
             let entry = entry.io("read the cache directory", &self.root)?;
             let name = entry.file_name();
@@ -75,8 +87,12 @@ impl Layout {
                 });
             }
         }
-        for dir in [self.blobs(), self.tmp(), self.quarantine()] {
-            fs::create_dir_all(&dir).io("create", &dir)?;
+        for dir in [self.blobs(), self.tmp(), self.quarantine(), self.index()] {
+            match fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => private(&dir)?,
+                Err(e) => return Err(e).io("create", &dir),
+            }
         }
         let tag = self.root.join("CACHEDIR.TAG");
         if !tag.exists() {
@@ -84,6 +100,30 @@ impl Layout {
         }
         Ok(())
     }
+}
+
+/// Makes `dir` (which must be the daemon user's) 0700 if it is more open, and refuses one
+/// that is not a directory or belongs to someone else.
+fn private(dir: &std::path::Path) -> Result<()> {
+    let meta = fs::symlink_metadata(dir).io("stat", dir)?;
+    let refuse = |reason: String| Error::NotPrivate {
+        path: dir.to_owned(),
+        reason,
+    };
+    if !meta.is_dir() {
+        return Err(refuse("it is not a directory".to_owned()));
+    }
+    let me = crate::store::daemon_uid();
+    if meta.uid() != me {
+        return Err(refuse(format!(
+            "it belongs to uid {}, not to the daemon's uid {me}",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).io("make private", dir)?;
+    }
+    Ok(())
 }
 
 /// `blobs-v1/ab` for a blob's relative path `ab/cdef…`.

@@ -14,7 +14,8 @@
 //! - `ingest.rs`: writing blobs: streams, resumable partials, local files, batches;
 //!   `parts.rs`: one blob written as parallel parts, hashed as they arrive.
 //! - `materialize.rs` and `dest.rs`: link modes, and the symlink-proof destination tree;
-//!   `clean.rs`: removing what a destination holds beyond the version.
+//!   `clean.rs`: removing what a destination holds beyond the version; `as_user.rs`: the
+//!   thread that makes those changes with another user's rights.
 //! - `maintain.rs`: eviction and verification.
 //! - `verity.rs`: sealing blobs with fs-verity where the filesystem has it.
 //! - `reconcile.rs`: repairing index/file disagreements on open.
@@ -23,6 +24,7 @@
 //!
 //! The store is synchronous and thread-safe: the daemon calls it from blocking tasks.
 
+mod as_user;
 mod clean;
 mod dest;
 mod error;
@@ -37,6 +39,7 @@ mod record;
 mod store;
 mod verity;
 
+pub use as_user::{AsUser, Identity};
 pub use clean::CleanReport;
 pub use dest::DestRoot;
 pub use error::{Error, Result};
@@ -48,5 +51,5 @@ pub use materialize::{LinkMode, MaterializeReport};
 pub use parts::{Part, PartedWriter};
 pub use reconcile::ReconcileReport;
 pub use record::{AliasRecord, BlobKey, BlobRecord};
-pub use store::{BLOB_MTIME, Lease, Store};
+pub use store::{BLOB_MTIME, Lease, Provenance, Store};
 pub use verity::{Verity, VeritySupport};

@@ -100,6 +100,12 @@ enum Outcome {
     Unchanged,
 }
 
+/// Whether [`Store::link_blob`] made the name, or found it taken.
+enum Linked {
+    Yes,
+    Taken,
+}
+
 /// One file to place: where, and which blob.
 struct Job<'a> {
     path: &'a RelPath,
@@ -239,12 +245,12 @@ impl Store {
     /// right (a re-materialization): one `statat` of it decides, and a hardlink is judged
     /// by that same stat, since it is the blob's own inode.
     fn place(&self, tree: &DestTree, job: &Job<'_>, mode: LinkMode) -> Result<Outcome> {
-        let (dir, fresh) = tree.dir(job.path.parent());
+        let dir = tree.dir(job.path.parent());
         let name = job.path.file_name();
         let mut taken = false;
-        if !fresh {
-            match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(existing) if self.is_current(&existing, job, mode, dir, name)? => {
+        if !dir.fresh {
+            match rustix::fs::statat(&*dir.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(existing) if self.is_current(&existing, job, mode, &dir.fd, name)? => {
                     return Ok(Outcome::Unchanged);
                 }
                 Ok(_) => taken = true,
@@ -256,30 +262,47 @@ impl Store {
         }
         self.check(&job.key, &job.record)?;
         if mode == LinkMode::Hardlink && !taken {
-            // linkat is atomic: the name appears with the whole file.
-            let rel = job.key.relative_path();
-            let mut renewed = false;
-            loop {
-                match rustix::fs::linkat(&self.blobs, &rel, dir, name, AtFlags::empty()) {
-                    Ok(()) => return Ok(Outcome::Placed),
-                    Err(Errno::EXIST) => break,
-                    Err(Errno::MLINK) if !renewed => {
-                        self.renew_inode(&job.key)?;
-                        renewed = true;
-                    }
-                    Err(e @ (Errno::XDEV | Errno::PERM | Errno::MLINK)) => {
-                        return Err(unsupported(mode, tree, e));
-                    }
-                    Err(e) => {
-                        return Err(tree.error(
-                            job.path.as_str(),
-                            &format!("cannot link: {}", std::io::Error::from(e)),
-                        ));
-                    }
-                }
+            // linkat is atomic: the name appears with the whole file. It never replaces a
+            // name, so the daemon may make it in a directory the caller may write.
+            tree.may_create(dir, job.path.as_str())?;
+            match self.link_blob(tree, job, &dir.fd, name)? {
+                Linked::Yes => return Ok(Outcome::Placed),
+                Linked::Taken => {}
             }
         }
         self.replace(tree, job, mode).map(|()| Outcome::Placed)
+    }
+
+    /// Links the blob as `name` in `dir` (a new name only), giving it a fresh inode
+    /// once if its link count is at the filesystem's limit.
+    fn link_blob(
+        &self,
+        tree: &DestTree,
+        job: &Job<'_>,
+        dir: &OwnedFd,
+        name: &str,
+    ) -> Result<Linked> {
+        let rel = job.key.relative_path();
+        let mut renewed = false;
+        loop {
+            match rustix::fs::linkat(&self.blobs, &rel, dir, name, AtFlags::empty()) {
+                Ok(()) => return Ok(Linked::Yes),
+                Err(Errno::EXIST) => return Ok(Linked::Taken),
+                Err(Errno::MLINK) if !renewed => {
+                    self.renew_inode(&job.key)?;
+                    renewed = true;
+                }
+                Err(e @ (Errno::XDEV | Errno::PERM | Errno::MLINK)) => {
+                    return Err(unsupported(LinkMode::Hardlink, tree, e));
+                }
+                Err(e) => {
+                    return Err(tree.error(
+                        job.path.as_str(),
+                        &format!("cannot link: {}", std::io::Error::from(e)),
+                    ));
+                }
+            }
+        }
     }
 
     /// Whether the file already at the destination name is this job's file.
@@ -314,96 +337,108 @@ impl Store {
     }
 
     /// Places the file under a temporary name in its directory, then renames it over the
-    /// final name, so readers see either the old file or the whole new one.
+    /// final name, so readers see either the old file or the whole new one. The rename,
+    /// and every file the caller gets to own (copies, symlinks), are the tree's user's.
     fn replace(&self, tree: &DestTree, job: &Job<'_>, mode: LinkMode) -> Result<()> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let (dir, _) = tree.dir(job.path.parent());
+        let dir = tree.dir(job.path.parent());
         let tmp = format!(
             ".hoard-tmp-{}-{}",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
+        let name = job.path.file_name().to_owned();
         let fail = |e: Errno, what: &str| {
             tree.error(
                 job.path.as_str(),
                 &format!("{what}: {}", std::io::Error::from(e)),
             )
         };
-        let cleanup = || {
-            let _ = rustix::fs::unlinkat(dir, &tmp, AtFlags::empty());
-        };
         match mode {
-            LinkMode::Hardlink | LinkMode::Auto => match rustix::fs::linkat(
-                &self.blobs,
-                job.key.relative_path(),
-                dir,
-                &tmp,
-                AtFlags::empty(),
-            ) {
-                Ok(()) => {}
-                Err(e @ (Errno::XDEV | Errno::PERM | Errno::MLINK)) => {
-                    return Err(unsupported(mode, tree, e));
+            LinkMode::Hardlink | LinkMode::Auto => {
+                tree.may_create(dir, job.path.as_str())?;
+                match rustix::fs::linkat(
+                    &self.blobs,
+                    job.key.relative_path(),
+                    &*dir.fd,
+                    &tmp,
+                    AtFlags::empty(),
+                ) {
+                    Ok(()) => {}
+                    Err(e @ (Errno::XDEV | Errno::PERM | Errno::MLINK)) => {
+                        return Err(unsupported(mode, tree, e));
+                    }
+                    Err(e) => return Err(fail(e, "cannot link")),
                 }
-                Err(e) => return Err(fail(e, "cannot link")),
-            },
+                let (fd, from, to) = (dir.fd.clone(), tmp.clone(), name.clone());
+                let renamed = tree.run(move || rustix::fs::renameat(&*fd, &from, &*fd, &to))?;
+                match renamed {
+                    Ok(()) => Ok(()),
+                    // The temporary name holds the daemon's blob, which the caller may not
+                    // rename in a sticky directory that is not theirs: they remove the old
+                    // name (if the kernel lets them), the daemon links the new one.
+                    Err(Errno::PERM | Errno::ACCESS) if tree.user.is_some() => {
+                        let _ = rustix::fs::unlinkat(&*dir.fd, &tmp, AtFlags::empty());
+                        let (fd, old) = (dir.fd.clone(), name.clone());
+                        tree.run(move || rustix::fs::unlinkat(&*fd, &old, AtFlags::empty()))?
+                            .map_err(|e| fail(e, "cannot replace it"))?;
+                        match self.link_blob(tree, job, &dir.fd, &name)? {
+                            Linked::Yes => Ok(()),
+                            Linked::Taken => Err(tree
+                                .error(job.path.as_str(), "another file took its name meanwhile")),
+                        }
+                    }
+                    Err(e) => {
+                        let _ = rustix::fs::unlinkat(&*dir.fd, &tmp, AtFlags::empty());
+                        Err(rename_error(tree, job, e))
+                    }
+                }
+            }
             LinkMode::Symlink => {
-                rustix::fs::symlinkat(self.blob_path(&job.key), dir, &tmp)
-                    .map_err(|e| fail(e, "cannot create a symlink"))?;
-                if let Some((uid, gid)) = tree.owner
-                    && let Err(e) = rustix::fs::chownat(
-                        dir,
-                        &tmp,
-                        Some(rustix::fs::Uid::from_raw(uid)),
-                        Some(rustix::fs::Gid::from_raw(gid)),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )
-                {
-                    cleanup();
-                    return Err(fail(e, "cannot give the symlink to its owner"));
+                if tree.user.is_some() {
+                    return Err(Error::Refused {
+                        dest: tree.path.clone(),
+                        reason: "`symlink` mode links into the cache, which only the daemon's user may read; use `hardlink` or `copy`".to_owned(),
+                    });
                 }
+                let target = self.blob_path(&job.key);
+                rustix::fs::symlinkat(&target, &*dir.fd, &tmp)
+                    .map_err(|e| fail(e, "cannot create a symlink"))?;
+                rustix::fs::renameat(&*dir.fd, &tmp, &*dir.fd, &name).map_err(|e| {
+                    let _ = rustix::fs::unlinkat(&*dir.fd, &tmp, AtFlags::empty());
+                    rename_error(tree, job, e)
+                })
             }
             LinkMode::Copy | LinkMode::Reflink => {
+                let blob = self.open_blob(&job.key)?;
+                // Created by the caller's side, so the copy is theirs; filled here.
                 let perm = if job.key.exec { 0o755 } else { 0o644 };
-                let out = rustix::fs::openat(
-                    dir,
-                    &tmp,
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(perm),
-                )
-                .map(File::from)
-                .map_err(|e| fail(e, "cannot create the file"))?;
-                let blob = self.open_blob(&job.key);
-                let result = blob.and_then(|blob| fill(&out, &blob, job, mode, tree));
-                // A copy is the caller's to modify.
-                let result = result.and_then(|()| match tree.owner {
-                    Some((uid, gid)) => rustix::fs::fchown(
-                        &out,
-                        Some(rustix::fs::Uid::from_raw(uid)),
-                        Some(rustix::fs::Gid::from_raw(gid)),
-                    )
-                    .map_err(|e| fail(e, "cannot give the copy to its owner")),
-                    None => Ok(()),
+                let (fd, at) = (dir.fd.clone(), tmp.clone());
+                let out = tree
+                    .run(move || {
+                        rustix::fs::openat(
+                            &*fd,
+                            &at,
+                            OFlags::WRONLY
+                                | OFlags::CREATE
+                                | OFlags::EXCL
+                                | OFlags::NOFOLLOW
+                                | OFlags::CLOEXEC,
+                            Mode::from_raw_mode(perm),
+                        )
+                    })?
+                    .map(File::from)
+                    .map_err(|e| fail(e, "cannot create the file"))?;
+                let (fd, from, to) = (dir.fd.clone(), tmp.clone(), name);
+                let result = fill(&out, &blob, job, mode, tree).and_then(|()| {
+                    tree.run(move || rustix::fs::renameat(&*fd, &from, &*fd, &to))?
+                        .map_err(|e| rename_error(tree, job, e))
                 });
-                if let Err(e) = result {
-                    cleanup();
-                    return Err(e);
+                if result.is_err() {
+                    let (fd, at) = (dir.fd.clone(), tmp);
+                    let _ = tree.run(move || rustix::fs::unlinkat(&*fd, &at, AtFlags::empty()));
                 }
-            }
-        }
-        match rustix::fs::renameat(dir, &tmp, dir, job.path.file_name()) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                cleanup();
-                let reason = if e == Errno::ISDIR {
-                    "a directory of that name exists".to_owned()
-                } else {
-                    format!("cannot rename into place: {}", std::io::Error::from(e))
-                };
-                Err(tree.error(job.path.as_str(), &reason))
+                result
             }
         }
     }
@@ -438,6 +473,17 @@ fn fill(out: &File, blob: &File, job: &Job<'_>, mode: LinkMode, tree: &DestTree)
         }
     }
     pin_mtime(out).map_err(|e| tree.error(job.path.as_str(), &std::io::Error::from(e).to_string()))
+}
+
+fn rename_error(tree: &DestTree, job: &Job<'_>, e: Errno) -> Error {
+    let reason = match e {
+        Errno::ISDIR => "a directory of that name exists".to_owned(),
+        Errno::PERM | Errno::ACCESS => {
+            "you may not replace the file there (permission denied)".to_owned()
+        }
+        e => format!("cannot rename into place: {}", std::io::Error::from(e)),
+    };
+    tree.error(job.path.as_str(), &reason)
 }
 
 fn unsupported(mode: LinkMode, tree: &DestTree, e: Errno) -> Error {

@@ -52,6 +52,36 @@ pub struct Store {
     pub(crate) verity: crate::verity::VerityState,
 }
 
+/// Where a blob's bytes were fetched from, for [`Store::proven`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Provenance {
+    /// A reference entry's URI.
+    Reference(String),
+    /// A foreign upstream's project (`entity/project`), whose members may download its
+    /// files: W&B checks access per project.
+    Project(String),
+}
+
+impl Provenance {
+    /// The key text; changing it forgets what was recorded (`index-v1`'s `provenance`).
+    fn scope(&self) -> String {
+        let (kind, text) = match self {
+            Self::Reference(uri) => ("ref", uri),
+            Self::Project(project) => ("project", project),
+        };
+        format!("{kind} {}", text.replace('\0', ""))
+    }
+}
+
+impl std::fmt::Display for Provenance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Reference(uri) => write!(f, "`{uri}`"),
+            Self::Project(project) => write!(f, "the project `{project}`"),
+        }
+    }
+}
+
 /// Buffered last uses that trigger a write to the index.
 const USES_BUFFERED: usize = 200_000;
 
@@ -236,6 +266,21 @@ impl Store {
 
     pub fn foreign(&self, foreign: &ForeignDigest) -> Result<Option<Digest>> {
         self.index.foreign(foreign)
+    }
+
+    /// Records that the bytes of `digests` were fetched from `source`: a reference
+    /// entry's URI, or a foreign upstream's project (see [`Self::proven`]).
+    pub fn put_provenance(&self, source: &Provenance, digests: &[Digest]) -> Result<()> {
+        self.index.put_provenance(&source.scope(), digests)
+    }
+
+    /// Whether the bytes of each of `digests` were ever fetched from `source`, in the order
+    /// asked. Knowing a digest is not having the bytes: a caller who is not the daemon's
+    /// user gets a cached blob through a reference entry, or a foreign upstream's entry,
+    /// only once those bytes came from that same source (so they could have fetched them
+    /// anyway); otherwise they are fetched from it first.
+    pub fn proven(&self, source: &Provenance, digests: &[Digest]) -> Result<Vec<bool>> {
+        self.index.provenance(&source.scope(), digests)
     }
 
     /// Caches an immutable version. It is validated first: an upstream's answer is
@@ -433,6 +478,18 @@ pub(crate) fn tamper_signs(key: &BlobKey, record: &BlobRecord, stat: &Stat) -> O
     if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
         return Some("it is no longer a regular file".to_owned());
     }
+    // Only the daemon's user may write a blob: one that belongs to anyone else could
+    // have been changed by them (a `chown` raced onto it, say), whatever else it shows.
+    let owner = daemon_uid();
+    if stat.st_uid != owner {
+        return Some(format!(
+            "it belongs to uid {} instead of the daemon's uid {owner}",
+            stat.st_uid
+        ));
+    }
+    if stat.st_nlink == 0 {
+        return Some("it was deleted".to_owned());
+    }
     if stat.st_ino != record.ino {
         return Some(format!("inode {} instead of {}", stat.st_ino, record.ino));
     }
@@ -451,6 +508,12 @@ pub(crate) fn tamper_signs(key: &BlobKey, record: &BlobRecord, stat: &Stat) -> O
         return Some("its modification time changed: it was written to".to_owned());
     }
     None
+}
+
+/// The effective uid of the process, which owns every blob it writes.
+pub(crate) fn daemon_uid() -> u32 {
+    static UID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UID.get_or_init(|| rustix::process::geteuid().as_raw())
 }
 
 /// The error for blobs that are not cached; `keys` is never empty.

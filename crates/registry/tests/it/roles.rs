@@ -149,3 +149,51 @@ async fn a_commit_cannot_claim_blobs_it_could_not_read() {
     let r = outsider.get(&format!("/v1/blobs/{stolen}")).await;
     assert_eq!(r.status(), 200);
 }
+
+/// A reference entry is no way around that rule: naming a stored blob's digest with a
+/// `ref` is using the blob, and a commit whose reference names a digest the server does
+/// not hold gives nobody access to that digest later.
+#[tokio::test]
+async fn a_reference_entry_cannot_claim_blobs_it_could_not_read() {
+    let server = seeded().await;
+    let outsider = server.as_(OUTSIDER);
+    let stolen = Digest::of(b"secret data");
+    let mut claim = request(&[("loot.txt", b"secret data")], &[]);
+    for entry in claim.manifest.entries.values_mut() {
+        entry.reference = Some("https://example.invalid/x".to_owned());
+    }
+    let r = outsider.commit("beta/heist/loot", &claim).await;
+    assert_eq!(r.status(), 409, "{}", r.text().await.unwrap());
+    assert_problem(
+        outsider.get(&format!("/v1/blobs/{stolen}")).await,
+        404,
+        "Not found",
+    )
+    .await;
+
+    // A reference to bytes the server does not hold is committed, and does not make those
+    // bytes readable to the project once someone else uploads them.
+    let mut pure = request(&[("later.txt", b"uploaded later by a member")], &[]);
+    for entry in pure.manifest.entries.values_mut() {
+        entry.reference = Some("https://example.invalid/later".to_owned());
+    }
+    assert_eq!(
+        outsider.commit("beta/heist/later", &pure).await.status(),
+        201
+    );
+    let member = server.as_(MEMBER);
+    assert!(
+        member
+            .put_blob(b"uploaded later by a member")
+            .await
+            .status()
+            .is_success()
+    );
+    let later = Digest::of(b"uploaded later by a member");
+    assert_problem(
+        outsider.get(&format!("/v1/blobs/{later}")).await,
+        404,
+        "Not found",
+    )
+    .await;
+}
