@@ -777,3 +777,19 @@ fn a_wandb_file_is_proven_within_each_project_for_other_users() {
     assert_eq!(own["fetched_blobs"], 0, "{own}");
     assert_eq!(fake.downloads(), 2);
 }
+
+/// Finding 5, the budget: one user's pins may hold at most half of a shared cache's
+/// budget, so they cannot leave the others no room; the daemon's own user is not bound.
+#[test]
+fn one_users_pins_cannot_fill_a_shared_budget() {
+    let Some(bx) = Host::new() else { return };
+    bx.publish("acme/b/big", &[("big.bin", &vec![7u8; 600 << 10])]);
+    bx.publish("acme/b/small", &[("small.bin", &vec![8u8; 100 << 10])]);
+    let registry = RegistryProcess::start(&bx.path("registry"), &[]);
+    let daemon = bx.daemon(&registry.url, &["--max-size", "1MiB"], &[]);
+    let socket = daemon.socket.clone();
+    let err = refused(&hoard_as(USER_B, &socket, &["pin", "acme/b/big"], &[]));
+    assert!(err.contains("share"), "{err}");
+    ok(&hoard_as(USER_B, &socket, &["pin", "acme/b/small"], &[]));
+    hoard_tests::hoard_json(&socket, bx.tmp.path(), &["pin", "acme/b/big"]);
+}

@@ -5,18 +5,22 @@
 //! same version twice is one pin. The record names the uids that pinned the version: a
 //! caller sees and removes only their own pins, and the blobs are released when the last
 //! one goes; the daemon's own user (or root) sees all of them and removes a pin for all.
+//! With a budget, another user's pins may hold at most half of it.
 
 use std::sync::Arc;
 
 use hoard_store::{BlobKey, Table};
 use hoard_types::api::{Pin, PinRequest};
-use hoard_types::{Manifest, Version};
+use hoard_types::{Manifest, Version, human_bytes};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::caller::Asker;
 use crate::daemon::{Daemon, Selection, blocking};
 use crate::error::ApiError;
+
+/// A user other than the daemon's may pin at most this fraction (1/N) of the budget.
+const PIN_SHARE: u64 = 2;
 
 /// What the `pins` table holds per pinned version.
 #[derive(Serialize, Deserialize)]
@@ -73,15 +77,28 @@ fn blob_keys(manifest: &Manifest) -> Vec<BlobKey> {
     keys
 }
 
-fn pin_of(version: &Version) -> Pin {
+/// The pin of a version: its files and bytes from its manifest, or for a foreign version
+/// (whose files are in [`crate::daemon::Found::foreign`]) from its entries.
+fn pin_of(found: &crate::daemon::Found) -> Pin {
+    let version = &found.version;
+    let (files, bytes) = match &found.foreign {
+        Some(foreign) => (
+            foreign.entries.len() as u64,
+            foreign.entries.values().map(|e| e.size).sum(),
+        ),
+        None => (
+            version.manifest.entries.len() as u64,
+            version.manifest.total_size(),
+        ),
+    };
     Pin {
         entity: version.entity.clone(),
         project: version.project.clone(),
         name: version.name.clone(),
         version: version.version.clone(),
         digest: version.digest,
-        files: version.manifest.entries.len() as u64,
-        bytes: version.manifest.total_size(),
+        files,
+        bytes,
     }
 }
 
@@ -113,6 +130,32 @@ impl Daemon {
         Ok(blob_keys(&manifest))
     }
 
+    /// Refuses a pin that would make the versions `who` pinned hold more than their share
+    /// of the budget ([`PIN_SHARE`]): one user's pins must not leave the others no room.
+    async fn check_share(&self, who: &Asker, adding: u64) -> Result<(), ApiError> {
+        let Some(budget) = self.keeper.budget() else {
+            return Ok(());
+        };
+        if who.caller.is_admin() {
+            return Ok(());
+        }
+        let share = budget.max_bytes / PIN_SHARE;
+        let held: u64 = self.pins(who).await?.iter().map(|p| p.bytes).sum::<u64>() + adding;
+        if held > share {
+            return Err(ApiError::new(
+                http::StatusCode::INSUFFICIENT_STORAGE,
+                "pin-share",
+                format!(
+                    "your pins would hold {}, more than a user's share of this shared cache ({}, 1/{PIN_SHARE} of its {} budget); unpin something first (`hoard pins`)",
+                    human_bytes(held),
+                    human_bytes(share),
+                    human_bytes(budget.max_bytes)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Fetches what is missing of a version, then pins it for the caller.
     pub(crate) async fn pin(
         self: &Arc<Self>,
@@ -127,6 +170,10 @@ impl Daemon {
                 asked.project.as_deref(),
             )
             .await?;
+        let mine = self.pins(who).await?;
+        if !mine.iter().any(|p| p.digest == found.version.digest) {
+            self.check_share(who, pin_of(&found).bytes).await?;
+        }
         let (events, _) = mpsc::channel(1);
         let all = Selection {
             path_prefix: None,
@@ -143,8 +190,8 @@ impl Daemon {
         )
         .await?;
         let keys = self.pinned_keys(&found).await?;
+        let pin = pin_of(&found);
         let version = found.version;
-        let pin = pin_of(&version);
         let uid = who.caller.uid;
         let _turn = self.pin_turn.lock().await;
         let (store, new) = (self.store.clone(), pin.clone());
@@ -195,8 +242,8 @@ impl Daemon {
             )
             .await?;
         let keys = self.pinned_keys(&found).await?;
+        let pin = pin_of(&found);
         let version = found.version;
-        let pin = pin_of(&version);
         let (uid, admin) = (who.caller.uid, who.caller.is_admin());
         let _turn = self.pin_turn.lock().await;
         let store = self.store.clone();
