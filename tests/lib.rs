@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 pub mod fake_wandb;
+pub mod proxy;
 pub mod users;
 
 /// The path of a workspace binary built by `cargo build --workspace` in the same profile

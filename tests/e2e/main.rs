@@ -1,12 +1,15 @@
 //! End-to-end tests: they start the real binaries.
 //!
 //! - `budget`: the cache budget: eviction under a stream of gets, pins, `gc`, refusals.
+//! - `corrupt`: damaged answers (a flipped byte, a short body, one that breaks off) through a
+//!   proxy: fetched again, and nothing of them kept.
 //! - `access`: a caller's own credential is checked before cached files are handed out.
 //! - `bench`: the benchmark command the README names runs and reports its comparison.
 //! - `demo`: the README's main job on a small dataset.
 //! - `daemon`: `hoard daemon` and `hoard get` against a real registry: cold, warm, prefixes,
 //!   concurrency, aliases, offline, kill -9.
 //! - `fuzz`: random and hostile socket requests and manifests; nothing outside changes.
+//! - `hostile`: hostile `dir://` roots, the cache as a destination, SIGTERM while stuck.
 //! - `ops`: `config check`, start-up checks, systemd readiness, `/metrics` on TCP,
 //!   completions.
 //! - `publish`: `hoard publish` with the registry up, down and coming back; bad inputs;
@@ -21,9 +24,11 @@
 mod access;
 mod bench;
 mod budget;
+mod corrupt;
 mod daemon;
 mod demo;
 mod fuzz;
+mod hostile;
 mod ops;
 mod publish;
 mod references;

@@ -57,6 +57,9 @@ pub(crate) struct Config {
     /// Origins (`https://host`, `s3://bucket`, `*`) the daemon fetches reference entries
     /// from for other users than its own; default: the upstream's own origin.
     pub(crate) reference_hosts: Option<Vec<String>>,
+    /// The file these settings came from (none: the defaults).
+    #[serde(skip)]
+    pub(crate) source: Option<PathBuf>,
 }
 
 impl Config {
@@ -274,7 +277,7 @@ impl Config {
     pub(crate) fn read(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("Failed to read the config file `{}`", path.display()))?;
-        let config: Self = toml::from_str(&text).map_err(|e| {
+        let mut config: Self = toml::from_str(&text).map_err(|e| {
             anyhow::anyhow!(
                 "Invalid config file `{}`: {}",
                 path.display(),
@@ -322,6 +325,7 @@ impl Config {
         config
             .references()
             .with_context(|| format!("Invalid config file `{}`", path.display()))?;
+        config.source = Some(path.to_owned());
         Ok(config)
     }
 }

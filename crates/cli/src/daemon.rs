@@ -419,7 +419,7 @@ pub(crate) fn run(args: &DaemonArgs) -> anyhow::Result<()> {
         args.fs_verity.or(config.fs_verity).unwrap_or_default(),
         shared,
     )?;
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         // Under socket activation systemd made the socket (mode and group come from its
         // socket unit) and keeps it; otherwise the daemon binds it and removes it at exit.
         let activated = inherited_listener()?;
@@ -441,6 +441,14 @@ pub(crate) fn run(args: &DaemonArgs) -> anyhow::Result<()> {
             socket = %socket.display(), cache = %cache_dir.display(), upstream = upstream.describe(),
             metrics = metrics_listen.as_deref().unwrap_or("-"), "daemon listening"
         );
+        // No `--root` may be in or around what the daemon lives on. The socket is protected
+        // as a file: its directory may be a shared one like /tmp.
+        if socket.exists() {
+            store.protect(&socket, "the daemon's socket")?;
+        }
+        if let Some(file) = &config.source {
+            store.protect(file, "the daemon's configuration file")?;
+        }
         let daemon = Arc::new(Daemon::new(store, upstream, options));
         // One signal stops both servers.
         let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -466,8 +474,12 @@ pub(crate) fn run(args: &DaemonArgs) -> anyhow::Result<()> {
             let _ = std::fs::remove_file(&socket);
         }
         tracing::info!("daemon stopped");
-        Ok(())
-    })
+        Ok::<_, anyhow::Error>(())
+    });
+    // Work still running on blocking threads (a stuck read of a hostile file system, say)
+    // must not keep the process alive: give it a moment, then leave it behind.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    served
 }
 
 /// On SIGHUP: reads the configuration again and applies what can change while running (a

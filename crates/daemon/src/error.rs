@@ -49,7 +49,7 @@ impl From<hoard_upstream::Error> for ApiError {
             E::Forbidden { .. } => Self::new(StatusCode::FORBIDDEN, "forbidden", detail),
             E::Unauthorized { .. } => Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail),
             E::Invalid(_) | E::BadRange { .. } => Self::bad_request(detail),
-            E::Unreachable { .. } | E::Unavailable { .. } => {
+            E::Unreachable { .. } | E::Unavailable { .. } | E::Broken { .. } => {
                 Self::new(StatusCode::BAD_GATEWAY, "upstream-unreachable", detail)
             }
             E::DigestMismatch { .. }
@@ -80,6 +80,7 @@ impl From<hoard_store::Error> for ApiError {
                 Self::new(StatusCode::BAD_GATEWAY, "upstream-invalid", detail)
             }
             E::Tampered { .. } => Self::new(StatusCode::CONFLICT, "tampered", detail),
+            E::NoRoom { .. } => Self::new(StatusCode::INSUFFICIENT_STORAGE, "no-room", detail),
             _ => Self::internal(detail),
         }
     }

@@ -5,7 +5,8 @@
 //! later callers wait on the same channel. The task is not tied to any request, so a client
 //! that disconnects does not cancel a fetch others wait for (it also finishes a fetch that
 //! nobody waits for any more: the bytes are wanted). A semaphore bounds concurrent
-//! fetches. Three ways in, by size: small blobs (≤ 1 MiB) are fetched into memory and
+//! fetches. Bytes that do not check out are thrown away and fetched again, up to
+//! [`ATTEMPTS`] times. Three ways in, by size: small blobs (≤ 1 MiB) are fetched into memory and
 //! written in one blocking call; larger ones are streamed into a resumable partial from a
 //! blocking thread (a broken fetch is continued by the next attempt); large ones (≥ 64 MiB
 //! by default) come as parallel byte ranges into one file, each range hashed as it arrives. In every
@@ -54,6 +55,8 @@ pub(crate) struct FetchCounters {
     pub(crate) fetched_blobs: AtomicU64,
     pub(crate) fetched_bytes: AtomicU64,
     pub(crate) failed: AtomicU64,
+    /// Downloads thrown away because their bytes were wrong, and asked for again.
+    pub(crate) refetched: AtomicU64,
     pub(crate) in_flight: AtomicU64,
     /// How long blob fetches took, start to staged.
     pub(crate) seconds: Histogram,
@@ -142,8 +145,9 @@ impl std::fmt::Display for ForeignKey {
     }
 }
 
-/// Attempts at a file whose bytes did not match the upstream's digest (or broke off).
-const FOREIGN_ATTEMPTS: u32 = 3;
+/// Attempts at a blob or file whose bytes did not match the digest they should have (a
+/// body too short or too long included); broken connections resume within an attempt.
+const ATTEMPTS: u32 = 3;
 
 impl Fetcher {
     /// Must be called inside a tokio runtime (it starts the committer task).
@@ -297,10 +301,23 @@ impl Fetcher {
             .await
             .map_err(|_| ApiError::internal("the fetch engine is shutting down"))?;
         self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
-        let staged = if size <= SMALL_BLOB {
-            self.fetch_small(key, size, upstream.as_ref()).await
-        } else {
-            self.fetch_streaming(key, size, upstream).await
+        // Wrong bytes (a flipped bit, a body short but complete) may be a bad proxy or NIC
+        // of the moment: they are thrown away, never resumed from, and asked for again.
+        let mut attempt = 1;
+        let staged = loop {
+            let staged = if size <= SMALL_BLOB {
+                self.fetch_small(key, size, upstream.as_ref()).await
+            } else {
+                self.fetch_streaming(key, size, upstream.clone()).await
+            };
+            match staged {
+                Err(e) if e.kind == "upstream-invalid" && attempt < ATTEMPTS => {
+                    tracing::warn!(%key, attempt, error = %e, "wrong bytes from the upstream; fetching the blob again");
+                    self.counters.refetched.fetch_add(1, Ordering::Relaxed);
+                    attempt += 1;
+                }
+                other => break other,
+            }
         };
         self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
         let Some((staged, fetched)) = staged? else {
@@ -371,7 +388,7 @@ impl Fetcher {
 
     /// Streams a file checked against its foreign digest into a new blob and stages it
     /// (mapped to that digest); bytes that do not check out are fetched again, up to
-    /// [`FOREIGN_ATTEMPTS`] times.
+    /// [`ATTEMPTS`] times.
     async fn fetch_foreign(
         &self,
         digest: &ForeignDigest,
@@ -403,6 +420,7 @@ impl Fetcher {
                         md5,
                     );
                 }
+                store.room_for(&source.describe(), size)?;
                 let mut stream = handle.block_on(source.fetch_foreign())?;
                 let mut writer = store.writer(false, None)?;
                 while let Some(chunk) = handle.block_on(stream.next_chunk())? {
@@ -413,8 +431,9 @@ impl Fetcher {
             .await
             .unwrap_or_else(|e| Err(ApiError::internal(format!("the fetch task failed: {e}"))));
             match result {
-                Err(e) if e.kind == "upstream-invalid" && attempt < FOREIGN_ATTEMPTS => {
+                Err(e) if e.kind == "upstream-invalid" && attempt < ATTEMPTS => {
                     tracing::warn!(%digest, attempt, error = %e, "a download did not check out; fetching it again");
+                    self.counters.refetched.fetch_add(1, Ordering::Relaxed);
                     attempt += 1;
                 }
                 other => break other,
@@ -594,7 +613,7 @@ fn fill_parts<'s, 'u>(
     use futures_util::{StreamExt, TryStreamExt};
     let (writer_ref, open) = (&writer, &open);
     let fetched = handle.block_on(
-        futures_util::stream::iter(writer.ranges().into_iter().enumerate())
+        futures_util::stream::iter((0..).zip(writer.ranges()))
             .map(|(index, range)| async move {
                 let mut part = writer_ref.part(index);
                 let mut stream = open(range).await?;

@@ -80,6 +80,12 @@ impl Metrics {
                     c.failed.load(Ordering::Relaxed),
                 ),
                 (
+                    "hoard_refetched_blobs_total",
+                    "counter",
+                    "Downloads whose bytes were wrong, thrown away and fetched again.",
+                    c.refetched.load(Ordering::Relaxed),
+                ),
+                (
                     "hoard_fetches_in_flight",
                     "gauge",
                     "Blob fetches running now.",

@@ -8,8 +8,12 @@ use tokio::net::UnixListener;
 
 use crate::Daemon;
 
+/// How long calls in flight may go on after `shutdown`: SIGTERM must end the daemon within
+/// seconds whatever is in flight (an interrupted fetch resumes at the next start).
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Serves the socket API on `listener` until `shutdown` completes, then lets calls in
-/// flight finish (up to 30 s) and flushes the store. A panicking call ends only its
+/// flight finish (up to [`DRAIN`]) and flushes the store. A panicking call ends only its
 /// connection.
 pub async fn run(
     listener: UnixListener,
@@ -18,7 +22,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let served = daemon.clone();
     let handle = move |request| crate::routes::handle(served.clone(), request);
-    hoard_http::serve(listener, handle, shutdown).await?;
+    hoard_http::serve_draining(listener, handle, shutdown, DRAIN).await?;
     if let Err(e) = daemon.flush().await {
         tracing::warn!(error = %e, "flushing the cache index failed");
     }

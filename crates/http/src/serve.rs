@@ -74,6 +74,24 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    serve_draining(listener, handle, shutdown, DRAIN).await
+}
+
+/// [`serve`], letting requests in flight finish for up to `drain` after `shutdown`.
+pub async fn serve_draining<L, H, F, B>(
+    listener: L,
+    handle: H,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) -> std::io::Result<()>
+where
+    L: Listener,
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -111,7 +129,7 @@ where
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => {}
-        () = tokio::time::sleep(DRAIN) => tracing::warn!("shutting down with requests still running"),
+        () = tokio::time::sleep(drain) => tracing::warn!("shutting down with requests still running"),
     }
     Ok(())
 }

@@ -181,7 +181,7 @@ type Opened = (Arc<std::fs::File>, u64, Option<Bytes>);
 
 fn open_blob(path: &Path) -> Result<Option<Opened>, (PathBuf, std::io::Error)> {
     let failed = |e| (path.to_path_buf(), e);
-    let file = match std::fs::File::open(path) {
+    let file = match hoard_upstream::dir::open_regular(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(failed(e)),

@@ -47,6 +47,7 @@ impl Store {
             Err(Errno::NOENT) => return Ok(CleanReport::default()),
             Err(e) => return Err(e).io("open the destination", dest),
         };
+        self.guard.check(&root, dest)?;
         Walk::new(keep, prefix, dest).run(&root)
     }
 
@@ -59,6 +60,7 @@ impl Store {
         prefix: &PathPrefix,
         dest: &crate::DestRoot,
     ) -> Result<CleanReport> {
+        self.guard.check(&dest.fd, &dest.path)?;
         let walk = Walk::new(keep, prefix, &dest.path);
         let root = dest.fd.clone();
         dest.run(move || walk.run(&root))?

@@ -43,6 +43,14 @@ pub enum Error {
     #[error("The index holds a corrupt {what} record under key `{key}`; run `hoard verify`")]
     CorruptRecord { what: &'static str, key: String },
 
+    #[error("Blob `{what}` would need {}, but the cache's filesystem (`{}`) has {} free; free some space (`hoard gc`) or check the manifest's size", hoard_types::human_bytes(*size), cache.display(), hoard_types::human_bytes(*free))]
+    NoRoom {
+        what: String,
+        cache: PathBuf,
+        size: u64,
+        free: u64,
+    },
+
     #[error("Expected {expected} bytes for blob `{digest}`, got {actual}")]
     SizeMismatch {
         digest: String,

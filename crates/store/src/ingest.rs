@@ -98,6 +98,9 @@ pub struct BlobWriter<'a> {
     precomputed: Option<Digest>,
 }
 
+/// Blobs at least this large are checked against the filesystem's free space first.
+const CHECKED_ROOM: u64 = 1 << 20;
+
 impl Store {
     /// Starts (or resumes) writing the blob `key`, expected to be `size` bytes, unless it is
     /// already cached. A partial left by an interrupted earlier attempt is continued from
@@ -107,6 +110,7 @@ impl Store {
         if let Some(present) = self.present(&key)? {
             return Ok(Begin::Present(present));
         }
+        self.room_for(&key.digest.to_string(), size)?;
         let name = format!("{}{}.partial", key.digest, if key.exec { ".x" } else { "" });
         let fd = rustix::fs::openat(
             &self.tmp,
@@ -157,6 +161,27 @@ impl Store {
     }
 
     /// A writer to a private temporary file, for bytes whose digest may not be known yet.
+    /// Refuses, before anything is written, a blob of `size` bytes that cannot fit on the
+    /// cache's filesystem: sizes come from untrusted manifests (a claim of 1 PiB would
+    /// otherwise be downloaded until the disk is full). Small blobs skip the check: a
+    /// full disk fails their write just as clearly.
+    pub fn room_for(&self, what: &str, size: u64) -> Result<()> {
+        if size < CHECKED_ROOM {
+            return Ok(());
+        }
+        let fs = rustix::fs::fstatvfs(&self.tmp).io("stat the filesystem of", self.layout.tmp())?;
+        let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+        if size > free {
+            return Err(Error::NoRoom {
+                what: what.to_owned(),
+                cache: self.layout.root.clone(),
+                size,
+                free,
+            });
+        }
+        Ok(())
+    }
+
     pub fn writer(&self, exec: bool, expected: Option<(Digest, u64)>) -> Result<BlobWriter<'_>> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         loop {
@@ -282,7 +307,14 @@ impl Store {
     }
 
     fn copy_in(&self, path: &Path) -> Result<(BlobWriter<'_>, File)> {
-        let source = File::open(path).io("open", path)?;
+        // Without blocking: a FIFO swapped in for an input would hang the open.
+        let source = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map(File::from)
+        .io("open", path)?;
         let meta = source.metadata().io("stat", path)?;
         if !meta.is_file() {
             return Err(Error::Io {
@@ -643,7 +675,7 @@ pub(crate) fn rehash(store: &Store, key: &BlobKey) -> Result<Rehashed> {
     let fd = rustix::fs::openat(
         &store.blobs,
         key.relative_path(),
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
         Mode::empty(),
     );
     let fd = match fd {

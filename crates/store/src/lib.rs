@@ -15,7 +15,8 @@
 //!   `parts.rs`: one blob written as parallel parts, hashed as they arrive.
 //! - `materialize.rs` and `dest.rs`: link modes, and the symlink-proof destination tree;
 //!   `clean.rs`: removing what a destination holds beyond the version; `as_user.rs`: the
-//!   thread that makes those changes with another user's rights.
+//!   thread that makes those changes with another user's rights; `guard.rs`: the places
+//!   (the cache, the daemon's socket and config) no destination may be in or around.
 //! - `maintain.rs`: eviction and verification.
 //! - `verity.rs`: sealing blobs with fs-verity where the filesystem has it.
 //! - `reconcile.rs`: repairing index/file disagreements on open.
@@ -28,6 +29,7 @@ mod as_user;
 mod clean;
 mod dest;
 mod error;
+mod guard;
 mod index;
 mod ingest;
 mod layout;

@@ -133,7 +133,7 @@ impl Store {
                 let fd = match rustix::fs::openat(
                     &self.blobs,
                     key.relative_path(),
-                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
                     Mode::empty(),
                 ) {
                     Ok(fd) => fd,

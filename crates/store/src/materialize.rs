@@ -126,8 +126,12 @@ impl Store {
         dest: &Path,
         mode: LinkMode,
     ) -> Result<MaterializeReport> {
-        // Before the destination is created: nothing is written for a hostile manifest.
+        // Before the destination is created: nothing is written for a hostile manifest, nor
+        // anywhere in or around the cache.
         manifest.validate()?;
+        if let Some(existing) = crate::guard::nearest_existing(dest) {
+            self.guard.check_ancestor(&existing, dest)?;
+        }
         self.materialize_into(manifest, prefix, DestRoot::open(dest)?, mode)
     }
 
@@ -141,6 +145,7 @@ impl Store {
         mode: LinkMode,
     ) -> Result<MaterializeReport> {
         manifest.validate()?;
+        self.guard.check(&dest.fd, &dest.path)?;
         let entries: Vec<(&RelPath, &Entry)> = manifest.select(prefix).collect();
         let keys: Vec<BlobKey> = entries
             .iter()

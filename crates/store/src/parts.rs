@@ -9,6 +9,7 @@
 //! The bytes are the same as for any [`crate::BlobWriter`]: a temporary file, checked
 //! against the expected size and digest before it is staged, removed if it is wrong.
 
+use std::collections::HashMap;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::sync::{Mutex, PoisonError};
@@ -30,14 +31,26 @@ pub struct PartedWriter<'s> {
     digest: Option<Digest>,
     size: u64,
     step: u64,
-    /// The hasher of each part once the part is complete.
-    done: Mutex<Vec<Option<blake3::Hasher>>>,
+    parts: u64,
+    /// What each complete part hashed to. Filled as parts complete, never sized from
+    /// `size`: the size comes from an untrusted manifest, and 1 PiB in 16 MiB parts
+    /// would be 67 million entries before a single byte had arrived.
+    done: Mutex<Done>,
+}
+
+/// The hashes of the complete parts.
+#[derive(Default)]
+struct Done {
+    /// A blob of one part: its hasher, whose root hash is the digest.
+    whole: Option<blake3::Hasher>,
+    /// Otherwise each part's chaining value, by index.
+    parts: HashMap<u64, [u8; 32]>,
 }
 
 /// One part of a [`PartedWriter`]: written in order from its start, then finished.
 pub struct Part<'p, 's> {
     parent: &'p PartedWriter<'s>,
-    index: usize,
+    index: u64,
     range: Range<u64>,
     at: u64,
     hasher: blake3::Hasher,
@@ -54,47 +67,39 @@ impl Store {
         size: u64,
         step: u64,
     ) -> Result<PartedWriter<'_>> {
-        let name = digest.map_or_else(|| "(not known yet)".to_owned(), |d| d.to_string());
         if !step.is_power_of_two() || step < blake3::CHUNK_LEN as u64 {
             return Err(Error::Parts {
-                digest: name,
+                digest: digest.map_or_else(|| "(not known yet)".to_owned(), |d| d.to_string()),
                 reason: format!(
                     "a part size must be a power of two of at least {} bytes, not {step}",
                     blake3::CHUNK_LEN
                 ),
             });
         }
+        let name = digest.map_or_else(|| "(not known yet)".to_owned(), |d| d.to_string());
+        self.room_for(&name, size)?;
         let writer = self.writer(exec, digest.map(|d| (d, size)))?;
-        let parts = usize::try_from(size.div_ceil(step).max(1)).map_err(|_| Error::Parts {
-            digest: name,
-            reason: format!("too many parts of {step} bytes"),
-        })?;
         Ok(PartedWriter {
             writer,
             digest,
             size,
             step,
-            done: Mutex::new(vec![None; parts]),
+            parts: size.div_ceil(step).max(1),
+            done: Mutex::default(),
         })
     }
 }
 
 impl<'s> PartedWriter<'s> {
     /// The byte ranges of the parts, in order.
-    pub fn ranges(&self) -> Vec<Range<u64>> {
-        let parts = self
-            .done
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len() as u64;
-        (0..parts)
-            .map(|i| i * self.step..((i + 1) * self.step).min(self.size))
-            .collect()
+    pub fn ranges(&self) -> impl Iterator<Item = Range<u64>> + use<> {
+        let (step, size) = (self.step, self.size);
+        (0..self.parts).map(move |i| i * step..((i + 1) * step).min(size))
     }
 
     /// Part `index`, to be written from its start.
-    pub fn part(&self, index: usize) -> Part<'_, 's> {
-        let start = index as u64 * self.step;
+    pub fn part(&self, index: u64) -> Part<'_, 's> {
+        let start = index * self.step;
         let mut hasher = blake3::Hasher::new();
         hasher.set_input_offset(start);
         Part {
@@ -115,14 +120,20 @@ impl<'s> PartedWriter<'s> {
             .done
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner);
-        let Some(hashers) = done.into_iter().collect::<Option<Vec<_>>>() else {
+        let actual = match done.whole {
+            Some(whole) if self.parts == 1 => Some(Digest::from(whole.finalize())),
+            _ if done.parts.len() as u64 == self.parts => {
+                Some(combine(&done.parts, self.step, self.size))
+            }
+            _ => None,
+        };
+        let Some(actual) = actual else {
             self.writer.discard();
             return Err(Error::Parts {
                 digest,
                 reason: "a part was not written".into(),
             });
         };
-        let actual = combine(&hashers, self.step, self.size);
         self.writer.finish_hashed(self.size, actual)
     }
 
@@ -157,24 +168,21 @@ impl<'s> PartedWriter<'s> {
     }
 }
 
-/// The digest of a blob of `size` bytes from the hashers of its parts of `step` bytes.
-fn combine(hashers: &[blake3::Hasher], step: u64, size: u64) -> Digest {
-    if let [only] = hashers {
-        return Digest::from(only.finalize());
-    }
-    let cvs: Vec<_> = hashers.iter().map(HasherExt::finalize_non_root).collect();
+/// The digest of a blob of `size` bytes (more than one part) from the chaining values of
+/// its parts of `step` bytes.
+fn combine(cvs: &HashMap<u64, [u8; 32]>, step: u64, size: u64) -> Digest {
     let left = left_subtree_len(size);
     let (l, r) = (
-        subtree(&cvs, step, 0, left),
-        subtree(&cvs, step, left, size - left),
+        subtree(cvs, step, 0, left),
+        subtree(cvs, step, left, size - left),
     );
     Digest::from(merge_subtrees_root(&l, &r, Mode::Hash))
 }
 
 /// The chaining value of the subtree of `len` bytes at `start`, from the parts' values.
-fn subtree(cvs: &[[u8; 32]], step: u64, start: u64, len: u64) -> [u8; 32] {
+fn subtree(cvs: &HashMap<u64, [u8; 32]>, step: u64, start: u64, len: u64) -> [u8; 32] {
     if len <= step {
-        return cvs[(start / step) as usize];
+        return cvs[&(start / step)];
     }
     let left = left_subtree_len(len);
     merge_subtrees_non_root(
@@ -218,10 +226,17 @@ impl Part<'_, '_> {
                 actual: self.at - self.range.start,
             });
         }
-        self.parent
+        let mut done = self
+            .parent
             .done
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)[self.index] = Some(self.hasher);
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.parent.parts == 1 {
+            done.whole = Some(self.hasher);
+        } else {
+            done.parts
+                .insert(self.index, self.hasher.finalize_non_root());
+        }
         Ok(())
     }
 }
@@ -232,10 +247,10 @@ mod tests {
 
     fn digest_by_parts(data: &[u8], step: u64) -> Digest {
         let size = data.len() as u64;
-        let parts = size.div_ceil(step).max(1) as usize;
+        let parts = size.div_ceil(step).max(1);
         let hashers: Vec<_> = (0..parts)
             .map(|i| {
-                let start = i as u64 * step;
+                let start = i * step;
                 let end = (start + step).min(size);
                 let mut h = blake3::Hasher::new();
                 h.set_input_offset(start);
@@ -243,7 +258,14 @@ mod tests {
                 h
             })
             .collect();
-        combine(&hashers, step, size)
+        if let [only] = hashers.as_slice() {
+            return Digest::from(only.finalize());
+        }
+        let cvs = (0..parts)
+            .zip(&hashers)
+            .map(|(i, h)| (i, h.finalize_non_root()))
+            .collect();
+        combine(&cvs, step, size)
     }
 
     #[test]

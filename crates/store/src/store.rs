@@ -50,6 +50,8 @@ pub struct Store {
     uses: Mutex<HashMap<BlobKey, u64>>,
     /// Whether new blobs are sealed with fs-verity, and how that went.
     pub(crate) verity: crate::verity::VerityState,
+    /// What no destination may be in or around: the cache, and what the daemon adds.
+    pub(crate) guard: crate::guard::Guard,
 }
 
 /// Where a blob's bytes were fetched from, for [`Store::proven`].
@@ -116,7 +118,12 @@ impl Store {
             renew: Mutex::default(),
             uses: Mutex::default(),
             verity: crate::verity::VerityState::default(),
+            guard: crate::guard::Guard::default(),
         };
+        store
+            .guard
+            .protect(&store.layout.root, "the daemon's cache directory")
+            .io("stat", &store.layout.root)?;
         let report = reconcile::run(&store)?;
         tracing::debug!(?report, root = %store.layout.root.display(), "opened cache");
         Ok(store)
@@ -124,6 +131,13 @@ impl Store {
 
     pub fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    /// Refuses, from now on, every destination that is, contains or is inside `path` (which
+    /// must exist), called `what` in the refusal: the daemon's socket directory, its
+    /// configuration. The cache itself is protected from the start.
+    pub fn protect(&self, path: &std::path::Path, what: &'static str) -> Result<()> {
+        self.guard.protect(path, what).io("stat", path)
     }
 
     /// The blob's path, for logs and for handing to a `symlink` materialization.
@@ -154,7 +168,7 @@ impl Store {
         let fd = rustix::fs::openat(
             &self.blobs,
             &rel,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
             Mode::empty(),
         );
         let fd = match fd {

@@ -41,6 +41,10 @@ use crate::error::{Error, IoContext};
 
 /// Read and write buffer for blob copies.
 const CHUNK: usize = 256 * 1024;
+/// The largest version JSON read from a root (the registry takes commits up to this).
+const VERSION_LIMIT: u64 = 256 << 20;
+/// The largest alias file read from a root (it holds `vN`).
+const ALIAS_LIMIT: u64 = 64;
 
 /// A `dir://` root; see the module docs. Methods block: call them from a blocking task.
 #[derive(Clone, Debug)]
@@ -153,9 +157,17 @@ impl DirRoot {
         let path = self.blob_path(digest);
         match fs::metadata(&path) {
             Ok(meta) if meta.is_file() => Ok(Some(meta.len())),
-            Ok(_) => Err(Error::Protocol {
+            Ok(meta) => Err(Error::Protocol {
                 upstream: self.describe(),
-                reason: format!("`{}` is not a regular file", path.display()),
+                reason: format!(
+                    "blob `{digest}` (`{}`) is {}, not a regular file",
+                    path.display(),
+                    if meta.is_dir() {
+                        "a directory"
+                    } else {
+                        "a special file"
+                    }
+                ),
             }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).io("stat", path),
@@ -303,7 +315,7 @@ impl DirRoot {
 
     /// Copies a local file into `tmp/`, hashing it on the way (one read).
     pub fn stage_file(&self, path: &Path) -> Result<StagedBlob, Error> {
-        let file = File::open(path).io("open", path)?;
+        let file = open_regular(path).io("open", path)?;
         self.stage(file, path)
     }
 
@@ -384,7 +396,8 @@ impl DirRoot {
                 continue;
             }
             let path = dir.join(&alias);
-            let text = fs::read_to_string(&path).io("read", &path)?;
+            let text = read_small(&path, ALIAS_LIMIT).io("read", &path)?;
+            let text = String::from_utf8_lossy(&text);
             match Selector::parse_tag(text.trim()) {
                 Ok(Selector::Version(n)) => {
                     aliases.insert(alias, n);
@@ -414,7 +427,7 @@ impl DirRoot {
             .artifact_dir(name)
             .join("versions")
             .join(format!("v{number}.json"));
-        let json = match fs::read(&path) {
+        let json = match read_small(&path, VERSION_LIMIT) {
             Ok(json) => json,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).io("read", path),
@@ -468,7 +481,7 @@ impl DirRoot {
         let dir = self.artifact_dir(name).join("versions");
         for n in self.version_numbers(name)?.into_iter().rev() {
             let path = dir.join(format!("v{n}.json"));
-            let json = fs::read(&path).io("read", &path)?;
+            let json = read_small(&path, VERSION_LIMIT).io("read", &path)?;
             if serde_json::from_slice::<DigestOnly>(&json).is_ok_and(|v| v.digest == *digest) {
                 return Ok(Some(n));
             }
@@ -730,4 +743,50 @@ fn lock_dir(dir: &Path) -> Result<File, Error> {
         .map_err(io::Error::from)
         .io("lock", dir)?;
     Ok(file)
+}
+
+/// Opens `path` for reading if it is a regular file, without ever blocking: a FIFO or a
+/// device planted where a blob or a version file should be would otherwise hang the open
+/// (and with it a request and the process's shutdown). Anything but a regular file is an
+/// [`io::ErrorKind::InvalidInput`] error that says what it is.
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let stat = rustix::fs::fstat(&fd)?;
+    let kind = FileType::from_raw_mode(stat.st_mode);
+    if kind != FileType::RegularFile {
+        let what = match kind {
+            FileType::Directory => "a directory",
+            FileType::Fifo => "a FIFO",
+            FileType::Socket => "a socket",
+            FileType::CharacterDevice | FileType::BlockDevice => "a device",
+            _ => "not a regular file",
+        };
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("it is {what}, not a regular file"),
+        ));
+    }
+    // Reads of a regular file never block anyway; the flag only mattered for the open.
+    rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
+    Ok(File::from(fd))
+}
+
+/// Reads a small file of the layout (a version's JSON, an alias) with [`open_regular`],
+/// refusing one longer than `limit` bytes.
+pub(crate) fn read_small(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    let file = open_regular(path)?;
+    let mut out = Vec::new();
+    file.take(limit + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("it is longer than the {limit} bytes a file of this kind may have"),
+        ));
+    }
+    Ok(out)
 }

@@ -86,11 +86,23 @@ impl Upstream for DirRoot {
         Box::pin(async move {
             let range = check_range(digest, size, range)?;
             let path = self.blob_path(digest);
-            let mut file = match tokio::fs::File::open(&path).await {
-                Ok(file) => file,
+            let opened = {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || crate::dir::open_regular(&path))
+                    .await
+                    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+            };
+            let mut file = match opened {
+                Ok(file) => tokio::fs::File::from_std(file),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     return Err(Error::NotFound {
                         what: format!("blob `{digest}` in `{}`", self.describe()),
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                    return Err(Error::Protocol {
+                        upstream: self.describe(),
+                        reason: format!("blob `{digest}` (`{}`): {e}", path.display()),
                     });
                 }
                 Err(e) => return Err(e).io("open", path),

@@ -49,6 +49,18 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    /// The upstream answered, but its answer broke off before its end, every time it was
+    /// asked (a connection reset mid-body, a proxy that cut it).
+    #[error(
+        "The upstream at `{url}` answered, but its answer broke off before its end, {attempts} time(s)"
+    )]
+    Broken {
+        url: String,
+        attempts: u32,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// The upstream sent something that breaks the protocol (bad JSON, a manifest that
     /// does not validate, a wrong Content-Range).
     #[error("The upstream `{upstream}` sent an invalid answer: {reason}")]
@@ -131,7 +143,10 @@ impl Error {
     /// Whether the upstream could not be asked at all (network down, server gone), as
     /// opposed to having answered. A daemon falls back to what it knows in that case.
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, Self::Unreachable { .. } | Self::Unavailable { .. })
+        matches!(
+            self,
+            Self::Unreachable { .. } | Self::Unavailable { .. } | Self::Broken { .. }
+        )
     }
 
     pub fn is_not_found(&self) -> bool {

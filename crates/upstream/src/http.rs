@@ -87,8 +87,43 @@ fn retry_after(response: &Response) -> Option<Duration> {
     Some(at.duration_since(SystemTime::now()).unwrap_or_default())
 }
 
+/// [`send`], then the whole answer read with [`read_bounded`]: an answer that breaks off
+/// midway is asked for again like a failed connection, with the same backoff and number
+/// of attempts (the requests sent this way may be repeated: reads, and idempotent
+/// commits). Returns the status and the body.
+pub(crate) async fn send_read(
+    retry: &RetryPolicy,
+    base: &str,
+    what: &str,
+    max: usize,
+    make: impl Fn() -> Result<RequestBuilder, Error>,
+) -> Result<(StatusCode, Bytes), Failure> {
+    let mut attempt = 0;
+    loop {
+        let response = send(retry, base, what, &make).await?;
+        let status = response.status();
+        match read_bounded(response, max, base).await {
+            Err(Error::Broken { source, .. }) if attempt < retry.retries => {
+                tracing::debug!(error = %source, attempt, "{what}: the answer broke off; asking again");
+                tokio::time::sleep(retry.backoff(attempt)).await;
+                attempt += 1;
+            }
+            Err(Error::Broken { url, source, .. }) => {
+                return Err(Failure::Error(Error::Broken {
+                    url,
+                    attempts: attempt + 1,
+                    source,
+                }));
+            }
+            Err(e) => return Err(Failure::Error(e)),
+            Ok(body) => return Ok((status, body)),
+        }
+    }
+}
+
 /// A whole answer, read into memory but bounded: an upstream cannot make hoard buffer more
-/// than `max` bytes. `base` names the upstream in errors.
+/// than `max` bytes. `base` names the upstream in errors; a body that breaks off is
+/// [`Error::Broken`].
 pub(crate) async fn read_bounded(
     mut response: Response,
     max: usize,
@@ -111,7 +146,7 @@ pub(crate) async fn read_bounded(
             Ok(Some(chunk)) => body.extend_from_slice(&chunk),
             Ok(None) => return Ok(body.freeze()),
             Err(e) => {
-                return Err(Error::Unreachable {
+                return Err(Error::Broken {
                     url: base.to_owned(),
                     attempts: 1,
                     source: Box::new(e),

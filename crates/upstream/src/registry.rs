@@ -186,6 +186,24 @@ impl RegistryClient {
         }
     }
 
+    /// [`Self::send`], reading the whole (JSON) answer: one that breaks off is asked for
+    /// again. Returns the status and the body.
+    async fn send_read(
+        &self,
+        what: &str,
+        make: impl Fn() -> Result<RequestBuilder, Error>,
+    ) -> Result<(StatusCode, Bytes), Error> {
+        match crate::http::send_read(&self.inner.retry, &self.inner.base, what, MAX_JSON, make)
+            .await
+        {
+            Ok(answer) => Ok(answer),
+            Err(crate::http::Failure::Status(response, attempts)) => {
+                Err(self.status_error(what, response, attempts).await)
+            }
+            Err(crate::http::Failure::Error(e)) => Err(e),
+        }
+    }
+
     /// Turns a failed response into an error carrying the server's `detail`.
     async fn status_error(&self, what: &str, response: Response, attempts: u32) -> Error {
         let status = response.status();
@@ -212,15 +230,14 @@ impl RegistryClient {
         }
     }
 
-    async fn json<T: serde::de::DeserializeOwned>(&self, response: Response) -> Result<T, Error> {
-        let body = self.body(response).await?;
+    /// A JSON answer of [`Self::send_read`].
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        make: impl Fn() -> Result<RequestBuilder, Error>,
+    ) -> Result<T, Error> {
+        let (_, body) = self.send_read(what, make).await?;
         serde_json::from_slice(&body).map_err(|e| self.protocol(e.to_string()))
-    }
-
-    /// A JSON answer, read whole but bounded: an upstream cannot make the daemon buffer
-    /// more than [`MAX_JSON`].
-    async fn body(&self, response: Response) -> Result<Bytes, Error> {
-        crate::http::read_bounded(response, MAX_JSON, &self.inner.base).await
     }
 
     fn protocol(&self, reason: String) -> Error {
@@ -382,14 +399,11 @@ impl RegistryClient {
             offset: u64,
         }
         let path = format!("/v1/blobs/{digest}/upload");
-        let response = self
-            .send(&format!("blob `{digest}`"), || {
+        let answer: Offset = self
+            .get_json(&format!("blob `{digest}`"), || {
                 Ok(self.request(Method::GET, &path))
             })
             .await?;
-        let body = self.body(response).await?;
-        let answer: Offset = serde_json::from_slice(&body)
-            .map_err(|e| self.protocol(format!("bad upload offset: {e}")))?;
         Ok(answer.offset)
     }
 }
@@ -431,10 +445,9 @@ impl Upstream for RegistryClient {
         Box::pin(async move {
             let path = format!("{}/{}", Self::artifact_path(name), selector.to_segment());
             let what = format!("artifact `{name}{selector}`");
-            let response = self
-                .send(&what, || Ok(self.request(Method::GET, &path)))
+            let (_, body) = self
+                .send_read(&what, || Ok(self.request(Method::GET, &path)))
                 .await?;
-            let body = self.body(response).await?;
             let version = Version::from_json(&body).map_err(|e| self.protocol(e.to_string()))?;
             check_resolved(&self.describe(), name, selector, &version)?;
             Ok(version)
@@ -444,12 +457,10 @@ impl Upstream for RegistryClient {
     fn list<'a>(&'a self, name: &'a ArtifactName) -> BoxFuture<'a, Result<VersionList, Error>> {
         Box::pin(async move {
             let path = format!("{}/versions", Self::artifact_path(name));
-            let response = self
-                .send(&format!("artifact `{name}`"), || {
-                    Ok(self.request(Method::GET, &path))
-                })
-                .await?;
-            self.json(response).await
+            self.get_json(&format!("artifact `{name}`"), || {
+                Ok(self.request(Method::GET, &path))
+            })
+            .await
         })
     }
 
@@ -491,12 +502,11 @@ impl Upstream for RegistryClient {
                 let body = MissingRequest {
                     digests: batch.to_vec(),
                 };
-                let response = self
-                    .send("blobs", || {
+                let answer: MissingResponse = self
+                    .get_json("blobs", || {
                         Ok(self.request(Method::POST, "/v1/blobs/missing").json(&body))
                     })
                     .await?;
-                let answer: MissingResponse = self.json(response).await?;
                 if let Some(stray) = answer.missing.iter().find(|d| !batch.contains(d)) {
                     return Err(self.protocol(format!(
                         "`blobs/missing` named `{stray}`, which was not asked about"
@@ -540,13 +550,13 @@ impl Upstream for RegistryClient {
     ) -> BoxFuture<'a, Result<Committed, Error>> {
         Box::pin(async move {
             let path = format!("{}/versions", Self::artifact_path(name));
-            let response = self
-                .send(&format!("artifact `{name}`"), || {
+            // A commit asked again is harmless: the same content gives the same version.
+            let (status, body) = self
+                .send_read(&format!("artifact `{name}`"), || {
                     Ok(self.request(Method::POST, &path).json(request))
                 })
                 .await?;
-            let created = response.status() == StatusCode::CREATED;
-            let body = self.body(response).await?;
+            let created = status == StatusCode::CREATED;
             let version = Version::from_json(&body).map_err(|e| self.protocol(e.to_string()))?;
             if version.artifact()? != *name || version.digest != request.manifest.digest() {
                 return Err(self.protocol(format!(

@@ -301,7 +301,8 @@ fn a_full_disk_is_a_clear_error_and_the_cache_stays_consistent() {
     }) else {
         panic!("writing 4 MB into 2 MB must fail")
     };
-    assert!(err.to_string().contains(".partial"), "{err}");
+    // Refused before it starts: the filesystem has less room than the blob needs.
+    assert!(err.to_string().contains("free"), "{err}");
     assert_eq!(
         fs::read_dir(root.join("tmp")).unwrap().count(),
         0,
@@ -337,7 +338,15 @@ fn parts_are_hashed_as_written_checked_and_staged() {
         .store
         .parted_writer(false, Some(digest), size, 1024)
         .unwrap();
-    let ranges = writer.ranges();
+    // A claim of 1 PiB (an untrusted manifest's) is refused before anything is allocated
+    // or written, saying how much room there is.
+    let err = cache
+        .store
+        .parted_writer(false, Some(digest), 1 << 50, 1 << 24)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("1024.0 TiB"), "{err}");
+    let ranges: Vec<_> = writer.ranges().collect();
     assert_eq!(ranges.len(), 6);
     assert_eq!(ranges[5], 5120..5500);
     for i in [3, 5, 0, 1, 4, 2] {
@@ -375,7 +384,7 @@ fn parts_are_hashed_as_written_checked_and_staged() {
         .store
         .parted_writer(true, Some(Digest::of(&other)), size, 2048)
         .unwrap();
-    for (i, range) in writer.ranges().into_iter().enumerate() {
+    for (i, range) in (0..).zip(writer.ranges()) {
         let source = if i == 1 { &data } else { &other };
         let mut part = writer.part(i);
         part.write(&source[range.start as usize..range.end as usize])

@@ -265,15 +265,15 @@ impl WandbClient {
                 None => request,
             })
         };
-        let response =
-            match crate::http::send(&self.inner.retry, &self.inner.base, what, make).await {
-                Ok(response) => response,
-                Err(Failure::Status(response, attempts)) => {
-                    return Err(self.status_error(what, response, attempts).await);
-                }
-                Err(Failure::Error(e)) => return Err(e),
-            };
-        let body = crate::http::read_bounded(response, MAX_JSON, &self.inner.base).await?;
+        let sent =
+            crate::http::send_read(&self.inner.retry, &self.inner.base, what, MAX_JSON, make).await;
+        let body = match sent {
+            Ok((_, body)) => body,
+            Err(Failure::Status(response, attempts)) => {
+                return Err(self.status_error(what, response, attempts).await);
+            }
+            Err(Failure::Error(e)) => return Err(e),
+        };
         let answer: graphql::Response<T> = serde_json::from_slice(&body)
             .map_err(|e| self.protocol(format!("{operation}: {e}")))?;
         if !answer.errors.is_empty() {

@@ -1,0 +1,206 @@
+//! A proxy in front of an upstream that damages answers on demand, as a bad proxy or a
+//! flaky NIC would: one flipped byte in the middle of a body, a body cut short but complete
+//! (its `Content-Length` cut too), or a body that breaks off before its `Content-Length`.
+//!
+//! It speaks just enough HTTP/1.1 for hoard's clients: one request per connection (it asks
+//! the upstream with `Connection: close` and answers the same way), request bodies by
+//! `Content-Length`. Faults apply to answers whose path starts with the chosen prefix and
+//! have a `Content-Length` body.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// What to do to an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Flip one byte in the middle of the body.
+    Flip,
+    /// Send the first half of the body, with a `Content-Length` that says so.
+    Shorten,
+    /// Send the first half of the body under the full `Content-Length`, then close.
+    BreakOff,
+}
+
+#[derive(Default)]
+struct State {
+    /// (path prefix, fault, how many more answers).
+    faults: Vec<(String, Fault, u32)>,
+    /// Paths asked, in order.
+    asked: Vec<String>,
+}
+
+/// The proxy, on a loopback port until dropped.
+pub struct FaultyProxy {
+    pub url: String,
+    state: Arc<Mutex<State>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FaultyProxy {
+    /// Proxies to `upstream` (`http://host:port`).
+    pub fn start(upstream: &str) -> Self {
+        let target = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let url = format!("http://{}", listener.local_addr().expect("an address"));
+        let state = Arc::new(Mutex::new(State::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (served, stopping) = (state.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stopping.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let (state, target) = (served.clone(), target.clone());
+                std::thread::spawn(move || {
+                    let _ = relay(client, &target, &state);
+                });
+            }
+        });
+        Self { url, state, stop }
+    }
+
+    /// Damages the next `times` answers to paths starting with `prefix` with `fault`.
+    pub fn fault(&self, prefix: &str, fault: Fault, times: u32) {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .faults
+            .push((prefix.to_owned(), fault, times));
+    }
+
+    /// Stops damaging answers.
+    pub fn heal(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .faults
+            .clear();
+    }
+
+    /// How many requests to paths starting with `prefix` came through.
+    pub fn asked(&self, prefix: &str) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .asked
+            .iter()
+            .filter(|p| p.starts_with(prefix))
+            .count()
+    }
+}
+
+impl Drop for FaultyProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(self.url.trim_start_matches("http://"));
+    }
+}
+
+/// Reads an HTTP head (up to the blank line) and returns it with what came after it.
+fn read_head(stream: &mut TcpStream) -> std::io::Result<(String, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
+            return Ok((head, buf[end + 4..].to_vec()));
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn content_length(head: &str) -> Option<usize> {
+    head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse().ok())?
+    })
+}
+
+/// `head` with `Connection: close` (and, if given, another `Content-Length`).
+fn rewrite(head: &str, length: Option<usize>) -> String {
+    let mut out = String::new();
+    for line in head.trim_end_matches("\r\n\r\n").split("\r\n") {
+        let name = line.split(':').next().unwrap_or_default();
+        if name.eq_ignore_ascii_case("connection")
+            || (length.is_some() && name.eq_ignore_ascii_case("content-length"))
+        {
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    if let Some(length) = length {
+        out.push_str("Content-Length: ");
+        out.push_str(&length.to_string());
+        out.push_str("\r\n");
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    out
+}
+
+fn relay(mut client: TcpStream, target: &str, state: &Mutex<State>) -> std::io::Result<()> {
+    let (head, mut body) = read_head(&mut client)?;
+    let want = content_length(&head).unwrap_or(0);
+    while body.len() < want {
+        let mut chunk = vec![0u8; want - body.len()];
+        let n = client.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    let path = head
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    let fault = {
+        let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.asked.push(path.clone());
+        let found = state
+            .faults
+            .iter_mut()
+            .find(|(prefix, _, times)| *times > 0 && path.starts_with(prefix.as_str()));
+        found.map(|(_, fault, times)| {
+            *times -= 1;
+            *fault
+        })
+    };
+    let mut upstream = TcpStream::connect(target)?;
+    upstream.write_all(rewrite(&head, None).as_bytes())?;
+    upstream.write_all(&body)?;
+    let (answer, mut rest) = read_head(&mut upstream)?;
+    upstream.read_to_end(&mut rest)?;
+    let length = content_length(&answer);
+    match (fault, length) {
+        (Some(Fault::Flip), Some(len)) if len > 0 => {
+            rest[len / 2] ^= 0x20;
+            client.write_all(rewrite(&answer, None).as_bytes())?;
+            client.write_all(&rest)?;
+        }
+        (Some(Fault::Shorten), Some(len)) if len > 1 => {
+            client.write_all(rewrite(&answer, Some(len / 2)).as_bytes())?;
+            client.write_all(&rest[..len / 2])?;
+        }
+        (Some(Fault::BreakOff), Some(len)) if len > 1 => {
+            client.write_all(rewrite(&answer, None).as_bytes())?;
+            client.write_all(&rest[..len / 2])?;
+        }
+        _ => {
+            client.write_all(rewrite(&answer, None).as_bytes())?;
+            client.write_all(&rest)?;
+        }
+    }
+    client.flush()
+}
