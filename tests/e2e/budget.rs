@@ -185,3 +185,63 @@ fn a_bad_budget_stops_the_daemon_at_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("watermarks"), "{err}");
 }
+
+/// Issue 21, finding 7: many concurrent gets of artifacts that do not all fit the budget
+/// at once wait for the room fetches in flight hold, instead of being refused; every one
+/// succeeds with the right bytes. One that can never fit (pins hold the room) is refused.
+#[test]
+fn a_tight_budget_makes_concurrent_gets_wait_not_fail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let root = t.join("root");
+    for a in 0..4u8 {
+        let src = t.join(format!("src{a}"));
+        std::fs::create_dir_all(&src).unwrap();
+        for f in 0..3u8 {
+            std::fs::write(src.join(format!("f{f}.bin")), vec![a * 3 + f; 1 << 20]).unwrap();
+        }
+        import(&root, &format!("acme/data/a{a}"), &src);
+    }
+    let daemon = DaemonProcess::start_with(
+        &t.join("d.sock"),
+        &t.join("cache"),
+        &format!("dir://{}", root.display()),
+        &["--max-size", "7MiB"],
+    );
+    let socket = daemon.socket.clone();
+    let gets: Vec<_> = (0..16u8)
+        .map(|i| {
+            let socket = socket.clone();
+            let t = t.to_owned();
+            std::thread::spawn(move || {
+                let a = i % 4;
+                let root = format!("out-{i}");
+                let out = hoard(
+                    &socket,
+                    &t,
+                    &["get", &format!("acme/data/a{a}"), "--root", &root],
+                );
+                (a, root, out)
+            })
+        })
+        .collect();
+    for get in gets {
+        let (a, root, out) = get.join().unwrap();
+        assert!(
+            out.status.success(),
+            "{root}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for f in 0..3u8 {
+            let bytes = std::fs::read(t.join(&root).join(format!("f{f}.bin"))).unwrap();
+            assert!(bytes == vec![a * 3 + f; 1 << 20], "{root}/f{f}.bin");
+        }
+    }
+    // Pinned, two artifacts hold 6 of 7 MiB for good: a third cannot fit, and says so.
+    json(&socket, t, &["pin", "acme/data/a0"]);
+    json(&socket, t, &["pin", "acme/data/a1"]);
+    json(&socket, t, &["gc", "--target", "0"]);
+    let out = hoard(&socket, t, &["get", "acme/data/a2", "--root", "never"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pinned"));
+}

@@ -22,16 +22,22 @@ struct Root {
 
 impl Root {
     fn new() -> Self {
+        Self::with_args(&[])
+    }
+
+    /// [`Self::new`] with more `hoard daemon` arguments.
+    fn with_args(extra: &[&str]) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let src = tmp.path().join("src");
         std::fs::create_dir_all(&src).unwrap();
         std::fs::write(src.join("a.bin"), vec![1u8; 1100]).unwrap();
         std::fs::write(src.join("b.txt"), b"twenty-two bytes long!").unwrap();
         import(&tmp.path().join("root"), "acme/vision/data", &src);
-        let daemon = DaemonProcess::start(
+        let daemon = DaemonProcess::start_with(
             &tmp.path().join("d.sock"),
             &tmp.path().join("cache"),
             &format!("dir://{}", tmp.path().join("root").display()),
+            extra,
         );
         Self { tmp, daemon }
     }
@@ -218,4 +224,191 @@ fn tree(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
+}
+
+/// Changes one byte of a cached blob in place, then restores its mode and mtime: rot that
+/// the metadata check cannot see.
+fn rot(blob: &Path) {
+    use std::io::{Seek, Write};
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(blob, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut file = std::fs::OpenOptions::new().write(true).open(blob).unwrap();
+    file.seek(std::io::SeekFrom::Start(10)).unwrap();
+    file.write_all(b"\xff").unwrap();
+    drop(file);
+    std::fs::set_permissions(blob, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let one = rustix::fs::Timespec {
+        tv_sec: 1,
+        tv_nsec: 0,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        blob,
+        &rustix::fs::Timestamps {
+            last_access: one,
+            last_modification: one,
+        },
+        rustix::fs::AtFlags::empty(),
+    )
+    .unwrap();
+}
+
+/// Finding 5: a copy reads every byte, so it hashes them: rotted bytes are never copied
+/// out (the blob is fetched again). Without any get, the scrub finds them.
+#[test]
+fn rotted_bytes_are_caught_by_a_copy_and_by_the_scrub() {
+    let root = Root::with_args(&["--scrub-rate", "off"]);
+    root.still_serves();
+    let blob = cache_blob(&root.path("cache"), &[1u8; 1100]);
+    rot(&blob);
+    let out = root.path("copy");
+    let got = root.hoard(&[
+        "get",
+        "acme/vision/data:v0",
+        "--root",
+        &out.display().to_string(),
+        "--mode",
+        "copy",
+    ]);
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert_eq!(std::fs::read(out.join("a.bin")).unwrap(), vec![1u8; 1100]);
+    assert_eq!(
+        std::fs::read(&blob).unwrap(),
+        vec![1u8; 1100],
+        "fetched again"
+    );
+
+    let scrubbed = Root::with_args(&["--scrub-rate", "64MiB/s"]);
+    scrubbed.still_serves();
+    let blob = cache_blob(&scrubbed.path("cache"), &[1u8; 1100]);
+    rot(&blob);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = scrubbed.hoard(&["status"]);
+        let text = String::from_utf8_lossy(&status.stdout).into_owned();
+        if text.contains("1 bad blob(s) found, 1 fetched again") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the scrub found nothing: {text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(std::fs::read(&blob).unwrap(), vec![1u8; 1100]);
+}
+
+/// The blob file of `bytes` in a cache.
+fn cache_blob(cache: &Path, bytes: &[u8]) -> PathBuf {
+    let hex = hoard_types::Digest::of(bytes).to_hex();
+    cache.join("blobs-v1").join(&hex[..2]).join(hex)
+}
+
+/// A small tmpfs, unmounted on drop (root only).
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting a tmpfs failed");
+        Self(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// Fills the filesystem of `dir` with one file, to the last byte.
+fn fill(file: &Path) {
+    use std::io::Write;
+    let mut out = std::fs::File::create(file).unwrap();
+    let block = vec![0u8; 1 << 16];
+    while out.write_all(&block).is_ok() {}
+    let small = [0u8; 512];
+    while out.write_all(&small).is_ok() {}
+    let _ = out.sync_all();
+}
+
+/// Finding 6: with the disk full (by another program), a warm get of a cached version by
+/// its alias works (it needs no new bytes, so it writes nothing); a version too big to fit
+/// is refused clearly; and once space is freed, the next cold get works at once.
+#[test]
+fn a_full_disk_refuses_only_what_needs_room() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, len) in [("small", 4096), ("big", 3 << 20), ("later", 8192)] {
+        let src = tmp.path().join(format!("src-{name}"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("f.bin"), vec![name.len() as u8; len]).unwrap();
+        import(
+            &tmp.path().join("root"),
+            &format!("acme/vision/{name}"),
+            &src,
+        );
+    }
+    let fs = Tmpfs::mount("48m");
+    let daemon = DaemonProcess::start(
+        &tmp.path().join("d.sock"),
+        &fs.0.path().join("cache"),
+        &format!("dir://{}", tmp.path().join("root").display()),
+    );
+    let get = |name: &str, root: &str| {
+        let root = fs.0.path().join(root).display().to_string();
+        hoard(
+            &daemon.socket,
+            tmp.path(),
+            &["get", &format!("acme/vision/{name}"), "--root", &root],
+        )
+    };
+    let out = get("small", "warm-0");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    fill(&fs.0.path().join("filler"));
+    for round in 1..4 {
+        let out = get("small", &format!("warm-{round}"));
+        assert!(
+            out.status.success(),
+            "warm get on a full disk: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = get("big", "big");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("free"), "{err}");
+
+    std::fs::remove_file(fs.0.path().join("filler")).unwrap();
+    let started = Instant::now();
+    let out = get("later", "later");
+    assert!(
+        out.status.success(),
+        "after freeing space: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let health = daemon.get("/v1/health").unwrap();
+    assert!(health.contains("\"ok\""), "{health}");
 }

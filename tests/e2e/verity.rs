@@ -20,13 +20,14 @@ use std::process::Command;
 
 use hoard_tests::binary;
 
-/// Shell helpers for the guest: `start NAME on|off` starts a daemon on `/mnt/NAME`,
+/// Shell helpers for the guest: `start NAME on|off` starts a daemon on `/mnt/NAME` (without
+/// the background scrub: `hoard verify` is what must find the corruption),
 /// `run KEY CMD…` prints `@@ KEY rc=N output-on-one-line`.
 const GUEST_LIB: &str = r#"
 export HOARD_LOG=warn
 start() {
   hoard daemon --socket /tmp/$1.sock --cache-dir /mnt/$1 --upstream dir:///mnt/up \
-    --fs-verity $2 > /tmp/$1.log 2>&1 &
+    --fs-verity $2 --scrub-rate off > /tmp/$1.log 2>&1 &
   eval "pid_$1=$!"
   for i in $(seq 600); do [ -S /tmp/$1.sock ] && return; sleep 0.1; done
   echo "@@ start-$1 rc=1 $(cat /tmp/$1.log | tr '\n' ' ')"

@@ -57,12 +57,23 @@ pub(crate) struct Config {
     /// Origins (`https://host`, `s3://bucket`, `*`) the daemon fetches reference entries
     /// from for other users than its own; default: the upstream's own origin.
     pub(crate) reference_hosts: Option<Vec<String>>,
+    /// The background scrub's rate: `"16MiB/s"` or `"off"`.
+    pub(crate) scrub_rate: Option<String>,
     /// The file these settings came from (none: the defaults).
     #[serde(skip)]
     pub(crate) source: Option<PathBuf>,
 }
 
 impl Config {
+    /// `scrub_rate`, parsed.
+    pub(crate) fn scrub_rate(&self) -> anyhow::Result<Option<crate::daemon::Rate>> {
+        self.scrub_rate
+            .as_deref()
+            .map(crate::daemon::parse_rate)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("`scrub_rate`: {e}"))
+    }
+
     /// `reference_hosts` as the daemon applies it.
     pub(crate) fn references(&self) -> anyhow::Result<Option<hoard_daemon::ReferencePolicy>> {
         self.reference_hosts
@@ -324,6 +335,9 @@ impl Config {
         }
         config
             .references()
+            .with_context(|| format!("Invalid config file `{}`", path.display()))?;
+        config
+            .scrub_rate()
             .with_context(|| format!("Invalid config file `{}`", path.display()))?;
         config.source = Some(path.to_owned());
         Ok(config)

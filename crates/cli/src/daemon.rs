@@ -61,6 +61,10 @@ pub(crate) struct DaemonArgs {
     /// [default: unbounded].
     #[arg(long, value_parser = |s: &str| s.parse::<Size>())]
     max_size: Option<Size>,
+    /// Re-hash every blob in the background at this rate, to find bytes that rotted on
+    /// disk: `16MiB/s`, or `off` [default: 16MiB/s].
+    #[arg(long, value_parser = parse_rate)]
+    scrub_rate: Option<Rate>,
     /// Seal blobs with fs-verity, so nobody (not even root) can change their bytes
     /// [default: auto].
     #[arg(long, value_enum)]
@@ -69,6 +73,27 @@ pub(crate) struct DaemonArgs {
     /// if present].
     #[arg(long, env = env::HOARD_CONFIG)]
     config: Option<PathBuf>,
+}
+
+/// A scrub rate: bytes per second, or off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Rate {
+    Off,
+    PerSecond(u64),
+}
+
+/// `16MiB/s`, `16MiB` (per second), `off`.
+pub(crate) fn parse_rate(text: &str) -> Result<Rate, String> {
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Ok(Rate::Off);
+    }
+    let size = text.trim().strip_suffix("/s").unwrap_or(text.trim());
+    match size.parse::<Size>() {
+        Ok(Size::Bytes(n)) if n > 0 => Ok(Rate::PerSecond(n)),
+        _ => Err(format!(
+            "`{text}` is not a rate; write e.g. \"16MiB/s\", or \"off\""
+        )),
+    }
 }
 
 fn at_least_one(text: &str) -> Result<usize, String> {
@@ -374,6 +399,11 @@ fn settings(
         require_caller_token: args.require_caller_token
             || config.require_caller_token.unwrap_or(false),
         references: config.references()?,
+        scrub_rate: match args.scrub_rate.or(config.scrub_rate()?) {
+            Some(Rate::Off) => None,
+            Some(Rate::PerSecond(n)) => Some(n),
+            None => defaults.scrub_rate,
+        },
         ..defaults
     })
 }

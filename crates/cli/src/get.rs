@@ -302,8 +302,14 @@ pub(crate) fn status(args: &StatusArgs) -> anyhow::Result<()> {
             status.in_flight,
             status.pending_uploads.len()
         ))?;
+        if let Some(trouble) = &status.trouble {
+            crate::out(&format!("TROUBLE: {trouble}"))?;
+        }
         crate::out(&format!("upstream state: {}", status.upstream_state))?;
         crate::out(&format!("fs-verity: {}", status.fs_verity))?;
+        if !status.scrub.is_empty() {
+            crate::out(&format!("scrub: {}", status.scrub))?;
+        }
         for mode in &status.link_modes {
             crate::out(&format!("link mode: {mode}"))?;
         }

@@ -61,6 +61,8 @@ pub(crate) struct Keeper {
     reserved: Mutex<Reserved>,
     /// One room-making decision at a time.
     turn: tokio::sync::Mutex<()>,
+    /// Told when room may have been freed (a reservation ended, blobs were evicted).
+    freed: tokio::sync::Notify,
     pub(crate) evicted_blobs: AtomicU64,
     pub(crate) evicted_bytes: AtomicU64,
 }
@@ -88,8 +90,9 @@ pub(crate) struct Reservation<'k> {
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        let mut reserved = self
-            .keeper
+        let keeper = self.keeper;
+        let _wake = Wake(&keeper.freed);
+        let mut reserved = keeper
             .reserved
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
@@ -106,6 +109,18 @@ impl Drop for Reservation<'_> {
     }
 }
 
+/// Wakes those waiting for room when dropped (after the lock it follows is released).
+struct Wake<'n>(&'n tokio::sync::Notify);
+
+impl Drop for Wake<'_> {
+    fn drop(&mut self) {
+        self.0.notify_waiters();
+    }
+}
+
+/// How long a request waits for room that fetches in flight or blobs in use hold.
+const WAIT_FOR_ROOM: std::time::Duration = std::time::Duration::from_secs(600);
+
 impl Keeper {
     pub(crate) fn new(store: Arc<Store>, budget: Option<Budget>) -> Self {
         Self {
@@ -113,6 +128,7 @@ impl Keeper {
             budget: std::sync::RwLock::new(budget),
             reserved: Mutex::default(),
             turn: tokio::sync::Mutex::new(()),
+            freed: tokio::sync::Notify::new(),
             evicted_blobs: AtomicU64::new(0),
             evicted_bytes: AtomicU64::new(0),
         }
@@ -133,13 +149,16 @@ impl Keeper {
     }
 
     /// Makes room for the `claims` (with their sizes) about to be fetched for `what`:
-    /// evicts so that the cache plus fetches under way stay under the high watermark, and
-    /// refuses when they cannot stay under `max_size` even then. Claims another fetch
-    /// already holds need no more room.
+    /// evicts so that the cache plus fetches under way stay under the high watermark.
+    /// When they cannot stay under `max_size` even then, but would once fetches in flight
+    /// end and blobs in use are released, it waits for that (up to [`WAIT_FOR_ROOM`],
+    /// saying so once on `events`); it refuses at once only when what is pinned leaves
+    /// too little room for good. Claims another fetch already holds need no more room.
     pub(crate) async fn reserve(
         &self,
         claims: Vec<(Claim, u64)>,
         what: &str,
+        events: Option<&tokio::sync::mpsc::Sender<hoard_types::api::Event>>,
     ) -> Result<Reservation<'_>, ApiError> {
         let Some(budget) = self.budget() else {
             return Ok(Reservation {
@@ -147,42 +166,65 @@ impl Keeper {
                 claims: Vec::new(),
             });
         };
-        let _turn = self.turn.lock().await;
-        let (reserved, bytes) = {
-            let held = self.reserved.lock().unwrap_or_else(PoisonError::into_inner);
-            let new: u64 = claims
-                .iter()
-                .filter(|(claim, _)| !held.claims.contains_key(claim))
-                .map(|(_, size)| size)
-                .sum();
-            (held.bytes, new)
-        };
-        let store = self.store.clone();
-        let (used, _) = blocking(move || Ok(store.usage()?)).await?;
-        let mut after = used;
-        if used + reserved + bytes > budget.high_bytes {
-            let target = budget.high_bytes.saturating_sub(reserved + bytes);
-            after = self.evict(target).await?.remaining_bytes;
-        }
-        if after + reserved + bytes > budget.max_bytes {
-            return Err(ApiError::new(
-                http::StatusCode::INSUFFICIENT_STORAGE,
-                "budget-exceeded",
-                format!(
-                    "{what} needs {} that are not cached, but the cache budget (`max_size`) is {}: \
-                     {} stay cached because they are pinned or in use{}; raise `max_size`, \
-                     unpin versions (`hoard pins`), or fetch a part with `--path-prefix`",
-                    human_bytes(bytes),
+        let waiting_since = tokio::time::Instant::now();
+        let mut told = false;
+        loop {
+            // Registered before the check, so that room freed in between is not missed.
+            let freed = self.freed.notified();
+            let (after, reserved, bytes) = {
+                let _turn = self.turn.lock().await;
+                let (reserved, bytes) = self.sizes(&claims);
+                let store = self.store.clone();
+                let (used, _) = blocking(move || Ok(store.usage()?)).await?;
+                let mut after = used;
+                if used + reserved + bytes > budget.high_bytes {
+                    let target = budget.high_bytes.saturating_sub(reserved + bytes);
+                    after = self.evict(target).await?.remaining_bytes;
+                }
+                if after + reserved + bytes <= budget.max_bytes {
+                    return Ok(self.hold(claims, bytes));
+                }
+                (after, reserved, bytes)
+            };
+            let store = self.store.clone();
+            let pinned = blocking(move || Ok(store.pinned_bytes()?)).await?;
+            let waited = waiting_since.elapsed();
+            if pinned + bytes > budget.max_bytes || waited >= WAIT_FOR_ROOM {
+                return Err(Self::refusal(
+                    what,
+                    budget,
+                    (bytes, after, reserved),
+                    waited,
+                ));
+            }
+            if !told && let Some(events) = events {
+                told = true;
+                let message = format!(
+                    "{what} waits for room in the cache budget ({}): {} are being fetched or in use by other calls",
                     human_bytes(budget.max_bytes),
-                    human_bytes(after),
-                    if reserved > 0 {
-                        format!(", and {} are being fetched", human_bytes(reserved))
-                    } else {
-                        String::new()
-                    }
-                ),
-            ));
+                    human_bytes((after + reserved).saturating_sub(pinned))
+                );
+                let _ = events
+                    .send(hoard_types::api::Event::Warning { message })
+                    .await;
+            }
+            // Leases (blobs in use) end without a word: look again every second too.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), freed).await;
         }
+    }
+
+    /// Bytes held by fetches under way, and the bytes of `claims` none of them holds.
+    fn sizes(&self, claims: &[(Claim, u64)]) -> (u64, u64) {
+        let held = self.reserved.lock().unwrap_or_else(PoisonError::into_inner);
+        let new: u64 = claims
+            .iter()
+            .filter(|(claim, _)| !held.claims.contains_key(claim))
+            .map(|(_, size)| size)
+            .sum();
+        (held.bytes, new)
+    }
+
+    fn hold(&self, claims: Vec<(Claim, u64)>, bytes: u64) -> Reservation<'_> {
         let mut held = self.reserved.lock().unwrap_or_else(PoisonError::into_inner);
         for (claim, size) in &claims {
             let (_, holders) = held
@@ -192,10 +234,40 @@ impl Keeper {
             *holders += 1;
         }
         held.bytes += bytes;
-        Ok(Reservation {
+        Reservation {
             keeper: self,
             claims: claims.into_iter().map(|(claim, _)| claim).collect(),
-        })
+        }
+    }
+
+    fn refusal(
+        what: &str,
+        budget: Budget,
+        (bytes, after, reserved): (u64, u64, u64),
+        waited: std::time::Duration,
+    ) -> ApiError {
+        ApiError::new(
+            http::StatusCode::INSUFFICIENT_STORAGE,
+            "budget-exceeded",
+            format!(
+                "{what} needs {} that are not cached, but the cache budget (`max_size`) is {}: \
+                 {} stay cached because they are pinned or in use{}{}; raise `max_size`, \
+                 unpin versions (`hoard pins`), or fetch a part with `--path-prefix`",
+                human_bytes(bytes),
+                human_bytes(budget.max_bytes),
+                human_bytes(after),
+                if reserved > 0 {
+                    format!(", and {} are being fetched", human_bytes(reserved))
+                } else {
+                    String::new()
+                },
+                if waited.is_zero() {
+                    String::new()
+                } else {
+                    format!(" (after waiting {} s for room)", waited.as_secs())
+                }
+            ),
+        )
     }
 
     /// After a fetch: back under the low watermark if the high one was crossed, in the
@@ -236,6 +308,9 @@ impl Keeper {
     async fn evict(&self, target: u64) -> Result<EvictReport, ApiError> {
         let store = self.store.clone();
         let report = blocking(move || Ok(store.evict_to(target)?)).await?;
+        if report.evicted > 0 {
+            self.freed.notify_waiters();
+        }
         self.evicted_blobs
             .fetch_add(report.evicted, Ordering::Relaxed);
         self.evicted_bytes.fetch_add(
@@ -264,36 +339,75 @@ mod tests {
     }
 
     /// Sixteen jobs asking for one model that takes 70% of the budget fetch it once, so
-    /// they must all get room; a different 70% must not, until the first is done.
+    /// they must all get room; a different 70% must wait until the first is done, then
+    /// gets room.
     #[tokio::test]
-    async fn requests_sharing_blobs_reserve_them_once() {
+    async fn requests_sharing_blobs_reserve_them_once_and_others_wait_for_room() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path().join("cache")).unwrap());
         let keeper = Keeper::new(store, Some(Budget::new(1000, 0.95, 0.85).unwrap()));
         let model = claims(1, 7, 100);
         let mut jobs = Vec::new();
         for _ in 0..16 {
-            jobs.push(keeper.reserve(model.clone(), "the model").await.unwrap());
+            jobs.push(
+                keeper
+                    .reserve(model.clone(), "the model", None)
+                    .await
+                    .unwrap(),
+            );
         }
         assert_eq!(reserved(&keeper), 700);
-        // Half of it shared, half new: only the new half counts, and it does not fit.
+        // Half of it shared, half new: only the new half counts, and it does not fit now.
         let mut mixed = claims(1, 3, 100);
         mixed.extend(claims(2, 4, 100));
-        let err = keeper
-            .reserve(mixed.clone(), "another")
-            .await
-            .err()
-            .unwrap();
-        assert_eq!(err.kind, "budget-exceeded", "{err:?}");
+        let (events, mut told) = tokio::sync::mpsc::channel(4);
+        let waited = tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            keeper.reserve(mixed.clone(), "another", Some(&events)),
+        )
+        .await;
+        assert!(
+            waited.is_err(),
+            "it waits for the room the model's fetch holds"
+        );
+        let warning = told.try_recv().unwrap();
+        assert!(
+            format!("{warning:?}").contains("waits for room"),
+            "{warning:?}"
+        );
         assert_eq!(reserved(&keeper), 700);
 
         drop(jobs.split_off(1));
         assert_eq!(reserved(&keeper), 700, "one job still fetches the model");
-        drop(jobs);
-        assert_eq!(reserved(&keeper), 0);
-        let both = keeper.reserve(mixed, "another").await.unwrap();
+        let (waiting, ()) = tokio::join!(keeper.reserve(mixed, "another", None), async {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            drop(jobs);
+        });
+        let both = waiting.unwrap();
         assert_eq!(reserved(&keeper), 700);
         drop(both);
         assert_eq!(reserved(&keeper), 0);
+    }
+
+    /// What pinned blobs hold can never be freed: a request that cannot fit beside them
+    /// is refused at once.
+    #[tokio::test]
+    async fn room_that_pins_hold_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path().join("cache")).unwrap());
+        let key = store
+            .ingest_reader(&[7u8; 800][..], false, None)
+            .unwrap()
+            .key;
+        store.pin(&[key]).unwrap();
+        let keeper = Keeper::new(store, Some(Budget::new(1000, 0.95, 0.85).unwrap()));
+        let started = std::time::Instant::now();
+        let err = keeper
+            .reserve(claims(3, 3, 100), "the dataset", None)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.kind, "budget-exceeded", "{err:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 }

@@ -47,6 +47,8 @@ pub struct Options {
     /// Where references are fetched from for other users than the daemon's; `None`: the
     /// upstream's own origin.
     pub references: Option<crate::ReferencePolicy>,
+    /// Bytes per second the background scrub re-hashes (`None`: off); read at start.
+    pub scrub_rate: Option<u64>,
 }
 
 impl Default for Options {
@@ -61,6 +63,7 @@ impl Default for Options {
             access_ttl: Duration::from_secs(60),
             require_caller_token: false,
             references: None,
+            scrub_rate: Some(crate::scrub::DEFAULT_RATE),
         }
     }
 }
@@ -87,6 +90,8 @@ pub struct Daemon {
     pub(crate) slots: Arc<crate::caller::Slots>,
     /// Which references are fetched for whom.
     pub(crate) references: Arc<crate::ReferencePolicy>,
+    /// The background scrub.
+    pub(crate) scrub: Arc<crate::scrub::Scrub>,
     /// `Options::alias_ttl`, replaced on reload.
     alias_ttl_ms: AtomicU64,
     /// When the upstream last answered a resolution, and whether it could be reached.
@@ -181,9 +186,11 @@ impl Daemon {
             options.fetch_concurrency,
             ranges,
         ));
+        let scrub = crate::scrub::Scrub::start(store.clone(), fetcher.clone(), options.scrub_rate);
         Self {
             store,
             fetcher,
+            scrub,
             cache_dir,
             options,
             hits: AtomicU64::new(0),
@@ -396,13 +403,20 @@ impl Daemon {
             Ok(found) => {
                 let (store, version, alias) =
                     (self.store.clone(), found.version.clone(), alias.to_owned());
+                // The last answer is for when the upstream cannot be reached: a cache,
+                // skipped on a disk into the index's reserve.
                 blocking(move || {
                     let record = AliasRecord {
                         version: version.number()?,
                         digest: version.digest,
                         resolved_ms: now_ms(),
                     };
-                    store.put_alias(&version.artifact()?, &alias, &record)?;
+                    if store.low_on_space() {
+                        return Ok(());
+                    }
+                    if let Err(e) = store.put_alias(&version.artifact()?, &alias, &record) {
+                        tracing::warn!(error = %crate::error::chain(&e), "cannot remember an alias's answer");
+                    }
                     Ok(())
                 })
                 .await?;
@@ -429,9 +443,28 @@ impl Daemon {
     }
 
     /// Stores a version from the upstream.
+    /// Keeping it is a cache: a version already held is not written again, and on a disk
+    /// into the index's reserve (or when the write fails) the request goes on without it.
     async fn remember(&self, version: Version) -> Result<(), ApiError> {
+        // An untrusted answer, kept or not.
+        version.validate()?;
         let store = self.store.clone();
-        blocking(move || Ok(store.put_version(&version)?)).await
+        blocking(move || {
+            let name = version.artifact()?;
+            let held = store.version(&name, version.number()?)?;
+            if held.is_some_and(|v| v.digest == version.digest) {
+                return Ok(());
+            }
+            if store.low_on_space() {
+                tracing::warn!(version = %name, "the disk is nearly full: not caching the version's manifest");
+                return Ok(());
+            }
+            if let Err(e) = store.put_version(&version) {
+                tracing::warn!(error = %crate::error::chain(&e), "cannot cache a version's manifest");
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Makes the selected files cached for `caller`, then (with a destination)
@@ -467,9 +500,16 @@ impl Daemon {
             }
             Some(path) => Some(Target::Path(path.to_owned())),
         };
-        let (manifest, fetched_blobs, fetched_bytes) = match (native, &found.foreign) {
+        // The version's blobs stay from their fetch until they are linked (`_lease`):
+        // eviction making room for another request must not take them in between.
+        let (manifest, fetched_blobs, fetched_bytes, _lease) = match (native, &found.foreign) {
             (Some(manifest), _) => self.fetch_native(version, manifest, caller, events).await?,
-            (None, Some(foreign)) => self.bind(foreign, selection, caller, events).await?,
+            (None, Some(foreign)) => {
+                let (manifest, blobs, bytes) =
+                    self.bind(foreign, selection, caller, events).await?;
+                let lease = self.store.lease(blob_keys(&manifest));
+                (manifest, blobs, bytes, lease)
+            }
             (None, None) => unreachable!("a native manifest is selected above"),
         };
         let mut summary = Summary {
@@ -540,19 +580,20 @@ impl Daemon {
         manifest: Manifest,
         caller: Caller,
         events: &mpsc::Sender<Event>,
-    ) -> Result<(Manifest, u64, u64), ApiError> {
+    ) -> Result<(Manifest, u64, u64, hoard_store::Lease), ApiError> {
         crate::references::check_all(&self.references, caller, &manifest)?;
         let what = format!(
             "`{}/{}/{}:{}`",
             version.entity, version.project, version.name, version.version
         );
-        let (blobs, bytes) = self.fetch_missing(&manifest, &what, caller, events).await?;
-        Ok((manifest, blobs, bytes))
+        let (blobs, bytes, lease) = self.fetch_missing(&manifest, &what, caller, events).await?;
+        Ok((manifest, blobs, bytes, lease))
     }
 
-    /// Fetches the blobs of `manifest` that are not cached; returns (blobs, bytes) fetched.
-    /// For a caller who is not the daemon's user, a cached blob that only reference entries
-    /// name counts only once its bytes came from that reference (see
+    /// Fetches the blobs of `manifest` that are not cached; returns (blobs, bytes) fetched,
+    /// and a lease that keeps all the version's blobs from eviction (hold it until they
+    /// are linked). For a caller who is not the daemon's user, a cached blob that only
+    /// reference entries name counts only once its bytes came from that reference (see
     /// [`Store::proven`]): until then it is fetched from there and checked, unkept.
     async fn fetch_missing(
         self: &Arc<Self>,
@@ -560,33 +601,40 @@ impl Daemon {
         what: &str,
         caller: Caller,
         events: &mpsc::Sender<Event>,
-    ) -> Result<(u64, u64), ApiError> {
+    ) -> Result<(u64, u64, hoard_store::Lease), ApiError> {
         // Where a blob's bytes come from when no entry has it in the upstream: a reference.
         let references = Arc::new(crate::references::only_referenced(manifest));
         let (keys, work) = self.fetch_plan(manifest, &references, caller).await?;
-        let unique = keys.len() as u64;
-        let to_fetch = work.iter().filter(|(_, _, prove)| !prove).count() as u64;
-        self.misses.fetch_add(work.len() as u64, Ordering::Relaxed);
-        self.hits
-            .fetch_add(unique.saturating_sub(work.len() as u64), Ordering::Relaxed);
         if work.is_empty() {
-            return Ok((0, 0));
+            self.hits.fetch_add(keys.len() as u64, Ordering::Relaxed);
+            return Ok((0, 0, self.store.lease(keys)));
         }
-        // The cached blobs of this version stay while the rest is fetched: eviction making
-        // room (for this or a concurrent request) must not take them.
-        let _lease = self.store.lease(keys);
-        let missing_blobs = work.len() as u64;
-        let missing_bytes = work.iter().map(|(_, s, _)| s).sum();
+        // Room first, without a lease: a request waiting for room must not hold blobs that
+        // the requests it waits for might need evicted (they would wait for each other).
         let claims = work
             .iter()
             .filter(|(_, _, prove)| !prove)
             .map(|(key, size, _)| (crate::budget::Claim::Blob(*key), *size))
-            .collect();
-        let _room = if to_fetch > 0 {
-            Some(self.keeper.reserve(claims, what).await?)
-        } else {
+            .collect::<Vec<_>>();
+        let _room = if claims.is_empty() {
             None
+        } else {
+            Some(self.keeper.reserve(claims, what, Some(events)).await?)
         };
+        // Then the lease, and what is missing now: eviction while this waited may have
+        // taken some of the version's cached blobs (they are fetched too, over the room
+        // reserved by as much; the eviction after the fetch makes up for it).
+        let lease = self.store.lease(keys.iter().copied());
+        let (keys, work) = self.fetch_plan(manifest, &references, caller).await?;
+        let unique = keys.len() as u64;
+        self.misses.fetch_add(work.len() as u64, Ordering::Relaxed);
+        self.hits
+            .fetch_add(unique.saturating_sub(work.len() as u64), Ordering::Relaxed);
+        if work.is_empty() {
+            return Ok((0, 0, lease));
+        }
+        let missing_blobs = work.len() as u64;
+        let missing_bytes = work.iter().map(|(_, s, _)| s).sum();
         // A window of blobs in flight per request, not one future per blob (a 20,000-file
         // version would hold 20,000 waiting tasks). Larger than the fetch concurrency, so
         // that blobs fetched by other requests, which this one only waits for, do not
@@ -625,7 +673,7 @@ impl Daemon {
                 }
             })
             .buffer_unordered(window);
-        let (kept, fetched) = self
+        let (kept, (fetched_blobs, fetched_bytes)) = self
             .drive_fetches(work, (missing_blobs, missing_bytes), events)
             .await?;
         let proven: Vec<(String, hoard_types::Digest)> = kept.into_iter().flatten().collect();
@@ -639,7 +687,7 @@ impl Daemon {
             })
             .await?;
         }
-        Ok(fetched)
+        Ok((fetched_blobs, fetched_bytes, lease))
     }
 
     /// The blobs `manifest` names, and those of them a request for `caller` must fetch
@@ -859,6 +907,15 @@ impl Daemon {
             entries: if entries { listed } else { Vec::new() },
         })
     }
+}
+
+/// The blobs a manifest names.
+fn blob_keys(manifest: &Manifest) -> Vec<BlobKey> {
+    manifest
+        .entries
+        .values()
+        .map(|e| BlobKey::new(e.digest, e.exec))
+        .collect()
 }
 
 /// The entries a call selected: all, those under W&B's string `path_prefix`, or one file.

@@ -189,9 +189,12 @@ impl Fetcher {
             |f| &f.inflight,
             key,
             Option::clone,
-            move || async move {
-                let upstream = source.unwrap_or_else(|| this.upstream.clone());
-                this.fetch(key, size, upstream).await
+            move || {
+                let (this, source) = (this.clone(), source.clone());
+                async move {
+                    let upstream = source.unwrap_or_else(|| this.upstream.clone());
+                    this.fetch(key, size, upstream).await
+                }
             },
         )
         .await
@@ -230,18 +233,51 @@ impl Fetcher {
         inflight: fn(&Self) -> &Inflight<K, T>,
         key: K,
         downloaded: fn(&T) -> Option<u64>,
-        start: impl FnOnce() -> F,
+        start: impl Fn() -> F,
     ) -> Result<T, ApiError>
     where
         K: std::hash::Hash + Eq + Clone + std::fmt::Display + Send + Sync + 'static,
         T: Clone + Send + Sync + 'static,
         F: std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
     {
+        // A caller that joined a fetch already under way and is told its bytes were wrong
+        // starts one of its own: those bytes arrived before it asked (a proxy that has
+        // healed since, say), and must not fail it.
+        let (result, joined) = self
+            .coalesced_once(inflight, key.clone(), downloaded, &start)
+            .await;
+        match result {
+            Err(e) if joined && e.kind == "upstream-invalid" => {
+                tracing::debug!(%key, error = %e, "a fetch this call joined got wrong bytes; fetching anew");
+                self.coalesced_once(inflight, key, downloaded, &start)
+                    .await
+                    .0
+            }
+            other => other,
+        }
+    }
+
+    /// One round of [`Self::coalesced`]: the outcome, and whether this caller joined a
+    /// fetch it did not start.
+    async fn coalesced_once<K, T, F>(
+        self: &Arc<Self>,
+        inflight: fn(&Self) -> &Inflight<K, T>,
+        key: K,
+        downloaded: fn(&T) -> Option<u64>,
+        start: &impl Fn() -> F,
+    ) -> (Result<T, ApiError>, bool)
+    where
+        K: std::hash::Hash + Eq + Clone + std::fmt::Display + Send + Sync + 'static,
+        T: Clone + Send + Sync + 'static,
+        F: std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
+    {
+        let mut joined = false;
         let mut outcome = {
             let mut map = inflight(self)
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             if let Some(existing) = map.get(&key) {
+                joined = true;
                 existing.clone()
             } else {
                 let (tx, rx) = watch::channel(None);
@@ -269,24 +305,26 @@ impl Fetcher {
                             .or_default() += 1;
                         tracing::warn!(%key, error = %e, "fetch failed");
                     }
-                    let _ = tx.send(Some(result));
-                    // A staged blob keeps its entry until it is committed.
+                    // A staged blob keeps its entry until it is committed; any other ends
+                    // it before the waiters hear, so that none of them joins it again.
                     if fetched.is_none() {
                         inflight(&this)
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
                             .remove(&key);
                     }
+                    let _ = tx.send(Some(result));
                 });
                 rx
             }
         };
-        let done = outcome
-            .wait_for(Option::is_some)
-            .await
-            .map_err(|_| ApiError::internal(format!("the fetch of `{key}` was lost")))?;
-        done.clone()
-            .unwrap_or_else(|| Err(ApiError::internal("unreachable: waited for an outcome")))
+        let result = match outcome.wait_for(Option::is_some).await {
+            Ok(done) => done
+                .clone()
+                .unwrap_or_else(|| Err(ApiError::internal("unreachable: waited for an outcome"))),
+            Err(_) => Err(ApiError::internal(format!("the fetch of `{key}` was lost"))),
+        };
+        (result, joined)
     }
 
     async fn fetch(
@@ -381,7 +419,10 @@ impl Fetcher {
             digest: digest.clone(),
             project,
         };
-        let start = move || async move { this.fetch_foreign(&digest, size, source).await };
+        let start = move || {
+            let (this, digest, source) = (this.clone(), digest.clone(), source.clone());
+            async move { this.fetch_foreign(&digest, size, source).await }
+        };
         self.coalesced(|f| &f.inflight_foreign, key, |(_, bytes)| *bytes, start)
             .await
     }

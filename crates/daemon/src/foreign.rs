@@ -279,7 +279,7 @@ impl Daemon {
                 )
             })
             .collect();
-        let _room = self.keeper.reserve(claims, what).await?;
+        let _room = self.keeper.reserve(claims, what, Some(events)).await?;
         let paths: Vec<RelPath> = need.iter().map(|&i| selected[i].0.clone()).collect();
         let project: Arc<str> = format!("{}/{}", version.entity, version.project).into();
         let sources = self.note_upstream(foreign.sources(version, &paths).await)?;

@@ -21,6 +21,7 @@
 //!   `access.rs`: confirming with the upstream, by the caller's credential, that they may
 //!   download what is cached.
 //! - `references.rs`: which reference entries are fetched for whom, and from where.
+//! - `scrub.rs`: re-hashing every blob in the background at a bounded rate.
 //! - `metrics.rs`: `/metrics`.
 //! - `error.rs`: [`ApiError`], how store and upstream failures are answered.
 
@@ -36,6 +37,7 @@ mod pins;
 mod publish;
 mod references;
 mod routes;
+mod scrub;
 mod server;
 
 pub use budget::Budget;

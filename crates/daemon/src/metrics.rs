@@ -80,6 +80,18 @@ impl Metrics {
                     c.failed.load(Ordering::Relaxed),
                 ),
                 (
+                    "hoard_scrubbed_bytes_total",
+                    "counter",
+                    "Bytes the background scrub re-hashed.",
+                    daemon.scrub.bytes.load(Ordering::Relaxed),
+                ),
+                (
+                    "hoard_scrub_bad_blobs_total",
+                    "counter",
+                    "Blobs the background scrub found bad (quarantined, fetched again).",
+                    daemon.scrub.bad.load(Ordering::Relaxed),
+                ),
+                (
                     "hoard_refetched_blobs_total",
                     "counter",
                     "Downloads whose bytes were wrong, thrown away and fetched again.",

@@ -141,13 +141,15 @@ fn cache_dir_for(daemon: &Daemon, caller: Caller) -> String {
 
 fn health(daemon: &Daemon, request: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let caller = caller_of(request)?;
+    let trouble = daemon.store.trouble();
     Ok(json(
         StatusCode::OK,
         &Health {
-            status: "ok".to_owned(),
+            status: if trouble.is_some() { "degraded" } else { "ok" }.to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             cache_dir: cache_dir_for(daemon, caller),
             upstream: daemon.upstream().describe(),
+            detail: trouble,
         },
     ))
 }
@@ -210,6 +212,8 @@ async fn status(
                 })
                 .collect(),
             fs_verity: daemon.store.verity_status(),
+            scrub: daemon.scrub.describe(bytes),
+            trouble: daemon.store.trouble(),
         },
     ))
 }

@@ -90,6 +90,10 @@ pub(crate) struct Index {
     /// compare-and-set; these updates are rare, so one std mutex (never held across an
     /// await: the store is synchronous) is simpler than a transaction DB.
     rmw: Mutex<()>,
+    /// When (unix ms) a write last failed for want of disk space, 0 if the last write
+    /// worked: RocksDB then refuses writes until it has seen free space again (it polls
+    /// every 5 s), which health reports.
+    no_space_since: std::sync::atomic::AtomicU64,
 }
 
 impl Index {
@@ -126,6 +130,7 @@ impl Index {
             db,
             path: path.to_owned(),
             rmw: Mutex::new(()),
+            no_space_since: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -136,14 +141,35 @@ impl Index {
     }
 
     fn fail(&self, e: rocksdb::Error) -> Error {
+        let message = e.into_string();
+        if message.contains("No space left") || message.contains("NoSpace") {
+            let _ = self.no_space_since.compare_exchange(
+                0,
+                crate::store::now_ms(),
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
         Error::Index {
             path: self.path.clone(),
-            message: e.into_string(),
+            message,
         }
     }
 
     fn write(&self, batch: WriteBatch) -> Result<()> {
-        self.db.write(batch).map_err(|e| self.fail(e))
+        self.db.write(batch).map_err(|e| self.fail(e))?;
+        self.no_space_since
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Since when (unix ms) writes have been failing for want of disk space, if they are.
+    pub(crate) fn no_space_since(&self) -> Option<u64> {
+        Some(
+            self.no_space_since
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+        .filter(|t| *t > 0)
     }
 
     pub(crate) fn blob(&self, key: &BlobKey) -> Result<Option<BlobRecord>> {

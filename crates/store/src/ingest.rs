@@ -165,12 +165,16 @@ impl Store {
     /// cache's filesystem: sizes come from untrusted manifests (a claim of 1 PiB would
     /// otherwise be downloaded until the disk is full). Small blobs skip the check: a
     /// full disk fails their write just as clearly.
+    ///
+    /// A reserve stays free for the index ([`Store::reserve`]): RocksDB, once a write of
+    /// its fails for want of space, refuses every write until it has polled the disk again
+    /// (every 5 s), so hoard's own blobs must never be what fills the disk.
     pub fn room_for(&self, what: &str, size: u64) -> Result<()> {
         if size < CHECKED_ROOM {
             return Ok(());
         }
-        let fs = rustix::fs::fstatvfs(&self.tmp).io("stat the filesystem of", self.layout.tmp())?;
-        let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+        let (free, reserve) = self.free_space()?;
+        let free = free.saturating_sub(reserve);
         if size > free {
             return Err(Error::NoRoom {
                 what: what.to_owned(),
@@ -180,6 +184,22 @@ impl Store {
             });
         }
         Ok(())
+    }
+
+    /// Bytes free on the cache's filesystem for unprivileged writes, and the reserve kept
+    /// for the index: 5% of the filesystem, at most 64 MiB.
+    pub fn free_space(&self) -> Result<(u64, u64)> {
+        let fs = rustix::fs::fstatvfs(&self.tmp).io("stat the filesystem of", self.layout.tmp())?;
+        let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+        let total = fs.f_blocks.saturating_mul(fs.f_frsize);
+        Ok((free, (total / 20).min(64 << 20)))
+    }
+
+    /// Whether the filesystem is into the index's reserve: writes that only save work
+    /// later (an alias's last answer) are skipped then, so that the index keeps working.
+    pub fn low_on_space(&self) -> bool {
+        self.free_space()
+            .is_ok_and(|(free, reserve)| free < reserve)
     }
 
     pub fn writer(&self, exec: bool, expected: Option<(Digest, u64)>) -> Result<BlobWriter<'_>> {

@@ -129,52 +129,10 @@ impl Store {
         let results: Vec<Result<Option<BadBlob>>> = rows
             .par_iter()
             .map(|(key, record, _)| {
-                let path = self.blob_path(key);
-                let fd = match rustix::fs::openat(
-                    &self.blobs,
-                    key.relative_path(),
-                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-                    Mode::empty(),
-                ) {
-                    Ok(fd) => fd,
-                    Err(Errno::NOENT) => {
-                        self.index.remove_blobs(&[*key])?;
-                        return Ok(Some(BadBlob {
-                            key: *key,
-                            size: record.size,
-                            why: "the file is missing".to_owned(),
-                        }));
-                    }
-                    Err(e) => return Err(e).io("open", path),
+                let file = match self.check_bytes(key, record, &mut |_| {})? {
+                    Checked::Good(file) => file,
+                    Checked::Bad(bad) => return Ok(Some(bad)),
                 };
-                let stat = rustix::fs::fstat(&fd).io("stat", &path)?;
-                let mut file = File::from(fd);
-                let mut hasher = blake3::Hasher::new();
-                let problem = match io::copy(&mut file, &mut hasher) {
-                    // fs-verity answers a read of changed bytes with EIO; so does a
-                    // failing disk. Either way the blob cannot be handed out.
-                    Err(e) if e.raw_os_error() == Some(Errno::IO.raw_os_error()) => Some(format!(
-                        "reading it failed ({e}): its bytes changed on disk"
-                    )),
-                    Err(e) => return Err(e).io("read", &path),
-                    Ok(_) => {
-                        let actual = Digest::from(hasher.finalize());
-                        if actual == key.digest {
-                            crate::store::tamper_signs(key, record, &stat)
-                        } else {
-                            Some(format!("its bytes hash to `{actual}`"))
-                        }
-                    }
-                };
-                if let Some(problem) = problem {
-                    tracing::warn!(%key, %problem, "verify: quarantining blob");
-                    self.quarantine(key)?;
-                    return Ok(Some(BadBlob {
-                        key: *key,
-                        size: record.size,
-                        why: problem,
-                    }));
-                }
                 let now_sealed = if crate::verity::is_sealed(&file) {
                     true
                 } else if self.verity() {
@@ -202,7 +160,108 @@ impl Store {
         }
         Ok(report)
     }
+
+    /// Every blob's key, for a scrub to walk (in key order, so a pass can resume).
+    pub fn blob_keys(&self) -> Result<Vec<(BlobKey, u64)>> {
+        Ok(self
+            .index
+            .all_blobs()?
+            .into_iter()
+            .map(|(key, record, _)| (key, record.size))
+            .collect())
+    }
+
+    /// Re-hashes one blob (a scrub's step), calling `pace` with the bytes of each chunk
+    /// read so the caller can bound the I/O rate. `None` if it is good or gone since;
+    /// a bad one is quarantined and returned.
+    pub fn scrub_blob(&self, key: &BlobKey, pace: &mut dyn FnMut(u64)) -> Result<Option<BadBlob>> {
+        let Some(record) = self.index.blob(key)? else {
+            return Ok(None);
+        };
+        let _lease = self.lease([*key]);
+        Ok(match self.check_bytes(key, &record, pace)? {
+            Checked::Good(_) => None,
+            Checked::Bad(bad) => Some(bad),
+        })
+    }
+
+    /// Re-hashes a blob against its key and checks its metadata against its record; a bad
+    /// one is quarantined (its row dropped).
+    fn check_bytes(
+        &self,
+        key: &BlobKey,
+        record: &crate::BlobRecord,
+        pace: &mut dyn FnMut(u64),
+    ) -> Result<Checked> {
+        let path = self.blob_path(key);
+        let fd = match rustix::fs::openat(
+            &self.blobs,
+            key.relative_path(),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => {
+                self.index.remove_blobs(&[*key])?;
+                return Ok(Checked::Bad(BadBlob {
+                    key: *key,
+                    size: record.size,
+                    why: "the file is missing".to_owned(),
+                }));
+            }
+            Err(e) => return Err(e).io("open", path),
+        };
+        let stat = rustix::fs::fstat(&fd).io("stat", &path)?;
+        let mut file = File::from(fd);
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0; SCRUB_CHUNK];
+        let problem = loop {
+            match io::Read::read(&mut file, &mut buf) {
+                Ok(0) => {
+                    let actual = Digest::from(hasher.finalize());
+                    break if actual == key.digest {
+                        crate::store::tamper_signs(key, record, &stat)
+                    } else {
+                        Some(format!("its bytes hash to `{actual}`"))
+                    };
+                }
+                Ok(n) => {
+                    hasher.update(&buf[..n]);
+                    pace(n as u64);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // fs-verity answers a read of changed bytes with EIO; so does a failing
+                // disk. Either way the blob cannot be handed out.
+                Err(e) if e.raw_os_error() == Some(Errno::IO.raw_os_error()) => {
+                    break Some(format!(
+                        "reading it failed ({e}): its bytes changed on disk"
+                    ));
+                }
+                Err(e) => return Err(e).io("read", &path),
+            }
+        };
+        if let Some(problem) = problem {
+            tracing::warn!(%key, %problem, "quarantining a bad blob");
+            self.quarantine(key)?;
+            return Ok(Checked::Bad(BadBlob {
+                key: *key,
+                size: record.size,
+                why: problem,
+            }));
+        }
+        Ok(Checked::Good(file))
+    }
 }
+
+/// What [`Store::check_bytes`] found.
+enum Checked {
+    /// The blob, opened.
+    Good(File),
+    Bad(BadBlob),
+}
+
+/// Read size of verification.
+const SCRUB_CHUNK: usize = 1 << 20;
 
 #[cfg(test)]
 mod tests {

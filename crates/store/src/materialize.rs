@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::fs::File;
+use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::str::FromStr;
@@ -435,7 +436,7 @@ impl Store {
                     .map(File::from)
                     .map_err(|e| fail(e, "cannot create the file"))?;
                 let (fd, from, to) = (dir.fd.clone(), tmp.clone(), name);
-                let result = fill(&out, &blob, job, mode, tree).and_then(|()| {
+                let result = fill(self, &out, &blob, job, mode, tree).and_then(|()| {
                     tree.run(move || rustix::fs::renameat(&*fd, &from, &*fd, &to))?
                         .map_err(|e| rename_error(tree, job, e))
                 });
@@ -464,21 +465,54 @@ impl Store {
     }
 }
 
-/// Writes a copy or a clone of the blob into `out`.
-fn fill(out: &File, blob: &File, job: &Job<'_>, mode: LinkMode, tree: &DestTree) -> Result<()> {
+/// Writes a copy or a clone of the blob into `out`. A copy reads every byte anyway, so it
+/// hashes them on the way: a blob whose bytes rotted (its metadata intact) is quarantined
+/// and reported as [`Error::Tampered`] instead of handed out.
+fn fill(
+    store: &Store,
+    out: &File,
+    blob: &File,
+    job: &Job<'_>,
+    mode: LinkMode,
+    tree: &DestTree,
+) -> Result<()> {
     if mode == LinkMode::Reflink {
         rustix::fs::ioctl_ficlone(out, blob).map_err(|e| unsupported(mode, tree, e))?;
     } else {
-        // std's copy uses copy_file_range where it can and falls back (across
-        // filesystems on older kernels, for instance) to plain reads and writes.
-        let copied = std::io::copy(&mut &*blob, &mut &*out)
-            .map_err(|e| tree.error(job.path.as_str(), &format!("cannot copy: {e}")))?;
-        if copied != job.record.size {
-            return Err(tree.error(job.path.as_str(), "the blob's size changed while copying"));
+        let failed =
+            |e: std::io::Error| tree.error(job.path.as_str(), &format!("cannot copy: {e}"));
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![
+            0;
+            COPY_CHUNK
+                .min(usize::try_from(job.record.size).unwrap_or(COPY_CHUNK))
+                .max(1)
+        ];
+        let mut copied = 0u64;
+        loop {
+            let n = match (&*blob).read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(failed(e)),
+            };
+            hasher.update(&buf[..n]);
+            (&*out).write_all(&buf[..n]).map_err(failed)?;
+            copied += n as u64;
+        }
+        let actual = hoard_types::Digest::from(hasher.finalize());
+        if copied != job.record.size || actual != job.key.digest {
+            let what = format!("its bytes hash to `{actual}` ({copied} bytes) while copying");
+            tracing::warn!(key = %job.key, %what, "blob rotted on disk; quarantining it");
+            store.quarantine(&job.key)?;
+            return Err(Error::Tampered { key: job.key, what });
         }
     }
     pin_mtime(out).map_err(|e| tree.error(job.path.as_str(), &std::io::Error::from(e).to_string()))
 }
+
+/// Read size of copies.
+const COPY_CHUNK: usize = 1 << 20;
 
 fn rename_error(tree: &DestTree, job: &Job<'_>, e: Errno) -> Error {
     let reason = match e {

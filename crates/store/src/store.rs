@@ -282,6 +282,16 @@ impl Store {
         self.index.foreign(foreign)
     }
 
+    /// What is wrong with the cache now, if anything, for health checks: the index cannot
+    /// write for want of disk space.
+    pub fn trouble(&self) -> Option<String> {
+        let since = self.index.no_space_since()?;
+        Some(format!(
+            "the cache index cannot write: the disk was full {} s ago (it writes again once it sees free space, within 5 s)",
+            now_ms().saturating_sub(since) / 1000
+        ))
+    }
+
     /// Records that the bytes of `digests` were fetched from `source`: a reference
     /// entry's URI, or a foreign upstream's project (see [`Self::proven`]).
     pub fn put_provenance(&self, source: &Provenance, digests: &[Digest]) -> Result<()> {
@@ -416,6 +426,17 @@ impl Store {
     pub fn flush(&self) -> Result<()> {
         self.flush_uses()?;
         self.index.flush()
+    }
+
+    /// Bytes of the blobs pinned versions hold: what eviction can never free.
+    pub fn pinned_bytes(&self) -> Result<u64> {
+        Ok(self
+            .index
+            .all_blobs()?
+            .iter()
+            .filter(|(_, r, _)| r.pins > 0)
+            .map(|(_, r, _)| r.size)
+            .sum())
     }
 
     /// Total bytes and count of blobs with a row.

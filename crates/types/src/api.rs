@@ -142,10 +142,13 @@ pub struct Summary {
 /// `GET /v1/health`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
+    /// `ok`, or `degraded` (with `detail`): serving, but something needs attention.
     pub status: String,
     pub version: String,
     pub cache_dir: String,
     pub upstream: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// `GET /v1/status`.
@@ -194,6 +197,12 @@ pub struct Status {
     /// not (`off: …`).
     #[serde(default)]
     pub fs_verity: String,
+    /// The background scrub: `off`, or its rate and the pass under way.
+    #[serde(default)]
+    pub scrub: String,
+    /// What needs attention now (the index cannot write on a full disk), if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trouble: Option<String>,
 }
 
 /// `POST /v1/pins`: keep a version from eviction (it is fetched first).
