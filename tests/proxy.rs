@@ -27,6 +27,8 @@ pub enum Fault {
 struct State {
     /// (path prefix, fault, how many more answers).
     faults: Vec<(String, Fault, u32)>,
+    /// (path prefix, how long to hold each answer back).
+    delays: Vec<(String, std::time::Duration)>,
     /// Paths asked, in order.
     asked: Vec<String>,
 }
@@ -72,6 +74,15 @@ impl FaultyProxy {
             .unwrap_or_else(PoisonError::into_inner)
             .faults
             .push((prefix.to_owned(), fault, times));
+    }
+
+    /// Holds every answer to paths starting with `prefix` back for `delay` (a slow link).
+    pub fn delay(&self, prefix: &str, delay: std::time::Duration) {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .delays
+            .push((prefix.to_owned(), delay));
     }
 
     /// Stops damaging answers.
@@ -165,18 +176,27 @@ fn relay(mut client: TcpStream, target: &str, state: &Mutex<State>) -> std::io::
         .nth(1)
         .unwrap_or_default()
         .to_owned();
-    let fault = {
+    let (fault, delay) = {
         let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
         state.asked.push(path.clone());
+        let delay = state
+            .delays
+            .iter()
+            .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+            .map(|(_, d)| *d);
         let found = state
             .faults
             .iter_mut()
             .find(|(prefix, _, times)| *times > 0 && path.starts_with(prefix.as_str()));
-        found.map(|(_, fault, times)| {
+        let fault = found.map(|(_, fault, times)| {
             *times -= 1;
             *fault
-        })
+        });
+        (fault, delay)
     };
+    if let Some(delay) = delay {
+        std::thread::sleep(delay);
+    }
     let mut upstream = TcpStream::connect(target)?;
     upstream.write_all(rewrite(&head, None).as_bytes())?;
     upstream.write_all(&body)?;

@@ -412,3 +412,17 @@ fn a_full_disk_refuses_only_what_needs_room() {
     let health = daemon.get("/v1/health").unwrap();
     assert!(health.contains("\"ok\""), "{health}");
 }
+
+/// Finding 9: `HEAD /v1/health` answers like `GET` (load balancers and probes use it).
+#[test]
+fn head_of_health_answers_like_get() {
+    use std::io::{Read, Write};
+    let root = Root::new();
+    let mut stream = std::os::unix::net::UnixStream::connect(&root.daemon.socket).unwrap();
+    stream
+        .write_all(b"HEAD /v1/health HTTP/1.1\r\nHost: hoard\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}

@@ -3,6 +3,7 @@
 //! - `budget`: the cache budget: eviction under a stream of gets, pins, `gc`, refusals.
 //! - `corrupt`: damaged answers (a flipped byte, a short body, one that breaks off) through a
 //!   proxy: fetched again, and nothing of them kept.
+//! - `crash`: kill -9 in the middle of gets: right bytes after a restart, ranges kept.
 //! - `access`: a caller's own credential is checked before cached files are handed out.
 //! - `bench`: the benchmark command the README names runs and reports its comparison.
 //! - `demo`: the README's main job on a small dataset.
@@ -25,6 +26,7 @@ mod access;
 mod bench;
 mod budget;
 mod corrupt;
+mod crash;
 mod daemon;
 mod demo;
 mod fuzz;

@@ -36,6 +36,10 @@ pub enum Error {
 
     #[error("Talking to the daemon on `{}` failed: {reason}", socket.display())]
     Connection { socket: PathBuf, reason: String },
+
+    /// The connection ended in the middle of an answer: the daemon crashed or was stopped.
+    #[error("The daemon on `{}` stopped in the middle of the call (it crashed or was stopped); its log is what `hoard daemon` wrote to stderr (`journalctl -u hoard` under systemd). Run the command again once it is back: what was fetched is kept", socket.display())]
+    Stopped { socket: PathBuf },
 }
 
 impl Error {
@@ -44,6 +48,7 @@ impl Error {
             Self::NotRunning { .. } => "daemon-not-running",
             Self::Api { kind, .. } => kind,
             Self::Connection { .. } => "connection",
+            Self::Stopped { .. } => "daemon-stopped",
         }
     }
 }
@@ -92,6 +97,22 @@ impl Client {
         }
     }
 
+    /// A failure of a call under way: [`Error::Stopped`] when the daemon went away.
+    fn broken(&self, e: &hyper::Error) -> Error {
+        if e.is_incomplete_message()
+            || e.is_closed()
+            || e.is_canceled()
+            || e.is_body_write_aborted()
+            || std::error::Error::source(e)
+                .is_some_and(<dyn std::error::Error>::is::<std::io::Error>)
+        {
+            return Error::Stopped {
+                socket: self.socket.clone(),
+            };
+        }
+        self.connection_error(e)
+    }
+
     async fn call(
         &self,
         method: Method,
@@ -126,7 +147,7 @@ impl Client {
         let response = sender
             .send_request(request)
             .await
-            .map_err(|e| self.connection_error(e))?;
+            .map_err(|e| self.broken(&e))?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -147,7 +168,7 @@ impl Client {
             .into_body()
             .collect()
             .await
-            .map_err(|e| self.connection_error(e))?
+            .map_err(|e| self.broken(&e))?
             .to_bytes())
     }
 
@@ -264,7 +285,7 @@ impl Client {
         let mut body = response.into_body();
         let mut pending = Vec::new();
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| self.connection_error(e))?;
+            let frame = frame.map_err(|e| self.broken(&e))?;
             let Ok(data) = frame.into_data() else {
                 continue;
             };
@@ -287,6 +308,8 @@ impl Client {
                 }
             }
         }
-        Err(self.connection_error("the daemon closed the stream before the end"))
+        Err(Error::Stopped {
+            socket: self.socket.clone(),
+        })
     }
 }

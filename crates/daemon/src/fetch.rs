@@ -614,9 +614,9 @@ fn fetch_blocking(
     }
 }
 
-/// A large blob as parallel byte ranges into one private file, each range hashed as it
-/// arrives.
-/// (Not resumable across restarts: the ranges of a private file are not tracked.)
+/// A large blob as parallel byte ranges into one file, each range hashed as it arrives;
+/// the parts a crashed or failed earlier attempt completed are not fetched again (see
+/// [`hoard_store::PartedWriter`]).
 fn fetch_ranges(
     store: &Store,
     upstream: &dyn Upstream,
@@ -638,8 +638,8 @@ fn fetch_ranges(
     Ok(Some((writer.finish_staged()?, size)))
 }
 
-/// Fetches every part of `writer`, `parallel` at a time, each with the stream `open`
-/// gives for its range; on failure, drops what was written.
+/// Fetches every part of `writer` still missing, `parallel` at a time, each with the
+/// stream `open` gives for its range.
 fn fill_parts<'s, 'u>(
     writer: hoard_store::PartedWriter<'s>,
     handle: &tokio::runtime::Handle,
@@ -654,7 +654,7 @@ fn fill_parts<'s, 'u>(
     use futures_util::{StreamExt, TryStreamExt};
     let (writer_ref, open) = (&writer, &open);
     let fetched = handle.block_on(
-        futures_util::stream::iter((0..).zip(writer.ranges()))
+        futures_util::stream::iter(writer.pending())
             .map(|(index, range)| async move {
                 let mut part = writer_ref.part(index);
                 let mut stream = open(range).await?;
@@ -669,10 +669,13 @@ fn fill_parts<'s, 'u>(
     );
     match fetched {
         Ok(()) => Ok(writer),
-        Err(e) => {
+        // Wrong bytes go; parts that arrived whole stay for the next attempt (in this
+        // process or after a restart) when the upstream only broke off.
+        Err(e) if e.kind == "upstream-invalid" => {
             writer.discard();
             Err(e)
         }
+        Err(e) => Err(e),
     }
 }
 

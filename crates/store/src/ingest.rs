@@ -202,6 +202,29 @@ impl Store {
             .is_ok_and(|(free, reserve)| free < reserve)
     }
 
+    /// A writer of the named, locked file `name` in `tmp/` that outlives this process:
+    /// kept on drop (see [`crate::PartedWriter`]), removed once staged or found wrong.
+    pub(crate) fn resumable_writer(
+        &self,
+        name: String,
+        file: File,
+        exec: bool,
+        expected: (Digest, u64),
+    ) -> BlobWriter<'_> {
+        BlobWriter {
+            store: self,
+            file,
+            name,
+            hasher: blake3::Hasher::new(),
+            written: 0,
+            exec,
+            expected: Some(expected),
+            resumable: true,
+            done: false,
+            precomputed: None,
+        }
+    }
+
     pub fn writer(&self, exec: bool, expected: Option<(Digest, u64)>) -> Result<BlobWriter<'_>> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         loop {
@@ -407,6 +430,10 @@ impl BlobWriter<'_> {
 
     pub fn path(&self) -> PathBuf {
         self.store.tmp_path(&self.name)
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        self.store
     }
 
     pub fn write(&mut self, data: &[u8]) -> Result<()> {

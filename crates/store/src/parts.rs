@@ -8,11 +8,25 @@
 //!
 //! The bytes are the same as for any [`crate::BlobWriter`]: a temporary file, checked
 //! against the expected size and digest before it is staged, removed if it is wrong.
+//!
+//! A blob whose digest is known is written to `tmp/<digest>.ranges` (locked while
+//! written), and each complete part is appended to the ledger `tmp/<digest>.ranges.done`:
+//! after a crash, the next writer of that blob re-hashes the parts the ledger names from
+//! the file (reading is far cheaper than downloading) and fetches only the others. The
+//! ledger holds no hashes: bytes lost with the page cache (a power cut) hash to something
+//! else, and the whole blob fails its digest and is fetched again. The ledger's format:
+//! the part size and the blob's size (u64 LE each), then one u64 LE part index per part;
+//! another part size or size starts over. Changing it needs a new suffix.
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Write};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::sync::{Mutex, PoisonError};
+
+use rustix::fs::{AtFlags, FlockOperation, OFlags};
+use rustix::io::Errno;
 
 use blake3::hazmat::{
     HasherExt, Mode, left_subtree_len, merge_subtrees_non_root, merge_subtrees_root,
@@ -36,7 +50,16 @@ pub struct PartedWriter<'s> {
     /// `size`: the size comes from an untrusted manifest, and 1 PiB in 16 MiB parts
     /// would be 67 million entries before a single byte had arrived.
     done: Mutex<Done>,
+    /// The ledger of complete parts (see the module docs), for a blob whose digest is
+    /// known: its name in `tmp/` and the file, appended to as parts complete.
+    ledger: Option<(String, Mutex<File>)>,
+    /// Parts found complete from an earlier, interrupted writer.
+    resumed: u64,
 }
+
+/// The suffix of a resumable parted blob in `tmp/`, and of its ledger.
+pub(crate) const RANGES: &str = ".ranges";
+pub(crate) const LEDGER: &str = ".ranges.done";
 
 /// The hashes of the complete parts.
 #[derive(Default)]
@@ -78,15 +101,122 @@ impl Store {
         }
         let name = digest.map_or_else(|| "(not known yet)".to_owned(), |d| d.to_string());
         self.room_for(&name, size)?;
+        let parts = size.div_ceil(step).max(1);
+        if let Some(digest) = digest
+            && let Some(resumable) = self.resumable_parts(exec, digest, size, step, parts)?
+        {
+            return Ok(resumable);
+        }
         let writer = self.writer(exec, digest.map(|d| (d, size)))?;
         Ok(PartedWriter {
             writer,
             digest,
             size,
             step,
-            parts: size.div_ceil(step).max(1),
+            parts,
             done: Mutex::default(),
+            ledger: None,
+            resumed: 0,
         })
+    }
+
+    /// The writer of `tmp/<digest>.ranges`, with the parts its ledger names re-hashed;
+    /// `None` when another writer holds it (this one then writes a private file).
+    fn resumable_parts(
+        &self,
+        exec: bool,
+        digest: Digest,
+        size: u64,
+        step: u64,
+        parts: u64,
+    ) -> Result<Option<PartedWriter<'_>>> {
+        let base = format!("{digest}{}{RANGES}", if exec { ".x" } else { "" });
+        let ledger_name = format!("{digest}{}{LEDGER}", if exec { ".x" } else { "" });
+        let open = |name: &str| {
+            rustix::fs::openat(
+                &self.tmp,
+                name,
+                OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                rustix::fs::Mode::from_raw_mode(0o600),
+            )
+            .map(File::from)
+            .io("create", self.tmp_path(name))
+        };
+        let file = open(&base)?;
+        match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(Errno::WOULDBLOCK) => return Ok(None),
+            Err(e) => return Err(e).io("lock", self.tmp_path(&base)),
+        }
+        let mut ledger = open(&ledger_name)?;
+        let mut recorded = Vec::new();
+        ledger
+            .read_to_end(&mut recorded)
+            .io("read", self.tmp_path(&ledger_name))?;
+        let header = [step.to_le_bytes(), size.to_le_bytes()].concat();
+        let mut indexes: Vec<u64> = Vec::new();
+        if recorded.len() >= 16 && recorded[..16] == header[..] {
+            indexes = recorded[16..]
+                .chunks_exact(8)
+                .filter_map(|c| c.try_into().ok().map(u64::from_le_bytes))
+                .filter(|i| *i < parts)
+                .collect();
+            indexes.sort_unstable();
+            indexes.dedup();
+        } else {
+            file.set_len(0).io("truncate", self.tmp_path(&base))?;
+            ledger
+                .set_len(0)
+                .io("truncate", self.tmp_path(&ledger_name))?;
+            ledger
+                .write_all(&header)
+                .io("write", self.tmp_path(&ledger_name))?;
+        }
+        let mut done = Done::default();
+        for &index in &indexes {
+            let start = index * step;
+            let end = (start + step).min(size);
+            let mut hasher = blake3::Hasher::new();
+            hasher.set_input_offset(start);
+            let mut at = start;
+            let mut buf = vec![0; usize::try_from(end - start).unwrap_or(1 << 20).min(1 << 20)];
+            while at < end {
+                let want = usize::try_from(end - at)
+                    .unwrap_or(buf.len())
+                    .min(buf.len());
+                let n = file
+                    .read_at(&mut buf[..want], at)
+                    .io("read", self.tmp_path(&base))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                at += n as u64;
+            }
+            if at < end {
+                continue; // shorter than the ledger says: fetch the part again
+            }
+            if parts == 1 {
+                done.whole = Some(hasher);
+            } else {
+                done.parts.insert(index, hasher.finalize_non_root());
+            }
+        }
+        let resumed = (done.parts.len() + usize::from(done.whole.is_some())) as u64;
+        if resumed > 0 {
+            tracing::info!(%digest, resumed, parts, "resuming a blob fetched in parts");
+        }
+        let writer = self.resumable_writer(base, file, exec, (digest, size));
+        Ok(Some(PartedWriter {
+            writer,
+            digest: Some(digest),
+            size,
+            step,
+            parts,
+            done: Mutex::new(done),
+            ledger: Some((ledger_name, Mutex::new(ledger))),
+            resumed,
+        }))
     }
 }
 
@@ -95,6 +225,27 @@ impl<'s> PartedWriter<'s> {
     pub fn ranges(&self) -> impl Iterator<Item = Range<u64>> + use<> {
         let (step, size) = (self.step, self.size);
         (0..self.parts).map(move |i| i * step..((i + 1) * step).min(size))
+    }
+
+    /// The parts still to write (all but those an interrupted writer completed), with
+    /// their indexes.
+    pub fn pending(&self) -> Vec<(u64, Range<u64>)> {
+        let done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+        (0..self.parts)
+            .zip(self.ranges())
+            .filter(|(i, _)| {
+                if self.parts == 1 {
+                    done.whole.is_none()
+                } else {
+                    !done.parts.contains_key(i)
+                }
+            })
+            .collect()
+    }
+
+    /// Parts that an interrupted earlier writer completed, kept.
+    pub fn resumed(&self) -> u64 {
+        self.resumed
     }
 
     /// Part `index`, to be written from its start.
@@ -116,6 +267,7 @@ impl<'s> PartedWriter<'s> {
     /// removed.
     pub fn finish_staged(self) -> Result<Staged> {
         let digest = self.name();
+        self.remove_ledger();
         let done = self
             .done
             .into_inner()
@@ -134,12 +286,20 @@ impl<'s> PartedWriter<'s> {
                 reason: "a part was not written".into(),
             });
         };
+        // The ledger is done with either way: the blob is staged, or its wrong bytes go.
         self.writer.finish_hashed(self.size, actual)
     }
 
     /// Drops what was written.
     pub fn discard(self) {
+        self.remove_ledger();
         self.writer.discard();
+    }
+
+    fn remove_ledger(&self) {
+        if let Some((name, _)) = &self.ledger {
+            let _ = rustix::fs::unlinkat(&self.writer.store().tmp, name, AtFlags::empty());
+        }
     }
 
     /// Reads the bytes written so far, in order, in chunks: for a caller that must check
@@ -236,6 +396,14 @@ impl Part<'_, '_> {
         } else {
             done.parts
                 .insert(self.index, self.hasher.finalize_non_root());
+        }
+        drop(done);
+        if let Some((name, ledger)) = &self.parent.ledger {
+            ledger
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .write_all(&self.index.to_le_bytes())
+                .io("write", self.parent.writer.store().tmp_path(name))?;
         }
         Ok(())
     }

@@ -17,7 +17,7 @@ use crate::store::now_ms;
 pub struct ReconcileReport {
     /// Temporary files removed from `tmp/`.
     pub tmp_removed: u64,
-    /// Partials kept in `tmp/` to be resumed.
+    /// Partials (and parted blobs with their ledgers) kept in `tmp/` to be resumed.
     pub partials_kept: u64,
     /// Index rows dropped because their blob file was gone.
     pub rows_dropped: u64,
@@ -35,6 +35,8 @@ pub(crate) fn run(store: &Store) -> Result<ReconcileReport> {
         let name = entry.file_name().to_string_lossy().into_owned();
         let resumable = name
             .strip_suffix(".partial")
+            .or_else(|| name.strip_suffix(crate::parts::LEDGER))
+            .or_else(|| name.strip_suffix(crate::parts::RANGES))
             .and_then(|n| n.strip_suffix(".x").or(Some(n)))
             .is_some_and(|hex| hex.parse::<Digest>().is_ok());
         if resumable {

@@ -458,3 +458,78 @@ fn a_file_written_to_while_it_is_ingested_is_refused() {
     let (bytes, blobs) = cache.store.usage().unwrap();
     assert_eq!((bytes, blobs), (0, 0));
 }
+
+/// A blob written in parts survives a crash of its writer: the parts it completed are
+/// re-hashed from the file and kept, only the others are written again; a kept part whose
+/// bytes changed on disk makes the blob fail its digest, and nothing stays behind.
+#[test]
+fn parts_a_crashed_writer_completed_are_resumed() {
+    let cache = Cache::new();
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i % 241) as u8).collect();
+    let digest = Digest::of(&data);
+    let size = data.len() as u64;
+    let write = |writer: &hoard_store::PartedWriter<'_>, index: u64| {
+        let mut part = writer.part(index);
+        let r = part.range();
+        part.write(&data[r.start as usize..r.end as usize]).unwrap();
+        part.finish().unwrap();
+    };
+    // The first writer completes parts 0, 3 and 7 of 10, then "crashes" (is dropped).
+    let first = cache
+        .store
+        .parted_writer(false, Some(digest), size, 1024)
+        .unwrap();
+    assert_eq!(first.pending().len(), 10);
+    for i in [0, 3, 7] {
+        write(&first, i);
+    }
+    drop(first);
+    let second = cache
+        .store
+        .parted_writer(false, Some(digest), size, 1024)
+        .unwrap();
+    assert_eq!(second.resumed(), 3);
+    let pending: Vec<u64> = second.pending().into_iter().map(|(i, _)| i).collect();
+    assert_eq!(pending, [1, 2, 4, 5, 6, 8, 9]);
+    for i in pending {
+        write(&second, i);
+    }
+    let staged = second.finish_staged().unwrap();
+    cache.store.commit_staged([&staged]).unwrap();
+    assert_eq!(
+        fs::read(cache.store.blob_path(&staged.ingested.key)).unwrap(),
+        data
+    );
+    let tmp = || fs::read_dir(cache.root().join("tmp")).unwrap().count();
+    assert_eq!(tmp(), 0, "the parts and their ledger are gone once staged");
+
+    // Kept parts are re-hashed, not trusted: one changed on disk fails the whole blob.
+    let other: Vec<u8> = data.iter().map(|b| b ^ 0x55).collect();
+    let other_digest = Digest::of(&other);
+    let third = cache
+        .store
+        .parted_writer(false, Some(other_digest), size, 1024)
+        .unwrap();
+    let mut part = third.part(2);
+    part.write(&other[2048..3072]).unwrap();
+    part.finish().unwrap();
+    drop(third);
+    let ranges = cache.root().join(format!("tmp/{other_digest}.ranges"));
+    let mut bytes = fs::read(&ranges).unwrap();
+    bytes[2500] ^= 1;
+    fs::write(&ranges, bytes).unwrap();
+    let fourth = cache
+        .store
+        .parted_writer(false, Some(other_digest), size, 1024)
+        .unwrap();
+    assert_eq!(fourth.resumed(), 1);
+    for (i, r) in fourth.pending() {
+        let mut part = fourth.part(i);
+        part.write(&other[r.start as usize..r.end as usize])
+            .unwrap();
+        part.finish().unwrap();
+    }
+    let err = fourth.finish_staged().unwrap_err();
+    assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+    assert_eq!(tmp(), 0);
+}
