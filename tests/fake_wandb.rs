@@ -133,9 +133,14 @@ impl FakeWandb {
                     let (state, base) = (served.clone(), base.clone());
                     async move { handle(&state, &base, request).await }
                 };
-                let _ = hoard_http::serve(listener, handle, async {
-                    let _ = stopped.await;
-                })
+                let _ = hoard_http::serve(
+                    listener,
+                    handle,
+                    async {
+                        let _ = stopped.await;
+                    },
+                    hoard_http::DRAIN,
+                )
                 .await;
             });
         });

@@ -123,12 +123,27 @@ impl Daemon {
             let name = version.artifact()?;
             let key = number_key(&name, version.number()?);
             let json = serde_json::to_vec(&version).expect("a version serializes");
-            store.put_record(Table::ForeignVersions, &key, &json)?;
-            store.put_record(
-                Table::ForeignVersions,
-                &digest_key(&version.digest()),
-                key.as_bytes(),
-            )?;
+            // A cache, as for hoard's own versions: not written again when held as is,
+            // and a request goes on without it on a disk into the index's reserve.
+            if store.get_record(Table::ForeignVersions, &key)?.as_deref() == Some(&json[..]) {
+                return Ok(found(version));
+            }
+            if store.low_on_space() {
+                tracing::warn!(version = %name, "the disk is nearly full: not caching the version");
+                return Ok(found(version));
+            }
+            let kept = store
+                .put_record(Table::ForeignVersions, &key, &json)
+                .and_then(|()| {
+                    store.put_record(
+                        Table::ForeignVersions,
+                        &digest_key(&version.digest()),
+                        key.as_bytes(),
+                    )
+                });
+            if let Err(e) = kept {
+                tracing::warn!(error = %crate::error::chain(&e), "cannot cache a W&B version");
+            }
             Ok(found(version))
         })
         .await

@@ -22,7 +22,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let served = daemon.clone();
     let handle = move |request| crate::routes::handle(served.clone(), request);
-    hoard_http::serve_draining(listener, handle, shutdown, DRAIN).await?;
+    hoard_http::serve(listener, handle, shutdown, DRAIN).await?;
     if let Err(e) = daemon.flush().await {
         tracing::warn!(error = %e, "flushing the cache index failed");
     }
@@ -37,5 +37,5 @@ pub async fn run_metrics(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let handle = move |request| crate::routes::handle_metrics_only(daemon.clone(), request);
-    hoard_http::serve(listener, handle, shutdown).await
+    hoard_http::serve(listener, handle, shutdown, DRAIN).await
 }

@@ -13,4 +13,4 @@ mod serve;
 
 pub use body::{Body, BodyError, empty, full, json, problem, read_json};
 pub use counts::RequestCounts;
-pub use serve::{Listener, Peer, error_chain, serve, serve_draining};
+pub use serve::{DRAIN, Listener, Peer, error_chain, serve};

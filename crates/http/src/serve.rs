@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// How long a client may take to send a request's headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long requests in flight may run on after shutdown was asked for.
-const DRAIN: Duration = Duration::from_secs(30);
+pub const DRAIN: Duration = Duration::from_secs(30);
 
 /// A listening socket.
 pub trait Listener: Send {
@@ -60,25 +60,8 @@ impl Listener for tokio::net::UnixListener {
 }
 
 /// Serves `handle` on `listener` until `shutdown` completes, then lets requests in flight
-/// finish (for up to 30 s).
+/// finish for up to `drain` ([`DRAIN`] is what the registry gives them).
 pub async fn serve<L, H, F, B>(
-    listener: L,
-    handle: H,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()>
-where
-    L: Listener,
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<B>> + Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    serve_draining(listener, handle, shutdown, DRAIN).await
-}
-
-/// [`serve`], letting requests in flight finish for up to `drain` after `shutdown`.
-pub async fn serve_draining<L, H, F, B>(
     listener: L,
     handle: H,
     shutdown: impl Future<Output = ()>,

@@ -15,5 +15,5 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let handle = move |request| crate::routes::handle(state.clone(), request);
-    hoard_http::serve(listener, handle, shutdown).await
+    hoard_http::serve(listener, handle, shutdown, hoard_http::DRAIN).await
 }
