@@ -174,6 +174,22 @@ impl Fetcher {
         &self.upstream
     }
 
+    /// Whether fetches are running or wait to be committed: background work (the scrub)
+    /// steps aside then.
+    pub(crate) fn busy(&self) -> bool {
+        self.counters.in_flight.load(Ordering::Relaxed) > 0
+            || !self
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty()
+            || !self
+                .inflight
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty()
+    }
+
     /// Makes sure the blob `key` of `size` bytes is cached, fetching it from `source` (a
     /// reference entry's URI) or, without one, from the upstream; the bytes are checked
     /// against `key` either way. Returns the bytes this fetch (or the concurrent one it

@@ -3,8 +3,9 @@
 //! are found and fetched again within one pass: the cache's size divided by the rate.
 //!
 //! On by default at [`DEFAULT_RATE`] (`scrub_rate` in `hoard.toml`, `--scrub-rate`; `off`
-//! turns it off): a 1 TB cache is read once every 17 hours or so, at a rate a disk serves
-//! beside its jobs. A pass walks the blobs in key order. A bad blob is quarantined, counted as tampered, and fetched again by
+//! turns it off): a 1 TB cache is read once every 17 hours or so of the daemon's idle
+//! time, at a rate a disk serves beside its jobs. It steps aside while the daemon fetches
+//! anything. A pass walks the blobs in key order. A bad blob is quarantined, counted as tampered, and fetched again by
 //! digest where the upstream serves blobs by digest (W&B files are fetched again by the
 //! next get that needs them). A pass pauses as long as it took (1 s to a minute) before
 //! the next.
@@ -47,66 +48,75 @@ struct Progress {
 
 impl Scrub {
     /// Starts scrubbing `store` at `rate` bytes per second (`None`: off), fetching bad
-    /// blobs again through `fetcher`. Call inside a tokio runtime.
+    /// blobs again through `fetcher`. Call inside a tokio runtime. The scrub has a thread
+    /// of its own, with one read buffer: paced reads on the runtime's blocking pool kept
+    /// threads (and their allocator arenas) busy that gets then had to add.
     pub(crate) fn start(store: Arc<Store>, fetcher: Arc<Fetcher>, rate: Option<u64>) -> Arc<Self> {
         let scrub = Arc::new(Self {
             rate: rate.unwrap_or(0),
             ..Self::default()
         });
         if let Some(rate) = rate.filter(|r| *r > 0) {
-            let running = scrub.clone();
-            tokio::spawn(async move {
-                loop {
-                    let started = tokio::time::Instant::now();
-                    if let Err(e) = running.pass(&store, &fetcher, rate).await {
-                        tracing::warn!(error = %e.detail, "the scrub pass stopped; it starts again later");
+            let (running, handle) = (scrub.clone(), tokio::runtime::Handle::current());
+            let spawned = std::thread::Builder::new()
+                .name("hoard-scrub".into())
+                .spawn(move || {
+                    let mut buf = vec![0; 1 << 20];
+                    loop {
+                        let started = Instant::now();
+                        if let Err(e) = running.pass(&store, &fetcher, &handle, rate, &mut buf) {
+                            tracing::warn!(error = %crate::error::chain(&e), "the scrub pass stopped; it starts again later");
+                        }
+                        let pause = started
+                            .elapsed()
+                            .clamp(Duration::from_secs(1), BETWEEN_PASSES);
+                        std::thread::sleep(pause);
                     }
-                    let pause = started
-                        .elapsed()
-                        .clamp(Duration::from_secs(1), BETWEEN_PASSES);
-                    tokio::time::sleep(pause).await;
-                }
-            });
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start the scrub");
+            }
         }
         scrub
     }
 
-    async fn pass(
+    fn pass(
         &self,
-        store: &Arc<Store>,
+        store: &Store,
         fetcher: &Arc<Fetcher>,
+        handle: &tokio::runtime::Handle,
         rate: u64,
-    ) -> Result<(), crate::ApiError> {
-        let keys = {
-            let store = store.clone();
-            crate::daemon::blocking(move || Ok(store.blob_keys()?)).await?
-        };
+        buf: &mut [u8],
+    ) -> hoard_store::Result<()> {
+        let keys = store.blob_keys()?;
         self.set(|p| {
             p.done = 0;
             p.total = keys.len() as u64;
         });
-        let mut budget = Pacer::new(rate);
+        let mut pacer = Pacer::new(rate);
         for (key, _) in keys {
-            let store = store.clone();
-            let (checked, pacer) = crate::daemon::blocking(move || {
-                let mut read = 0;
-                let bad = store.scrub_blob(&key, &mut |n| {
-                    read += n;
-                    budget.spend(n);
-                })?;
-                Ok(((bad, read), budget))
-            })
-            .await?;
-            budget = pacer;
-            let (bad, read) = checked;
+            // Gets come first: the scrub reads only while nothing is being fetched (a
+            // cold fetch of 20,000 files took 40% longer beside it).
+            while fetcher.busy() {
+                std::thread::sleep(Duration::from_millis(250));
+                pacer = Pacer::new(rate);
+            }
+            let mut read = 0;
+            let bad = store.scrub_blob(&key, buf, &mut |n| {
+                read += n;
+                pacer.spend(n);
+            })?;
             self.bytes.fetch_add(read, Ordering::Relaxed);
             self.set(|p| p.done += 1);
             if let Some(bad) = bad {
                 self.bad.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(key = %bad.key, why = bad.why, "scrub: a blob rotted; fetching it again");
-                match fetcher.ensure_from(bad.key, bad.size, None).await {
-                    Ok(_) => {
-                        fetcher.commit_now().await?;
+                let repaired = handle.block_on(async {
+                    fetcher.ensure_from(bad.key, bad.size, None).await?;
+                    fetcher.commit_now().await
+                });
+                match repaired {
+                    Ok(()) => {
                         self.repaired.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e) => {

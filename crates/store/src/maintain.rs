@@ -129,7 +129,8 @@ impl Store {
         let results: Vec<Result<Option<BadBlob>>> = rows
             .par_iter()
             .map(|(key, record, _)| {
-                let file = match self.check_bytes(key, record, &mut |_| {})? {
+                let mut buf = vec![0; SCRUB_CHUNK];
+                let file = match self.check_bytes(key, record, &mut buf, &mut |_| {})? {
                     Checked::Good(file) => file,
                     Checked::Bad(bad) => return Ok(Some(bad)),
                 };
@@ -171,15 +172,20 @@ impl Store {
             .collect())
     }
 
-    /// Re-hashes one blob (a scrub's step), calling `pace` with the bytes of each chunk
-    /// read so the caller can bound the I/O rate. `None` if it is good or gone since;
+    /// Re-hashes one blob (a scrub's step), reading it into `buf` and calling `pace` with
+    /// the bytes of each chunk read so the caller can bound the I/O rate. `None` if it is good or gone since;
     /// a bad one is quarantined and returned.
-    pub fn scrub_blob(&self, key: &BlobKey, pace: &mut dyn FnMut(u64)) -> Result<Option<BadBlob>> {
+    pub fn scrub_blob(
+        &self,
+        key: &BlobKey,
+        buf: &mut [u8],
+        pace: &mut dyn FnMut(u64),
+    ) -> Result<Option<BadBlob>> {
         let Some(record) = self.index.blob(key)? else {
             return Ok(None);
         };
         let _lease = self.lease([*key]);
-        Ok(match self.check_bytes(key, &record, pace)? {
+        Ok(match self.check_bytes(key, &record, buf, pace)? {
             Checked::Good(_) => None,
             Checked::Bad(bad) => Some(bad),
         })
@@ -191,6 +197,7 @@ impl Store {
         &self,
         key: &BlobKey,
         record: &crate::BlobRecord,
+        buf: &mut [u8],
         pace: &mut dyn FnMut(u64),
     ) -> Result<Checked> {
         let path = self.blob_path(key);
@@ -214,9 +221,8 @@ impl Store {
         let stat = rustix::fs::fstat(&fd).io("stat", &path)?;
         let mut file = File::from(fd);
         let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0; SCRUB_CHUNK];
         let problem = loop {
-            match io::Read::read(&mut file, &mut buf) {
+            match io::Read::read(&mut file, buf) {
                 Ok(0) => {
                     let actual = Digest::from(hasher.finalize());
                     break if actual == key.digest {
@@ -260,7 +266,7 @@ enum Checked {
     Bad(BadBlob),
 }
 
-/// Read size of verification.
+/// Read size of `verify`.
 const SCRUB_CHUNK: usize = 1 << 20;
 
 #[cfg(test)]
