@@ -133,6 +133,13 @@ impl Store {
                 let file = match self.check_bytes(key, record, &mut buf, &mut |_| {})? {
                     Checked::Good(file) => file,
                     Checked::Bad(bad) => return Ok(Some(bad)),
+                    Checked::Missing => {
+                        return Ok(Some(BadBlob {
+                            key: *key,
+                            size: record.size,
+                            why: "the file is missing".to_owned(),
+                        }));
+                    }
                 };
                 let now_sealed = if crate::verity::is_sealed(&file) {
                     true
@@ -181,12 +188,14 @@ impl Store {
         buf: &mut [u8],
         pace: &mut dyn FnMut(u64),
     ) -> Result<Option<BadBlob>> {
+        // Leased before its row is read: eviction cannot take it in between (a blob that
+        // went is gone, not rotten).
+        let _lease = self.lease([*key]);
         let Some(record) = self.index.blob(key)? else {
             return Ok(None);
         };
-        let _lease = self.lease([*key]);
         Ok(match self.check_bytes(key, &record, buf, pace)? {
-            Checked::Good(_) => None,
+            Checked::Good(_) | Checked::Missing => None,
             Checked::Bad(bad) => Some(bad),
         })
     }
@@ -210,11 +219,7 @@ impl Store {
             Ok(fd) => fd,
             Err(Errno::NOENT) => {
                 self.index.remove_blobs(&[*key])?;
-                return Ok(Checked::Bad(BadBlob {
-                    key: *key,
-                    size: record.size,
-                    why: "the file is missing".to_owned(),
-                }));
+                return Ok(Checked::Missing);
             }
             Err(e) => return Err(e).io("open", path),
         };
@@ -264,6 +269,8 @@ enum Checked {
     /// The blob, opened.
     Good(File),
     Bad(BadBlob),
+    /// Its file is gone (its row too, now).
+    Missing,
 }
 
 /// Read size of `verify`.
