@@ -9,8 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use hoard_layout::DirRoot;
 use hoard_types::{ArtifactName, Digest};
-use hoard_upstream::DirRoot;
 
 use crate::{Tree, median};
 

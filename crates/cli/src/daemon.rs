@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use hoard_daemon::{Budget, Daemon, Options};
-use hoard_upstream::{ClientOptions, DirRoot, Upstream};
+use hoard_layout::DirRoot;
+use hoard_upstream::{ClientOptions, Upstream};
 
 use crate::config::{FsVerity, Size};
 use crate::{env, paths};

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use hoard_client::Client;
+use hoard_layout::DirRoot;
 use hoard_types::api::{MaterializeRequest, PublishRequest};
-use hoard_upstream::{ClientOptions, DirRoot, RegistryClient};
+use hoard_upstream::{ClientOptions, RegistryClient};
 
 use crate::get::{bytes, summary_line};
 

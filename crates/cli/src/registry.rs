@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use hoard_layout::DirRoot;
 use hoard_registry::{Limits, State, Tokens};
 use hoard_types::{ArtifactName, ArtifactRef, Selector};
-use hoard_upstream::DirRoot;
 
 use crate::env;
 

@@ -61,6 +61,23 @@ impl From<hoard_upstream::Error> for ApiError {
                 Self::new(StatusCode::BAD_GATEWAY, "upstream-rejected", detail)
             }
             E::Io { .. } => Self::internal(detail),
+            E::Layout(layout) => {
+                use hoard_layout::Error as L;
+                match layout {
+                    L::NotFound { .. } => Self::new(StatusCode::NOT_FOUND, "not-found", detail),
+                    L::MissingBlobs { .. } | L::Rejected { .. } => {
+                        Self::new(StatusCode::BAD_GATEWAY, "upstream-rejected", detail)
+                    }
+                    L::Corrupt { .. } => {
+                        Self::new(StatusCode::BAD_GATEWAY, "upstream-invalid", detail)
+                    }
+                    // Bytes handed to the root: a local file that changed while read.
+                    L::WrongBytes { .. } | L::WrongSize { .. } | L::Invalid(_) => {
+                        Self::bad_request(detail)
+                    }
+                    L::Io { .. } => Self::internal(detail),
+                }
+            }
         }
     }
 }

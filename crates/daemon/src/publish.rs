@@ -23,12 +23,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures_util::{StreamExt, TryStreamExt};
+use hoard_layout::local::{self, LocalInput};
 use hoard_store::{BlobKey, LinkMode, Store, Table};
 use hoard_types::api::{PendingUpload, PublishRequest, Published};
 use hoard_types::registry::CommitRequest;
 use hoard_types::{ArtifactName, ArtifactRef, Digest, Entry, Manifest, Version};
 use hoard_upstream::Upstream;
-use hoard_upstream::local::{self, LocalInput};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 
@@ -733,9 +733,10 @@ mod tests {
     use std::ops::Range;
     use std::path::Path;
 
+    use hoard_layout::DirRoot;
     use hoard_types::Selector;
     use hoard_types::registry::{Committed, VersionList};
-    use hoard_upstream::{BlobStream, BoxFuture, DirRoot, Error};
+    use hoard_upstream::{BlobStream, BoxFuture, Error};
     use tokio::sync::{Semaphore, mpsc};
 
     use super::*;

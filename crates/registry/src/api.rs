@@ -84,9 +84,9 @@ impl From<BodyError> for ApiError {
     }
 }
 
-impl From<hoard_upstream::Error> for ApiError {
-    fn from(error: hoard_upstream::Error) -> Self {
-        use hoard_upstream::Error as E;
+impl From<hoard_layout::Error> for ApiError {
+    fn from(error: hoard_layout::Error) -> Self {
+        use hoard_layout::Error as E;
         match error {
             E::NotFound { what } => Self::not_found(what),
             E::MissingBlobs { missing } => Self {
@@ -100,16 +100,14 @@ impl From<hoard_upstream::Error> for ApiError {
                 upload_offset: None,
             },
             E::Invalid(e) => Self::bad_request(e.to_string()),
-            e @ (E::DigestMismatch { .. } | E::ShortBody { .. } | E::LongBody { .. }) => Self::new(
+            e @ (E::WrongBytes { .. } | E::WrongSize { .. }) => Self::new(
                 StatusCode::BAD_REQUEST,
                 problem::DIGEST_MISMATCH,
                 e.to_string(),
             ),
-            E::Rejected { status, detail, .. } => Self::new(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
-                problem::BAD_REQUEST,
-                detail,
-            ),
+            E::Rejected { reason } => {
+                Self::new(StatusCode::BAD_REQUEST, problem::BAD_REQUEST, reason)
+            }
             e => {
                 tracing::error!(error = %hoard_http::error_chain(&e), "storage error");
                 Self::new(

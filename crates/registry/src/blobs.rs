@@ -181,7 +181,7 @@ type Opened = (Arc<std::fs::File>, u64, Option<Bytes>);
 
 fn open_blob(path: &Path) -> Result<Option<Opened>, (PathBuf, std::io::Error)> {
     let failed = |e| (path.to_path_buf(), e);
-    let file = match hoard_upstream::dir::open_regular(path) {
+    let file = match hoard_layout::dir::open_regular(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(failed(e)),
@@ -251,7 +251,7 @@ async fn resume(
     caller: &Caller,
     digest: Digest,
     offset: u64,
-) -> Result<(hoard_upstream::dir::TempBlob, blake3::Hasher, u64), ApiError> {
+) -> Result<(hoard_layout::dir::TempBlob, blake3::Hasher, u64), ApiError> {
     let (root, owner) = (state.root.clone(), caller.name().to_owned());
     let opened = blocking(move || {
         let Some((temp, len)) = root.resumable_blob(&owner, &digest)? else {
@@ -263,7 +263,7 @@ async fn resume(
         if offset == 0 {
             temp.file_ref()
                 .set_len(0)
-                .map_err(|e| hoard_upstream::Error::Io {
+                .map_err(|e| hoard_layout::Error::Io {
                     op: "truncate",
                     path: temp.path().to_owned(),
                     source: e,
@@ -274,7 +274,7 @@ async fn resume(
         let mut hasher = blake3::Hasher::new();
         hasher
             .update_reader(temp.file_ref())
-            .map_err(|e| hoard_upstream::Error::Io {
+            .map_err(|e| hoard_layout::Error::Io {
                 op: "read",
                 path: temp.path().to_owned(),
                 source: e,
@@ -411,7 +411,7 @@ pub(crate) async fn put(
 
 /// An upload so far: the file, the hash and the size of what it holds.
 struct Received {
-    temp: hoard_upstream::dir::TempBlob,
+    temp: hoard_layout::dir::TempBlob,
     hasher: blake3::Hasher,
     size: u64,
 }
@@ -423,7 +423,7 @@ async fn receive(
     mut body: Incoming,
     so_far: Received,
     resumable: bool,
-) -> Result<(hoard_upstream::dir::TempBlob, blake3::Hasher, u64), ApiError> {
+) -> Result<(hoard_layout::dir::TempBlob, blake3::Hasher, u64), ApiError> {
     let max = state.limits.max_blob;
     let Received {
         mut temp,
@@ -476,9 +476,9 @@ async fn receive(
 
 /// Appends a batch to the temp file on the blocking pool.
 async fn write(
-    mut temp: hoard_upstream::dir::TempBlob,
+    mut temp: hoard_layout::dir::TempBlob,
     mut pending: Vec<u8>,
-) -> Result<(hoard_upstream::dir::TempBlob, Vec<u8>), ApiError> {
+) -> Result<(hoard_layout::dir::TempBlob, Vec<u8>), ApiError> {
     blocking(move || {
         temp.write_all(&pending)?;
         pending.clear();

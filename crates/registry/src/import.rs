@@ -7,15 +7,15 @@
 //! one more `syncfs`, and only then is the version committed, so a blob file never holds
 //! bytes that are not durable and a version never names a blob that is not. Chunks bound
 //! the files open at once (a 20,000-file tree ran out of descriptors without them). Which
-//! files a tree gives (symlinks, special files) is `hoard_upstream::local`'s rule.
+//! files a tree gives (symlinks, special files) is `hoard_layout::local`'s rule.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use hoard_layout::DirRoot;
+use hoard_layout::local::{self, LocalFile, LocalInput};
 use hoard_types::registry::{CommitRequest, Committed};
 use hoard_types::{ArtifactName, Entry, Manifest};
-use hoard_upstream::DirRoot;
-use hoard_upstream::local::{self, LocalFile, LocalInput};
 use rayon::prelude::*;
 
 /// Files staged (and so open) at once.
@@ -27,7 +27,7 @@ pub enum ImportError {
     #[error("Cannot import `{}`: {reason}", path.display())]
     Source { path: PathBuf, reason: String },
     #[error(transparent)]
-    Upstream(#[from] hoard_upstream::Error),
+    Layout(#[from] hoard_layout::Error),
     #[error(transparent)]
     Invalid(#[from] hoard_types::Error),
 }
@@ -61,7 +61,7 @@ pub fn import_dir(
                 let staged = root.stage_file(&file.path)?;
                 Ok((file, staged))
             })
-            .collect::<Result<Vec<_>, hoard_upstream::Error>>()?;
+            .collect::<Result<Vec<_>, hoard_layout::Error>>()?;
         root.sync()?;
         for (file, staged) in staged {
             manifest.entries.insert(

@@ -3,7 +3,7 @@
 //! It speaks the registry protocol (v1) of DESIGN.md over HTTP/1.1: resolve a version by
 //! alias, `vN` or digest; list versions; blobs with `GET`/`HEAD`/`Range`; dedup with
 //! `blobs/missing`; verified `PUT` of blobs; idempotent commits; alias moves. Storage is a
-//! `dir://` root ([`hoard_upstream::DirRoot`]), so a registry's directory is also an
+//! `dir://` root ([`hoard_layout::DirRoot`]), so a registry's directory is also an
 //! upstream by itself.
 //!
 //! Layout: `server.rs` (the accept loop, [`run`]), `routes.rs` (dispatch and the artifact

@@ -130,7 +130,7 @@ fn artifact(entity: &str, project: &str, name: &str) -> Result<ArtifactName, Api
 
 /// Runs blocking storage work off the async threads.
 pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, hoard_upstream::Error> + Send + 'static,
+    f: impl FnOnce() -> Result<T, hoard_layout::Error> + Send + 'static,
 ) -> Result<T, ApiError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(result) => result.map_err(ApiError::from),

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use hoard_layout::DirRoot;
 use hoard_types::{ArtifactName, Digest, Manifest, Version};
-use hoard_upstream::DirRoot;
 
 use crate::api::ApiError;
 use crate::metrics::Metrics;
@@ -128,7 +128,7 @@ impl State {
         root: PathBuf,
         tokens: Option<Tokens>,
         limits: Limits,
-    ) -> Result<Self, hoard_upstream::Error> {
+    ) -> Result<Self, hoard_layout::Error> {
         let root = DirRoot::create(root)?;
         let removed = root.clean_tmp(STALE_TMP)?;
         if removed > 0 {
@@ -154,7 +154,7 @@ impl State {
         self.tokens.is_none()
     }
 
-    fn all_versions(&self) -> Result<Vec<Version>, hoard_upstream::Error> {
+    fn all_versions(&self) -> Result<Vec<Version>, hoard_layout::Error> {
         let mut versions = Vec::new();
         let artifacts = self.root.root().join("artifacts");
         for entity in subdirs(&artifacts) {

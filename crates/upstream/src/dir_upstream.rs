@@ -1,4 +1,5 @@
-//! [`DirRoot`] as an [`Upstream`]: the blocking layout code run on tokio's blocking pool.
+//! [`DirRoot`] (the `dir://` layout of `hoard-layout`) as an [`Upstream`]: the blocking
+//! layout code run on tokio's blocking pool, its errors as [`Error::Layout`].
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -11,17 +12,19 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use crate::blob::{ChunkSource, check_range};
 use crate::error::IoContext;
 use crate::upstream::check_resolved;
-use crate::{BlobStream, BoxFuture, DirRoot, Error, Upstream};
+use crate::{BlobStream, BoxFuture, Error, Upstream};
+use hoard_layout::DirRoot;
 
 /// Read size for blob streams from a directory.
 const CHUNK: usize = 256 * 1024;
 
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+    f: impl FnOnce() -> Result<T, hoard_layout::Error> + Send + 'static,
 ) -> Result<T, Error> {
     tokio::task::spawn_blocking(f)
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        .map_err(Error::from)
 }
 
 struct FileChunks {
@@ -88,7 +91,7 @@ impl Upstream for DirRoot {
             let path = self.blob_path(digest);
             let opened = {
                 let path = path.clone();
-                tokio::task::spawn_blocking(move || crate::dir::open_regular(&path))
+                tokio::task::spawn_blocking(move || hoard_layout::dir::open_regular(&path))
                     .await
                     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
             };
@@ -149,8 +152,15 @@ impl Upstream for DirRoot {
             if root.blob_size(&digest)?.is_some() {
                 return Ok(());
             }
-            let file = std::fs::File::open(&path).io("open", &path)?;
-            root.put_blob(&digest, None, file).map(drop)
+            let file = hoard_layout::dir::open_regular(&path).map_err(|source| {
+                hoard_layout::Error::Io {
+                    op: "open",
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            let what = format!("The bytes of `{}`", path.display());
+            root.put_blob(&digest, None, file, &what).map(drop)
         }))
     }
 

@@ -113,6 +113,10 @@ pub enum Error {
 
     #[error("Invalid upstream URL `{url}`: {reason}")]
     Url { url: String, reason: String },
+
+    /// From a `dir://` root: its files, or bytes handed to it.
+    #[error(transparent)]
+    Layout(#[from] hoard_layout::Error),
 }
 
 impl Error {
@@ -150,7 +154,10 @@ impl Error {
     }
 
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Self::NotFound { .. })
+        matches!(
+            self,
+            Self::NotFound { .. } | Self::Layout(hoard_layout::Error::NotFound { .. })
+        )
     }
 }
 

@@ -6,26 +6,22 @@
 //!
 //! - [`RegistryClient`]: the hoard registry over HTTP(S), with timeouts, retries with
 //!   backoff and jitter, and downloads that resume where a connection broke;
-//! - [`DirRoot`]: a plain directory (`dir:///path`) in the registry's own storage layout,
-//!   which the registry server (`hoard-registry`) also uses for its storage.
+//! - [`hoard_layout::DirRoot`]: a plain directory (`dir:///path`) in the registry's own
+//!   storage layout (the crate `hoard-layout`, which the registry server also uses).
 //!
-//! Layout: `upstream.rs` (the trait), `blob.rs` (verified streams), `dir.rs` (the
-//! `dir://` layout, blocking), `dir_upstream.rs` (that layout as an [`Upstream`]),
-//! `registry.rs` (the HTTP client), `http.rs` (requests with retries, bodies that resume),
-//! `wandb/` (GraphQL, manifests, signed URLs), `error.rs`; `local.rs`: the local files and
-//! trees a new version is made of (`hoard registry import`, `hoard publish`);
-//! `reference.rs`: reference entries' sources (`https://`, `file://`, `s3://`, `gs://`) as
+//! Layout: `upstream.rs` (the trait), `blob.rs` (verified streams), `dir_upstream.rs`
+//! (the `dir://` layout of `hoard-layout` as an [`Upstream`]), `registry.rs` (the HTTP
+//! client), `http.rs` (requests with retries, bodies that resume), `wandb/` (GraphQL,
+//! manifests, signed URLs), `error.rs`; `reference.rs`: reference entries' sources (`https://`, `file://`, `s3://`, `gs://`) as
 //! fetch-only upstreams; `s3.rs`: AWS Signature V4 for `s3://`, `aws.rs`: AWS
 //! credentials; `gcs.rs`: Google credentials for `gs://`.
 
 mod aws;
 mod blob;
-pub mod dir;
 mod dir_upstream;
 mod error;
 mod gcs;
 mod http;
-pub mod local;
 pub mod reference;
 mod registry;
 mod s3;
@@ -35,8 +31,8 @@ pub mod wandb;
 use std::sync::Arc;
 
 pub use blob::BlobStream;
-pub use dir::DirRoot;
 pub use error::Error;
+use hoard_layout::DirRoot;
 pub use registry::{ClientOptions, RegistryClient, RetryPolicy};
 pub use upstream::{BoxFuture, FileSource, ForeignUpstream, Upstream};
 

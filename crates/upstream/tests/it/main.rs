@@ -2,7 +2,7 @@
 //!
 //! - `faults`: `RegistryClient` against a scripted server that breaks connections, stalls,
 //!   answers 5xx/429 or sends wrong bytes
-//! - `dir`: the `dir://` layout: pinned paths, validation of what is read back, commits
+//! - `dir_upstream`: a `dir://` root as an upstream: resolution, verified streams
 
-mod dir;
+mod dir_upstream;
 mod faults;

@@ -23,7 +23,7 @@
 //! files are validated and must match the path they were found at.
 //!
 //! Changing this layout breaks every `dir://` root and registry in use: the pinned layout
-//! lives in DESIGN.md, and `crates/upstream/tests/it/dir.rs` checks it byte for byte.
+//! lives in DESIGN.md, and `crates/layout/tests/it/dir.rs` checks it byte for byte.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -157,8 +157,8 @@ impl DirRoot {
         let path = self.blob_path(digest);
         match fs::metadata(&path) {
             Ok(meta) if meta.is_file() => Ok(Some(meta.len())),
-            Ok(meta) => Err(Error::Protocol {
-                upstream: self.describe(),
+            Ok(meta) => Err(Error::Corrupt {
+                root: self.root.clone(),
                 reason: format!(
                     "blob `{digest}` (`{}`) is {}, not a regular file",
                     path.display(),
@@ -285,16 +285,19 @@ impl DirRoot {
         Ok(())
     }
 
-    /// Stores a blob from a stream, verifying size (when known) and digest first.
+    /// Stores a blob from a stream, verifying size (when known) and digest first; `what`
+    /// names the bytes in errors ("the uploaded bytes", "`/data/a.bin`").
     pub fn put_blob(
         &self,
         digest: &Digest,
         size: Option<u64>,
         reader: impl Read,
+        what: &str,
     ) -> Result<u64, Error> {
         let staged = self.stage(reader, Path::new("<upload>"))?;
         if staged.digest != *digest {
-            return Err(Error::DigestMismatch {
+            return Err(Error::WrongBytes {
+                what: what.to_owned(),
                 digest: *digest,
                 actual: staged.digest,
             });
@@ -302,8 +305,8 @@ impl DirRoot {
         if let Some(size) = size
             && size != staged.size
         {
-            return Err(Error::ShortBody {
-                blob: format!("Blob `{digest}`"),
+            return Err(Error::WrongSize {
+                what: what.to_owned(),
                 expected: size,
                 received: staged.size,
             });
@@ -403,8 +406,8 @@ impl DirRoot {
                     aliases.insert(alias, n);
                 }
                 _ => {
-                    return Err(Error::Protocol {
-                        upstream: self.describe(),
+                    return Err(Error::Corrupt {
+                        root: self.root.clone(),
                         reason: format!(
                             "alias file `{}` does not hold a version `vN`",
                             path.display()
@@ -432,8 +435,8 @@ impl DirRoot {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).io("read", path),
         };
-        let invalid = |reason: String| Error::Protocol {
-            upstream: self.describe(),
+        let invalid = |reason: String| Error::Corrupt {
+            root: self.root.clone(),
             reason: format!("`{}`: {reason}", path.display()),
         };
         let mut version = Version::from_json(&json).map_err(|e| invalid(e.to_string()))?;
@@ -535,9 +538,7 @@ impl DirRoot {
             && (kind.len() > 128 || kind.chars().any(char::is_control))
         {
             return Err(Error::Rejected {
-                upstream: self.describe(),
-                status: 400,
-                detail: "the type must be at most 128 printable characters".to_owned(),
+                reason: "the type must be at most 128 printable characters".to_owned(),
             });
         }
         self.check_blobs(manifest, may_use)?;
@@ -624,9 +625,7 @@ impl DirRoot {
             if stored != Some(entry.size) || !may_use(&entry.digest) {
                 if let Some(size) = stored.filter(|s| *s != entry.size) {
                     return Err(Error::Rejected {
-                        upstream: self.describe(),
-                        status: 400,
-                        detail: format!(
+                        reason: format!(
                             "blob `{}` has {size} bytes but the manifest says {}",
                             entry.digest, entry.size
                         ),
