@@ -2,7 +2,7 @@ use std::process::Command;
 
 use hoard_tests::binary;
 
-/// The README's benchmark, on a tree small enough for CI: it must run, check its own
+/// The benchmark of docs/benchmark.md, on a tree small enough for CI: it must run, check its own
 /// results (it fails if a file is not placed), and print the ratio against `cp -al`.
 #[test]
 fn the_materialize_benchmark_runs_and_reports_a_ratio() {

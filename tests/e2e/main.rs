@@ -5,7 +5,7 @@
 //!   proxy: fetched again, and nothing of them kept.
 //! - `crash`: kill -9 in the middle of gets: right bytes after a restart, ranges kept.
 //! - `access`: a caller's own credential is checked before cached files are handed out.
-//! - `bench`: the benchmark command the README names runs and reports its comparison.
+//! - `bench`: the benchmark command docs/benchmark.md names runs and reports its comparison.
 //! - `demo`: the README's main job on a small dataset.
 //! - `daemon`: `hoard daemon` and `hoard get` against a real registry: cold, warm, prefixes,
 //!   concurrency, aliases, offline, kill -9.
