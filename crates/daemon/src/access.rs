@@ -21,7 +21,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use hoard_types::{Selector, Version};
 use hoard_upstream::Upstream;
@@ -217,4 +219,155 @@ fn humanize(d: Duration) -> String {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use hoard_types::registry::{CommitRequest, Committed, VersionList};
+    use hoard_types::{ArtifactName, Digest, Manifest};
+    use hoard_upstream::{BlobStream, BoxFuture, Error};
+
+    use super::*;
+
+    /// An upstream that confirms every credential while `online`, and cannot be reached
+    /// otherwise; it counts the confirmations asked of it.
+    struct Confirming {
+        online: Arc<AtomicBool>,
+        asked: Arc<AtomicU64>,
+        version: Version,
+    }
+
+    impl Upstream for Confirming {
+        fn describe(&self) -> String {
+            "test://confirming".to_owned()
+        }
+
+        fn resolve<'a>(
+            &'a self,
+            _: &'a ArtifactName,
+            _: &'a Selector,
+        ) -> BoxFuture<'a, Result<Version, Error>> {
+            self.asked.fetch_add(1, Ordering::Relaxed);
+            let answer = if self.online.load(Ordering::Relaxed) {
+                Ok(self.version.clone())
+            } else {
+                Err(Error::Unreachable {
+                    url: self.describe(),
+                    attempts: 1,
+                    source: "down".into(),
+                })
+            };
+            Box::pin(async move { answer })
+        }
+
+        fn list<'a>(&'a self, _: &'a ArtifactName) -> BoxFuture<'a, Result<VersionList, Error>> {
+            unreachable!("not asked by access checks")
+        }
+
+        fn fetch_blob<'a>(
+            &'a self,
+            _: &'a Digest,
+            _: u64,
+            _: Option<std::ops::Range<u64>>,
+        ) -> BoxFuture<'a, Result<BlobStream, Error>> {
+            unreachable!("not asked by access checks")
+        }
+
+        fn missing_blobs<'a>(
+            &'a self,
+            _: &'a [Digest],
+        ) -> BoxFuture<'a, Result<Vec<Digest>, Error>> {
+            unreachable!("not asked by access checks")
+        }
+
+        fn upload_blob<'a>(
+            &'a self,
+            _: &'a Digest,
+            _: &'a std::path::Path,
+        ) -> BoxFuture<'a, Result<(), Error>> {
+            unreachable!("not asked by access checks")
+        }
+
+        fn commit<'a>(
+            &'a self,
+            _: &'a ArtifactName,
+            _: &'a CommitRequest,
+        ) -> BoxFuture<'a, Result<Committed, Error>> {
+            unreachable!("not asked by access checks")
+        }
+
+        fn set_alias<'a>(
+            &'a self,
+            _: &'a ArtifactName,
+            _: &'a str,
+            _: u32,
+        ) -> BoxFuture<'a, Result<(), Error>> {
+            unreachable!("not asked by access checks")
+        }
+
+        fn with_token(&self, _: &str) -> Option<Result<Arc<dyn Upstream>, Error>> {
+            Some(Ok(Arc::new(Self {
+                online: self.online.clone(),
+                asked: self.asked.clone(),
+                version: self.version.clone(),
+            })))
+        }
+    }
+
+    /// A confirmation is reused within `access_ttl`, also while the upstream is down, and
+    /// expires after it: then a caller is refused until the upstream answers again. Under
+    /// paused time: the hour passes in no time.
+    #[tokio::test(start_paused = true)]
+    async fn a_confirmation_expires_while_the_upstream_is_down() {
+        let manifest = Manifest::new();
+        let version = Version {
+            entity: "acme".into(),
+            project: "vision".into(),
+            name: "bike".into(),
+            version: "v0".into(),
+            digest: manifest.digest(),
+            aliases: vec![],
+            kind: None,
+            metadata: serde_json::json!({}),
+            created_at: None,
+            manifest,
+        };
+        let (online, asked) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicU64::new(0)));
+        let upstream: Arc<dyn Upstream> = Arc::new(Confirming {
+            online: online.clone(),
+            asked: asked.clone(),
+            version: version.clone(),
+        });
+        let access = Access::new(Duration::from_secs(60), false);
+        access
+            .check(&upstream, Some("mia"), &version)
+            .await
+            .unwrap();
+        assert_eq!(asked.load(Ordering::Relaxed), 1);
+
+        online.store(false, Ordering::Relaxed);
+        tokio::time::advance(Duration::from_secs(59)).await;
+        access
+            .check(&upstream, Some("mia"), &version)
+            .await
+            .unwrap();
+        assert_eq!(asked.load(Ordering::Relaxed), 1, "reused within the TTL");
+
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let refused = access
+            .check(&upstream, Some("mia"), &version)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.kind, "access-unconfirmed", "{refused:?}");
+        assert!(refused.detail.contains("61 s ago"), "{}", refused.detail);
+
+        online.store(true, Ordering::Relaxed);
+        access
+            .check(&upstream, Some("mia"), &version)
+            .await
+            .unwrap();
+        assert_eq!(asked.load(Ordering::Relaxed), 3);
+    }
 }

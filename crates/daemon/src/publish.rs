@@ -20,7 +20,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
 use hoard_layout::local::{self, LocalInput};
@@ -31,6 +31,7 @@ use hoard_types::{ArtifactName, ArtifactRef, Digest, Entry, Manifest, Version};
 use hoard_upstream::Upstream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 
 use crate::daemon::{Daemon, blocking, now_ms};
 use crate::error::{ApiError, chain};
