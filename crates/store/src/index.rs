@@ -18,7 +18,8 @@
 //! is blind writes, with no read-modify-write that could race a pin.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use hoard_types::{ArtifactName, Digest, ForeignDigest, Version};
 use rocksdb::{
@@ -83,21 +84,21 @@ impl Table {
     }
 }
 
-pub(crate) struct Index {
+/// The RocksDB database, open: every operation of the index. [`Index`] holds it, and
+/// opens it again after a failure RocksDB would not recover from by itself.
+struct Open {
     db: DB,
     path: PathBuf,
     /// Serializes read-modify-write of blob records (pins, inode renewal). RocksDB has no
     /// compare-and-set; these updates are rare, so one std mutex (never held across an
     /// await: the store is synchronous) is simpler than a transaction DB.
     rmw: Mutex<()>,
-    /// When (unix ms) a write last failed for want of disk space, 0 if the last write
-    /// worked: RocksDB then refuses writes until it has seen free space again (it polls
-    /// every 5 s), which health reports.
-    no_space_since: std::sync::atomic::AtomicU64,
+    /// Shared with the [`Index`]: see [`Index::no_space_since`].
+    no_space_since: Arc<AtomicU64>,
 }
 
-impl Index {
-    pub(crate) fn open(path: &Path) -> Result<Self> {
+impl Open {
+    fn connect(path: &Path, no_space_since: Arc<AtomicU64>) -> Result<Self> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -130,7 +131,7 @@ impl Index {
             db,
             path: path.to_owned(),
             rmw: Mutex::new(()),
-            no_space_since: std::sync::atomic::AtomicU64::new(0),
+            no_space_since,
         })
     }
 
@@ -146,8 +147,8 @@ impl Index {
             let _ = self.no_space_since.compare_exchange(
                 0,
                 crate::store::now_ms(),
-                std::sync::atomic::Ordering::Relaxed,
-                std::sync::atomic::Ordering::Relaxed,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
             );
         }
         Error::Index {
@@ -158,18 +159,8 @@ impl Index {
 
     fn write(&self, batch: WriteBatch) -> Result<()> {
         self.db.write(batch).map_err(|e| self.fail(e))?;
-        self.no_space_since
-            .store(0, std::sync::atomic::Ordering::Relaxed);
+        self.no_space_since.store(0, Ordering::Relaxed);
         Ok(())
-    }
-
-    /// Since when (unix ms) writes have been failing for want of disk space, if they are.
-    pub(crate) fn no_space_since(&self) -> Option<u64> {
-        Some(
-            self.no_space_since
-                .load(std::sync::atomic::Ordering::Relaxed),
-        )
-        .filter(|t| *t > 0)
     }
 
     pub(crate) fn blob(&self, key: &BlobKey) -> Result<Option<BlobRecord>> {
@@ -240,9 +231,9 @@ impl Index {
             return Ok(None);
         };
         change(&mut record);
-        self.db
-            .put_cf(self.cf(BLOBS), key.encode(), record.encode())
-            .map_err(|e| self.fail(e))?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(BLOBS), key.encode(), record.encode());
+        self.write(batch)?;
         Ok(Some(record))
     }
 
@@ -295,9 +286,9 @@ impl Index {
     }
 
     pub(crate) fn put_foreign(&self, foreign: &ForeignDigest, digest: &Digest) -> Result<()> {
-        self.db
-            .put_cf(self.cf(FOREIGN), foreign.to_string(), digest.as_bytes())
-            .map_err(|e| self.fail(e))
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(FOREIGN), foreign.to_string(), digest.as_bytes());
+        self.write(batch)
     }
 
     /// [`Self::foreign`] of many digests in one call, in the order asked.
@@ -416,15 +407,15 @@ impl Index {
 
     /// Records `upstream` without forgetting anything (a cache that never recorded one).
     pub(crate) fn record_upstream(&self, upstream: &str) -> Result<()> {
-        self.db
-            .put_cf(self.cf(META), UPSTREAM, upstream.as_bytes())
-            .map_err(|e| self.fail(e))
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(META), UPSTREAM, upstream.as_bytes());
+        self.write(batch)
     }
 
     pub(crate) fn put_record(&self, table: Table, key: &str, value: &[u8]) -> Result<()> {
-        self.db
-            .put_cf(self.cf(table.family()), key.as_bytes(), value)
-            .map_err(|e| self.fail(e))
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(table.family()), key.as_bytes(), value);
+        self.write(batch)
     }
 
     /// How many records of `table` have keys starting with `prefix` (keys only are read).
@@ -448,9 +439,9 @@ impl Index {
     }
 
     pub(crate) fn remove_record(&self, table: Table, key: &str) -> Result<()> {
-        self.db
-            .delete_cf(self.cf(table.family()), key.as_bytes())
-            .map_err(|e| self.fail(e))
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf(table.family()), key.as_bytes());
+        self.write(batch)
     }
 
     pub(crate) fn records(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>> {
@@ -496,9 +487,9 @@ impl Index {
         alias: &str,
         record: &AliasRecord,
     ) -> Result<()> {
-        self.db
-            .put_cf(self.cf(ALIASES), alias_key(name, alias), record.encode())
-            .map_err(|e| self.fail(e))
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(ALIASES), alias_key(name, alias), record.encode());
+        self.write(batch)
     }
 
     pub(crate) fn alias(&self, name: &ArtifactName, alias: &str) -> Result<Option<AliasRecord>> {
@@ -538,6 +529,205 @@ impl Index {
         self.db
             .flush_cfs_opt(&families, &rocksdb::FlushOptions::default())
             .map_err(|e| self.fail(e))
+    }
+}
+
+/// The index: the RocksDB database, and its recovery.
+///
+/// RocksDB turns read-only after a write fails for want of disk space and, seen here on
+/// tmpfs, never writes again until it is opened anew (its own recovery polls the disk
+/// every 5 s, and only for some failures). So once a write failed that way, the next
+/// operation that finds free space again closes and reopens the database (its WAL holds
+/// every write it acknowledged) before it goes on.
+pub(crate) struct Index {
+    open: RwLock<Option<Open>>,
+    path: PathBuf,
+    /// When (unix ms) a write last failed for want of disk space; 0 if the last write
+    /// worked. Health reports it.
+    no_space_since: Arc<AtomicU64>,
+}
+
+/// Free bytes the disk must have again before the index is reopened after a full disk.
+const REOPEN_FREE: u64 = 1 << 20;
+
+impl Index {
+    pub(crate) fn open(path: &Path) -> Result<Self> {
+        let no_space_since = Arc::new(AtomicU64::new(0));
+        let open = Open::connect(path, no_space_since.clone())?;
+        Ok(Self {
+            open: RwLock::new(Some(open)),
+            path: path.to_owned(),
+            no_space_since,
+        })
+    }
+
+    /// Since when (unix ms) writes have been failing for want of disk space, if they are.
+    pub(crate) fn no_space_since(&self) -> Option<u64> {
+        Some(self.no_space_since.load(Ordering::Relaxed)).filter(|t| *t > 0)
+    }
+
+    /// Runs `f` on the open database, reopening it first if a full disk left it unable
+    /// to write and the disk has room again.
+    fn run<T>(&self, f: impl FnOnce(&Open) -> Result<T>) -> Result<T> {
+        if self.no_space_since().is_some() {
+            self.reopen_if_room();
+        }
+        let open = self.open.read().unwrap_or_else(PoisonError::into_inner);
+        match open.as_ref() {
+            Some(open) => f(open),
+            None => Err(Error::Index {
+                path: self.path.clone(),
+                message: "it could not be opened again after a full disk; it tries again at the next call".to_owned(),
+            }),
+        }
+    }
+
+    fn reopen_if_room(&self) {
+        let room = rustix::fs::statvfs(&self.path)
+            .is_ok_and(|fs| fs.f_bavail.saturating_mul(fs.f_frsize) >= REOPEN_FREE);
+        if !room {
+            return;
+        }
+        let mut open = self.open.write().unwrap_or_else(PoisonError::into_inner);
+        if self.no_space_since().is_none() && open.is_some() {
+            return; // another thread got here first
+        }
+        // The old database must be closed first: it holds the directory's lock.
+        drop(open.take());
+        match Open::connect(&self.path, self.no_space_since.clone()) {
+            Ok(reopened) => {
+                *open = Some(reopened);
+                self.no_space_since.store(0, Ordering::Relaxed);
+                tracing::info!(path = %self.path.display(), "reopened the cache index after a full disk");
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot reopen the cache index yet"),
+        }
+    }
+
+    pub(crate) fn blob(&self, key: &BlobKey) -> Result<Option<BlobRecord>> {
+        self.run(|o| o.blob(key))
+    }
+
+    pub(crate) fn blobs(&self, keys: &[BlobKey]) -> Result<Vec<Option<BlobRecord>>> {
+        self.run(|o| o.blobs(keys))
+    }
+
+    pub(crate) fn insert_blobs(
+        &self,
+        rows: &[(BlobKey, BlobRecord)],
+        foreign: &[(&ForeignDigest, Digest)],
+        now_ms: u64,
+    ) -> Result<()> {
+        self.run(|o| o.insert_blobs(rows, foreign, now_ms))
+    }
+
+    pub(crate) fn remove_blobs(&self, keys: &[BlobKey]) -> Result<()> {
+        self.run(|o| o.remove_blobs(keys))
+    }
+
+    pub(crate) fn update_blob(
+        &self,
+        key: &BlobKey,
+        change: impl FnOnce(&mut BlobRecord),
+    ) -> Result<Option<BlobRecord>> {
+        self.run(|o| o.update_blob(key, change))
+    }
+
+    pub(crate) fn add_pins(&self, keys: &[BlobKey], delta: i64) -> Result<()> {
+        self.run(|o| o.add_pins(keys, delta))
+    }
+
+    pub(crate) fn touch(&self, uses: impl IntoIterator<Item = (BlobKey, u64)>) -> Result<()> {
+        self.run(|o| o.touch(uses))
+    }
+
+    pub(crate) fn all_blobs(&self) -> Result<Vec<(BlobKey, BlobRecord, u64)>> {
+        self.run(Open::all_blobs)
+    }
+
+    pub(crate) fn put_foreign(&self, foreign: &ForeignDigest, digest: &Digest) -> Result<()> {
+        self.run(|o| o.put_foreign(foreign, digest))
+    }
+
+    pub(crate) fn foreign_many(&self, digests: &[&ForeignDigest]) -> Result<Vec<Option<Digest>>> {
+        self.run(|o| o.foreign_many(digests))
+    }
+
+    pub(crate) fn foreign(&self, foreign: &ForeignDigest) -> Result<Option<Digest>> {
+        self.run(|o| o.foreign(foreign))
+    }
+
+    pub(crate) fn put_version(&self, version: &Version, outbox: Option<&str>) -> Result<()> {
+        self.run(|o| o.put_version(version, outbox))
+    }
+
+    pub(crate) fn version_count(&self) -> Result<u64> {
+        self.run(Open::version_count)
+    }
+
+    pub(crate) fn upstream(&self) -> Result<Option<String>> {
+        self.run(Open::upstream)
+    }
+
+    pub(crate) fn switch_upstream(&self, upstream: &str) -> Result<(u64, u64)> {
+        self.run(|o| o.switch_upstream(upstream))
+    }
+
+    pub(crate) fn record_upstream(&self, upstream: &str) -> Result<()> {
+        self.run(|o| o.record_upstream(upstream))
+    }
+
+    pub(crate) fn put_record(&self, table: Table, key: &str, value: &[u8]) -> Result<()> {
+        self.run(|o| o.put_record(table, key, value))
+    }
+
+    pub(crate) fn count_records(&self, table: Table, prefix: &str) -> Result<u64> {
+        self.run(|o| o.count_records(table, prefix))
+    }
+
+    pub(crate) fn record(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>> {
+        self.run(|o| o.record(table, key))
+    }
+
+    pub(crate) fn remove_record(&self, table: Table, key: &str) -> Result<()> {
+        self.run(|o| o.remove_record(table, key))
+    }
+
+    pub(crate) fn records(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>> {
+        self.run(|o| o.records(table))
+    }
+
+    pub(crate) fn version(&self, name: &ArtifactName, number: u32) -> Result<Option<Version>> {
+        self.run(|o| o.version(name, number))
+    }
+
+    pub(crate) fn version_by_digest(&self, digest: &Digest) -> Result<Option<Version>> {
+        self.run(|o| o.version_by_digest(digest))
+    }
+
+    pub(crate) fn put_alias(
+        &self,
+        name: &ArtifactName,
+        alias: &str,
+        record: &AliasRecord,
+    ) -> Result<()> {
+        self.run(|o| o.put_alias(name, alias, record))
+    }
+
+    pub(crate) fn alias(&self, name: &ArtifactName, alias: &str) -> Result<Option<AliasRecord>> {
+        self.run(|o| o.alias(name, alias))
+    }
+
+    pub(crate) fn put_provenance(&self, scope: &str, digests: &[Digest]) -> Result<()> {
+        self.run(|o| o.put_provenance(scope, digests))
+    }
+
+    pub(crate) fn provenance(&self, scope: &str, digests: &[Digest]) -> Result<Vec<bool>> {
+        self.run(|o| o.provenance(scope, digests))
+    }
+
+    pub(crate) fn flush(&self) -> Result<()> {
+        self.run(Open::flush)
     }
 }
 

@@ -287,7 +287,7 @@ impl Store {
     pub fn trouble(&self) -> Option<String> {
         let since = self.index.no_space_since()?;
         Some(format!(
-            "the cache index cannot write: the disk was full {} s ago (it writes again once it sees free space, within 5 s)",
+            "the cache index cannot write: the disk was full {} s ago (it writes again at the first write that finds free space)",
             now_ms().saturating_sub(since) / 1000
         ))
     }

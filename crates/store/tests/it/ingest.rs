@@ -531,3 +531,78 @@ fn parts_a_crashed_writer_completed_are_resumed() {
     assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
     assert_eq!(tmp(), 0);
 }
+
+/// RocksDB stops writing for good once a write fails for want of space (a background
+/// error it does not clear by itself); the index reopens it at the next write that finds
+/// room, and every write it acknowledged before survives.
+#[test]
+#[ignore = "needs root: scripts/test runs it when run as root, as CI does"]
+fn the_index_writes_again_at_once_after_a_full_disk() {
+    assert!(is_root(), "mounting a small tmpfs needs root");
+    let disk = Tmpfs::mount("32m");
+    let root = disk.dir.path().join("cache");
+    let store = Store::open(&root).unwrap();
+    let value = vec![7u8; 100_000];
+    let mut acknowledged = Vec::new();
+    for i in 0..5 {
+        let key = format!("before{i}");
+        store
+            .put_record(hoard_store::Table::Pins, &key, &value)
+            .unwrap();
+        acknowledged.push(key);
+    }
+    // Another program fills the disk.
+    let filler = disk.dir.path().join("filler");
+    {
+        use std::io::Write;
+        let mut f = fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 1 << 16];
+        while f.write_all(&block).is_ok() {}
+        let small = [0u8; 512];
+        while f.write_all(&small).is_ok() {}
+    }
+    for i in 0..2000 {
+        let key = format!("k{i}");
+        match store.put_record(hoard_store::Table::Pins, &key, &value) {
+            Ok(()) => acknowledged.push(key),
+            Err(e) => {
+                assert!(e.to_string().contains("space"), "{e}");
+                break;
+            }
+        }
+    }
+    assert!(acknowledged.len() < 2000, "the disk never filled");
+    let trouble = store.trouble().expect("health names the full disk");
+    assert!(trouble.contains("disk was full"), "{trouble}");
+    // While the disk stays full, writes keep failing with a clear error.
+    let err = store
+        .put_record(hoard_store::Table::Pins, "still-full", b"x")
+        .unwrap_err();
+    assert!(err.to_string().contains("space"), "{err}");
+
+    fs::remove_file(&filler).unwrap();
+    store
+        .put_record(hoard_store::Table::Pins, "after", b"x")
+        .expect("the first write after space is freed works");
+    assert_eq!(store.trouble(), None);
+    for key in &acknowledged {
+        assert_eq!(
+            store.get_record(hoard_store::Table::Pins, key).unwrap(),
+            Some(value.clone()),
+            "{key} was acknowledged before the disk filled"
+        );
+    }
+    drop(store);
+    let store = Store::open(&root).unwrap();
+    assert_eq!(
+        store.get_record(hoard_store::Table::Pins, "after").unwrap(),
+        Some(b"x".to_vec())
+    );
+    let last = acknowledged.last().unwrap();
+    assert!(
+        store
+            .get_record(hoard_store::Table::Pins, last)
+            .unwrap()
+            .is_some()
+    );
+}
