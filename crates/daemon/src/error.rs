@@ -61,6 +61,23 @@ impl From<hoard_upstream::Error> for ApiError {
                 Self::new(StatusCode::BAD_GATEWAY, "upstream-rejected", detail)
             }
             E::Io { .. } => Self::internal(detail),
+            E::Cloud(cloud) => {
+                use hoard_cloud::Error as C;
+                match cloud {
+                    C::Refused { .. } => {
+                        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+                    }
+                    C::Unreachable { .. } => {
+                        Self::new(StatusCode::BAD_GATEWAY, "upstream-unreachable", detail)
+                    }
+                    C::Protocol { .. } => {
+                        Self::new(StatusCode::BAD_GATEWAY, "upstream-invalid", detail)
+                    }
+                    C::Unusable { .. } => {
+                        Self::new(StatusCode::BAD_GATEWAY, "upstream-rejected", detail)
+                    }
+                }
+            }
             E::Layout(layout) => {
                 use hoard_layout::Error as L;
                 match layout {

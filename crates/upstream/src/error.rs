@@ -117,6 +117,11 @@ pub enum Error {
     /// From a `dir://` root: its files, or bytes handed to it.
     #[error(transparent)]
     Layout(#[from] hoard_layout::Error),
+
+    /// Finding or using cloud credentials (`s3://`, `gs://` references), naming the
+    /// setting or the credentials service.
+    #[error(transparent)]
+    Cloud(#[from] hoard_cloud::Error),
 }
 
 impl Error {
@@ -147,10 +152,11 @@ impl Error {
     /// Whether the upstream could not be asked at all (network down, server gone), as
     /// opposed to having answered. A daemon falls back to what it knows in that case.
     pub fn is_unreachable(&self) -> bool {
-        matches!(
-            self,
-            Self::Unreachable { .. } | Self::Unavailable { .. } | Self::Broken { .. }
-        )
+        match self {
+            Self::Unreachable { .. } | Self::Unavailable { .. } | Self::Broken { .. } => true,
+            Self::Cloud(e) => e.is_unreachable(),
+            _ => false,
+        }
     }
 
     pub fn is_not_found(&self) -> bool {

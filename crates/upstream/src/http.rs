@@ -227,39 +227,6 @@ impl<O: OpenRange> ChunkSource for Resuming<O> {
     }
 }
 
-/// One request to a credentials service (a token endpoint, a metadata server), not
-/// retried: the fetch that needs the credentials is. The body of a success; otherwise
-/// `refused("STATUS: what it said")`, where an XML error's `<Message>` is what it said.
-pub(crate) async fn ask_for_credentials(
-    request: reqwest::RequestBuilder,
-    url: &str,
-    refused: impl FnOnce(String) -> Error,
-) -> Result<String, Error> {
-    let response = request.send().await.map_err(|e| Error::Unreachable {
-        url: url.to_owned(),
-        attempts: 1,
-        source: Box::new(e),
-    })?;
-    let status = response.status();
-    let body = response.text().await.unwrap_or_default();
-    if !status.is_success() {
-        let said = xml_text(&body, "Message").unwrap_or(body.trim());
-        return Err(refused(format!(
-            "{status}: {}",
-            hoard_types::truncate(said)
-        )));
-    }
-    Ok(body)
-}
-
-/// The text of the first `<name>…</name>` element of an XML answer.
-pub(crate) fn xml_text<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
-    let open = format!("<{name}>");
-    let start = xml.find(&open)? + open.len();
-    let end = xml[start..].find(&format!("</{name}>"))? + start;
-    Some(xml[start..end].trim())
-}
-
 /// Whether an answer with this status may succeed if asked again: 429 and 5xx.
 pub(crate) fn retryable(status: StatusCode) -> bool {
     status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()

@@ -12,19 +12,16 @@
 //! Layout: `upstream.rs` (the trait), `blob.rs` (verified streams), `dir_upstream.rs`
 //! (the `dir://` layout of `hoard-layout` as an [`Upstream`]), `registry.rs` (the HTTP
 //! client), `http.rs` (requests with retries, bodies that resume), `wandb/` (GraphQL,
-//! manifests, signed URLs), `error.rs`; `reference.rs`: reference entries' sources (`https://`, `file://`, `s3://`, `gs://`) as
-//! fetch-only upstreams; `s3.rs`: AWS Signature V4 for `s3://`, `aws.rs`: AWS
-//! credentials; `gcs.rs`: Google credentials for `gs://`.
+//! manifests, signed URLs), `error.rs`; `reference.rs`: reference entries' sources
+//! (`https://`, `file://`, `s3://`, `gs://`) as fetch-only upstreams. Cloud credentials
+//! and request signing are the crate `hoard-cloud`'s.
 
-mod aws;
 mod blob;
 mod dir_upstream;
 mod error;
-mod gcs;
 mod http;
 pub mod reference;
 mod registry;
-mod s3;
 mod upstream;
 pub mod wandb;
 

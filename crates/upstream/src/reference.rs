@@ -2,10 +2,11 @@
 //! rather than in the upstream's blob store. [`reference`] gives an [`Upstream`] whose
 //! only call is `fetch_blob`, so the fetch engine treats a reference like any blob:
 //! streamed, resumed, fetched in ranges, and checked against the manifest's digest and
-//! size before it becomes visible. `s3://` is fetched with the daemon's AWS credentials
-//! (found by `aws.rs`, requests signed by `s3.rs`), `gs://` with its Google credentials (`gcs.rs`: a token,
-//! a service account's key, or gcloud's login); other schemes are refused with a message naming the
-//! scheme, and so are `s3://`/`gs://` without credentials.
+//! size before it becomes visible. `s3://` is fetched with the daemon's AWS credentials,
+//! `gs://` with its Google credentials (a token, a service account's key, gcloud's login
+//! or the VM's account), both found and applied by `hoard-cloud`; other schemes are
+//! refused with a message naming the scheme, and so are `s3://`/`gs://` without
+//! credentials.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
@@ -69,7 +70,7 @@ fn open(uri: &str, allow_files: bool) -> Result<Source, Error> {
             }))
         }
         "s3" => {
-            let s3 = crate::aws::AwsCredentials::from_env().ok_or_else(|| {
+            let s3 = hoard_cloud::aws::AwsCredentials::from_env().ok_or_else(|| {
                 refuse(
                     "`s3://` references need credentials: set `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` for the daemon, or `AWS_PROFILE` for a profile of `~/.aws/credentials` (and `AWS_REGION`, or `AWS_ENDPOINT_URL` for an S3-compatible server); on EC2 the instance role is used"
                         .to_owned(),
@@ -78,7 +79,7 @@ fn open(uri: &str, allow_files: bool) -> Result<Source, Error> {
             let (bucket, key) = bucket_and_object(uri)
                 .ok_or_else(|| refuse("expected `s3://BUCKET/KEY`".to_owned()))?;
             // Signed per request (the signature holds the time); checked once here.
-            s3.check(bucket, key).map_err(refuse)?;
+            s3.check(bucket, key).map_err(|e| refuse(e.to_string()))?;
             Ok(Source::Http(HttpReference {
                 uri: uri.to_owned(),
                 http: client().map_err(&refuse)?,
@@ -86,7 +87,8 @@ fn open(uri: &str, allow_files: bool) -> Result<Source, Error> {
             }))
         }
         "gs" => {
-            let auth = crate::gcs::GcsAuth::from_env().map_err(&refuse)?.ok_or_else(|| {
+            let auth = hoard_cloud::gcs::GcsAuth::from_env()
+                .map_err(|e| refuse(e.to_string()))?.ok_or_else(|| {
                 refuse(
                     "`gs://` references need credentials: set `GOOGLE_APPLICATION_CREDENTIALS` to a service account's key file, run `gcloud auth application-default login`, or set `GOOGLE_OAUTH_ACCESS_TOKEN` for the daemon (`STORAGE_EMULATOR_HOST` for an emulator)"
                         .to_owned(),
@@ -102,8 +104,8 @@ fn open(uri: &str, allow_files: bool) -> Result<Source, Error> {
             let url = format!(
                 "{}/storage/v1/b/{}/o/{}?alt=media",
                 endpoint.trim_end_matches('/'),
-                crate::s3::encode(bucket, false),
-                crate::s3::encode(object, false)
+                hoard_cloud::uri::encode_segment(bucket),
+                hoard_cloud::uri::encode_segment(object)
             );
             reqwest::Url::parse(&url).map_err(|e| refuse(e.to_string()))?;
             Ok(Source::Http(HttpReference {
@@ -139,10 +141,10 @@ enum Auth {
     /// A plain `GET` of the URI.
     None,
     /// `s3://`: the credentials that sign each request, the bucket and the key.
-    S3(crate::aws::AwsCredentials, String, String),
+    S3(hoard_cloud::aws::AwsCredentials, String, String),
     /// `gs://`: a `GET` of this JSON API URL with an OAuth access token from these
     /// credentials.
-    Gcs(String, crate::gcs::GcsAuth),
+    Gcs(String, hoard_cloud::gcs::GcsAuth),
 }
 
 /// The HTTP client of every reference: built once (it loads the TLS roots) and shared,
@@ -270,14 +272,11 @@ impl HttpReference {
         let mut request = match &self.auth {
             Auth::None => self.http.get(&self.uri),
             Auth::S3(credentials, bucket, key) => {
-                let signed = credentials
-                    .signer()
-                    .await?
-                    .get(bucket, key, std::time::SystemTime::now())
-                    .map_err(|reason| Error::Url {
-                        url: self.uri.clone(),
-                        reason,
-                    })?;
+                let signed =
+                    credentials
+                        .signer()
+                        .await?
+                        .get(bucket, key, std::time::SystemTime::now())?;
                 signed
                     .headers
                     .into_iter()

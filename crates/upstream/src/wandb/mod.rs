@@ -67,8 +67,8 @@ impl WandbOptions {
             .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
         let (api_key, key_source) = match std::env::var("WANDB_API_KEY") {
             Ok(key) if !key.is_empty() => (Some(key), "`WANDB_API_KEY`".to_owned()),
-            _ => match netrc_key(&base_url) {
-                Some((key, file)) => (Some(key), format!("`{file}`")),
+            _ => match hoard_cloud::netrc::password(&base_url) {
+                Some((key, file)) => (Some(key), format!("`{}`", file.display())),
                 None => (
                     None,
                     "nowhere: no `WANDB_API_KEY` and no `~/.netrc` entry".to_owned(),
@@ -83,33 +83,6 @@ impl WandbOptions {
             page_size: 5000,
         }
     }
-}
-
-/// The password `~/.netrc` (or `$NETRC`) holds for the host of `base_url`.
-fn netrc_key(base_url: &str) -> Option<(String, String)> {
-    let url = reqwest::Url::parse(base_url).ok()?;
-    let host = url.host_str()?.to_owned();
-    let file = std::env::var_os("NETRC")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".netrc")))?;
-    let text = std::fs::read_to_string(&file).ok()?;
-    let with_port = url.port().map(|p| format!("{host}:{p}"));
-    let mut tokens = text.split_whitespace();
-    let mut matching = false;
-    while let Some(token) = tokens.next() {
-        match token {
-            "machine" => {
-                let machine = tokens.next()?;
-                matching = machine == host || Some(machine) == with_port.as_deref();
-            }
-            "default" => matching = true,
-            "password" if matching => {
-                return Some((tokens.next()?.to_owned(), file.display().to_string()));
-            }
-            _ => {}
-        }
-    }
-    None
 }
 
 /// A client of one W&B server; cheap to clone.
@@ -546,7 +519,7 @@ impl WandbClient {
 
 /// Percent-encodes one path segment.
 fn enc(segment: &str) -> String {
-    crate::s3::encode(segment, false)
+    hoard_cloud::uri::encode_segment(segment)
 }
 
 fn messages(errors: &[graphql::GraphqlError]) -> String {

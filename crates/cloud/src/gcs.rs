@@ -1,4 +1,4 @@
-//! Google Cloud Storage credentials for `gs://` references, found the way Google's client
+//! Google Cloud Storage credentials, found the way Google's client
 //! libraries find them:
 //!
 //! 1. `GOOGLE_OAUTH_ACCESS_TOKEN`: an access token, used as it is;
@@ -16,12 +16,15 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::header::HeaderValue;
+use rustls_pki_types::PrivatePkcs8KeyDer;
+use rustls_pki_types::pem::PemObject as _;
 use serde::Deserialize;
+use tokio::time::Instant;
 
 use crate::Error;
 
@@ -32,28 +35,52 @@ const MARGIN: Duration = Duration::from_secs(60);
 
 /// The exchange of this process's credentials file: the environment does not change, so
 /// one exchange (and its cached token) serves every reference.
-static EXCHANGE: OnceLock<Result<Option<Arc<Exchange>>, String>> = OnceLock::new();
+/// What this process's credentials file (or the metadata server) gives: an exchange,
+/// none, or why the file is unusable. Found once: the environment does not change, so one
+/// exchange (and its cached token) serves every request.
+type Found = Result<Option<Arc<Exchange>>, Unusable>;
+static EXCHANGE: OnceLock<Found> = OnceLock::new();
 
-/// How `gs://` requests are authorized.
+/// A credentials file that cannot be used: [`Error::Unusable`], kept in [`EXCHANGE`]
+/// (which needs `Clone`, and `Error` is not).
+#[derive(Clone, Debug)]
+struct Unusable {
+    what: String,
+    reason: String,
+}
+
+impl From<Unusable> for Error {
+    fn from(Unusable { what, reason }: Unusable) -> Self {
+        Self::Unusable { what, reason }
+    }
+}
+
+/// How Google Cloud Storage requests are authorized; cheap to clone (exchanged tokens
+/// are shared).
 #[derive(Clone)]
-pub(crate) enum GcsAuth {
+pub struct GcsAuth(Auth);
+
+#[derive(Clone)]
+enum Auth {
     /// A fixed token (`GOOGLE_OAUTH_ACCESS_TOKEN`).
     Token(HeaderValue),
-    /// Tokens exchanged from a credentials file.
+    /// Tokens exchanged from a credentials file or the metadata server.
     Exchanged(Arc<Exchange>),
 }
 
 impl GcsAuth {
     /// The credentials of this process's environment; `Ok(None)` when there are none, an
     /// error naming the file when its contents are unusable.
-    pub(crate) fn from_env() -> Result<Option<Self>, String> {
+    pub fn from_env() -> Result<Option<Self>, Error> {
         if let Some(token) = std::env::var("GOOGLE_OAUTH_ACCESS_TOKEN")
             .ok()
             .filter(|t| !t.is_empty())
         {
             return bearer(&token)
-                .map(|t| Some(Self::Token(t)))
-                .ok_or_else(|| "`GOOGLE_OAUTH_ACCESS_TOKEN` is not a valid header value".into());
+                .map(|t| Some(Self(Auth::Token(t))))
+                .ok_or_else(|| {
+                    Error::unusable("`GOOGLE_OAUTH_ACCESS_TOKEN`", "is not a valid header value")
+                });
         }
         EXCHANGE
             .get_or_init(|| {
@@ -63,14 +90,15 @@ impl GcsAuth {
                 Ok(metadata_server().map(|base| Arc::new(Exchange::metadata(&base))))
             })
             .clone()
-            .map(|exchange| exchange.map(Self::Exchanged))
+            .map(|exchange| exchange.map(|e| Self(Auth::Exchanged(e))))
+            .map_err(Error::from)
     }
 
     /// The `Authorization` header value for a request now.
-    pub(crate) async fn header(&self) -> Result<HeaderValue, Error> {
-        match self {
-            Self::Token(token) => Ok(token.clone()),
-            Self::Exchanged(exchange) => exchange.token().await,
+    pub async fn header(&self) -> Result<HeaderValue, Error> {
+        match &self.0 {
+            Auth::Token(token) => Ok(token.clone()),
+            Auth::Exchanged(exchange) => exchange.token().await,
         }
     }
 }
@@ -146,7 +174,7 @@ enum Grant {
 }
 
 /// Exchanges a grant for access tokens, and keeps the current one.
-pub(crate) struct Exchange {
+struct Exchange {
     /// Where the grant comes from, for messages: the file, or the metadata server.
     source: String,
     grant: Grant,
@@ -162,9 +190,11 @@ struct TokenAnswer {
 }
 
 impl Exchange {
-    fn load(file: &Path) -> Result<Self, String> {
-        let named =
-            |reason: String| format!("the Google credentials file `{}` {reason}", file.display());
+    fn load(file: &Path) -> Result<Self, Unusable> {
+        let named = |reason: String| Unusable {
+            what: format!("the Google credentials file `{}`", file.display()),
+            reason,
+        };
         let text =
             std::fs::read_to_string(file).map_err(|e| named(format!("cannot be read: {e}")))?;
         let credentials: Credentials = serde_json::from_str(&text).map_err(|e| {
@@ -178,10 +208,13 @@ impl Exchange {
                 private_key,
                 token_uri,
             } => {
-                let der = pem_body(&private_key).ok_or_else(|| {
-                    named("has a `private_key` that is not a PEM private key".into())
-                })?;
-                let key = ring::signature::RsaKeyPair::from_pkcs8(&der)
+                let der =
+                    PrivatePkcs8KeyDer::from_pem_slice(private_key.as_bytes()).map_err(|e| {
+                        named(format!(
+                            "has a `private_key` that is not a PEM private key: {e}"
+                        ))
+                    })?;
+                let key = ring::signature::RsaKeyPair::from_pkcs8(der.secret_pkcs8_der())
                     .map_err(|e| named(format!("has a `private_key` ring cannot use: {e}")))?;
                 (
                     Grant::Account {
@@ -212,7 +245,7 @@ impl Exchange {
             source: format!("`{}`", file.display()),
             grant,
             token_uri,
-            http: http_client()?,
+            http: crate::ask::client(),
             current: tokio::sync::Mutex::default(),
         })
     }
@@ -225,7 +258,7 @@ impl Exchange {
             token_uri: format!(
                 "{base}/computeMetadata/v1/instance/service-accounts/default/token?scopes={SCOPE}"
             ),
-            http: http_client().unwrap_or_default(),
+            http: crate::ask::client(),
             current: tokio::sync::Mutex::default(),
         }
     }
@@ -239,14 +272,14 @@ impl Exchange {
         {
             return Ok(token.clone());
         }
-        let refused = |detail: String| Error::Unauthorized {
-            upstream: self.token_uri.clone(),
+        let refused = |detail: String| Error::Refused {
+            service: self.token_uri.clone(),
             detail: format!("exchanging the credentials of {}: {detail}", self.source),
         };
         let request = match &self.grant {
             Grant::Account { email, key } => self.http.post(&self.token_uri).form(&[
                 ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-                ("assertion", &self.assertion(email, key).map_err(refused)?),
+                ("assertion", &self.assertion(email, key).map_err(&refused)?),
             ]),
             Grant::Refresh {
                 client_id,
@@ -263,13 +296,13 @@ impl Exchange {
                 .get(&self.token_uri)
                 .header("Metadata-Flavor", "Google"),
         };
-        let body = crate::http::ask_for_credentials(request, &self.token_uri, refused).await?;
+        let body = crate::ask::ask(request, &self.token_uri, refused).await?;
         let answer: TokenAnswer = serde_json::from_str(&body).map_err(|e| Error::Protocol {
-            upstream: self.token_uri.clone(),
+            service: self.token_uri.clone(),
             reason: format!("a token answer without `access_token` and `expires_in`: {e}"),
         })?;
         let token = bearer(&answer.access_token).ok_or_else(|| Error::Protocol {
-            upstream: self.token_uri.clone(),
+            service: self.token_uri.clone(),
             reason: "the access token is not a valid header value".to_owned(),
         })?;
         let lifetime = Duration::from_secs(answer.expires_in).saturating_sub(MARGIN);
@@ -307,30 +340,6 @@ impl Exchange {
     }
 }
 
-fn http_client() -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(30))
-        .user_agent(concat!("hoard/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| e.to_string())
-}
-
-/// The DER bytes of a PEM block (`-----BEGIN …-----`, base64, `-----END …-----`).
-fn pem_body(pem: &str) -> Option<Vec<u8>> {
-    let body: String = pem
-        .lines()
-        .map(str::trim)
-        .skip_while(|l| !l.starts_with("-----BEGIN "))
-        .skip(1)
-        .take_while(|l| !l.starts_with("-----END "))
-        .collect();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .ok()?;
-    (!der.is_empty()).then_some(der)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,21 +371,14 @@ mod tests {
         ] {
             let file = dir.path().join("credentials.json");
             std::fs::write(&file, text).unwrap();
-            let err = Exchange::load(&file).err().expect(text);
+            let err = Error::from(Exchange::load(&file).err().expect(text)).to_string();
             assert!(err.contains(&file.display().to_string()), "{err}");
             assert!(err.contains(needle), "{text}: {err}");
         }
         let missing = Exchange::load(&dir.path().join("missing.json"))
             .err()
-            .unwrap();
+            .unwrap()
+            .reason;
         assert!(missing.contains("cannot be read"), "{missing}");
-    }
-
-    #[test]
-    fn pem_bodies_are_read_between_their_markers() {
-        let pem = "junk\n-----BEGIN PRIVATE KEY-----\nAAEC\nAwQ=\n-----END PRIVATE KEY-----\n";
-        assert_eq!(pem_body(pem), Some(vec![0, 1, 2, 3, 4]));
-        assert_eq!(pem_body("-----BEGIN X-----\n!!\n-----END X-----"), None);
-        assert_eq!(pem_body("no markers"), None);
     }
 }

@@ -1,4 +1,4 @@
-//! AWS credentials for `s3://` references, found in the order AWS's SDKs look:
+//! AWS credentials, found in the order AWS's SDKs look:
 //!
 //! 1. `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`);
 //! 2. the shared files: the profile `AWS_PROFILE` (else `default`) of
@@ -21,21 +21,26 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
+use tokio::time::Instant;
 
 use crate::Error;
-use crate::s3::S3;
+use crate::ask::{ask, xml_text};
+use crate::sigv4::SigV4;
 
 /// Temporary keys are renewed this long before they expire.
 const MARGIN: Duration = Duration::from_secs(300);
 
-/// Where `s3://` requests get their signing keys.
+/// Where S3 requests get their signing keys; cheap to clone (renewed keys are shared).
 #[derive(Clone, Debug)]
-pub(crate) enum AwsCredentials {
+pub struct AwsCredentials(Keys);
+
+#[derive(Clone, Debug)]
+enum Keys {
     /// Keys from the environment or a profile.
-    Fixed(S3),
+    Fixed(SigV4),
     /// Temporary keys (a role's), renewed as they expire.
     Renewed(Arc<Renewed>),
 }
@@ -47,7 +52,7 @@ fn var(name: &str) -> Option<String> {
 impl AwsCredentials {
     /// The credentials of this process's environment; `None` when there are none. Looked
     /// for once (files read, sources chosen) and then shared by every reference.
-    pub(crate) fn from_env() -> Option<Self> {
+    pub fn from_env() -> Option<Self> {
         static FOUND: OnceLock<Option<AwsCredentials>> = OnceLock::new();
         FOUND.get_or_init(Self::find).clone()
     }
@@ -64,7 +69,7 @@ impl AwsCredentials {
             .or_else(|| var("AWS_DEFAULT_REGION"))
             .or_else(|| config.get("region"));
         let keys = |id: Option<String>, secret: Option<String>, token: Option<String>| {
-            Some(S3::new(
+            Some(SigV4::new(
                 id?,
                 secret?,
                 token,
@@ -77,7 +82,7 @@ impl AwsCredentials {
             var("AWS_SECRET_ACCESS_KEY"),
             var("AWS_SESSION_TOKEN"),
         ) {
-            return Some(Self::Fixed(s3));
+            return Some(Self(Keys::Fixed(s3)));
         }
         for profile in [
             Profile::read(credentials_file().as_deref(), &profile, &profile),
@@ -88,33 +93,33 @@ impl AwsCredentials {
                 profile.get("aws_secret_access_key"),
                 profile.get("aws_session_token"),
             ) {
-                return Some(Self::Fixed(s3));
+                return Some(Self(Keys::Fixed(s3)));
             }
         }
         let source = web_identity(region.as_deref())
             .or_else(container)
             .or_else(|| metadata_service().map(Source::Instance))?;
-        Some(Self::Renewed(Arc::new(Renewed::new(
+        Some(Self(Keys::Renewed(Arc::new(Renewed::new(
             source, region, endpoint,
-        ))))
+        )))))
     }
 
     /// Signing keys valid now.
-    pub(crate) async fn signer(&self) -> Result<S3, Error> {
-        match self {
-            Self::Fixed(s3) => Ok(s3.clone()),
-            Self::Renewed(renewed) => renewed.keys().await,
+    pub async fn signer(&self) -> Result<SigV4, Error> {
+        match &self.0 {
+            Keys::Fixed(s3) => Ok(s3.clone()),
+            Keys::Renewed(renewed) => renewed.keys().await,
         }
     }
 
     /// Checks that requests for `bucket`/`key` can be made (the endpoint parses), with
     /// placeholder keys where the real ones come later.
-    pub(crate) fn check(&self, bucket: &str, key: &str) -> Result<(), String> {
-        let s3 = match self {
-            Self::Fixed(s3) => s3.clone(),
-            Self::Renewed(renewed) => renewed.placeholder(),
+    pub fn check(&self, bucket: &str, key: &str) -> Result<(), Error> {
+        let s3 = match &self.0 {
+            Keys::Fixed(s3) => s3.clone(),
+            Keys::Renewed(renewed) => renewed.placeholder(),
         };
-        s3.get(bucket, key, std::time::SystemTime::now()).map(drop)
+        s3.get(bucket, key, SystemTime::now()).map(drop)
     }
 }
 
@@ -258,12 +263,12 @@ impl Source {
 
 /// A role's temporary keys, renewed before they expire.
 #[derive(Debug)]
-pub(crate) struct Renewed {
+struct Renewed {
     source: Source,
     region: Option<String>,
     endpoint: Option<String>,
     http: reqwest::Client,
-    current: tokio::sync::Mutex<Option<(S3, Instant)>>,
+    current: tokio::sync::Mutex<Option<(SigV4, Instant)>>,
 }
 
 #[derive(Deserialize)]
@@ -281,17 +286,13 @@ impl Renewed {
             source,
             region,
             endpoint,
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(2))
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap_or_default(),
+            http: crate::ask::client(),
             current: tokio::sync::Mutex::default(),
         }
     }
 
-    fn placeholder(&self) -> S3 {
-        S3::new(
+    fn placeholder(&self) -> SigV4 {
+        SigV4::new(
             "placeholder".into(),
             "placeholder".into(),
             None,
@@ -300,7 +301,7 @@ impl Renewed {
         )
     }
 
-    async fn keys(&self) -> Result<S3, Error> {
+    async fn keys(&self) -> Result<SigV4, Error> {
         let mut current = self.current.lock().await;
         if let Some((s3, until)) = &*current
             && Instant::now() < *until
@@ -343,7 +344,7 @@ impl Renewed {
                     ("WebIdentityToken", token.trim()),
                 ]);
                 let answer = self.call(request).await?;
-                let field = |name: &str| crate::http::xml_text(&answer, name).map(str::to_owned);
+                let field = |name: &str| xml_text(&answer, name).map(str::to_owned);
                 let keys = (|| {
                     Some(RoleKeys {
                         access_key_id: field("AccessKeyId")?,
@@ -353,7 +354,7 @@ impl Renewed {
                     })
                 })()
                 .ok_or_else(|| Error::Protocol {
-                    upstream: sts.clone(),
+                    service: sts.clone(),
                     reason: "an AssumeRoleWithWebIdentity answer without credentials".to_owned(),
                 })?;
                 (keys, None)
@@ -362,7 +363,7 @@ impl Renewed {
         let region = region
             .or_else(|| self.region.clone())
             .unwrap_or_else(|| "us-east-1".to_owned());
-        let s3 = S3::new(
+        let s3 = SigV4::new(
             keys.access_key_id,
             keys.secret_access_key,
             Some(keys.token),
@@ -411,46 +412,32 @@ impl Renewed {
     /// Keys as the metadata service and container endpoints give them (JSON).
     fn parse(&self, answer: &str) -> Result<RoleKeys, Error> {
         serde_json::from_str(answer).map_err(|e| Error::Protocol {
-            upstream: self.source.url().to_owned(),
+            service: self.source.url().to_owned(),
             reason: format!("the role's credentials do not parse: {e}"),
         })
     }
 
     async fn call(&self, request: reqwest::RequestBuilder) -> Result<String, Error> {
-        crate::http::ask_for_credentials(request, self.source.url(), |e| self.refused(&e)).await
+        ask(request, self.source.url(), |e| self.refused(&e)).await
     }
 
     fn refused(&self, detail: &str) -> Error {
-        Error::Unauthorized {
-            upstream: self.source.url().to_owned(),
+        Error::Refused {
+            service: self.source.url().to_owned(),
             detail: format!("{}: {detail}", self.source.asking()),
         }
     }
 }
 
-/// Seconds from now until `YYYY-MM-DDTHH:MM:SSZ` (UTC), 0 if it has passed.
+/// Seconds from now until an RFC 3339 time (`2026-12-01T12:00:00Z`, as AWS's services
+/// give expiries), 0 if it has passed.
 fn seconds_until(stamp: &str) -> Option<u64> {
-    let b = stamp.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[10] != b'T' || !stamp.ends_with('Z') {
-        return None;
-    }
-    let num = |range: std::ops::Range<usize>| stamp.get(range)?.parse::<i64>().ok();
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    // Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let at = days * 86_400 + hh * 3600 + mm * 60 + ss;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs()
-        .cast_signed();
-    Some((at - now).max(0).cast_unsigned())
+    let at = humantime::parse_rfc3339_weak(stamp.trim()).ok()?;
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .as_secs(),
+    )
 }
 
 #[cfg(test)]
@@ -459,24 +446,8 @@ mod tests {
 
     #[test]
     fn expiries_are_read_as_utc() {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let in_an_hour =
-            crate::s3::timestamp(std::time::UNIX_EPOCH + Duration::from_secs(now + 3600));
-        // `YYYYMMDDTHHMMSSZ` → `YYYY-MM-DDTHH:MM:SSZ`.
-        let t = in_an_hour.as_bytes();
-        let stamp = format!(
-            "{}-{}-{}T{}:{}:{}Z",
-            &in_an_hour[0..4],
-            &in_an_hour[4..6],
-            &in_an_hour[6..8],
-            &in_an_hour[9..11],
-            &in_an_hour[11..13],
-            &in_an_hour[13..15]
-        );
-        assert_eq!(t.len(), 16);
+        let in_an_hour = SystemTime::now() + Duration::from_secs(3600);
+        let stamp = humantime::format_rfc3339_seconds(in_an_hour).to_string();
         let left = seconds_until(&stamp).unwrap();
         assert!((3590..=3600).contains(&left), "{stamp}: {left}");
         assert_eq!(seconds_until("2000-02-29T00:00:00Z"), Some(0));
