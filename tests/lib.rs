@@ -294,7 +294,7 @@ pub fn commit_refs(
     name: &str,
     entries: &[(&str, hoard_types::Digest, u64, &str)],
 ) {
-    use hoard_upstream::Upstream;
+    use hoard_upstream::Publisher;
     let mut manifest = hoard_types::Manifest::new();
     for (path, digest, size, uri) in entries {
         manifest.entries.insert(

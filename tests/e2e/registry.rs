@@ -10,10 +10,18 @@ use std::process::Command;
 
 use hoard_tests::{RegistryProcess, binary};
 use hoard_types::{ArtifactName, Digest, Selector};
-use hoard_upstream::ClientOptions;
+use hoard_upstream::{Catalog, ClientOptions, Upstream};
 
 fn hoard(args: &[&str]) -> std::process::Output {
     Command::new(binary("hoard")).args(args).output().unwrap()
+}
+
+/// The catalog behind an upstream URL that serves hoard versions.
+fn catalog(url: &str, options: ClientOptions) -> std::sync::Arc<dyn Catalog> {
+    match hoard_upstream::open(url, options).unwrap() {
+        Upstream::Native { catalog, .. } => catalog,
+        Upstream::Foreign(_) => panic!("`{url}` opened as a foreign upstream"),
+    }
 }
 
 fn tree(dir: &Path) {
@@ -64,13 +72,12 @@ async fn an_imported_root_is_served_and_read_as_dir() {
     assert_eq!(v1["version"], "v1");
 
     let name = ArtifactName::new("acme", "vision", "bike").unwrap();
-    let dir = hoard_upstream::open(
+    let dir = catalog(
         &format!("dir://{}", root.display()),
         ClientOptions::default(),
-    )
-    .unwrap();
+    );
     let registry = RegistryProcess::start(&root, &[]);
-    let http = hoard_upstream::open(&registry.url, ClientOptions::default()).unwrap();
+    let http = catalog(&registry.url, ClientOptions::default());
     for upstream in [&dir, &http] {
         let best = upstream
             .resolve(&name, &Selector::Alias("best".into()))
@@ -160,7 +167,7 @@ async fn the_documented_tokens_file_works() {
         token: Some(token.to_owned()),
         ..ClientOptions::default()
     };
-    let alice = hoard_upstream::open(&registry.url, options("change-me")).unwrap();
+    let alice = catalog(&registry.url, options("change-me"));
     assert_eq!(
         alice
             .resolve(&name, &Selector::Version(0))
@@ -169,7 +176,7 @@ async fn the_documented_tokens_file_works() {
             .version,
         "v0"
     );
-    let stranger = hoard_upstream::open(&registry.url, options("guess")).unwrap();
+    let stranger = catalog(&registry.url, options("guess"));
     let e = stranger
         .resolve(&name, &Selector::Version(0))
         .await

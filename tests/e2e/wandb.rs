@@ -219,6 +219,22 @@ fn bad_keys_hidden_projects_and_missing_versions_are_clear_errors() {
     assert!(e.contains("resolver exploded"), "{e}");
     assert!(!s.path("x").join("labels.csv").exists());
     assert_eq!(fake.downloads(), 0);
+
+    // W&B takes no publishes from hoard: refused up front, naming its own tools, with
+    // nothing recorded or ingested.
+    std::fs::write(s.path("weights.bin"), b"weights").unwrap();
+    let e = s.fail(&[
+        "publish",
+        "acme/vision/net",
+        s.path("weights.bin").to_str().unwrap(),
+    ]);
+    assert!(
+        e.contains("takes no publishes") && e.contains("wandb"),
+        "{e}"
+    );
+    let status = hoard_json(&s.daemon.socket, &s.dir, &["status"]);
+    assert_eq!(status["pending_uploads"], serde_json::json!([]), "{status}");
+    assert_eq!(status["blobs"], 0, "{status}");
 }
 
 /// The fake is faithful: the real wandb SDK (`scripts/wandb-sdk` installs it; the README's

@@ -108,7 +108,7 @@ fn at_least_one(text: &str) -> Result<usize, String> {
 pub(crate) fn open_upstream(
     url: Option<&str>,
     config: &crate::config::Config,
-) -> anyhow::Result<Arc<dyn Upstream>> {
+) -> anyhow::Result<Upstream> {
     let defaults = ClientOptions::default();
     let options = ClientOptions {
         token: std::env::var(env::HOARD_TOKEN)
@@ -128,7 +128,7 @@ pub(crate) fn open_upstream(
     let dir = paths::default_upstream_dir();
     let root = DirRoot::create(&dir)
         .with_context(|| format!("Failed to create the embedded upstream `{}`", dir.display()))?;
-    Ok(Arc::new(root))
+    Ok(Upstream::publishing(Arc::new(root)))
 }
 
 /// `0660`, `660`, `0o600`: an octal mode for the socket; its owner must keep read and

@@ -99,7 +99,7 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
         let registry = tokio::spawn(hoard_registry::run(listener, Arc::new(state), stopped(stop_rx.clone())));
 
         let store = hoard_store::Store::open(dir.join("cache"))?;
-        let upstream = Arc::new(RegistryClient::new(&url, ClientOptions::default())?);
+        let upstream = hoard_upstream::Upstream::publishing(Arc::new(RegistryClient::new(&url, ClientOptions::default())?));
         let socket = dir.join("hoard.sock");
         let daemon = Arc::new(hoard_daemon::Daemon::new(store, upstream, hoard_daemon::Options::default()));
         let server = tokio::spawn(hoard_daemon::run(crate::daemon::bind(&socket)?, daemon, stopped(stop_rx)));

@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -44,7 +44,7 @@ pub(crate) struct Access {
     /// Callers must send their own credential (replaced on reload).
     require_token: AtomicBool,
     /// By blake3 of the credential: the client that speaks with it.
-    clients: Mutex<HashMap<[u8; 32], Arc<dyn Upstream>>>,
+    clients: Mutex<HashMap<[u8; 32], Upstream>>,
     /// (credential, `entity/project/name@digest`) → when the upstream said yes.
     allowed: Mutex<HashMap<([u8; 32], String), Instant>>,
 }
@@ -90,7 +90,7 @@ impl Access {
     /// published here and is not committed upstream yet.
     pub(crate) async fn authorize(
         &self,
-        upstream: &Arc<dyn Upstream>,
+        upstream: &Upstream,
         who: &Asker,
         version: &Version,
         pending: bool,
@@ -111,7 +111,7 @@ impl Access {
     /// Confirms that the holder of `token` may download `version` (see the module docs).
     async fn check(
         &self,
-        upstream: &Arc<dyn Upstream>,
+        upstream: &Upstream,
         token: Option<&str>,
         version: &Version,
     ) -> Result<(), ApiError> {
@@ -138,10 +138,10 @@ impl Access {
             return Ok(());
         };
         let name = version.artifact()?;
-        let asked = match client.foreign() {
+        let asked = match &client {
             // A foreign upstream (W&B) knows versions by number; the answer must be the
             // version this cache holds.
-            Some(foreign) => foreign
+            Upstream::Foreign(foreign) => foreign
                 .resolve_foreign(&name, &Selector::Version(version.number()?))
                 .await
                 .and_then(|v| {
@@ -156,7 +156,7 @@ impl Access {
                         })
                     }
                 }),
-            None => client
+            Upstream::Native { catalog, .. } => catalog
                 .resolve(&name, &Selector::Digest(version.digest))
                 .await
                 .map(drop),
@@ -193,10 +193,10 @@ impl Access {
 
     fn client(
         &self,
-        upstream: &Arc<dyn Upstream>,
+        upstream: &Upstream,
         who: [u8; 32],
         token: &str,
-    ) -> Result<Option<Arc<dyn Upstream>>, ApiError> {
+    ) -> Result<Option<Upstream>, ApiError> {
         let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(client) = clients.get(&who) {
             return Ok(Some(client.clone()));
@@ -223,11 +223,12 @@ fn millis(d: Duration) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
 
-    use hoard_types::registry::{CommitRequest, Committed, VersionList};
+    use hoard_types::registry::VersionList;
     use hoard_types::{ArtifactName, Digest, Manifest};
-    use hoard_upstream::{BlobStream, BoxFuture, Error};
+    use hoard_upstream::{BlobSource, BlobStream, BoxFuture, Catalog, Error};
 
     use super::*;
 
@@ -239,11 +240,26 @@ mod tests {
         version: Version,
     }
 
-    impl Upstream for Confirming {
+    impl BlobSource for Confirming {
         fn describe(&self) -> String {
             "test://confirming".to_owned()
         }
 
+        fn fetch_blob<'a>(
+            &'a self,
+            digest: &'a Digest,
+            _: u64,
+            _: Option<std::ops::Range<u64>>,
+        ) -> BoxFuture<'a, Result<BlobStream, Error>> {
+            Box::pin(async move {
+                Err(Error::NotFound {
+                    what: format!("blob `{digest}`"),
+                })
+            })
+        }
+    }
+
+    impl Catalog for Confirming {
         fn resolve<'a>(
             &'a self,
             _: &'a ArtifactName,
@@ -262,57 +278,20 @@ mod tests {
             Box::pin(async move { answer })
         }
 
-        fn list<'a>(&'a self, _: &'a ArtifactName) -> BoxFuture<'a, Result<VersionList, Error>> {
-            unreachable!("not asked by access checks")
+        fn list<'a>(&'a self, name: &'a ArtifactName) -> BoxFuture<'a, Result<VersionList, Error>> {
+            Box::pin(async move {
+                Err(Error::NotFound {
+                    what: format!("artifact `{name}`"),
+                })
+            })
         }
 
-        fn fetch_blob<'a>(
-            &'a self,
-            _: &'a Digest,
-            _: u64,
-            _: Option<std::ops::Range<u64>>,
-        ) -> BoxFuture<'a, Result<BlobStream, Error>> {
-            unreachable!("not asked by access checks")
-        }
-
-        fn missing_blobs<'a>(
-            &'a self,
-            _: &'a [Digest],
-        ) -> BoxFuture<'a, Result<Vec<Digest>, Error>> {
-            unreachable!("not asked by access checks")
-        }
-
-        fn upload_blob<'a>(
-            &'a self,
-            _: &'a Digest,
-            _: &'a std::path::Path,
-        ) -> BoxFuture<'a, Result<(), Error>> {
-            unreachable!("not asked by access checks")
-        }
-
-        fn commit<'a>(
-            &'a self,
-            _: &'a ArtifactName,
-            _: &'a CommitRequest,
-        ) -> BoxFuture<'a, Result<Committed, Error>> {
-            unreachable!("not asked by access checks")
-        }
-
-        fn set_alias<'a>(
-            &'a self,
-            _: &'a ArtifactName,
-            _: &'a str,
-            _: u32,
-        ) -> BoxFuture<'a, Result<(), Error>> {
-            unreachable!("not asked by access checks")
-        }
-
-        fn with_token(&self, _: &str) -> Option<Result<Arc<dyn Upstream>, Error>> {
-            Some(Ok(Arc::new(Self {
+        fn with_token(&self, _: &str) -> Option<Result<Upstream, Error>> {
+            Some(Ok(Upstream::read_only(Arc::new(Self {
                 online: self.online.clone(),
                 asked: self.asked.clone(),
                 version: self.version.clone(),
-            })))
+            }))))
         }
     }
 
@@ -335,11 +314,11 @@ mod tests {
             manifest,
         };
         let (online, asked) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicU64::new(0)));
-        let upstream: Arc<dyn Upstream> = Arc::new(Confirming {
+        let upstream = Upstream::read_only(Arc::new(Confirming {
             online: online.clone(),
             asked: asked.clone(),
             version: version.clone(),
-        });
+        }));
         let access = Access::new(Duration::from_secs(60), false);
         access
             .check(&upstream, Some("mia"), &version)

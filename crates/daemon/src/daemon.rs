@@ -71,6 +71,7 @@ impl Default for Options {
 /// The service: the store, the upstream and the fetch engine.
 pub struct Daemon {
     pub(crate) store: Arc<Store>,
+    upstream: Upstream,
     pub(crate) fetcher: Arc<Fetcher>,
     pub(crate) cache_dir: PathBuf,
     options: Options,
@@ -163,7 +164,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 
 impl Daemon {
     /// Call inside a tokio runtime: the fetch engine starts its committer task.
-    pub fn new(store: Store, upstream: Arc<dyn Upstream>, options: Options) -> Self {
+    pub fn new(store: Store, upstream: Upstream, options: Options) -> Self {
         let cache_dir = store.layout().root.clone();
         let store = Arc::new(store);
         let ranges = crate::fetch::Ranges {
@@ -171,7 +172,7 @@ impl Daemon {
             size: options.range_size,
             parallel: options.range_parallel,
         };
-        let outbox = crate::publish::Outbox::start(store.clone(), upstream.clone());
+        let outbox = crate::publish::Outbox::start(store.clone(), &upstream);
         let keeper = Arc::new(crate::budget::Keeper::new(store.clone(), options.budget));
         let access = crate::access::Access::new(options.access_ttl, options.require_caller_token);
         let alias_ttl_ms =
@@ -182,13 +183,14 @@ impl Daemon {
         }));
         let fetcher = Arc::new(Fetcher::new(
             store.clone(),
-            upstream,
+            upstream.blobs(),
             options.fetch_concurrency,
             ranges,
         ));
         let scrub = crate::scrub::Scrub::start(store.clone(), fetcher.clone(), options.scrub_rate);
         Self {
             store,
+            upstream,
             fetcher,
             scrub,
             cache_dir,
@@ -271,8 +273,8 @@ impl Daemon {
         }
     }
 
-    pub fn upstream(&self) -> &Arc<dyn Upstream> {
-        self.fetcher.upstream()
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
     }
 
     /// Commits staged blobs, writes buffered state (last uses) and syncs the index: call
@@ -335,7 +337,7 @@ impl Daemon {
 
     /// A version this cache holds, by number.
     async fn cached(&self, name: &ArtifactName, n: u32) -> Result<Option<Found>, ApiError> {
-        if self.upstream().foreign().is_some() {
+        if let Upstream::Foreign(_) = self.upstream {
             return self.cached_foreign(name, n).await;
         }
         let (store, key) = (self.store.clone(), name.clone());
@@ -350,7 +352,7 @@ impl Daemon {
         name: &ArtifactName,
         digest: &hoard_types::Digest,
     ) -> Result<Option<Found>, ApiError> {
-        if self.upstream().foreign().is_some() {
+        if let Upstream::Foreign(_) = self.upstream {
             return self.cached_foreign_by_digest(name, digest).await;
         }
         let (store, digest) = (self.store.clone(), *digest);
@@ -366,18 +368,18 @@ impl Daemon {
         name: &ArtifactName,
         selector: &Selector,
     ) -> Result<Result<Found, hoard_upstream::Error>, ApiError> {
-        if let Some(foreign) = self.upstream().foreign() {
-            return match foreign.resolve_foreign(name, selector).await {
+        match &self.upstream {
+            Upstream::Foreign(foreign) => match foreign.resolve_foreign(name, selector).await {
                 Ok(version) => Ok(Ok(self.remember_foreign(version).await?)),
                 Err(e) => Ok(Err(e)),
-            };
-        }
-        match self.upstream().resolve(name, selector).await {
-            Ok(version) => {
-                self.remember(version.clone()).await?;
-                Ok(Ok(Found::fresh(version)))
-            }
-            Err(e) => Ok(Err(e)),
+            },
+            Upstream::Native { catalog, .. } => match catalog.resolve(name, selector).await {
+                Ok(version) => {
+                    self.remember(version.clone()).await?;
+                    Ok(Ok(Found::fresh(version)))
+                }
+                Err(e) => Ok(Err(e)),
+            },
         }
     }
 
@@ -816,7 +818,7 @@ impl Daemon {
             .map_err(|e| ApiError::internal(format!("a store task failed: {e}")))?;
             // A foreign upstream (W&B) fetches files by path, not by digest: the caller
             // binds the version again instead.
-            let by_digest = attempt == 0 && self.upstream().foreign().is_none();
+            let by_digest = attempt == 0 && matches!(self.upstream, Upstream::Native { .. });
             let refetch = match result {
                 Ok(report) => return Ok(report),
                 Err(hoard_store::Error::Tampered { key, what }) if attempt == 0 => {

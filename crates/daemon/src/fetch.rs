@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use hoard_store::{Begin, BlobKey, Staged, Store};
 use hoard_types::ForeignDigest;
-use hoard_upstream::{FileSource, Upstream};
+use hoard_upstream::{BlobSource, FileSource};
 use tokio::sync::{Semaphore, watch};
 
 use crate::error::ApiError;
@@ -116,7 +116,9 @@ pub(crate) struct Ranges {
 pub(crate) struct Fetcher {
     store: Arc<Store>,
     ranges: Ranges,
-    upstream: Arc<dyn Upstream>,
+    /// Where a blob comes from when a request names no other source: the upstream, unless
+    /// it serves files by path only (W&B; see [`Self::ensure_foreign`]).
+    blobs: Option<Arc<dyn BlobSource>>,
     permits: Arc<Semaphore>,
     /// Staged blobs not yet committed.
     pending: Mutex<Vec<Staged>>,
@@ -153,14 +155,14 @@ impl Fetcher {
     /// Must be called inside a tokio runtime (it starts the committer task).
     pub(crate) fn new(
         store: Arc<Store>,
-        upstream: Arc<dyn Upstream>,
+        blobs: Option<Arc<dyn BlobSource>>,
         concurrency: usize,
         ranges: Ranges,
     ) -> Self {
         Self {
             store,
             ranges,
-            upstream,
+            blobs,
             pending: Mutex::default(),
             commit_turn: tokio::sync::Mutex::new(()),
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
@@ -168,10 +170,6 @@ impl Fetcher {
             inflight_foreign: Mutex::default(),
             counters: FetchCounters::default(),
         }
-    }
-
-    pub(crate) fn upstream(&self) -> &Arc<dyn Upstream> {
-        &self.upstream
     }
 
     /// Whether fetches are running or wait to be committed: background work (the scrub)
@@ -192,14 +190,25 @@ impl Fetcher {
 
     /// Makes sure the blob `key` of `size` bytes is cached, fetching it from `source` (a
     /// reference entry's URI) or, without one, from the upstream; the bytes are checked
-    /// against `key` either way. Returns the bytes this fetch (or the concurrent one it
+    /// against `key` either way. An upstream that serves files only by path (W&B) cannot
+    /// be asked for a blob: that is an error, and the next request of a version naming the
+    /// blob fetches it. Returns the bytes this fetch (or the concurrent one it
     /// joined) downloaded, `None` if nothing had to be.
     pub(crate) async fn ensure_from(
         self: &Arc<Self>,
         key: BlobKey,
         size: u64,
-        source: Option<Arc<dyn Upstream>>,
+        source: Option<Arc<dyn BlobSource>>,
     ) -> Result<Option<u64>, ApiError> {
+        let Some(source) = source.or_else(|| self.blobs.clone()) else {
+            return Err(ApiError::new(
+                http::StatusCode::CONFLICT,
+                "not-cached",
+                format!(
+                    "blob `{key}`: the upstream serves files by path, not by digest; the next request of a version naming it fetches it"
+                ),
+            ));
+        };
         let this = self.clone();
         self.coalesced(
             |f| &f.inflight,
@@ -207,10 +216,7 @@ impl Fetcher {
             Option::clone,
             move || {
                 let (this, source) = (this.clone(), source.clone());
-                async move {
-                    let upstream = source.unwrap_or_else(|| this.upstream.clone());
-                    this.fetch(key, size, upstream).await
-                }
+                async move { this.fetch(key, size, source).await }
             },
         )
         .await
@@ -223,7 +229,7 @@ impl Fetcher {
         &self,
         key: BlobKey,
         size: u64,
-        source: Arc<dyn Upstream>,
+        source: Arc<dyn BlobSource>,
     ) -> Result<u64, ApiError> {
         let _permit = self
             .permits
@@ -347,7 +353,7 @@ impl Fetcher {
         &self,
         key: BlobKey,
         size: u64,
-        upstream: Arc<dyn Upstream>,
+        upstream: Arc<dyn BlobSource>,
     ) -> Result<Option<u64>, ApiError> {
         let _permit = self
             .permits
@@ -516,7 +522,7 @@ impl Fetcher {
         &self,
         key: BlobKey,
         size: u64,
-        upstream: &dyn Upstream,
+        upstream: &dyn BlobSource,
     ) -> Result<Option<(Staged, u64)>, ApiError> {
         let data = upstream
             .fetch_blob(&key.digest, size, None)
@@ -543,7 +549,7 @@ impl Fetcher {
         &self,
         key: BlobKey,
         size: u64,
-        upstream: Arc<dyn Upstream>,
+        upstream: Arc<dyn BlobSource>,
     ) -> Result<Option<(Staged, u64)>, ApiError> {
         let (store, ranges) = (self.store.clone(), self.ranges);
         let handle = tokio::runtime::Handle::current();
@@ -590,7 +596,7 @@ impl<E: Into<ApiError>> From<E> for Retry {
 /// the upstream got wrong are discarded, never left to be resumed from.
 fn fetch_blocking(
     store: &Store,
-    upstream: &dyn Upstream,
+    upstream: &dyn BlobSource,
     handle: &tokio::runtime::Handle,
     key: BlobKey,
     size: u64,
@@ -635,7 +641,7 @@ fn fetch_blocking(
 /// [`hoard_store::PartedWriter`]).
 fn fetch_ranges(
     store: &Store,
-    upstream: &dyn Upstream,
+    upstream: &dyn BlobSource,
     handle: &tokio::runtime::Handle,
     key: BlobKey,
     size: u64,

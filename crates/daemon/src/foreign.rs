@@ -23,7 +23,7 @@ use hoard_types::{
     ArtifactName, Digest, Entry, ForeignDigest, ForeignEntry, ForeignVersion, Manifest, RelPath,
     Version,
 };
-use hoard_upstream::ForeignUpstream;
+use hoard_upstream::ForeignCatalog;
 use tokio::sync::mpsc;
 
 use crate::caller::Caller;
@@ -169,7 +169,7 @@ impl Daemon {
         let (mut bound, need) = self.lookup(&selected, &project, shared).await?;
         let mut fetched = (0, 0);
         if !need.is_empty() {
-            let Some(foreign) = self.upstream().foreign() else {
+            let hoard_upstream::Upstream::Foreign(foreign) = self.upstream() else {
                 return Err(ApiError::internal(
                     "a foreign version without a foreign upstream",
                 ));
@@ -179,7 +179,7 @@ impl Daemon {
                 version.entity, version.project, version.name, version.version
             );
             let (digests, bytes) = self
-                .fetch_foreign(foreign, version, &selected, &need, &what, events)
+                .fetch_foreign(foreign.as_ref(), version, &selected, &need, &what, events)
                 .await?;
             fetched = bytes;
             let proven: Vec<Digest> = digests.values().copied().collect();
@@ -275,7 +275,7 @@ impl Daemon {
     /// Fetches the entries `need` (indexes into `selected`), reporting progress.
     async fn fetch_foreign(
         self: &Arc<Self>,
-        foreign: &dyn ForeignUpstream,
+        foreign: &dyn ForeignCatalog,
         version: &ForeignVersion,
         selected: &[(RelPath, ForeignEntry)],
         need: &[usize],

@@ -28,7 +28,7 @@ use hoard_store::{BlobKey, LinkMode, Store, Table};
 use hoard_types::api::{PendingUpload, PublishRequest, Published};
 use hoard_types::registry::CommitRequest;
 use hoard_types::{ArtifactName, ArtifactRef, Digest, Entry, Manifest, Version};
-use hoard_upstream::Upstream;
+use hoard_upstream::{Publisher, Upstream};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
@@ -116,7 +116,11 @@ struct Done {
 /// The task that empties the outbox; see the module docs.
 pub(crate) struct Outbox {
     store: Arc<Store>,
-    upstream: Arc<dyn Upstream>,
+    /// Where publishes go: `None` for an upstream that takes none (W&B), whose records
+    /// stay in the outbox until the daemon runs with one that does.
+    upstream: Option<Arc<dyn Publisher>>,
+    /// The upstream, for messages.
+    describe: String,
     wake: Notify,
     /// Bumped whenever a publish is committed or an attempt fails.
     changed: watch::Sender<u64>,
@@ -134,10 +138,11 @@ enum Outcome {
 }
 
 impl Outbox {
-    pub(crate) fn start(store: Arc<Store>, upstream: Arc<dyn Upstream>) -> Arc<Self> {
+    pub(crate) fn start(store: Arc<Store>, upstream: &Upstream) -> Arc<Self> {
         let outbox = Arc::new(Self {
             store,
-            upstream,
+            upstream: upstream.publisher(),
+            describe: upstream.describe(),
             wake: Notify::new(),
             changed: watch::channel(0).0,
             done: Mutex::default(),
@@ -148,6 +153,19 @@ impl Outbox {
     }
 
     async fn run(self: Arc<Self>) {
+        let Some(publisher) = self.upstream.clone() else {
+            let store = self.store.clone();
+            if let Ok(waiting) = blocking(move || Ok(store.count_records(Table::Outbox, "")?)).await
+                && waiting > 0
+            {
+                tracing::warn!(
+                    waiting,
+                    upstream = self.describe,
+                    "publishes wait in the outbox for an upstream that takes publishes; they stay until the daemon runs with one"
+                );
+            }
+            return;
+        };
         let mut due: HashMap<String, (Instant, Duration)> = HashMap::new();
         let mut given_up: HashSet<String> = HashSet::new();
         loop {
@@ -194,7 +212,7 @@ impl Outbox {
                     blocked.insert(artifact);
                     continue;
                 }
-                match self.attempt(&key, record).await {
+                match self.attempt(publisher.as_ref(), &key, record).await {
                     Ok(()) => {
                         due.remove(&key);
                         given_up.remove(&key);
@@ -227,9 +245,16 @@ impl Outbox {
 
     /// One try at uploading and committing. `Err(true)` when the upstream refused (do not
     /// retry), `Err(false)` when it may work later.
-    async fn attempt(&self, key: &str, mut pending: Pending) -> Result<(), bool> {
+    async fn attempt(
+        &self,
+        publisher: &dyn Publisher,
+        key: &str,
+        mut pending: Pending,
+    ) -> Result<(), bool> {
         let mut uploaded = (0, 0);
-        let result = self.upload_and_commit(&pending, &mut uploaded).await;
+        let result = self
+            .upload_and_commit(publisher, &pending, &mut uploaded)
+            .await;
         pending.uploaded_blobs += uploaded.0;
         pending.uploaded_bytes += uploaded.1;
         match result {
@@ -360,6 +385,7 @@ impl Outbox {
 
     async fn upload_and_commit(
         &self,
+        publisher: &dyn Publisher,
         pending: &Pending,
         uploaded: &mut (u64, u64),
     ) -> Result<Version, hoard_upstream::Error> {
@@ -372,7 +398,7 @@ impl Outbox {
             );
         }
         let digests: Vec<Digest> = sizes.keys().copied().collect();
-        let missing = self.upstream.missing_blobs(&digests).await?;
+        let missing = publisher.missing_blobs(&digests).await?;
         let counts = Mutex::new((0u64, 0u64));
         futures_util::stream::iter(missing)
             .map(|digest| {
@@ -383,7 +409,7 @@ impl Outbox {
                 let path = self.store.blob_path(&key);
                 let counts = &counts;
                 async move {
-                    self.upstream.upload_blob(&digest, &path).await?;
+                    publisher.upload_blob(&digest, &path).await?;
                     let mut c = counts.lock().unwrap_or_else(PoisonError::into_inner);
                     c.0 += 1;
                     c.1 += size;
@@ -395,10 +421,10 @@ impl Outbox {
             .await
             .inspect_err(|_| *uploaded = *counts.lock().unwrap_or_else(PoisonError::into_inner))?;
         *uploaded = counts.into_inner().unwrap_or_else(PoisonError::into_inner);
-        let committed = self.upstream.commit(&name, &pending.commit).await?;
+        let committed = publisher.commit(&name, &pending.commit).await?;
         if committed.version.digest != pending.digest {
             return Err(hoard_upstream::Error::Protocol {
-                upstream: self.upstream.describe(),
+                upstream: self.describe.clone(),
                 reason: format!(
                     "committed manifest `{}` came back as `{}`",
                     pending.digest, committed.version.digest
@@ -646,6 +672,16 @@ impl Daemon {
         self: &Arc<Self>,
         asked: PublishRequest,
     ) -> Result<Published, ApiError> {
+        if self.outbox.upstream.is_none() {
+            return Err(ApiError::new(
+                http::StatusCode::NOT_IMPLEMENTED,
+                "publish-unsupported",
+                format!(
+                    "the upstream `{}` takes no publishes from hoard: publish with its own tools (for W&B, `wandb artifact put` or `run.log_artifact` of the wandb SDK), then get the artifact through hoard",
+                    self.outbox.describe
+                ),
+            ));
+        }
         let Checked {
             name,
             inputs,
@@ -731,46 +767,25 @@ impl Daemon {
 
 #[cfg(test)]
 mod tests {
-    use std::ops::Range;
     use std::path::Path;
 
     use hoard_layout::DirRoot;
     use hoard_types::Selector;
-    use hoard_types::registry::{Committed, VersionList};
-    use hoard_upstream::{BlobStream, BoxFuture, Error};
+    use hoard_types::registry::Committed;
+    use hoard_upstream::{BoxFuture, Error};
     use tokio::sync::{Semaphore, mpsc};
 
     use super::*;
 
-    /// A `dir://` upstream whose commits wait at a gate, announcing that they arrived.
+    /// Publishes to a `dir://` root whose commits wait at a gate, announcing that they
+    /// arrived.
     struct Gated {
-        inner: Arc<dyn Upstream>,
+        inner: Arc<DirRoot>,
         arrived: mpsc::UnboundedSender<()>,
         gate: Semaphore,
     }
 
-    impl Upstream for Gated {
-        fn describe(&self) -> String {
-            self.inner.describe()
-        }
-        fn resolve<'a>(
-            &'a self,
-            name: &'a ArtifactName,
-            selector: &'a Selector,
-        ) -> BoxFuture<'a, Result<Version, Error>> {
-            self.inner.resolve(name, selector)
-        }
-        fn list<'a>(&'a self, name: &'a ArtifactName) -> BoxFuture<'a, Result<VersionList, Error>> {
-            self.inner.list(name)
-        }
-        fn fetch_blob<'a>(
-            &'a self,
-            digest: &'a Digest,
-            size: u64,
-            range: Option<Range<u64>>,
-        ) -> BoxFuture<'a, Result<BlobStream, Error>> {
-            self.inner.fetch_blob(digest, size, range)
-        }
+    impl Publisher for Gated {
         fn missing_blobs<'a>(
             &'a self,
             digests: &'a [Digest],
@@ -792,7 +807,7 @@ mod tests {
             Box::pin(async move {
                 let _ = self.arrived.send(());
                 self.gate.acquire().await.expect("open").forget();
-                self.inner.commit(name, request).await
+                Publisher::commit(self.inner.as_ref(), name, request).await
             })
         }
         fn set_alias<'a>(
@@ -801,7 +816,7 @@ mod tests {
             alias: &'a str,
             version: u32,
         ) -> BoxFuture<'a, Result<(), Error>> {
-            self.inner.set_alias(name, alias, version)
+            Publisher::set_alias(self.inner.as_ref(), name, alias, version)
         }
     }
 
@@ -822,7 +837,10 @@ mod tests {
         let store = Store::open(dir.path().join("cache")).unwrap();
         let daemon = Arc::new(Daemon::new(
             store,
-            upstream.clone(),
+            Upstream::Native {
+                catalog: root.clone(),
+                publisher: Some(upstream.clone()),
+            },
             crate::Options::default(),
         ));
         let publish = |alias: &str| PublishRequest {

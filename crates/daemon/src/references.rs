@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use hoard_store::BlobKey;
 use hoard_types::{Manifest, RelPath};
-use hoard_upstream::Upstream;
+use hoard_upstream::BlobSource;
 
 use crate::caller::Caller;
 use crate::error::ApiError;
@@ -100,7 +100,7 @@ pub(crate) fn source(
     caller: Caller,
     path: &RelPath,
     uri: &str,
-) -> Result<Arc<dyn Upstream>, ApiError> {
+) -> Result<Arc<dyn BlobSource>, ApiError> {
     let refuse = |kind: &'static str, reason: String| {
         ApiError::new(
             if kind == "reference-refused" {

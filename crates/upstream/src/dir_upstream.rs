@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use crate::blob::{ChunkSource, check_range};
 use crate::error::IoContext;
 use crate::upstream::check_resolved;
-use crate::{BlobStream, BoxFuture, Error, Upstream};
+use crate::{BlobSource, BlobStream, BoxFuture, Catalog, Error, Publisher};
 use hoard_layout::DirRoot;
 
 /// Read size for blob streams from a directory.
@@ -57,27 +57,9 @@ impl ChunkSource for FileChunks {
     }
 }
 
-impl Upstream for DirRoot {
+impl BlobSource for DirRoot {
     fn describe(&self) -> String {
         DirRoot::describe(self)
-    }
-
-    fn resolve<'a>(
-        &'a self,
-        name: &'a ArtifactName,
-        selector: &'a Selector,
-    ) -> BoxFuture<'a, Result<Version, Error>> {
-        Box::pin(async move {
-            let (root, n, s) = (self.clone(), name.clone(), selector.clone());
-            let version = blocking(move || root.resolve(&n, &s)).await?;
-            check_resolved(&self.describe(), name, selector, &version)?;
-            Ok(version)
-        })
-    }
-
-    fn list<'a>(&'a self, name: &'a ArtifactName) -> BoxFuture<'a, Result<VersionList, Error>> {
-        let (root, name) = (self.clone(), name.clone());
-        Box::pin(blocking(move || root.list(&name)))
     }
 
     fn fetch_blob<'a>(
@@ -125,7 +107,29 @@ impl Upstream for DirRoot {
             Ok(BlobStream::new(*digest, size, range, Box::new(source)))
         })
     }
+}
 
+impl Catalog for DirRoot {
+    fn resolve<'a>(
+        &'a self,
+        name: &'a ArtifactName,
+        selector: &'a Selector,
+    ) -> BoxFuture<'a, Result<Version, Error>> {
+        Box::pin(async move {
+            let (root, n, s) = (self.clone(), name.clone(), selector.clone());
+            let version = blocking(move || root.resolve(&n, &s)).await?;
+            check_resolved(&self.describe(), name, selector, &version)?;
+            Ok(version)
+        })
+    }
+
+    fn list<'a>(&'a self, name: &'a ArtifactName) -> BoxFuture<'a, Result<VersionList, Error>> {
+        let (root, name) = (self.clone(), name.clone());
+        Box::pin(blocking(move || root.list(&name)))
+    }
+}
+
+impl Publisher for DirRoot {
     fn missing_blobs<'a>(
         &'a self,
         digests: &'a [Digest],

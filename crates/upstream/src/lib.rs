@@ -1,19 +1,22 @@
-//! The upstreams hoard fetches from and publishes to, behind one trait.
+//! The upstreams hoard fetches from and publishes to, behind narrow traits.
 //!
-//! [`Upstream`] is what the daemon sees: resolve a reference to a [`hoard_types::Version`],
-//! stream a blob (or a byte range of it) as a [`BlobStream`] that verifies itself, ask
-//! which blobs are missing, upload, commit, move an alias. Three implementations so far:
+//! [`Upstream`] is what the daemon sees: a native catalog that resolves references to
+//! [`hoard_types::Version`]s, streams blobs (or byte ranges) as [`BlobStream`]s that
+//! verify themselves and takes publishes, or a foreign catalog (W&B) whose files are
+//! fetched by path and checked against its own digests. The traits, and how to add an
+//! upstream kind, are in `upstream.rs` ([`BlobSource`], [`Catalog`], [`Publisher`],
+//! [`ForeignCatalog`], [`FileSource`]). The implementations so far:
 //!
 //! - [`RegistryClient`]: the hoard registry over HTTP(S), with timeouts, retries with
 //!   backoff and jitter, and downloads that resume where a connection broke;
 //! - [`hoard_layout::DirRoot`]: a plain directory (`dir:///path`) in the registry's own
 //!   storage layout (the crate `hoard-layout`, which the registry server also uses).
 //!
-//! Layout: `upstream.rs` (the trait), `blob.rs` (verified streams), `dir_upstream.rs`
-//! (the `dir://` layout of `hoard-layout` as an [`Upstream`]), `registry.rs` (the HTTP
+//! Layout: `upstream.rs` (the traits), `blob.rs` (verified streams), `dir_upstream.rs`
+//! (the `dir://` layout of `hoard-layout` as a [`Publisher`]), `registry.rs` (the HTTP
 //! client), `http.rs` (requests with retries, bodies that resume), `wandb/` (GraphQL,
 //! manifests, signed URLs), `error.rs`; `reference.rs`: reference entries' sources
-//! (`https://`, `file://`, `s3://`, `gs://`) as fetch-only upstreams. Cloud credentials
+//! (`https://`, `file://`, `s3://`, `gs://`) as [`BlobSource`]s. Cloud credentials
 //! and request signing are the crate `hoard-cloud`'s.
 
 mod blob;
@@ -31,12 +34,14 @@ pub use blob::BlobStream;
 pub use error::Error;
 use hoard_layout::DirRoot;
 pub use registry::{ClientOptions, RegistryClient, RetryPolicy};
-pub use upstream::{BoxFuture, FileSource, ForeignUpstream, Upstream};
+pub use upstream::{
+    BlobSource, BoxFuture, Catalog, FileSource, ForeignCatalog, Publisher, Upstream,
+};
 
 /// Opens an upstream by URL: `http(s)://host:port` is a hoard registry, `dir:///path` a
 /// directory (which must exist), `wandb` W&B at `WANDB_BASE_URL` (default
 /// `https://api.wandb.ai`) and `wandb+https://host` W&B at that server.
-pub fn open(url: &str, options: ClientOptions) -> Result<Arc<dyn Upstream>, Error> {
+pub fn open(url: &str, options: ClientOptions) -> Result<Upstream, Error> {
     if let Some(path) = url.strip_prefix("dir://") {
         if !path.starts_with('/') {
             return Err(Error::Url {
@@ -52,10 +57,12 @@ pub fn open(url: &str, options: ClientOptions) -> Result<Arc<dyn Upstream>, Erro
                     .to_owned(),
             });
         }
-        return Ok(Arc::new(root));
+        return Ok(Upstream::publishing(Arc::new(root)));
     }
     if url.starts_with("http://") || url.starts_with("https://") {
-        return Ok(Arc::new(RegistryClient::new(url, options)?));
+        return Ok(Upstream::publishing(Arc::new(RegistryClient::new(
+            url, options,
+        )?)));
     }
     if url == "wandb" || url.starts_with("wandb+") {
         let base = url.strip_prefix("wandb+");
@@ -63,9 +70,9 @@ pub fn open(url: &str, options: ClientOptions) -> Result<Arc<dyn Upstream>, Erro
             token: None,
             ..options
         };
-        return Ok(Arc::new(wandb::WandbClient::new(
+        return Ok(Upstream::Foreign(Arc::new(wandb::WandbClient::new(
             wandb::WandbOptions::from_env(base, client),
-        )?));
+        )?)));
     }
     Err(Error::Url {
         url: url.to_owned(),

@@ -1,6 +1,6 @@
 //! Reference entries: files whose bytes live at a URI (`https://`, `http://`, `file://`)
-//! rather than in the upstream's blob store. [`reference`] gives an [`Upstream`] whose
-//! only call is `fetch_blob`, so the fetch engine treats a reference like any blob:
+//! rather than in the upstream's blob store. [`reference`] gives a [`BlobSource`], so the
+//! fetch engine treats a reference like any blob:
 //! streamed, resumed, fetched in ranges, and checked against the manifest's digest and
 //! size before it becomes visible. `s3://` is fetched with the daemon's AWS credentials,
 //! `gs://` with its Google credentials (a token, a service account's key, gcloud's login
@@ -13,19 +13,18 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hoard_types::registry::{CommitRequest, Committed, VersionList};
-use hoard_types::{ArtifactName, Digest, Selector, Version};
+use hoard_types::Digest;
 use reqwest::StatusCode;
 
 use crate::blob::{ChunkSource, check_range};
-use crate::{BlobStream, BoxFuture, Error, Upstream};
+use crate::{BlobSource, BlobStream, BoxFuture, Error};
 
 /// Read size for `file://` references.
 const FILE_CHUNK: usize = 1 << 20;
 
 /// The source of one reference entry; `allow_files` says whether `file://` may be read (a
 /// daemon serving other users must not read local files on their behalf).
-pub fn reference(uri: &str, allow_files: bool) -> Result<Arc<dyn Upstream>, Error> {
+pub fn reference(uri: &str, allow_files: bool) -> Result<Arc<dyn BlobSource>, Error> {
     Ok(Arc::new(open(uri, allow_files)?))
 }
 
@@ -169,64 +168,6 @@ struct FileReference {
     path: std::path::PathBuf,
 }
 
-pub(crate) fn only_fetch(uri: &str) -> Error {
-    Error::Url {
-        url: uri.to_owned(),
-        reason: "a reference entry's source can only be read".to_owned(),
-    }
-}
-
-/// The parts of [`Upstream`] a fetch-only source does not have.
-macro_rules! read_only {
-    () => {
-        fn resolve<'a>(
-            &'a self,
-            _: &'a ArtifactName,
-            _: &'a Selector,
-        ) -> BoxFuture<'a, Result<Version, Error>> {
-            Box::pin(async move { Err($crate::reference::only_fetch(&self.describe())) })
-        }
-
-        fn list<'a>(&'a self, _: &'a ArtifactName) -> BoxFuture<'a, Result<VersionList, Error>> {
-            Box::pin(async move { Err($crate::reference::only_fetch(&self.describe())) })
-        }
-
-        fn missing_blobs<'a>(
-            &'a self,
-            _: &'a [Digest],
-        ) -> BoxFuture<'a, Result<Vec<Digest>, Error>> {
-            Box::pin(async move { Err($crate::reference::only_fetch(&self.describe())) })
-        }
-
-        fn upload_blob<'a>(
-            &'a self,
-            _: &'a Digest,
-            _: &'a std::path::Path,
-        ) -> BoxFuture<'a, Result<(), Error>> {
-            Box::pin(async move { Err($crate::reference::only_fetch(&self.describe())) })
-        }
-
-        fn commit<'a>(
-            &'a self,
-            _: &'a ArtifactName,
-            _: &'a CommitRequest,
-        ) -> BoxFuture<'a, Result<Committed, Error>> {
-            Box::pin(async move { Err($crate::reference::only_fetch(&self.describe())) })
-        }
-
-        fn set_alias<'a>(
-            &'a self,
-            _: &'a ArtifactName,
-            _: &'a str,
-            _: u32,
-        ) -> BoxFuture<'a, Result<(), Error>> {
-            Box::pin(async move { Err($crate::reference::only_fetch(&self.describe())) })
-        }
-    };
-}
-
-pub(crate) use read_only;
-
 impl Source {
     fn uri(&self) -> &str {
         match self {
@@ -244,7 +185,7 @@ impl Source {
     }
 }
 
-impl Upstream for Source {
+impl BlobSource for Source {
     fn describe(&self) -> String {
         self.uri().to_owned()
     }
@@ -261,8 +202,6 @@ impl Upstream for Source {
             Ok(BlobStream::new(*digest, size, range, body))
         })
     }
-
-    read_only!();
 }
 
 impl HttpReference {
@@ -434,7 +373,7 @@ struct ForeignReference {
     entry: hoard_types::ForeignEntry,
 }
 
-impl Upstream for ForeignReference {
+impl BlobSource for ForeignReference {
     fn describe(&self) -> String {
         self.what.clone()
     }
@@ -447,8 +386,6 @@ impl Upstream for ForeignReference {
     ) -> BoxFuture<'a, Result<BlobStream, Error>> {
         self.source.fetch_blob(digest, size, range)
     }
-
-    read_only!();
 }
 
 impl crate::FileSource for ForeignReference {
@@ -503,9 +440,5 @@ impl crate::FileSource for ForeignReference {
             hoard_types::ForeignDigest::Md5(md5) => Some(md5),
             _ => None,
         }
-    }
-
-    fn into_upstream(self: Arc<Self>) -> Arc<dyn Upstream> {
-        self
     }
 }

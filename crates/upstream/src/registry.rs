@@ -23,7 +23,7 @@ use tokio::io::AsyncReadExt;
 use crate::blob::{ChunkSource, check_range};
 use crate::error::IoContext;
 use crate::upstream::check_resolved;
-use crate::{BlobStream, BoxFuture, Error, Upstream};
+use crate::{BlobSource, BlobStream, BoxFuture, Catalog, Error, Publisher, Upstream};
 
 /// How many digests one `blobs/missing` request carries.
 const MISSING_BATCH: usize = 10_000;
@@ -425,43 +425,9 @@ fn file_body(file: std::fs::File) -> reqwest::Body {
     reqwest::Body::wrap_stream(stream)
 }
 
-impl Upstream for RegistryClient {
-    fn with_token(&self, token: &str) -> Option<Result<Arc<dyn Upstream>, Error>> {
-        Some(
-            self.with_credential(token)
-                .map(|client| Arc::new(client) as Arc<dyn Upstream>),
-        )
-    }
-
+impl BlobSource for RegistryClient {
     fn describe(&self) -> String {
         self.inner.base.clone()
-    }
-
-    fn resolve<'a>(
-        &'a self,
-        name: &'a ArtifactName,
-        selector: &'a Selector,
-    ) -> BoxFuture<'a, Result<Version, Error>> {
-        Box::pin(async move {
-            let path = format!("{}/{}", Self::artifact_path(name), selector.to_segment());
-            let what = format!("artifact `{name}{selector}`");
-            let (_, body) = self
-                .send_read(&what, || Ok(self.request(Method::GET, &path)))
-                .await?;
-            let version = Version::from_json(&body).map_err(|e| self.protocol(e.to_string()))?;
-            check_resolved(&self.describe(), name, selector, &version)?;
-            Ok(version)
-        })
-    }
-
-    fn list<'a>(&'a self, name: &'a ArtifactName) -> BoxFuture<'a, Result<VersionList, Error>> {
-        Box::pin(async move {
-            let path = format!("{}/versions", Self::artifact_path(name));
-            self.get_json(&format!("artifact `{name}`"), || {
-                Ok(self.request(Method::GET, &path))
-            })
-            .await
-        })
     }
 
     fn fetch_blob<'a>(
@@ -491,7 +457,45 @@ impl Upstream for RegistryClient {
             Ok(BlobStream::new(*digest, size, range, Box::new(source)))
         })
     }
+}
 
+impl Catalog for RegistryClient {
+    fn with_token(&self, token: &str) -> Option<Result<Upstream, Error>> {
+        Some(
+            self.with_credential(token)
+                .map(|client| Upstream::publishing(Arc::new(client))),
+        )
+    }
+
+    fn resolve<'a>(
+        &'a self,
+        name: &'a ArtifactName,
+        selector: &'a Selector,
+    ) -> BoxFuture<'a, Result<Version, Error>> {
+        Box::pin(async move {
+            let path = format!("{}/{}", Self::artifact_path(name), selector.to_segment());
+            let what = format!("artifact `{name}{selector}`");
+            let (_, body) = self
+                .send_read(&what, || Ok(self.request(Method::GET, &path)))
+                .await?;
+            let version = Version::from_json(&body).map_err(|e| self.protocol(e.to_string()))?;
+            check_resolved(&self.describe(), name, selector, &version)?;
+            Ok(version)
+        })
+    }
+
+    fn list<'a>(&'a self, name: &'a ArtifactName) -> BoxFuture<'a, Result<VersionList, Error>> {
+        Box::pin(async move {
+            let path = format!("{}/versions", Self::artifact_path(name));
+            self.get_json(&format!("artifact `{name}`"), || {
+                Ok(self.request(Method::GET, &path))
+            })
+            .await
+        })
+    }
+}
+
+impl Publisher for RegistryClient {
     fn missing_blobs<'a>(
         &'a self,
         digests: &'a [Digest],

@@ -1,4 +1,22 @@
-//! The [`Upstream`] trait: everything the daemon asks of a server of record.
+//! What the daemon asks of a server of record, as narrow traits, and [`Upstream`], the
+//! kinds of upstream the daemon knows.
+//!
+//! - [`BlobSource`]: fetches a blob (or a byte range of it) by its blake3 digest. Every
+//!   byte source is one: a catalog, a reference entry's URI, one file of a foreign
+//!   version.
+//! - [`Catalog`]: a [`BlobSource`] that also resolves references to [`Version`]s (blake3
+//!   manifests) and lists an artifact's versions: the hoard registry, a `dir://` root.
+//! - [`Publisher`]: takes publishes (missing blobs, uploads, commits, aliases); a native
+//!   upstream that has it is a [`Catalog`] too, but the daemon's outbox sees only this.
+//! - [`ForeignCatalog`]: an upstream that names files by its own digests (W&B's MD5):
+//!   versions are [`ForeignVersion`]s, and each file is fetched from the [`FileSource`]
+//!   the catalog hands out for it, checked against the foreign digest.
+//!
+//! # Adding an upstream kind
+//!
+//! Write a module that implements [`Catalog`] (and [`Publisher`] if it takes publishes)
+//! or [`ForeignCatalog`] with its [`FileSource`]s, then give its URL form one line in
+//! [`crate::open`]. The daemon needs no change: it sees an [`Upstream`].
 
 use std::future::Future;
 use std::ops::Range;
@@ -11,18 +29,93 @@ use hoard_types::{ArtifactName, Digest, ForeignVersion, RelPath, Selector, Versi
 
 use crate::{BlobStream, Error};
 
-/// A boxed future, so that [`Upstream`] can be used as `dyn Upstream`.
+/// A boxed future, so that the traits can be used as `dyn` objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// A server of record: the hoard registry, a `dir://` root, W&B (through
-/// [`ForeignUpstream`]), later HF Hub.
-///
-/// Answers are untrusted: implementations validate versions (names, manifest, digest) and
-/// check that a resolved version is the one asked for; blob streams verify their bytes.
-pub trait Upstream: Send + Sync {
-    /// `http://host:port`, `dir:///path`: for messages and `status`.
+/// The kinds of upstream, each with the capabilities it has.
+#[derive(Clone)]
+pub enum Upstream {
+    /// Versions are blake3 manifests (the registry, `dir://`).
+    Native {
+        catalog: Arc<dyn Catalog>,
+        /// The same server, when it takes publishes.
+        publisher: Option<Arc<dyn Publisher>>,
+    },
+    /// Versions name files by the upstream's digests (W&B); publishing is the upstream's
+    /// own tools' business.
+    Foreign(Arc<dyn ForeignCatalog>),
+}
+
+impl Upstream {
+    /// A native upstream that takes publishes.
+    pub fn publishing<T: Catalog + Publisher + 'static>(server: Arc<T>) -> Self {
+        Self::Native {
+            catalog: server.clone(),
+            publisher: Some(server),
+        }
+    }
+
+    /// A native upstream that only serves.
+    pub fn read_only(catalog: Arc<dyn Catalog>) -> Self {
+        Self::Native {
+            catalog,
+            publisher: None,
+        }
+    }
+
+    /// `http://host:port`, `dir:///path`, `wandb https://api.wandb.ai`: for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Native { catalog, .. } => catalog.describe(),
+            Self::Foreign(foreign) => foreign.describe(),
+        }
+    }
+
+    /// The same upstream speaking with another credential (a caller's), or `None` when it
+    /// has no credentials (a `dir://` root: the filesystem decides).
+    pub fn with_token(&self, token: &str) -> Option<Result<Upstream, Error>> {
+        match self {
+            Self::Native { catalog, .. } => catalog.with_token(token),
+            Self::Foreign(foreign) => foreign.with_token(token),
+        }
+    }
+
+    /// Where blobs are fetched by digest, for an upstream that serves them so.
+    pub fn blobs(&self) -> Option<Arc<dyn BlobSource>> {
+        match self {
+            Self::Native { catalog, .. } => Some(catalog.clone()),
+            Self::Foreign(_) => None,
+        }
+    }
+
+    /// Where publishes go, for an upstream that takes them.
+    pub fn publisher(&self) -> Option<Arc<dyn Publisher>> {
+        match self {
+            Self::Native { publisher, .. } => publisher.clone(),
+            Self::Foreign(_) => None,
+        }
+    }
+}
+
+/// Bytes by blake3 digest. Answers are untrusted: the streams verify what they carry.
+pub trait BlobSource: Send + Sync {
+    /// `http://host:port`, `dir:///path`, a URI: for messages and `status`.
     fn describe(&self) -> String;
 
+    /// A blob of `size` bytes, or the byte range `range` of it, as a verified stream.
+    fn fetch_blob<'a>(
+        &'a self,
+        digest: &'a Digest,
+        size: u64,
+        range: Option<Range<u64>>,
+    ) -> BoxFuture<'a, Result<BlobStream, Error>>;
+}
+
+/// A server of record whose versions are blake3 manifests.
+///
+/// Implementations validate versions (names, manifest, digest) and check that a resolved
+/// version is the one asked for.
+pub trait Catalog: BlobSource {
     /// The version an alias, `vN` or digest names, with its manifest.
     fn resolve<'a>(
         &'a self,
@@ -33,14 +126,15 @@ pub trait Upstream: Send + Sync {
     /// Every version (without manifests) and alias of an artifact.
     fn list<'a>(&'a self, name: &'a ArtifactName) -> BoxFuture<'a, Result<VersionList, Error>>;
 
-    /// A blob of `size` bytes, or the byte range `range` of it, as a verified stream.
-    fn fetch_blob<'a>(
-        &'a self,
-        digest: &'a Digest,
-        size: u64,
-        range: Option<Range<u64>>,
-    ) -> BoxFuture<'a, Result<BlobStream, Error>>;
+    /// See [`Upstream::with_token`]; `None` for a catalog without credentials.
+    fn with_token(&self, _token: &str) -> Option<Result<Upstream, Error>> {
+        None
+    }
+}
 
+/// A server that takes publishes: blobs it lacks are uploaded, then the manifest is
+/// committed as a version.
+pub trait Publisher: Send + Sync {
     /// Which of these blobs the upstream lacks (and so must be uploaded before a commit).
     fn missing_blobs<'a>(
         &'a self,
@@ -68,22 +162,13 @@ pub trait Upstream: Send + Sync {
         alias: &'a str,
         version: u32,
     ) -> BoxFuture<'a, Result<(), Error>>;
-
-    /// The same upstream, speaking with another credential (a caller's), or `None` when
-    /// this upstream has no credentials (a `dir://` root: the filesystem decides).
-    fn with_token(&self, _token: &str) -> Option<Result<std::sync::Arc<dyn Upstream>, Error>> {
-        None
-    }
-
-    /// For an upstream that names files by its own digests (W&B): its versions are
-    /// [`ForeignVersion`]s, resolved with this instead of [`Self::resolve`].
-    fn foreign(&self) -> Option<&dyn ForeignUpstream> {
-        None
-    }
 }
 
 /// An upstream whose versions are [`ForeignVersion`]s (see `hoard_types::foreign`).
-pub trait ForeignUpstream: Send + Sync {
+pub trait ForeignCatalog: Send + Sync {
+    /// `wandb https://api.wandb.ai`: for messages and `status`.
+    fn describe(&self) -> String;
+
     /// The version an alias or `vN` names, with its entries.
     fn resolve_foreign<'a>(
         &'a self,
@@ -98,12 +183,17 @@ pub trait ForeignUpstream: Send + Sync {
         version: &'a ForeignVersion,
         paths: &'a [RelPath],
     ) -> BoxFuture<'a, Result<Vec<Arc<dyn FileSource>>, Error>>;
+
+    /// See [`Upstream::with_token`]; `None` for a catalog without credentials.
+    fn with_token(&self, _token: &str) -> Option<Result<Upstream, Error>> {
+        None
+    }
 }
 
 /// One file of a [`ForeignVersion`]: fetched whole and checked against the upstream's
-/// digest while its blake3 digest is unknown, or (as an [`Upstream`] that only fetches)
-/// by range and checked against its blake3 digest once hoard knows it.
-pub trait FileSource: Upstream {
+/// digest while its blake3 digest is unknown, or (as a [`BlobSource`]) by range and
+/// checked against its blake3 digest once hoard knows it.
+pub trait FileSource: BlobSource {
     /// The whole file, checked against the upstream's digest of it.
     fn fetch_foreign(&self) -> BoxFuture<'_, Result<BlobStream, Error>>;
 
@@ -114,8 +204,6 @@ pub trait FileSource: Upstream {
     /// The MD5 the upstream claims for the file, when it names it by one: a caller that
     /// fetched it in parts checks the assembled bytes against it.
     fn md5(&self) -> Option<[u8; 16]>;
-
-    fn into_upstream(self: Arc<Self>) -> Arc<dyn Upstream>;
 }
 
 /// Checks that an upstream answered the question asked: the right artifact and, for an

@@ -8,7 +8,7 @@
 use std::ops::Range;
 
 use hoard_types::{ArtifactName, Digest, Selector};
-use hoard_upstream::{ClientOptions, Error, RegistryClient, Upstream};
+use hoard_upstream::{BlobSource, Catalog, ClientOptions, Error, Publisher, RegistryClient};
 
 use crate::common::*;
 
@@ -28,9 +28,9 @@ fn bike() -> ArtifactName {
 }
 
 #[tokio::test]
-async fn publish_resolve_and_fetch_through_the_trait() {
+async fn publish_resolve_and_fetch_through_the_traits() {
     let server = Server::start(Some(tokens())).await;
-    let upstream: Box<dyn Upstream> = Box::new(client(&server, Some(MEMBER)));
+    let upstream = client(&server, Some(MEMBER));
     let dir = tempfile::tempdir().unwrap();
     let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     let file = dir.path().join("weights.bin");

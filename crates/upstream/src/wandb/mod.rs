@@ -18,17 +18,16 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use hoard_types::registry::{CommitRequest, Committed, VersionList};
 use hoard_types::{
-    ArtifactName, Digest, ForeignDigest, ForeignEntry, ForeignVersion, RelPath, Selector, Version,
+    ArtifactName, Digest, ForeignDigest, ForeignEntry, ForeignVersion, RelPath, Selector,
 };
 use reqwest::header::{self, HeaderValue};
 use reqwest::{Response, StatusCode};
 
 use crate::blob::{ChunkSource, check_range};
 use crate::http::Failure;
-use crate::upstream::{FileSource, ForeignUpstream};
-use crate::{BlobStream, BoxFuture, ClientOptions, Error, RetryPolicy, Upstream};
+use crate::upstream::{FileSource, ForeignCatalog};
+use crate::{BlobSource, BlobStream, BoxFuture, ClientOptions, Error, RetryPolicy, Upstream};
 
 /// W&B's public server.
 pub const DEFAULT_BASE_URL: &str = "https://api.wandb.ai";
@@ -538,96 +537,18 @@ fn check_url(url: &str) -> Result<(), String> {
     }
 }
 
-fn refuse_publish(base: &str) -> Error {
-    Error::Rejected {
-        upstream: base.to_owned(),
-        status: 501,
-        detail: "hoard does not publish to W&B; log the artifact with the wandb SDK".to_owned(),
-    }
-}
-
-impl Upstream for WandbClient {
+impl ForeignCatalog for WandbClient {
     fn describe(&self) -> String {
         format!("wandb {}", self.inner.base)
     }
 
-    fn resolve<'a>(
-        &'a self,
-        name: &'a ArtifactName,
-        _: &'a Selector,
-    ) -> BoxFuture<'a, Result<Version, Error>> {
-        Box::pin(async move {
-            Err(self.protocol(format!(
-                "`{name}` is a W&B artifact: resolve it as a foreign version"
-            )))
-        })
-    }
-
-    fn list<'a>(&'a self, name: &'a ArtifactName) -> BoxFuture<'a, Result<VersionList, Error>> {
-        Box::pin(async move {
-            Err(Error::Rejected {
-                upstream: self.inner.base.clone(),
-                status: 501,
-                detail: format!("listing the versions of `{name}` on W&B is not supported"),
-            })
-        })
-    }
-
-    fn fetch_blob<'a>(
-        &'a self,
-        digest: &'a Digest,
-        _: u64,
-        _: Option<Range<u64>>,
-    ) -> BoxFuture<'a, Result<BlobStream, Error>> {
-        Box::pin(async move {
-            Err(self.protocol(format!(
-                "W&B files are fetched by path, not by digest (`{digest}`)"
-            )))
-        })
-    }
-
-    fn missing_blobs<'a>(&'a self, _: &'a [Digest]) -> BoxFuture<'a, Result<Vec<Digest>, Error>> {
-        Box::pin(async move { Err(refuse_publish(&self.inner.base)) })
-    }
-
-    fn upload_blob<'a>(
-        &'a self,
-        _: &'a Digest,
-        _: &'a std::path::Path,
-    ) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(async move { Err(refuse_publish(&self.inner.base)) })
-    }
-
-    fn commit<'a>(
-        &'a self,
-        _: &'a ArtifactName,
-        _: &'a CommitRequest,
-    ) -> BoxFuture<'a, Result<Committed, Error>> {
-        Box::pin(async move { Err(refuse_publish(&self.inner.base)) })
-    }
-
-    fn set_alias<'a>(
-        &'a self,
-        _: &'a ArtifactName,
-        _: &'a str,
-        _: u32,
-    ) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(async move { Err(refuse_publish(&self.inner.base)) })
-    }
-
-    fn with_token(&self, token: &str) -> Option<Result<Arc<dyn Upstream>, Error>> {
+    fn with_token(&self, token: &str) -> Option<Result<Upstream, Error>> {
         Some(
             self.with_key(token)
-                .map(|client| Arc::new(client) as Arc<dyn Upstream>),
+                .map(|client| Upstream::Foreign(Arc::new(client))),
         )
     }
 
-    fn foreign(&self) -> Option<&dyn ForeignUpstream> {
-        Some(self)
-    }
-}
-
-impl ForeignUpstream for WandbClient {
     fn resolve_foreign<'a>(
         &'a self,
         name: &'a ArtifactName,
@@ -792,7 +713,7 @@ impl WandbFile {
     }
 }
 
-impl Upstream for WandbFile {
+impl BlobSource for WandbFile {
     fn describe(&self) -> String {
         self.what()
     }
@@ -814,8 +735,6 @@ impl Upstream for WandbFile {
             ))
         })
     }
-
-    crate::reference::read_only!();
 }
 
 impl WandbFile {
@@ -867,10 +786,6 @@ impl FileSource for WandbFile {
             ForeignDigest::Md5(md5) => Some(md5),
             _ => None,
         }
-    }
-
-    fn into_upstream(self: Arc<Self>) -> Arc<dyn Upstream> {
-        self
     }
 }
 

@@ -3,7 +3,7 @@
     reason = "test helpers fail the test that calls them"
 )]
 
-//! A `dir://` root as an [`Upstream`]: resolution and verified streams.
+//! A `dir://` root as a [`Catalog`]: resolution and verified streams.
 
 use std::fs;
 use std::path::Path;
@@ -11,7 +11,7 @@ use std::path::Path;
 use hoard_layout::DirRoot;
 use hoard_types::registry::CommitRequest;
 use hoard_types::{ArtifactName, Digest, Entry, Manifest, RelPath, Selector};
-use hoard_upstream::{ClientOptions, Error, Upstream};
+use hoard_upstream::{Catalog, ClientOptions, Error, Upstream};
 
 fn bike() -> ArtifactName {
     ArtifactName::new("acme", "vision", "bike").unwrap()
@@ -43,12 +43,19 @@ fn publish(root: &DirRoot, files: &[(&str, &[u8])], aliases: &[&str]) -> hoard_t
     root.commit(&bike(), &request, |_| true).unwrap().version
 }
 
-fn open(dir: &Path) -> std::sync::Arc<dyn Upstream> {
-    hoard_upstream::open(
+fn open(dir: &Path) -> std::sync::Arc<dyn Catalog> {
+    match hoard_upstream::open(
         &format!("dir://{}", dir.display()),
         ClientOptions::default(),
     )
     .unwrap()
+    {
+        Upstream::Native {
+            catalog,
+            publisher: Some(_),
+        } => catalog,
+        _ => panic!("`dir://` opened as anything but a native upstream that publishes"),
+    }
 }
 
 #[test]

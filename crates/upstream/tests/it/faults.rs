@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hoard_types::{ArtifactName, Digest, Selector};
-use hoard_upstream::{ClientOptions, Error, RegistryClient, RetryPolicy, Upstream};
+use hoard_upstream::{BlobSource, Catalog, ClientOptions, Error, RegistryClient, RetryPolicy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One request as the fake server saw it.
