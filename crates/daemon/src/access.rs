@@ -25,10 +25,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use hoard_types::{Selector, Version};
+use hoard_types::Selector;
 use hoard_upstream::Upstream;
 
 use crate::caller::Asker;
+use crate::daemon::Head;
 use crate::error::ApiError;
 
 /// The header a caller's credential travels in.
@@ -86,17 +87,16 @@ impl Access {
         Ok(())
     }
 
-    /// Whether `who` may have `version` (see the module docs); `pending`: it was
-    /// published here and is not committed upstream yet.
+    /// Whether `who` may have `version` (see the module docs). A version published here
+    /// and not committed upstream yet is the daemon's user's alone.
     pub(crate) async fn authorize(
         &self,
         upstream: &Upstream,
         who: &Asker,
-        version: &Version,
-        pending: bool,
+        version: &Head<'_>,
     ) -> Result<(), ApiError> {
         self.demand_credential(who)?;
-        if pending {
+        if version.is_pending() {
             if who.caller.is_daemon_user() {
                 return Ok(());
             }
@@ -113,7 +113,7 @@ impl Access {
         &self,
         upstream: &Upstream,
         token: Option<&str>,
-        version: &Version,
+        version: &Head<'_>,
     ) -> Result<(), ApiError> {
         let Some(token) = token else {
             return Ok(());
@@ -227,7 +227,7 @@ mod tests {
     use std::sync::atomic::AtomicBool;
 
     use hoard_types::registry::VersionList;
-    use hoard_types::{ArtifactName, Digest, Manifest};
+    use hoard_types::{ArtifactName, Digest, Manifest, Version};
     use hoard_upstream::{BlobSource, BlobStream, BoxFuture, Catalog, Error};
 
     use super::*;
@@ -320,6 +320,8 @@ mod tests {
             version: version.clone(),
         }));
         let access = Access::new(Duration::from_secs(60), false);
+        let found = crate::daemon::Found::fresh(version);
+        let version = found.head();
         access
             .check(&upstream, Some("mia"), &version)
             .await

@@ -101,27 +101,121 @@ pub struct Daemon {
 
 /// A version and, if it is not fresh from the upstream, why.
 pub(crate) struct Found {
-    /// For a foreign version: its names, numbers and [`ForeignVersion::digest`], with an
-    /// empty manifest (the files are in `foreign`).
-    pub version: Version,
+    pub version: Versioned,
     pub warning: Option<String>,
-    /// The version of a foreign upstream (W&B), whose files are bound to blobs per request.
-    pub foreign: Option<Arc<hoard_types::ForeignVersion>>,
 }
 
-impl Found {
-    pub(crate) fn fresh(version: Version) -> Self {
-        Self {
-            version,
-            warning: None,
-            foreign: None,
+/// A version of either kind of upstream.
+pub(crate) enum Versioned {
+    /// A blake3 manifest: from a native upstream, or published here and not yet
+    /// committed upstream.
+    Native(Box<Version>),
+    /// A version of a foreign upstream (W&B), whose files are bound to blobs per request,
+    /// and its [`ForeignVersion::digest`].
+    Foreign(Arc<hoard_types::ForeignVersion>, hoard_types::Digest),
+}
+
+/// What names a version, of either kind: for messages, access checks and answers.
+pub(crate) struct Head<'a> {
+    pub entity: &'a str,
+    pub project: &'a str,
+    pub name: &'a str,
+    /// `vN`, or [`crate::publish::PENDING`].
+    pub version: &'a str,
+    pub digest: hoard_types::Digest,
+    pub aliases: &'a [String],
+    pub kind: Option<&'a str>,
+    pub metadata: &'a serde_json::Value,
+}
+
+impl Head<'_> {
+    pub(crate) fn artifact(&self) -> Result<ArtifactName, hoard_types::Error> {
+        ArtifactName::new(self.entity, self.project, self.name)
+    }
+
+    /// The `N` of `vN`.
+    pub(crate) fn number(&self) -> Result<u32, hoard_types::Error> {
+        match Selector::parse_tag(self.version) {
+            Ok(Selector::Version(n)) => Ok(n),
+            _ => Err(hoard_types::Error::Manifest {
+                reason: format!(
+                    "version `{}` is not of the form `vN`",
+                    hoard_types::truncate(self.version)
+                ),
+            }),
         }
     }
 
     /// Published here and not yet committed upstream.
     pub(crate) fn is_pending(&self) -> bool {
-        self.version.version == crate::publish::PENDING
+        self.version == crate::publish::PENDING
     }
+}
+
+impl std::fmt::Display for Head<'_> {
+    /// `entity/project/name:vN`
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}/{}:{}",
+            self.entity, self.project, self.name, self.version
+        )
+    }
+}
+
+impl Versioned {
+    pub(crate) fn head(&self) -> Head<'_> {
+        match self {
+            Self::Native(v) => Head {
+                entity: &v.entity,
+                project: &v.project,
+                name: &v.name,
+                version: &v.version,
+                digest: v.digest,
+                aliases: &v.aliases,
+                kind: v.kind.as_deref(),
+                metadata: &v.metadata,
+            },
+            Self::Foreign(v, digest) => Head {
+                entity: &v.entity,
+                project: &v.project,
+                name: &v.name,
+                version: &v.version,
+                digest: *digest,
+                aliases: &v.aliases,
+                kind: v.kind.as_deref(),
+                metadata: &v.metadata,
+            },
+        }
+    }
+}
+
+impl Found {
+    pub(crate) fn fresh(version: Version) -> Self {
+        Self {
+            version: Versioned::Native(Box::new(version)),
+            warning: None,
+        }
+    }
+
+    pub(crate) fn foreign(version: hoard_types::ForeignVersion) -> Self {
+        let digest = version.digest();
+        Self {
+            version: Versioned::Foreign(Arc::new(version), digest),
+            warning: None,
+        }
+    }
+
+    pub(crate) fn head(&self) -> Head<'_> {
+        self.version.head()
+    }
+}
+
+/// What [`Daemon::materialize`] fetches: a native selection, or a foreign version to
+/// bind.
+enum Chosen<'a> {
+    Native(Manifest),
+    Foreign(&'a Arc<hoard_types::ForeignVersion>),
 }
 
 /// A destination ready to be written: a path (the daemon's own user), or a directory
@@ -297,7 +391,7 @@ impl Daemon {
         self.access.demand_credential(who)?;
         let found = self.resolve(reference, entity, project).await?;
         self.access
-            .authorize(self.upstream(), who, &found.version, found.is_pending())
+            .authorize(self.upstream(), who, &found.head())
             .await?;
         Ok(found)
     }
@@ -403,20 +497,21 @@ impl Daemon {
         let asked = self.ask(name, &selector).await?;
         match self.note_upstream(asked) {
             Ok(found) => {
-                let (store, version, alias) =
-                    (self.store.clone(), found.version.clone(), alias.to_owned());
+                let head = found.head();
+                let record = AliasRecord {
+                    version: head.number()?,
+                    digest: head.digest,
+                    resolved_ms: now_ms(),
+                };
+                let (store, artifact, alias) =
+                    (self.store.clone(), head.artifact()?, alias.to_owned());
                 // The last answer is for when the upstream cannot be reached: a cache,
                 // skipped on a disk into the index's reserve.
                 blocking(move || {
-                    let record = AliasRecord {
-                        version: version.number()?,
-                        digest: version.digest,
-                        resolved_ms: now_ms(),
-                    };
                     if store.low_on_space() {
                         return Ok(());
                     }
-                    if let Err(e) = store.put_alias(&version.artifact()?, &alias, &record) {
+                    if let Err(e) = store.put_alias(&artifact, &alias, &record) {
                         tracing::warn!(error = %crate::error::chain(&e), "cannot remember an alias's answer");
                     }
                     Ok(())
@@ -431,7 +526,7 @@ impl Daemon {
                         "the upstream `{}` cannot be reached ({}); using `{name}:{alias}` = `{}` as resolved {} ago",
                         self.upstream().describe(),
                         crate::error::chain(&e),
-                        found.version.version,
+                        found.head().version,
                         humanize(age)
                     );
                     tracing::warn!("{warning}");
@@ -481,10 +576,11 @@ impl Daemon {
         events: &mpsc::Sender<Event>,
     ) -> Result<Summary, ApiError> {
         let start = Instant::now();
-        let version = &found.version;
-        let native = match &found.foreign {
-            None => Some(select(&version.manifest, selection)?),
-            Some(_) => None,
+        let head = found.head();
+        // A native selection is checked before anything else is done.
+        let chosen = match &found.version {
+            Versioned::Native(version) => Chosen::Native(select(&version.manifest, selection)?),
+            Versioned::Foreign(foreign, _) => Chosen::Foreign(foreign),
         };
         // For another user, the destination is opened (and checked) as them, before anything
         // is fetched.
@@ -504,19 +600,18 @@ impl Daemon {
         };
         // The version's blobs stay from their fetch until they are linked (`_lease`):
         // eviction making room for another request must not take them in between.
-        let (manifest, fetched_blobs, fetched_bytes, _lease) = match (native, &found.foreign) {
-            (Some(manifest), _) => self.fetch_native(version, manifest, caller, events).await?,
-            (None, Some(foreign)) => {
+        let (manifest, fetched_blobs, fetched_bytes, _lease) = match chosen {
+            Chosen::Native(manifest) => self.fetch_native(&head, manifest, caller, events).await?,
+            Chosen::Foreign(foreign) => {
                 let (manifest, blobs, bytes) =
                     self.bind(foreign, selection, caller, events).await?;
                 let lease = self.store.lease(blob_keys(&manifest));
                 (manifest, blobs, bytes, lease)
             }
-            (None, None) => unreachable!("a native manifest is selected above"),
         };
         let mut summary = Summary {
-            version: version.version.clone(),
-            digest: version.digest,
+            version: head.version.to_owned(),
+            digest: head.digest,
             dest: dest.map(|d| d.display().to_string()),
             files: manifest.entries.len() as u64,
             bytes: manifest.total_size(),
@@ -531,21 +626,20 @@ impl Daemon {
         if let Some(target) = target {
             let manifest = Arc::new(manifest);
             let target = Arc::new(target);
-            let report = match self
+            let placed = self
                 .place(manifest.clone(), target.clone(), mode, caller)
-                .await
-            {
+                .await;
+            let report = match (placed, &found.version) {
                 // A blob of a foreign version that was tampered with or evicted meanwhile:
                 // bind again (which fetches it from the upstream), then place once more.
-                Err(e)
-                    if found.foreign.is_some() && matches!(e.kind, "tampered" | "not-cached") =>
+                (Err(e), Versioned::Foreign(foreign, _))
+                    if matches!(e.kind, "tampered" | "not-cached") =>
                 {
-                    let foreign = found.foreign.as_ref().expect("matched above");
                     let (rebound, _, _) = self.bind(foreign, selection, caller, events).await?;
                     self.place(Arc::new(rebound), target.clone(), mode, caller)
                         .await?
                 }
-                other => other?,
+                (placed, _) => placed?,
             };
             summary.placed = report.placed;
             summary.unchanged = report.unchanged;
@@ -578,16 +672,13 @@ impl Daemon {
     /// fetches what is missing; returns the manifest and (blobs, bytes) fetched.
     async fn fetch_native(
         self: &Arc<Self>,
-        version: &Version,
+        version: &Head<'_>,
         manifest: Manifest,
         caller: Caller,
         events: &mpsc::Sender<Event>,
     ) -> Result<(Manifest, u64, u64, hoard_store::Lease), ApiError> {
         crate::references::check_all(&self.references, caller, &manifest)?;
-        let what = format!(
-            "`{}/{}/{}:{}`",
-            version.entity, version.project, version.name, version.version
-        );
+        let what = format!("`{version}`");
         let (blobs, bytes, lease) = self.fetch_missing(&manifest, &what, caller, events).await?;
         Ok((manifest, blobs, bytes, lease))
     }
@@ -863,10 +954,9 @@ impl Daemon {
         entries: bool,
         count_cached: bool,
     ) -> Result<Resolved, ApiError> {
-        let version = &found.version;
-        let listed = match &found.foreign {
-            Some(foreign) => crate::foreign::listed(&self.store, foreign).await?,
-            None => version
+        let listed = match &found.version {
+            Versioned::Foreign(foreign, _) => crate::foreign::listed(&self.store, foreign).await?,
+            Versioned::Native(version) => version
                 .manifest
                 .entries
                 .iter()
@@ -893,14 +983,15 @@ impl Daemon {
         } else {
             None
         };
+        let version = found.head();
         Ok(Resolved {
-            entity: version.entity.clone(),
-            project: version.project.clone(),
-            name: version.name.clone(),
-            version: version.version.clone(),
+            entity: version.entity.to_owned(),
+            project: version.project.to_owned(),
+            name: version.name.to_owned(),
+            version: version.version.to_owned(),
             digest: version.digest,
-            aliases: version.aliases.clone(),
-            kind: version.kind.clone(),
+            aliases: version.aliases.to_vec(),
+            kind: version.kind.map(str::to_owned),
             metadata: version.metadata.clone(),
             files: total,
             bytes: listed.iter().map(|e| e.size).sum(),

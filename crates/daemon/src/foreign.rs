@@ -21,7 +21,6 @@ use hoard_store::{BlobKey, Provenance, Table};
 use hoard_types::api::Event;
 use hoard_types::{
     ArtifactName, Digest, Entry, ForeignDigest, ForeignEntry, ForeignVersion, Manifest, RelPath,
-    Version,
 };
 use hoard_upstream::ForeignCatalog;
 use tokio::sync::mpsc;
@@ -50,27 +49,6 @@ fn digest_key(digest: &Digest) -> String {
     format!("d/{digest}")
 }
 
-/// What a request reports of a foreign version: its names and numbers, and its
-/// [`ForeignVersion::digest`]; the files stay in [`Found::foreign`].
-fn found(version: ForeignVersion) -> Found {
-    Found {
-        version: Version {
-            entity: version.entity.clone(),
-            project: version.project.clone(),
-            name: version.name.clone(),
-            version: version.version.clone(),
-            digest: version.digest(),
-            aliases: version.aliases.clone(),
-            kind: version.kind.clone(),
-            metadata: version.metadata.clone(),
-            created_at: version.created_at.clone(),
-            manifest: Manifest::new(),
-        },
-        warning: None,
-        foreign: Some(Arc::new(version)),
-    }
-}
-
 fn parse(key: &str, json: &[u8]) -> Result<ForeignVersion, ApiError> {
     serde_json::from_slice(json)
         .map_err(|e| ApiError::internal(format!("the cached version `{key}` does not parse: {e}")))
@@ -86,7 +64,7 @@ impl Daemon {
         blocking(move || {
             store
                 .get_record(Table::ForeignVersions, &key)?
-                .map(|json| parse(&key, &json).map(found))
+                .map(|json| parse(&key, &json).map(Found::foreign))
                 .transpose()
         })
         .await
@@ -105,11 +83,11 @@ impl Daemon {
             let number = String::from_utf8_lossy(&number).into_owned();
             store
                 .get_record(Table::ForeignVersions, &number)?
-                .map(|json| parse(&number, &json).map(found))
+                .map(|json| parse(&number, &json).map(Found::foreign))
                 .transpose()
         })
         .await?;
-        Ok(found.filter(|f| f.version.artifact().is_ok_and(|a| a == *name)))
+        Ok(found.filter(|f| f.head().artifact().is_ok_and(|a| a == *name)))
     }
 
     /// Stores a version the upstream described (replacing what was stored under its
@@ -126,11 +104,11 @@ impl Daemon {
             // A cache, as for hoard's own versions: not written again when held as is,
             // and a request goes on without it on a disk into the index's reserve.
             if store.get_record(Table::ForeignVersions, &key)?.as_deref() == Some(&json[..]) {
-                return Ok(found(version));
+                return Ok(Found::foreign(version));
             }
             if store.low_on_space() {
                 tracing::warn!(version = %name, "the disk is nearly full: not caching the version");
-                return Ok(found(version));
+                return Ok(Found::foreign(version));
             }
             let kept = store
                 .put_record(Table::ForeignVersions, &key, &json)
@@ -144,7 +122,7 @@ impl Daemon {
             if let Err(e) = kept {
                 tracing::warn!(error = %crate::error::chain(&e), "cannot cache a W&B version");
             }
-            Ok(found(version))
+            Ok(Found::foreign(version))
         })
         .await
     }

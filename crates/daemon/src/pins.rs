@@ -11,12 +11,12 @@ use std::sync::Arc;
 
 use hoard_store::{BlobKey, Table};
 use hoard_types::api::{Pin, PinRequest};
-use hoard_types::{Manifest, Version, human_bytes};
+use hoard_types::{Manifest, human_bytes};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::caller::Asker;
-use crate::daemon::{Daemon, Selection, blocking};
+use crate::daemon::{Daemon, Found, Selection, Versioned, blocking};
 use crate::error::ApiError;
 
 /// A user other than the daemon's may pin at most this fraction (1/N) of the budget.
@@ -59,11 +59,8 @@ impl PinRecord {
     }
 }
 
-fn key(version: &Version) -> String {
-    format!(
-        "{}/{}/{}@{}",
-        version.entity, version.project, version.name, version.digest
-    )
+fn key(pin: &Pin) -> String {
+    format!("{}/{}/{}@{}", pin.entity, pin.project, pin.name, pin.digest)
 }
 
 fn blob_keys(manifest: &Manifest) -> Vec<BlobKey> {
@@ -78,24 +75,24 @@ fn blob_keys(manifest: &Manifest) -> Vec<BlobKey> {
 }
 
 /// The pin of a version: its files and bytes from its manifest, or for a foreign version
-/// (whose files are in [`crate::daemon::Found::foreign`]) from its entries.
-fn pin_of(found: &crate::daemon::Found) -> Pin {
-    let version = &found.version;
-    let (files, bytes) = match &found.foreign {
-        Some(foreign) => (
+/// from its entries.
+fn pin_of(found: &Found) -> Pin {
+    let (files, bytes) = match &found.version {
+        Versioned::Foreign(foreign, _) => (
             foreign.entries.len() as u64,
             foreign.entries.values().map(|e| e.size).sum(),
         ),
-        None => (
+        Versioned::Native(version) => (
             version.manifest.entries.len() as u64,
             version.manifest.total_size(),
         ),
     };
+    let version = found.head();
     Pin {
-        entity: version.entity.clone(),
-        project: version.project.clone(),
-        name: version.name.clone(),
-        version: version.version.clone(),
+        entity: version.entity.to_owned(),
+        project: version.project.to_owned(),
+        name: version.name.to_owned(),
+        version: version.version.to_owned(),
         digest: version.digest,
         files,
         bytes,
@@ -105,9 +102,10 @@ fn pin_of(found: &crate::daemon::Found) -> Pin {
 impl Daemon {
     /// The blobs a pin of this version holds: its manifest's, or for a foreign version
     /// (W&B) the blobs its files are bound to (all of them, once it was fetched whole).
-    async fn pinned_keys(&self, found: &crate::daemon::Found) -> Result<Vec<BlobKey>, ApiError> {
-        let Some(foreign) = &found.foreign else {
-            return Ok(blob_keys(&found.version.manifest));
+    async fn pinned_keys(&self, found: &Found) -> Result<Vec<BlobKey>, ApiError> {
+        let foreign = match &found.version {
+            Versioned::Native(version) => return Ok(blob_keys(&version.manifest)),
+            Versioned::Foreign(foreign, _) => foreign,
         };
         let mut manifest = Manifest::new();
         for entry in crate::foreign::listed(&self.store, foreign).await? {
@@ -171,7 +169,7 @@ impl Daemon {
             )
             .await?;
         let mine = self.pins(who).await?;
-        if !mine.iter().any(|p| p.digest == found.version.digest) {
+        if !mine.iter().any(|p| p.digest == found.head().digest) {
             self.check_share(who, pin_of(&found).bytes).await?;
         }
         let (events, _) = mpsc::channel(1);
@@ -191,12 +189,11 @@ impl Daemon {
         .await?;
         let keys = self.pinned_keys(&found).await?;
         let pin = pin_of(&found);
-        let version = found.version;
         let uid = who.caller.uid;
         let _turn = self.pin_turn.lock().await;
         let (store, new) = (self.store.clone(), pin.clone());
         blocking(move || {
-            let key = key(&version);
+            let key = key(&new);
             let record = match store.get_record(Table::Pins, &key)? {
                 None => {
                     store.pin(&keys)?;
@@ -243,12 +240,10 @@ impl Daemon {
             .await?;
         let keys = self.pinned_keys(&found).await?;
         let pin = pin_of(&found);
-        let version = found.version;
         let (uid, admin) = (who.caller.uid, who.caller.is_admin());
         let _turn = self.pin_turn.lock().await;
-        let store = self.store.clone();
+        let (store, key) = (self.store.clone(), key(&pin));
         let removed = blocking(move || {
-            let key = key(&version);
             let Some(json) = store.get_record(Table::Pins, &key)? else {
                 return Ok(false);
             };

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::caller::{Asker, Caller};
-use crate::daemon::{Daemon, Selection, blocking};
+use crate::daemon::{Daemon, Selection, Versioned, blocking};
 use crate::error::ApiError;
 
 /// Largest request body: requests are small JSON documents.
@@ -320,26 +320,27 @@ async fn file(
             asked.project.as_deref(),
         )
         .await?;
-    let listed = match &found.foreign {
-        Some(_) => daemon
+    let listed = match &found.version {
+        Versioned::Foreign(..) => daemon
             .describe(&found, true, false)
             .await?
             .entries
             .into_iter()
             .find(|e| e.path == path),
-        None => found
-            .version
-            .manifest
-            .entries
-            .get(&path)
-            .map(|entry| ListedEntry {
-                path: path.clone(),
-                size: entry.size,
-                digest: Some(entry.digest),
-                upstream_digest: None,
-                exec: entry.exec,
-                reference: entry.reference.clone(),
-            }),
+        Versioned::Native(version) => {
+            version
+                .manifest
+                .entries
+                .get(&path)
+                .map(|entry| ListedEntry {
+                    path: path.clone(),
+                    size: entry.size,
+                    digest: Some(entry.digest),
+                    upstream_digest: None,
+                    exec: entry.exec,
+                    reference: entry.reference.clone(),
+                })
+        }
     };
     let entry =
         listed.ok_or_else(|| ApiError::not_found(format!("the version has no file `{path}`")))?;
@@ -526,7 +527,7 @@ async fn stream_for(
     let resolved = daemon.describe(&found, false, false).await?;
     tracing::info!(
         reference = asked.reference,
-        version = found.version.version,
+        version = found.head().version,
         "materialize"
     );
     let slot = daemon

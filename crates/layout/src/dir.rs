@@ -23,7 +23,7 @@
 //! files are validated and must match the path they were found at.
 //!
 //! Changing this layout breaks every `dir://` root and registry in use: the pinned layout
-//! lives in DESIGN.md, and `crates/layout/tests/it/dir.rs` checks it byte for byte.
+//! is drawn in `docs/registry.md`, and `crates/layout/tests/it/dir.rs` checks it byte for byte.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};

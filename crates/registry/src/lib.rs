@@ -1,6 +1,6 @@
 //! The hoard registry: the upstream server a team self-hosts, and that tests run.
 //!
-//! It speaks the registry protocol (v1) of DESIGN.md over HTTP/1.1: resolve a version by
+//! It speaks the registry protocol (v1) of `docs/registry.md` over HTTP/1.1: resolve a version by
 //! alias, `vN` or digest; list versions; blobs with `GET`/`HEAD`/`Range`; dedup with
 //! `blobs/missing`; verified `PUT` of blobs; idempotent commits; alias moves. Storage is a
 //! `dir://` root ([`hoard_layout::DirRoot`]), so a registry's directory is also an
