@@ -3,8 +3,8 @@
 use clap::Args;
 use hoard_types::api::{GcRequest, Pin, PinRequest};
 
-use crate::config::Size;
 use crate::get::{Connect, bytes, runtime};
+use crate::values::Size;
 
 #[derive(Args)]
 pub(crate) struct PinArgs {
@@ -63,29 +63,29 @@ fn request(args: &PinArgs) -> PinRequest {
 pub(crate) fn pin(args: &PinArgs) -> anyhow::Result<()> {
     let pin = runtime()?.block_on(args.connect.client().pin(&request(args)))?;
     if args.json {
-        return crate::out(&serde_json::to_string(&pin)?);
+        return crate::process::out(&serde_json::to_string(&pin)?);
     }
-    crate::out(&format!("pinned {}", pin_line(&pin)))
+    crate::process::out(&format!("pinned {}", pin_line(&pin)))
 }
 
 pub(crate) fn unpin(args: &PinArgs) -> anyhow::Result<()> {
     let pin = runtime()?.block_on(args.connect.client().unpin(&request(args)))?;
     if args.json {
-        return crate::out(&serde_json::to_string(&pin)?);
+        return crate::process::out(&serde_json::to_string(&pin)?);
     }
-    crate::out(&format!("unpinned {}", pin_line(&pin)))
+    crate::process::out(&format!("unpinned {}", pin_line(&pin)))
 }
 
 pub(crate) fn pins(args: &PinsArgs) -> anyhow::Result<()> {
     let pins = runtime()?.block_on(args.connect.client().pins())?;
     if args.json {
-        return crate::out(&serde_json::to_string(&pins)?);
+        return crate::process::out(&serde_json::to_string(&pins)?);
     }
     if pins.is_empty() {
-        return crate::out("no pinned versions");
+        return crate::process::out("no pinned versions");
     }
     for pin in &pins {
-        crate::out(&pin_line(pin))?;
+        crate::process::out(&pin_line(pin))?;
     }
     Ok(())
 }
@@ -101,9 +101,9 @@ pub(crate) fn gc(args: &GcArgs) -> anyhow::Result<()> {
         dry_run: args.dry_run,
     }))?;
     if args.json {
-        return crate::out(&serde_json::to_string(&report)?);
+        return crate::process::out(&serde_json::to_string(&report)?);
     }
-    crate::out(&format!(
+    crate::process::out(&format!(
         "{} {} blobs: {} freed, {} released (still linked by workdirs); the cache holds {} (target {}), {} of it linked by workdirs",
         if report.dry_run {
             "would evict"
@@ -131,19 +131,19 @@ pub(crate) struct VerifyArgs {
 pub(crate) fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
     let report = runtime()?.block_on(args.connect.client().verify())?;
     if args.json {
-        crate::out(&serde_json::to_string(&report)?)?;
+        crate::process::out(&serde_json::to_string(&report)?)?;
     } else {
-        crate::out(&format!(
+        crate::process::out(&format!(
             "checked {} blobs ({}), {} bad",
             report.checked,
             bytes(report.bytes),
             report.bad.len()
         ))?;
         if report.sealed > 0 {
-            crate::out(&format!("sealed {} blobs with fs-verity", report.sealed))?;
+            crate::process::out(&format!("sealed {} blobs with fs-verity", report.sealed))?;
         }
         if report.sealed_total > 0 {
-            crate::out(&format!(
+            crate::process::out(&format!(
                 "fs-verity: {} of {} blobs sealed",
                 report.sealed_total, report.checked
             ))?;
@@ -156,7 +156,7 @@ pub(crate) fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
                 ),
                 (false, None) => "quarantined; fetched again when needed".to_owned(),
             };
-            crate::out(&format!("  {}: {} ({repair})", bad.blob, bad.why))?;
+            crate::process::out(&format!("  {}: {} ({repair})", bad.blob, bad.why))?;
         }
     }
     if !report.bad.is_empty() {

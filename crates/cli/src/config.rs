@@ -66,10 +66,10 @@ pub(crate) struct Config {
 
 impl Config {
     /// `scrub_rate`, parsed.
-    pub(crate) fn scrub_rate(&self) -> anyhow::Result<Option<crate::daemon::Rate>> {
+    pub(crate) fn scrub_rate(&self) -> anyhow::Result<Option<crate::values::Rate>> {
         self.scrub_rate
             .as_deref()
-            .map(crate::daemon::parse_rate)
+            .map(crate::values::parse_rate)
             .transpose()
             .map_err(|e| anyhow::anyhow!("`scrub_rate`: {e}"))
     }
@@ -113,6 +113,16 @@ pub(crate) struct NamedUpstream {
 }
 
 impl Config {
+    /// `high_watermark` and `low_watermark`, with their defaults.
+    pub(crate) fn watermarks(&self) -> (f64, f64) {
+        (
+            self.high_watermark
+                .unwrap_or(hoard_daemon::Budget::DEFAULT_HIGH),
+            self.low_watermark
+                .unwrap_or(hoard_daemon::Budget::DEFAULT_LOW),
+        )
+    }
+
     /// The upstream URL to use: `chosen` (a flag, env or the `upstream` key: a URL or the
     /// name of one of `upstreams`), else the named upstream marked default (or the only
     /// one); `None` for the embedded default.
@@ -186,62 +196,6 @@ impl NamedUpstream {
     }
 }
 
-/// A cache size as configured: bytes, or a share of the cache's filesystem.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum Size {
-    Bytes(u64),
-    /// A fraction in `(0, 1]`.
-    Share(f64),
-}
-
-impl std::str::FromStr for Size {
-    type Err = String;
-
-    /// `"200 GiB"`, `"1.5TB"`, `"500 MiB"`, `"1048576"` (bytes), `"40%"`. Binary units
-    /// (KiB, MiB, GiB, TiB) are powers of 1024, decimal ones (KB, MB, GB, TB) of 1000.
-    fn from_str(text: &str) -> Result<Self, String> {
-        let bad =
-            || format!("`{text}` is not a size; write e.g. \"200 GiB\", \"500 MB\" or \"40%\"");
-        let trimmed = text.trim();
-        if let Some(percent) = trimmed.strip_suffix('%') {
-            let value: f64 = percent.trim().parse().map_err(|_| bad())?;
-            if !(value > 0.0 && value <= 100.0) {
-                return Err(format!(
-                    "`{text}`: a share must be above 0% and at most 100%"
-                ));
-            }
-            return Ok(Self::Share(value / 100.0));
-        }
-        let split = trimmed
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(trimmed.len());
-        let (number, unit) = trimmed.split_at(split);
-        let value: f64 = number.parse().map_err(|_| bad())?;
-        let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1.0,
-            "kb" | "k" => 1e3,
-            "mb" | "m" => 1e6,
-            "gb" | "g" => 1e9,
-            "tb" | "t" => 1e12,
-            "kib" => 1024.0,
-            "mib" => 1024.0 * 1024.0,
-            "gib" => 1024.0 * 1024.0 * 1024.0,
-            "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-            _ => return Err(bad()),
-        };
-        let bytes = value * scale;
-        if !(0.0..1.8e19).contains(&bytes) {
-            return Err(format!("`{text}` is not a usable cache size"));
-        }
-        #[expect(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            reason = "checked to be within u64 above"
-        )]
-        Ok(Self::Bytes(bytes as u64))
-    }
-}
-
 /// `"30s"`, `"5m"`: durations as humans write them.
 mod humantime_serde_opt {
     use std::time::Duration;
@@ -310,23 +264,13 @@ impl Config {
             .upstream_url(config.upstream.as_deref())
             .map_err(|e| anyhow::anyhow!("Invalid config file `{}`: {e}", path.display()))?;
         if let Some(size) = &config.max_size {
-            size.parse::<Size>().map_err(|e| {
+            size.parse::<crate::values::Size>().map_err(|e| {
                 anyhow::anyhow!("Invalid config file `{}`: `max_size`: {e}", path.display())
             })?;
         }
-        for (key, value) in [
-            ("high_watermark", config.high_watermark),
-            ("low_watermark", config.low_watermark),
-        ] {
-            if let Some(value) = value
-                && !(value > 0.0 && value <= 1.0)
-            {
-                bail!(
-                    "Invalid config file `{}`: `{key}` must be a fraction above 0 and at most 1, not {value}",
-                    path.display()
-                );
-            }
-        }
+        let (high, low) = config.watermarks();
+        hoard_daemon::Budget::check_watermarks(high, low)
+            .map_err(|e| anyhow::anyhow!("Invalid config file `{}`: {e}", path.display()))?;
         if config.range_mib == Some(0) {
             bail!(
                 "Invalid config file `{}`: `range_mib` must be at least 1",
@@ -349,38 +293,20 @@ impl Config {
 pub(crate) fn check(file: Option<&Path>) -> anyhow::Result<()> {
     let config = Config::load(file)?;
     if let Some(socket) = &config.socket {
-        crate::daemon::check_socket_path(socket)?;
+        crate::values::check_socket_path(socket)?;
     }
     if let Some(mode) = &config.socket_mode {
-        crate::daemon::parse_mode(mode)?;
+        crate::values::parse_mode(mode)?;
     }
-    if let Some(url) = config.upstream_url(config.upstream.as_deref())?
-        && !(url.starts_with("http://")
-            || url.starts_with("https://")
-            || url.starts_with("dir:///")
-            || url == "wandb"
-            || url.starts_with("wandb+http"))
-    {
-        bail!(
-            "Invalid config: `upstream` must be `http(s)://host:port`, `dir:///path`, `wandb` or a name under [upstreams], not `{url}`"
-        );
-    }
-    let (high, low) = (
-        config.high_watermark.unwrap_or(0.95),
-        config.low_watermark.unwrap_or(0.85),
-    );
-    if low >= high {
-        bail!("Invalid config: the watermarks must satisfy low < high, not low {low}, high {high}");
+    if let Some(url) = config.upstream_url(config.upstream.as_deref())? {
+        url.parse::<hoard_upstream::UpstreamUrl>().with_context(|| {
+            format!("Invalid config: `upstream` must be an upstream URL or a name under [upstreams], not `{url}`")
+        })?;
     }
     if let Some(addr) = &config.metrics_listen {
-        let parsed: std::net::SocketAddr = addr.parse().map_err(|_| {
-            anyhow::anyhow!("Invalid config: `metrics_listen` = `{addr}` is not host:port")
-        })?;
-        if !parsed.ip().is_loopback() {
-            bail!("Invalid config: `metrics_listen` = `{addr}` must be a loopback address");
-        }
+        crate::values::metrics_addr(addr).context("Invalid config: `metrics_listen`")?;
     }
-    crate::out("the config is valid")
+    crate::process::out("the config is valid")
 }
 
 #[cfg(test)]
@@ -422,24 +348,6 @@ mod tests {
                 e.contains(needle) && e.contains("hoard.toml"),
                 "{text}: {e}"
             );
-        }
-    }
-
-    #[test]
-    fn sizes_parse_as_people_write_them() {
-        for (text, bytes) in [
-            ("200 GiB", 200u64 << 30),
-            ("500MB", 500_000_000),
-            ("1.5 TiB", 3 << 39),
-            ("4096", 4096),
-            ("64 kib", 64 << 10),
-        ] {
-            assert_eq!(text.parse::<Size>(), Ok(Size::Bytes(bytes)), "{text}");
-        }
-        assert_eq!("40%".parse::<Size>(), Ok(Size::Share(0.4)));
-        assert_eq!("0".parse::<Size>(), Ok(Size::Bytes(0)));
-        for bad in ["", "GiB", "-5 GiB", "5 GiBs", "0%", "1e3"] {
-            assert!(bad.parse::<Size>().is_err(), "{bad}");
         }
     }
 

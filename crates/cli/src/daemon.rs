@@ -11,7 +11,8 @@ use hoard_daemon::{Budget, Daemon, Options};
 use hoard_layout::DirRoot;
 use hoard_upstream::{ClientOptions, Upstream};
 
-use crate::config::{FsVerity, Size};
+use crate::config::FsVerity;
+use crate::values::{Rate, Size, check_socket_path, parse_mode, parse_rate};
 use crate::{env, paths};
 
 #[derive(Args, Clone)]
@@ -76,27 +77,6 @@ pub(crate) struct DaemonArgs {
     config: Option<PathBuf>,
 }
 
-/// A scrub rate: bytes per second, or off.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Rate {
-    Off,
-    PerSecond(u64),
-}
-
-/// `16MiB/s`, `16MiB` (per second), `off`.
-pub(crate) fn parse_rate(text: &str) -> Result<Rate, String> {
-    if text.trim().eq_ignore_ascii_case("off") {
-        return Ok(Rate::Off);
-    }
-    let size = text.trim().strip_suffix("/s").unwrap_or(text.trim());
-    match size.parse::<Size>() {
-        Ok(Size::Bytes(n)) if n > 0 => Ok(Rate::PerSecond(n)),
-        _ => Err(format!(
-            "`{text}` is not a rate; write e.g. \"16MiB/s\", or \"off\""
-        )),
-    }
-}
-
 fn at_least_one(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
@@ -129,31 +109,6 @@ pub(crate) fn open_upstream(
     let root = DirRoot::create(&dir)
         .with_context(|| format!("Failed to create the embedded upstream `{}`", dir.display()))?;
     Ok(Upstream::publishing(Arc::new(root)))
-}
-
-/// `0660`, `660`, `0o600`: an octal mode for the socket; its owner must keep read and
-/// write.
-pub(crate) fn parse_mode(text: &str) -> anyhow::Result<u32> {
-    match u32::from_str_radix(text.trim_start_matches("0o"), 8) {
-        Ok(mode) if mode <= 0o777 && mode & 0o600 == 0o600 => Ok(mode),
-        _ => bail!(
-            "Invalid socket mode `{text}`: expected an octal mode like 0600 or 0660, readable and writable by its owner"
-        ),
-    }
-}
-
-/// The longest path a Unix socket address holds (`sun_path` is 108 bytes with the NUL).
-const MAX_SOCKET_PATH: usize = 107;
-
-pub(crate) fn check_socket_path(socket: &Path) -> anyhow::Result<()> {
-    let len = socket.as_os_str().len();
-    if len > MAX_SOCKET_PATH {
-        bail!(
-            "The socket path `{}` is {len} bytes; Unix sockets allow at most {MAX_SOCKET_PATH}: choose a shorter `socket`",
-            socket.display()
-        );
-    }
-    Ok(())
 }
 
 /// The listening socket systemd passed (socket activation: `LISTEN_PID` is this process,
@@ -211,14 +166,7 @@ fn notify_ready() {
 
 /// Binds the metrics address: loopback only (node exporters and scrapers on this host).
 async fn bind_metrics(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
-    let parsed: std::net::SocketAddr = addr.parse().with_context(|| {
-        format!("Invalid metrics address `{addr}`: expected e.g. 127.0.0.1:9477")
-    })?;
-    if !parsed.ip().is_loopback() {
-        bail!(
-            "The metrics address `{addr}` is not a loopback address; hoard serves /metrics on loopback only"
-        );
-    }
+    let parsed = crate::values::metrics_addr(addr)?;
     tokio::net::TcpListener::bind(parsed)
         .await
         .with_context(|| format!("Failed to listen on `{addr}` for /metrics"))
@@ -322,12 +270,9 @@ fn budget(
     if max_bytes == 0 {
         bail!("Invalid cache budget: `max_size` must be more than 0 bytes");
     }
-    let budget = Budget::new(
-        max_bytes,
-        config.high_watermark.unwrap_or(0.95),
-        config.low_watermark.unwrap_or(0.85),
-    )
-    .map_err(|e| anyhow::anyhow!("Invalid cache budget: {e}"))?;
+    let (high, low) = config.watermarks();
+    let budget = Budget::new(max_bytes, high, low)
+        .map_err(|e| anyhow::anyhow!("Invalid cache budget: {e}"))?;
     Ok(Some(budget))
 }
 
@@ -410,7 +355,7 @@ fn settings(
 }
 
 pub(crate) fn run(args: &DaemonArgs) -> anyhow::Result<()> {
-    crate::raise_nofile_limit();
+    crate::process::raise_nofile_limit();
     let config = crate::config::Config::load(args.config.as_deref())?;
     let socket = args
         .socket

@@ -227,9 +227,9 @@ pub(crate) fn get(args: &GetArgs) -> anyhow::Result<()> {
             })
             .await?;
         if args.json {
-            crate::out(&serde_json::to_string(&summary)?)?;
+            crate::process::out(&serde_json::to_string(&summary)?)?;
         } else {
-            crate::out(&summary_line(&named, &summary))?;
+            crate::process::out(&summary_line(&named, &summary))?;
         }
         Ok(())
     })
@@ -247,13 +247,13 @@ pub(crate) fn ls(args: &LsArgs) -> anyhow::Result<()> {
             })
             .await?;
         if args.json {
-            return crate::out(&serde_json::to_string(&resolved)?);
+            return crate::process::out(&serde_json::to_string(&resolved)?);
         }
         if let Some(warning) = &resolved.warning {
             let _ = writeln!(std::io::stderr().lock(), "warning: {warning}");
         }
         for entry in &resolved.entries {
-            crate::out(&format!(
+            crate::process::out(&format!(
                 "{}\t{}\t{}{}",
                 entry.path,
                 entry.size,
@@ -278,9 +278,9 @@ pub(crate) fn status(args: &StatusArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let status = client.status().await?;
         if args.json {
-            return crate::out(&serde_json::to_string(&status)?);
+            return crate::process::out(&serde_json::to_string(&status)?);
         }
-        crate::out(&format!(
+        crate::process::out(&format!(
             "cache:     {} ({} blobs, {} versions, {}{})\nworkdirs:  {} also linked by materialized directories; {} reclaimable\npinned:    {} versions; evicted {} blobs since start\nupstream:  {}\nhits:      {} ({:.0}% of blobs needed)\nmisses:    {}\nfetched:   {}\nin flight: {}\npending uploads: {}",
             status.cache_dir,
             status.blobs,
@@ -303,18 +303,18 @@ pub(crate) fn status(args: &StatusArgs) -> anyhow::Result<()> {
             status.pending_uploads.len()
         ))?;
         if let Some(trouble) = &status.trouble {
-            crate::out(&format!("TROUBLE: {trouble}"))?;
+            crate::process::out(&format!("TROUBLE: {trouble}"))?;
         }
-        crate::out(&format!("upstream state: {}", status.upstream_state))?;
-        crate::out(&format!("fs-verity: {}", status.fs_verity))?;
+        crate::process::out(&format!("upstream state: {}", status.upstream_state))?;
+        crate::process::out(&format!("fs-verity: {}", status.fs_verity))?;
         if !status.scrub.is_empty() {
-            crate::out(&format!("scrub: {}", status.scrub))?;
+            crate::process::out(&format!("scrub: {}", status.scrub))?;
         }
         for mode in &status.link_modes {
-            crate::out(&format!("link mode: {mode}"))?;
+            crate::process::out(&format!("link mode: {mode}"))?;
         }
         for p in &status.pending_uploads {
-            crate::out(&format!(
+            crate::process::out(&format!(
                 "  {}@{}: {} after {} attempt(s){}",
                 p.artifact,
                 p.digest,

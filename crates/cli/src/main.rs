@@ -14,8 +14,10 @@ mod demo;
 mod env;
 mod get;
 mod paths;
+mod process;
 mod publish;
 mod registry;
+mod values;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -147,25 +149,4 @@ fn init_logging(format: LogFormat, default: &str) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
-}
-
-/// Raises the soft limit on open files to the hard limit: servers hold a descriptor per
-/// connection and per blob in flight, and 1,024 is easy to reach.
-pub(crate) fn raise_nofile_limit() {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let mut limit = getrlimit(Resource::Nofile);
-    if limit.current < limit.maximum {
-        limit.current = limit.maximum;
-        if let Err(e) = setrlimit(Resource::Nofile, limit) {
-            tracing::debug!(error = %e, "could not raise the open-files limit");
-        }
-    }
-}
-
-/// One line of data on stdout.
-pub(crate) fn out(line: &str) -> anyhow::Result<()> {
-    let mut stdout = io::stdout().lock();
-    writeln!(stdout, "{line}")?;
-    stdout.flush()?;
-    Ok(())
 }

@@ -80,9 +80,9 @@ pub(crate) fn publish(args: &PublishArgs) -> anyhow::Result<()> {
     let client = args.connect.client();
     let published = runtime()?.block_on(client.publish(&request))?;
     if args.json {
-        crate::out(&serde_json::to_string(&published)?)?;
+        crate::process::out(&serde_json::to_string(&published)?)?;
     } else {
-        crate::out(&line(&published))?;
+        crate::process::out(&line(&published))?;
     }
     if args.wait && published.version.is_none() {
         bail!(

@@ -65,7 +65,7 @@ pub(crate) fn run(command: Command) -> anyhow::Result<()> {
 }
 
 fn run_serve(args: &Serve) -> anyhow::Result<()> {
-    crate::raise_nofile_limit();
+    crate::process::raise_nofile_limit();
     let tokens = args.tokens.as_deref().map(Tokens::load).transpose()?;
     if tokens.is_none() && !args.listen.ip().is_loopback() {
         bail!(
@@ -102,7 +102,7 @@ fn run_serve(args: &Serve) -> anyhow::Result<()> {
             );
         }
         tracing::info!(%addr, root = %args.root.display(), "registry listening");
-        crate::out(&format!("http://{addr}"))?;
+        crate::process::out(&format!("http://{addr}"))?;
         hoard_registry::run(listener, Arc::new(state), shutdown_signal()).await?;
         tracing::info!("registry stopped");
         Ok(())
@@ -156,9 +156,9 @@ fn run_import(args: Import) -> anyhow::Result<()> {
         hoard_registry::import_dir(&root, &name, &args.src, args.aliases, args.kind, metadata)?;
     let version = &committed.version;
     if args.json {
-        crate::out(&serde_json::to_string(version)?)?;
+        crate::process::out(&serde_json::to_string(version)?)?;
     } else {
-        crate::out(&format!(
+        crate::process::out(&format!(
             "{name}:{} {} ({} files, {} bytes{})",
             version.version,
             version.digest,

@@ -29,8 +29,8 @@ use hoard_types::Selector;
 use hoard_upstream::Upstream;
 
 use crate::caller::Asker;
-use crate::daemon::Head;
 use crate::error::ApiError;
+use crate::version::Head;
 
 /// The header a caller's credential travels in.
 pub(crate) const TOKEN_HEADER: &str = "x-hoard-token";
@@ -320,7 +320,7 @@ mod tests {
             version: version.clone(),
         }));
         let access = Access::new(Duration::from_secs(60), false);
-        let found = crate::daemon::Found::fresh(version);
+        let found = crate::version::Found::fresh(version);
         let version = found.head();
         access
             .check(&upstream, Some("mia"), &version)

@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use hoard_store::{BlobKey, EvictReport, Store};
 use hoard_types::{ForeignDigest, human_bytes};
 
-use crate::daemon::blocking;
 use crate::error::ApiError;
+use crate::runtime::blocking;
 
 /// `max_size` and its watermarks, in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,12 +31,30 @@ pub struct Budget {
 
 impl Budget {
     /// A budget of `max_bytes` with watermarks as fractions of it (`0 < low < high <= 1`).
-    pub fn new(max_bytes: u64, high: f64, low: f64) -> Result<Self, String> {
-        if !(low > 0.0 && low < high && high <= 1.0) {
+    /// `high_watermark` and `low_watermark` when not configured.
+    pub const DEFAULT_HIGH: f64 = 0.95;
+    pub const DEFAULT_LOW: f64 = 0.85;
+
+    /// The rule for watermarks: fractions of the budget, above 0 and at most 1, low below
+    /// high.
+    pub fn check_watermarks(high: f64, low: f64) -> Result<(), String> {
+        for (key, value) in [("high_watermark", high), ("low_watermark", low)] {
+            if !(value > 0.0 && value <= 1.0) {
+                return Err(format!(
+                    "`{key}` must be a fraction above 0 and at most 1, not {value}"
+                ));
+            }
+        }
+        if low >= high {
             return Err(format!(
-                "the watermarks must satisfy 0 < low < high <= 1, not low {low}, high {high}"
+                "the watermarks must satisfy low < high, not low {low}, high {high}"
             ));
         }
+        Ok(())
+    }
+
+    pub fn new(max_bytes: u64, high: f64, low: f64) -> Result<Self, String> {
+        Self::check_watermarks(high, low)?;
         #[expect(
             clippy::cast_possible_truncation,
             clippy::cast_sign_loss,
@@ -63,8 +81,8 @@ pub(crate) struct Keeper {
     turn: tokio::sync::Mutex<()>,
     /// Told when room may have been freed (a reservation ended, blobs were evicted).
     freed: tokio::sync::Notify,
-    pub(crate) evicted_blobs: AtomicU64,
-    pub(crate) evicted_bytes: AtomicU64,
+    evicted_blobs: AtomicU64,
+    evicted_bytes: AtomicU64,
 }
 
 /// What room is reserved for: a blob, or a W&B file not yet bound to one (by its MD5).
@@ -132,6 +150,14 @@ impl Keeper {
             evicted_blobs: AtomicU64::new(0),
             evicted_bytes: AtomicU64::new(0),
         }
+    }
+
+    /// Blobs and bytes evicted since start.
+    pub(crate) fn evicted(&self) -> (u64, u64) {
+        (
+            self.evicted_blobs.load(Ordering::Relaxed),
+            self.evicted_bytes.load(Ordering::Relaxed),
+        )
     }
 
     pub(crate) fn budget(&self) -> Option<Budget> {

@@ -1,8 +1,8 @@
 //! Versions of a foreign upstream (W&B), whose manifests name files by MD5.
 //!
-//! The daemon keeps each [`ForeignVersion`] it resolved in the store's
-//! `foreign_versions` table (under `v/<artifact>:<N>` and `d/<digest>`), so a warm request
-//! for `name:vN` or `name@digest` makes no network call. A request binds the entries it
+//! The resolver keeps each [`ForeignVersion`] it resolved in the store (see
+//! `hoard_store`'s `tables.rs`), so a warm request for `name:vN` or `name@digest` makes no
+//! network call. A request binds the entries it
 //! selects to blobs: the index maps each MD5 it has seen to a blake3 digest; a file never
 //! seen, or whose blob was evicted, is fetched (asking the upstream for the URLs of just
 //! those files) and checked against its MD5 while it is hashed. The bound entries make an
@@ -17,116 +17,23 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use hoard_store::{BlobKey, Provenance, Table};
+use hoard_store::{BlobKey, Provenance};
 use hoard_types::api::Event;
-use hoard_types::{
-    ArtifactName, Digest, Entry, ForeignDigest, ForeignEntry, ForeignVersion, Manifest, RelPath,
-};
+use hoard_types::{Digest, Entry, ForeignDigest, ForeignEntry, ForeignVersion, Manifest, RelPath};
 use hoard_upstream::ForeignCatalog;
 use tokio::sync::mpsc;
 
 use crate::caller::Caller;
-use crate::daemon::{Daemon, Found, Got, Selection, blocking};
+use crate::daemon::Daemon;
+use crate::drive::{FETCH_WINDOW, Got};
 use crate::error::ApiError;
+use crate::runtime::blocking;
+use crate::version::{Selection, select_entries};
 
 /// A fetched file: its entry, its blob, the bytes downloaded.
 type Fetched = Got<(ForeignDigest, Digest)>;
 
-/// Keys of foreign versions by number start with this (the others, `d/…`, map digests to
-/// them).
-const BY_NUMBER: &str = "v/";
-
-fn number_key(name: &ArtifactName, n: u32) -> String {
-    format!("{BY_NUMBER}{name}:{n}")
-}
-
-/// How many foreign versions are cached.
-pub(crate) fn count(store: &hoard_store::Store) -> hoard_store::Result<u64> {
-    store.count_records(Table::ForeignVersions, BY_NUMBER)
-}
-
-fn digest_key(digest: &Digest) -> String {
-    format!("d/{digest}")
-}
-
-fn parse(key: &str, json: &[u8]) -> Result<ForeignVersion, ApiError> {
-    serde_json::from_slice(json)
-        .map_err(|e| ApiError::internal(format!("the cached version `{key}` does not parse: {e}")))
-}
-
 impl Daemon {
-    pub(crate) async fn cached_foreign(
-        &self,
-        name: &ArtifactName,
-        n: u32,
-    ) -> Result<Option<Found>, ApiError> {
-        let (store, key) = (self.store.clone(), number_key(name, n));
-        blocking(move || {
-            store
-                .get_record(Table::ForeignVersions, &key)?
-                .map(|json| parse(&key, &json).map(Found::foreign))
-                .transpose()
-        })
-        .await
-    }
-
-    pub(crate) async fn cached_foreign_by_digest(
-        &self,
-        name: &ArtifactName,
-        digest: &Digest,
-    ) -> Result<Option<Found>, ApiError> {
-        let (store, key) = (self.store.clone(), digest_key(digest));
-        let found = blocking(move || {
-            let Some(number) = store.get_record(Table::ForeignVersions, &key)? else {
-                return Ok(None);
-            };
-            let number = String::from_utf8_lossy(&number).into_owned();
-            store
-                .get_record(Table::ForeignVersions, &number)?
-                .map(|json| parse(&number, &json).map(Found::foreign))
-                .transpose()
-        })
-        .await?;
-        Ok(found.filter(|f| f.head().artifact().is_ok_and(|a| a == *name)))
-    }
-
-    /// Stores a version the upstream described (replacing what was stored under its
-    /// number: W&B versions are immutable, but a re-upload after deletion is not).
-    pub(crate) async fn remember_foreign(
-        &self,
-        version: ForeignVersion,
-    ) -> Result<Found, ApiError> {
-        let store = self.store.clone();
-        blocking(move || {
-            let name = version.artifact()?;
-            let key = number_key(&name, version.number()?);
-            let json = serde_json::to_vec(&version).expect("a version serializes");
-            // A cache, as for hoard's own versions: not written again when held as is,
-            // and a request goes on without it on a disk into the index's reserve.
-            if store.get_record(Table::ForeignVersions, &key)?.as_deref() == Some(&json[..]) {
-                return Ok(Found::foreign(version));
-            }
-            if store.low_on_space() {
-                tracing::warn!(version = %name, "the disk is nearly full: not caching the version");
-                return Ok(Found::foreign(version));
-            }
-            let kept = store
-                .put_record(Table::ForeignVersions, &key, &json)
-                .and_then(|()| {
-                    store.put_record(
-                        Table::ForeignVersions,
-                        &digest_key(&version.digest()),
-                        key.as_bytes(),
-                    )
-                });
-            if let Err(e) = kept {
-                tracing::warn!(error = %crate::error::chain(&e), "cannot cache a W&B version");
-            }
-            Ok(Found::foreign(version))
-        })
-        .await
-    }
-
     /// Binds the entries of `version` that `selection` selects to blobs, fetching those
     /// never seen or evicted; returns the bound manifest and (blobs, bytes) fetched.
     pub(crate) async fn bind(
@@ -136,7 +43,7 @@ impl Daemon {
         caller: Caller,
         events: &mpsc::Sender<Event>,
     ) -> Result<(Manifest, u64, u64), ApiError> {
-        let selected = crate::daemon::select_entries(&version.entries, selection)?;
+        let selected = select_entries(&version.entries, selection)?;
         for (path, entry) in &selected {
             if let Some(uri) = &entry.reference {
                 crate::references::source(&self.references, caller, path, uri)?;
@@ -275,7 +182,9 @@ impl Daemon {
         let _room = self.keeper.reserve(claims, what, Some(events)).await?;
         let paths: Vec<RelPath> = need.iter().map(|&i| selected[i].0.clone()).collect();
         let project: Arc<str> = format!("{}/{}", version.entity, version.project).into();
-        let sources = self.note_upstream(foreign.sources(version, &paths).await)?;
+        let sources = self
+            .resolver
+            .note_upstream(foreign.sources(version, &paths).await)?;
         // Boxed futures, collected first: a closure in `StreamExt::map` here trips the
         // compiler's `Send` check of the request task (a higher-ranked lifetime error).
         let work: Vec<hoard_upstream::BoxFuture<'static, Result<Fetched, ApiError>>> = need
@@ -296,10 +205,15 @@ impl Daemon {
                 }) as hoard_upstream::BoxFuture<'static, _>
             })
             .collect();
-        let work = futures_util::stream::iter(work).buffer_unordered(crate::daemon::FETCH_WINDOW);
-        let (bound, fetched) = self
-            .drive_fetches(work, (missing_blobs, missing_bytes), events)
-            .await?;
+        let work = futures_util::stream::iter(work).buffer_unordered(FETCH_WINDOW);
+        let (bound, fetched) = crate::drive::drive(
+            &self.fetcher,
+            &self.keeper,
+            work,
+            (missing_blobs, missing_bytes),
+            events,
+        )
+        .await?;
         Ok((bound.into_iter().collect(), fetched))
     }
 }

@@ -9,36 +9,57 @@
 //!
 //! # Layout
 //!
-//! - `server.rs`: [`run`], the accept loop on the socket.
-//! - `routes.rs`: the socket API (v1) calls, problem documents, NDJSON progress streams.
-//! - `daemon.rs`: [`Daemon`]: resolution, selection, fetch-then-materialize.
-//! - `fetch.rs`: the fetch engine (coalescing, bounded concurrency, detached fetches).
-//! - `foreign.rs`: versions of a foreign upstream (W&B): kept in the index, their files
-//!   bound to blobs per request through the `md5:` → blake3 map, fetched when unseen.
-//! - `publish.rs`: publishing, and the outbox that takes publishes upstream.
-//! - `budget.rs`: the cache budget and eviction; `pins.rs`: pinned versions.
-//! - `caller.rs`: the caller's identity (`SO_PEERCRED`) and acting within their rights;
-//!   `access.rs`: confirming with the upstream, by the caller's credential, that they may
+//! [`Daemon`] (`daemon.rs`) is made of parts, each with its own state; none of them
+//! imports the daemon:
+//!
+//! - `resolve.rs`: the resolver: which version a reference names (the index first,
+//!   aliases within their TTL, the last answer when the upstream is down).
+//! - `fetch.rs`: the fetch engine (coalescing, bounded concurrency, detached fetches,
+//!   ranges, one commit for many blobs); `drive.rs` drives one request's fetches and
+//!   reports progress.
+//! - `outbox.rs`: publishes on their way upstream, with backoff.
+//! - `budget.rs`: the cache budget and eviction.
+//! - `access.rs`: confirming with the upstream, by the caller's credential, that they may
 //!   download what is cached.
-//! - `references.rs`: which reference entries are fetched for whom, and from where.
 //! - `scrub.rs`: re-hashing every blob in the background at a bounded rate.
-//! - `metrics.rs`: `/metrics`.
-//! - `error.rs`: [`ApiError`], how store and upstream failures are answered.
+//! - `metrics.rs`: `/metrics`, rendered from a snapshot the parts hand over.
+//!
+//! What a request does, over those parts (these modules add `impl Daemon` blocks and
+//! import the daemon; the daemon does not import them):
+//!
+//! - `materialize.rs`: fetch what a selection lacks, then link it into place.
+//! - `foreign.rs`: bind a foreign (W&B) version's files to blobs through the `md5:` →
+//!   blake3 map, fetching the unseen ones.
+//! - `publish.rs`: publishing; `pins.rs`: pinned versions.
+//! - `routes.rs`: the socket API (v1) calls, problem documents, NDJSON progress streams;
+//!   `server.rs`: [`run`], the accept loop on the socket.
+//!
+//! Shared by all: `version.rs` (what a request resolved to, and which files it selects),
+//! `caller.rs` (the caller's identity, `SO_PEERCRED`, and acting within their rights),
+//! `references.rs` (which reference entries are fetched for whom, and from where),
+//! `runtime.rs` (blocking work, the wall clock), `error.rs` ([`ApiError`], how store and
+//! upstream failures are answered).
 
 mod access;
 mod budget;
 mod caller;
 mod daemon;
+mod drive;
 mod error;
 mod fetch;
 mod foreign;
+mod materialize;
 mod metrics;
+mod outbox;
 mod pins;
 mod publish;
 mod references;
+mod resolve;
 mod routes;
+mod runtime;
 mod scrub;
 mod server;
+mod version;
 
 pub use budget::Budget;
 pub use daemon::{Daemon, Options};

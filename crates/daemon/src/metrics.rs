@@ -3,7 +3,24 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
-use crate::Daemon;
+use crate::fetch::FetchCounters;
+
+/// What the daemon's parts report for one rendering: each hands over its figures.
+pub(crate) struct Snapshot<'a> {
+    pub fetch: &'a FetchCounters,
+    /// Blobs found cached / missing when a call needed them.
+    pub hits: u64,
+    pub misses: u64,
+    pub scrubbed_bytes: u64,
+    pub scrub_bad: u64,
+    pub verity_sealed: u64,
+    pub evicted_blobs: u64,
+    pub evicted_bytes: u64,
+    /// `max_size`, 0 when unbounded.
+    pub budget_bytes: u64,
+    /// The cache's (bytes, blobs) now.
+    pub cache: (u64, u64),
+}
 
 /// Requests by (call, status), refusals by reason; the rest is read from the daemon's
 /// counters.
@@ -33,8 +50,8 @@ impl Metrics {
             .or_default() += 1;
     }
 
-    /// The text of `/metrics`; `cache` is the cache's (bytes, blobs) now.
-    pub(crate) fn render(&self, daemon: &Daemon, cache: (u64, u64)) -> String {
+    /// The text of `/metrics`.
+    pub(crate) fn render(&self, now: &Snapshot<'_>) -> String {
         let mut out = String::new();
         self.requests.render(
             &mut out,
@@ -43,7 +60,7 @@ impl Metrics {
             "Socket API calls answered, by call and status.",
         );
         self.render_refusals(&mut out);
-        let c = &daemon.fetcher.counters;
+        let c = now.fetch;
         render_histogram(&mut out, &c.seconds);
         render_failures(&mut out, c);
         render_values(
@@ -53,13 +70,13 @@ impl Metrics {
                     "hoard_cache_hits_total",
                     "counter",
                     "Blobs found cached when a call needed them.",
-                    daemon.hits.load(Ordering::Relaxed),
+                    now.hits,
                 ),
                 (
                     "hoard_cache_misses_total",
                     "counter",
                     "Blobs missing when a call needed them.",
-                    daemon.misses.load(Ordering::Relaxed),
+                    now.misses,
                 ),
                 (
                     "hoard_fetched_blobs_total",
@@ -83,13 +100,13 @@ impl Metrics {
                     "hoard_scrubbed_bytes_total",
                     "counter",
                     "Bytes the background scrub re-hashed.",
-                    daemon.scrub.bytes.load(Ordering::Relaxed),
+                    now.scrubbed_bytes,
                 ),
                 (
                     "hoard_scrub_bad_blobs_total",
                     "counter",
                     "Blobs the background scrub found bad (quarantined, fetched again).",
-                    daemon.scrub.bad.load(Ordering::Relaxed),
+                    now.scrub_bad,
                 ),
                 (
                     "hoard_refetched_blobs_total",
@@ -117,12 +134,12 @@ impl Metrics {
                 ),
             ],
         );
-        self.render_cache(&mut out, daemon, cache);
+        self.render_cache(&mut out, now);
         out
     }
 
     /// The cache's contents and what happened to them.
-    fn render_cache(&self, out: &mut String, daemon: &Daemon, cache: (u64, u64)) {
+    fn render_cache(&self, out: &mut String, now: &Snapshot<'_>) {
         render_values(
             out,
             &[
@@ -136,32 +153,37 @@ impl Metrics {
                     "hoard_verity_sealed_blobs_total",
                     "counter",
                     "Blobs sealed with fs-verity since start.",
-                    daemon.store.verity_sealed(),
+                    now.verity_sealed,
                 ),
                 (
                     "hoard_evicted_blobs_total",
                     "counter",
                     "Blobs evicted from the cache.",
-                    daemon.keeper.evicted_blobs.load(Ordering::Relaxed),
+                    now.evicted_blobs,
                 ),
                 (
                     "hoard_evicted_bytes_total",
                     "counter",
                     "Bytes of blobs evicted from the cache.",
-                    daemon.keeper.evicted_bytes.load(Ordering::Relaxed),
+                    now.evicted_bytes,
                 ),
                 (
                     "hoard_cache_bytes",
                     "gauge",
                     "Bytes of blobs in the cache.",
-                    cache.0,
+                    now.cache.0,
                 ),
-                ("hoard_cache_blobs", "gauge", "Blobs in the cache.", cache.1),
+                (
+                    "hoard_cache_blobs",
+                    "gauge",
+                    "Blobs in the cache.",
+                    now.cache.1,
+                ),
                 (
                     "hoard_cache_budget_bytes",
                     "gauge",
                     "The cache budget (`max_size`); 0 when unbounded.",
-                    daemon.keeper.budget().map_or(0, |b| b.max_bytes),
+                    now.budget_bytes,
                 ),
             ],
         );

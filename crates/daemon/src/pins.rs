@@ -16,8 +16,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::caller::Asker;
-use crate::daemon::{Daemon, Found, Selection, Versioned, blocking};
+use crate::daemon::Daemon;
 use crate::error::ApiError;
+use crate::runtime::blocking;
+use crate::version::{Found, Selection, Versioned, blob_keys};
 
 /// A user other than the daemon's may pin at most this fraction (1/N) of the budget.
 const PIN_SHARE: u64 = 2;
@@ -61,17 +63,6 @@ impl PinRecord {
 
 fn key(pin: &Pin) -> String {
     format!("{}/{}/{}@{}", pin.entity, pin.project, pin.name, pin.digest)
-}
-
-fn blob_keys(manifest: &Manifest) -> Vec<BlobKey> {
-    let mut keys: Vec<BlobKey> = manifest
-        .entries
-        .values()
-        .map(|e| BlobKey::new(e.digest, e.exec))
-        .collect();
-    keys.sort_unstable_by_key(|k| (k.digest, k.exec));
-    keys.dedup();
-    keys
 }
 
 /// The pin of a version: its files and bytes from its manifest, or for a foreign version

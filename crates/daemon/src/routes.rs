@@ -20,8 +20,10 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::caller::{Asker, Caller};
-use crate::daemon::{Daemon, Selection, Versioned, blocking};
+use crate::daemon::Daemon;
 use crate::error::ApiError;
+use crate::runtime::blocking;
+use crate::version::{Selection, Versioned};
 
 /// Largest request body: requests are small JSON documents.
 const MAX_BODY: usize = 1 << 20;
@@ -166,12 +168,12 @@ async fn status(
         Ok((
             store.usage()?,
             store.eviction_plan(0)?,
-            store.version_count()? + crate::foreign::count(&store)?,
+            store.version_count()? + store.foreign_version_count()?,
         ))
     })
     .await?;
     let budget = daemon.keeper.budget();
-    let counters = &daemon.fetcher.counters;
+    let now = daemon.snapshot((bytes, blobs));
     Ok(json(
         StatusCode::OK,
         &Status {
@@ -180,10 +182,10 @@ async fn status(
             blobs,
             versions,
             cache_bytes: bytes,
-            hits: daemon.hits.load(Ordering::Relaxed),
-            misses: daemon.misses.load(Ordering::Relaxed),
-            fetched_bytes: counters.fetched_bytes.load(Ordering::Relaxed),
-            in_flight: counters.in_flight.load(Ordering::Relaxed),
+            hits: now.hits,
+            misses: now.misses,
+            fetched_bytes: now.fetch.fetched_bytes.load(Ordering::Relaxed),
+            in_flight: now.fetch.in_flight.load(Ordering::Relaxed),
             // Only the daemon's own user publishes.
             pending_uploads: if who.caller.is_daemon_user() {
                 daemon.outbox.pending().await?
@@ -195,8 +197,8 @@ async fn status(
             reclaimable_bytes: plan.freed_bytes,
             held_by_workdirs_bytes: plan.released_bytes + plan.held_by_workdirs_bytes,
             pinned_versions: daemon.pins(&who).await?.len() as u64,
-            evicted_blobs: daemon.keeper.evicted_blobs.load(Ordering::Relaxed),
-            upstream_state: daemon.upstream_state(),
+            evicted_blobs: now.evicted_blobs,
+            upstream_state: daemon.resolver.upstream_state(),
             link_modes: daemon
                 .store
                 .link_probes()
@@ -221,7 +223,7 @@ async fn status(
 async fn metrics(daemon: &Arc<Daemon>) -> Result<Response<Body>, ApiError> {
     let store = daemon.store.clone();
     let cache = blocking(move || Ok(store.usage()?)).await?;
-    let mut response = Response::new(full(daemon.metrics.render(daemon, cache)));
+    let mut response = Response::new(full(daemon.metrics.render(&daemon.snapshot(cache))));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),

@@ -39,6 +39,7 @@ mod parts;
 mod reconcile;
 mod record;
 mod store;
+mod tables;
 mod verity;
 
 pub use as_user::{AsUser, Identity};

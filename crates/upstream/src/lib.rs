@@ -38,44 +38,81 @@ pub use upstream::{
     BlobSource, BoxFuture, Catalog, FileSource, ForeignCatalog, Publisher, Upstream,
 };
 
-/// Opens an upstream by URL: `http(s)://host:port` is a hoard registry, `dir:///path` a
-/// directory (which must exist), `wandb` W&B at `WANDB_BASE_URL` (default
-/// `https://api.wandb.ai`) and `wandb+https://host` W&B at that server.
-pub fn open(url: &str, options: ClientOptions) -> Result<Upstream, Error> {
-    if let Some(path) = url.strip_prefix("dir://") {
-        if !path.starts_with('/') {
-            return Err(Error::Url {
-                url: url.to_owned(),
-                reason: "a `dir://` URL needs an absolute path: `dir:///data/hoard`".to_owned(),
-            });
-        }
-        let root = DirRoot::new(path);
-        if !root.root().join("artifacts").is_dir() && !root.root().join("blobs").is_dir() {
-            return Err(Error::Url {
-                url: url.to_owned(),
-                reason: "the directory is not a hoard `dir://` root (no `artifacts/` or `blobs/`)"
-                    .to_owned(),
-            });
-        }
-        return Ok(Upstream::publishing(Arc::new(root)));
-    }
-    if url.starts_with("http://") || url.starts_with("https://") {
-        return Ok(Upstream::publishing(Arc::new(RegistryClient::new(
-            url, options,
-        )?)));
-    }
-    if url == "wandb" || url.starts_with("wandb+") {
-        let base = url.strip_prefix("wandb+");
-        let client = ClientOptions {
-            token: None,
-            ..options
+/// An upstream URL, parsed: the one grammar of upstream URLs (flags, `hoard.toml`,
+/// [`open`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UpstreamUrl {
+    /// `http(s)://host:port`: a hoard registry.
+    Registry(String),
+    /// `dir:///path`: a directory in the registry's layout.
+    Dir(std::path::PathBuf),
+    /// `wandb`: W&B at `WANDB_BASE_URL` (default `https://api.wandb.ai`); `wandb+https://host`:
+    /// W&B at that server.
+    Wandb(Option<String>),
+}
+
+impl std::str::FromStr for UpstreamUrl {
+    type Err = Error;
+
+    fn from_str(url: &str) -> Result<Self, Error> {
+        let bad = |reason: &str| Error::Url {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
         };
-        return Ok(Upstream::Foreign(Arc::new(wandb::WandbClient::new(
-            wandb::WandbOptions::from_env(base, client),
-        )?)));
+        if let Some(path) = url.strip_prefix("dir://") {
+            if !path.starts_with('/') {
+                return Err(bad(
+                    "a `dir://` URL needs an absolute path: `dir:///data/hoard`",
+                ));
+            }
+            return Ok(Self::Dir(path.into()));
+        }
+        if url.starts_with("http://") || url.starts_with("https://") {
+            return Ok(Self::Registry(url.to_owned()));
+        }
+        if url == "wandb" {
+            return Ok(Self::Wandb(None));
+        }
+        if let Some(base) = url.strip_prefix("wandb+") {
+            if base.starts_with("http://") || base.starts_with("https://") {
+                return Ok(Self::Wandb(Some(base.to_owned())));
+            }
+            return Err(bad(
+                "a `wandb+` URL names the server: `wandb+https://host[:port]`",
+            ));
+        }
+        Err(bad(
+            "expected `http(s)://host:port` (a hoard registry), `dir:///path`, or `wandb` (W&B at `WANDB_BASE_URL`; `wandb+https://host` for another server)",
+        ))
     }
-    Err(Error::Url {
-        url: url.to_owned(),
-        reason: "expected `http(s)://host:port` (a hoard registry), `dir:///path`, or `wandb` (W&B at `WANDB_BASE_URL`; `wandb+https://host` for another server)".to_owned(),
-    })
+}
+
+/// Opens an upstream by URL (see [`UpstreamUrl`]); a `dir://` root must exist.
+pub fn open(url: &str, options: ClientOptions) -> Result<Upstream, Error> {
+    match url.parse::<UpstreamUrl>()? {
+        UpstreamUrl::Dir(path) => {
+            let root = DirRoot::new(&path);
+            if !root.root().join("artifacts").is_dir() && !root.root().join("blobs").is_dir() {
+                return Err(Error::Url {
+                    url: url.to_owned(),
+                    reason:
+                        "the directory is not a hoard `dir://` root (no `artifacts/` or `blobs/`)"
+                            .to_owned(),
+                });
+            }
+            Ok(Upstream::publishing(Arc::new(root)))
+        }
+        UpstreamUrl::Registry(url) => Ok(Upstream::publishing(Arc::new(RegistryClient::new(
+            &url, options,
+        )?))),
+        UpstreamUrl::Wandb(base) => {
+            let client = ClientOptions {
+                token: None,
+                ..options
+            };
+            Ok(Upstream::Foreign(Arc::new(wandb::WandbClient::new(
+                wandb::WandbOptions::from_env(base.as_deref(), client),
+            )?)))
+        }
+    }
 }

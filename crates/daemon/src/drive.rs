@@ -1,0 +1,78 @@
+//! A request's fetches driven to the end: a window of blobs in flight, progress events
+//! at most every [`PROGRESS_EVERY`], and what was fetched committed at the end (also when
+//! a fetch fails, for the next attempt).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use hoard_types::api::Event;
+use tokio::sync::mpsc;
+
+use crate::budget::Keeper;
+use crate::error::ApiError;
+use crate::fetch::Fetcher;
+
+/// Blobs one request keeps in flight (fetching or waiting for their commit).
+pub(crate) const FETCH_WINDOW: usize = 1024;
+
+/// How often a long call reports progress at most.
+pub(crate) const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// One finished fetch of a request: the blob's size, the bytes downloaded (`None` when
+/// the cache or another request had it), and what the caller keeps of it.
+pub(crate) struct Got<T> {
+    pub size: u64,
+    pub downloaded: Option<u64>,
+    pub kept: T,
+}
+
+/// Runs a request's fetches (`work`; `missing` blobs and bytes in all), reporting
+/// progress. What was fetched is committed at the end, and also when a fetch fails
+/// (for the next attempt). Returns what each fetch kept, and the blobs and bytes
+/// downloaded.
+pub(crate) async fn drive<T>(
+    fetcher: &Fetcher,
+    keeper: &Arc<Keeper>,
+    work: impl futures_util::Stream<Item = Result<Got<T>, ApiError>>,
+    (missing_blobs, missing_bytes): (u64, u64),
+    events: &mpsc::Sender<Event>,
+) -> Result<(Vec<T>, (u64, u64)), ApiError> {
+    let progress = |blobs, bytes| Event::Progress {
+        fetched_blobs: blobs,
+        missing_blobs,
+        fetched_bytes: bytes,
+        missing_bytes,
+    };
+    let _ = events.send(progress(0, 0)).await;
+    let mut work = Box::pin(work);
+    let mut kept = Vec::new();
+    let (mut done, mut done_bytes, mut downloaded, mut downloaded_bytes) = (0, 0, 0, 0);
+    let mut last = Instant::now();
+    while let Some(result) = work.next().await {
+        let got = match result {
+            Ok(got) => got,
+            Err(e) => {
+                // What was fetched stays: commit it for the next attempt.
+                drop(work);
+                let _ = fetcher.commit_now().await;
+                keeper.after_fetch();
+                return Err(e);
+            }
+        };
+        done += 1;
+        done_bytes += got.size;
+        if let Some(bytes) = got.downloaded {
+            downloaded += 1;
+            downloaded_bytes += bytes;
+        }
+        kept.push(got.kept);
+        if last.elapsed() >= PROGRESS_EVERY || done == missing_blobs {
+            last = Instant::now();
+            let _ = events.send(progress(done, done_bytes)).await;
+        }
+    }
+    fetcher.commit_now().await?;
+    keeper.after_fetch();
+    Ok((kept, (downloaded, downloaded_bytes)))
+}

@@ -1,0 +1,431 @@
+//! Fetch and materialization: the blobs a selection needs are made cached (each fetched
+//! once, however many requests want it, within the budget), then linked or copied into
+//! the destination, as the caller when the caller is another user.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use hoard_store::{BlobKey, LinkMode, Provenance};
+use hoard_types::api::{Event, ListedEntry, Resolved, Summary};
+use hoard_types::{Manifest, PathPrefix, RelPath};
+use tokio::sync::mpsc;
+
+use crate::caller::Caller;
+use crate::daemon::Daemon;
+use crate::drive::{FETCH_WINDOW, Got};
+use crate::error::ApiError;
+use crate::runtime::blocking;
+use crate::version::{Found, Head, Selection, Versioned, blob_keys, select};
+
+/// What [`Daemon::materialize`] fetches: a native selection, or a foreign version to
+/// bind.
+enum Chosen<'a> {
+    Native(Manifest),
+    Foreign(&'a Arc<hoard_types::ForeignVersion>),
+}
+
+/// A destination ready to be written: a path (the daemon's own user), or a directory
+/// opened as the caller.
+pub(crate) enum Target {
+    Path(PathBuf),
+    Opened(hoard_store::DestRoot),
+}
+
+impl Daemon {
+    /// Makes the selected files cached for `caller`, then (with a destination)
+    /// materializes them, reporting progress on `events`.
+    pub(crate) async fn materialize(
+        self: &Arc<Self>,
+        found: &Found,
+        selection: &Selection<'_>,
+        caller: Caller,
+        dest: Option<&std::path::Path>,
+        mode: LinkMode,
+        events: &mpsc::Sender<Event>,
+    ) -> Result<Summary, ApiError> {
+        let start = Instant::now();
+        let head = found.head();
+        // A native selection is checked before anything else is done.
+        let chosen = match &found.version {
+            Versioned::Native(version) => Chosen::Native(select(&version.manifest, selection)?),
+            Versioned::Foreign(foreign, _) => Chosen::Foreign(foreign),
+        };
+        // For another user, the destination is opened (and checked) as them, before anything
+        // is fetched.
+        let target = match dest {
+            None => None,
+            Some(path) if !caller.is_daemon_user() => {
+                let path = path.to_owned();
+                Some(Target::Opened(
+                    blocking(move || {
+                        let user = crate::caller::act_as(caller)?;
+                        Ok(hoard_store::DestRoot::open_as(path, user)?)
+                    })
+                    .await?,
+                ))
+            }
+            Some(path) => Some(Target::Path(path.to_owned())),
+        };
+        // The version's blobs stay from their fetch until they are linked (`_lease`):
+        // eviction making room for another request must not take them in between.
+        let (manifest, fetched_blobs, fetched_bytes, _lease) = match chosen {
+            Chosen::Native(manifest) => self.fetch_native(&head, manifest, caller, events).await?,
+            Chosen::Foreign(foreign) => {
+                let (manifest, blobs, bytes) =
+                    self.bind(foreign, selection, caller, events).await?;
+                let lease = self.store.lease(blob_keys(&manifest));
+                (manifest, blobs, bytes, lease)
+            }
+        };
+        let mut summary = Summary {
+            version: head.version.to_owned(),
+            digest: head.digest,
+            dest: dest.map(|d| d.display().to_string()),
+            files: manifest.entries.len() as u64,
+            bytes: manifest.total_size(),
+            fetched_blobs,
+            fetched_bytes,
+            placed: 0,
+            unchanged: 0,
+            removed: 0,
+            mode: None,
+            seconds: 0.0,
+        };
+        if let Some(target) = target {
+            let manifest = Arc::new(manifest);
+            let target = Arc::new(target);
+            let placed = self
+                .place(manifest.clone(), target.clone(), mode, caller)
+                .await;
+            let report = match (placed, &found.version) {
+                // A blob of a foreign version that was tampered with or evicted meanwhile:
+                // bind again (which fetches it from the upstream), then place once more.
+                (Err(e), Versioned::Foreign(foreign, _))
+                    if matches!(e.kind, "tampered" | "not-cached") =>
+                {
+                    let (rebound, _, _) = self.bind(foreign, selection, caller, events).await?;
+                    self.place(Arc::new(rebound), target.clone(), mode, caller)
+                        .await?
+                }
+                (placed, _) => placed?,
+            };
+            summary.placed = report.placed;
+            summary.unchanged = report.unchanged;
+            self.metrics
+                .materialized_bytes
+                .fetch_add(summary.bytes, Ordering::Relaxed);
+            self.metrics.from_cache_bytes.fetch_add(
+                summary.bytes.saturating_sub(summary.fetched_bytes),
+                Ordering::Relaxed,
+            );
+            summary.mode = Some(report.mode.to_string());
+            if selection.clean {
+                let prefix = PathPrefix::new(selection.path_prefix.unwrap_or_default())?;
+                let store = self.store.clone();
+                let removed = blocking(move || {
+                    Ok(match &*target {
+                        Target::Path(dest) => store.clean(&manifest, &prefix, dest)?,
+                        Target::Opened(root) => store.clean_into(&manifest, &prefix, root)?,
+                    })
+                })
+                .await?;
+                summary.removed = removed.files + removed.dirs;
+            }
+        }
+        summary.seconds = start.elapsed().as_secs_f64();
+        Ok(summary)
+    }
+
+    /// Checks that the selected reference entries can be fetched for `caller`, then
+    /// fetches what is missing; returns the manifest and (blobs, bytes) fetched.
+    async fn fetch_native(
+        self: &Arc<Self>,
+        version: &Head<'_>,
+        manifest: Manifest,
+        caller: Caller,
+        events: &mpsc::Sender<Event>,
+    ) -> Result<(Manifest, u64, u64, hoard_store::Lease), ApiError> {
+        crate::references::check_all(&self.references, caller, &manifest)?;
+        let what = format!("`{version}`");
+        let (blobs, bytes, lease) = self.fetch_missing(&manifest, &what, caller, events).await?;
+        Ok((manifest, blobs, bytes, lease))
+    }
+
+    /// Fetches the blobs of `manifest` that are not cached; returns (blobs, bytes) fetched,
+    /// and a lease that keeps all the version's blobs from eviction (hold it until they
+    /// are linked). For a caller who is not the daemon's user, a cached blob that only
+    /// reference entries name counts only once its bytes came from that reference (see
+    /// [`Store::proven`]): until then it is fetched from there and checked, unkept.
+    async fn fetch_missing(
+        self: &Arc<Self>,
+        manifest: &Manifest,
+        what: &str,
+        caller: Caller,
+        events: &mpsc::Sender<Event>,
+    ) -> Result<(u64, u64, hoard_store::Lease), ApiError> {
+        // Where a blob's bytes come from when no entry has it in the upstream: a reference.
+        let references = Arc::new(crate::references::only_referenced(manifest));
+        let (keys, work) = self.fetch_plan(manifest, &references, caller).await?;
+        if work.is_empty() {
+            self.hits.fetch_add(keys.len() as u64, Ordering::Relaxed);
+            return Ok((0, 0, self.store.lease(keys)));
+        }
+        // Room first, without a lease: a request waiting for room must not hold blobs that
+        // the requests it waits for might need evicted (they would wait for each other).
+        let claims = work
+            .iter()
+            .filter(|(_, _, prove)| !prove)
+            .map(|(key, size, _)| (crate::budget::Claim::Blob(*key), *size))
+            .collect::<Vec<_>>();
+        let _room = if claims.is_empty() {
+            None
+        } else {
+            Some(self.keeper.reserve(claims, what, Some(events)).await?)
+        };
+        // Then the lease, and what is missing now: eviction while this waited may have
+        // taken some of the version's cached blobs (they are fetched too, over the room
+        // reserved by as much; the eviction after the fetch makes up for it).
+        let lease = self.store.lease(keys.iter().copied());
+        let (keys, work) = self.fetch_plan(manifest, &references, caller).await?;
+        let unique = keys.len() as u64;
+        self.misses.fetch_add(work.len() as u64, Ordering::Relaxed);
+        self.hits
+            .fetch_add(unique.saturating_sub(work.len() as u64), Ordering::Relaxed);
+        if work.is_empty() {
+            return Ok((0, 0, lease));
+        }
+        let missing_blobs = work.len() as u64;
+        let missing_bytes = work.iter().map(|(_, s, _)| s).sum();
+        // A window of blobs in flight per request, not one future per blob (a 20,000-file
+        // version would hold 20,000 waiting tasks). Larger than the fetch concurrency, so
+        // that blobs fetched by other requests, which this one only waits for, do not
+        // hold up its own fetches.
+        let window = FETCH_WINDOW.max(self.options.fetch_concurrency);
+        let work = futures_util::stream::iter(work)
+            .map(|(key, size, prove)| {
+                let fetcher = self.fetcher.clone();
+                let reference = references.get(&key).cloned();
+                let policy = self.references.clone();
+                async move {
+                    let Some((path, uri)) = reference else {
+                        let downloaded = fetcher.ensure_from(key, size, None).await?;
+                        return Ok(Got {
+                            size,
+                            downloaded,
+                            kept: None,
+                        });
+                    };
+                    let source = crate::references::source(&policy, caller, &path, &uri)?;
+                    let downloaded = if prove {
+                        Some(fetcher.prove(key, size, source).await)
+                    } else {
+                        fetcher
+                            .ensure_from(key, size, Some(source))
+                            .await
+                            .transpose()
+                    }
+                    .transpose()
+                    .map_err(|e| crate::references::fetch_error(&uri, e))?;
+                    Ok(Got {
+                        size,
+                        downloaded,
+                        kept: Some((uri, key.digest)),
+                    })
+                }
+            })
+            .buffer_unordered(window);
+        let (kept, (fetched_blobs, fetched_bytes)) = crate::drive::drive(
+            &self.fetcher,
+            &self.keeper,
+            work,
+            (missing_blobs, missing_bytes),
+            events,
+        )
+        .await?;
+        let proven: Vec<(String, hoard_types::Digest)> = kept.into_iter().flatten().collect();
+        if !proven.is_empty() {
+            let store = self.store.clone();
+            blocking(move || {
+                for (uri, digest) in proven {
+                    store.put_provenance(&Provenance::Reference(uri), &[digest])?;
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        Ok((fetched_blobs, fetched_bytes, lease))
+    }
+
+    /// The blobs `manifest` names, and those of them a request for `caller` must fetch
+    /// (`false`) or prove (`true`: cached, but only referenced, and not yet fetched from
+    /// that reference; see [`Self::fetch_missing`]), with their sizes.
+    async fn fetch_plan(
+        &self,
+        manifest: &Manifest,
+        references: &Arc<std::collections::HashMap<BlobKey, (RelPath, String)>>,
+        caller: Caller,
+    ) -> Result<(Vec<BlobKey>, Vec<(BlobKey, u64, bool)>), ApiError> {
+        let mut wanted: Vec<(BlobKey, u64)> = manifest
+            .entries
+            .values()
+            .map(|e| (BlobKey::new(e.digest, e.exec), e.size))
+            .collect();
+        wanted.sort_unstable_by_key(|(k, _)| (k.digest, k.exec));
+        wanted.dedup_by_key(|(k, _)| *k);
+        let keys: Vec<BlobKey> = wanted.iter().map(|(k, _)| *k).collect();
+        let (store, references) = (self.store.clone(), references.clone());
+        let shared = !caller.is_daemon_user();
+        let (keys, missing, unproven) = blocking(move || {
+            let missing = store.missing(&keys)?;
+            let mut unproven = std::collections::HashSet::new();
+            if shared {
+                for (key, (_, uri)) in references.iter() {
+                    let source = Provenance::Reference(uri.clone());
+                    if store.proven(&source, &[key.digest])? == [false] {
+                        unproven.insert(*key);
+                    }
+                }
+            }
+            Ok((keys, missing, unproven))
+        })
+        .await?;
+        let missing: std::collections::HashSet<BlobKey> = missing.into_iter().collect();
+        let work = wanted
+            .into_iter()
+            .filter_map(|(key, size)| {
+                if missing.contains(&key) {
+                    Some((key, size, false))
+                } else {
+                    unproven.contains(&key).then_some((key, size, true))
+                }
+            })
+            .collect();
+        Ok((keys, work))
+    }
+
+    /// Materializes; a blob found tampered or gone meanwhile is fetched again, once.
+    pub(crate) async fn place(
+        self: &Arc<Self>,
+        manifest: Arc<Manifest>,
+        target: Arc<Target>,
+        mode: LinkMode,
+        caller: Caller,
+    ) -> Result<hoard_store::MaterializeReport, ApiError> {
+        for attempt in 0..2 {
+            let (store, m, t) = (self.store.clone(), manifest.clone(), target.clone());
+            let result = tokio::task::spawn_blocking(move || {
+                let all = PathPrefix::all();
+                let report = match &*t {
+                    Target::Path(dest) => store.materialize(&m, &all, dest, mode)?,
+                    Target::Opened(root) => {
+                        store.materialize_into(&m, &all, root.try_clone()?, mode)?
+                    }
+                };
+                let keys: Vec<BlobKey> = m
+                    .entries
+                    .values()
+                    .map(|e| BlobKey::new(e.digest, e.exec))
+                    .collect();
+                store.touch(&keys)?;
+                Ok::<_, hoard_store::Error>(report)
+            })
+            .await
+            .map_err(|e| ApiError::internal(format!("a store task failed: {e}")))?;
+            // A foreign upstream (W&B) fetches files by path, not by digest: the caller
+            // binds the version again instead.
+            let by_digest =
+                attempt == 0 && matches!(self.upstream(), hoard_upstream::Upstream::Native { .. });
+            let refetch = match result {
+                Ok(report) => return Ok(report),
+                Err(hoard_store::Error::Tampered { key, what }) if attempt == 0 => {
+                    tracing::warn!(%key, what, "a blob was modified behind hoard's back: quarantined, fetching it again");
+                    self.metrics.tampered.fetch_add(1, Ordering::Relaxed);
+                    if !by_digest {
+                        return Err(hoard_store::Error::Tampered { key, what }.into());
+                    }
+                    vec![key]
+                }
+                Err(hoard_store::Error::MissingBlobs { missing }) if by_digest => missing,
+                Err(e) => return Err(e.into()),
+            };
+            let references = crate::references::only_referenced(&manifest);
+            for key in refetch {
+                let size = manifest
+                    .entries
+                    .values()
+                    .find(|e| e.digest == key.digest)
+                    .map_or(0, |e| e.size);
+                let source = references
+                    .get(&key)
+                    .map(|(path, uri)| {
+                        crate::references::source(&self.references, caller, path, uri)
+                    })
+                    .transpose()?;
+                self.fetcher.ensure_from(key, size, source).await?;
+            }
+            self.fetcher.commit_now().await?;
+        }
+        Err(ApiError::internal(
+            "materialization kept finding blobs missing",
+        ))
+    }
+
+    /// What `status` and `resolve` report about a version.
+    /// With `count_cached`, one index lookup per file tells how many are cached; the
+    /// streaming calls skip that (they find out while fetching).
+    pub(crate) async fn describe(
+        &self,
+        found: &Found,
+        entries: bool,
+        count_cached: bool,
+    ) -> Result<Resolved, ApiError> {
+        let listed = match &found.version {
+            Versioned::Foreign(foreign, _) => crate::foreign::listed(&self.store, foreign).await?,
+            Versioned::Native(version) => version
+                .manifest
+                .entries
+                .iter()
+                .map(|(path, e)| ListedEntry {
+                    path: path.clone(),
+                    size: e.size,
+                    digest: Some(e.digest),
+                    upstream_digest: None,
+                    exec: e.exec,
+                    reference: e.reference.clone(),
+                })
+                .collect(),
+        };
+        let total = listed.len() as u64;
+        let cached_files = if count_cached {
+            let keys: Vec<BlobKey> = listed
+                .iter()
+                .filter_map(|e| Some(BlobKey::new(e.digest?, e.exec)))
+                .collect();
+            let unbound = total - keys.len() as u64;
+            let store = self.store.clone();
+            let missing = blocking(move || Ok(store.missing(&keys)?)).await?;
+            Some(total.saturating_sub(missing.len() as u64 + unbound))
+        } else {
+            None
+        };
+        let version = found.head();
+        Ok(Resolved {
+            entity: version.entity.to_owned(),
+            project: version.project.to_owned(),
+            name: version.name.to_owned(),
+            version: version.version.to_owned(),
+            digest: version.digest,
+            aliases: version.aliases.to_vec(),
+            kind: version.kind.map(str::to_owned),
+            metadata: version.metadata.clone(),
+            files: total,
+            bytes: listed.iter().map(|e| e.size).sum(),
+            cached_files,
+            warning: found.warning.clone(),
+            entries: if entries { listed } else { Vec::new() },
+        })
+    }
+}

@@ -1,0 +1,296 @@
+//! Resolution: which version a reference names, from the index when it can be, from the
+//! upstream when it must be.
+//!
+//! Immutable selectors (`vN`, `@digest`) are answered from the index once cached (for a
+//! foreign upstream, from the versions it described, kept by the store). Aliases ask the
+//! upstream unless resolved within `alias_ttl`, and fall back to the last answer, with a
+//! warning, when it cannot be reached. A publish still in the outbox resolves by digest.
+//! The [`Resolver`] also remembers whether the upstream could last be reached, for
+//! `status`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use hoard_store::{AliasRecord, Store};
+use hoard_types::{ArtifactName, ArtifactRef, ForeignVersion, Selector, Version};
+use hoard_upstream::Upstream;
+use tokio::time::Instant;
+
+use crate::error::ApiError;
+use crate::outbox::{Outbox, outbox_key};
+use crate::runtime::{blocking, now_ms};
+use crate::version::Found;
+
+/// See the module docs.
+pub(crate) struct Resolver {
+    store: Arc<Store>,
+    upstream: Upstream,
+    /// Publishes not yet committed upstream, which resolve by digest.
+    outbox: Arc<Outbox>,
+    /// `Options::alias_ttl`, replaced on reload.
+    alias_ttl_ms: AtomicU64,
+    /// When the upstream last answered, and why it could not be reached if it could not.
+    last_upstream: Mutex<Option<(Instant, Option<String>)>>,
+}
+
+impl Resolver {
+    pub(crate) fn new(
+        store: Arc<Store>,
+        upstream: Upstream,
+        outbox: Arc<Outbox>,
+        alias_ttl: Duration,
+    ) -> Self {
+        let resolver = Self {
+            store,
+            upstream,
+            outbox,
+            alias_ttl_ms: AtomicU64::new(0),
+            last_upstream: Mutex::default(),
+        };
+        resolver.set_alias_ttl(alias_ttl);
+        resolver
+    }
+
+    pub(crate) fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    pub(crate) fn set_alias_ttl(&self, ttl: Duration) {
+        self.alias_ttl_ms.store(
+            u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Remembers whether the upstream could be reached (for `status`).
+    pub(crate) fn note_upstream<T>(
+        &self,
+        result: Result<T, hoard_upstream::Error>,
+    ) -> Result<T, hoard_upstream::Error> {
+        let outcome = match &result {
+            Err(e) if e.is_unreachable() => Some(crate::error::chain(e)),
+            _ => None,
+        };
+        *self
+            .last_upstream
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), outcome));
+        result
+    }
+
+    /// `reachable 3 s ago`, `unreachable 2 s ago: …`, or `unknown`.
+    pub(crate) fn upstream_state(&self) -> String {
+        let last = self
+            .last_upstream
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match last {
+            None => "unknown (no call yet)".to_owned(),
+            Some((at, None)) => format!("reachable ({} s ago)", at.elapsed().as_secs()),
+            Some((at, Some(why))) => {
+                format!("unreachable ({} s ago): {why}", at.elapsed().as_secs())
+            }
+        }
+    }
+
+    /// The version a reference names. Immutable selectors are answered from the index
+    /// once cached; aliases ask the upstream (unless resolved within the TTL) and fall back
+    /// to the last answer, with a warning, when it cannot be reached.
+    pub(crate) async fn resolve(
+        &self,
+        reference: &str,
+        entity: Option<&str>,
+        project: Option<&str>,
+    ) -> Result<Found, ApiError> {
+        let reference: ArtifactRef = reference.parse()?;
+        let name = reference.qualify(entity, project)?;
+        match &reference.selector {
+            Selector::Version(n) => {
+                if let Some(found) = self.cached(&name, *n).await? {
+                    return Ok(found);
+                }
+            }
+            Selector::Digest(digest) => {
+                if let Some(found) = self.cached_by_digest(&name, digest).await? {
+                    return Ok(found);
+                }
+                // Published here and not yet committed upstream.
+                let key = outbox_key(&name, digest);
+                if let Some(pending) = self.outbox.record(&key).await? {
+                    return Ok(Found::fresh(pending.local_version()));
+                }
+            }
+            Selector::Alias(alias) => return self.resolve_alias(&name, alias).await,
+        }
+        let asked = self.ask(&name, &reference.selector).await?;
+        Ok(self.note_upstream(asked)?)
+    }
+
+    /// A version this cache holds, by number.
+    async fn cached(&self, name: &ArtifactName, n: u32) -> Result<Option<Found>, ApiError> {
+        if let Upstream::Foreign(_) = self.upstream {
+            let (store, key) = (self.store.clone(), name.clone());
+            return Ok(blocking(move || Ok(store.foreign_version(&key, n)?))
+                .await?
+                .map(Found::foreign));
+        }
+        let (store, key) = (self.store.clone(), name.clone());
+        Ok(blocking(move || Ok(store.version(&key, n)?))
+            .await?
+            .map(Found::fresh))
+    }
+
+    /// A version this cache holds, by digest.
+    async fn cached_by_digest(
+        &self,
+        name: &ArtifactName,
+        digest: &hoard_types::Digest,
+    ) -> Result<Option<Found>, ApiError> {
+        let (store, digest) = (self.store.clone(), *digest);
+        let found = if let Upstream::Foreign(_) = self.upstream {
+            blocking(move || Ok(store.foreign_version_by_digest(&digest)?))
+                .await?
+                .map(Found::foreign)
+        } else {
+            blocking(move || Ok(store.version_by_digest(&digest)?))
+                .await?
+                .map(Found::fresh)
+        };
+        Ok(found.filter(|f| f.head().artifact().is_ok_and(|a| a == *name)))
+    }
+
+    /// Asks the upstream and remembers its answer.
+    async fn ask(
+        &self,
+        name: &ArtifactName,
+        selector: &Selector,
+    ) -> Result<Result<Found, hoard_upstream::Error>, ApiError> {
+        match &self.upstream {
+            Upstream::Foreign(foreign) => match foreign.resolve_foreign(name, selector).await {
+                Ok(version) => Ok(Ok(self.remember_foreign(version).await?)),
+                Err(e) => Ok(Err(e)),
+            },
+            Upstream::Native { catalog, .. } => match catalog.resolve(name, selector).await {
+                Ok(version) => {
+                    self.remember(version.clone()).await?;
+                    Ok(Ok(Found::fresh(version)))
+                }
+                Err(e) => Ok(Err(e)),
+            },
+        }
+    }
+
+    async fn resolve_alias(&self, name: &ArtifactName, alias: &str) -> Result<Found, ApiError> {
+        let (store, key, a) = (self.store.clone(), name.clone(), alias.to_owned());
+        let record = blocking(move || Ok(store.alias(&key, &a)?)).await?;
+        let known = match record {
+            Some(record) => self
+                .cached(name, record.version)
+                .await?
+                .map(|found| (record, found)),
+            None => None,
+        };
+        let ttl = self.alias_ttl_ms.load(Ordering::Relaxed);
+        if let Some((record, _)) = &known
+            && now_ms().saturating_sub(record.resolved_ms) < ttl
+        {
+            return Ok(known.expect("matched above").1);
+        }
+        let selector = Selector::Alias(alias.to_owned());
+        let asked = self.ask(name, &selector).await?;
+        match self.note_upstream(asked) {
+            Ok(found) => {
+                let head = found.head();
+                let record = AliasRecord {
+                    version: head.number()?,
+                    digest: head.digest,
+                    resolved_ms: now_ms(),
+                };
+                let (store, artifact, alias) =
+                    (self.store.clone(), head.artifact()?, alias.to_owned());
+                // The last answer is for when the upstream cannot be reached: a cache,
+                // skipped on a disk into the index's reserve.
+                blocking(move || {
+                    if store.low_on_space() {
+                        return Ok(());
+                    }
+                    if let Err(e) = store.put_alias(&artifact, &alias, &record) {
+                        tracing::warn!(error = %crate::error::chain(&e), "cannot remember an alias's answer");
+                    }
+                    Ok(())
+                })
+                .await?;
+                Ok(found)
+            }
+            Err(e) if e.is_unreachable() => match known {
+                Some((record, mut found)) => {
+                    let age = Duration::from_millis(now_ms().saturating_sub(record.resolved_ms));
+                    let warning = format!(
+                        "the upstream `{}` cannot be reached ({}); using `{name}:{alias}` = `{}` as resolved {} ago",
+                        self.upstream().describe(),
+                        crate::error::chain(&e),
+                        found.head().version,
+                        humanize(age)
+                    );
+                    tracing::warn!("{warning}");
+                    found.warning = Some(warning);
+                    Ok(found)
+                }
+                None => Err(e.into()),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Stores a version from the upstream.
+    /// Keeping it is a cache: a version already held is not written again, and on a disk
+    /// into the index's reserve (or when the write fails) the request goes on without it.
+    async fn remember(&self, version: Version) -> Result<(), ApiError> {
+        // An untrusted answer, kept or not.
+        version.validate()?;
+        let store = self.store.clone();
+        blocking(move || {
+            let name = version.artifact()?;
+            let held = store.version(&name, version.number()?)?;
+            if held.is_some_and(|v| v.digest == version.digest) {
+                return Ok(());
+            }
+            if store.low_on_space() {
+                tracing::warn!(version = %name, "the disk is nearly full: not caching the version's manifest");
+                return Ok(());
+            }
+            if let Err(e) = store.put_version(&version) {
+                tracing::warn!(error = %crate::error::chain(&e), "cannot cache a version's manifest");
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Keeps a version the foreign upstream described.
+    /// A cache, as for hoard's own versions: not written again when held as is, and a
+    /// request goes on without it on a disk into the index's reserve.
+    async fn remember_foreign(&self, version: ForeignVersion) -> Result<Found, ApiError> {
+        let store = self.store.clone();
+        blocking(move || {
+            if store.low_on_space() {
+                tracing::warn!(version = %version.artifact()?, "the disk is nearly full: not caching the version");
+            } else if let Err(e) = store.put_foreign_version(&version) {
+                tracing::warn!(error = %crate::error::chain(&e), "cannot cache a W&B version");
+            }
+            Ok(Found::foreign(version))
+        })
+        .await
+    }
+}
+
+fn humanize(age: Duration) -> String {
+    let s = age.as_secs();
+    match s {
+        0..120 => format!("{s} s"),
+        120..7200 => format!("{} min", s / 60),
+        _ => format!("{} h", s / 3600),
+    }
+}

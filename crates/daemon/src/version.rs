@@ -1,0 +1,186 @@
+//! What a request resolved to ([`Found`]: a native or a foreign version, with the
+//! [`Head`] that names either) and which of its files it wants ([`Selection`]).
+
+use std::sync::Arc;
+
+use hoard_store::BlobKey;
+use hoard_types::{ArtifactName, Manifest, PathPrefix, RelPath, Selector, Version};
+
+use crate::error::ApiError;
+
+/// The version label of a publish not yet committed upstream.
+pub(crate) const PENDING: &str = "pending";
+
+/// A version and, if it is not fresh from the upstream, why.
+pub(crate) struct Found {
+    pub version: Versioned,
+    pub warning: Option<String>,
+}
+
+/// A version of either kind of upstream.
+pub(crate) enum Versioned {
+    /// A blake3 manifest: from a native upstream, or published here and not yet
+    /// committed upstream.
+    Native(Box<Version>),
+    /// A version of a foreign upstream (W&B), whose files are bound to blobs per request,
+    /// and its [`ForeignVersion::digest`].
+    Foreign(Arc<hoard_types::ForeignVersion>, hoard_types::Digest),
+}
+
+/// What names a version, of either kind: for messages, access checks and answers.
+pub(crate) struct Head<'a> {
+    pub entity: &'a str,
+    pub project: &'a str,
+    pub name: &'a str,
+    /// `vN`, or [`PENDING`].
+    pub version: &'a str,
+    pub digest: hoard_types::Digest,
+    pub aliases: &'a [String],
+    pub kind: Option<&'a str>,
+    pub metadata: &'a serde_json::Value,
+}
+
+impl Head<'_> {
+    pub(crate) fn artifact(&self) -> Result<ArtifactName, hoard_types::Error> {
+        ArtifactName::new(self.entity, self.project, self.name)
+    }
+
+    /// The `N` of `vN`.
+    pub(crate) fn number(&self) -> Result<u32, hoard_types::Error> {
+        match Selector::parse_tag(self.version) {
+            Ok(Selector::Version(n)) => Ok(n),
+            _ => Err(hoard_types::Error::Manifest {
+                reason: format!(
+                    "version `{}` is not of the form `vN`",
+                    hoard_types::truncate(self.version)
+                ),
+            }),
+        }
+    }
+
+    /// Published here and not yet committed upstream.
+    pub(crate) fn is_pending(&self) -> bool {
+        self.version == PENDING
+    }
+}
+
+impl std::fmt::Display for Head<'_> {
+    /// `entity/project/name:vN`
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}/{}:{}",
+            self.entity, self.project, self.name, self.version
+        )
+    }
+}
+
+impl Versioned {
+    pub(crate) fn head(&self) -> Head<'_> {
+        match self {
+            Self::Native(v) => Head {
+                entity: &v.entity,
+                project: &v.project,
+                name: &v.name,
+                version: &v.version,
+                digest: v.digest,
+                aliases: &v.aliases,
+                kind: v.kind.as_deref(),
+                metadata: &v.metadata,
+            },
+            Self::Foreign(v, digest) => Head {
+                entity: &v.entity,
+                project: &v.project,
+                name: &v.name,
+                version: &v.version,
+                digest: *digest,
+                aliases: &v.aliases,
+                kind: v.kind.as_deref(),
+                metadata: &v.metadata,
+            },
+        }
+    }
+}
+
+impl Found {
+    pub(crate) fn fresh(version: Version) -> Self {
+        Self {
+            version: Versioned::Native(Box::new(version)),
+            warning: None,
+        }
+    }
+
+    pub(crate) fn foreign(version: hoard_types::ForeignVersion) -> Self {
+        let digest = version.digest();
+        Self {
+            version: Versioned::Foreign(Arc::new(version), digest),
+            warning: None,
+        }
+    }
+
+    pub(crate) fn head(&self) -> Head<'_> {
+        self.version.head()
+    }
+}
+
+/// Which files of a version a call wants.
+pub(crate) struct Selection<'a> {
+    pub path_prefix: Option<&'a str>,
+    pub file: Option<&'a str>,
+    /// Remove from the destination what the version does not name under the prefix.
+    pub clean: bool,
+}
+
+/// The entries a call selected: all, those under W&B's string `path_prefix`, or one file.
+pub(crate) fn select(manifest: &Manifest, selection: &Selection<'_>) -> Result<Manifest, ApiError> {
+    let mut selected = Manifest::new();
+    selected.entries = select_entries(&manifest.entries, selection)?
+        .into_iter()
+        .collect();
+    Ok(selected)
+}
+
+/// [`select`] over any path-ordered entries (a manifest's, or a foreign version's).
+pub(crate) fn select_entries<E: Clone>(
+    entries: &std::collections::BTreeMap<RelPath, E>,
+    selection: &Selection<'_>,
+) -> Result<Vec<(RelPath, E)>, ApiError> {
+    if let Some(file) = selection.file {
+        if selection.clean {
+            return Err(ApiError::bad_request(
+                "`clean` applies to a version or a `path_prefix`, not to one `file`",
+            ));
+        }
+        let path = RelPath::new(file)?;
+        let entry = entries
+            .get(&path)
+            .ok_or_else(|| ApiError::not_found(format!("the version has no file `{path}`")))?;
+        return Ok(vec![(path, entry.clone())]);
+    }
+    let prefix = match selection.path_prefix {
+        Some(prefix) => PathPrefix::new(prefix)?,
+        None => PathPrefix::all(),
+    };
+    let selected: Vec<_> = hoard_types::manifest::under_prefix(entries, &prefix)
+        .map(|(path, entry)| (path.clone(), entry.clone()))
+        .collect();
+    if selected.is_empty() && selection.path_prefix.is_some() {
+        return Err(ApiError::not_found(format!(
+            "no file of the version starts with `{}`",
+            prefix.as_str()
+        )));
+    }
+    Ok(selected)
+}
+
+/// The blobs a manifest names, each once.
+pub(crate) fn blob_keys(manifest: &Manifest) -> Vec<BlobKey> {
+    let mut keys: Vec<BlobKey> = manifest
+        .entries
+        .values()
+        .map(|e| BlobKey::new(e.digest, e.exec))
+        .collect();
+    keys.sort_unstable_by_key(|k| (k.digest, k.exec));
+    keys.dedup();
+    keys
+}
