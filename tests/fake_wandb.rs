@@ -60,6 +60,8 @@ struct State {
     stale: u32,
     /// The S3-compatible endpoint's objects, by `bucket/key`.
     objects: HashMap<String, Vec<u8>>,
+    /// Object GETs (S3 and GCS) answered 503 before any is served.
+    objects_down: u32,
     /// S3 requests refused for want of a signature.
     unsigned: u64,
     /// The next GraphQL answer: 200 with this error and no data.
@@ -279,6 +281,11 @@ impl FakeWandb {
     /// The next GraphQL request is answered 200 with this error and no data.
     pub fn graphql_error(&self, message: &str) {
         self.state().error = Some(message.to_owned());
+    }
+
+    /// The next `n` object GETs (S3 or GCS) get 503 Slow Down.
+    pub fn fail_objects(&self, n: u32) {
+        self.state().objects_down = n;
     }
 
     /// The next `n` GraphQL requests get 429.
@@ -763,6 +770,13 @@ fn serve_object(
         .to_owned();
     let token = header("x-amz-security-token").to_owned();
     state.s3_signed.push((region, token));
+    if state.objects_down > 0 {
+        state.objects_down -= 1;
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "<Error><Code>SlowDown</Code></Error>",
+        );
+    }
     let Some(bytes) = state.objects.get(path.trim_start_matches('/')).cloned() else {
         return reply(
             StatusCode::NOT_FOUND,
@@ -793,6 +807,13 @@ fn serve_gcs(
         return reply(StatusCode::NOT_FOUND, "");
     };
     let object = object.replace("%2F", "/");
+    if state.objects_down > 0 {
+        state.objects_down -= 1;
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "<Error><Code>SlowDown</Code></Error>",
+        );
+    }
     let Some(bytes) = state.objects.get(&format!("{bucket}/{object}")).cloned() else {
         return reply(StatusCode::NOT_FOUND, r#"{"error":{"code":404}}"#);
     };

@@ -412,6 +412,8 @@ fn s3_and_gs_references_are_fetched_with_the_daemons_credentials() {
         ],
     );
     let root = dir.join("a");
+    // A bucket that answers 503 Slow Down at first: asked again with backoff.
+    fake.fail_objects(2);
     let got = hoard_json(
         &daemon.socket,
         dir,

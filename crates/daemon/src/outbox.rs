@@ -10,7 +10,7 @@
 //! is cached under its number and the outbox record goes, in one index write, and the
 //! blobs are unpinned; if aliases were added while the commit was in flight, the record
 //! stays and is committed again. When the upstream cannot be reached or fails, the attempt is
-//! repeated with backoff (1 s doubling to 5 min), also after a daemon restart; when it
+//! repeated with backoff (1 s doubling to 5 min, with full jitter), also after a daemon restart; when it
 //! refuses (a viewer's token, a bad request), the publish is marked failed and retried
 //! only when the daemon restarts.
 
@@ -19,12 +19,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
-use hoard_store::{BlobKey, Store, Table};
+use hoard_store::{BlobKey, OutboxRecord, Store};
 use hoard_types::api::PendingUpload;
-use hoard_types::registry::CommitRequest;
 use hoard_types::{ArtifactName, Digest, Version};
-use hoard_upstream::{Publisher, Upstream};
-use serde::{Deserialize, Serialize};
+use hoard_upstream::{Publisher, RetryPolicy, Upstream};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
@@ -33,59 +31,44 @@ use crate::runtime::{blocking, now_ms};
 
 /// Uploads of one publish at the same time.
 const UPLOADS: usize = 4;
-/// Backoff between attempts: doubling from the first to the last.
-const BACKOFF_FIRST: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Backoff between attempts: the one retry policy, from 1 s doubling to 5 min (each wait
+/// drawn with full jitter), for as long as it takes.
+const RETRY: RetryPolicy = RetryPolicy {
+    retries: u32::MAX,
+    base: Duration::from_secs(1),
+    max: Duration::from_secs(300),
+    max_retry_after: Duration::from_secs(300),
+};
 /// Committed publishes remembered for waiters (the newest ones).
 const REMEMBERED: usize = 1024;
 
-/// One outbox record, as JSON in the store's outbox.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct Pending {
-    pub(crate) entity: String,
-    pub(crate) project: String,
-    pub(crate) name: String,
-    pub(crate) digest: Digest,
-    pub(crate) commit: CommitRequest,
-    pub(crate) created_ms: u64,
-    #[serde(default)]
-    pub(crate) attempts: u32,
-    #[serde(default)]
-    pub(crate) uploaded_blobs: u64,
-    #[serde(default)]
-    pub(crate) uploaded_bytes: u64,
-    #[serde(default)]
-    pub(crate) last_error: Option<String>,
-    /// The upstream refused it: retried when the daemon restarts.
-    #[serde(default)]
-    pub(crate) failed: bool,
-}
-
-impl Pending {
-    fn keys(&self) -> Vec<BlobKey> {
-        crate::version::blob_keys(&self.commit.manifest)
-    }
-
-    /// The version as this machine knows it before the upstream numbered it.
-    pub(crate) fn local_version(&self) -> Version {
-        Version {
-            entity: self.entity.clone(),
-            project: self.project.clone(),
-            name: self.name.clone(),
-            version: crate::version::PENDING.to_owned(),
-            digest: self.digest,
-            aliases: Vec::new(),
-            kind: self.commit.kind.clone(),
-            metadata: self.commit.metadata.clone(),
-            created_at: None,
-            manifest: self.commit.manifest.clone(),
-        }
-    }
-}
+/// A publish in the outbox (its record, kept by the store).
+pub(crate) type Pending = OutboxRecord;
 
 /// The outbox key of a publish.
 pub(crate) fn outbox_key(name: &ArtifactName, digest: &Digest) -> String {
-    format!("{name}@{digest}")
+    OutboxRecord::key(name, digest)
+}
+
+/// The blobs a publish pins.
+fn keys(pending: &Pending) -> Vec<BlobKey> {
+    crate::version::blob_keys(&pending.commit.manifest)
+}
+
+/// A publish as this machine knows it before the upstream numbered it.
+pub(crate) fn local_version(pending: &Pending) -> Version {
+    Version {
+        entity: pending.entity.clone(),
+        project: pending.project.clone(),
+        name: pending.name.clone(),
+        version: crate::version::PENDING.to_owned(),
+        digest: pending.digest,
+        aliases: Vec::new(),
+        kind: pending.commit.kind.clone(),
+        metadata: pending.commit.metadata.clone(),
+        created_at: None,
+        manifest: pending.commit.manifest.clone(),
+    }
 }
 
 /// A publish that reached the upstream, for those waiting on it.
@@ -148,7 +131,7 @@ impl Outbox {
     async fn run(self: Arc<Self>) {
         let Some(publisher) = self.upstream.clone() else {
             let store = self.store.clone();
-            if let Ok(waiting) = blocking(move || Ok(store.count_records(Table::Outbox, "")?)).await
+            if let Ok(waiting) = blocking(move || Ok(store.outbox_len()?)).await
                 && waiting > 0
             {
                 tracing::warn!(
@@ -159,11 +142,13 @@ impl Outbox {
             }
             return;
         };
-        let mut due: HashMap<String, (Instant, Duration)> = HashMap::new();
+        // When each publish that failed may be tried again, and how many times it failed.
+        let mut due: HashMap<String, (Instant, u32)> = HashMap::new();
         let mut given_up: HashSet<String> = HashSet::new();
         loop {
             let store = self.store.clone();
-            let records = match blocking(move || Ok(store.records(Table::Outbox)?)).await {
+            // Records that do not parse are logged by the store and left.
+            let mut pending = match blocking(move || Ok(store.outbox_records()?)).await {
                 Ok(records) => records,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the outbox");
@@ -172,15 +157,6 @@ impl Outbox {
             };
             // Oldest first, and one at a time per artifact: versions are numbered upstream
             // in the order they were published here.
-            let mut pending: Vec<(String, Pending)> = Vec::new();
-            for (key, value) in records {
-                match serde_json::from_slice::<Pending>(&value) {
-                    Ok(record) => pending.push((key, record)),
-                    Err(e) => {
-                        tracing::error!(key, error = %e, "an outbox record does not parse; leaving it");
-                    }
-                }
-            }
             pending.sort_by_key(|(_, p)| p.created_ms);
             let mut blocked: HashSet<(String, String, String)> = HashSet::new();
             let mut next: Option<Instant> = None;
@@ -215,20 +191,16 @@ impl Outbox {
                         if refused {
                             given_up.insert(key);
                         } else {
-                            let delay = due
-                                .get(&key)
-                                .map_or(BACKOFF_FIRST, |(_, d)| (*d * 2).min(BACKOFF_MAX));
-                            let at = Instant::now() + delay;
-                            due.insert(key, (at, delay));
+                            let failures = due.get(&key).map_or(0, |(_, n)| *n);
+                            let at = Instant::now() + RETRY.backoff(failures);
+                            due.insert(key, (at, failures.saturating_add(1)));
                             next = Some(next.map_or(at, |n| n.min(at)));
                         }
                     }
                 }
                 self.changed.send_modify(|n| *n += 1);
             }
-            let sleep = next.map_or(BACKOFF_MAX, |at| {
-                at.saturating_duration_since(Instant::now())
-            });
+            let sleep = next.map_or(RETRY.max, |at| at.saturating_duration_since(Instant::now()));
             tokio::select! {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(sleep) => {}
@@ -314,15 +286,15 @@ impl Outbox {
         let (store, records) = (self.store.clone(), self.records.clone());
         let (key, keys, sent) = (
             key.to_owned(),
-            pending.keys(),
+            keys(pending),
             pending.commit.aliases.clone(),
         );
         blocking(move || {
             let _records = records.lock().unwrap_or_else(PoisonError::into_inner);
-            let added = match store.get_record(Table::Outbox, &key)? {
-                Some(json) => serde_json::from_slice::<Pending>(&json)
-                    .is_ok_and(|now| now.commit.aliases.iter().any(|a| !sent.contains(a))),
-                None => false,
+            let added = match store.outbox_record(&key) {
+                Ok(Some(now)) => now.commit.aliases.iter().any(|a| !sent.contains(a)),
+                Ok(None) | Err(hoard_store::Error::CorruptRecord { .. }) => false,
+                Err(e) => return Err(e.into()),
             };
             if added {
                 store.put_version(&committed)?;
@@ -360,17 +332,14 @@ impl Outbox {
         let uploaded = (attempted.uploaded_blobs, attempted.uploaded_bytes);
         blocking(move || {
             let _records = records.lock().unwrap_or_else(PoisonError::into_inner);
-            let Some(json) = store.get_record(Table::Outbox, &key)? else {
+            let Some(mut now) = store.outbox_record(&key)? else {
                 return Ok(());
             };
-            let mut now: Pending = serde_json::from_slice(&json)
-                .map_err(|e| ApiError::internal(format!("outbox record `{key}`: {e}")))?;
             now.attempts += 1;
             (now.uploaded_blobs, now.uploaded_bytes) = uploaded;
             now.last_error = Some(error);
             now.failed = refused;
-            let json = serde_json::to_vec(&now).expect("a record serializes");
-            store.put_record(Table::Outbox, &key, &json)?;
+            store.put_outbox_record(&key, &now)?;
             Ok(())
         })
         .await
@@ -440,23 +409,19 @@ impl Outbox {
         let records = self.records.clone();
         blocking(move || {
             let _records = records.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(existing) = store.get_record(Table::Outbox, &key)? {
+            if let Some(mut existing) = store.outbox_record(&key)? {
                 // The same content again: keep the record (and its pins), add aliases,
                 // and try again now even if it had failed.
-                let mut existing: Pending = serde_json::from_slice(&existing)
-                    .map_err(|e| ApiError::internal(format!("outbox record `{key}`: {e}")))?;
                 for alias in pending.commit.aliases {
                     if !existing.commit.aliases.contains(&alias) {
                         existing.commit.aliases.push(alias);
                     }
                 }
                 existing.failed = false;
-                let json = serde_json::to_vec(&existing).expect("a record serializes");
-                store.put_record(Table::Outbox, &key, &json)?;
+                store.put_outbox_record(&key, &existing)?;
             } else {
-                store.pin(&pending.keys())?;
-                let json = serde_json::to_vec(&pending).expect("a record serializes");
-                store.put_record(Table::Outbox, &key, &json)?;
+                store.pin(&keys(&pending))?;
+                store.put_outbox_record(&key, &pending)?;
             }
             Ok(())
         })
@@ -537,16 +502,7 @@ impl Outbox {
 
     pub(crate) async fn record(&self, key: &str) -> Result<Option<Pending>, ApiError> {
         let (store, key) = (self.store.clone(), key.to_owned());
-        blocking(move || {
-            store
-                .get_record(Table::Outbox, &key)?
-                .map(|json| {
-                    serde_json::from_slice(&json)
-                        .map_err(|e| ApiError::internal(format!("outbox record `{key}`: {e}")))
-                })
-                .transpose()
-        })
-        .await
+        blocking(move || Ok(store.outbox_record(&key)?)).await
     }
 
     /// What `status` lists.
@@ -554,10 +510,9 @@ impl Outbox {
         let store = self.store.clone();
         blocking(move || {
             Ok(store
-                .records(Table::Outbox)?
+                .outbox_records()?
                 .into_iter()
-                .filter_map(|(_, json)| serde_json::from_slice::<Pending>(&json).ok())
-                .map(|p| PendingUpload {
+                .map(|(_, p)| PendingUpload {
                     artifact: format!("{}/{}/{}", p.entity, p.project, p.name),
                     digest: p.digest,
                     attempts: p.attempts,

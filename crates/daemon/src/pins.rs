@@ -9,10 +9,9 @@
 
 use std::sync::Arc;
 
-use hoard_store::{BlobKey, Table};
+use hoard_store::{BlobKey, PinRecord};
 use hoard_types::api::{Pin, PinRequest};
 use hoard_types::{Manifest, human_bytes};
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::caller::Asker;
@@ -23,47 +22,6 @@ use crate::version::{Found, Selection, Versioned, blob_keys};
 
 /// A user other than the daemon's may pin at most this fraction (1/N) of the budget.
 const PIN_SHARE: u64 = 2;
-
-/// What the `pins` table holds per pinned version.
-#[derive(Serialize, Deserialize)]
-struct PinRecord {
-    #[serde(flatten)]
-    pin: Pin,
-    /// Who pinned it. Empty in records written before owners were recorded: those are
-    /// the daemon's user's.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    owners: Vec<u32>,
-}
-
-impl PinRecord {
-    fn owners(&self) -> Vec<u32> {
-        if self.owners.is_empty() {
-            vec![rustix::process::geteuid().as_raw()]
-        } else {
-            self.owners.clone()
-        }
-    }
-
-    fn visible_to(&self, who: &Asker) -> bool {
-        who.caller.is_admin() || self.owners().contains(&who.caller.uid)
-    }
-
-    fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a pin serializes")
-    }
-
-    fn decode(key: &str, json: &[u8]) -> Option<Self> {
-        let parsed = serde_json::from_slice::<Self>(json);
-        if parsed.is_err() {
-            tracing::error!(key, "a pin record does not parse; ignoring it");
-        }
-        parsed.ok()
-    }
-}
-
-fn key(pin: &Pin) -> String {
-    format!("{}/{}/{}@{}", pin.entity, pin.project, pin.name, pin.digest)
-}
 
 /// The pin of a version: its files and bytes from its manifest, or for a foreign version
 /// from its entries.
@@ -184,30 +142,31 @@ impl Daemon {
         let _turn = self.pin_turn.lock().await;
         let (store, new) = (self.store.clone(), pin.clone());
         blocking(move || {
-            let key = key(&new);
-            let record = match store.get_record(Table::Pins, &key)? {
-                None => {
+            let record = match store.pin_record(&new) {
+                Ok(None) => {
                     store.pin(&keys)?;
                     PinRecord {
                         pin: new,
                         owners: vec![uid],
                     }
                 }
-                Some(json) => match PinRecord::decode(&key, &json) {
-                    Some(mut record) if !record.owners().contains(&uid) => {
-                        record.owners = record.owners();
-                        record.owners.push(uid);
-                        record
-                    }
-                    Some(_) => return Ok(()),
-                    // Unreadable: its pin counts are on the blobs already; own it anew.
-                    None => PinRecord {
+                Ok(Some(mut record)) if !record.owners().contains(&uid) => {
+                    record.owners = record.owners();
+                    record.owners.push(uid);
+                    record
+                }
+                Ok(Some(_)) => return Ok(()),
+                // Unreadable: its pin counts are on the blobs already; own it anew.
+                Err(e @ hoard_store::Error::CorruptRecord { .. }) => {
+                    tracing::error!(error = %e, "replacing an unreadable pin record");
+                    PinRecord {
                         pin: new,
                         owners: vec![uid],
-                    },
-                },
+                    }
+                }
+                Err(e) => return Err(e.into()),
             };
-            store.put_record(Table::Pins, &key, &record.encode())?;
+            store.put_pin_record(&record)?;
             Ok(())
         })
         .await?;
@@ -233,12 +192,16 @@ impl Daemon {
         let pin = pin_of(&found);
         let (uid, admin) = (who.caller.uid, who.caller.is_admin());
         let _turn = self.pin_turn.lock().await;
-        let (store, key) = (self.store.clone(), key(&pin));
+        let (store, asked) = (self.store.clone(), pin.clone());
         let removed = blocking(move || {
-            let Some(json) = store.get_record(Table::Pins, &key)? else {
-                return Ok(false);
+            let record = match store.pin_record(&asked) {
+                Ok(None) => return Ok(false),
+                Ok(Some(record)) => Some(record),
+                // Unreadable: anyone who may unpin removes it.
+                Err(hoard_store::Error::CorruptRecord { .. }) => None,
+                Err(e) => return Err(e.into()),
             };
-            let mut owners = PinRecord::decode(&key, &json).map_or_else(Vec::new, |r| r.owners());
+            let mut owners = record.as_ref().map_or_else(Vec::new, PinRecord::owners);
             if admin {
                 owners.clear();
             } else if let Some(at) = owners.iter().position(|o| *o == uid) {
@@ -248,10 +211,10 @@ impl Daemon {
             }
             if owners.is_empty() {
                 store.unpin(&keys)?;
-                store.remove_record(Table::Pins, &key)?;
-            } else if let Some(mut record) = PinRecord::decode(&key, &json) {
+                store.remove_pin_record(&asked)?;
+            } else if let Some(mut record) = record {
                 record.owners = owners;
-                store.put_record(Table::Pins, &key, &record.encode())?;
+                store.put_pin_record(&record)?;
             }
             Ok(true)
         })
@@ -270,10 +233,9 @@ impl Daemon {
         let (store, who) = (self.store.clone(), who.clone());
         blocking(move || {
             Ok(store
-                .records(Table::Pins)?
+                .pin_records()?
                 .into_iter()
-                .filter_map(|(key, json)| PinRecord::decode(&key, &json))
-                .filter(|record| record.visible_to(&who))
+                .filter(|record| who.caller.is_admin() || record.owners().contains(&who.caller.uid))
                 .map(|record| record.pin)
                 .collect())
         })

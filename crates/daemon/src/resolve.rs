@@ -119,7 +119,7 @@ impl Resolver {
                 // Published here and not yet committed upstream.
                 let key = outbox_key(&name, digest);
                 if let Some(pending) = self.outbox.record(&key).await? {
-                    return Ok(Found::fresh(pending.local_version()));
+                    return Ok(Found::fresh(crate::outbox::local_version(&pending)));
                 }
             }
             Selector::Alias(alias) => return self.resolve_alias(&name, alias).await,

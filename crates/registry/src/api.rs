@@ -60,7 +60,7 @@ impl ApiError {
         if let Some(offset) = self.upload_offset {
             response
                 .headers_mut()
-                .insert(crate::blobs::UPLOAD_OFFSET, HeaderValue::from(offset));
+                .insert(UPLOAD_OFFSET, HeaderValue::from(offset));
         }
         if self.status == StatusCode::UNAUTHORIZED {
             response
@@ -116,6 +116,26 @@ impl From<hoard_layout::Error> for ApiError {
                     "The registry's storage failed; see the server log",
                 )
             }
+        }
+    }
+}
+
+/// The header of a resumable upload: where this request's body starts in the blob.
+pub(crate) const UPLOAD_OFFSET: &str = "upload-offset";
+
+/// Runs blocking storage work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, hoard_layout::Error> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(e) => {
+            tracing::error!(error = %e, "storage task panicked");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                problem::INTERNAL,
+                "internal error; see the server log",
+            ))
         }
     }
 }

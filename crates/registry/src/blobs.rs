@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 
 use crate::api::ApiError;
-use crate::routes::{blocking, read_json};
+use crate::api::{UPLOAD_OFFSET, blocking};
 use crate::state::{Caller, State};
 use hoard_http::{Body, empty, json};
 
@@ -239,9 +239,6 @@ fn file_body(state: Arc<State>, file: Arc<std::fs::File>, first: u64, len: u64) 
         });
     StreamBody::new(stream).boxed_unsync()
 }
-
-/// The header of a resumable upload: where this request's body starts in the blob.
-pub(crate) const UPLOAD_OFFSET: &str = "upload-offset";
 
 /// Opens the caller's partial upload of `digest` to continue at `offset` (0 starts over):
 /// the partial, a hasher over its bytes so far, and its length. When the partial holds a
@@ -493,7 +490,7 @@ pub(crate) async fn missing(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     caller.may_upload()?;
-    let asked: MissingRequest = read_json(state, request).await?;
+    let asked: MissingRequest = state.read_json(request).await?;
     if asked.digests.len() > state.limits.max_missing {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

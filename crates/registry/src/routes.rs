@@ -12,7 +12,7 @@ use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
-use crate::api::ApiError;
+use crate::api::{ApiError, blocking};
 use crate::blobs;
 use crate::state::{Action, Caller, State};
 use hoard_http::{Body, json};
@@ -129,23 +129,6 @@ fn artifact(entity: &str, project: &str, name: &str) -> Result<ArtifactName, Api
     ArtifactName::new(entity, project, name).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
-/// Runs blocking storage work off the async threads.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, hoard_layout::Error> + Send + 'static,
-) -> Result<T, ApiError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(result) => result.map_err(ApiError::from),
-        Err(e) => {
-            tracing::error!(error = %e, "storage task panicked");
-            Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                problem::INTERNAL,
-                "internal error; see the server log",
-            ))
-        }
-    }
-}
-
 async fn list(
     state: &Arc<State>,
     caller: &Caller,
@@ -180,15 +163,6 @@ async fn resolve(
     Ok(json(StatusCode::OK, &version))
 }
 
-/// Reads a JSON body within the registry's limits.
-pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
-    state: &State,
-    request: Request<Incoming>,
-) -> Result<T, ApiError> {
-    let limits = &state.limits;
-    Ok(hoard_http::read_json(request, limits.max_json, limits.body_stall).await?)
-}
-
 async fn commit(
     state: &Arc<State>,
     caller: &Caller,
@@ -199,7 +173,7 @@ async fn commit(
 ) -> Result<Response<Body>, ApiError> {
     let name = artifact(e, p, n)?;
     caller.authorize(&name, Action::Publish)?;
-    let commit: CommitRequest = read_json(state, request).await?;
+    let commit: CommitRequest = state.read_json(request).await?;
     let (st, who, name2) = (state.clone(), caller.clone(), name.clone());
     let committed = blocking(move || {
         st.root
@@ -233,7 +207,7 @@ async fn move_alias(
     let name = artifact(e, p, n)?;
     hoard_types::check_alias(alias).map_err(|e| ApiError::bad_request(e.to_string()))?;
     caller.authorize(&name, Action::MoveAlias)?;
-    let body: AliasRequest = read_json(state, request).await?;
+    let body: AliasRequest = state.read_json(request).await?;
     let Ok(Selector::Version(number)) = Selector::parse_tag(&body.version) else {
         return Err(ApiError::bad_request(format!(
             "`version` must be `vN`, not `{}`",

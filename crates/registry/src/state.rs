@@ -122,6 +122,15 @@ pub(crate) enum Action {
 }
 
 impl State {
+    /// Reads a JSON body within the registry's limits.
+    pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        request: http::Request<hyper::body::Incoming>,
+    ) -> Result<T, ApiError> {
+        let limits = &self.limits;
+        Ok(hoard_http::read_json(request, limits.max_json, limits.body_stall).await?)
+    }
+
     /// Opens (creating if needed) the storage at `root`. With tokens, reads every version
     /// once to learn which projects use which blobs.
     pub fn open(

@@ -117,3 +117,9 @@ impl<T, E: Into<io::Error>> IoContext<T> for std::result::Result<T, E> {
         })
     }
 }
+
+/// The error for blobs that are not cached; `keys` is never empty.
+pub(crate) fn missing(keys: Vec<BlobKey>) -> Error {
+    debug_assert!(!keys.is_empty());
+    Error::MissingBlobs { missing: keys }
+}

@@ -146,7 +146,7 @@ impl Open {
         if message.contains("No space left") || message.contains("NoSpace") {
             let _ = self.no_space_since.compare_exchange(
                 0,
-                crate::store::now_ms(),
+                crate::sys::now_ms(),
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             );
@@ -194,7 +194,7 @@ impl Open {
         foreign: &[(&ForeignDigest, Digest)],
         now_ms: u64,
     ) -> Result<()> {
-        let _guard = self.rmw.lock().expect("index lock poisoned");
+        let _guard = self.rmw.lock().unwrap_or_else(PoisonError::into_inner);
         let mut batch = WriteBatch::default();
         for (foreign, digest) in foreign {
             batch.put_cf(self.cf(FOREIGN), foreign.to_string(), digest.as_bytes());
@@ -226,7 +226,7 @@ impl Open {
         key: &BlobKey,
         change: impl FnOnce(&mut BlobRecord),
     ) -> Result<Option<BlobRecord>> {
-        let _guard = self.rmw.lock().expect("index lock poisoned");
+        let _guard = self.rmw.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(mut record) = self.blob(key)? else {
             return Ok(None);
         };
@@ -239,7 +239,7 @@ impl Open {
 
     /// Adds `delta` to the pin count of each blob that has a row.
     pub(crate) fn add_pins(&self, keys: &[BlobKey], delta: i64) -> Result<()> {
-        let _guard = self.rmw.lock().expect("index lock poisoned");
+        let _guard = self.rmw.lock().unwrap_or_else(PoisonError::into_inner);
         let mut batch = WriteBatch::default();
         for key in keys {
             if let Some(mut record) = self.blob(key)? {
@@ -370,7 +370,7 @@ impl Open {
     /// pin's blobs get their pin counts back to 0). Returns how many of hoard's own
     /// versions and how many pins were forgotten.
     pub(crate) fn switch_upstream(&self, upstream: &str) -> Result<(u64, u64)> {
-        let _guard = self.rmw.lock().expect("index lock poisoned");
+        let _guard = self.rmw.lock().unwrap_or_else(PoisonError::into_inner);
         let mut batch = WriteBatch::default();
         let (mut versions, mut pins) = (0, 0);
         for family in [

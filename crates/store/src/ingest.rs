@@ -25,7 +25,7 @@ use rustix::io::Errno;
 use crate::Store;
 use crate::error::{Error, IoContext, Result};
 use crate::record::{BlobKey, BlobRecord};
-use crate::store::{now_ms, pin_mtime, rename_noreplace};
+use crate::sys::{now_ms, pin_mtime, rename_noreplace};
 
 const CHUNK: usize = 256 * 1024;
 

@@ -113,7 +113,7 @@ fn private(dir: &std::path::Path) -> Result<()> {
     if !meta.is_dir() {
         return Err(refuse("it is not a directory".to_owned()));
     }
-    let me = crate::store::daemon_uid();
+    let me = crate::sys::daemon_uid();
     if meta.uid() != me {
         return Err(refuse(format!(
             "it belongs to uid {}, not to the daemon's uid {me}",

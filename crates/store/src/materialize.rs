@@ -8,12 +8,11 @@
 //! are placed in parallel, in path-ordered chunks so that threads mostly work in different
 //! directories.
 
-use std::fmt;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::Path;
-use std::str::FromStr;
+use std::sync::PoisonError;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hoard_types::{Entry, Manifest, PathPrefix, RelPath};
@@ -21,65 +20,13 @@ use rayon::prelude::*;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 
+use crate::LinkMode;
 use crate::Store;
 use crate::dest::{DestRoot, DestTree};
+use crate::error::missing;
 use crate::error::{Error, Result};
 use crate::record::{BlobKey, BlobRecord};
-use crate::store::{BLOB_MTIME, missing, pin_mtime};
-
-/// How a cached blob becomes a file in the destination.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum LinkMode {
-    /// Reflink where the filesystem can, else hardlink, else copy; probed once per
-    /// (cache filesystem, destination filesystem).
-    Auto,
-    /// Shares the blob's inode: instant, read-only (0444/0555), no extra space.
-    #[default]
-    Hardlink,
-    /// A copy-on-write clone (btrfs, XFS): instant, writable, independent.
-    Reflink,
-    /// A plain copy: writable, independent, costs the bytes.
-    Copy,
-    /// A symlink to the blob file.
-    Symlink,
-}
-
-impl LinkMode {
-    pub const ALL: [Self; 5] = [
-        Self::Auto,
-        Self::Hardlink,
-        Self::Reflink,
-        Self::Copy,
-        Self::Symlink,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Auto => "auto",
-            Self::Hardlink => "hardlink",
-            Self::Reflink => "reflink",
-            Self::Copy => "copy",
-            Self::Symlink => "symlink",
-        }
-    }
-}
-
-impl fmt::Display for LinkMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for LinkMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|m| m.as_str() == s)
-            .ok_or_else(|| format!("unknown link mode `{s}`; expected one of auto, hardlink, reflink, copy, symlink"))
-    }
-}
+use crate::sys::{BLOB_MTIME, pin_mtime};
 
 /// What [`Store::materialize`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -218,7 +165,12 @@ impl Store {
             return Ok((mode, None));
         }
         let pair = (self.dev, tree.dev);
-        if let Some(known) = self.probes.lock().expect("probe table poisoned").get(&pair) {
+        if let Some(known) = self
+            .probes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&pair)
+        {
             return Ok((*known, None));
         }
         let Some(first) = first else {
@@ -228,7 +180,7 @@ impl Store {
             tracing::debug!(%mode, cache_dev = pair.0, dest_dev = pair.1, "probed link mode");
             self.probes
                 .lock()
-                .expect("probe table poisoned")
+                .unwrap_or_else(PoisonError::into_inner)
                 .insert(pair, mode);
         };
         for candidate in [LinkMode::Reflink, LinkMode::Hardlink] {
@@ -452,7 +404,7 @@ impl Store {
     /// Gives a blob a fresh inode (a verified copy renamed over it) when its link count is
     /// at the filesystem's limit (EMLINK). Existing hardlinks keep the old inode and bytes.
     pub(crate) fn renew_inode(&self, key: &BlobKey) -> Result<BlobRecord> {
-        let _guard = self.renew.lock().expect("renew lock poisoned");
+        let _guard = self.renew.lock().unwrap_or_else(PoisonError::into_inner);
         let record = self.index.blob(key)?.ok_or_else(|| missing(vec![*key]))?;
         let mut source = self.open_blob(key)?;
         let mut writer = self.writer(key.exec, Some((key.digest, record.size)))?;

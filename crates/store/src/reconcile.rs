@@ -3,14 +3,19 @@
 
 use std::collections::HashSet;
 use std::fs;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use hoard_types::Digest;
+use rustix::fs::{Mode, OFlags};
 
 use crate::Store;
 use crate::error::{IoContext, Result};
+use crate::index::Index;
 use crate::ingest::{Rehashed, rehash};
+use crate::layout::Layout;
 use crate::record::BlobKey;
-use crate::store::now_ms;
+use crate::sys::now_ms;
 
 /// What reconciliation changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -25,6 +30,49 @@ pub struct ReconcileReport {
     pub adopted: u64,
     /// Files in `blobs-v1/` that were not valid blobs, moved to `quarantine/`.
     pub quarantined: u64,
+}
+
+impl Store {
+    /// Opens (creating if needed) the cache at `root`, then reconciles it: orphans in
+    /// `tmp/` are removed (partials named by digest are kept for resuming), rows whose blob
+    /// is gone are dropped, and blob files without a row are re-hashed and adopted or
+    /// quarantined.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let layout = Layout::new(root);
+        layout.prepare()?;
+        let index = Index::open(&layout.index())?;
+        let open_dir = |path: PathBuf| {
+            rustix::fs::open(
+                &path,
+                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .io("open", path)
+        };
+        let blobs = open_dir(layout.blobs())?;
+        let dev = rustix::fs::fstat(&blobs).io("stat", layout.blobs())?.st_dev;
+        let store = Self {
+            tmp: open_dir(layout.tmp())?,
+            quarantine: open_dir(layout.quarantine())?,
+            blobs,
+            layout,
+            index,
+            dev,
+            leases: Arc::default(),
+            probes: Mutex::default(),
+            renew: Mutex::default(),
+            uses: Mutex::default(),
+            verity: crate::verity::VerityState::default(),
+            guard: crate::guard::Guard::default(),
+        };
+        store
+            .guard
+            .protect(&store.layout.root, "the daemon's cache directory")
+            .io("stat", &store.layout.root)?;
+        let report = run(&store)?;
+        tracing::debug!(?report, root = %store.layout.root.display(), "opened cache");
+        Ok(store)
+    }
 }
 
 pub(crate) fn run(store: &Store) -> Result<ReconcileReport> {

@@ -5,24 +5,20 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use hoard_types::{ArtifactName, Digest, ForeignDigest, Version};
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Stat};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 
+use crate::LinkMode;
+use crate::error::missing;
 use crate::error::{Error, IoContext, Result};
 use crate::index::{Index, Table};
 use crate::layout::Layout;
 use crate::record::{AliasRecord, BlobKey, BlobRecord};
-use crate::{LinkMode, reconcile};
-
-/// The mtime every blob file gets (one second after the epoch, as in the Nix store). A
-/// write through a hardlink sets the mtime to "now", so a blob whose mtime is anything
-/// else has been written to. It also makes materialized trees byte- and time-identical
-/// from machine to machine.
-pub const BLOB_MTIME: i64 = 1;
+use crate::sys::{BLOB_MTIME, daemon_uid, now_ms};
+use crate::verity::{Sealed, Verity, VeritySupport};
 
 /// An open cache directory. Cheap to share behind an [`Arc`]; every method takes `&self`
 /// and is safe to call from many threads.
@@ -36,7 +32,7 @@ pub struct Store {
     pub(crate) index: Index,
     /// Device of the cache's filesystem, for link-mode probes.
     pub(crate) dev: u64,
-    leases: Arc<Mutex<HashMap<BlobKey, u32>>>,
+    pub(crate) leases: Arc<Mutex<HashMap<BlobKey, u32>>>,
     /// Link mode found to work per (cache device, destination device). In memory only: a
     /// remount can change the answer, and a probe costs one file.
     pub(crate) probes: Mutex<HashMap<(u64, u64), LinkMode>>,
@@ -47,7 +43,7 @@ pub struct Store {
     /// uses are batched here and written before eviction reads them, on [`Store::flush`],
     /// on drop, and when the buffer grows past [`USES_BUFFERED`]. A crash loses some recency,
     /// never a blob.
-    uses: Mutex<HashMap<BlobKey, u64>>,
+    pub(crate) uses: Mutex<HashMap<BlobKey, u64>>,
     /// Whether new blobs are sealed with fs-verity, and how that went.
     pub(crate) verity: crate::verity::VerityState,
     /// What no destination may be in or around: the cache, and what the daemon adds.
@@ -88,45 +84,35 @@ impl std::fmt::Display for Provenance {
 const USES_BUFFERED: usize = 200_000;
 
 impl Store {
-    /// Opens (creating if needed) the cache at `root`, then reconciles it: orphans in
-    /// `tmp/` are removed (partials named by digest are kept for resuming), rows whose blob
-    /// is gone are dropped, and blob files without a row are re-hashed and adopted or
-    /// quarantined.
-    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
-        let layout = Layout::new(root);
-        layout.prepare()?;
-        let index = Index::open(&layout.index())?;
-        let open_dir = |path: PathBuf| {
-            rustix::fs::open(
-                &path,
-                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .io("open", path)
-        };
-        let blobs = open_dir(layout.blobs())?;
-        let dev = rustix::fs::fstat(&blobs).io("stat", layout.blobs())?.st_dev;
-        let store = Self {
-            tmp: open_dir(layout.tmp())?,
-            quarantine: open_dir(layout.quarantine())?,
-            blobs,
-            layout,
-            index,
-            dev,
-            leases: Arc::default(),
-            probes: Mutex::default(),
-            renew: Mutex::default(),
-            uses: Mutex::default(),
-            verity: crate::verity::VerityState::default(),
-            guard: crate::guard::Guard::default(),
-        };
-        store
-            .guard
-            .protect(&store.layout.root, "the daemon's cache directory")
-            .io("stat", &store.layout.root)?;
-        let report = reconcile::run(&store)?;
-        tracing::debug!(?report, root = %store.layout.root.display(), "opened cache");
-        Ok(store)
+    /// Tries sealing a scratch file in `tmp/`: whether blobs can be sealed with fs-verity.
+    pub fn probe_verity(&self) -> Result<VeritySupport> {
+        let name = format!("verity-probe-{}", std::process::id());
+        crate::verity::probe(&self.tmp, &name, &self.tmp_path(&name))
+    }
+
+    /// Seals blobs from now on (and in [`Store::verify`]), or stops doing so, with the
+    /// reason `hoard status` shows.
+    pub fn set_verity(&self, setting: Verity) {
+        self.verity.set(setting);
+    }
+
+    pub fn verity(&self) -> bool {
+        self.verity.on()
+    }
+
+    /// For `hoard status`: whether blobs are sealed and how that went, or why not.
+    pub fn verity_status(&self) -> String {
+        self.verity.status()
+    }
+
+    /// Blobs sealed since the store was opened.
+    pub fn verity_sealed(&self) -> u64 {
+        self.verity.sealed()
+    }
+
+    /// Seals the file `fd` and counts the outcome.
+    pub(crate) fn seal_verity(&self, fd: impl AsFd, what: &dyn std::fmt::Display) -> Sealed {
+        self.verity.seal(fd, what)
     }
 
     pub fn layout(&self) -> &Layout {
@@ -224,7 +210,7 @@ impl Store {
     /// in-flight materializations and fetches.
     pub fn lease(&self, keys: impl IntoIterator<Item = BlobKey>) -> Lease {
         let keys: Vec<BlobKey> = keys.into_iter().collect();
-        let mut table = self.leases.lock().expect("lease table poisoned");
+        let mut table = self.leases.lock().unwrap_or_else(PoisonError::into_inner);
         for key in &keys {
             *table.entry(*key).or_insert(0) += 1;
         }
@@ -237,7 +223,7 @@ impl Store {
     /// Runs `f` while no new lease can be taken, telling it whether `key` is leased now.
     /// Eviction deletes under this, so a blob is never deleted from under a lease.
     pub(crate) fn unless_leased<T>(&self, key: &BlobKey, f: impl FnOnce() -> T) -> Option<T> {
-        let table = self.leases.lock().expect("lease table poisoned");
+        let table = self.leases.lock().unwrap_or_else(PoisonError::into_inner);
         if table.contains_key(key) {
             return None;
         }
@@ -251,7 +237,7 @@ impl Store {
         let mut probes: Vec<_> = self
             .probes
             .lock()
-            .expect("probe table poisoned")
+            .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .map(|(&(cache, dest), &mode)| (cache, dest, mode))
             .collect();
@@ -321,7 +307,6 @@ impl Store {
         self.index.put_version(version, Some(outbox))
     }
 
-    /// A record of the caller's in `table`, under a key it chooses.
     /// Ties the cached versions to the upstream they come from (its URL). A cache filled
     /// from another upstream forgets that one's versions, aliases and W&B versions (which
     /// could name different content here) and its pins (which could not be unpinned
@@ -355,6 +340,8 @@ impl Store {
         }
     }
 
+    /// A raw record of `table`, for tests of the index itself: the tables' keys and
+    /// encodings are `tables.rs`'s, and the daemon goes through its typed methods.
     pub fn put_record(&self, table: Table, key: &str, value: &[u8]) -> Result<()> {
         self.index.put_record(table, key, value)
     }
@@ -402,7 +389,7 @@ impl Store {
     /// Records that `keys` were used now (for LRU eviction), in memory; see `uses`.
     pub fn touch(&self, keys: &[BlobKey]) -> Result<()> {
         let now = now_ms();
-        let mut uses = self.uses.lock().expect("use buffer poisoned");
+        let mut uses = self.uses.lock().unwrap_or_else(PoisonError::into_inner);
         uses.extend(keys.iter().map(|key| (*key, now)));
         if uses.len() >= USES_BUFFERED {
             let batch = std::mem::take(&mut *uses);
@@ -414,7 +401,7 @@ impl Store {
 
     /// Writes buffered last uses to the index.
     pub(crate) fn flush_uses(&self) -> Result<()> {
-        let batch = std::mem::take(&mut *self.uses.lock().expect("use buffer poisoned"));
+        let batch = std::mem::take(&mut *self.uses.lock().unwrap_or_else(PoisonError::into_inner));
         if batch.is_empty() {
             Ok(())
         } else {
@@ -543,46 +530,4 @@ pub(crate) fn tamper_signs(key: &BlobKey, record: &BlobRecord, stat: &Stat) -> O
         return Some("its modification time changed: it was written to".to_owned());
     }
     None
-}
-
-/// The effective uid of the process, which owns every blob it writes.
-pub(crate) fn daemon_uid() -> u32 {
-    static UID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *UID.get_or_init(|| rustix::process::geteuid().as_raw())
-}
-
-/// The error for blobs that are not cached; `keys` is never empty.
-pub(crate) fn missing(keys: Vec<BlobKey>) -> Error {
-    debug_assert!(!keys.is_empty());
-    Error::MissingBlobs { missing: keys }
-}
-
-/// Sets a file's atime and mtime to [`BLOB_MTIME`].
-pub(crate) fn pin_mtime(file: impl AsFd) -> rustix::io::Result<()> {
-    let pinned = rustix::fs::Timespec {
-        tv_sec: BLOB_MTIME,
-        tv_nsec: 0,
-    };
-    rustix::fs::futimens(
-        file,
-        &rustix::fs::Timestamps {
-            last_access: pinned,
-            last_modification: pinned,
-        },
-    )
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-pub(crate) fn rename_noreplace(
-    from_dir: impl AsFd,
-    from: &str,
-    to_dir: impl AsFd,
-    to: &str,
-) -> rustix::io::Result<()> {
-    rustix::fs::renameat_with(from_dir, from, to_dir, to, RenameFlags::NOREPLACE)
 }

@@ -1,10 +1,18 @@
-//! The daemon's tables in the index, with their keys and encodings: versions of a foreign
-//! upstream (W&B). Defining them here keeps the whole of `index-v1` in this crate.
+//! The daemon's tables in the index, with their keys and encodings. Defining them here
+//! keeps the whole of `index-v1` in this crate.
 //!
-//! `foreign_versions` holds each [`ForeignVersion`] as JSON under `v/<artifact>:<N>`, and
-//! `d/<digest>` → that key for its [`ForeignVersion::digest`].
+//! - `foreign_versions`: each [`ForeignVersion`] as JSON under `v/<artifact>:<N>`, and
+//!   `d/<digest>` → that key for its [`ForeignVersion::digest`].
+//! - `pins`: a [`PinRecord`] as JSON under `entity/project/name@digest`.
+//! - `outbox`: an [`OutboxRecord`] as JSON under `entity/project/name@digest`.
+//!
+//! A record that does not parse is an error where one record is asked for
+//! ([`Error::CorruptRecord`]), and is logged and left out of listings.
 
+use hoard_types::api::Pin;
+use hoard_types::registry::CommitRequest;
 use hoard_types::{ArtifactName, Digest, ForeignVersion};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::index::Table;
@@ -78,5 +86,139 @@ impl Store {
     /// How many foreign versions are kept.
     pub fn foreign_version_count(&self) -> Result<u64> {
         self.index.count_records(Table::ForeignVersions, BY_NUMBER)
+    }
+}
+
+/// A pinned version: who pinned it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PinRecord {
+    #[serde(flatten)]
+    pub pin: Pin,
+    /// Who pinned it. Empty in records written before owners were recorded: those are
+    /// the daemon's user's (see [`Self::owners`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owners: Vec<u32>,
+}
+
+impl PinRecord {
+    /// The uids that pinned the version.
+    pub fn owners(&self) -> Vec<u32> {
+        if self.owners.is_empty() {
+            vec![crate::sys::daemon_uid()]
+        } else {
+            self.owners.clone()
+        }
+    }
+}
+
+fn pin_key(pin: &Pin) -> String {
+    format!("{}/{}/{}@{}", pin.entity, pin.project, pin.name, pin.digest)
+}
+
+/// A publish recorded on this machine and not yet committed upstream.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OutboxRecord {
+    pub entity: String,
+    pub project: String,
+    pub name: String,
+    pub digest: Digest,
+    pub commit: CommitRequest,
+    pub created_ms: u64,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default)]
+    pub uploaded_blobs: u64,
+    #[serde(default)]
+    pub uploaded_bytes: u64,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// The upstream refused it: retried when the daemon restarts.
+    #[serde(default)]
+    pub failed: bool,
+}
+
+impl OutboxRecord {
+    /// The key of the publish of `digest` as `name`.
+    pub fn key(name: &ArtifactName, digest: &Digest) -> String {
+        format!("{name}@{digest}")
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(what: &'static str, key: &str, json: &[u8]) -> Result<T> {
+    serde_json::from_slice(json).map_err(|_| Error::CorruptRecord {
+        what,
+        key: key.to_owned(),
+    })
+}
+
+/// Every record of `table` that parses; the others are logged.
+fn parsed<T: serde::de::DeserializeOwned>(
+    store: &Store,
+    table: Table,
+    what: &'static str,
+) -> Result<Vec<(String, T)>> {
+    Ok(store
+        .index
+        .records(table)?
+        .into_iter()
+        .filter_map(|(key, json)| match parse(what, &key, &json) {
+            Ok(record) => Some((key, record)),
+            Err(e) => {
+                tracing::error!(key, error = %e, "leaving an unreadable record");
+                None
+            }
+        })
+        .collect())
+}
+
+impl Store {
+    /// The pin record of `pin`'s version.
+    pub fn pin_record(&self, pin: &Pin) -> Result<Option<PinRecord>> {
+        let key = pin_key(pin);
+        self.index
+            .record(Table::Pins, &key)?
+            .map(|json| parse("pin", &key, &json))
+            .transpose()
+    }
+
+    pub fn put_pin_record(&self, record: &PinRecord) -> Result<()> {
+        let json = serde_json::to_vec(record).expect("a pin serializes");
+        self.index
+            .put_record(Table::Pins, &pin_key(&record.pin), &json)
+    }
+
+    pub fn remove_pin_record(&self, pin: &Pin) -> Result<()> {
+        self.index.remove_record(Table::Pins, &pin_key(pin))
+    }
+
+    /// Every readable pin record.
+    pub fn pin_records(&self) -> Result<Vec<PinRecord>> {
+        Ok(parsed(self, Table::Pins, "pin")?
+            .into_iter()
+            .map(|(_, record)| record)
+            .collect())
+    }
+
+    /// The outbox record under `key` (see [`OutboxRecord::key`]).
+    pub fn outbox_record(&self, key: &str) -> Result<Option<OutboxRecord>> {
+        self.index
+            .record(Table::Outbox, key)?
+            .map(|json| parse("outbox", key, &json))
+            .transpose()
+    }
+
+    pub fn put_outbox_record(&self, key: &str, record: &OutboxRecord) -> Result<()> {
+        let json = serde_json::to_vec(record).expect("a record serializes");
+        self.index.put_record(Table::Outbox, key, &json)
+    }
+
+    /// Every readable outbox record, by key.
+    pub fn outbox_records(&self) -> Result<Vec<(String, OutboxRecord)>> {
+        parsed(self, Table::Outbox, "outbox")
+    }
+
+    /// How many records the outbox holds, readable or not.
+    pub fn outbox_len(&self) -> Result<u64> {
+        self.index.count_records(Table::Outbox, "")
     }
 }

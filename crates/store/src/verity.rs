@@ -11,12 +11,12 @@
 //! before sealing was turned on.
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 
 use composefs_ioctls::fsverity::{EnableVerityError, fs_ioc_enable_verity};
 use rustix::fs::{AtFlags, Mode, OFlags, StatxAttributes, StatxFlags};
 
-use crate::Store;
 use crate::error::{IoContext, Result};
 
 /// SHA-256, the algorithm `fsverity digest` uses by default.
@@ -43,98 +43,6 @@ pub(crate) enum Sealed {
     Failed(String),
 }
 
-impl Store {
-    /// Tries sealing a scratch file in `tmp/`.
-    pub fn probe_verity(&self) -> Result<VeritySupport> {
-        let name = format!("verity-probe-{}", std::process::id());
-        let _ = rustix::fs::unlinkat(&self.tmp, &name, AtFlags::empty());
-        let path = self.tmp_path(&name);
-        let fd = rustix::fs::openat(
-            &self.tmp,
-            &name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .io("create", &path)?;
-        rustix::io::write(&fd, b"hoard").io("write", &path)?;
-        drop(fd);
-        let fd = open_readonly(&self.tmp, &name).io("open", &path)?;
-        let support = match fs_ioc_enable_verity(&fd, SHA256, BLOCK) {
-            Ok(()) | Err(EnableVerityError::AlreadyEnabled) => VeritySupport::Supported,
-            Err(EnableVerityError::FilesystemNotSupported) => VeritySupport::Unsupported,
-            Err(e) => VeritySupport::Failed(e.to_string()),
-        };
-        drop(fd);
-        let _ = rustix::fs::unlinkat(&self.tmp, &name, AtFlags::empty());
-        Ok(support)
-    }
-
-    /// Seals blobs from now on (and in [`Store::verify`]), or stops doing so, with the
-    /// reason `hoard status` shows.
-    pub fn set_verity(&self, setting: Verity) {
-        self.verity
-            .on
-            .store(matches!(setting, Verity::Seal), Ordering::Relaxed);
-        if let Verity::Off(why) = setting {
-            *self.verity.off_because.lock().expect("not poisoned") = why;
-        }
-    }
-
-    pub fn verity(&self) -> bool {
-        self.verity.on.load(Ordering::Relaxed)
-    }
-
-    /// For `hoard status`: whether blobs are sealed and how that went, or why not.
-    pub fn verity_status(&self) -> String {
-        if !self.verity() {
-            let why = self.verity.off_because.lock().expect("not poisoned");
-            return format!(
-                "off: {}",
-                if why.is_empty() {
-                    "not asked for"
-                } else {
-                    &why
-                }
-            );
-        }
-        let sealed = self.verity.sealed.load(Ordering::Relaxed);
-        match self.verity.failed.load(Ordering::Relaxed) {
-            0 => format!("on: {sealed} blobs sealed since start"),
-            failed => {
-                format!("on: {sealed} blobs sealed since start, {failed} failed (see the log)")
-            }
-        }
-    }
-
-    /// Blobs sealed since the store was opened.
-    pub fn verity_sealed(&self) -> u64 {
-        self.verity.sealed.load(Ordering::Relaxed)
-    }
-
-    /// Seals the file `fd` (read-only, with no writable descriptor left anywhere) and
-    /// counts the outcome.
-    pub(crate) fn seal_verity(&self, fd: impl AsFd, what: &dyn std::fmt::Display) -> Sealed {
-        let sealed = match fs_ioc_enable_verity(&fd, SHA256, BLOCK) {
-            // Writing the Merkle tree moves the mtime (ext4 does); the blob's is pinned.
-            Ok(()) => match crate::store::pin_mtime(&fd) {
-                Ok(()) => Sealed::Now,
-                Err(e) => Sealed::Failed(format!("sealed, but its mtime could not be pinned: {e}")),
-            },
-            Err(EnableVerityError::AlreadyEnabled) => Sealed::Already,
-            Err(e) => Sealed::Failed(e.to_string()),
-        };
-        match &sealed {
-            Sealed::Now => self.verity.sealed.fetch_add(1, Ordering::Relaxed),
-            Sealed::Already => 0,
-            Sealed::Failed(reason) => {
-                tracing::warn!(blob = %what, %reason, "fs-verity: the blob stays unsealed");
-                self.verity.failed.fetch_add(1, Ordering::Relaxed)
-            }
-        };
-        sealed
-    }
-}
-
 /// Whether blobs get sealed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verity {
@@ -150,6 +58,99 @@ pub(crate) struct VerityState {
     off_because: std::sync::Mutex<String>,
     sealed: std::sync::atomic::AtomicU64,
     failed: std::sync::atomic::AtomicU64,
+}
+
+/// Tries sealing a scratch file `name` in the directory `tmp` (`path`, for messages).
+pub(crate) fn probe(tmp: impl AsFd, name: &str, path: &std::path::Path) -> Result<VeritySupport> {
+    let _ = rustix::fs::unlinkat(&tmp, name, AtFlags::empty());
+    let fd = rustix::fs::openat(
+        &tmp,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .io("create", path)?;
+    rustix::io::write(&fd, b"hoard").io("write", path)?;
+    drop(fd);
+    let fd = open_readonly(&tmp, name).io("open", path)?;
+    let support = match fs_ioc_enable_verity(&fd, SHA256, BLOCK) {
+        Ok(()) | Err(EnableVerityError::AlreadyEnabled) => VeritySupport::Supported,
+        Err(EnableVerityError::FilesystemNotSupported) => VeritySupport::Unsupported,
+        Err(e) => VeritySupport::Failed(e.to_string()),
+    };
+    drop(fd);
+    let _ = rustix::fs::unlinkat(&tmp, name, AtFlags::empty());
+    Ok(support)
+}
+
+impl VerityState {
+    /// Seals blobs from now on, or stops doing so, with the reason `hoard status` shows.
+    pub(crate) fn set(&self, setting: Verity) {
+        self.on
+            .store(matches!(setting, Verity::Seal), Ordering::Relaxed);
+        if let Verity::Off(why) = setting {
+            *self
+                .off_because
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = why;
+        }
+    }
+
+    pub(crate) fn on(&self) -> bool {
+        self.on.load(Ordering::Relaxed)
+    }
+
+    /// Whether blobs are sealed and how that went, or why not.
+    pub(crate) fn status(&self) -> String {
+        if !self.on() {
+            let why = self
+                .off_because
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            return format!(
+                "off: {}",
+                if why.is_empty() {
+                    "not asked for"
+                } else {
+                    &why
+                }
+            );
+        }
+        let sealed = self.sealed();
+        match self.failed.load(Ordering::Relaxed) {
+            0 => format!("on: {sealed} blobs sealed since start"),
+            failed => {
+                format!("on: {sealed} blobs sealed since start, {failed} failed (see the log)")
+            }
+        }
+    }
+
+    pub(crate) fn sealed(&self) -> u64 {
+        self.sealed.load(Ordering::Relaxed)
+    }
+
+    /// Seals the file `fd` (read-only, with no writable descriptor left anywhere) and
+    /// counts the outcome.
+    pub(crate) fn seal(&self, fd: impl AsFd, what: &dyn std::fmt::Display) -> Sealed {
+        let sealed = match fs_ioc_enable_verity(&fd, SHA256, BLOCK) {
+            // Writing the Merkle tree moves the mtime (ext4 does); the blob's is pinned.
+            Ok(()) => match crate::sys::pin_mtime(&fd) {
+                Ok(()) => Sealed::Now,
+                Err(e) => Sealed::Failed(format!("sealed, but its mtime could not be pinned: {e}")),
+            },
+            Err(EnableVerityError::AlreadyEnabled) => Sealed::Already,
+            Err(e) => Sealed::Failed(e.to_string()),
+        };
+        match &sealed {
+            Sealed::Now => self.sealed.fetch_add(1, Ordering::Relaxed),
+            Sealed::Already => 0,
+            Sealed::Failed(reason) => {
+                tracing::warn!(blob = %what, %reason, "fs-verity: the blob stays unsealed");
+                self.failed.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+        sealed
+    }
 }
 
 /// Whether the file is sealed, by `statx` (no privilege needed).
@@ -174,6 +175,7 @@ pub(crate) fn open_readonly(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Store;
 
     /// The probe answers (here, on whatever filesystem holds the temp dir) and leaves
     /// nothing behind in `tmp/`.

@@ -13,7 +13,10 @@ use std::ops::Range;
 use bytes::Bytes;
 use hoard_types::Digest;
 
-use crate::{BoxFuture, Error};
+use crate::Error;
+
+/// A boxed future, so that the traits (and chunk sources) can be used as `dyn` objects.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Where a [`BlobStream`] gets its bytes.
 pub(crate) trait ChunkSource: Send {
@@ -228,6 +231,18 @@ impl BlobStream {
             out.extend_from_slice(&chunk);
         }
         Ok(out)
+    }
+}
+
+/// A part must lie within the file.
+pub(crate) fn check_part(range: &Range<u64>, size: u64, what: &str) -> Result<Range<u64>, Error> {
+    if range.start < range.end && range.end <= size {
+        Ok(range.clone())
+    } else {
+        Err(Error::Protocol {
+            upstream: what.to_owned(),
+            reason: format!("bytes {}..{} of a file of {size}", range.start, range.end),
+        })
     }
 }
 

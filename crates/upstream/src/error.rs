@@ -133,7 +133,7 @@ impl Error {
         attempts: u32,
         detail: String,
     ) -> Self {
-        if crate::http::retryable(status) {
+        if crate::retry::retryable(status) {
             Self::Unavailable {
                 upstream,
                 status: status.as_u16(),

@@ -35,7 +35,7 @@ pub(crate) async fn send(
             Ok(response) if response.status().is_success() => return Ok(response),
             Ok(response) => {
                 let status = response.status();
-                if !retryable(status) || attempt >= retry.retries {
+                if !crate::retry::retryable(status) || attempt >= retry.retries {
                     return Err(Failure::Status(response, attempt + 1));
                 }
                 match retry_after(&response) {
@@ -225,9 +225,4 @@ impl<O: OpenRange> ChunkSource for Resuming<O> {
             }
         })
     }
-}
-
-/// Whether an answer with this status may succeed if asked again: 429 and 5xx.
-pub(crate) fn retryable(status: StatusCode) -> bool {
-    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
 }

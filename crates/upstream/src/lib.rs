@@ -25,18 +25,18 @@ mod error;
 mod http;
 pub mod reference;
 mod registry;
+mod retry;
 mod upstream;
 pub mod wandb;
 
 use std::sync::Arc;
 
-pub use blob::BlobStream;
+pub use blob::{BlobStream, BoxFuture};
 pub use error::Error;
 use hoard_layout::DirRoot;
-pub use registry::{ClientOptions, RegistryClient, RetryPolicy};
-pub use upstream::{
-    BlobSource, BoxFuture, Catalog, FileSource, ForeignCatalog, Publisher, Upstream,
-};
+pub use registry::{ClientOptions, RegistryClient};
+pub use retry::RetryPolicy;
+pub use upstream::{BlobSource, Catalog, FileSource, ForeignCatalog, Publisher, Upstream};
 
 /// An upstream URL, parsed: the one grammar of upstream URLs (flags, `hoard.toml`,
 /// [`open`]).

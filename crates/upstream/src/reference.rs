@@ -15,6 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hoard_types::Digest;
 use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::blob::{ChunkSource, check_range};
 use crate::{BlobSource, BlobStream, BoxFuture, Error};
@@ -30,7 +31,7 @@ pub fn reference(uri: &str, allow_files: bool) -> Result<Arc<dyn BlobSource>, Er
 
 /// Where a reference's bytes are.
 enum Source {
-    Http(HttpReference),
+    Http(Box<HttpReference>),
     File(FileReference),
 }
 
@@ -43,11 +44,12 @@ fn open(uri: &str, allow_files: bool) -> Result<Source, Error> {
     match scheme {
         "http" | "https" => {
             reqwest::Url::parse(uri).map_err(|e| refuse(e.to_string()))?;
-            Ok(Source::Http(HttpReference {
+            Ok(Source::Http(Box::new(HttpReference {
                 uri: uri.to_owned(),
                 http: client().map_err(&refuse)?,
                 auth: Auth::None,
-            }))
+                retry: crate::RetryPolicy::default(),
+            })))
         }
         "file" => {
             if !allow_files {
@@ -79,11 +81,12 @@ fn open(uri: &str, allow_files: bool) -> Result<Source, Error> {
                 .ok_or_else(|| refuse("expected `s3://BUCKET/KEY`".to_owned()))?;
             // Signed per request (the signature holds the time); checked once here.
             s3.check(bucket, key).map_err(|e| refuse(e.to_string()))?;
-            Ok(Source::Http(HttpReference {
+            Ok(Source::Http(Box::new(HttpReference {
                 uri: uri.to_owned(),
                 http: client().map_err(&refuse)?,
                 auth: Auth::S3(s3, bucket.to_owned(), key.to_owned()),
-            }))
+                retry: crate::RetryPolicy::default(),
+            })))
         }
         "gs" => {
             let auth = hoard_cloud::gcs::GcsAuth::from_env()
@@ -107,11 +110,12 @@ fn open(uri: &str, allow_files: bool) -> Result<Source, Error> {
                 hoard_cloud::uri::encode_segment(object)
             );
             reqwest::Url::parse(&url).map_err(|e| refuse(e.to_string()))?;
-            Ok(Source::Http(HttpReference {
+            Ok(Source::Http(Box::new(HttpReference {
                 uri: uri.to_owned(),
                 http: client().map_err(&refuse)?,
                 auth: Auth::Gcs(url, auth),
-            }))
+                retry: crate::RetryPolicy::default(),
+            })))
         }
         "" => Err(refuse(
             "a reference must be a URI such as `https://…`".to_owned(),
@@ -133,6 +137,7 @@ struct HttpReference {
     uri: String,
     http: reqwest::Client,
     auth: Auth,
+    retry: crate::RetryPolicy,
 }
 
 /// How a reference's requests are made.
@@ -205,53 +210,71 @@ impl BlobSource for Source {
 }
 
 impl HttpReference {
-    /// GETs `range` of a resource of `size` bytes.
+    /// GETs `range` of a resource of `size` bytes; connection errors, 429 and 5xx are
+    /// asked again by the retry policy (a request is signed or authorized once for all
+    /// its attempts).
     async fn open(&self, range: Range<u64>, size: u64) -> Result<HttpBody, Error> {
         let whole = range.start == 0 && range.end == size;
-        let mut request = match &self.auth {
-            Auth::None => self.http.get(&self.uri),
+        let bad_header = |e: &dyn std::fmt::Display| Error::Url {
+            url: self.uri.clone(),
+            reason: format!("a request header: {e}"),
+        };
+        let mut headers = HeaderMap::new();
+        let url = match &self.auth {
+            Auth::None => self.uri.clone(),
             Auth::S3(credentials, bucket, key) => {
                 let signed =
                     credentials
                         .signer()
                         .await?
                         .get(bucket, key, std::time::SystemTime::now())?;
-                signed
-                    .headers
-                    .into_iter()
-                    .fold(self.http.get(&signed.url), |r, (name, value)| {
-                        r.header(name, value)
-                    })
+                for (name, value) in signed.headers {
+                    let name =
+                        HeaderName::from_bytes(name.as_bytes()).map_err(|e| bad_header(&e))?;
+                    let value = HeaderValue::from_str(&value).map_err(|e| bad_header(&e))?;
+                    headers.insert(name, value);
+                }
+                signed.url
             }
-            Auth::Gcs(url, auth) => self
-                .http
-                .get(url)
-                .header(reqwest::header::AUTHORIZATION, auth.header().await?),
+            Auth::Gcs(url, auth) => {
+                headers.insert(reqwest::header::AUTHORIZATION, auth.header().await?);
+                url.clone()
+            }
         };
         if !whole {
-            request = request.header(
+            let bytes = format!("bytes={}-{}", range.start, range.end - 1);
+            headers.insert(
                 reqwest::header::RANGE,
-                format!("bytes={}-{}", range.start, range.end - 1),
+                HeaderValue::from_str(&bytes).map_err(|e| bad_header(&e))?,
             );
         }
-        let response = request.send().await.map_err(|e| Error::Unreachable {
-            url: self.uri.clone(),
-            attempts: 1,
-            source: Box::new(e),
-        })?;
-        let status = response.status();
+        let make = || Ok(self.http.get(&url).headers(headers.clone()));
+        let what = format!("reference `{}`", self.uri);
+        let response = match crate::http::send(&self.retry, &self.uri, &what, make).await {
+            Ok(response) => response,
+            Err(crate::http::Failure::Error(e)) => return Err(e),
+            Err(crate::http::Failure::Status(response, attempts)) => {
+                let status = response.status();
+                return Err(Error::from_status(
+                    self.uri.clone(),
+                    status,
+                    attempts,
+                    format!("it answered {status}"),
+                ));
+            }
+        };
         let expected = if whole {
             StatusCode::OK
         } else {
             StatusCode::PARTIAL_CONTENT
         };
-        if status != expected {
-            let detail = if status.is_success() {
-                "it ignored the byte range asked for".to_owned()
-            } else {
-                format!("it answered {status}")
-            };
-            return Err(Error::from_status(self.uri.clone(), status, 1, detail));
+        if response.status() != expected {
+            return Err(Error::from_status(
+                self.uri.clone(),
+                response.status(),
+                1,
+                "it ignored the byte range asked for".to_owned(),
+            ));
         }
         Ok(HttpBody {
             uri: self.uri.clone(),
@@ -429,7 +452,7 @@ impl crate::FileSource for ForeignReference {
     fn fetch_part(&self, range: Range<u64>) -> BoxFuture<'_, Result<BlobStream, Error>> {
         Box::pin(async move {
             let size = self.entry.size;
-            let range = crate::wandb::check_part(&range, size, &self.what)?;
+            let range = crate::blob::check_part(&range, size, &self.what)?;
             let body = self.source.body(range.clone(), size).await?;
             Ok(BlobStream::part(range, self.what.clone(), body))
         })

@@ -23,7 +23,7 @@ use tokio::io::AsyncReadExt;
 use crate::blob::{ChunkSource, check_range};
 use crate::error::IoContext;
 use crate::upstream::check_resolved;
-use crate::{BlobSource, BlobStream, BoxFuture, Catalog, Error, Publisher, Upstream};
+use crate::{BlobSource, BlobStream, BoxFuture, Catalog, Error, Publisher, RetryPolicy, Upstream};
 
 /// How many digests one `blobs/missing` request carries.
 const MISSING_BATCH: usize = 10_000;
@@ -39,38 +39,6 @@ const UPLOAD_CHUNK: usize = 256 * 1024;
 const RESUMABLE_UPLOAD: u64 = 16 << 20;
 /// How many times a resumable upload continues after breaking off.
 const RESUME_ROUNDS: u32 = 5;
-
-/// When and how often to try again.
-#[derive(Clone, Debug)]
-pub struct RetryPolicy {
-    /// Retries after the first attempt (a refused connection is retried once at most).
-    pub retries: u32,
-    /// The first backoff; each retry doubles it, up to `max`, with jitter.
-    pub base: Duration,
-    pub max: Duration,
-    /// A 429 asking to wait longer than this fails at once instead.
-    pub max_retry_after: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            retries: 5,
-            base: Duration::from_millis(250),
-            max: Duration::from_secs(10),
-            max_retry_after: Duration::from_secs(60),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The wait before retry number `attempt` (0-based): "full jitter" between half and
-    /// all of the exponential step, so that many clients do not retry in lockstep.
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        let step = self.base.saturating_mul(1 << attempt.min(16)).min(self.max);
-        step / 2 + step.mul_f64(fastrand::f64() / 2.0)
-    }
-}
 
 /// Settings of a [`RegistryClient`].
 #[derive(Clone, Debug)]

@@ -18,19 +18,14 @@
 //! or [`ForeignCatalog`] with its [`FileSource`]s, then give its URL form one line in
 //! [`crate::open`]. The daemon needs no change: it sees an [`Upstream`].
 
-use std::future::Future;
 use std::ops::Range;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use hoard_types::registry::{CommitRequest, Committed, VersionList};
 use hoard_types::{ArtifactName, Digest, ForeignVersion, RelPath, Selector, Version};
 
-use crate::{BlobStream, Error};
-
-/// A boxed future, so that the traits can be used as `dyn` objects.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+use crate::{BlobStream, BoxFuture, Error};
 
 /// The kinds of upstream, each with the capabilities it has.
 #[derive(Clone)]

@@ -771,7 +771,7 @@ impl FileSource for WandbFile {
 
     fn fetch_part(&self, range: Range<u64>) -> BoxFuture<'_, Result<BlobStream, Error>> {
         Box::pin(async move {
-            let range = check_part(&range, self.entry.size, &self.what())?;
+            let range = crate::blob::check_part(&range, self.entry.size, &self.what())?;
             let this = Arc::new(self.clone_parts());
             Ok(BlobStream::part(
                 range.clone(),
@@ -786,18 +786,6 @@ impl FileSource for WandbFile {
             ForeignDigest::Md5(md5) => Some(md5),
             _ => None,
         }
-    }
-}
-
-/// A part must lie within the file.
-pub(crate) fn check_part(range: &Range<u64>, size: u64, what: &str) -> Result<Range<u64>, Error> {
-    if range.start < range.end && range.end <= size {
-        Ok(range.clone())
-    } else {
-        Err(Error::Protocol {
-            upstream: what.to_owned(),
-            reason: format!("bytes {}..{} of a file of {size}", range.start, range.end),
-        })
     }
 }
 
