@@ -17,6 +17,7 @@
 //!   a viewer's token.
 //! - `users`: a system daemon serving two Unix users (root only).
 //! - `shared`: the same, attacked: one user cannot read, change or delete another's files.
+//! - `texts`: what users read (summaries, errors), pinned as insta snapshots.
 //! - `verity`: blobs sealed with fs-verity, in a VM whose kernel has it.
 //! - `references`: reference entries fetched from their URI and checked.
 //! - `registry`: `hoard registry import` and `serve` as processes; tokens; refusals.
@@ -36,6 +37,7 @@ mod publish;
 mod references;
 mod registry;
 mod shared;
+mod texts;
 mod users;
 mod verity;
 mod wandb;

@@ -466,3 +466,40 @@ fn a_cache_switched_to_another_upstream_does_not_serve_the_first_ones_versions()
         "{err}"
     );
 }
+
+/// A socket named relative to the current directory (`--socket hoard.sock`): the daemon
+/// listens there (it failed with a bare "No such file or directory" before).
+#[test]
+fn a_relative_socket_path_is_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let upstream = dir_root(t);
+    let mut child = Command::new(binary("hoard"))
+        .args(["daemon", "--socket", "hoard.sock", "--cache-dir", "cache"])
+        .args(["--upstream", &upstream])
+        .current_dir(t)
+        .env("HOARD_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let status = || {
+        Command::new(binary("hoard"))
+            .args(["status", "--json"])
+            .env("HOARD_SOCKET", "hoard.sock")
+            .current_dir(t)
+            .output()
+            .unwrap()
+    };
+    let mut served = false;
+    for _ in 0..500 {
+        if status().status.success() {
+            served = true;
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the daemon stopped");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(served, "nothing answered on hoard.sock");
+    let pid = rustix::process::Pid::from_raw(child.id().cast_signed()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    assert!(child.wait().unwrap().success());
+}

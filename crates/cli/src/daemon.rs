@@ -176,12 +176,15 @@ async fn bind_metrics(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
 /// is replaced, a live one is an error. The socket is 0600: a per-user daemon.
 pub(crate) fn bind(socket: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     check_socket_path(socket)?;
-    if let Some(dir) = socket.parent()
+    // A bare file name (`hoard.sock`) has the empty path as its parent: the current
+    // directory, which exists.
+    if let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.exists()
     {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("Failed to create `{}`", dir.display()))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("Failed to make `{}` private", dir.display()))?;
     }
     if socket.exists() {
         if std::os::unix::net::UnixStream::connect(socket).is_ok() {
@@ -195,7 +198,8 @@ pub(crate) fn bind(socket: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     }
     let listener = tokio::net::UnixListener::bind(socket)
         .with_context(|| format!("Failed to listen on `{}`", socket.display()))?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("Failed to make `{}` private", socket.display()))?;
     Ok(listener)
 }
 
@@ -357,11 +361,14 @@ fn settings(
 pub(crate) fn run(args: &DaemonArgs) -> anyhow::Result<()> {
     crate::process::raise_nofile_limit();
     let config = crate::config::Config::load(args.config.as_deref())?;
-    let socket = args
-        .socket
-        .clone()
-        .or(config.socket.clone())
-        .unwrap_or_else(paths::default_socket);
+    // Absolute, so that the log names it fully and its directory is a real one.
+    let socket = std::path::absolute(
+        args.socket
+            .clone()
+            .or(config.socket.clone())
+            .unwrap_or_else(paths::default_socket),
+    )
+    .context("Failed to find the current directory for a relative `socket`")?;
     let cache_dir = args
         .cache_dir
         .clone()
