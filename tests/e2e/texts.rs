@@ -213,78 +213,19 @@ fn config_and_start_up_errors() {
     std::fs::create_dir_all(up.join("artifacts")).unwrap();
     let dir = format!("dir://{}", up.display());
     let long = format!("{}/{}", t.display(), "s".repeat(110));
-    for args in [
-        &[
-            "daemon",
-            "--socket",
-            &long,
-            "--cache-dir",
-            "cache",
-            "--upstream",
-            &dir,
-        ][..],
-        &[
-            "daemon",
-            "--socket",
-            "d.sock",
-            "--cache-dir",
-            "cache",
-            "--upstream",
-            "ftp://x",
-        ],
-        &[
-            "daemon",
-            "--socket",
-            "d.sock",
-            "--cache-dir",
-            "cache",
-            "--upstream",
-            "dir://relative",
-        ],
-        &[
-            "daemon",
-            "--socket",
-            "d.sock",
-            "--cache-dir",
-            "cache",
-            "--upstream",
-            "dir:///nonexistent/root",
-        ],
-        &[
-            "daemon",
-            "--socket",
-            "d.sock",
-            "--cache-dir",
-            "cache",
-            "--upstream",
-            &dir,
-            "--metrics-listen",
-            "0.0.0.0:1",
-        ],
-        &[
-            "daemon",
-            "--socket",
-            "d.sock",
-            "--cache-dir",
-            "cache",
-            "--upstream",
-            &dir,
-            "--max-size",
-            "-5GiB",
-        ],
-        &[
-            "daemon",
-            "--socket",
-            "d.sock",
-            "--cache-dir",
-            "cache",
-            "--upstream",
-            &dir,
-            "--scrub-rate",
-            "fast",
-        ],
+    for (socket, upstream, extra) in [
+        (long.as_str(), dir.as_str(), &[][..]),
+        ("d.sock", "ftp://x", &[]),
+        ("d.sock", "dir://relative", &[]),
+        ("d.sock", "dir:///nonexistent/root", &[]),
+        ("d.sock", &dir, &["--metrics-listen", "0.0.0.0:1"]),
+        ("d.sock", &dir, &["--max-size", "-5GiB"]),
+        ("d.sock", &dir, &["--scrub-rate", "fast"]),
     ] {
-        said.add(args, &run(t, &[], args));
+        let mut args = vec!["daemon", "--socket", socket, "--cache-dir", "cache"];
+        args.extend(["--upstream", upstream]);
+        args.extend(extra);
+        said.add(&args, &run(t, &[], &args));
     }
     pin("config_and_start_up_errors", t, &said.text);
 }
