@@ -503,3 +503,21 @@ fn a_relative_socket_path_is_served() {
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     assert!(child.wait().unwrap().success());
 }
+
+/// A metrics address off loopback is refused before the cache is created or opened.
+#[test]
+fn a_bad_metrics_address_is_refused_before_the_cache_is_touched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let cache = t.join("cache");
+    let out = daemon_output(
+        &t.join("d.sock"),
+        &cache,
+        &dir_root(t),
+        &["--metrics-listen", "0.0.0.0:9477"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("loopback"), "{err}");
+    assert!(!cache.exists(), "the cache was created: {err}");
+}

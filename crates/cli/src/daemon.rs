@@ -369,6 +369,18 @@ pub(crate) fn run(args: &DaemonArgs) -> anyhow::Result<()> {
             .unwrap_or_else(paths::default_socket),
     )
     .context("Failed to find the current directory for a relative `socket`")?;
+    // Settings that need nothing opened are checked before the cache is touched.
+    let metrics_listen = args
+        .metrics_listen
+        .clone()
+        .or(config.metrics_listen.clone());
+    if let Some(addr) = &metrics_listen {
+        crate::values::metrics_addr(addr)?;
+    }
+    let socket_mode = match args.socket_mode.clone().or(config.socket_mode.clone()) {
+        Some(text) => parse_mode(&text)?,
+        None => 0o600,
+    };
     let cache_dir = args
         .cache_dir
         .clone()
@@ -384,14 +396,6 @@ pub(crate) fn run(args: &DaemonArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("Failed to start the async runtime")?;
-    let metrics_listen = args
-        .metrics_listen
-        .clone()
-        .or(config.metrics_listen.clone());
-    let socket_mode = match args.socket_mode.clone().or(config.socket_mode.clone()) {
-        Some(text) => parse_mode(&text)?,
-        None => 0o600,
-    };
     let socket_group = args.socket_group.clone().or(config.socket_group.clone());
     let shared = options.require_caller_token
         || socket_mode != 0o600
