@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use hoard_store::{Begin, BlobKey, Staged, Store};
 use hoard_types::ForeignDigest;
-use hoard_upstream::{BlobSource, FileSource};
+use hoard_upstream::{BlobSource, FileSource, ForeignCheck};
 use tokio::sync::{Semaphore, watch};
 
 use crate::error::ApiError;
@@ -472,7 +472,7 @@ impl Fetcher {
             let ranges = self.ranges;
             let result = tokio::task::spawn_blocking(move || {
                 if size >= ranges.threshold
-                    && let Some(md5) = source.md5()
+                    && let Some(claimed) = source.whole()
                 {
                     return fetch_foreign_parts(
                         &store,
@@ -480,7 +480,7 @@ impl Fetcher {
                         &handle,
                         size,
                         ranges,
-                        md5,
+                        &claimed,
                     );
                 }
                 store.room_for(&source.describe(), size)?;
@@ -701,32 +701,33 @@ fn fill_parts<'s, 'u>(
     }
 }
 
-/// A large file known only by its MD5, as parallel byte ranges into one private file (its
-/// blake3 digest merged from the parts' hashes), then read back once to check the MD5: MD5
-/// cannot be computed from parts that arrive out of order.
+/// A large file known only by a foreign digest (W&B's MD5, the Hub's SHA-256), as parallel
+/// byte ranges into one private file (its blake3 digest merged from the parts' hashes),
+/// then read back once to check that digest: neither can be computed from parts that
+/// arrive out of order.
 fn fetch_foreign_parts(
     store: &Store,
     source: &dyn FileSource,
     handle: &tokio::runtime::Handle,
     size: u64,
     ranges: Ranges,
-    md5: [u8; 16],
+    claimed: &ForeignDigest,
 ) -> Result<Staged, ApiError> {
-    use md5::Digest as _;
     let step = 1u64 << ranges.size.max(1 << 20).ilog2();
     let writer = store.parted_writer(false, None, size, step)?;
     let writer = fill_parts(writer, handle, ranges.parallel, |range| {
         source.fetch_part(range)
     })?;
-    let mut hasher = md5::Md5::new();
-    writer.read_back(|bytes| hasher.update(bytes))?;
-    let actual: [u8; 16] = hasher.finalize().into();
-    if actual != md5 {
+    let mut check = ForeignCheck::new(claimed, size)
+        .ok_or_else(|| ApiError::internal(format!("{claimed} cannot be checked from bytes")))?;
+    writer.read_back(|bytes| check.update(bytes))?;
+    let actual = check.finish();
+    if actual != *claimed {
         writer.discard();
         return Err(hoard_upstream::Error::ForeignMismatch {
             blob: source.describe(),
-            expected: ForeignDigest::Md5(md5).to_string(),
-            actual: ForeignDigest::Md5(actual).to_string(),
+            expected: claimed.to_string(),
+            actual: actual.to_string(),
         }
         .into());
     }

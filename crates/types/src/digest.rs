@@ -86,6 +86,9 @@ impl<'de> Deserialize<'de> for Digest {
 pub enum ForeignDigest {
     Md5([u8; 16]),
     Sha256([u8; 32]),
+    /// Git's blob id: SHA-1 of `blob <size>\0` and the bytes (the Hub names files kept in
+    /// git, not in LFS, by it).
+    GitSha1([u8; 20]),
     /// An HTTP/S3 ETag, opaque: only equality means anything.
     Etag(String),
 }
@@ -109,6 +112,12 @@ impl FromStr for ForeignDigest {
                     .try_into()
                     .map_err(|_| err())?,
             )),
+            "gitsha1" => Ok(Self::GitSha1(
+                hex_decode(value)
+                    .ok_or_else(err)?
+                    .try_into()
+                    .map_err(|_| err())?,
+            )),
             "etag" if !value.is_empty() && value.len() <= 1024 && !value.contains('\0') => {
                 Ok(Self::Etag(value.to_owned()))
             }
@@ -122,6 +131,7 @@ impl fmt::Display for ForeignDigest {
         match self {
             Self::Md5(b) => write!(f, "md5:{}", hex_encode(b)),
             Self::Sha256(b) => write!(f, "sha256:{}", hex_encode(b)),
+            Self::GitSha1(b) => write!(f, "gitsha1:{}", hex_encode(b)),
             Self::Etag(tag) => write!(f, "etag:{tag}"),
         }
     }
@@ -224,8 +234,13 @@ mod tests {
 
     #[test]
     fn foreign_digests_parse_and_print() {
-        let md5 = "md5:d41d8cd98f00b204e9800998ecf8427e";
-        assert_eq!(md5.parse::<ForeignDigest>().unwrap().to_string(), md5);
+        for text in [
+            "md5:d41d8cd98f00b204e9800998ecf8427e",
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            "gitsha1:e69de29bb2d1d6434b8b29ae775ad8c2e48c5391",
+        ] {
+            assert_eq!(text.parse::<ForeignDigest>().unwrap().to_string(), text);
+        }
         assert_eq!(
             "etag:\"abc-2\""
                 .parse::<ForeignDigest>()
@@ -237,6 +252,7 @@ mod tests {
             "md5:",
             "md5:d41d",
             "sha1:00",
+            "gitsha1:e69de29b",
             "d41d8cd98f00b204e9800998ecf8427e",
             "etag:",
         ] {

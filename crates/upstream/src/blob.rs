@@ -11,7 +11,7 @@
 use std::ops::Range;
 
 use bytes::Bytes;
-use hoard_types::Digest;
+use hoard_types::{Digest, ForeignDigest};
 
 use crate::Error;
 
@@ -42,8 +42,67 @@ pub struct BlobStream {
 /// What the bytes of a whole blob are checked against.
 enum Hasher {
     Blake3(Box<blake3::Hasher>),
-    /// The MD5 the upstream claims (the blake3 digest is not known yet).
-    Md5(md5::Md5, [u8; 16]),
+    /// The digest the upstream claims (the blake3 digest is not known yet).
+    Foreign(Box<ForeignCheck>, ForeignDigest),
+}
+
+/// Hashes bytes the way an upstream named them: MD5 (W&B), SHA-256 (the Hub's LFS files),
+/// git's blob SHA-1 (the Hub's other files).
+pub struct ForeignCheck(Algorithm);
+
+enum Algorithm {
+    Md5(md5::Md5),
+    Sha256(ring::digest::Context),
+    GitSha1(ring::digest::Context),
+}
+
+impl ForeignCheck {
+    /// A check for bytes claimed to be `digest` and `size` bytes long, or `None` for a
+    /// digest that is not computed from the bytes (an ETag).
+    pub fn new(digest: &ForeignDigest, size: u64) -> Option<Self> {
+        use md5::Digest as _;
+        Some(Self(match digest {
+            ForeignDigest::Md5(_) => Algorithm::Md5(md5::Md5::new()),
+            ForeignDigest::Sha256(_) => {
+                Algorithm::Sha256(ring::digest::Context::new(&ring::digest::SHA256))
+            }
+            ForeignDigest::GitSha1(_) => {
+                let mut context =
+                    ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+                context.update(format!("blob {size}\0").as_bytes());
+                Algorithm::GitSha1(context)
+            }
+            ForeignDigest::Etag(_) => return None,
+        }))
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        match &mut self.0 {
+            Algorithm::Md5(hasher) => md5::Digest::update(hasher, bytes),
+            Algorithm::Sha256(context) | Algorithm::GitSha1(context) => context.update(bytes),
+        }
+    }
+
+    /// The digest of the bytes seen, in the claimed digest's algorithm.
+    pub fn finish(self) -> ForeignDigest {
+        match self.0 {
+            Algorithm::Md5(hasher) => ForeignDigest::Md5(md5::Digest::finalize(hasher).into()),
+            Algorithm::Sha256(context) => ForeignDigest::Sha256(
+                context
+                    .finish()
+                    .as_ref()
+                    .try_into()
+                    .expect("SHA-256 is 32 bytes"),
+            ),
+            Algorithm::GitSha1(context) => ForeignDigest::GitSha1(
+                context
+                    .finish()
+                    .as_ref()
+                    .try_into()
+                    .expect("SHA-1 is 20 bytes"),
+            ),
+        }
+    }
 }
 
 impl std::fmt::Debug for BlobStream {
@@ -109,37 +168,23 @@ impl BlobStream {
         }
     }
 
-    /// The whole of a file that only its size can be checked against here (a reference
-    /// whose ETag was checked when it was opened): the caller hashes it with blake3.
-    pub(crate) fn sized(size: u64, what: String, source: Box<dyn ChunkSource>) -> Self {
-        Self {
-            digest: Digest::from_bytes([0; 32]),
-            range: 0..size,
-            received: 0,
-            hasher: None,
-            source,
-            done: false,
-            what,
-        }
-    }
-
-    /// The whole of a file the upstream names by the MD5 `md5`, checked against it: the
-    /// caller hashes the bytes with blake3 as it writes them. `what` names the file in
-    /// errors.
-    pub(crate) fn md5(
-        md5: [u8; 16],
+    /// The whole of a file the upstream names by `claimed`, checked against it (only its
+    /// size, for an ETag): the caller hashes the bytes with blake3 as it writes them.
+    /// `what` names the file in errors.
+    pub(crate) fn foreign(
+        claimed: ForeignDigest,
         size: u64,
         what: String,
         source: Box<dyn ChunkSource>,
     ) -> Self {
-        use md5::Digest as _;
         Self {
-            // Not known yet: only `Self::digest` shows it, and callers of an MD5 stream
+            // Not known yet: only `Self::digest` shows it, and callers of a foreign stream
             // learn the digest from what they write.
             digest: Digest::from_bytes([0; 32]),
             range: 0..size,
             received: 0,
-            hasher: Some(Hasher::Md5(md5::Md5::new(), md5)),
+            hasher: ForeignCheck::new(&claimed, size)
+                .map(|check| Hasher::Foreign(Box::new(check), claimed)),
             source,
             done: false,
             what,
@@ -181,7 +226,7 @@ impl BlobStream {
                         Some(Hasher::Blake3(hasher)) => {
                             hasher.update(&chunk);
                         }
-                        Some(Hasher::Md5(hasher, _)) => md5::Digest::update(hasher, &chunk),
+                        Some(Hasher::Foreign(check, _)) => check.update(&chunk),
                         None => {}
                     }
                     self.received += chunk.len() as u64;
@@ -205,13 +250,13 @@ impl BlobStream {
                                 });
                             }
                         }
-                        Some(Hasher::Md5(hasher, claimed)) => {
-                            let actual: [u8; 16] = md5::Digest::finalize(hasher).into();
+                        Some(Hasher::Foreign(check, claimed)) => {
+                            let actual = (*check).finish();
                             if actual != claimed {
                                 return Err(Error::ForeignMismatch {
                                     blob: self.what.clone(),
-                                    expected: hoard_types::ForeignDigest::Md5(claimed).to_string(),
-                                    actual: hoard_types::ForeignDigest::Md5(actual).to_string(),
+                                    expected: claimed.to_string(),
+                                    actual: actual.to_string(),
                                 });
                             }
                         }
@@ -307,13 +352,40 @@ mod tests {
         assert!(matches!(long, Err(Error::LongBody { .. })), "{long:?}");
     }
 
+    /// The Hub's digests: SHA-256 for LFS files, git's blob SHA-1 for the others (the
+    /// values `sha256sum` and `git hash-object` give for "hello world").
+    #[test]
+    fn sha256_and_git_sha1_streams_check_the_claimed_digest() {
+        for claimed in [
+            "sha256:b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9",
+            "gitsha1:95d09f2b10159347eece71399a7e2e907ea3df4f",
+        ] {
+            let claimed: ForeignDigest = claimed.parse().unwrap();
+            let open = |chunks: &[&'static [u8]]| {
+                BlobStream::foreign(
+                    claimed.clone(),
+                    11,
+                    "`a.txt`".into(),
+                    Box::new(Chunks(chunks.iter().copied().collect())),
+                )
+            };
+            assert_eq!(
+                run(open(&[b"hello", b" world"]).read_to_vec()).unwrap(),
+                b"hello world",
+                "{claimed}"
+            );
+            let wrong = run(open(&[b"hello World"]).read_to_vec()).unwrap_err();
+            assert!(matches!(wrong, Error::ForeignMismatch { .. }), "{wrong:?}");
+        }
+    }
+
     #[test]
     fn md5_streams_check_the_claimed_md5() {
         use md5::Digest as _;
-        let claimed: [u8; 16] = md5::Md5::digest(b"hello world").into();
+        let claimed = ForeignDigest::Md5(md5::Md5::digest(b"hello world").into());
         let md5 = |chunks: &[&'static [u8]]| {
-            BlobStream::md5(
-                claimed,
+            BlobStream::foreign(
+                claimed.clone(),
                 11,
                 "`a.txt`".into(),
                 Box::new(Chunks(chunks.iter().copied().collect())),

@@ -31,7 +31,7 @@ pub mod wandb;
 
 use std::sync::Arc;
 
-pub use blob::{BlobStream, BoxFuture};
+pub use blob::{BlobStream, BoxFuture, ForeignCheck};
 pub use error::Error;
 use hoard_layout::DirRoot;
 pub use registry::{ClientOptions, RegistryClient};

@@ -440,12 +440,13 @@ impl crate::FileSource for ForeignReference {
                 }
                 Source::File(_) => self.source.body(0..size, size).await?,
             };
-            Ok(match &self.entry.digest {
-                hoard_types::ForeignDigest::Md5(md5) => {
-                    BlobStream::md5(*md5, size, self.what.clone(), body)
-                }
-                _ => BlobStream::sized(size, self.what.clone(), body),
-            })
+            // Checked against the logged MD5, or (an ETag) only by its size here.
+            Ok(BlobStream::foreign(
+                self.entry.digest.clone(),
+                size,
+                self.what.clone(),
+                body,
+            ))
         })
     }
 
@@ -458,10 +459,8 @@ impl crate::FileSource for ForeignReference {
         })
     }
 
-    fn md5(&self) -> Option<[u8; 16]> {
-        match self.entry.digest {
-            hoard_types::ForeignDigest::Md5(md5) => Some(md5),
-            _ => None,
-        }
+    fn whole(&self) -> Option<hoard_types::ForeignDigest> {
+        crate::ForeignCheck::new(&self.entry.digest, self.entry.size)
+            .map(|_| self.entry.digest.clone())
     }
 }

@@ -193,12 +193,13 @@ pub trait FileSource: BlobSource {
     fn fetch_foreign(&self) -> BoxFuture<'_, Result<BlobStream, Error>>;
 
     /// A byte range of the file, only counted: the caller checks the whole (see
-    /// [`Self::md5`]).
+    /// [`Self::whole`]).
     fn fetch_part(&self, range: Range<u64>) -> BoxFuture<'_, Result<BlobStream, Error>>;
 
-    /// The MD5 the upstream claims for the file, when it names it by one: a caller that
-    /// fetched it in parts checks the assembled bytes against it.
-    fn md5(&self) -> Option<[u8; 16]>;
+    /// The digest the upstream claims for the file when the bytes can be checked against
+    /// it ([`crate::ForeignCheck`]): a caller that fetched it in parts checks the
+    /// assembled bytes. `None` for an ETag.
+    fn whole(&self) -> Option<hoard_types::ForeignDigest>;
 }
 
 /// Checks that an upstream answered the question asked: the right artifact and, for an

@@ -754,14 +754,14 @@ impl WandbFile {
 impl FileSource for WandbFile {
     fn fetch_foreign(&self) -> BoxFuture<'_, Result<BlobStream, Error>> {
         Box::pin(async move {
-            let ForeignDigest::Md5(md5) = self.entry.digest else {
+            if !matches!(self.entry.digest, ForeignDigest::Md5(_)) {
                 return Err(self
                     .client
                     .protocol(format!("{}: a stored file without an MD5", self.what())));
-            };
+            }
             let this = Arc::new(self.clone_parts());
-            Ok(BlobStream::md5(
-                md5,
+            Ok(BlobStream::foreign(
+                self.entry.digest.clone(),
                 self.entry.size,
                 this.what(),
                 this.body(self.entry.size),
@@ -781,11 +781,8 @@ impl FileSource for WandbFile {
         })
     }
 
-    fn md5(&self) -> Option<[u8; 16]> {
-        match self.entry.digest {
-            ForeignDigest::Md5(md5) => Some(md5),
-            _ => None,
-        }
+    fn whole(&self) -> Option<ForeignDigest> {
+        matches!(self.entry.digest, ForeignDigest::Md5(_)).then(|| self.entry.digest.clone())
     }
 }
 
