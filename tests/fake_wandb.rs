@@ -20,6 +20,8 @@ use http_body_util::BodyExt;
 use md5::Digest as _;
 use serde_json::{Value, json};
 
+use crate::fake_server::Served;
+
 /// A file of a version: base64 MD5, size, reference.
 type FakeFile = (String, u64, Option<String>);
 
@@ -91,8 +93,7 @@ pub const GCS_REFRESH: (&str, &str, &str) = ("hoard-client", "client-secret", "r
 pub struct FakeWandb {
     pub url: String,
     state: Arc<Mutex<State>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: Served,
 }
 
 fn b64md5(data: &[u8]) -> String {
@@ -117,40 +118,18 @@ impl FakeWandb {
             key: key.to_owned(),
             ..State::default()
         }));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let url = format!("http://{}", listener.local_addr().expect("address"));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let served = state.clone();
-        let base = url.clone();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let handle = move |request: Request<hyper::body::Incoming>| {
-                    let (state, base) = (served.clone(), base.clone());
-                    async move { handle(&state, &base, request).await }
-                };
-                let _ = hoard_http::serve(
-                    listener,
-                    handle,
-                    async {
-                        let _ = stopped.await;
-                    },
-                    hoard_http::DRAIN,
-                )
-                .await;
-            });
+        let shared = state.clone();
+        let server = Served::start(|url| {
+            let base = url.to_owned();
+            move |request: Request<hyper::body::Incoming>| {
+                let (state, base) = (shared.clone(), base.clone());
+                async move { handle(&state, &base, request).await }
+            }
         });
         Self {
-            url,
+            url: server.url.clone(),
             state,
-            stop: Some(stop),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -333,17 +312,6 @@ impl FakeWandb {
     /// Signed URLs refused as expired.
     pub fn expired(&self) -> u64 {
         self.state().expired
-    }
-}
-
-impl Drop for FakeWandb {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+pub mod fake_hub;
+pub mod fake_server;
 pub mod fake_wandb;
 pub mod proxy;
 pub mod users;

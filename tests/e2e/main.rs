@@ -9,6 +9,7 @@
 //! - `demo`: the README's main job on a small dataset.
 //! - `daemon`: `hoard daemon` and `hoard get` against a real registry: cold, warm, prefixes,
 //!   concurrency, aliases, offline, kill -9.
+//! - `hf`: the Hugging Face Hub as an upstream, against the fake Hub of `hoard_tests`.
 //! - `fuzz`: random and hostile socket requests and manifests; nothing outside changes.
 //! - `hostile`: hostile `dir://` roots, the cache as a destination, SIGTERM while stuck.
 //! - `ops`: `config check`, start-up checks, systemd readiness, `/metrics` on TCP,
@@ -31,6 +32,7 @@ mod crash;
 mod daemon;
 mod demo;
 mod fuzz;
+mod hf;
 mod hostile;
 mod ops;
 mod publish;

@@ -101,7 +101,8 @@ pub(crate) enum FsVerity {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NamedUpstream {
-    /// `hoard` (a registry), `dir` (a `dir://` root) or `wandb` (Weights & Biases).
+    /// `hoard` (a registry), `dir` (a `dir://` root), `wandb` (Weights & Biases) or `hf`
+    /// (the Hugging Face Hub).
     pub(crate) kind: String,
     /// For `hoard`: `http(s)://host:port`; for `wandb`, the server (default:
     /// `WANDB_BASE_URL`, else `https://api.wandb.ai`).
@@ -137,7 +138,8 @@ impl Config {
             upstream.url(name)
         };
         if let Some(chosen) = chosen {
-            if chosen.contains("://") || (chosen == "wandb" && !self.upstreams.contains_key(chosen))
+            if chosen.contains("://")
+                || (matches!(chosen, "wandb" | "hf") && !self.upstreams.contains_key(chosen))
             {
                 return Ok(Some(chosen.to_owned()));
             }
@@ -189,8 +191,19 @@ impl NamedUpstream {
                     "[upstreams.{name}]: a `wandb` upstream's `url` is the server, `https://host[:port]`"
                 ),
             },
+            "hf" => match &self.url {
+                None => Ok("hf".to_owned()),
+                Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                    Ok(format!("hf+{}", url.trim_end_matches('/')))
+                }
+                Some(_) => bail!(
+                    "[upstreams.{name}]: an `hf` upstream's `url` is the Hub's endpoint, `https://host[:port]`"
+                ),
+            },
             other => {
-                bail!("[upstreams.{name}]: unknown kind `{other}`; expected hoard, dir or wandb")
+                bail!(
+                    "[upstreams.{name}]: unknown kind `{other}`; expected hoard, dir, wandb or hf"
+                )
             }
         }
     }
@@ -376,6 +389,22 @@ mod tests {
             "{e}"
         );
         assert_eq!(parse("").unwrap().upstream_url(None).unwrap(), None);
+        let hub =
+            parse("[upstreams.hub]\nkind = \"hf\"\nurl = \"https://hub.example/\"\n").unwrap();
+        assert_eq!(
+            hub.upstream_url(None).unwrap().as_deref(),
+            Some("hf+https://hub.example")
+        );
+        assert_eq!(
+            parse("")
+                .unwrap()
+                .upstream_url(Some("hf"))
+                .unwrap()
+                .as_deref(),
+            Some("hf")
+        );
+        let bad = parse("[upstreams.hub]\nkind = \"hf\"\nurl = \"ftp://x\"\n");
+        assert!(format!("{:#}", bad.unwrap_err()).contains("Hub's endpoint"));
     }
 
     #[test]

@@ -23,8 +23,9 @@ pub(crate) struct DaemonArgs {
     /// The cache directory [default: `$XDG_CACHE_HOME/hoard`].
     #[arg(long, env = env::HOARD_CACHE_DIR)]
     cache_dir: Option<PathBuf>,
-    /// `http(s)://host:port` (a hoard registry), `dir:///path`, or the name of one of the
-    /// config's `[upstreams]` [default: the config's default upstream, else the embedded
+    /// `http(s)://host:port` (a hoard registry), `dir:///path`, `wandb`, `hf` (the Hugging
+    /// Face Hub at `HF_ENDPOINT`), or the name of one of the config's `[upstreams]`
+    /// [default: the config's default upstream, else the embedded
     /// `dir://$XDG_DATA_HOME/hoard/upstream`].
     #[arg(long, env = env::HOARD_UPSTREAM)]
     upstream: Option<String>,

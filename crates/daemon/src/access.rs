@@ -139,23 +139,35 @@ impl Access {
         };
         let name = version.artifact()?;
         let asked = match &client {
-            // A foreign upstream (W&B) knows versions by number; the answer must be the
-            // version this cache holds.
-            Upstream::Foreign(foreign) => foreign
-                .resolve_foreign(&name, &Selector::Version(version.number()?))
-                .await
-                .and_then(|v| {
-                    if v.digest() == version.digest {
-                        Ok(())
-                    } else {
-                        Err(hoard_upstream::Error::NotFound {
-                            what: format!(
-                                "`{name}:{}` as this cache knows it (it changed upstream)",
-                                version.version
-                            ),
-                        })
-                    }
-                }),
+            // A foreign upstream knows versions by number (W&B) or commit (the Hub); the
+            // answer must be the version this cache holds.
+            Upstream::Foreign(foreign) => {
+                let selector =
+                    Selector::parse_tag(version.version).map_err(ApiError::bad_request)?;
+                let changed = || hoard_upstream::Error::NotFound {
+                    what: format!(
+                        "`{name}:{}` as this cache knows it (it changed upstream)",
+                        version.version
+                    ),
+                };
+                // A label the upstream confirms cheaply (a Hub commit) is enough; else the
+                // whole version, which must be the one this cache holds.
+                match foreign.label(&name, &selector).await {
+                    Ok(Some(label)) if label == version.version => Ok(()),
+                    Ok(Some(_)) => Err(changed()),
+                    Ok(None) => foreign
+                        .resolve_foreign(&name, &selector)
+                        .await
+                        .and_then(|v| {
+                            if v.digest() == version.digest {
+                                Ok(())
+                            } else {
+                                Err(changed())
+                            }
+                        }),
+                    Err(e) => Err(e),
+                }
+            }
             Upstream::Native { catalog, .. } => catalog
                 .resolve(&name, &Selector::Digest(version.digest))
                 .await

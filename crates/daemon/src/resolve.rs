@@ -105,7 +105,20 @@ impl Resolver {
         project: Option<&str>,
     ) -> Result<Found, ApiError> {
         let reference: ArtifactRef = reference.parse()?;
-        let name = reference.qualify(entity, project)?;
+        let name = reference.qualify(entity.or(self.upstream.default_entity()), project)?;
+        if let Upstream::Foreign(foreign) = &self.upstream
+            && let Some(label) = foreign.fixed(&reference.selector)
+        {
+            // A commit: one version for good, asked of the upstream only the first time.
+            let (store, key, label) = (self.store.clone(), name.clone(), label.to_owned());
+            let cached =
+                blocking(move || Ok(store.foreign_version_by_label(&key, &label)?)).await?;
+            if let Some(version) = cached {
+                return Ok(Found::foreign(version));
+            }
+            let asked = self.ask(&name, &reference.selector).await?;
+            return Ok(self.note_upstream(asked)?);
+        }
         match &reference.selector {
             Selector::Version(n) => {
                 if let Some(found) = self.cached(&name, *n).await? {
@@ -168,10 +181,25 @@ impl Resolver {
         selector: &Selector,
     ) -> Result<Result<Found, hoard_upstream::Error>, ApiError> {
         match &self.upstream {
-            Upstream::Foreign(foreign) => match foreign.resolve_foreign(name, selector).await {
-                Ok(version) => Ok(Ok(self.remember_foreign(version).await?)),
-                Err(e) => Ok(Err(e)),
-            },
+            Upstream::Foreign(foreign) => {
+                // A branch that still names a commit the index holds: its files are known.
+                let label = match foreign.label(name, selector).await {
+                    Ok(label) => label,
+                    Err(e) => return Ok(Err(e)),
+                };
+                if let Some(label) = label {
+                    let (store, key) = (self.store.clone(), name.clone());
+                    let cached =
+                        blocking(move || Ok(store.foreign_version_by_label(&key, &label)?)).await?;
+                    if let Some(version) = cached {
+                        return Ok(Ok(Found::foreign(version)));
+                    }
+                }
+                match foreign.resolve_foreign(name, selector).await {
+                    Ok(version) => Ok(Ok(self.remember_foreign(version).await?)),
+                    Err(e) => Ok(Err(e)),
+                }
+            }
             Upstream::Native { catalog, .. } => match catalog.resolve(name, selector).await {
                 Ok(version) => {
                     self.remember(version.clone()).await?;
@@ -185,9 +213,10 @@ impl Resolver {
     async fn resolve_alias(&self, name: &ArtifactName, alias: &str) -> Result<Found, ApiError> {
         let (store, key, a) = (self.store.clone(), name.clone(), alias.to_owned());
         let record = blocking(move || Ok(store.alias(&key, &a)?)).await?;
+        // By digest: a version without a number (a Hub commit) is found the same way.
         let known = match record {
             Some(record) => self
-                .cached(name, record.version)
+                .cached_by_digest(name, &record.digest)
                 .await?
                 .map(|found| (record, found)),
             None => None,
@@ -204,7 +233,8 @@ impl Resolver {
             Ok(found) => {
                 let head = found.head();
                 let record = AliasRecord {
-                    version: head.number()?,
+                    // Found again by digest; `u32::MAX` for a version without a number.
+                    version: head.number().unwrap_or(u32::MAX),
                     digest: head.digest,
                     resolved_ms: now_ms(),
                 };

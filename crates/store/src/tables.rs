@@ -1,8 +1,9 @@
 //! The daemon's tables in the index, with their keys and encodings. Defining them here
 //! keeps the whole of `index-v1` in this crate.
 //!
-//! - `foreign_versions`: each [`ForeignVersion`] as JSON under `v/<artifact>:<N>`, and
-//!   `d/<digest>` → that key for its [`ForeignVersion::digest`].
+//! - `foreign_versions`: each [`ForeignVersion`] as JSON under `v/<artifact>:<N>` (W&B's
+//!   numbered versions) or `r/<artifact>@<label>` (a version named by its label alone: a
+//!   Hub commit), and `d/<digest>` → that key for its [`ForeignVersion::digest`].
 //! - `pins`: a [`PinRecord`] as JSON under `entity/project/name@digest`.
 //! - `outbox`: an [`OutboxRecord`] as JSON under `entity/project/name@digest`.
 //!
@@ -26,6 +27,13 @@ fn number_key(name: &ArtifactName, n: u32) -> String {
     format!("{BY_NUMBER}{name}:{n}")
 }
 
+/// Versions without a number, by their label, start with this.
+const BY_LABEL: &str = "r/";
+
+fn label_key(name: &ArtifactName, label: &str) -> String {
+    format!("{BY_LABEL}{name}@{label}")
+}
+
 fn digest_key(digest: &Digest) -> String {
     format!("d/{digest}")
 }
@@ -41,6 +49,19 @@ impl Store {
     /// The foreign version `name:vN`, as the upstream described it.
     pub fn foreign_version(&self, name: &ArtifactName, n: u32) -> Result<Option<ForeignVersion>> {
         let key = number_key(name, n);
+        self.index
+            .record(Table::ForeignVersions, &key)?
+            .map(|json| parse_foreign(&key, &json))
+            .transpose()
+    }
+
+    /// The foreign version of `name` whose label (not a `vN`) is `label`: a Hub commit.
+    pub fn foreign_version_by_label(
+        &self,
+        name: &ArtifactName,
+        label: &str,
+    ) -> Result<Option<ForeignVersion>> {
+        let key = label_key(name, label);
         self.index
             .record(Table::ForeignVersions, &key)?
             .map(|json| parse_foreign(&key, &json))
@@ -69,7 +90,11 @@ impl Store {
     /// immutable, but a re-upload after deletion is not). Returns whether anything was
     /// written: a version held as is is not written again.
     pub fn put_foreign_version(&self, version: &ForeignVersion) -> Result<bool> {
-        let key = number_key(&version.artifact()?, version.number()?);
+        let name = version.artifact()?;
+        let key = match version.number() {
+            Ok(n) => number_key(&name, n),
+            Err(_) => label_key(&name, &version.version),
+        };
         let json = serde_json::to_vec(version).expect("a version serializes");
         if self.index.record(Table::ForeignVersions, &key)?.as_deref() == Some(&json[..]) {
             return Ok(false);
@@ -85,7 +110,10 @@ impl Store {
 
     /// How many foreign versions are kept.
     pub fn foreign_version_count(&self) -> Result<u64> {
-        self.index.count_records(Table::ForeignVersions, BY_NUMBER)
+        Ok(self
+            .index
+            .count_records(Table::ForeignVersions, BY_NUMBER)?
+            + self.index.count_records(Table::ForeignVersions, BY_LABEL)?)
     }
 }
 

@@ -94,11 +94,13 @@ impl ForeignVersion {
         self.entries.values().map(|e| e.size).sum()
     }
 
-    /// Checks names, the version number, sizes, and that no path is both a file and a
-    /// directory.
+    /// Checks names, the version label (`vN`, or a commit: 40 lowercase hex), sizes, and
+    /// that no path is both a file and a directory.
     pub fn validate(&self) -> Result<(), Error> {
         self.artifact()?;
-        self.number()?;
+        if !is_commit(&self.version) {
+            self.number()?;
+        }
         let invalid = |reason: String| Err(Error::Manifest { reason });
         if self.entries.len() > crate::manifest::MAX_ENTRIES {
             return invalid(format!("{} entries are too many", self.entries.len()));
@@ -115,6 +117,14 @@ impl ForeignVersion {
         }
         Ok(())
     }
+}
+
+/// A git commit id as the Hub names revisions: 40 lowercase hex digits.
+pub fn is_commit(label: &str) -> bool {
+    label.len() == 40
+        && label
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 #[cfg(test)]

@@ -10,7 +10,10 @@
 //! - [`RegistryClient`]: the hoard registry over HTTP(S), with timeouts, retries with
 //!   backoff and jitter, and downloads that resume where a connection broke;
 //! - [`hoard_layout::DirRoot`]: a plain directory (`dir:///path`) in the registry's own
-//!   storage layout (the crate `hoard-layout`, which the registry server also uses).
+//!   storage layout (the crate `hoard-layout`, which the registry server also uses);
+//! - [`wandb::WandbClient`] and [`hf::HfClient`]: W&B and the Hugging Face Hub, foreign
+//!   catalogs whose files are checked against their own digests (MD5; SHA-256 and git's
+//!   blob SHA-1).
 //!
 //! Layout: `upstream.rs` (the traits), `blob.rs` (verified streams), `dir_upstream.rs`
 //! (the `dir://` layout of `hoard-layout` as a [`Publisher`]), `registry.rs` (the HTTP
@@ -22,6 +25,7 @@
 mod blob;
 mod dir_upstream;
 mod error;
+pub mod hf;
 mod http;
 pub mod reference;
 mod registry;
@@ -49,6 +53,9 @@ pub enum UpstreamUrl {
     /// `wandb`: W&B at `WANDB_BASE_URL` (default `https://api.wandb.ai`); `wandb+https://host`:
     /// W&B at that server.
     Wandb(Option<String>),
+    /// `hf`: the Hugging Face Hub at `HF_ENDPOINT` (default `https://huggingface.co`);
+    /// `hf+https://host`: a mirror or a self-hosted Hub.
+    Hf(Option<String>),
 }
 
 impl std::str::FromStr for UpstreamUrl {
@@ -73,6 +80,17 @@ impl std::str::FromStr for UpstreamUrl {
         if url == "wandb" {
             return Ok(Self::Wandb(None));
         }
+        if url == "hf" {
+            return Ok(Self::Hf(None));
+        }
+        if let Some(endpoint) = url.strip_prefix("hf+") {
+            if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
+                return Ok(Self::Hf(Some(endpoint.to_owned())));
+            }
+            return Err(bad(
+                "an `hf+` URL names the Hub's endpoint: `hf+https://host[:port]`",
+            ));
+        }
         if let Some(base) = url.strip_prefix("wandb+") {
             if base.starts_with("http://") || base.starts_with("https://") {
                 return Ok(Self::Wandb(Some(base.to_owned())));
@@ -82,7 +100,7 @@ impl std::str::FromStr for UpstreamUrl {
             ));
         }
         Err(bad(
-            "expected `http(s)://host:port` (a hoard registry), `dir:///path`, or `wandb` (W&B at `WANDB_BASE_URL`; `wandb+https://host` for another server)",
+            "expected `http(s)://host:port` (a hoard registry), `dir:///path`, `wandb` (W&B at `WANDB_BASE_URL`; `wandb+https://host` for another server), or `hf` (the Hugging Face Hub at `HF_ENDPOINT`; `hf+https://host` for a mirror)",
         ))
     }
 }
@@ -105,6 +123,15 @@ pub fn open(url: &str, options: ClientOptions) -> Result<Upstream, Error> {
         UpstreamUrl::Registry(url) => Ok(Upstream::publishing(Arc::new(RegistryClient::new(
             &url, options,
         )?))),
+        UpstreamUrl::Hf(endpoint) => {
+            let client = ClientOptions {
+                token: None,
+                ..options
+            };
+            Ok(Upstream::Foreign(Arc::new(hf::HfClient::new(
+                hf::HfOptions::from_env(endpoint.as_deref(), client),
+            )?)))
+        }
         UpstreamUrl::Wandb(base) => {
             let client = ClientOptions {
                 token: None,

@@ -75,6 +75,14 @@ impl Upstream {
         }
     }
 
+    /// The entity a reference without one means, if the upstream has one.
+    pub fn default_entity(&self) -> Option<&str> {
+        match self {
+            Self::Native { .. } => None,
+            Self::Foreign(foreign) => foreign.default_entity(),
+        }
+    }
+
     /// Where blobs are fetched by digest, for an upstream that serves them so.
     pub fn blobs(&self) -> Option<Arc<dyn BlobSource>> {
         match self {
@@ -182,6 +190,28 @@ pub trait ForeignCatalog: Send + Sync {
     /// See [`Upstream::with_token`]; `None` for a catalog without credentials.
     fn with_token(&self, _token: &str) -> Option<Result<Upstream, Error>> {
         None
+    }
+
+    /// The entity a reference without one means (the Hub: `models`).
+    fn default_entity(&self) -> Option<&str> {
+        None
+    }
+
+    /// The label of the one version `selector` names for good, when it does (a Hub
+    /// commit): answered from the index once cached, with no network call.
+    fn fixed<'s>(&self, _selector: &'s Selector) -> Option<&'s str> {
+        None
+    }
+
+    /// The label of the version `selector` names now (a Hub branch: its commit), when the
+    /// upstream tells it for less than the whole version: a version the index holds by that
+    /// label is then not asked for again. `None`: ask for the whole version.
+    fn label<'a>(
+        &'a self,
+        _name: &'a ArtifactName,
+        _selector: &'a Selector,
+    ) -> BoxFuture<'a, Result<Option<String>, Error>> {
+        Box::pin(async { Ok(None) })
     }
 }
 

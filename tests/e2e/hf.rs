@@ -1,0 +1,404 @@
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test that calls them"
+)]
+
+//! The Hugging Face Hub as an upstream, against the fake Hub (`hoard_tests::fake_hub`),
+//! which the real `huggingface_hub` client checks: cold and warm gets, a commit answered
+//! offline, files shared between repos fetched once, faults, and the errors of private,
+//! gated and missing repos.
+
+use std::path::{Path, PathBuf};
+
+use hoard_tests::fake_hub::{FakeHub, LFS_FROM};
+use hoard_tests::{DaemonProcess, hoard_json, hoard_on};
+
+const TOKEN: &str = "hf_0123456789abcdefghijklmnopqrstuvwx";
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    daemon: DaemonProcess,
+}
+
+impl Setup {
+    fn new(hub: &FakeHub, token: Option<&str>) -> Self {
+        Self::with_args(hub, token, &[])
+    }
+
+    fn with_args(hub: &FakeHub, token: Option<&str>, args: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_owned();
+        let home = dir.join("hf-home");
+        let mut env = vec![("HF_HOME", home.to_str().unwrap().to_owned())];
+        if let Some(token) = token {
+            env.push(("HF_TOKEN", token.to_owned()));
+        }
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let daemon = DaemonProcess::start_env(
+            &dir.join("sock"),
+            &dir.join("cache"),
+            &format!("hf+{}", hub.url),
+            args,
+            &env,
+        );
+        Self {
+            _tmp: tmp,
+            dir,
+            daemon,
+        }
+    }
+
+    fn get(&self, reference: &str, root: &str) -> serde_json::Value {
+        let root = self.dir.join(root);
+        hoard_json(
+            &self.daemon.socket,
+            &self.dir,
+            &["get", reference, "--root", root.to_str().unwrap()],
+        )
+    }
+
+    fn fail(&self, args: &[&str]) -> String {
+        let out = hoard_on(&self.daemon.socket, &self.dir, args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+}
+
+/// A small model: git files and LFS files, one of them in a directory.
+fn model() -> Vec<(String, Vec<u8>)> {
+    vec![
+        ("config.json".into(), br#"{"model_type": "toy"}"#.to_vec()),
+        ("README.md".into(), b"# toy model\n".to_vec()),
+        (
+            "model.safetensors".into(),
+            (0..LFS_FROM * 5).map(|i| (i % 251) as u8).collect(),
+        ),
+        (
+            "tokenizer/vocab.json".into(),
+            (0..LFS_FROM * 2).map(|i| (i % 7) as u8 + b'a').collect(),
+        ),
+        ("tokenizer/empty.txt".into(), Vec::new()),
+    ]
+}
+
+fn commit(hub: &FakeHub, repo: &str, branch: &str, files: &[(String, Vec<u8>)]) -> String {
+    let files: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, b)| (p.as_str(), b.as_slice()))
+        .collect();
+    hub.commit(repo, branch, &files)
+}
+
+fn assert_tree(root: &Path, files: &[(String, Vec<u8>)]) {
+    for (path, bytes) in files {
+        assert_eq!(&std::fs::read(root.join(path)).unwrap(), bytes, "{path}");
+    }
+}
+
+/// The fake is faithful: the real `huggingface_hub` (`scripts/hf-hub` installs it; the
+/// README's test command sets `HOARD_HF_PYTHON`) downloads a snapshot from it, and hoard
+/// gets the same bytes.
+#[test]
+fn the_real_client_downloads_from_the_fake_and_hoard_gets_the_same_bytes() {
+    let python = std::env::var("HOARD_HF_PYTHON").expect(
+        "HOARD_HF_PYTHON names a Python with huggingface_hub: run scripts/test, or export HOARD_HF_PYTHON=$(scripts/hf-hub)",
+    );
+    let hub = FakeHub::start(TOKEN);
+    let files = model();
+    let sha = commit(&hub, "models/acme/toy", "main", &files);
+    let s = Setup::new(&hub, Some(TOKEN));
+    let home = s.path("client-home");
+    let script = "import sys\n\
+         from huggingface_hub import snapshot_download, hf_hub_download\n\
+         folder = snapshot_download('acme/toy', revision='main')\n\
+         one = hf_hub_download('acme/toy', 'tokenizer/vocab.json', revision='main')\n\
+         print(folder)\n\
+         print(one)\n";
+    let out = std::process::Command::new(python)
+        .args(["-c", script])
+        .env("HF_ENDPOINT", &hub.url)
+        .env("HF_HOME", &home)
+        .env("HF_TOKEN", TOKEN)
+        .env("HF_HUB_DISABLE_XET", "1")
+        .env("HF_HUB_DISABLE_TELEMETRY", "1")
+        .env("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        .env_remove("HF_HUB_OFFLINE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "huggingface_hub failed against the fake:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let folder = PathBuf::from(stdout.lines().next().unwrap());
+    assert!(folder.ends_with(format!("snapshots/{sha}")), "{stdout}");
+    assert_tree(&folder, &files);
+
+    let got = s.get("acme/toy:main", "hoard");
+    assert_eq!(got["version"], sha.as_str(), "{got}");
+    assert_tree(&s.path("hoard"), &files);
+    assert_eq!(hub.cdn_tokens(), 0, "hoard sent the token to the CDN");
+}
+
+#[test]
+fn cold_then_warm_then_a_commit_offline() {
+    let hub = FakeHub::start(TOKEN);
+    let files = model();
+    let sha = commit(&hub, "models/acme/toy", "main", &files);
+    let s = Setup::new(&hub, None);
+
+    let cold = s.get("acme/toy:main", "cold");
+    assert_tree(&s.path("cold"), &files);
+    assert_eq!(cold["fetched_blobs"], files.len() as u64, "{cold}");
+    // An empty file needs no bytes from anywhere.
+    let downloads = hub.downloads();
+    let nonempty = files.iter().filter(|(_, b)| !b.is_empty()).count() as u64;
+    assert_eq!(downloads, nonempty);
+
+    // Warm, by branch (within alias_ttl) and by commit, and by `models/` spelled out.
+    let warm = s.get("acme/toy:main", "warm");
+    assert_eq!(warm["fetched_blobs"], 0, "{warm}");
+    let by_commit = s.get(&format!("models/acme/toy:{sha}"), "commit");
+    assert_eq!(by_commit["fetched_blobs"], 0, "{by_commit}");
+    assert_tree(&s.path("commit"), &files);
+    assert_eq!(hub.downloads(), downloads, "nothing downloaded again");
+
+    // A commit is one version for good: asked of the Hub once, then answered from the
+    // index, also with the Hub gone.
+    let calls = hub.api_calls();
+    s.get(&format!("acme/toy:{sha}"), "again");
+    assert_eq!(
+        hub.api_calls(),
+        calls,
+        "a cached commit was asked of the Hub"
+    );
+    drop(hub);
+    let offline = s.get(&format!("acme/toy:{sha}"), "offline");
+    assert_eq!(offline["version"], sha.as_str());
+    assert_tree(&s.path("offline"), &files);
+    // A branch falls back to its last answer, with a warning.
+    let out = hoard_on(
+        &s.daemon.socket,
+        &s.dir,
+        &[
+            "get",
+            "acme/toy:main",
+            "--root",
+            s.path("branch").to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be reached"));
+    assert_tree(&s.path("branch"), &files);
+}
+
+#[test]
+fn a_moved_branch_is_followed_and_shared_files_are_fetched_once() {
+    let hub = FakeHub::start(TOKEN);
+    let mut files = model();
+    commit(&hub, "models/acme/toy", "main", &files);
+    let s = Setup::new(&hub, None);
+    s.get("acme/toy:main", "one");
+    let weights = files[2].1.clone();
+    assert_eq!(hub.downloads_of(&weights), 1);
+
+    // Another repo with the same weights, and a new commit on main: only new bytes move.
+    let other = vec![
+        ("weights.safetensors".to_owned(), weights.clone()),
+        ("config.json".to_owned(), b"{}".to_vec()),
+    ];
+    commit(&hub, "models/other/copy", "main", &other);
+    let got = s.get("other/copy:main", "copy");
+    assert_tree(&s.path("copy"), &other);
+    assert_eq!(got["fetched_blobs"], 1, "{got}");
+    assert_eq!(
+        hub.downloads_of(&weights),
+        1,
+        "the shared LFS file came from the cache"
+    );
+
+    // A branch whose commit the index holds costs one small call, not a file listing.
+    let calls = hub.api_calls();
+    s.get("acme/toy:main", "same");
+    assert_eq!(hub.api_calls(), calls + 1, "only the revision was asked");
+
+    // The branch moves (alias_ttl is 0 here): the new commit, and only the changed file.
+    files[0].1 = br#"{"model_type": "toy", "layers": 2}"#.to_vec();
+    let moved = commit(&hub, "models/acme/toy", "main", &files);
+    let again = s.get("acme/toy:main", "two");
+    assert_eq!(again["version"], moved.as_str(), "{again}");
+    assert_tree(&s.path("two"), &files);
+    assert_eq!(again["fetched_blobs"], 1, "{again}");
+}
+
+#[test]
+fn corrupt_and_truncated_downloads_and_429s_are_survived() {
+    let hub = FakeHub::start(TOKEN);
+    let files = model();
+    commit(&hub, "models/acme/toy", "main", &files);
+    hub.throttle(2);
+    hub.corrupt_once(&files[2].1);
+    hub.truncate_once(&files[0].1);
+    let s = Setup::new(&hub, None);
+    s.get("acme/toy:main", "out");
+    assert_tree(&s.path("out"), &files);
+    assert_eq!(
+        hub.downloads_of(&files[2].1),
+        2,
+        "the corrupt LFS file was fetched again"
+    );
+    assert_eq!(
+        hub.downloads_of(&files[0].1),
+        2,
+        "the truncated file was fetched again"
+    );
+}
+
+#[test]
+fn private_gated_and_missing_repos_are_clear_errors() {
+    let hub = FakeHub::start(TOKEN);
+    let files = model();
+    commit(&hub, "models/acme/secret", "main", &files);
+    hub.make_private("models/acme/secret");
+    commit(&hub, "models/acme/gated", "main", &files);
+    hub.make_gated("models/acme/gated");
+    commit(&hub, "datasets/acme/pets", "main", &files[..2]);
+
+    let anonymous = Setup::new(&hub, None);
+    let e = anonymous.fail(&["get", "acme/secret:main", "--root", "x"]);
+    assert!(e.contains("acme/secret") && e.contains("HF_TOKEN"), "{e}");
+    let e = anonymous.fail(&["get", "acme/gated:main", "--root", "x"]);
+    assert!(e.contains("gated") && e.contains("accept"), "{e}");
+    let e = anonymous.fail(&["get", "acme/nothing:main", "--root", "x"]);
+    assert!(
+        e.to_lowercase().contains("not found") && e.contains("acme/nothing"),
+        "{e}"
+    );
+    let e = anonymous.fail(&["get", "acme/gated:no-such-branch", "--root", "x"]);
+    assert!(e.contains("no such revision"), "{e}");
+    let e = anonymous.fail(&["get", "spaces/acme/app:main", "--root", "x"]);
+    assert!(e.contains("datasets/ORG/NAME"), "{e}");
+    let e = anonymous.fail(&["get", "acme/gated:v3", "--root", "x"]);
+    assert!(e.contains("no numbers"), "{e}");
+    assert!(!anonymous.path("x").join("config.json").exists());
+    assert_eq!(hub.downloads(), 0);
+
+    // A dataset, by its entity.
+    let data = anonymous.get("datasets/acme/pets:main", "pets");
+    assert_eq!(data["files"], 2, "{data}");
+    assert_tree(&anonymous.path("pets"), &files[..2]);
+
+    let member = Setup::new(&hub, Some(TOKEN));
+    member.get("acme/secret:main", "secret");
+    assert_tree(&member.path("secret"), &files);
+    member.get("acme/gated:main", "gated");
+    assert_tree(&member.path("gated"), &files);
+    assert_eq!(hub.cdn_tokens(), 0, "the token went to the CDN");
+}
+
+/// A tree listing long enough to be paged is read to its end.
+#[test]
+fn many_pages_of_files() {
+    let hub = FakeHub::start(TOKEN);
+    hub.page_size(7);
+    let files: Vec<(String, Vec<u8>)> = (0..40)
+        .map(|i| {
+            (
+                format!("shards/{i:02}.txt"),
+                format!("shard {i}").into_bytes(),
+            )
+        })
+        .collect();
+    commit(&hub, "models/acme/many", "main", &files);
+    let s = Setup::new(&hub, None);
+    let got = s.get("acme/many:main", "many");
+    assert_eq!(got["files"], 40, "{got}");
+    assert_tree(&s.path("many"), &files);
+}
+
+/// Hostile or inconsistent file lists are refused whole, before anything is written.
+#[test]
+fn hostile_tree_listings_are_refused() {
+    let sha = "0".repeat(40);
+    for (item, needle) in [
+        (
+            serde_json::json!({"type": "file", "path": "../escape.txt", "size": 1, "oid": sha}),
+            "escape",
+        ),
+        (
+            serde_json::json!({"type": "file", "path": "/etc/passwd", "size": 1, "oid": sha}),
+            "passwd",
+        ),
+        (
+            serde_json::json!({"type": "file", "path": "config.json", "size": 1, "oid": sha}),
+            "twice",
+        ),
+        (
+            serde_json::json!({"type": "file", "path": "config.json/x", "size": 1, "oid": sha}),
+            "directory",
+        ),
+        (
+            serde_json::json!({"type": "file", "path": "w.bin", "size": 5, "lfs": {"oid": "ab", "size": 5}}),
+            "hex",
+        ),
+        (
+            serde_json::json!({"type": "file", "path": "w.bin", "size": 5, "lfs": {"oid": "0".repeat(64), "size": 6}}),
+            "two sizes",
+        ),
+    ] {
+        let hub = FakeHub::start(TOKEN);
+        commit(&hub, "models/acme/toy", "main", &model());
+        hub.add_tree_item(item.clone());
+        let s = Setup::new(&hub, None);
+        let e = s.fail(&["get", "acme/toy:main", "--root", "out"]);
+        assert!(e.contains(needle), "{item}: {e}");
+        assert!(!s.path("out").exists(), "{item}: something was written");
+        assert!(!s.dir.parent().unwrap().join("escape.txt").exists());
+        assert_eq!(hub.downloads(), 0, "{item}");
+    }
+}
+
+/// A large LFS file comes in parallel ranges from the CDN and is checked whole against its
+/// SHA-256; a CDN URL that expired is asked of the Hub again.
+#[test]
+fn large_files_come_in_ranges_and_expired_cdn_urls_are_renewed() {
+    let hub = FakeHub::start(TOKEN);
+    let big: Vec<u8> = (0..(3 << 20) + 12_345u32)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let files = vec![("model.safetensors".to_owned(), big.clone())];
+    commit(&hub, "models/acme/big", "main", &files);
+    let s = Setup::with_args(
+        &hub,
+        Some(TOKEN),
+        &["--large-blob-mib", "1", "--range-mib", "1"],
+    );
+    hub.corrupt_once(&big);
+    let got = s.get("acme/big:main", "a");
+    assert_eq!(got["fetched_blobs"], 1, "{got}");
+    assert_tree(&s.path("a"), &files);
+    // Four ranges of 1 MiB, twice: the assembled file did not match its SHA-256 at first.
+    assert_eq!(hub.downloads_of(&big), 8);
+    assert_eq!(hub.cdn_tokens(), 0);
+
+    // Two files whose first CDN URLs have expired already: each is asked of the Hub again.
+    let more = vec![
+        ("a.bin".to_owned(), vec![7u8; LFS_FROM * 3]),
+        ("b.bin".to_owned(), vec![9u8; LFS_FROM * 4]),
+    ];
+    commit(&hub, "models/acme/more", "main", &more);
+    hub.stale_urls(2);
+    s.get("acme/more:main", "b");
+    assert_tree(&s.path("b"), &more);
+}
