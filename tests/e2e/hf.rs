@@ -8,6 +8,7 @@
 //! offline, files shared between repos fetched once, faults, and the errors of private,
 //! gated and missing repos.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use hoard_tests::fake_hub::{FakeHub, LFS_FROM};
@@ -401,4 +402,214 @@ fn large_files_come_in_ranges_and_expired_cdn_urls_are_renewed() {
     hub.stale_urls(2);
     s.get("acme/more:main", "b");
     assert_tree(&s.path("b"), &more);
+}
+
+/// `get --hf-cache`: hoard fills the HF cache layout with hardlinks of its blobs, and the
+/// real `huggingface_hub` finds every file there: offline with no request, online with no
+/// file downloaded. A second cache shares the same inodes.
+#[test]
+fn the_hf_cache_filled_by_hoard_serves_the_real_client_with_no_download() {
+    let python = std::env::var("HOARD_HF_PYTHON").expect(
+        "HOARD_HF_PYTHON names a Python with huggingface_hub: run scripts/test, or export HOARD_HF_PYTHON=$(scripts/hf-hub)",
+    );
+    let hub = FakeHub::start(TOKEN);
+    let files = model();
+    let sha = commit(&hub, "models/acme/toy", "main", &files);
+    let s = Setup::new(&hub, None);
+    let cache = s.path("hf/hub");
+    let out = hoard_on(
+        &s.daemon.socket,
+        &s.dir,
+        &[
+            "get",
+            "acme/toy:main",
+            &format!("--hf-cache={}", cache.display()),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let folder = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert_eq!(
+        folder,
+        cache.join(format!("models--acme--toy/snapshots/{sha}"))
+    );
+    assert_tree(&folder, &files);
+    let repo = cache.join("models--acme--toy");
+    assert_eq!(
+        std::fs::read_to_string(repo.join("refs/main")).unwrap(),
+        sha
+    );
+    let link = std::fs::read_link(folder.join("tokenizer/vocab.json")).unwrap();
+    assert!(link.starts_with("../../../blobs/"), "{}", link.display());
+    let downloads = hub.downloads();
+
+    let home = s.path("client-home");
+    let client =
+        |offline: bool, script: &str| run_client(&python, &hub, &cache, &home, offline, script);
+    let script = "from huggingface_hub import snapshot_download, hf_hub_download\n\
+                  hf_hub_download('acme/toy', 'tokenizer/vocab.json')\n\
+                  print(snapshot_download('acme/toy'))\n";
+    let calls = hub.api_calls();
+    assert_eq!(client(true, script), folder);
+    assert_eq!(hub.api_calls(), calls, "offline, the client asked the Hub");
+    assert_eq!(client(false, script), folder);
+    assert!(
+        hub.api_calls() > calls,
+        "online, the client did not ask the Hub at all"
+    );
+    assert_eq!(
+        hub.downloads(),
+        downloads,
+        "online, the client downloaded a file again"
+    );
+
+    // Another user's (or job's) cache: the same inodes, nothing fetched.
+    let second = s.path("other/hub");
+    let out = hoard_on(
+        &s.daemon.socket,
+        &s.dir,
+        &[
+            "get",
+            &format!("acme/toy:{sha}"),
+            &format!("--hf-cache={}", second.display()),
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["fetched_blobs"], 0, "{summary}");
+    let inode = |root: &Path| {
+        std::fs::metadata(root.join(format!(
+            "models--acme--toy/snapshots/{sha}/model.safetensors"
+        )))
+        .unwrap()
+        .ino()
+    };
+    assert_eq!(inode(&cache), inode(&second));
+    assert!(
+        !second.join("models--acme--toy/refs").join("main").exists(),
+        "a commit writes no ref"
+    );
+}
+
+/// Runs `script` with the real `huggingface_hub` on the HF cache `cache` (offline: with
+/// `HF_HUB_OFFLINE=1`); returns the last line it printed, as a path.
+fn run_client(
+    python: &str,
+    hub: &FakeHub,
+    cache: &Path,
+    home: &Path,
+    offline: bool,
+    script: &str,
+) -> PathBuf {
+    let mut command = std::process::Command::new(python);
+    command
+        .args(["-c", script])
+        .env("HF_ENDPOINT", &hub.url)
+        .env("HF_HUB_CACHE", cache)
+        .env("HF_HOME", home)
+        .env("HF_HUB_DISABLE_XET", "1")
+        .env("HF_HUB_DISABLE_TELEMETRY", "1")
+        .env("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        .env_remove("HF_TOKEN");
+    if offline {
+        command.env("HF_HUB_OFFLINE", "1");
+    }
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "huggingface_hub (offline: {offline}):\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).lines().last().unwrap())
+}
+
+/// What is already in an HF cache stays: `huggingface_hub`'s own blob, and a symlink
+/// planted where hoard would write, which hoard never follows.
+#[test]
+fn an_hf_cache_keeps_what_is_there_and_follows_no_planted_symlink() {
+    let hub = FakeHub::start(TOKEN);
+    let files = model();
+    let sha = commit(&hub, "models/acme/toy", "main", &files);
+    let s = Setup::new(&hub, None);
+    let cache = s.path("hf");
+    let repo = cache.join("models--acme--toy");
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    std::fs::create_dir_all(repo.join(format!("snapshots/{sha}"))).unwrap();
+    // huggingface_hub's own copy of README.md (its etag is the git blob id).
+    let readme_etag = hoard_tests::fake_hub::git_sha1_hex(&files[1].1);
+    std::fs::write(repo.join("blobs").join(&readme_etag), &files[1].1).unwrap();
+    let theirs = std::fs::metadata(repo.join("blobs").join(&readme_etag)).unwrap();
+    // A symlink planted at config.json's place, pointing outside.
+    let outside = s.path("outside.txt");
+    std::fs::write(&outside, b"not yours").unwrap();
+    std::os::unix::fs::symlink(&outside, repo.join(format!("snapshots/{sha}/config.json")))
+        .unwrap();
+
+    let out = hoard_on(
+        &s.daemon.socket,
+        &s.dir,
+        &[
+            "get",
+            "acme/toy:main",
+            &format!("--hf-cache={}", cache.display()),
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["unchanged"], 2, "{summary}");
+    assert_eq!(std::fs::read(&outside).unwrap(), b"not yours");
+    let now = std::fs::metadata(repo.join("blobs").join(&readme_etag)).unwrap();
+    assert_eq!(
+        now.ino(),
+        theirs.ino(),
+        "huggingface_hub's blob was replaced"
+    );
+    assert_eq!(
+        std::fs::read_link(repo.join(format!("snapshots/{sha}/config.json"))).unwrap(),
+        outside
+    );
+    assert_eq!(
+        std::fs::read(repo.join(format!("snapshots/{sha}/tokenizer/vocab.json"))).unwrap(),
+        files[3].1
+    );
+
+    // `--hf-cache` alone: where huggingface_hub looks (`HF_HUB_CACHE` here).
+    let default = s.path("default-hub");
+    let out = std::process::Command::new(hoard_tests::binary("hoard"))
+        .args(["get", "acme/toy:main", "--hf-cache"])
+        .env("HOARD_SOCKET", &s.daemon.socket)
+        .env("HF_HUB_CACHE", &default)
+        .current_dir(&s.dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        default
+            .join(format!("models--acme--toy/snapshots/{sha}"))
+            .display()
+            .to_string()
+    );
+
+    // Not a Hub upstream, or a bad path: refused.
+    let e = s.fail(&["get", "acme/toy:main", "--hf-cache=x", "--root", "y"]);
+    assert!(e.contains("cannot be used with"), "{e}");
 }

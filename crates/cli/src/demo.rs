@@ -117,6 +117,7 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
                 file: None,
                 mode: None,
                 clean: false,
+                hf_cache: None,
             };
             let summary = client.materialize(&request, |_| {}).await?;
             crate::process::out(&format!("{run}: {}", summary_line(reference, &summary)))?;

@@ -25,6 +25,9 @@ pub(crate) const XDG_RUNTIME_DIR: &str = "XDG_RUNTIME_DIR";
 pub(crate) const XDG_CACHE_HOME: &str = "XDG_CACHE_HOME";
 pub(crate) const XDG_DATA_HOME: &str = "XDG_DATA_HOME";
 pub(crate) const HOME: &str = "HOME";
+/// The Hugging Face cache, as `huggingface_hub` finds it (`get --hf-cache`).
+pub(crate) const HF_HUB_CACHE: &str = "HF_HUB_CACHE";
+pub(crate) const HF_HOME: &str = "HF_HOME";
 /// The daemon's config file (`daemon --config`).
 pub(crate) const HOARD_CONFIG: &str = "HOARD_CONFIG";
 pub(crate) const XDG_CONFIG_HOME: &str = "XDG_CONFIG_HOME";

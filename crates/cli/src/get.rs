@@ -37,8 +37,24 @@ pub(crate) struct GetArgs {
     /// `[[entity/]project/]name[:alias|:vN]` or `…name@<digest>`.
     reference: String,
     /// Where to put the files [default: `./artifacts/NAME:vN`, like W&B].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "hf_cache")]
     root: Option<PathBuf>,
+    /// Instead of a root: fill the Hugging Face cache (a Hub version; for `transformers`
+    /// and `huggingface_hub`) and print the snapshot folder. `--hf-cache=DIR` names the
+    /// cache [default: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else
+    /// `~/.cache/huggingface/hub`].
+    #[arg(
+        long,
+        num_args = 0..=1,
+        require_equals = true,
+        value_name = "DIR",
+        conflicts_with_all = ["mode", "clean"]
+    )]
+    #[expect(
+        clippy::option_option,
+        reason = "clap's shape for a flag with an optional value: absent, alone, or with DIR"
+    )]
+    hf_cache: Option<Option<PathBuf>>,
     /// Only files whose path starts with this string (W&B's `path_prefix`).
     #[arg(long, conflicts_with = "file")]
     path_prefix: Option<String>,
@@ -185,6 +201,11 @@ pub(crate) fn get(args: &GetArgs) -> anyhow::Result<()> {
         // With `--root`, one call. Without, the default root names the version, so resolve
         // first and then materialize exactly that version (an alias moving in between
         // cannot mix two versions).
+        if let Some(cache) = &args.hf_cache {
+            // `--hf-cache` alone: where huggingface_hub looks.
+            let cache = cache.clone().unwrap_or_else(paths::default_hf_cache);
+            return hf_cache(args, &client, cache).await;
+        }
         let (reference, root) = if let Some(root) = &args.root {
             (args.reference.clone(), root.clone())
         } else {
@@ -215,6 +236,7 @@ pub(crate) fn get(args: &GetArgs) -> anyhow::Result<()> {
             file: args.file.clone(),
             mode: Some(args.mode.clone()),
             clean: args.clean,
+            hf_cache: None,
         };
         let mut progress = Progress::new();
         let mut named = args.reference.clone();
@@ -233,6 +255,33 @@ pub(crate) fn get(args: &GetArgs) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// `get --hf-cache`: the version filled into the HF cache; prints the snapshot folder (as
+/// `snapshot_download` returns it), or the summary as JSON.
+async fn hf_cache(args: &GetArgs, client: &Client, cache: PathBuf) -> anyhow::Result<()> {
+    let cache = std::path::absolute(&cache)
+        .with_context(|| format!("Invalid HF cache `{}`", cache.display()))?;
+    let request = MaterializeRequest {
+        reference: args.reference.clone(),
+        entity: args.connect.entity.clone(),
+        project: args.connect.project.clone(),
+        dest: None,
+        path_prefix: args.path_prefix.clone(),
+        file: args.file.clone(),
+        mode: None,
+        clean: false,
+        hf_cache: Some(cache.display().to_string()),
+    };
+    let mut progress = Progress::new();
+    let summary = client
+        .materialize(&request, |event| progress.event(event))
+        .await?;
+    if args.json {
+        crate::process::out(&serde_json::to_string(&summary)?)
+    } else {
+        crate::process::out(summary.dest.as_deref().unwrap_or_default())
+    }
 }
 
 pub(crate) fn ls(args: &LsArgs) -> anyhow::Result<()> {

@@ -41,6 +41,16 @@ pub(crate) fn default_cache_dir() -> PathBuf {
         .join("hoard")
 }
 
+/// The Hugging Face cache as `huggingface_hub` finds it: `$HF_HUB_CACHE`, else
+/// `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.
+pub(crate) fn default_hf_cache() -> PathBuf {
+    var(env::HF_HUB_CACHE).unwrap_or_else(|| {
+        var(env::HF_HOME)
+            .unwrap_or_else(|| home().join(".cache/huggingface"))
+            .join("hub")
+    })
+}
+
 /// The embedded default upstream: `dir://$XDG_DATA_HOME/hoard/upstream`, else
 /// `~/.local/share/hoard/upstream`.
 pub(crate) fn default_upstream_dir() -> PathBuf {

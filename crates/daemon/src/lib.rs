@@ -30,6 +30,7 @@
 //! - `materialize.rs`: fetch what a selection lacks, then link it into place.
 //! - `foreign.rs`: bind a foreign (W&B) version's files to blobs through the `md5:` →
 //!   blake3 map, fetching the unseen ones.
+//! - `hf_cache.rs`: a Hub version filled into a Hugging Face cache directory.
 //! - `publish.rs`: publishing; `pins.rs`: pinned versions.
 //! - `routes.rs`: the socket API (v1) calls, problem documents, NDJSON progress streams;
 //!   `server.rs`: [`run`], the accept loop on the socket.
@@ -48,6 +49,7 @@ mod drive;
 mod error;
 mod fetch;
 mod foreign;
+mod hf_cache;
 mod materialize;
 mod metrics;
 mod outbox;

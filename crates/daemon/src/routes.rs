@@ -485,6 +485,63 @@ async fn verify(
     ))
 }
 
+/// Where a call puts the files: `dest`, or (instead) an HF cache to fill; both absolute.
+/// A resolve-only call (`place` false) puts them nowhere.
+fn destinations(
+    asked: &MaterializeRequest,
+    place: bool,
+) -> Result<(Option<PathBuf>, Option<PathBuf>), ApiError> {
+    let absolute = |what: &str, path: &str| {
+        let path = PathBuf::from(path);
+        if path.is_absolute() {
+            Ok(path)
+        } else {
+            Err(ApiError::bad_request(format!(
+                "`{what}` must be an absolute path, not `{}`",
+                path.display()
+            )))
+        }
+    };
+    let hf_cache = match (&asked.hf_cache, &asked.dest) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("give `dest` or `hf_cache`, not both"));
+        }
+        (Some(_), None) if !place => {
+            return Err(ApiError::bad_request("`hf_cache` is for materialize calls"));
+        }
+        (Some(cache), None) => Some(absolute("hf_cache", cache)?),
+        (None, _) => None,
+    };
+    let dest = if place && hf_cache.is_none() {
+        let dest = asked.dest.as_deref().ok_or_else(|| {
+            ApiError::bad_request("`dest` is required: the directory to materialize into")
+        })?;
+        let dest = PathBuf::from(dest);
+        if !dest.is_absolute() {
+            return Err(ApiError::bad_request(format!(
+                "`dest` must be an absolute path, not `{}`",
+                dest.display()
+            )));
+        }
+        Some(dest)
+    } else {
+        None
+    };
+    Ok((dest, hf_cache))
+}
+
+/// The branch or tag a reference asked the Hub for (`latest` is `main`), for the HF
+/// cache's `refs/`; `None` for a commit.
+fn hf_revision(reference: &str) -> Option<String> {
+    match reference.parse::<hoard_types::ArtifactRef>().ok()?.selector {
+        hoard_types::Selector::Alias(alias) if alias == "latest" => Some("main".to_owned()),
+        hoard_types::Selector::Alias(alias) if !hoard_types::foreign::is_commit(&alias) => {
+            Some(alias)
+        }
+        _ => None,
+    }
+}
+
 async fn stream_for(
     daemon: &Arc<Daemon>,
     asked: MaterializeRequest,
@@ -502,21 +559,7 @@ async fn stream_for(
             "`symlink` mode links into the cache, which only the daemon's user may read; use `hardlink` or `copy`",
         ));
     }
-    let dest = if place {
-        let dest = asked.dest.as_deref().ok_or_else(|| {
-            ApiError::bad_request("`dest` is required: the directory to materialize into")
-        })?;
-        let dest = PathBuf::from(dest);
-        if !dest.is_absolute() {
-            return Err(ApiError::bad_request(format!(
-                "`dest` must be an absolute path, not `{}`",
-                dest.display()
-            )));
-        }
-        Some(dest)
-    } else {
-        None
-    };
+    let (dest, hf_cache) = destinations(&asked, place)?;
     // Cached bytes are not an access grant.
     let found = daemon
         .resolve_for(
@@ -548,10 +591,20 @@ async fn stream_for(
             file: asked.file.as_deref(),
             clean: asked.clean,
         };
-        let end = match daemon
-            .materialize(&found, &selection, who.caller, dest.as_deref(), mode, &tx)
-            .await
-        {
+        let done = match &hf_cache {
+            Some(cache) => {
+                let revision = hf_revision(&asked.reference);
+                daemon
+                    .fill_hf_cache(&found, &selection, who.caller, cache, revision, &tx)
+                    .await
+            }
+            None => {
+                daemon
+                    .materialize(&found, &selection, who.caller, dest.as_deref(), mode, &tx)
+                    .await
+            }
+        };
+        let end = match done {
             Ok(summary) => Event::Done(summary),
             Err(e) => {
                 daemon.metrics.refusal(e.kind);

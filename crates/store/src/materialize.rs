@@ -49,16 +49,16 @@ enum Outcome {
 }
 
 /// Whether [`Store::link_blob`] made the name, or found it taken.
-enum Linked {
+pub(crate) enum Linked {
     Yes,
     Taken,
 }
 
 /// One file to place: where, and which blob.
-struct Job<'a> {
-    path: &'a RelPath,
-    key: BlobKey,
-    record: BlobRecord,
+pub(crate) struct Job<'a> {
+    pub(crate) path: &'a RelPath,
+    pub(crate) key: BlobKey,
+    pub(crate) record: BlobRecord,
 }
 
 impl Store {
@@ -233,7 +233,7 @@ impl Store {
 
     /// Links the blob as `name` in `dir` (a new name only), giving it a fresh inode
     /// once if its link count is at the filesystem's limit.
-    fn link_blob(
+    pub(crate) fn link_blob(
         &self,
         tree: &DestTree,
         job: &Job<'_>,
@@ -297,7 +297,7 @@ impl Store {
     /// Places the file under a temporary name in its directory, then renames it over the
     /// final name, so readers see either the old file or the whole new one. The rename,
     /// and every file the caller gets to own (copies, symlinks), are the tree's user's.
-    fn replace(&self, tree: &DestTree, job: &Job<'_>, mode: LinkMode) -> Result<()> {
+    pub(crate) fn replace(&self, tree: &DestTree, job: &Job<'_>, mode: LinkMode) -> Result<()> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let dir = tree.dir(job.path.parent());
         let tmp = format!(

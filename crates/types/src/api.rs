@@ -91,6 +91,10 @@ pub struct MaterializeRequest {
     /// Not with `file`.
     #[serde(default)]
     pub clean: bool,
+    /// Instead of `dest`: a Hugging Face cache directory (absolute) to fill, for a version
+    /// of the Hub (`…/models--ORG--NAME/{blobs,snapshots,refs}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hf_cache: Option<String>,
 }
 
 /// One line of a streamed answer.
