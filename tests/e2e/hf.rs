@@ -59,6 +59,15 @@ impl Setup {
         )
     }
 
+    /// `get REFERENCE --hf-cache=CACHE --json`, which must succeed: its summary.
+    fn hf_get(&self, reference: &str, cache: &Path) -> serde_json::Value {
+        hoard_json(
+            &self.daemon.socket,
+            &self.dir,
+            &["get", reference, &format!("--hf-cache={}", cache.display())],
+        )
+    }
+
     fn fail(&self, args: &[&str]) -> String {
         let out = hoard_on(&self.daemon.socket, &self.dir, args);
         assert!(!out.status.success(), "{args:?} should fail");
@@ -417,21 +426,8 @@ fn the_hf_cache_filled_by_hoard_serves_the_real_client_with_no_download() {
     let sha = commit(&hub, "models/acme/toy", "main", &files);
     let s = Setup::new(&hub, None);
     let cache = s.path("hf/hub");
-    let out = hoard_on(
-        &s.daemon.socket,
-        &s.dir,
-        &[
-            "get",
-            "acme/toy:main",
-            &format!("--hf-cache={}", cache.display()),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let folder = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let got = s.hf_get("acme/toy:main", &cache);
+    let folder = PathBuf::from(got["dest"].as_str().unwrap());
     assert_eq!(
         folder,
         cache.join(format!("models--acme--toy/snapshots/{sha}"))
@@ -468,22 +464,7 @@ fn the_hf_cache_filled_by_hoard_serves_the_real_client_with_no_download() {
 
     // Another user's (or job's) cache: the same inodes, nothing fetched.
     let second = s.path("other/hub");
-    let out = hoard_on(
-        &s.daemon.socket,
-        &s.dir,
-        &[
-            "get",
-            &format!("acme/toy:{sha}"),
-            &format!("--hf-cache={}", second.display()),
-            "--json",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = s.hf_get(&format!("acme/toy:{sha}"), &second);
     assert_eq!(summary["fetched_blobs"], 0, "{summary}");
     let inode = |root: &Path| {
         std::fs::metadata(root.join(format!(
@@ -554,22 +535,7 @@ fn an_hf_cache_keeps_what_is_there_and_follows_no_planted_symlink() {
     std::os::unix::fs::symlink(&outside, repo.join(format!("snapshots/{sha}/config.json")))
         .unwrap();
 
-    let out = hoard_on(
-        &s.daemon.socket,
-        &s.dir,
-        &[
-            "get",
-            "acme/toy:main",
-            &format!("--hf-cache={}", cache.display()),
-            "--json",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = s.hf_get("acme/toy:main", &cache);
     assert_eq!(summary["unchanged"], 2, "{summary}");
     assert_eq!(std::fs::read(&outside).unwrap(), b"not yours");
     let now = std::fs::metadata(repo.join("blobs").join(&readme_etag)).unwrap();

@@ -21,7 +21,7 @@ use hoard_types::RelPath;
 
 use crate::LinkMode;
 use crate::dest::{DestRoot, DestTree};
-use crate::error::{Error, Result, missing};
+use crate::error::{Error, Result};
 use crate::materialize::{Job, Linked};
 use crate::record::BlobKey;
 use crate::store::Store;
@@ -103,21 +103,11 @@ impl Store {
         }
         let keys: Vec<BlobKey> = snapshot.files.iter().map(|(_, _, k)| *k).collect();
         let _lease = self.lease(keys.iter().copied());
-        let records = self.index.blobs(&keys)?;
-        let absent: Vec<BlobKey> = keys
-            .iter()
-            .zip(&records)
-            .filter(|(_, r)| r.is_none())
-            .map(|(k, _)| *k)
-            .collect();
-        if !absent.is_empty() {
-            return Err(missing(absent));
-        }
+        let records = self.cached_records(&keys)?;
         let tree = DestTree::open(cache, dirs.iter().map(String::as_str))?;
         let mut report = HfReport::default();
         let mut seen = std::collections::HashSet::new();
         for ((path, etag, key), record) in snapshot.files.iter().zip(records) {
-            let record = record.expect("absent rows were handled above");
             // The blob, once per etag.
             if seen.insert(etag.clone()) {
                 let blob_path =

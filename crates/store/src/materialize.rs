@@ -100,23 +100,14 @@ impl Store {
             .map(|(_, e)| BlobKey::new(e.digest, e.exec))
             .collect();
         let _lease = self.lease(keys.iter().copied());
-        let records = self.index.blobs(&keys)?;
-        let absent: Vec<BlobKey> = keys
-            .iter()
-            .zip(&records)
-            .filter(|(_, r)| r.is_none())
-            .map(|(k, _)| *k)
-            .collect();
-        if !absent.is_empty() {
-            return Err(missing(absent));
-        }
+        let records = self.cached_records(&keys)?;
         let jobs: Vec<Job<'_>> = entries
             .iter()
             .zip(keys.iter().zip(records))
             .map(|((path, _), (key, record))| Job {
                 path,
                 key: *key,
-                record: record.expect("absent rows were handled above"),
+                record,
             })
             .collect();
 
@@ -151,6 +142,22 @@ impl Store {
         report.unchanged = unchanged.into_inner();
         self.touch(&keys)?;
         Ok(report)
+    }
+
+    /// The records of `keys`, in order, all of them cached: else [`Error::MissingBlobs`]
+    /// names the ones that are not.
+    pub(crate) fn cached_records(&self, keys: &[BlobKey]) -> Result<Vec<BlobRecord>> {
+        let records = self.index.blobs(keys)?;
+        let absent: Vec<BlobKey> = keys
+            .iter()
+            .zip(&records)
+            .filter(|(_, r)| r.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        if !absent.is_empty() {
+            return Err(missing(absent));
+        }
+        Ok(records.into_iter().flatten().collect())
     }
 
     /// Resolves `Auto` (probing with the first file when this pair of filesystems has not
