@@ -579,3 +579,67 @@ fn an_hf_cache_keeps_what_is_there_and_follows_no_planted_symlink() {
     let e = s.fail(&["get", "acme/toy:main", "--hf-cache=x", "--root", "y"]);
     assert!(e.contains("cannot be used with"), "{e}");
 }
+
+/// The Python client's `hoard.hf.snapshot_download` (`huggingface_hub`'s signature) fills the
+/// HF cache through the daemon; patterns select files; the real client then loads offline.
+#[test]
+fn the_python_clients_snapshot_download_fills_the_hf_cache() {
+    let python = std::env::var("HOARD_HF_PYTHON").expect(
+        "HOARD_HF_PYTHON names a Python with huggingface_hub: run scripts/test, or export HOARD_HF_PYTHON=$(scripts/hf-hub)",
+    );
+    let hub = FakeHub::start(TOKEN);
+    let files = model();
+    let sha = commit(&hub, "models/acme/toy", "main", &files);
+    let s = Setup::new(&hub, None);
+    let (all, some) = (s.path("all/hub"), s.path("some/hub"));
+    let script = format!(
+        "from hoard import hf\n\
+         print(hf.snapshot_download('acme/toy', revision='main', cache_dir={all:?}))\n\
+         print(hf.snapshot_download('acme/toy', cache_dir={some:?}, allow_patterns=['tokenizer/*'], ignore_patterns='*.txt'))\n",
+        all = all.to_str().unwrap(),
+        some = some.to_str().unwrap()
+    );
+    let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("../clients/python");
+    let out = std::process::Command::new(&python)
+        .args(["-c", &script])
+        .env("PYTHONPATH", &client)
+        .env("HOARD_SOCKET", &s.daemon.socket)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let printed: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        printed[0],
+        all.join(format!("models--acme--toy/snapshots/{sha}"))
+            .to_str()
+            .unwrap()
+    );
+    assert_tree(Path::new(printed[0]), &files);
+    let folder = Path::new(printed[1]);
+    assert_eq!(
+        std::fs::read(folder.join("tokenizer/vocab.json")).unwrap(),
+        files[3].1
+    );
+    assert!(!folder.join("config.json").exists(), "not asked for");
+    assert!(!folder.join("tokenizer/empty.txt").exists(), "ignored");
+    assert_eq!(
+        std::fs::read_to_string(some.join("models--acme--toy/refs/main")).unwrap(),
+        sha
+    );
+    let home = s.path("client-home");
+    let loaded = run_client(
+        &python,
+        &hub,
+        &all,
+        &home,
+        true,
+        "from huggingface_hub import snapshot_download\nprint(snapshot_download('acme/toy'))\n",
+    );
+    assert_eq!(loaded, Path::new(printed[0]));
+}

@@ -13,7 +13,8 @@ API::
     new.add_file("model.h5")
     art = hoard.use_artifact(new)               # create-and-use, idempotent
 
-Where hoard differs from W&B, the docstring of the name says why.
+Where hoard differs from W&B, the docstring of the name says why. For the Hugging Face
+Hub, ``hoard.hf.snapshot_download`` has ``huggingface_hub``'s signature.
 """
 
 from __future__ import annotations
