@@ -2,9 +2,7 @@
 
 use std::path::PathBuf;
 
-pub mod fake_hub;
-pub mod fake_server;
-pub mod fake_wandb;
+pub use hoard_fakes::{hub as fake_hub, server as fake_server, wandb as fake_wandb};
 pub mod proxy;
 pub mod users;
 

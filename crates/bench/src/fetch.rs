@@ -15,7 +15,7 @@ use hoard_types::{ArtifactName, Digest};
 use crate::{Tree, median};
 
 /// The `hoard` binary beside this one (same profile).
-fn hoard() -> Result<PathBuf> {
+pub(crate) fn hoard() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let path = exe.with_file_name("hoard");
     if !path.exists() {
@@ -27,7 +27,7 @@ fn hoard() -> Result<PathBuf> {
     Ok(path)
 }
 
-struct Killed(Child);
+pub(crate) struct Killed(Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -55,7 +55,7 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-fn timed(mut command: Command) -> Result<Duration> {
+pub(crate) fn timed(mut command: Command) -> Result<Duration> {
     let started = Instant::now();
     let out = command
         .output()
@@ -171,7 +171,7 @@ fn hoard_run(hoard: &Path, work: &Path, url: &str, name: &str) -> Result<[Durati
 }
 
 /// A daemon with a fresh cache in `work`, answering on the socket returned.
-fn start_daemon(hoard: &Path, work: &Path, url: &str) -> Result<(Killed, PathBuf)> {
+pub(crate) fn start_daemon(hoard: &Path, work: &Path, url: &str) -> Result<(Killed, PathBuf)> {
     let socket = work.join("daemon.sock");
     let daemon = Command::new(hoard)
         .arg("daemon")

@@ -24,6 +24,7 @@ use hoard_types::{Entry, Manifest, PathPrefix, RelPath};
 use rayon::prelude::*;
 
 mod fetch;
+mod hf;
 
 #[derive(Parser)]
 #[command(about = "hoard's benchmark")]
@@ -72,6 +73,23 @@ enum Commands {
         #[arg(long, env = "HOARD_BENCH_DIR")]
         dir: Option<PathBuf>,
     },
+    /// The Hub: cold `hoard get --hf-cache` vs `huggingface_hub`'s `snapshot_download`,
+    /// and a second user's cache (hardlinks vs a second download), from a fake Hub.
+    Hf {
+        #[arg(long, default_value_t = 20_000)]
+        files: usize,
+        #[arg(long, default_value_t = 4)]
+        large: usize,
+        #[arg(long, default_value_t = 256)]
+        large_mib: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// A Python with `huggingface_hub` [default: `$HOARD_HF_PYTHON`, else `python3`].
+        #[arg(long)]
+        python: Option<String>,
+        #[arg(long, env = "HOARD_BENCH_DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -85,19 +103,13 @@ fn main() -> Result<()> {
             beside_mib,
             dir,
         } => {
-            let base = dir.unwrap_or_else(std::env::temp_dir);
-            fs::create_dir_all(&base)?;
-            let work = tempfile::Builder::new()
-                .prefix("hoard-bench-")
-                .tempdir_in(&base)?;
+            let work = work_dir(dir)?;
             println!(
                 "hoard-bench fetch in {} ({runs} runs each, median)",
                 work.path().display()
             );
             if files > 0 {
-                let small = tree(work.path(), "small", files, |i| {
-                    1024 + (mix(i as u64) % (63 * 1024)) as usize
-                })?;
+                let small = small_tree(work.path(), files)?;
                 fetch::compare(work.path(), "small", &small, parallel, runs)?;
             }
             if large > 0 {
@@ -110,6 +122,30 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Commands::Hf {
+            files,
+            large,
+            large_mib,
+            runs,
+            python,
+            dir,
+        } => {
+            let python = hf::python(python);
+            let work = work_dir(dir)?;
+            println!(
+                "hoard-bench hf in {} ({runs} runs each, median; {python})",
+                work.path().display()
+            );
+            if files > 0 {
+                let small = small_tree(work.path(), files)?;
+                hf::compare(work.path(), "small", &small, runs, &python)?;
+            }
+            if large > 0 {
+                let large_tree = tree(work.path(), "large", large, |_| large_mib << 20)?;
+                hf::compare(work.path(), "large", &large_tree, runs, &python)?;
+            }
+            Ok(())
+        }
         Commands::Materialize {
             files,
             large,
@@ -117,11 +153,7 @@ fn main() -> Result<()> {
             runs,
             dir,
         } => {
-            let base = dir.unwrap_or_else(std::env::temp_dir);
-            fs::create_dir_all(&base).with_context(|| format!("creating `{}`", base.display()))?;
-            let work = tempfile::Builder::new()
-                .prefix("hoard-bench-")
-                .tempdir_in(&base)?;
+            let work = work_dir(dir)?;
             println!(
                 "hoard-bench materialize in {} ({} runs each, median)",
                 work.path().display(),
@@ -138,6 +170,22 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// A fresh directory for one invocation, in `dir` (default: the system temp dir).
+fn work_dir(dir: Option<PathBuf>) -> Result<tempfile::TempDir> {
+    let base = dir.unwrap_or_else(std::env::temp_dir);
+    fs::create_dir_all(&base).with_context(|| format!("creating `{}`", base.display()))?;
+    Ok(tempfile::Builder::new()
+        .prefix("hoard-bench-")
+        .tempdir_in(&base)?)
+}
+
+/// The many-small-files tree: `files` files of 1–64 KiB.
+fn small_tree(work: &Path, files: usize) -> Result<Tree> {
+    tree(work, "small", files, |i| {
+        1024 + (mix(i as u64) % (63 * 1024)) as usize
+    })
 }
 
 /// A generated source tree: its root and files.

@@ -24,13 +24,18 @@ use hoard_http::Body;
 use http::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 
-use crate::fake_server::Served;
+use crate::server::Served;
 
 /// Files at or above this size are stored in LFS (served from the CDN).
 pub const LFS_FROM: usize = 1024;
 
 struct File {
-    bytes: Vec<u8>,
+    /// Shared, so that serving a range copies nothing.
+    bytes: Bytes,
+    /// Its digests, hex, computed once (hashing on every request made the fake the
+    /// bottleneck of the benchmark).
+    sha256: String,
+    git_sha1: String,
     lfs: bool,
 }
 
@@ -152,11 +157,13 @@ impl FakeHub {
         let mut tree = BTreeMap::new();
         for (path, bytes) in files {
             let file = Arc::new(File {
-                bytes: bytes.to_vec(),
+                bytes: Bytes::copy_from_slice(bytes),
+                sha256: sha256_hex(bytes),
+                git_sha1: git_sha1_hex(bytes),
                 lfs: bytes.len() >= LFS_FROM,
             });
             if file.lfs {
-                state.objects.insert(sha256_hex(bytes), file.clone());
+                state.objects.insert(file.sha256.clone(), file.clone());
             }
             tree.insert((*path).to_owned(), file);
         }
@@ -255,33 +262,37 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     reply(status, Some(code), &json!({ "error": message }))
 }
 
-/// Bytes with `Range` support; `head` sends the headers only.
+/// Bytes with `Range` support, counted as a download of `key` and damaged if a knob says
+/// so (the part sent is damaged, whichever range it is); `head` sends the headers only.
 fn bytes_reply(
+    state: &mut State,
+    key: &str,
     builder: http::response::Builder,
-    bytes: &[u8],
+    bytes: &Bytes,
     range: Option<(usize, usize)>,
     head: bool,
 ) -> Response<Body> {
     let (status, part, builder) = match range {
         Some((start, end)) if start <= end && end < bytes.len() => (
             StatusCode::PARTIAL_CONTENT,
-            &bytes[start..=end],
+            bytes.slice(start..=end),
             builder.header(
                 "content-range",
                 format!("bytes {start}-{end}/{}", bytes.len()),
             ),
         ),
-        _ => (StatusCode::OK, bytes, builder),
+        _ => (StatusCode::OK, bytes.clone(), builder),
+    };
+    let part = if head {
+        part
+    } else {
+        served_bytes(state, key, &part)
     };
     let builder = builder
         .status(status)
         .header("content-length", part.len())
         .header("accept-ranges", "bytes");
-    let body = if head {
-        Bytes::new()
-    } else {
-        Bytes::copy_from_slice(part)
-    };
+    let body = if head { Bytes::new() } else { part };
     builder.body(hoard_http::full(body)).expect("a response")
 }
 
@@ -292,19 +303,19 @@ fn range_of(request: &Request<hyper::body::Incoming>) -> Option<(usize, usize)> 
 }
 
 /// The bytes of one download, damaged if a knob says so.
-fn served_bytes(state: &mut State, key: &str, bytes: &[u8]) -> Vec<u8> {
+fn served_bytes(state: &mut State, key: &str, bytes: &Bytes) -> Bytes {
     *state.downloads.entry(key.to_owned()).or_default() += 1;
     if state.corrupt.remove(key) {
         let mut other = bytes.to_vec();
         if let Some(b) = other.first_mut() {
             *b ^= 0xff;
         }
-        return other;
+        return other.into();
     }
     if state.truncate.remove(key) {
-        return bytes[..bytes.len() / 2].to_vec();
+        return bytes.slice(..bytes.len() / 2);
     }
-    bytes.to_vec()
+    bytes.clone()
 }
 
 fn handle(state: &Arc<Mutex<State>>, request: &Request<hyper::body::Incoming>) -> Response<Body> {
@@ -429,12 +440,12 @@ fn api(state: &mut State, rest: &str, query: &str, authorized: bool) -> Response
                 dir = parent;
             }
             let mut item = json!({
-                "type": "file", "oid": git_sha1_hex(&file.bytes),
+                "type": "file", "oid": file.git_sha1,
                 "size": file.bytes.len(), "path": path,
             });
             if file.lfs {
                 item["lfs"] = json!({
-                    "oid": sha256_hex(&file.bytes), "size": file.bytes.len(), "pointerSize": 134,
+                    "oid": file.sha256, "size": file.bytes.len(), "pointerSize": 134,
                 });
             }
             items.push(item);
@@ -505,7 +516,7 @@ fn resolve(
     };
     let base = Response::builder().header("x-repo-commit", &commit);
     if file.lfs {
-        let sha = sha256_hex(&file.bytes);
+        let sha = file.sha256.clone();
         let generation = if state.stale > 0 {
             state.stale -= 1;
             state.generation + 1_000_000
@@ -518,17 +529,19 @@ fn resolve(
             .header("location", location)
             .header("x-linked-etag", format!("\"{sha}\""))
             .header("x-linked-size", file.bytes.len())
-            .header("etag", format!("\"{}\"", git_sha1_hex(&file.bytes)))
+            .header("etag", format!("\"{}\"", file.git_sha1))
             .body(hoard_http::full(Bytes::new()))
             .expect("a response");
     }
-    let etag = format!("\"{}\"", git_sha1_hex(&file.bytes));
-    let bytes = if head {
-        file.bytes.clone()
-    } else {
-        served_bytes(state, &key_of(&file.bytes), &file.bytes)
-    };
-    bytes_reply(base.header("etag", etag), &bytes, range, head)
+    let etag = format!("\"{}\"", file.git_sha1);
+    bytes_reply(
+        state,
+        &file.sha256,
+        base.header("etag", etag),
+        &file.bytes,
+        range,
+        head,
+    )
 }
 
 fn serve_cdn(
@@ -558,14 +571,11 @@ fn serve_cdn(
         return error(StatusCode::NOT_FOUND, "EntryNotFound", "no such object");
     };
     let head = request.method() == http::Method::HEAD;
-    let bytes = if head {
-        file.bytes.clone()
-    } else {
-        served_bytes(&mut state, sha, &file.bytes)
-    };
     bytes_reply(
+        &mut state,
+        sha,
         Response::builder().header("etag", format!("\"{sha}\"")),
-        &bytes,
+        &file.bytes,
         range_of(request),
         head,
     )

@@ -20,7 +20,7 @@ use http_body_util::BodyExt;
 use md5::Digest as _;
 use serde_json::{Value, json};
 
-use crate::fake_server::Served;
+use crate::server::Served;
 
 /// A file of a version: base64 MD5, size, reference.
 type FakeFile = (String, u64, Option<String>);
