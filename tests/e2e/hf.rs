@@ -646,3 +646,57 @@ fn the_python_clients_snapshot_download_fills_the_hf_cache() {
     );
     assert_eq!(loaded, Path::new(printed[0]));
 }
+
+/// A caller's own token (`HOARD_TOKEN`) is confirmed with the Hub before cached files of a
+/// gated or private repo are handed out; a public repo needs no confirmation.
+#[test]
+fn a_callers_token_is_confirmed_for_gated_repos_only() {
+    let hub = FakeHub::start(TOKEN);
+    let files = model();
+    commit(&hub, "models/acme/open", "main", &files);
+    let gated_sha = commit(&hub, "models/acme/gated", "main", &files);
+    hub.make_gated("models/acme/gated");
+    let s = Setup::new(&hub, Some(TOKEN));
+    s.get("acme/open:main", "warm-open");
+    s.get(&format!("acme/gated:{gated_sha}"), "warm-gated");
+    let as_caller = |token: &str, reference: &str, root: &str| {
+        std::process::Command::new(hoard_tests::binary("hoard"))
+            .args(["get", reference, "--root", root])
+            .env("HOARD_SOCKET", &s.daemon.socket)
+            .env("HOARD_TOKEN", token)
+            .env("HOARD_LOG", "warn")
+            .current_dir(&s.dir)
+            .output()
+            .unwrap()
+    };
+    let calls = hub.api_calls();
+    let open = as_caller("hf_someone_else", "acme/open:main", "open");
+    assert!(
+        open.status.success(),
+        "{}",
+        String::from_utf8_lossy(&open.stderr)
+    );
+    assert_tree(&s.path("open"), &files);
+    assert_eq!(
+        hub.api_calls(),
+        calls + 1,
+        "the public repo's branch was asked for its commit, and nothing confirmed"
+    );
+
+    let gated = format!("acme/gated:{gated_sha}");
+    let calls_gated = hub.api_calls();
+    let refused = as_caller("hf_someone_else", &gated, "refused");
+    assert!(!refused.status.success());
+    assert!(!s.path("refused/config.json").exists());
+    assert!(
+        hub.api_calls() > calls_gated,
+        "the gated repo was not confirmed"
+    );
+    let allowed = as_caller(TOKEN, &gated, "allowed");
+    assert!(
+        allowed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+    assert_tree(&s.path("allowed"), &files);
+}

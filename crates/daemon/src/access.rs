@@ -30,7 +30,7 @@ use hoard_upstream::Upstream;
 
 use crate::caller::Asker;
 use crate::error::ApiError;
-use crate::version::Head;
+use crate::version::{Found, Head, Versioned};
 
 /// The header a caller's credential travels in.
 pub(crate) const TOKEN_HEADER: &str = "x-hoard-token";
@@ -93,9 +93,10 @@ impl Access {
         &self,
         upstream: &Upstream,
         who: &Asker,
-        version: &Head<'_>,
+        found: &Found,
     ) -> Result<(), ApiError> {
         self.demand_credential(who)?;
+        let version = &found.head();
         if version.is_pending() {
             if who.caller.is_daemon_user() {
                 return Ok(());
@@ -105,7 +106,12 @@ impl Access {
                 version.entity, version.project, version.name, version.digest
             )));
         }
-        self.check(upstream, who.token.as_deref(), version).await
+        let foreign = match &found.version {
+            Versioned::Foreign(foreign, _) => Some(foreign.as_ref()),
+            Versioned::Native(_) => None,
+        };
+        self.check(upstream, who.token.as_deref(), version, foreign)
+            .await
     }
 
     /// Confirms that the holder of `token` may download `version` (see the module docs).
@@ -114,10 +120,17 @@ impl Access {
         upstream: &Upstream,
         token: Option<&str>,
         version: &Head<'_>,
+        foreign_version: Option<&hoard_types::ForeignVersion>,
     ) -> Result<(), ApiError> {
         let Some(token) = token else {
             return Ok(());
         };
+        // A public repo of the Hub: anyone may download it, nothing to confirm.
+        if let Upstream::Foreign(foreign) = upstream
+            && foreign.public(version.metadata)
+        {
+            return Ok(());
+        }
         let who = *blake3::hash(token.as_bytes()).as_bytes();
         let what = format!(
             "{}/{}/{}@{}",
@@ -141,33 +154,12 @@ impl Access {
         let asked = match &client {
             // A foreign upstream knows versions by number (W&B) or commit (the Hub); the
             // answer must be the version this cache holds.
-            Upstream::Foreign(foreign) => {
-                let selector =
-                    Selector::parse_tag(version.version).map_err(ApiError::bad_request)?;
-                let changed = || hoard_upstream::Error::NotFound {
-                    what: format!(
-                        "`{name}:{}` as this cache knows it (it changed upstream)",
-                        version.version
-                    ),
-                };
-                // A label the upstream confirms cheaply (a Hub commit) is enough; else the
-                // whole version, which must be the one this cache holds.
-                match foreign.label(&name, &selector).await {
-                    Ok(Some(label)) if label == version.version => Ok(()),
-                    Ok(Some(_)) => Err(changed()),
-                    Ok(None) => foreign
-                        .resolve_foreign(&name, &selector)
-                        .await
-                        .and_then(|v| {
-                            if v.digest() == version.digest {
-                                Ok(())
-                            } else {
-                                Err(changed())
-                            }
-                        }),
-                    Err(e) => Err(e),
-                }
-            }
+            Upstream::Foreign(foreign) => match foreign_version {
+                Some(held) => foreign.confirm(held).await,
+                None => Err(hoard_upstream::Error::NotFound {
+                    what: format!("`{name}:{}` as a version of this upstream", version.version),
+                }),
+            },
             Upstream::Native { catalog, .. } => catalog
                 .resolve(&name, &Selector::Digest(version.digest))
                 .await
@@ -335,7 +327,7 @@ mod tests {
         let found = crate::version::Found::fresh(version);
         let version = found.head();
         access
-            .check(&upstream, Some("mia"), &version)
+            .check(&upstream, Some("mia"), &version, None)
             .await
             .unwrap();
         assert_eq!(asked.load(Ordering::Relaxed), 1);
@@ -343,14 +335,14 @@ mod tests {
         online.store(false, Ordering::Relaxed);
         tokio::time::advance(Duration::from_secs(59)).await;
         access
-            .check(&upstream, Some("mia"), &version)
+            .check(&upstream, Some("mia"), &version, None)
             .await
             .unwrap();
         assert_eq!(asked.load(Ordering::Relaxed), 1, "reused within the TTL");
 
         tokio::time::advance(Duration::from_secs(2)).await;
         let refused = access
-            .check(&upstream, Some("mia"), &version)
+            .check(&upstream, Some("mia"), &version, None)
             .await
             .unwrap_err();
         assert_eq!(refused.kind, "access-unconfirmed", "{refused:?}");
@@ -358,7 +350,7 @@ mod tests {
 
         online.store(true, Ordering::Relaxed);
         access
-            .check(&upstream, Some("mia"), &version)
+            .check(&upstream, Some("mia"), &version, None)
             .await
             .unwrap();
         assert_eq!(asked.load(Ordering::Relaxed), 3);

@@ -204,9 +204,7 @@ impl Daemon {
     ) -> Result<Found, ApiError> {
         self.access.demand_credential(who)?;
         let found = self.resolver.resolve(reference, entity, project).await?;
-        self.access
-            .authorize(self.upstream(), who, &found.head())
-            .await?;
+        self.access.authorize(self.upstream(), who, &found).await?;
         Ok(found)
     }
 }

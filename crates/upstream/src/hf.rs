@@ -172,6 +172,11 @@ fn segment(text: &str) -> String {
 #[derive(Deserialize)]
 struct RepoInfo {
     sha: Option<String>,
+    #[serde(default)]
+    private: Option<bool>,
+    /// `false`, or how access is granted (`"auto"`, `"manual"`).
+    #[serde(default)]
+    gated: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -365,6 +370,16 @@ impl HfClient {
 
     /// The commit a revision names now.
     async fn commit_of(&self, name: &ArtifactName, selector: &Selector) -> Result<String, Error> {
+        Ok(self.revision_info(name, selector).await?.0)
+    }
+
+    /// The commit a revision names now, and whether the repo is public (neither private
+    /// nor gated, as far as the Hub said).
+    async fn revision_info(
+        &self,
+        name: &ArtifactName,
+        selector: &Selector,
+    ) -> Result<(String, bool), Error> {
         let rev = revision(name, selector)?;
         let repo = format!("{}/{}", name.project, name.name);
         let what = format!("revision `{rev}` of `{repo}`");
@@ -377,7 +392,11 @@ impl HfClient {
         if is_commit(&rev) && rev != commit {
             return Err(self.protocol(format!("asked for commit `{rev}`, got `{commit}`")));
         }
-        Ok(commit)
+        let gated = info.gated.is_some_and(|g| {
+            !matches!(g, serde_json::Value::Bool(false) | serde_json::Value::Null)
+        });
+        let public = info.private == Some(false) && !gated;
+        Ok((commit, public))
     }
 
     async fn fetch_version(
@@ -389,7 +408,7 @@ impl HfClient {
         let rev = revision(name, selector)?;
         let repo = format!("{}/{}", name.project, name.name);
         let api = self.api(name)?;
-        let commit = self.commit_of(name, selector).await?;
+        let (commit, public) = self.revision_info(name, selector).await?;
         let mut entries = std::collections::BTreeMap::new();
         let mut page = Some(format!("{api}/tree/{commit}?recursive=true&expand=false"));
         let mut pages = 0;
@@ -437,7 +456,8 @@ impl HfClient {
                 vec![rev]
             },
             kind: Some(kind.trim_end_matches('s').to_owned()),
-            metadata: serde_json::Value::Null,
+            // Only what hoard acts on: whether a caller's token needs confirming.
+            metadata: serde_json::json!({ "public": public }),
             created_at: None,
             storage: None,
             entries,
@@ -552,6 +572,29 @@ impl ForeignCatalog for HfClient {
 
     fn default_entity(&self) -> Option<&str> {
         Some("models")
+    }
+
+    /// The commit must still be readable, and one of its files too: a gated repo shows its
+    /// metadata to anyone, its files only to accounts that accepted its terms.
+    fn confirm<'a>(&'a self, version: &'a ForeignVersion) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            let name = version.artifact()?;
+            self.commit_of(&name, &Selector::Alias(version.version.clone()))
+                .await?;
+            // One byte of one file that has any, read (a body opens on its first read).
+            let Some((path, _)) = version.entries.iter().find(|(_, e)| e.size > 0) else {
+                return Ok(());
+            };
+            let sources = self.sources(version, std::slice::from_ref(path)).await?;
+            let file = sources
+                .first()
+                .ok_or_else(|| self.protocol(format!("no source for `{path}`")))?;
+            file.fetch_part(0..1).await?.read_to_vec().await.map(drop)
+        })
+    }
+
+    fn public(&self, metadata: &serde_json::Value) -> bool {
+        metadata["public"] == serde_json::Value::Bool(true)
     }
 
     fn fixed<'s>(&self, selector: &'s Selector) -> Option<&'s str> {

@@ -203,6 +203,36 @@ pub trait ForeignCatalog: Send + Sync {
         None
     }
 
+    /// Confirms that this catalog's credential may download `version` as this cache holds
+    /// it: by default, the version asked for again, which must be the same one.
+    fn confirm<'a>(&'a self, version: &'a ForeignVersion) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            let name = version.artifact()?;
+            let selector =
+                Selector::parse_tag(&version.version).map_err(|reason| Error::Protocol {
+                    upstream: self.describe(),
+                    reason,
+                })?;
+            if self.resolve_foreign(&name, &selector).await?.digest() == version.digest() {
+                Ok(())
+            } else {
+                Err(Error::NotFound {
+                    what: format!(
+                        "`{name}:{}` as this cache knows it (it changed upstream)",
+                        version.version
+                    ),
+                })
+            }
+        })
+    }
+
+    /// Whether anyone may download the version with these `metadata` (a public Hub repo):
+    /// then a caller's credential needs no confirmation before cached files are handed
+    /// out. `false` unless the upstream says so.
+    fn public(&self, _metadata: &serde_json::Value) -> bool {
+        false
+    }
+
     /// The label of the version `selector` names now (a Hub branch: its commit), when the
     /// upstream tells it for less than the whole version: a version the index holds by that
     /// label is then not asked for again. `None`: ask for the whole version.
