@@ -454,9 +454,9 @@ fn the_hf_cache_filled_by_hoard_serves_the_real_client_with_no_download() {
                   hf_hub_download('acme/toy', 'tokenizer/vocab.json')\n\
                   print(snapshot_download('acme/toy'))\n";
     let calls = hub.api_calls();
-    assert_eq!(client(true, script), folder);
+    assert_eq!(PathBuf::from(client(true, script)), folder);
     assert_eq!(hub.api_calls(), calls, "offline, the client asked the Hub");
-    assert_eq!(client(false, script), folder);
+    assert_eq!(PathBuf::from(client(false, script)), folder);
     assert!(
         hub.api_calls() > calls,
         "online, the client did not ask the Hub at all"
@@ -486,7 +486,7 @@ fn the_hf_cache_filled_by_hoard_serves_the_real_client_with_no_download() {
 }
 
 /// Runs `script` with the real `huggingface_hub` on the HF cache `cache` (offline: with
-/// `HF_HUB_OFFLINE=1`); returns the last line it printed, as a path.
+/// `HF_HUB_OFFLINE=1`); returns the last line it printed.
 fn run_client(
     python: &str,
     hub: &FakeHub,
@@ -494,7 +494,7 @@ fn run_client(
     home: &Path,
     offline: bool,
     script: &str,
-) -> PathBuf {
+) -> String {
     let mut command = std::process::Command::new(python);
     command
         .args(["-c", script])
@@ -504,6 +504,7 @@ fn run_client(
         .env("HF_HUB_DISABLE_XET", "1")
         .env("HF_HUB_DISABLE_TELEMETRY", "1")
         .env("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        .env("TRANSFORMERS_VERBOSITY", "error")
         .env_remove("HF_TOKEN");
     if offline {
         command.env("HF_HUB_OFFLINE", "1");
@@ -515,7 +516,11 @@ fn run_client(
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).lines().last().unwrap())
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// What is already in an HF cache stays: `huggingface_hub`'s own blob, and a symlink
@@ -644,7 +649,7 @@ fn the_python_clients_snapshot_download_fills_the_hf_cache() {
         true,
         "from huggingface_hub import snapshot_download\nprint(snapshot_download('acme/toy'))\n",
     );
-    assert_eq!(loaded, Path::new(printed[0]));
+    assert_eq!(loaded, printed[0]);
 }
 
 /// A caller's own token (`HOARD_TOKEN`) is confirmed with the Hub before cached files of a
@@ -699,4 +704,47 @@ fn a_callers_token_is_confirmed_for_gated_repos_only() {
         String::from_utf8_lossy(&allowed.stderr)
     );
     assert_tree(&s.path("allowed"), &files);
+}
+
+/// `transformers` (config-only, no torch) loads a model's config from the HF cache hoard
+/// filled: offline with no request, online with no file downloaded.
+#[test]
+fn transformers_loads_from_the_hf_cache_hoard_filled() {
+    let python = hf_python();
+    let hub = FakeHub::start(TOKEN);
+    let config = br#"{"model_type": "bert", "hidden_size": 64, "num_hidden_layers": 2,
+        "num_attention_heads": 2, "intermediate_size": 128, "vocab_size": 100}"#;
+    commit(
+        &hub,
+        "models/acme/tiny",
+        "main",
+        &[("config.json".to_owned(), config.to_vec())],
+    );
+    let s = Setup::new(&hub, None);
+    let cache = s.path("hf/hub");
+    s.hf_get("acme/tiny:main", &cache);
+    let downloads = hub.downloads();
+    let script = "from transformers import AutoConfig\n\
+                  config = AutoConfig.from_pretrained('acme/tiny')\n\
+                  print(config.model_type, config.hidden_size)\n";
+    let home = s.path("client-home");
+    let calls = hub.api_calls();
+    assert_eq!(
+        run_client(&python, &hub, &cache, &home, true, script),
+        "bert 64"
+    );
+    assert_eq!(
+        hub.api_calls(),
+        calls,
+        "offline, transformers asked the Hub"
+    );
+    assert_eq!(
+        run_client(&python, &hub, &cache, &home, false, script),
+        "bert 64"
+    );
+    assert_eq!(
+        hub.downloads(),
+        downloads,
+        "transformers downloaded the config again"
+    );
 }
