@@ -208,7 +208,7 @@ impl Keeper {
                     after = self.evict(target).await?.remaining_bytes;
                 }
                 if after + reserved + bytes <= budget.max_bytes {
-                    return Ok(self.hold(claims, bytes));
+                    return Ok(self.hold(claims));
                 }
                 (after, reserved, bytes)
             };
@@ -250,16 +250,20 @@ impl Keeper {
         (held.bytes, new)
     }
 
-    fn hold(&self, claims: Vec<(Claim, u64)>, bytes: u64) -> Reservation<'_> {
+    /// Holds `claims`. The bytes held grow by the claims no other fetch holds *now*: one
+    /// that was held when the room was counted may have been given back since (a
+    /// reservation drops without the turn), and then it is this one's to count.
+    fn hold(&self, claims: Vec<(Claim, u64)>) -> Reservation<'_> {
         let mut held = self.reserved.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut added = 0;
         for (claim, size) in &claims {
-            let (_, holders) = held
-                .claims
-                .entry(claim.clone())
-                .or_insert_with(|| (*size, 0));
+            let (_, holders) = held.claims.entry(claim.clone()).or_insert_with(|| {
+                added += *size;
+                (*size, 0)
+            });
             *holders += 1;
         }
-        held.bytes += bytes;
+        held.bytes += added;
         Reservation {
             keeper: self,
             claims: claims.into_iter().map(|(claim, _)| claim).collect(),
@@ -362,6 +366,28 @@ mod tests {
 
     fn reserved(keeper: &Keeper) -> u64 {
         keeper.reserved.lock().unwrap().bytes
+    }
+
+    /// A claim given back between another request's count of the room and its hold is
+    /// counted by that hold: the bytes held stay the sum of the claims held (they
+    /// underflowed on the second drop before: a daemon thread panicked under load).
+    #[test]
+    fn a_claim_given_back_before_another_holds_it_is_counted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path().join("cache")).unwrap());
+        let keeper = Keeper::new(store, Some(Budget::new(1000, 0.95, 0.85).unwrap()));
+        let first = keeper.hold(claims(1, 2, 100));
+        assert_eq!(reserved(&keeper), 200);
+        // The second request counted the room while the first held both claims...
+        let (_, new) = keeper.sizes(&claims(1, 2, 100));
+        assert_eq!(new, 0);
+        // ...and the first gives them back before the second holds them.
+        drop(first);
+        assert_eq!(reserved(&keeper), 0);
+        let second = keeper.hold(claims(1, 2, 100));
+        assert_eq!(reserved(&keeper), 200);
+        drop(second);
+        assert_eq!(reserved(&keeper), 0);
     }
 
     /// Sixteen jobs asking for one model that takes 70% of the budget fetch it once, so
