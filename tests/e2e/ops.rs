@@ -521,3 +521,24 @@ fn a_bad_metrics_address_is_refused_before_the_cache_is_touched() {
     assert!(err.contains("loopback"), "{err}");
     assert!(!cache.exists(), "the cache was created: {err}");
 }
+
+/// `hoard completions bash | true`: a reader that goes away ends the command quietly (it
+/// panicked with exit 101).
+#[test]
+fn completions_into_a_closed_pipe_exit_quietly() {
+    let mut child = Command::new(binary("hoard"))
+        .args(["completions", "bash"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}

@@ -209,6 +209,13 @@ fn config_and_start_up_errors() {
         let args = ["config", "check", name];
         said.add(&args, &run(t, &[], &args));
     }
+    // No file at all: the defaults.
+    let home = t.display().to_string();
+    let args = ["config", "check"];
+    said.add(
+        &args,
+        &run(t, &[("XDG_CONFIG_HOME", &home), ("HOME", &home)], &args),
+    );
     let up = t.join("up");
     std::fs::create_dir_all(up.join("artifacts")).unwrap();
     let dir = format!("dir://{}", up.display());

@@ -41,13 +41,13 @@ pub(crate) struct GcArgs {
 
 fn pin_line(p: &Pin) -> String {
     format!(
-        "{}/{}/{}:{} @{} ({} files, {})",
+        "{}/{}/{}:{} @{} ({}, {})",
         p.entity,
         p.project,
         p.name,
         p.version,
         p.digest,
-        p.files,
+        crate::process::count(p.files, "file"),
         bytes(p.bytes)
     )
 }

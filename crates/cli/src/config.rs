@@ -319,7 +319,12 @@ pub(crate) fn check(file: Option<&Path>) -> anyhow::Result<()> {
     if let Some(addr) = &config.metrics_listen {
         crate::values::metrics_addr(addr).context("Invalid config: `metrics_listen`")?;
     }
-    crate::process::out("the config is valid")
+    match &config.source {
+        Some(path) => crate::process::out(&format!("`{}` is valid", path.display())),
+        None => crate::process::out(
+            "no config file (none given, no HOARD_CONFIG, no `$XDG_CONFIG_HOME/hoard/hoard.toml`): the defaults apply",
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -62,7 +62,7 @@ pub(crate) struct DaemonArgs {
     metrics_listen: Option<String>,
     /// The cache budget: `200GiB`, `500MB`, or `40%` of the cache's filesystem
     /// [default: unbounded].
-    #[arg(long, value_parser = |s: &str| s.parse::<Size>())]
+    #[arg(long, allow_hyphen_values = true, value_parser = |s: &str| s.parse::<Size>())]
     max_size: Option<Size>,
     /// Re-hash every blob in the background at this rate, to find bytes that rotted on
     /// disk: `16MiB/s`, or `off` [default: 16MiB/s].

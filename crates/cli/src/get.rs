@@ -9,6 +9,7 @@ use clap::Args;
 use hoard_client::Client;
 use hoard_types::api::{Event, MaterializeRequest, ResolveRequest, Summary};
 
+use crate::process::count;
 use crate::{env, paths};
 
 #[derive(Args)]
@@ -177,11 +178,11 @@ pub(crate) use hoard_types::human_bytes as bytes;
 
 pub(crate) fn summary_line(reference: &str, s: &Summary) -> String {
     format!(
-        "{reference} → {}: {} files ({}), fetched {} blobs ({}), placed {}, unchanged {}{}, mode {}, {:.2} s",
+        "{reference} → {}: {} ({}), fetched {} ({}), placed {}, unchanged {}{}, mode {}, {:.2} s",
         s.dest.as_deref().unwrap_or("-"),
-        s.files,
+        count(s.files, "file"),
         bytes(s.bytes),
-        s.fetched_blobs,
+        count(s.fetched_blobs, "blob"),
         bytes(s.fetched_bytes),
         s.placed,
         s.unchanged,
@@ -330,10 +331,10 @@ pub(crate) fn status(args: &StatusArgs) -> anyhow::Result<()> {
             return crate::process::out(&serde_json::to_string(&status)?);
         }
         crate::process::out(&format!(
-            "cache:     {} ({} blobs, {} versions, {}{})\nworkdirs:  {} also linked by materialized directories; {} reclaimable\npinned:    {} versions; evicted {} blobs since start\nupstream:  {}\nhits:      {} ({:.0}% of blobs needed)\nmisses:    {}\nfetched:   {}\nin flight: {}\npending uploads: {}",
+            "cache:     {} ({}, {}, {}{})\nworkdirs:  {} also linked by materialized directories; {} reclaimable\npinned:    {}; evicted {} since start\nupstream:  {}\nhits:      {} ({:.0}% of blobs needed)\nmisses:    {}\nfetched:   {}\nin flight: {}\npending uploads: {}",
             status.cache_dir,
-            status.blobs,
-            status.versions,
+            count(status.blobs, "blob"),
+            count(status.versions, "version"),
             bytes(status.cache_bytes),
             status
                 .budget_bytes
@@ -341,8 +342,8 @@ pub(crate) fn status(args: &StatusArgs) -> anyhow::Result<()> {
                 .unwrap_or_default(),
             bytes(status.held_by_workdirs_bytes),
             bytes(status.reclaimable_bytes),
-            status.pinned_versions,
-            status.evicted_blobs,
+            count(status.pinned_versions, "version"),
+            count(status.evicted_blobs, "blob"),
             status.upstream,
             status.hits,
             hit_ratio(status.hits, status.misses),

@@ -106,13 +106,14 @@ fn main() -> ExitCode {
         Command::Config(ConfigCommand::Check { file }) => config::check(file.as_deref()),
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "hoard",
-                &mut io::stdout().lock(),
-            );
-            Ok(())
+            // Written here, not by clap_complete (which panics when the reader goes away,
+            // as in `hoard completions bash | true`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "hoard", &mut script);
+            io::stdout()
+                .lock()
+                .write_all(&script)
+                .map_err(anyhow::Error::from)
         }
         Command::Demo(args) => demo::run(&args),
         Command::Registry(command) => registry::run(command),

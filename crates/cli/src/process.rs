@@ -16,6 +16,16 @@ pub(crate) fn raise_nofile_limit() {
     }
 }
 
+/// `1 file`, `2 files`: a count and its noun, in the number it needs (`noun` takes an
+/// `s` for the plural).
+pub(crate) fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// One line of data on stdout.
 pub(crate) fn out(line: &str) -> anyhow::Result<()> {
     let mut stdout = io::stdout().lock();

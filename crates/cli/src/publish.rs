@@ -119,8 +119,8 @@ fn line(p: &Published) -> String {
     let name = format!("{}/{}/{}", p.entity, p.project, p.name);
     let state = match &p.version {
         Some(version) => format!(
-            "committed as {name}:{version}, uploaded {} blobs ({})",
-            p.uploaded_blobs,
+            "committed as {name}:{version}, uploaded {} ({})",
+            crate::process::count(p.uploaded_blobs, "blob"),
             bytes(p.uploaded_bytes)
         ),
         None => format!(
@@ -133,9 +133,9 @@ fn line(p: &Published) -> String {
         ),
     };
     format!(
-        "{name}@{}: {} files ({}), {state}{}",
+        "{name}@{}: {} ({}), {state}{}",
         p.digest,
-        p.files,
+        crate::process::count(p.files, "file"),
         bytes(p.bytes),
         p.dest
             .as_deref()

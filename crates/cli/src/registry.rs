@@ -120,7 +120,7 @@ pub(crate) async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-    tracing::info!("shutting down: finishing requests in flight");
+    tracing::info!(target: "hoard", "shutting down: finishing requests in flight");
 }
 
 fn run_import(args: Import) -> anyhow::Result<()> {

@@ -121,30 +121,73 @@ impl Daemon {
         if !mine.iter().any(|p| p.digest == found.head().digest) {
             self.check_share(who, pin_of(&found).bytes).await?;
         }
-        let (events, _) = mpsc::channel(1);
-        let all = Selection {
-            path_prefix: None,
-            file: None,
-            clean: false,
-        };
-        self.materialize(
-            &found,
-            &all,
-            who.caller,
-            None,
-            hoard_store::LinkMode::Auto,
-            &events,
-        )
-        .await?;
-        let keys = self.pinned_keys(&found).await?;
         let pin = pin_of(&found);
-        let uid = who.caller.uid;
+        // The eviction that follows a fetch could take the version's blobs before they
+        // are pinned: they are leased from before the fetch (a native version's, whose
+        // keys are known) until pinned.
+        let _early = match &found.version {
+            Versioned::Native(version) => Some(self.store.lease(blob_keys(&version.manifest))),
+            Versioned::Foreign(..) => None,
+        };
+        let fill = || async {
+            let (events, _) = mpsc::channel(1);
+            let all = Selection {
+                path_prefix: None,
+                file: None,
+                clean: false,
+            };
+            self.materialize(
+                &found,
+                &all,
+                who.caller,
+                None,
+                hoard_store::LinkMode::Auto,
+                &events,
+            )
+            .await
+        };
+        fill().await?;
+        let keys = self.pinned_keys(&found).await?;
+        let _lease = self.store.lease(keys.iter().copied());
+        let pinned = self.record_pin(&pin, who.caller.uid, keys.clone()).await?;
+        let store = self.store.clone();
+        let missing = blocking(move || Ok(store.missing(&keys)?)).await?;
+        if !missing.is_empty() {
+            // A foreign version's keys are known only once bound: blobs evicted before
+            // their lease are fetched again (leased now), and pinned.
+            tracing::warn!(
+                missing = missing.len(),
+                "blobs of a version being pinned were evicted first; fetching them again"
+            );
+            fill().await?;
+            let store = self.store.clone();
+            let still = blocking(move || {
+                if pinned {
+                    store.pin(&missing)?;
+                }
+                Ok(store.missing(&missing)?)
+            })
+            .await?;
+            if !still.is_empty() {
+                return Err(ApiError::internal(
+                    "the version's blobs were evicted again while it was pinned",
+                ));
+            }
+        }
+        Ok(pin)
+    }
+
+    /// Records `uid`'s pin of `pin`; the blobs `keys` are pinned once, by its first owner.
+    /// Returns whether this call pinned them.
+    async fn record_pin(&self, pin: &Pin, uid: u32, keys: Vec<BlobKey>) -> Result<bool, ApiError> {
         let _turn = self.pin_turn.lock().await;
         let (store, new) = (self.store.clone(), pin.clone());
         blocking(move || {
+            let mut pinned = false;
             let record = match store.pin_record(&new) {
                 Ok(None) => {
                     store.pin(&keys)?;
+                    pinned = true;
                     PinRecord {
                         pin: new,
                         owners: vec![uid],
@@ -155,7 +198,7 @@ impl Daemon {
                     record.owners.push(uid);
                     record
                 }
-                Ok(Some(_)) => return Ok(()),
+                Ok(Some(_)) => return Ok(false),
                 // Unreadable: its pin counts are on the blobs already; own it anew.
                 Err(e @ hoard_store::Error::CorruptRecord { .. }) => {
                     tracing::error!(error = %e, "replacing an unreadable pin record");
@@ -167,10 +210,9 @@ impl Daemon {
                 Err(e) => return Err(e.into()),
             };
             store.put_pin_record(&record)?;
-            Ok(())
+            Ok(pinned)
         })
-        .await?;
-        Ok(pin)
+        .await
     }
 
     /// Unpins the version a reference names: the caller's pin, or (for the daemon's own
