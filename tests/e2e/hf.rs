@@ -172,6 +172,22 @@ fn cold_then_warm_then_a_commit_offline() {
 
     let cold = s.get("acme/toy:main", "cold");
     assert_tree(&s.path("cold"), &files);
+    // `get --json` names what it materialized.
+    assert_eq!(
+        (
+            &cold["entity"],
+            &cold["project"],
+            &cold["name"],
+            &cold["version"]
+        ),
+        (
+            &"models".into(),
+            &"acme".into(),
+            &"toy".into(),
+            &sha.as_str().into()
+        ),
+        "{cold}"
+    );
     assert_eq!(cold["fetched_blobs"], files.len() as u64, "{cold}");
     // An empty file needs no bytes from anywhere.
     let downloads = hub.downloads();

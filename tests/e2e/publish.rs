@@ -238,6 +238,10 @@ fn a_publish_while_the_registry_is_down_is_usable_at_once_and_uploaded_later() {
             .unwrap()
             .is_empty()
     });
+    // The outbox reached the upstream: `status` says so (it said "unknown" until a
+    // resolution asked, or kept an old "unreachable").
+    let state = json(&socket, t, &["status"])["upstream_state"].clone();
+    assert!(state.as_str().unwrap().starts_with("reachable"), "{state}");
     assert_eq!(
         blob_puts(&registry),
         (FILES + 1) as u64,

@@ -276,7 +276,7 @@ mod tests {
                 Err(Error::Unreachable {
                     url: self.describe(),
                     attempts: 1,
-                    source: "down".into(),
+                    cause: "down".into(),
                 })
             };
             Box::pin(async move { answer })

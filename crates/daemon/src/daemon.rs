@@ -96,7 +96,8 @@ impl Daemon {
             size: options.range_size,
             parallel: options.range_parallel,
         };
-        let outbox = crate::outbox::Outbox::start(store.clone(), &upstream);
+        let reachability = Arc::new(crate::reachability::Reachability::default());
+        let outbox = crate::outbox::Outbox::start(store.clone(), &upstream, reachability.clone());
         let keeper = Arc::new(crate::budget::Keeper::new(store.clone(), options.budget));
         let access = crate::access::Access::new(options.access_ttl, options.require_caller_token);
         let references = Arc::new(options.references.clone().unwrap_or_else(|| {
@@ -114,6 +115,7 @@ impl Daemon {
             store.clone(),
             upstream,
             outbox.clone(),
+            reachability,
             options.alias_ttl,
         );
         Self {

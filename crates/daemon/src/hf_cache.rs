@@ -96,6 +96,9 @@ impl Daemon {
             };
             let snapshot_dir = cache.join(&folder).join("snapshots").join(&version.version);
             return Ok(Summary {
+                entity: version.entity.clone(),
+                project: version.project.clone(),
+                name: version.name.clone(),
                 version: version.version.clone(),
                 digest: found.head().digest,
                 dest: Some(snapshot_dir.display().to_string()),

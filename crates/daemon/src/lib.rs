@@ -55,6 +55,7 @@ mod metrics;
 mod outbox;
 mod pins;
 mod publish;
+mod reachability;
 mod references;
 mod resolve;
 mod routes;

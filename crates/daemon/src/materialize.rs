@@ -81,6 +81,9 @@ impl Daemon {
             }
         };
         let mut summary = Summary {
+            entity: head.entity.to_owned(),
+            project: head.project.to_owned(),
+            name: head.name.to_owned(),
             version: head.version.to_owned(),
             digest: head.digest,
             dest: dest.map(|d| d.display().to_string()),

@@ -27,6 +27,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::error::{ApiError, chain};
+use crate::reachability::Reachability;
 use crate::runtime::{blocking, now_ms};
 
 /// Uploads of one publish at the same time.
@@ -87,6 +88,8 @@ pub(crate) struct Outbox {
     upstream: Option<Arc<dyn Publisher>>,
     /// The upstream, for messages.
     describe: String,
+    /// What each attempt says about reaching the upstream (for `status`).
+    reachability: Arc<Reachability>,
     wake: Notify,
     /// Bumped whenever a publish is committed or an attempt fails.
     changed: watch::Sender<u64>,
@@ -104,11 +107,16 @@ enum Outcome {
 }
 
 impl Outbox {
-    pub(crate) fn start(store: Arc<Store>, upstream: &Upstream) -> Arc<Self> {
+    pub(crate) fn start(
+        store: Arc<Store>,
+        upstream: &Upstream,
+        reachability: Arc<Reachability>,
+    ) -> Arc<Self> {
         let outbox = Arc::new(Self {
             store,
             upstream: upstream.publisher(),
             describe: upstream.describe(),
+            reachability,
             wake: Notify::new(),
             changed: watch::channel(0).0,
             done: Mutex::default(),
@@ -220,6 +228,7 @@ impl Outbox {
         let result = self
             .upload_and_commit(publisher, &pending, &mut uploaded)
             .await;
+        self.reachability.note(&result);
         pending.uploaded_blobs += uploaded.0;
         pending.uploaded_bytes += uploaded.1;
         match result {

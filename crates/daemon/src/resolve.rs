@@ -5,20 +5,19 @@
 //! foreign upstream, from the versions it described, kept by the store). Aliases ask the
 //! upstream unless resolved within `alias_ttl`, and fall back to the last answer, with a
 //! warning, when it cannot be reached. A publish still in the outbox resolves by digest.
-//! The [`Resolver`] also remembers whether the upstream could last be reached, for
-//! `status`.
+//! The [`Resolver`] also notes whether the upstream could be reached ([`Reachability`]).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use hoard_store::{AliasRecord, Store};
 use hoard_types::{ArtifactName, ArtifactRef, ForeignVersion, Selector, Version};
 use hoard_upstream::Upstream;
-use tokio::time::Instant;
 
 use crate::error::ApiError;
 use crate::outbox::{Outbox, outbox_key};
+use crate::reachability::Reachability;
 use crate::runtime::{blocking, now_ms};
 use crate::version::Found;
 
@@ -30,8 +29,8 @@ pub(crate) struct Resolver {
     outbox: Arc<Outbox>,
     /// `Options::alias_ttl`, replaced on reload.
     alias_ttl_ms: AtomicU64,
-    /// When the upstream last answered, and why it could not be reached if it could not.
-    last_upstream: Mutex<Option<(Instant, Option<String>)>>,
+    /// Whether the upstream could last be reached (shared with the outbox).
+    reachability: Arc<Reachability>,
 }
 
 impl Resolver {
@@ -39,6 +38,7 @@ impl Resolver {
         store: Arc<Store>,
         upstream: Upstream,
         outbox: Arc<Outbox>,
+        reachability: Arc<Reachability>,
         alias_ttl: Duration,
     ) -> Self {
         let resolver = Self {
@@ -46,7 +46,7 @@ impl Resolver {
             upstream,
             outbox,
             alias_ttl_ms: AtomicU64::new(0),
-            last_upstream: Mutex::default(),
+            reachability,
         };
         resolver.set_alias_ttl(alias_ttl);
         resolver
@@ -63,36 +63,18 @@ impl Resolver {
         );
     }
 
+    /// `reachable (3 s ago)`, `unreachable (2 s ago): …`, or `unknown`.
+    pub(crate) fn upstream_state(&self) -> String {
+        self.reachability.describe()
+    }
+
     /// Remembers whether the upstream could be reached (for `status`).
     pub(crate) fn note_upstream<T>(
         &self,
         result: Result<T, hoard_upstream::Error>,
     ) -> Result<T, hoard_upstream::Error> {
-        let outcome = match &result {
-            Err(e) if e.is_unreachable() => Some(crate::error::chain(e)),
-            _ => None,
-        };
-        *self
-            .last_upstream
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), outcome));
+        self.reachability.note(&result);
         result
-    }
-
-    /// `reachable 3 s ago`, `unreachable 2 s ago: …`, or `unknown`.
-    pub(crate) fn upstream_state(&self) -> String {
-        let last = self
-            .last_upstream
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        match last {
-            None => "unknown (no call yet)".to_owned(),
-            Some((at, None)) => format!("reachable ({} s ago)", at.elapsed().as_secs()),
-            Some((at, Some(why))) => {
-                format!("unreachable ({} s ago): {why}", at.elapsed().as_secs())
-            }
-        }
     }
 
     /// The version a reference names. Immutable selectors are answered from the index
@@ -260,7 +242,7 @@ impl Resolver {
                     let warning = format!(
                         "the upstream `{}` cannot be reached ({}); using `{name}:{alias}` = `{}` as resolved {} ago",
                         self.upstream().describe(),
-                        crate::error::chain(&e),
+                        e.reason(),
                         found.head().version,
                         humanize(age)
                     );

@@ -13,4 +13,5 @@ mod serve;
 
 pub use body::{Body, BodyError, empty, full, json, problem, read_json};
 pub use counts::RequestCounts;
-pub use serve::{DRAIN, Listener, Peer, error_chain, serve};
+pub use hoard_types::error_chain;
+pub use serve::{DRAIN, Listener, Peer, serve};

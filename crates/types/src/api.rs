@@ -123,6 +123,13 @@ pub enum Event {
 /// How a materialization (or prefetch) ended.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
+    /// What was materialized: `entity/project/name:version`.
+    #[serde(default)]
+    pub entity: String,
+    #[serde(default)]
+    pub project: String,
+    #[serde(default)]
+    pub name: String,
     pub version: String,
     pub digest: Digest,
     pub dest: Option<String>,

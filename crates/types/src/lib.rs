@@ -24,5 +24,5 @@ pub use foreign::{ForeignEntry, ForeignVersion};
 pub use manifest::{Entry, Manifest, PathPrefix};
 pub use path::RelPath;
 pub use reference::{ArtifactName, ArtifactRef, Selector, check_alias};
-pub use text::human_bytes;
+pub use text::{error_chain, human_bytes};
 pub use version::Version;

@@ -17,6 +17,18 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// An error and its causes, `: `-separated, for logs and problem details.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

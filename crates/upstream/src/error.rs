@@ -41,12 +41,13 @@ pub enum Error {
     },
 
     /// The upstream could not be reached, or the connection broke, and retries ran out.
-    #[error("Cannot reach the upstream at `{url}` after {attempts} attempt(s)")]
+    /// `cause` is the innermost reason (`Connection refused (os error 111)`): the HTTP
+    /// library's layers in between say nothing a user can act on.
+    #[error("Cannot reach the upstream at `{url}` after {attempts} attempt(s): {cause}")]
     Unreachable {
         url: String,
         attempts: u32,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        cause: String,
     },
 
     /// The upstream answered, but its answer broke off before its end, every time it was
@@ -125,6 +126,34 @@ pub enum Error {
 }
 
 impl Error {
+    /// Why the upstream could not be reached, without naming it again (for messages that
+    /// already do): `Connection refused (os error 111), after 2 attempt(s)`.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Unreachable {
+                attempts, cause, ..
+            } => format!("{cause}, after {attempts} attempt(s)"),
+            other => hoard_types::error_chain(other),
+        }
+    }
+
+    /// [`Self::Unreachable`], with the innermost cause of `error` as its reason.
+    pub fn unreachable(
+        url: impl Into<String>,
+        attempts: u32,
+        error: &dyn std::error::Error,
+    ) -> Self {
+        let mut cause: &dyn std::error::Error = error;
+        while let Some(inner) = cause.source() {
+            cause = inner;
+        }
+        Self::Unreachable {
+            url: url.into(),
+            attempts,
+            cause: cause.to_string(),
+        }
+    }
+
     /// An answer with a failing `status` that no caller treats specially: `Unavailable`
     /// (worth retrying) for 429 and 5xx, `Rejected` otherwise.
     pub(crate) fn from_status(

@@ -62,11 +62,11 @@ pub(crate) async fn send(
                     retry.retries
                 };
                 if attempt >= limit {
-                    return Err(Failure::Error(Error::Unreachable {
-                        url: base.to_owned(),
-                        attempts: attempt + 1,
-                        source: Box::new(e),
-                    }));
+                    return Err(Failure::Error(Error::unreachable(
+                        base.to_owned(),
+                        attempt + 1,
+                        &e,
+                    )));
                 }
                 tracing::debug!(error = %e, attempt, "{what}: retrying");
                 retry.backoff(attempt)
@@ -211,11 +211,7 @@ impl<O: OpenRange> ChunkSource for Resuming<O> {
                     Err(e) => {
                         self.response = None;
                         if self.breaks >= self.retry.retries {
-                            return Err(Error::Unreachable {
-                                url: self.base.clone(),
-                                attempts: self.breaks + 1,
-                                source: Box::new(e),
-                            });
+                            return Err(Error::unreachable(self.base.clone(), self.breaks + 1, &e));
                         }
                         tracing::debug!(offset, error = %e, "body broke off; resuming");
                         tokio::time::sleep(self.retry.backoff(self.breaks)).await;

@@ -291,11 +291,10 @@ struct HttpBody {
 impl ChunkSource for HttpBody {
     fn next_chunk(&mut self, _offset: u64) -> BoxFuture<'_, Result<Option<Bytes>, Error>> {
         Box::pin(async move {
-            self.response.chunk().await.map_err(|e| Error::Unreachable {
-                url: self.uri.clone(),
-                attempts: 1,
-                source: Box::new(e),
-            })
+            self.response
+                .chunk()
+                .await
+                .map_err(|e| Error::unreachable(self.uri.clone(), 1, &e))
         })
     }
 }
