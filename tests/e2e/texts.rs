@@ -51,6 +51,7 @@ fn run(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
         .env_remove("HOARD_ENTITY")
         .env_remove("HOARD_PROJECT")
         .env_remove("HOARD_TOKEN")
+        .env_remove("HOARD_SOCKET")
         .env("NO_COLOR", "1");
     for (name, value) in env {
         command.env(name, value);
@@ -235,4 +236,19 @@ fn config_and_start_up_errors() {
         said.add(&args, &run(t, &[], &args));
     }
     pin("config_and_start_up_errors", t, &said.text);
+}
+
+#[test]
+fn what_help_says() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let mut said = Transcript::new();
+    for args in [
+        &["get", "--help"][..],
+        &["ls", "--help"],
+        &["status", "--help"],
+    ] {
+        said.add(args, &run(t, &[], args));
+    }
+    pin("help", t, &said.text);
 }

@@ -3,13 +3,14 @@
 use clap::Args;
 use hoard_types::api::{GcRequest, Pin, PinRequest};
 
-use crate::get::{Connect, bytes, runtime};
+use crate::get::{Connect, Socket, bytes, runtime};
 use crate::values::Size;
 
 #[derive(Args)]
 pub(crate) struct PinArgs {
     /// `[[entity/]project/]name[:alias|:vN]` or `…name@<digest>`.
     reference: String,
+    /// Print the answer as JSON.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -18,10 +19,11 @@ pub(crate) struct PinArgs {
 
 #[derive(Args)]
 pub(crate) struct PinsArgs {
+    /// Print the answer as JSON.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    connect: Connect,
+    connect: Socket,
 }
 
 #[derive(Args)]
@@ -33,10 +35,11 @@ pub(crate) struct GcArgs {
     /// Show what would be evicted; evict nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Print the answer as JSON.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    connect: Connect,
+    connect: Socket,
 }
 
 fn pin_line(p: &Pin) -> String {
@@ -121,10 +124,11 @@ pub(crate) fn gc(args: &GcArgs) -> anyhow::Result<()> {
 
 #[derive(Args)]
 pub(crate) struct VerifyArgs {
+    /// Print the answer as JSON.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    connect: Connect,
+    connect: Socket,
 }
 
 /// Exits non-zero when a blob was bad (it was quarantined; the next use fetches it again).

@@ -12,11 +12,28 @@ use hoard_types::api::{Event, MaterializeRequest, ResolveRequest, Summary};
 use crate::process::count;
 use crate::{env, paths};
 
+/// The daemon to ask, for the commands that name no artifact.
 #[derive(Args)]
-pub(crate) struct Connect {
-    /// The daemon's socket [default: `$XDG_RUNTIME_DIR/hoard/hoard.sock`].
+pub(crate) struct Socket {
+    /// The daemon's socket [default: `$XDG_RUNTIME_DIR/hoard/hoard.sock`, else
+    /// `/tmp/hoard-$UID/hoard.sock`].
     #[arg(long, env = env::HOARD_SOCKET)]
     socket: Option<PathBuf>,
+}
+
+impl Socket {
+    pub(crate) fn client(&self) -> Client {
+        // The caller's own credential, for a daemon that serves several users.
+        let token = std::env::var(env::HOARD_TOKEN).ok();
+        Client::new(self.socket.clone().unwrap_or_else(paths::default_socket)).with_token(token)
+    }
+}
+
+/// The daemon to ask, and the defaults of the references it is asked about.
+#[derive(Args)]
+pub(crate) struct Connect {
+    #[command(flatten)]
+    socket: Socket,
     /// Entity for references without one.
     #[arg(long, env = env::HOARD_ENTITY)]
     pub(crate) entity: Option<String>,
@@ -27,9 +44,7 @@ pub(crate) struct Connect {
 
 impl Connect {
     pub(crate) fn client(&self) -> Client {
-        // The caller's own credential, for a daemon that serves several users.
-        let token = std::env::var(env::HOARD_TOKEN).ok();
-        Client::new(self.socket.clone().unwrap_or_else(paths::default_socket)).with_token(token)
+        self.socket.client()
     }
 }
 
@@ -78,6 +93,7 @@ pub(crate) struct GetArgs {
 #[derive(Args)]
 pub(crate) struct LsArgs {
     reference: String,
+    /// Print the answer as JSON.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -86,10 +102,11 @@ pub(crate) struct LsArgs {
 
 #[derive(Args)]
 pub(crate) struct StatusArgs {
+    /// Print the answer as JSON.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    connect: Connect,
+    connect: Socket,
 }
 
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

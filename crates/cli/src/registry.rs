@@ -159,11 +159,11 @@ fn run_import(args: Import) -> anyhow::Result<()> {
         crate::process::out(&serde_json::to_string(version)?)?;
     } else {
         crate::process::out(&format!(
-            "{name}:{} {} ({} files, {} bytes{})",
+            "{name}:{} {} ({}, {}{})",
             version.version,
             version.digest,
-            version.manifest.entries.len(),
-            version.manifest.total_size(),
+            crate::process::count(version.manifest.entries.len() as u64, "file"),
+            hoard_types::human_bytes(version.manifest.total_size()),
             if committed.created {
                 ""
             } else {

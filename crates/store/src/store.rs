@@ -326,13 +326,21 @@ impl Store {
                     });
                 }
                 let (versions, pins) = self.index.switch_upstream(upstream)?;
-                tracing::warn!(
-                    from = recorded,
-                    to = upstream,
-                    versions,
-                    pins,
-                    "the cache's versions came from another upstream: forgot them and their pins (blobs stay)"
-                );
+                if versions + pins > 0 {
+                    tracing::warn!(
+                        from = recorded,
+                        to = upstream,
+                        versions,
+                        pins,
+                        "the cache's versions came from another upstream: forgot them and their pins (blobs stay)"
+                    );
+                } else {
+                    tracing::info!(
+                        from = recorded,
+                        to = upstream,
+                        "the cache now serves another upstream"
+                    );
+                }
                 Ok((versions, pins))
             }
             // A new cache, or one from before the upstream was recorded.

@@ -139,7 +139,10 @@ impl ArtifactRef {
     ) -> Result<ArtifactName, Error> {
         let missing = |what: &str| Error::Reference {
             input: truncate(&self.to_string()),
-            reason: format!("no {what} given and no default {what} configured"),
+            reason: format!(
+                "no {what} given: write `entity/project/name`, or set `HOARD_{}` (the CLI's `--{what}`)",
+                what.to_uppercase()
+            ),
         };
         let project = self
             .project
