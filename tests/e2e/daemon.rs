@@ -447,7 +447,10 @@ fn bad_requests_are_one_clear_line() {
         .env("HOARD_SOCKET", s.tmp.path().join("nobody.sock"))
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("start one with `hoard daemon`"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("start one on your upstream, e.g. `hoard daemon --upstream")
+    );
     assert!(
         s.daemon.as_ref().unwrap().get("/v1/health").is_some(),
         "the daemon stays up"

@@ -542,3 +542,52 @@ fn completions_into_a_closed_pipe_exit_quietly() {
     );
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }
+
+/// A daemon started without an upstream serves the built-in one, which starts empty: a
+/// get of something it does not have says so, and how to start the daemon on a real
+/// upstream; with no daemon at all, the hint shows how to start one on an upstream.
+#[test]
+fn the_built_in_upstream_and_a_missing_daemon_get_hints_that_lead_somewhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let socket = t.join("hoard.sock");
+    let with_env = |command: &mut Command| {
+        command
+            .env("XDG_DATA_HOME", t.join("data"))
+            .env("XDG_CACHE_HOME", t.join("cache"))
+            .env("HOME", t)
+            .env("HOARD_SOCKET", &socket)
+            .env("HOARD_LOG", "warn")
+            .env_remove("HOARD_UPSTREAM")
+            .env_remove("HOARD_CONFIG");
+    };
+    let mut get = Command::new(binary("hoard"));
+    get.args(["get", "acme/vision/bike:v0", "--root"])
+        .arg(t.join("out"));
+    with_env(&mut get);
+    let out = get.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("--upstream"), "{err}");
+
+    let mut daemon = Command::new(binary("hoard"));
+    daemon.arg("daemon");
+    with_env(&mut daemon);
+    let mut daemon = daemon.spawn().unwrap();
+    for _ in 0..500 {
+        if socket.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = get.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("built-in upstream") && err.contains("--upstream"),
+        "{err}"
+    );
+    let pid = rustix::process::Pid::from_raw(daemon.id().cast_signed()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    assert!(daemon.wait().unwrap().success());
+}

@@ -41,7 +41,8 @@ class _UnixConnection(http.client.HTTPConnection):
             sock.close()
             raise DaemonNotRunning(
                 f"no hoard daemon is listening on `{self._path}` ({e.strerror}); "
-                "start one with `hoard daemon`, or set HOARD_SOCKET to its socket"
+                "start one on your upstream, e.g. `hoard daemon --upstream http://registry:7700 &` "
+                "(or `--upstream wandb`, `--upstream hf`), or set HOARD_SOCKET to its socket"
             ) from None
         self.sock = sock
 

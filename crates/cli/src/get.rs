@@ -213,6 +213,21 @@ pub(crate) fn summary_line(reference: &str, s: &Summary) -> String {
     )
 }
 
+/// A not-found answer from a daemon that serves the built-in upstream, which starts
+/// empty: says so, and how to point the daemon at a real one.
+async fn explain_not_found(client: &Client, error: hoard_client::Error) -> anyhow::Error {
+    if error.kind() != "not-found" {
+        return error.into();
+    }
+    let embedded = format!("dir://{}", paths::default_upstream_dir().display());
+    match client.status().await {
+        Ok(status) if status.upstream == embedded => anyhow::anyhow!(
+            "{error}. This daemon serves the built-in upstream `{embedded}`, which holds only what was published here: start it on your upstream, e.g. `hoard daemon --upstream http://registry:7700` (or `wandb`, `hf`)"
+        ),
+        _ => error.into(),
+    }
+}
+
 pub(crate) fn get(args: &GetArgs) -> anyhow::Result<()> {
     let client = args.connect.client();
     runtime()?.block_on(async {
@@ -234,7 +249,11 @@ pub(crate) fn get(args: &GetArgs) -> anyhow::Result<()> {
                     project: args.connect.project.clone(),
                     entries: false,
                 })
-                .await?;
+                .await;
+            let resolved = match resolved {
+                Ok(resolved) => resolved,
+                Err(e) => return Err(explain_not_found(&client, e).await),
+            };
             let pinned = format!(
                 "{}/{}/{}:{}",
                 resolved.entity, resolved.project, resolved.name, resolved.version
@@ -265,7 +284,11 @@ pub(crate) fn get(args: &GetArgs) -> anyhow::Result<()> {
                 }
                 progress.event(event);
             })
-            .await?;
+            .await;
+        let summary = match summary {
+            Ok(summary) => summary,
+            Err(e) => return Err(explain_not_found(&client, e).await),
+        };
         if args.json {
             crate::process::out(&serde_json::to_string(&summary)?)?;
         } else {
@@ -312,9 +335,27 @@ pub(crate) fn ls(args: &LsArgs) -> anyhow::Result<()> {
                 project: args.connect.project.clone(),
                 entries: true,
             })
-            .await?;
+            .await;
+        let resolved = match resolved {
+            Ok(resolved) => resolved,
+            Err(e) => return Err(explain_not_found(&client, e).await),
+        };
         if args.json {
             return crate::process::out(&serde_json::to_string(&resolved)?);
+        }
+        // Which version the reference named, on stderr (stdout stays one line per file).
+        {
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(
+                err,
+                "{}/{}/{}:{} ({}, {})",
+                resolved.entity,
+                resolved.project,
+                resolved.name,
+                resolved.version,
+                count(resolved.files, "file"),
+                bytes(resolved.bytes)
+            );
         }
         if let Some(warning) = &resolved.warning {
             let _ = writeln!(std::io::stderr().lock(), "warning: {warning}");

@@ -19,7 +19,7 @@ use hyper_util::rt::TokioIo;
 /// What a call can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("No hoard daemon is listening on `{}`; start one with `hoard daemon` (or point `HOARD_SOCKET` at a running one)", socket.display())]
+    #[error("No hoard daemon is listening on `{}`; start one on your upstream, e.g. `hoard daemon --upstream http://registry:7700 &` (or `--upstream wandb`, `--upstream hf`; see docs/daemon.md), or point `HOARD_SOCKET` at a running one", socket.display())]
     NotRunning {
         socket: PathBuf,
         #[source]
