@@ -168,6 +168,57 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// An alias given while offline resolves here, to the publish, with a warning; the text
+/// summary names it by digest, and a get with no --root puts it under that digest.
+fn aliases_of_a_pending_publish_resolve_here(socket: &Path, t: &Path, digest: &str) {
+    let again = json(
+        socket,
+        t,
+        &[
+            "publish",
+            "acme/vision/offline",
+            "src",
+            "--alias",
+            "candidate",
+        ],
+    );
+    assert_eq!(again["digest"], digest, "the same content: one publish");
+    for alias in ["candidate", "latest"] {
+        let reference = format!("acme/vision/offline:{alias}");
+        let got = json(socket, t, &["get", &reference, "--root", alias]);
+        assert_eq!(got["files"], FILES + 1, "{got}");
+        assert_eq!(
+            std::fs::read(t.join(alias).join("model.bin")).unwrap(),
+            [7u8; 5000]
+        );
+    }
+    let out = hoard(socket, t, &["get", "acme/vision/offline:candidate"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("not uploaded yet") && stderr.contains("has not confirmed"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("acme/vision/offline@{digest} (pending upload)")),
+        "{stdout}"
+    );
+    assert!(
+        t.join(format!("artifacts/offline@{digest}/model.bin"))
+            .exists()
+    );
+    let out = hoard(
+        socket,
+        t,
+        &["get", "acme/vision/offline:prod", "--root", "x"],
+    );
+    assert!(
+        !out.status.success(),
+        "an alias no publish gave still fails"
+    );
+}
+
 #[test]
 fn a_publish_while_the_registry_is_down_is_usable_at_once_and_uploaded_later() {
     let tmp = tempfile::tempdir().unwrap();
@@ -195,6 +246,8 @@ fn a_publish_while_the_registry_is_down_is_usable_at_once_and_uploaded_later() {
     let got = json(&socket, t, &["get", &by_digest, "--root", "by-digest"]);
     assert_eq!(got["files"], FILES + 1);
     assert_eq!(got["fetched_blobs"], 0);
+
+    aliases_of_a_pending_publish_resolve_here(&socket, t, &digest);
 
     let status = json(&socket, t, &["status"]);
     let pending = &status["pending_uploads"][0];

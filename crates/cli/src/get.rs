@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use hoard_client::Client;
-use hoard_types::api::{Event, MaterializeRequest, ResolveRequest, Summary};
+use hoard_types::api::{Event, MaterializeRequest, PENDING, ResolveRequest, Summary};
 
 use crate::process::count;
 use crate::{env, paths};
@@ -254,12 +254,18 @@ pub(crate) fn get(args: &GetArgs) -> anyhow::Result<()> {
                 Ok(resolved) => resolved,
                 Err(e) => return Err(explain_not_found(&client, e).await),
             };
-            let pinned = format!(
-                "{}/{}/{}:{}",
-                resolved.entity, resolved.project, resolved.name, resolved.version
-            );
-            let root =
-                PathBuf::from("artifacts").join(format!("{}:{}", resolved.name, resolved.version));
+            // The get below names the version exactly, so this answer's warning is the one.
+            if let Some(warning) = &resolved.warning {
+                let _ = writeln!(std::io::stderr().lock(), "warning: {warning}");
+            }
+            let pinned = resolved.pinned();
+            // W&B's `artifacts/name:vN`; a publish not uploaded yet is named by its digest.
+            let dir = if resolved.version == PENDING {
+                format!("{}@{}", resolved.name, resolved.digest)
+            } else {
+                format!("{}:{}", resolved.name, resolved.version)
+            };
+            let root = PathBuf::from("artifacts").join(dir);
             (pinned, root)
         };
         let root = std::path::absolute(&root)
@@ -280,7 +286,10 @@ pub(crate) fn get(args: &GetArgs) -> anyhow::Result<()> {
         let summary = client
             .materialize(&request, |event| {
                 if let Event::Resolved(r) = event {
-                    named = format!("{}/{}/{}:{}", r.entity, r.project, r.name, r.version);
+                    named = r.pinned();
+                    if r.version == PENDING {
+                        named.push_str(" (pending upload)");
+                    }
                 }
                 progress.event(event);
             })

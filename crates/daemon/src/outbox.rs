@@ -509,6 +509,30 @@ impl Outbox {
         }
     }
 
+    /// The newest publish of `name` waiting here that gave it `alias` (`latest`: any).
+    pub(crate) async fn pending_alias(
+        &self,
+        name: &ArtifactName,
+        alias: &str,
+    ) -> Result<Option<Pending>, ApiError> {
+        let (store, name, alias) = (self.store.clone(), name.clone(), alias.to_owned());
+        blocking(move || {
+            Ok(store
+                .outbox_records()?
+                .into_iter()
+                .map(|(_, record)| record)
+                .filter(|r| {
+                    r.entity == name.entity
+                        && r.project == name.project
+                        && r.name == name.name
+                        && (alias == hoard_types::Selector::LATEST
+                            || r.commit.aliases.contains(&alias))
+                })
+                .max_by_key(|r| r.created_ms))
+        })
+        .await
+    }
+
     pub(crate) async fn record(&self, key: &str) -> Result<Option<Pending>, ApiError> {
         let (store, key) = (self.store.clone(), key.to_owned());
         blocking(move || Ok(store.outbox_record(&key)?)).await

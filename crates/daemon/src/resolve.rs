@@ -193,6 +193,10 @@ impl Resolver {
     }
 
     async fn resolve_alias(&self, name: &ArtifactName, alias: &str) -> Result<Found, ApiError> {
+        // A publish waiting here that gave the alias is where it will point once uploaded.
+        if let Some(found) = self.pending(name, alias).await? {
+            return Ok(found);
+        }
         let (store, key, a) = (self.store.clone(), name.clone(), alias.to_owned());
         let record = blocking(move || Ok(store.alias(&key, &a)?)).await?;
         // By digest: a version without a number (a Hub commit) is found the same way.
@@ -254,6 +258,20 @@ impl Resolver {
             },
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The newest publish waiting here that gave `name` the alias, with a warning that the
+    /// upstream has not confirmed it.
+    async fn pending(&self, name: &ArtifactName, alias: &str) -> Result<Option<Found>, ApiError> {
+        let Some(pending) = self.outbox.pending_alias(name, alias).await? else {
+            return Ok(None);
+        };
+        let mut found = Found::fresh(crate::outbox::local_version(&pending));
+        found.warning = Some(format!(
+            "`{name}:{alias}` is a publish made here and not uploaded yet (`{name}@{}`); the upstream has not confirmed the alias",
+            pending.digest
+        ));
+        Ok(Some(found))
     }
 
     /// Stores a version from the upstream.

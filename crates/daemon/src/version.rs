@@ -8,8 +8,7 @@ use hoard_types::{ArtifactName, Manifest, PathPrefix, RelPath, Selector, Version
 
 use crate::error::ApiError;
 
-/// The version label of a publish not yet committed upstream.
-pub(crate) const PENDING: &str = "pending";
+pub(crate) use hoard_types::api::PENDING;
 
 /// A version and, if it is not fresh from the upstream, why.
 pub(crate) struct Found {

@@ -22,12 +22,16 @@ pub struct ResolveRequest {
     pub entries: bool,
 }
 
+/// The `version` of a [`Resolved`] publish made on this machine and not uploaded yet: it
+/// has no number, and is named by its digest.
+pub const PENDING: &str = "pending";
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resolved {
     pub entity: String,
     pub project: String,
     pub name: String,
-    /// `vN`.
+    /// `vN`, a foreign upstream's label, or [`PENDING`].
     pub version: String,
     pub digest: Digest,
     pub aliases: Vec<String>,
@@ -46,6 +50,19 @@ pub struct Resolved {
     pub warning: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub entries: Vec<ListedEntry>,
+}
+
+impl Resolved {
+    /// The reference that names this version and no other: `entity/project/name:vN`, or
+    /// `…@digest` for a publish not uploaded yet.
+    pub fn pinned(&self) -> String {
+        let (entity, project, name) = (&self.entity, &self.project, &self.name);
+        if self.version == PENDING {
+            format!("{entity}/{project}/{name}@{}", self.digest)
+        } else {
+            format!("{entity}/{project}/{name}:{}", self.version)
+        }
+    }
 }
 
 /// One file of a version, as `hoard ls` shows it.
