@@ -273,6 +273,20 @@ pub fn hoard_json(
     serde_json::from_slice(&out.stdout).expect("--json prints JSON")
 }
 
+/// Writes a registry tokens file: each token as (name, secret, one project pattern, role).
+pub fn tokens_file(path: &std::path::Path, tokens: &[(&str, &str, &str, &str)]) {
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    for (name, secret, project, role) in tokens {
+        let _ = write!(
+            text,
+            "[[token]]\nname = \"{name}\"\nsecret_sha256 = \"{}\"\ngrants = {{ \"{project}\" = \"{role}\" }}\n",
+            sha256_hex(secret)
+        );
+    }
+    std::fs::write(path, text).expect("the tokens file is written");
+}
+
 /// The SHA-256 of `secret` in hex, as a registry tokens file holds it.
 pub fn sha256_hex(secret: &str) -> String {
     let out = std::process::Command::new("sh")

@@ -9,9 +9,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use hoard_tests::{DaemonProcess, RegistryProcess, binary, import};
-
-use hoard_tests::sha256_hex as sha256;
+use hoard_tests::{DaemonProcess, RegistryProcess, binary, import, tokens_file};
 
 /// `hoard get` as a caller holding `token` (none: the daemon's credential applies).
 fn get(socket: &Path, cwd: &Path, token: Option<&str>, reference: &str, root: &str) -> Output {
@@ -32,34 +30,15 @@ fn get(socket: &Path, cwd: &Path, token: Option<&str>, reference: &str, root: &s
 fn a_viewer_is_refused_cached_files_and_confirmations_expire_offline() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    std::fs::write(
-        t.join("tokens.toml"),
-        format!(
-            r#"
-            [[token]]
-            name = "daemon"
-            secret_sha256 = "{}"
-            grants = {{ "acme/*" = "member" }}
-            [[token]]
-            name = "vera"
-            secret_sha256 = "{}"
-            grants = {{ "acme/audio" = "viewer" }}
-            [[token]]
-            name = "max"
-            secret_sha256 = "{}"
-            grants = {{ "acme/audio" = "member" }}
-            [[token]]
-            name = "mia"
-            secret_sha256 = "{}"
-            grants = {{ "acme/audio" = "member" }}
-            "#,
-            sha256("daemon-secret"),
-            sha256("vera-secret"),
-            sha256("max-secret"),
-            sha256("mia-secret")
-        ),
-    )
-    .unwrap();
+    tokens_file(
+        &t.join("tokens.toml"),
+        &[
+            ("daemon", "daemon-secret", "acme/*", "member"),
+            ("vera", "vera-secret", "acme/audio", "viewer"),
+            ("max", "max-secret", "acme/audio", "member"),
+            ("mia", "mia-secret", "acme/audio", "member"),
+        ],
+    );
     let src = t.join("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("speech.wav"), b"hello").unwrap();

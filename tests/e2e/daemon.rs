@@ -418,11 +418,11 @@ fn bad_requests_are_one_clear_line() {
     for (args, needle) in [
         (
             vec!["get", "acme/vision/nope:latest"],
-            "artifact `acme/vision/nope:latest`",
+            "no artifact `nope` in project `acme/vision`",
         ),
         (
             vec!["get", "acme/vision/bike:nope"],
-            "acme/vision/bike:nope",
+            "artifact `acme/vision/bike` has no alias `nope`",
         ),
         (vec!["get", "a/b/c/d"], "Invalid artifact reference"),
         (vec!["get", "bike"], "no project given"),

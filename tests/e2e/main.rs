@@ -31,6 +31,7 @@ mod corrupt;
 mod crash;
 mod daemon;
 mod demo;
+mod discover;
 mod fuzz;
 mod hf;
 mod hostile;

@@ -4,7 +4,7 @@
 )]
 
 //! The texts users read, pinned as insta snapshots (`e2e/snapshots/`): what `hoard get`,
-//! `ls`, `status` and `publish` print, and their errors, config errors and the daemon's
+//! `ls`, `artifacts`, `versions`, `status` and `publish` print, and their errors, config errors and the daemon's
 //! start-up errors. A change of wording is a snapshot diff to review: run the test with
 //! `INSTA_UPDATE=always`, then read `git diff tests/e2e/snapshots`. Temporary paths,
 //! ports, timings, ages, device numbers and what the machine's filesystem can do are
@@ -137,6 +137,8 @@ fn what_get_ls_status_and_publish_print() {
         ],
         &["ls", "acme/vision/bike:v0"],
         &["ls", "acme/vision/bike"],
+        &["artifacts", "acme/vision"],
+        &["versions", "acme/vision/bike"],
         &[
             "publish",
             "acme/vision/labels",
@@ -167,6 +169,12 @@ fn what_get_ls_status_and_publish_print() {
             "missing.txt",
         ],
         &["ls", "acme/vision/nothing"],
+        &["get", "acme/elsewhere/bike", "--root", "x"],
+        &["artifacts", "acme/elsewhere"],
+        &["artifacts", "acme/vision/bike"],
+        &["artifacts"],
+        &["versions", "acme/vision/bike:v0"],
+        &["versions", "acme/vision/nothing"],
         &["publish", "acme/vision/labels", "no/such/file"],
         &[
             "get",

@@ -76,6 +76,29 @@ class Api:
             raise BadRequest(f"`{artifact.qualified_name}` is of type `{artifact.type}`, not `{type}`")
         return artifact
 
+    def artifact_collections(self, project: Optional[str] = None) -> List[Dict[str, Any]]:
+        """The artifacts of a project (``entity/project`` or ``project``; default
+        ``HOARD_ENTITY``/``HOARD_PROJECT``), as W&B's ``Api.artifact_collections``: each a
+        dict with ``name``, ``versions``, ``latest`` and ``aliases``."""
+        answer = self._transport.call(
+            "POST",
+            "/v1/artifacts",
+            {"path": project, "entity": self.entity, "project": self.project},
+        )
+        return list(answer["artifacts"])
+
+    def artifact_versions(self, name: str) -> List[Dict[str, Any]]:
+        """Every version of the artifact ``[[entity/]project/]name``, oldest first, as
+        dicts with ``version``, ``digest``, ``aliases``, ``files``, ``size``,
+        ``created_at`` and ``cached_files`` (``None``: not cached here). Publishes made
+        here and not uploaded yet come last, with ``version`` ``"pending"``."""
+        answer = self._transport.call(
+            "POST",
+            "/v1/versions",
+            {"name": name, "entity": self.entity, "project": self.project},
+        )
+        return list(answer["versions"])
+
     def _materialize(
         self,
         reference: str,
@@ -200,6 +223,9 @@ class Artifact:
         return f"{self.entity}/{self.project}/{self.name}@{self.digest}"
 
     def _default_root(self) -> str:
+        # A publish not uploaded yet has no number: it is named by its digest.
+        if self.version == "pending":
+            return os.path.join("artifacts", f"{self.name}@{self.digest}")
         return os.path.join("artifacts", f"{self.name}:{self.version}")
 
     def _existing(self) -> Api:

@@ -86,11 +86,32 @@ def test_create_and_use_twice_is_one_version(setup: Setup) -> None:
     assert (Path(first.download(root="again")) / "model.h5").read_bytes() == b"weights" * 1000
 
 
+def test_a_project_lists_its_artifacts_and_an_artifact_its_versions(setup: Setup) -> None:
+    api = hoard.Api(entity="acme")
+    assert [(a["name"], a["versions"], a["latest"]) for a in api.artifact_collections("vision")] == [
+        ("bike", 1, "v0")
+    ]
+    versions = api.artifact_versions("vision/bike")
+    assert [(v["version"], v["aliases"], v["files"], v["cached_files"]) for v in versions] == [
+        ("v0", ["best", "latest"], 14, None)
+    ]
+    hoard.use_artifact("acme/vision/bike:v0").download(root="got")
+    assert api.artifact_versions("vision/bike")[0]["cached_files"] == 14
+    with pytest.raises(hoard.NotFound, match="no artifact `nope` in project `acme/vision`.*bike"):
+        api.artifact_versions("vision/nope")
+
+
 def test_errors_carry_the_daemons_words(setup: Setup, tmp_path: Path) -> None:
-    with pytest.raises(hoard.NotFound, match="acme/vision/nope"):
+    with pytest.raises(hoard.NotFound, match="no artifact `nope` in project `acme/vision`"):
         hoard.use_artifact("acme/vision/nope:latest")
     with pytest.raises(hoard.BadRequest, match="no project"):
         hoard.use_artifact("bike")
+    # The name as given, not the `m2:latest` it stands for.
+    new = hoard.Artifact("m2", type="model")
+    write(Path("m2.bin"), b"m2")
+    new.add_file("m2.bin")
+    with pytest.raises(hoard.BadRequest, match="reference `m2`: no project given"):
+        hoard.use_artifact(new)
     with pytest.raises(hoard.BadRequest, match="not a file"):
         hoard.Artifact("x", type="model").add_file("missing.bin")
     with pytest.raises(hoard.DaemonNotRunning, match="hoard daemon"):

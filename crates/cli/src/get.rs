@@ -215,7 +215,10 @@ pub(crate) fn summary_line(reference: &str, s: &Summary) -> String {
 
 /// A not-found answer from a daemon that serves the built-in upstream, which starts
 /// empty: says so, and how to point the daemon at a real one.
-async fn explain_not_found(client: &Client, error: hoard_client::Error) -> anyhow::Error {
+pub(crate) async fn explain_not_found(
+    client: &Client,
+    error: hoard_client::Error,
+) -> anyhow::Error {
     if error.kind() != "not-found" {
         return error.into();
     }
@@ -357,11 +360,8 @@ pub(crate) fn ls(args: &LsArgs) -> anyhow::Result<()> {
             let mut err = std::io::stderr().lock();
             let _ = writeln!(
                 err,
-                "{}/{}/{}:{} ({}, {})",
-                resolved.entity,
-                resolved.project,
-                resolved.name,
-                resolved.version,
+                "{} ({}, {})",
+                resolved.pinned(),
                 count(resolved.files, "file"),
                 bytes(resolved.bytes)
             );

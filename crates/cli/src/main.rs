@@ -11,6 +11,7 @@ mod cache;
 mod config;
 mod daemon;
 mod demo;
+mod discover;
 mod env;
 mod get;
 mod paths;
@@ -61,6 +62,10 @@ enum Command {
     Get(get::GetArgs),
     /// List the files of a version: path, size, digest, ref.
     Ls(get::LsArgs),
+    /// List the artifacts of a project upstream.
+    Artifacts(discover::ArtifactsArgs),
+    /// List an artifact's versions and aliases upstream, and how much of each is cached.
+    Versions(discover::VersionsArgs),
     /// What the daemon holds and has done, and publishes not yet uploaded.
     Status(get::StatusArgs),
     /// Publish local files as a new version: usable here at once, uploaded when possible.
@@ -95,6 +100,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Daemon(args) => daemon::run(&args),
         Command::Get(args) => get::get(&args),
+        Command::Artifacts(args) => discover::artifacts(&args),
+        Command::Versions(args) => discover::versions(&args),
         Command::Ls(args) => get::ls(&args),
         Command::Status(args) => get::status(&args),
         Command::Publish(args) => publish::publish(&args),
@@ -149,5 +156,17 @@ fn init_logging(format: LogFormat, default: &str) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap checks the whole command tree (unique names, conflicts that exist) here, where
+    /// a mistake would otherwise panic at the first run of that subcommand.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use hoard_types::api::{
-    Event, GcReport, GcRequest, Health, ListedEntry, MaterializeRequest, Pin, PinRequest,
-    PublishRequest, Published, ResolveRequest, Resolved, Status, Summary, Verified,
+    Artifacts, ArtifactsRequest, Event, GcReport, GcRequest, Health, ListedEntry,
+    MaterializeRequest, Pin, PinRequest, PublishRequest, Published, ResolveRequest, Resolved,
+    Status, Summary, Verified, Versions, VersionsRequest,
 };
 use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
@@ -211,6 +212,16 @@ impl Client {
 
     pub async fn resolve(&self, request: &ResolveRequest) -> Result<Resolved, Error> {
         self.post_json("/v1/resolve", request).await
+    }
+
+    /// The artifacts of a project, as the upstream lists them.
+    pub async fn artifacts(&self, request: &ArtifactsRequest) -> Result<Artifacts, Error> {
+        self.post_json("/v1/artifacts", request).await
+    }
+
+    /// Every version and alias of an artifact, and how much of each is cached.
+    pub async fn versions(&self, request: &VersionsRequest) -> Result<Versions, Error> {
+        self.post_json("/v1/versions", request).await
     }
 
     /// Materializes a version (or part of it); `on_event` sees every event as it arrives.

@@ -195,6 +195,19 @@ impl Access {
         }
     }
 
+    /// The upstream as the holder of `token` sees it (the daemon's own where the upstream
+    /// has no credentials).
+    pub(crate) fn upstream_for(
+        &self,
+        upstream: &Upstream,
+        token: &str,
+    ) -> Result<Upstream, ApiError> {
+        let who = *blake3::hash(token.as_bytes()).as_bytes();
+        Ok(self
+            .client(upstream, who, token)?
+            .unwrap_or_else(|| upstream.clone()))
+    }
+
     fn client(
         &self,
         upstream: &Upstream,
@@ -286,6 +299,17 @@ mod tests {
             Box::pin(async move {
                 Err(Error::NotFound {
                     what: format!("artifact `{name}`"),
+                })
+            })
+        }
+
+        fn artifacts<'a>(
+            &'a self,
+            project: &'a hoard_types::ProjectName,
+        ) -> BoxFuture<'a, Result<hoard_types::registry::ArtifactList, Error>> {
+            Box::pin(async move {
+                Err(Error::NotFound {
+                    what: format!("project `{project}`"),
                 })
             })
         }

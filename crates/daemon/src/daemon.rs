@@ -205,7 +205,10 @@ impl Daemon {
         project: Option<&str>,
     ) -> Result<Found, ApiError> {
         self.access.demand_credential(who)?;
-        let found = self.resolver.resolve(reference, entity, project).await?;
+        let found = match self.resolver.resolve(reference, entity, project).await {
+            Ok(found) => found,
+            Err(e) => return Err(self.explain(who, reference, entity, project, e).await),
+        };
         self.access.authorize(self.upstream(), who, &found).await?;
         Ok(found)
     }

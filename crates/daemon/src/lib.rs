@@ -45,6 +45,7 @@ mod access;
 mod budget;
 mod caller;
 mod daemon;
+mod discover;
 mod drive;
 mod error;
 mod fetch;

@@ -509,28 +509,33 @@ impl Outbox {
         }
     }
 
+    /// The publishes of `name` waiting here, oldest first.
+    pub(crate) async fn pending_of(&self, name: &ArtifactName) -> Result<Vec<Pending>, ApiError> {
+        let (store, name) = (self.store.clone(), name.clone());
+        let mut pending: Vec<Pending> = blocking(move || {
+            Ok(store
+                .outbox_records()?
+                .into_iter()
+                .map(|(_, record)| record)
+                .filter(|r| {
+                    r.entity == name.entity && r.project == name.project && r.name == name.name
+                })
+                .collect())
+        })
+        .await?;
+        pending.sort_by_key(|r| r.created_ms);
+        Ok(pending)
+    }
+
     /// The newest publish of `name` waiting here that gave it `alias` (`latest`: any).
     pub(crate) async fn pending_alias(
         &self,
         name: &ArtifactName,
         alias: &str,
     ) -> Result<Option<Pending>, ApiError> {
-        let (store, name, alias) = (self.store.clone(), name.clone(), alias.to_owned());
-        blocking(move || {
-            Ok(store
-                .outbox_records()?
-                .into_iter()
-                .map(|(_, record)| record)
-                .filter(|r| {
-                    r.entity == name.entity
-                        && r.project == name.project
-                        && r.name == name.name
-                        && (alias == hoard_types::Selector::LATEST
-                            || r.commit.aliases.contains(&alias))
-                })
-                .max_by_key(|r| r.created_ms))
-        })
-        .await
+        Ok(self.pending_of(name).await?.into_iter().rev().find(|r| {
+            alias == hoard_types::Selector::LATEST || r.commit.aliases.iter().any(|a| a == alias)
+        }))
     }
 
     pub(crate) async fn record(&self, key: &str) -> Result<Option<Pending>, ApiError> {

@@ -9,8 +9,8 @@ use futures_util::StreamExt;
 use hoard_http::{Body, BodyError, full, json};
 use hoard_store::LinkMode;
 use hoard_types::api::{
-    BadBlob, Event, GcReport, GcRequest, Health, ListedEntry, MaterializeRequest, PinRequest,
-    PublishRequest, ResolveRequest, Status, Verified,
+    ArtifactsRequest, BadBlob, Event, GcReport, GcRequest, Health, ListedEntry, MaterializeRequest,
+    PinRequest, PublishRequest, ResolveRequest, Status, Verified, VersionsRequest,
 };
 use hoard_types::registry::Problem;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -84,6 +84,8 @@ async fn dispatch(
         (&Method::GET, "/v1/status") => ("status", status(daemon, &request).await),
         (&Method::GET, "/metrics") => ("metrics", metrics(daemon).await),
         (&Method::POST, "/v1/resolve") => ("resolve", resolve(daemon, request).await),
+        (&Method::POST, "/v1/artifacts") => ("artifacts", artifacts(daemon, request).await),
+        (&Method::POST, "/v1/versions") => ("versions", versions(daemon, request).await),
         (&Method::POST, "/v1/materialize") => ("materialize", stream(daemon, request, true).await),
         (&Method::POST, "/v1/file") => ("file", file(daemon, request).await),
         (&Method::POST, "/v1/prefetch") => ("prefetch", stream(daemon, request, false).await),
@@ -95,9 +97,9 @@ async fn dispatch(
         (&Method::POST, "/v1/verify") => ("verify", verify(daemon, &request).await),
         (
             _,
-            "/v1/health" | "/v1/status" | "/metrics" | "/v1/resolve" | "/v1/materialize"
-            | "/v1/file" | "/v1/prefetch" | "/v1/publish" | "/v1/pins" | "/v1/pins/remove"
-            | "/v1/gc" | "/v1/verify",
+            "/v1/health" | "/v1/status" | "/metrics" | "/v1/resolve" | "/v1/artifacts"
+            | "/v1/versions" | "/v1/materialize" | "/v1/file" | "/v1/prefetch" | "/v1/publish"
+            | "/v1/pins" | "/v1/pins/remove" | "/v1/gc" | "/v1/verify",
         ) => (
             "method_not_allowed",
             Err(ApiError::new(
@@ -247,6 +249,30 @@ async fn resolve(
         .await?;
     let resolved = daemon.describe(&found, asked.entries, true).await?;
     Ok(json(StatusCode::OK, &resolved))
+}
+
+async fn artifacts(
+    daemon: &Arc<Daemon>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let who = who_asks(&request)?;
+    let asked: ArtifactsRequest = read_json(request).await?;
+    Ok(json(
+        StatusCode::OK,
+        &daemon.artifacts_for(&who, &asked).await?,
+    ))
+}
+
+async fn versions(
+    daemon: &Arc<Daemon>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let who = who_asks(&request)?;
+    let asked: VersionsRequest = read_json(request).await?;
+    Ok(json(
+        StatusCode::OK,
+        &daemon.versions_for(&who, &asked).await?,
+    ))
 }
 
 /// `materialize`, `file` and `prefetch`: resolution errors are answered as problems; once

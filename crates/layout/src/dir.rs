@@ -32,8 +32,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use hoard_types::registry::{CommitRequest, Committed, VersionList, VersionSummary};
-use hoard_types::{ArtifactName, Digest, Selector, Version, check_alias};
+use hoard_types::registry::{
+    ArtifactList, ArtifactSummary, CommitRequest, Committed, VersionList, VersionSummary,
+};
+use hoard_types::{ArtifactName, Digest, ProjectName, Selector, Version, check_alias};
 use rustix::fs::{FlockOperation, RenameFlags};
 use serde::Deserialize;
 
@@ -515,6 +517,45 @@ impl DirRoot {
             newest.aliases.push(Selector::LATEST.to_owned());
             list.aliases
                 .insert(Selector::LATEST.to_owned(), newest.version.clone());
+        }
+        Ok(list)
+    }
+
+    /// The artifacts of a project, by name; a project with none is [`Error::NotFound`].
+    pub fn artifacts(&self, project: &ProjectName) -> Result<ArtifactList, Error> {
+        let dir = self
+            .root
+            .join("artifacts")
+            .join(&project.entity)
+            .join(&project.project);
+        let mut list = ArtifactList::default();
+        let mut names = read_dir_names(&dir)?;
+        names.sort_unstable();
+        for name in names {
+            // A directory that is not an artifact (a stray file, a bad name) is not listed.
+            let Ok(artifact) = ArtifactName::new(&project.entity, &project.project, &name) else {
+                continue;
+            };
+            let numbers = self.version_numbers(&artifact)?;
+            let Some(newest) = numbers.last() else {
+                continue;
+            };
+            let mut aliases: Vec<String> = self.aliases(&artifact)?.into_keys().collect();
+            if !aliases.iter().any(|a| a == Selector::LATEST) {
+                aliases.push(Selector::LATEST.to_owned());
+                aliases.sort_unstable();
+            }
+            list.artifacts.push(ArtifactSummary {
+                name,
+                versions: numbers.len() as u64,
+                latest: Some(format!("v{newest}")),
+                aliases,
+            });
+        }
+        if list.artifacts.is_empty() {
+            return Err(Error::NotFound {
+                what: format!("project `{project}` (it has no artifacts)"),
+            });
         }
         Ok(list)
     }

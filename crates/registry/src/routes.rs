@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use hoard_types::registry::{AliasRequest, CommitRequest, problem};
-use hoard_types::{ArtifactName, Selector};
+use hoard_types::{ArtifactName, ProjectName, Selector};
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use tracing::Instrument;
@@ -37,6 +37,7 @@ async fn dispatch(state: &Arc<State>, request: Request<Incoming>) -> Routed {
     let route: &'static str = match (&method, segments.as_slice()) {
         (&Method::GET, ["v1", "health"]) => "health",
         (&Method::GET, ["metrics"]) => "metrics",
+        (&Method::GET, ["v1", "artifacts", _, _]) => "artifacts_list",
         (&Method::GET, ["v1", "artifacts", _, _, _, "versions"]) => "versions_list",
         (&Method::POST, ["v1", "artifacts", _, _, _, "versions"]) => "commit",
         (&Method::PUT, ["v1", "artifacts", _, _, _, "aliases", _]) => "alias_put",
@@ -50,6 +51,7 @@ async fn dispatch(state: &Arc<State>, request: Request<Incoming>) -> Routed {
             _,
             ["v1", "health"]
             | ["metrics"]
+            | ["v1", "artifacts", _, _]
             | ["v1", "artifacts", _, _, _, _]
             | ["v1", "artifacts", _, _, _, "aliases", _]
             | ["v1", "blobs", _]
@@ -88,6 +90,7 @@ async fn dispatch(state: &Arc<State>, request: Request<Incoming>) -> Routed {
             &serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION"), "open": state.is_open()}),
         )),
         ("metrics", _) => Ok(metrics(state)),
+        ("artifacts_list", [_, _, e, p]) => artifacts(state, &caller, e, p).await,
         ("versions_list", [_, _, e, p, n, _]) => list(state, &caller, e, p, n).await,
         ("version_get", [_, _, e, p, n, s]) => resolve(state, &caller, e, p, n, s).await,
         ("commit", [_, _, e, p, n, _]) => {
@@ -127,6 +130,20 @@ fn metrics(state: &State) -> Response<Body> {
 
 fn artifact(entity: &str, project: &str, name: &str) -> Result<ArtifactName, ApiError> {
     ArtifactName::new(entity, project, name).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+async fn artifacts(
+    state: &Arc<State>,
+    caller: &Caller,
+    e: &str,
+    p: &str,
+) -> Result<Response<Body>, ApiError> {
+    let project = ProjectName::parse(Some(&format!("{e}/{p}")), None, None)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    caller.authorize_project(&project)?;
+    let root = state.root.clone();
+    let list = blocking(move || root.artifacts(&project)).await?;
+    Ok(json(StatusCode::OK, &list))
 }
 
 async fn list(

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use hoard_layout::DirRoot;
-use hoard_types::{ArtifactName, Digest, Manifest, Version};
+use hoard_types::{ArtifactName, Digest, Manifest, ProjectName, Version};
 
 use crate::api::ApiError;
 use crate::metrics::Metrics;
@@ -73,10 +73,19 @@ impl Caller {
         }
     }
 
-    fn role(&self, name: &ArtifactName) -> Option<Role> {
+    fn role(&self, entity: &str, project: &str) -> Option<Role> {
         match self {
             Self::Open => Some(Role::Admin),
-            Self::Token(token) => token.role(&name.entity, &name.project),
+            Self::Token(token) => token.role(entity, project),
+        }
+    }
+
+    /// Checks that the caller may list the artifacts of `project`; one without a grant
+    /// there is answered like a project that does not exist.
+    pub(crate) fn authorize_project(&self, project: &ProjectName) -> Result<(), ApiError> {
+        match self.role(&project.entity, &project.project) {
+            Some(_) => Ok(()),
+            None => Err(ApiError::not_found(format!("project `{project}`"))),
         }
     }
 
@@ -89,7 +98,7 @@ impl Caller {
             Action::Publish => (Role::Member, "view-only members cannot publish artifacts"),
             Action::MoveAlias => (Role::Admin, "only admins can move aliases"),
         };
-        match self.role(name) {
+        match self.role(&name.entity, &name.project) {
             None => Err(ApiError::not_found(format!("artifact `{name}`"))),
             Some(role) if role >= need => Ok(()),
             Some(role) => Err(ApiError::forbidden(format!(

@@ -6,6 +6,64 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Digest, RelPath};
 
+/// `POST /v1/artifacts`: the artifacts of a project, as the upstream lists them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactsRequest {
+    /// `entity/project` or `project` as typed; `None`: the defaults below.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Defaults, as for [`ResolveRequest`].
+    #[serde(default)]
+    pub entity: Option<String>,
+    #[serde(default)]
+    pub project: Option<String>,
+}
+
+/// The answer to [`ArtifactsRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Artifacts {
+    pub entity: String,
+    pub project: String,
+    /// The upstream that was asked.
+    pub upstream: String,
+    pub artifacts: Vec<crate::registry::ArtifactSummary>,
+}
+
+/// `POST /v1/versions`: every version and alias of an artifact.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionsRequest {
+    /// `[[entity/]project/]name`, without a selector.
+    pub name: String,
+    #[serde(default)]
+    pub entity: Option<String>,
+    #[serde(default)]
+    pub project: Option<String>,
+}
+
+/// The answer to [`VersionsRequest`]: the upstream's versions, oldest first, then
+/// publishes made here and not uploaded yet (version [`PENDING`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Versions {
+    pub entity: String,
+    pub project: String,
+    pub name: String,
+    pub upstream: String,
+    pub versions: Vec<ListedVersion>,
+    /// Alias → `vN`.
+    pub aliases: std::collections::BTreeMap<String, String>,
+}
+
+/// One version of [`Versions`], and how much of it this cache holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedVersion {
+    #[serde(flatten)]
+    pub version: crate::registry::VersionSummary,
+    /// Files whose bytes are cached here; `None`: this cache has never resolved the version.
+    pub cached_files: Option<u64>,
+}
+
 /// `POST /v1/resolve`: what a reference names, and how much of it is cached.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

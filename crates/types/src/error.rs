@@ -20,6 +20,9 @@ pub enum Error {
     )]
     Reference { input: String, reason: String },
 
+    #[error("Invalid project `{input}`: {reason}; expected `entity/project` or `project`")]
+    Project { input: String, reason: String },
+
     #[error("Invalid manifest: {reason}")]
     Manifest { reason: String },
 }

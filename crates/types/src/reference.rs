@@ -86,6 +86,62 @@ impl fmt::Display for Selector {
     }
 }
 
+/// A fully qualified project: `entity/project`, the place artifacts are listed.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ProjectName {
+    pub entity: String,
+    pub project: String,
+}
+
+impl ProjectName {
+    /// Parses `entity/project` or `project` (or nothing), filling the rest from defaults
+    /// and saying which one is missing, as [`ArtifactRef::qualify`] does.
+    pub fn parse(
+        input: Option<&str>,
+        entity: Option<&str>,
+        project: Option<&str>,
+    ) -> Result<Self, Error> {
+        let typed = input.unwrap_or("(none)");
+        let err = |reason: String| Error::Project {
+            input: truncate(typed),
+            reason,
+        };
+        let (entity, project) = match input.map(|i| i.split('/').collect::<Vec<_>>()) {
+            None => (entity, project),
+            Some(parts) => match parts[..] {
+                [project] => (entity, Some(project)),
+                [entity, project] => (Some(entity), Some(project)),
+                _ => {
+                    return Err(err(format!(
+                        "it has {} `/`-separated parts, at most 2 are allowed",
+                        parts.len()
+                    )));
+                }
+            },
+        };
+        let missing = |what: &str| {
+            err(format!(
+                "no {what} given: write `entity/project`, or set `HOARD_{}` (the CLI's `--{what}`)",
+                what.to_uppercase()
+            ))
+        };
+        let project = project.ok_or_else(|| missing("project"))?;
+        let entity = entity.ok_or_else(|| missing("entity"))?;
+        check_segment("entity", entity).map_err(err)?;
+        check_segment("project", project).map_err(err)?;
+        Ok(Self {
+            entity: entity.to_owned(),
+            project: project.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for ProjectName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.entity, self.project)
+    }
+}
+
 /// A fully qualified artifact: `entity/project/name`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ArtifactName {
@@ -137,8 +193,21 @@ impl ArtifactRef {
         entity: Option<&str>,
         project: Option<&str>,
     ) -> Result<ArtifactName, Error> {
+        // As typed: without the `:latest` that a reference without a selector stands for.
+        let mut typed = [
+            self.entity.as_deref(),
+            self.project.as_deref(),
+            Some(&self.name),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("/");
+        if self.selector != Selector::Alias(Selector::LATEST.to_owned()) {
+            typed.push_str(&self.selector.to_string());
+        }
         let missing = |what: &str| Error::Reference {
-            input: truncate(&self.to_string()),
+            input: truncate(&typed),
             reason: format!(
                 "no {what} given: write `entity/project/name`, or set `HOARD_{}` (the CLI's `--{what}`)",
                 what.to_uppercase()
@@ -290,6 +359,27 @@ mod tests {
     }
 
     #[test]
+    fn a_project_takes_defaults_and_names_what_is_missing() {
+        let p = ProjectName::parse(Some("acme/vision"), None, None).unwrap();
+        assert_eq!(p.to_string(), "acme/vision");
+        let p = ProjectName::parse(Some("vision"), Some("acme"), Some("other")).unwrap();
+        assert_eq!(p.to_string(), "acme/vision");
+        let p = ProjectName::parse(None, Some("acme"), Some("vision")).unwrap();
+        assert_eq!(p.to_string(), "acme/vision");
+        let e = ProjectName::parse(Some("vision"), None, None).unwrap_err();
+        assert!(e.to_string().contains("HOARD_ENTITY"), "{e}");
+        let e = ProjectName::parse(None, Some("acme"), None).unwrap_err();
+        assert!(e.to_string().contains("HOARD_PROJECT"), "{e}");
+        let e = ProjectName::parse(Some("a/b/c"), None, None).unwrap_err();
+        assert!(e.to_string().contains("3 `/`-separated parts"), "{e}");
+        assert!(e.to_string().contains("expected `entity/project`"), "{e}");
+        let e = ProjectName::parse(Some("acme/../x"), None, None).unwrap_err();
+        assert!(e.to_string().contains("3 `/`-separated"), "{e}");
+        let e = ProjectName::parse(Some("acme/.."), None, None).unwrap_err();
+        assert!(e.to_string().contains("starts with `.`"), "{e}");
+    }
+
+    #[test]
     fn selector_segments_round_trip() {
         let digest = Digest::of(b"m");
         for selector in [
@@ -360,6 +450,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("no entity given"), "{err}");
+        // What was typed, not the `:latest` it stands for (`m2`, not `m2:latest`).
+        assert!(
+            err.starts_with("Invalid artifact reference `bike`:"),
+            "{err}"
+        );
     }
 
     fn segment() -> impl Strategy<Value = String> {

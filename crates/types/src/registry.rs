@@ -33,6 +33,24 @@ pub struct Committed {
     pub created: bool,
 }
 
+/// `GET /v1/artifacts/{entity}/{project}`: the artifacts of a project, by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactList {
+    pub artifacts: Vec<ArtifactSummary>,
+}
+
+/// One artifact of a project, without its versions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactSummary {
+    pub name: String,
+    pub versions: u64,
+    /// The newest version, `vN`.
+    pub latest: Option<String>,
+    /// Every alias of any version, sorted.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
 /// `GET /v1/artifacts/{entity}/{project}/{name}/versions`: what viewers may see.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionList {

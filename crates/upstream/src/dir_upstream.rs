@@ -5,8 +5,8 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
-use hoard_types::registry::{CommitRequest, Committed, VersionList};
-use hoard_types::{ArtifactName, Digest, Selector, Version};
+use hoard_types::registry::{ArtifactList, CommitRequest, Committed, VersionList};
+use hoard_types::{ArtifactName, Digest, ProjectName, Selector, Version};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::blob::{ChunkSource, check_range};
@@ -126,6 +126,14 @@ impl Catalog for DirRoot {
     fn list<'a>(&'a self, name: &'a ArtifactName) -> BoxFuture<'a, Result<VersionList, Error>> {
         let (root, name) = (self.clone(), name.clone());
         Box::pin(blocking(move || root.list(&name)))
+    }
+
+    fn artifacts<'a>(
+        &'a self,
+        project: &'a ProjectName,
+    ) -> BoxFuture<'a, Result<ArtifactList, Error>> {
+        let (root, project) = (self.clone(), project.clone());
+        Box::pin(blocking(move || root.artifacts(&project)))
     }
 }
 

@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hoard_types::registry::{
-    AliasRequest, CommitRequest, Committed, MissingRequest, MissingResponse, Problem, VersionList,
+    AliasRequest, ArtifactList, CommitRequest, Committed, MissingRequest, MissingResponse, Problem,
+    VersionList,
 };
-use hoard_types::{ArtifactName, Digest, Selector, Version};
+use hoard_types::{ArtifactName, Digest, ProjectName, Selector, Version};
 use reqwest::header::{self, HeaderValue};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use tokio::io::AsyncReadExt;
@@ -456,6 +457,19 @@ impl Catalog for RegistryClient {
         Box::pin(async move {
             let path = format!("{}/versions", Self::artifact_path(name));
             self.get_json(&format!("artifact `{name}`"), || {
+                Ok(self.request(Method::GET, &path))
+            })
+            .await
+        })
+    }
+
+    fn artifacts<'a>(
+        &'a self,
+        project: &'a ProjectName,
+    ) -> BoxFuture<'a, Result<ArtifactList, Error>> {
+        Box::pin(async move {
+            let path = format!("/v1/artifacts/{}/{}", project.entity, project.project);
+            self.get_json(&format!("project `{project}`"), || {
                 Ok(self.request(Method::GET, &path))
             })
             .await

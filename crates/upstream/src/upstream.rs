@@ -22,8 +22,8 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
-use hoard_types::registry::{CommitRequest, Committed, VersionList};
-use hoard_types::{ArtifactName, Digest, ForeignVersion, RelPath, Selector, Version};
+use hoard_types::registry::{ArtifactList, CommitRequest, Committed, VersionList};
+use hoard_types::{ArtifactName, Digest, ForeignVersion, ProjectName, RelPath, Selector, Version};
 
 use crate::{BlobStream, BoxFuture, Error};
 
@@ -128,6 +128,12 @@ pub trait Catalog: BlobSource {
 
     /// Every version (without manifests) and alias of an artifact.
     fn list<'a>(&'a self, name: &'a ArtifactName) -> BoxFuture<'a, Result<VersionList, Error>>;
+
+    /// The artifacts of a project.
+    fn artifacts<'a>(
+        &'a self,
+        project: &'a ProjectName,
+    ) -> BoxFuture<'a, Result<ArtifactList, Error>>;
 
     /// See [`Upstream::with_token`]; `None` for a catalog without credentials.
     fn with_token(&self, _token: &str) -> Option<Result<Upstream, Error>> {

@@ -1,0 +1,142 @@
+//! `hoard artifacts` and `hoard versions`: what exists upstream, and what of it is cached.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use clap::Args;
+use hoard_types::api::{ArtifactsRequest, PENDING, VersionsRequest};
+
+use crate::get::{Connect, bytes, explain_not_found, runtime};
+use crate::process::{count, out};
+
+#[derive(Args)]
+pub(crate) struct ArtifactsArgs {
+    /// `entity/project` or `project` [default: `HOARD_ENTITY`/`HOARD_PROJECT`].
+    #[arg(value_name = "PROJECT")]
+    path: Option<String>,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    connect: Connect,
+}
+
+#[derive(Args)]
+pub(crate) struct VersionsArgs {
+    /// `[[entity/]project/]name`, without `:alias` or `@digest`.
+    name: String,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    connect: Connect,
+}
+
+pub(crate) fn artifacts(args: &ArtifactsArgs) -> anyhow::Result<()> {
+    let client = args.connect.client();
+    runtime()?.block_on(async {
+        let request = ArtifactsRequest {
+            path: args.path.clone(),
+            entity: args.connect.entity.clone(),
+            project: args.connect.project.clone(),
+        };
+        let listed = match client.artifacts(&request).await {
+            Ok(listed) => listed,
+            Err(e) => return Err(explain_not_found(&client, e).await),
+        };
+        if args.json {
+            return out(&serde_json::to_string(&listed)?);
+        }
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{}/{} at `{}`: {}",
+            listed.entity,
+            listed.project,
+            listed.upstream,
+            count(listed.artifacts.len() as u64, "artifact")
+        );
+        let rows = listed.artifacts.iter().map(|a| {
+            vec![
+                a.name.clone(),
+                a.versions.to_string(),
+                a.latest.clone().unwrap_or_else(|| "-".to_owned()),
+                a.aliases.join(", "),
+            ]
+        });
+        table(&["NAME", "VERSIONS", "LATEST", "ALIASES"], rows)
+    })
+}
+
+pub(crate) fn versions(args: &VersionsArgs) -> anyhow::Result<()> {
+    let client = args.connect.client();
+    runtime()?.block_on(async {
+        let request = VersionsRequest {
+            name: args.name.clone(),
+            entity: args.connect.entity.clone(),
+            project: args.connect.project.clone(),
+        };
+        let listed = match client.versions(&request).await {
+            Ok(listed) => listed,
+            Err(e) => return Err(explain_not_found(&client, e).await),
+        };
+        if args.json {
+            return out(&serde_json::to_string(&listed)?);
+        }
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{}/{}/{} at `{}`: {}",
+            listed.entity,
+            listed.project,
+            listed.name,
+            listed.upstream,
+            count(listed.versions.len() as u64, "version")
+        );
+        let rows = listed.versions.iter().map(|v| {
+            let s = &v.version;
+            vec![
+                if s.version == PENDING {
+                    "pending upload".to_owned()
+                } else {
+                    s.version.clone()
+                },
+                s.aliases.join(", "),
+                s.files.to_string(),
+                bytes(s.size),
+                s.created_at.clone().unwrap_or_else(|| "-".to_owned()),
+                v.cached_files
+                    .map_or_else(|| "-".to_owned(), |n| format!("{n}/{}", s.files)),
+                s.digest.to_string(),
+            ]
+        });
+        table(
+            &[
+                "VERSION", "ALIASES", "FILES", "SIZE", "CREATED", "CACHED", "DIGEST",
+            ],
+            rows,
+        )
+    })
+}
+
+/// Columns padded to their widest cell; the last one is not padded.
+fn table(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> anyhow::Result<()> {
+    let mut lines = vec![header.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>()];
+    lines.extend(rows);
+    let mut widths = vec![0; header.len()];
+    for line in &lines {
+        for (width, cell) in widths.iter_mut().zip(line) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for line in &lines {
+        let mut text = String::new();
+        for (i, (cell, width)) in line.iter().zip(&widths).enumerate() {
+            if i + 1 == line.len() {
+                text.push_str(cell);
+            } else {
+                let _ = write!(text, "{cell:<width$}  ");
+            }
+        }
+        out(text.trim_end())?;
+    }
+    Ok(())
+}
