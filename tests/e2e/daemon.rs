@@ -241,6 +241,124 @@ fn path_prefix_and_file_fetch_and_write_only_what_they_name() {
 }
 
 #[test]
+fn several_files_and_globs_select_as_hf_download_does() {
+    let s = Setup::new();
+    let got = s.get(
+        "acme/vision/bike",
+        "two",
+        &["--file", "labels.csv", "--file", "images/cars/car.png"],
+    );
+    assert_eq!(got["files"], 2);
+    assert_eq!(
+        files_under(&s.out("two")),
+        ["images/cars/car.png", "labels.csv"]
+    );
+    assert_eq!(s.registry().blob_gets(), 2, "only what was named");
+
+    // `*` also matches `/` (fnmatch), `dir/` is all under it; excludes win.
+    let got = s.get(
+        "acme/vision/bike",
+        "globs",
+        &[
+            "--include",
+            "images/*.png",
+            "--exclude",
+            "images/bikes/00*",
+            "--exclude",
+            "images/cars/",
+        ],
+    );
+    assert_eq!(got["files"], IMAGES - 10, "{got}");
+    let placed = files_under(&s.out("globs"));
+    assert!(
+        placed.iter().all(|p| p.starts_with("images/bikes/")),
+        "{placed:?}"
+    );
+    assert!(!placed.contains(&"images/bikes/001.png".to_owned()));
+    assert!(placed.contains(&"images/bikes/010.png".to_owned()));
+
+    for (args, needle) in [
+        (
+            &["--include", "*.parquet"][..],
+            "no file of the version matches",
+        ),
+        (&["--include", "images/***"], "is not a glob pattern"),
+        (
+            &["--include", "*.png", "--clean"],
+            "not with `include`/`exclude`",
+        ),
+    ] {
+        let mut all = vec!["get", "acme/vision/bike", "--root", "x"];
+        all.extend_from_slice(args);
+        let out = s.hoard(&all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(needle),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            !s.out("x").exists(),
+            "nothing written for a refused request"
+        );
+    }
+}
+
+#[test]
+fn a_dry_run_says_what_would_be_fetched_and_changes_nothing() {
+    let s = Setup::new();
+    s.get("acme/vision/bike", "before", &["--file", "labels.csv"]);
+    let gets = s.registry().blob_gets();
+    let plan = s.get("acme/vision/bike", "planned", &["--dry-run"]);
+    assert_eq!(plan["dry_run"], true);
+    assert_eq!(plan["files"], IMAGES + 3);
+    assert_eq!(
+        plan["fetched_blobs"],
+        IMAGES + 2,
+        "labels.csv is cached: {plan}"
+    );
+    let planned = plan["planned"].as_array().unwrap();
+    let cached: Vec<&str> = planned
+        .iter()
+        .filter(|p| p["cached"] == true)
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(cached, ["labels.csv"]);
+    assert_eq!(s.registry().blob_gets(), gets, "nothing fetched");
+    assert!(!s.out("planned").exists(), "nothing placed");
+
+    // As text: one line per file, then what a get would do.
+    let out = s.hoard(&[
+        "get",
+        "acme/vision/bike",
+        "--root",
+        "t",
+        "--dry-run",
+        "--include",
+        "*.csv",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("labels.csv  7 B   cached"), "{stdout}");
+    assert!(
+        stdout.contains("would place 1 file (7 B), fetching 0 blobs (0 B); dry run"),
+        "{stdout}"
+    );
+
+    // --quiet: the destination alone, for `$(hoard get … -q)`.
+    let out = s.hoard(&["get", "acme/vision/bike", "--root", "q", "-q"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        s.out("q").display().to_string()
+    );
+    assert_eq!(files_under(&s.out("q")).len(), IMAGES + 3);
+}
+
+#[test]
 fn clean_removes_what_the_version_lacks_and_nothing_else() {
     let s = Setup::new();
     s.get("acme/vision/bike", "job", &[]);

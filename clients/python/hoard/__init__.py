@@ -24,6 +24,7 @@ import sys
 from typing import Any, Callable, Dict, List, Optional, Union
 
 from ._errors import BadRequest, DaemonNotRunning, HoardError, NotFound, PermissionDenied
+from ._patterns import patterns
 from ._transport import Transport, default_socket
 
 __all__ = [
@@ -107,8 +108,12 @@ class Api:
         file: Optional[str] = None,
         mode: Optional[str] = None,
         progress: Optional[Progress] = None,
+        include: Optional[List[str]] = None,
+        exclude: Optional[List[str]] = None,
     ) -> Dict[str, Any]:
         body = {
+            "include": include or [],
+            "exclude": exclude or [],
             "reference": reference,
             "entity": self.entity,
             "project": self.project,
@@ -256,9 +261,13 @@ class Artifact:
         path_prefix: Optional[str] = None,
         mode: Optional[str] = None,
         progress: Optional[Progress] = None,
+        allow_patterns: Optional[Union[str, List[str]]] = None,
+        ignore_patterns: Optional[Union[str, List[str]]] = None,
     ) -> str:
         """Materializes the version (or the files whose path starts with
         ``path_prefix``, W&B's plain string prefix) under ``root`` and returns ``root``.
+        ``allow_patterns``/``ignore_patterns`` keep only the files that match one of the
+        first and none of the second (``fnmatch`` patterns, as ``huggingface_hub``'s).
 
         Default root: ``./artifacts/NAME:vN``, like W&B. Cached files are hardlinked from
         the daemon's cache (``mode``: ``auto``, ``hardlink``, ``reflink``, ``copy`` or
@@ -268,7 +277,15 @@ class Artifact:
         """
         api = self._existing()
         root = root if root is not None else self._default_root()
-        api._materialize(self._pinned_reference(), root, path_prefix=path_prefix, mode=mode, progress=progress)
+        api._materialize(
+            self._pinned_reference(),
+            root,
+            path_prefix=path_prefix,
+            mode=mode,
+            progress=progress,
+            include=patterns(allow_patterns),
+            exclude=patterns(ignore_patterns),
+        )
         return root
 
     def __repr__(self) -> str:

@@ -14,12 +14,11 @@ also offline, and the jobs and users of one machine share one copy of each file.
 
 from __future__ import annotations
 
-import fnmatch
 import os
-import sys
 from typing import Any, Dict, List, Optional, Union
 
 from ._errors import BadRequest
+from ._patterns import patterns
 from ._transport import Transport
 
 __all__ = ["snapshot_download", "default_cache_dir"]
@@ -33,15 +32,6 @@ def default_cache_dir() -> str:
         return cache
     home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
     return os.path.join(home, "hub")
-
-
-def _patterns(patterns: Optional[Union[str, List[str]]]) -> Optional[List[str]]:
-    if patterns is None:
-        return None
-    if isinstance(patterns, str):
-        patterns = [patterns]
-    # As huggingface_hub does: a pattern ending with "/" means everything below it.
-    return [p + "*" if p.endswith("/") else p for p in patterns]
 
 
 def snapshot_download(
@@ -60,7 +50,7 @@ def snapshot_download(
 
     ``repo_type`` is ``"model"`` (default) or ``"dataset"``. With ``allow_patterns`` or
     ``ignore_patterns`` (``fnmatch`` patterns, as in ``huggingface_hub``), only the
-    matching files are filled in, one call per file. ``progress`` gets each event the
+    matching files are filled in. ``progress`` gets each event the
     daemon streams, as a dict.
     """
     if repo_type not in (None, "model", "dataset"):
@@ -71,28 +61,11 @@ def snapshot_download(
     transport = Transport(socket)
     cache = os.path.abspath(cache_dir or default_cache_dir())
     reference = f"{entity}/{repo_id}:{revision or 'main'}"
-    allow, ignore = _patterns(allow_patterns), _patterns(ignore_patterns)
-
-    def fill(reference: str, file: Optional[str] = None) -> Dict[str, Any]:
-        body = {"reference": reference, "hf_cache": cache, "file": file}
-        return transport.stream("/v1/materialize", body, progress)
-
-    if allow is None and ignore is None:
-        return fill(reference)["dest"]
-    resolved = transport.call("POST", "/v1/resolve", {"reference": reference, "entries": True})
-    wanted = [
-        entry["path"]
-        for entry in resolved.get("entries", [])
-        if (allow is None or any(fnmatch.fnmatch(entry["path"], p) for p in allow))
-        and not (ignore is not None and any(fnmatch.fnmatch(entry["path"], p) for p in ignore))
-    ]
-    if not wanted:
-        print(f"hoard: no file of {repo_id} at {resolved['version']} matches the patterns", file=sys.stderr)
-        return os.path.join(cache, f"{entity}--{repo_id.replace('/', '--')}", "snapshots", resolved["version"])
-    # The first file by the revision asked for (which records a branch or tag in refs/),
-    # the others pinned to the commit it resolved to, so that all come from one commit.
-    first = fill(reference, wanted[0])
-    pinned = f"{entity}/{repo_id}:{first['version']}"
-    for path in wanted[1:]:
-        fill(pinned, path)
-    return first["dest"]
+    body = {
+        "reference": reference,
+        "hf_cache": cache,
+        # `fnmatch` patterns, matched by the daemon as huggingface_hub matches them.
+        "include": patterns(allow_patterns),
+        "exclude": patterns(ignore_patterns),
+    }
+    return transport.stream("/v1/materialize", body, progress)["dest"]

@@ -47,6 +47,14 @@ def test_path_prefix_and_one_file(setup: Setup, monkeypatch: pytest.MonkeyPatch)
         art.get_entry("nope")
 
 
+def test_allow_and_ignore_patterns_as_huggingface_hub_reads_them(setup: Setup) -> None:
+    art = hoard.use_artifact("acme/vision/bike:best")
+    root = art.download(root="pat", allow_patterns="images/*", ignore_patterns=["images/0*"])
+    assert files_under(Path(root)) == ["images/10.png", "images/11.png"]
+    with pytest.raises(hoard.NotFound, match="matches the patterns"):
+        art.download(root="none", allow_patterns=["*.parquet"])
+
+
 def test_a_reference_entry_shows_its_uri(setup: Setup) -> None:
     setup.commit(
         "acme/vision/refs",

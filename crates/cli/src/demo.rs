@@ -110,14 +110,8 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
         for (run, target) in [("cold", "job-1"), ("warm", "job-2")] {
             let request = MaterializeRequest {
                 reference: reference.to_owned(),
-                entity: None,
-                project: None,
                 dest: Some(dir.join(target).display().to_string()),
-                path_prefix: None,
-                file: None,
-                mode: None,
-                clean: false,
-                hf_cache: None,
+                ..MaterializeRequest::default()
             };
             let summary = client.materialize(&request, |_| {}).await?;
             crate::process::out(&format!("{run}: {}", summary_line(reference, &summary)))?;

@@ -1,13 +1,12 @@
 //! `hoard artifacts` and `hoard versions`: what exists upstream, and what of it is cached.
 
-use std::fmt::Write as _;
 use std::io::Write as _;
 
 use clap::Args;
 use hoard_types::api::{ArtifactsRequest, PENDING, VersionsRequest};
 
 use crate::get::{Connect, bytes, explain_not_found, runtime};
-use crate::process::{count, out};
+use crate::process::{count, out, table};
 
 #[derive(Args)]
 pub(crate) struct ArtifactsArgs {
@@ -115,28 +114,4 @@ pub(crate) fn versions(args: &VersionsArgs) -> anyhow::Result<()> {
             rows,
         )
     })
-}
-
-/// Columns padded to their widest cell; the last one is not padded.
-fn table(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> anyhow::Result<()> {
-    let mut lines = vec![header.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>()];
-    lines.extend(rows);
-    let mut widths = vec![0; header.len()];
-    for line in &lines {
-        for (width, cell) in widths.iter_mut().zip(line) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    for line in &lines {
-        let mut text = String::new();
-        for (i, (cell, width)) in line.iter().zip(&widths).enumerate() {
-            if i + 1 == line.len() {
-                text.push_str(cell);
-            } else {
-                let _ = write!(text, "{cell:<width$}  ");
-            }
-        }
-        out(text.trim_end())?;
-    }
-    Ok(())
 }

@@ -74,20 +74,41 @@ pub(crate) struct GetArgs {
     /// Only files whose path starts with this string (W&B's `path_prefix`).
     #[arg(long, conflicts_with = "file")]
     path_prefix: Option<String>,
-    /// Only this one file (W&B's `get_path(name).download()`).
-    #[arg(long)]
-    file: Option<String>,
+    /// Only this file (W&B's `get_path(name).download()`); repeat for several.
+    #[arg(long, value_name = "PATH")]
+    file: Vec<String>,
+    /// Only files matching this glob (`*` also matches `/`; `dir/` is all under it), as
+    /// `hf download --include`; repeat for several.
+    #[arg(long, value_name = "GLOB", conflicts_with = "file")]
+    include: Vec<String>,
+    /// Leave out files matching this glob; repeat for several.
+    #[arg(long, value_name = "GLOB", conflicts_with = "file")]
+    exclude: Vec<String>,
+    /// Say what would be fetched and placed, and the bytes; change nothing.
+    #[arg(long, conflicts_with = "clean")]
+    dry_run: bool,
+
     /// `auto`, `hardlink`, `reflink`, `copy` or `symlink`.
     #[arg(long, default_value = "auto")]
     mode: String,
     /// Also remove files under the root (and the prefix) that the version does not have.
     #[arg(long, conflicts_with = "file")]
     clean: bool,
+    #[command(flatten)]
+    print: Print,
+    #[command(flatten)]
+    connect: Connect,
+}
+
+/// How `get` prints its answer.
+#[derive(Args)]
+struct Print {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
-    #[command(flatten)]
-    connect: Connect,
+    /// Print only the destination (for `$(hoard get … -q)`); no progress.
+    #[arg(short, long, conflicts_with = "json")]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -120,6 +141,8 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Progress on stderr: one line redrawn in place on a terminal; otherwise (logs, CI) a
 /// plain line at most every [`PLAIN_EVERY`], so a long fetch shows it is alive.
 struct Progress {
+    /// `--quiet`: warnings only.
+    quiet: bool,
     tty: bool,
     drawn: bool,
     last_plain: Option<std::time::Instant>,
@@ -128,8 +151,9 @@ struct Progress {
 const PLAIN_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Progress {
-    fn new() -> Self {
+    fn new(quiet: bool) -> Self {
         Self {
+            quiet,
             tty: std::io::stderr().is_terminal(),
             drawn: false,
             last_plain: None,
@@ -138,6 +162,9 @@ impl Progress {
 
     fn event(&mut self, event: &Event) {
         let mut err = std::io::stderr().lock();
+        if self.quiet && matches!(event, Event::Progress { .. }) {
+            return;
+        }
         match event {
             Event::Progress {
                 fetched_blobs,
@@ -194,23 +221,51 @@ impl Progress {
 pub(crate) use hoard_types::human_bytes as bytes;
 
 pub(crate) fn summary_line(reference: &str, s: &Summary) -> String {
-    format!(
-        "{reference} → {}: {} ({}), fetched {} ({}), placed {}, unchanged {}{}, mode {}, {:.2} s",
-        s.dest.as_deref().unwrap_or("-"),
+    let dest = s.dest.as_deref().map_or_else(|| "-".to_owned(), shown_path);
+    if s.dry_run {
+        return format!(
+            "{reference} → {dest}: would place {} ({}), fetching {} ({}); dry run, nothing changed",
+            count(s.placed, "file"),
+            bytes(s.bytes),
+            count(s.fetched_blobs, "blob"),
+            bytes(s.fetched_bytes),
+        );
+    }
+    let mut line = format!(
+        "{reference} → {dest}: {} ({}), fetched {} ({}), placed {}",
         count(s.files, "file"),
         bytes(s.bytes),
         count(s.fetched_blobs, "blob"),
         bytes(s.fetched_bytes),
         s.placed,
-        s.unchanged,
-        if s.removed > 0 {
-            format!(", removed {}", s.removed)
-        } else {
-            String::new()
-        },
-        s.mode.as_deref().unwrap_or("-"),
-        s.seconds
-    )
+    );
+    for (n, what) in [(s.unchanged, "unchanged"), (s.removed, "removed")] {
+        if n > 0 {
+            let _ = std::fmt::Write::write_fmt(&mut line, format_args!(", {n} {what}"));
+        }
+    }
+    let _ = std::fmt::Write::write_fmt(
+        &mut line,
+        format_args!(
+            ", mode {}, {:.2} s",
+            s.mode.as_deref().unwrap_or("-"),
+            s.seconds
+        ),
+    );
+    line
+}
+
+/// A destination as the user would type it: relative to the working directory when it is
+/// under it.
+fn shown_path(dest: &str) -> String {
+    let cwd = std::env::current_dir().ok();
+    match cwd
+        .as_deref()
+        .and_then(|cwd| std::path::Path::new(dest).strip_prefix(cwd).ok())
+    {
+        Some(relative) if !relative.as_os_str().is_empty() => relative.display().to_string(),
+        _ => dest.to_owned(),
+    }
 }
 
 /// A not-found answer from a daemon that serves the built-in upstream, which starts
@@ -274,17 +329,12 @@ pub(crate) fn get(args: &GetArgs) -> anyhow::Result<()> {
         let root = std::path::absolute(&root)
             .with_context(|| format!("Invalid root `{}`", root.display()))?;
         let request = MaterializeRequest {
-            reference,
-            entity: args.connect.entity.clone(),
-            project: args.connect.project.clone(),
             dest: Some(root.display().to_string()),
-            path_prefix: args.path_prefix.clone(),
-            file: args.file.clone(),
             mode: Some(args.mode.clone()),
             clean: args.clean,
-            hf_cache: None,
+            ..args.request(reference)
         };
-        let mut progress = Progress::new();
+        let mut progress = Progress::new(args.print.quiet);
         let mut named = args.reference.clone();
         let summary = client
             .materialize(&request, |event| {
@@ -301,13 +351,27 @@ pub(crate) fn get(args: &GetArgs) -> anyhow::Result<()> {
             Ok(summary) => summary,
             Err(e) => return Err(explain_not_found(&client, e).await),
         };
-        if args.json {
-            crate::process::out(&serde_json::to_string(&summary)?)?;
-        } else {
-            crate::process::out(&summary_line(&named, &summary))?;
-        }
-        Ok(())
+        print_summary(args, &named, &summary)
     })
+}
+
+/// The summary as `--json`, `--quiet` (the destination alone) or a line, after the files
+/// a dry run would place.
+fn print_summary(args: &GetArgs, named: &str, summary: &Summary) -> anyhow::Result<()> {
+    if args.print.json {
+        return crate::process::out(&serde_json::to_string(summary)?);
+    }
+    if args.print.quiet {
+        return crate::process::out(summary.dest.as_deref().unwrap_or_default());
+    }
+    if summary.dry_run {
+        let rows = summary.planned.iter().map(|p| {
+            let state = if p.cached { "cached" } else { "fetch" };
+            vec![p.path.to_string(), bytes(p.size), state.to_owned()]
+        });
+        crate::process::table(&["PATH", "SIZE", "STATE"], rows)?;
+    }
+    crate::process::out(&summary_line(named, summary))
 }
 
 /// `get --hf-cache`: the version filled into the HF cache; prints the snapshot folder (as
@@ -316,24 +380,39 @@ async fn hf_cache(args: &GetArgs, client: &Client, cache: PathBuf) -> anyhow::Re
     let cache = std::path::absolute(&cache)
         .with_context(|| format!("Invalid HF cache `{}`", cache.display()))?;
     let request = MaterializeRequest {
-        reference: args.reference.clone(),
-        entity: args.connect.entity.clone(),
-        project: args.connect.project.clone(),
-        dest: None,
-        path_prefix: args.path_prefix.clone(),
-        file: args.file.clone(),
-        mode: None,
-        clean: false,
         hf_cache: Some(cache.display().to_string()),
+        ..args.request(args.reference.clone())
     };
-    let mut progress = Progress::new();
+    let mut progress = Progress::new(args.print.quiet);
     let summary = client
         .materialize(&request, |event| progress.event(event))
         .await?;
-    if args.json {
-        crate::process::out(&serde_json::to_string(&summary)?)
+    if args.print.json || summary.dry_run {
+        print_summary(args, &args.reference, &summary)
     } else {
         crate::process::out(summary.dest.as_deref().unwrap_or_default())
+    }
+}
+
+impl GetArgs {
+    /// What every `get` asks for `reference`: the defaults and the selection.
+    fn request(&self, reference: String) -> MaterializeRequest {
+        let (file, files) = match self.file.split_first() {
+            Some((first, rest)) => (Some(first.clone()), rest.to_vec()),
+            None => (None, Vec::new()),
+        };
+        MaterializeRequest {
+            reference,
+            entity: self.connect.entity.clone(),
+            project: self.connect.project.clone(),
+            path_prefix: self.path_prefix.clone(),
+            file,
+            files,
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+            dry_run: self.dry_run,
+            ..MaterializeRequest::default()
+        }
     }
 }
 

@@ -33,3 +33,30 @@ pub(crate) fn out(line: &str) -> anyhow::Result<()> {
     stdout.flush()?;
     Ok(())
 }
+
+/// Columns padded to their widest cell; the last one is not padded.
+pub(crate) fn table(
+    header: &[&str],
+    rows: impl Iterator<Item = Vec<String>>,
+) -> anyhow::Result<()> {
+    let mut lines = vec![header.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>()];
+    lines.extend(rows);
+    let mut widths = vec![0; header.len()];
+    for line in &lines {
+        for (width, cell) in widths.iter_mut().zip(line) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for line in &lines {
+        let mut text = String::new();
+        for (i, (cell, width)) in line.iter().zip(&widths).enumerate() {
+            if i + 1 == line.len() {
+                text.push_str(cell);
+            } else {
+                let _ = std::fmt::Write::write_fmt(&mut text, format_args!("{cell:<width$}  "));
+            }
+        }
+        out(text.trim_end())?;
+    }
+    Ok(())
+}

@@ -111,6 +111,8 @@ impl Daemon {
                 removed: 0,
                 mode: Some("hf-cache".to_owned()),
                 seconds: start.elapsed().as_secs_f64(),
+                dry_run: false,
+                planned: Vec::new(),
             });
         }
     }

@@ -96,6 +96,8 @@ impl Daemon {
             removed: 0,
             mode: None,
             seconds: 0.0,
+            dry_run: false,
+            planned: Vec::new(),
         };
         if let Some(target) = target {
             let manifest = Arc::new(manifest);
@@ -379,6 +381,77 @@ impl Daemon {
     /// What `status` and `resolve` report about a version.
     /// With `count_cached`, one index lookup per file tells how many are cached; the
     /// streaming calls skip that (they find out while fetching).
+    /// A dry run: the files `selection` picks, which of them are cached, and the blobs a
+    /// real call would fetch. Nothing is fetched, and the destination is not looked at.
+    pub(crate) async fn plan(
+        &self,
+        found: &Found,
+        selection: &Selection<'_>,
+        dest: Option<String>,
+    ) -> Result<Summary, ApiError> {
+        let start = Instant::now();
+        let listed: std::collections::BTreeMap<RelPath, ListedEntry> = self
+            .describe(found, true, false)
+            .await?
+            .entries
+            .into_iter()
+            .map(|e| (e.path.clone(), e))
+            .collect();
+        let selected = crate::version::select_entries(&listed, selection)?;
+        let keys: Vec<BlobKey> = selected
+            .iter()
+            .filter_map(|(_, e)| Some(BlobKey::new(e.digest?, e.exec)))
+            .collect();
+        let store = self.store.clone();
+        let missing: std::collections::HashSet<BlobKey> =
+            blocking(move || Ok(store.missing(&keys)?))
+                .await?
+                .into_iter()
+                .collect();
+        // Each blob is fetched once, however many files share it: by blake3 where known,
+        // else by the upstream's digest.
+        let mut to_fetch = std::collections::HashMap::new();
+        let mut planned = Vec::with_capacity(selected.len());
+        for (path, entry) in selected {
+            let cached = entry
+                .digest
+                .is_some_and(|d| !missing.contains(&BlobKey::new(d, entry.exec)));
+            if !cached {
+                let blob = match (&entry.digest, &entry.upstream_digest) {
+                    (Some(digest), _) => digest.to_string(),
+                    (None, Some(upstream)) => upstream.to_string(),
+                    (None, None) => path.to_string(),
+                };
+                to_fetch.insert(blob, entry.size);
+            }
+            planned.push(hoard_types::api::PlannedFile {
+                path,
+                size: entry.size,
+                cached,
+            });
+        }
+        let head = found.head();
+        Ok(Summary {
+            entity: head.entity.to_owned(),
+            project: head.project.to_owned(),
+            name: head.name.to_owned(),
+            version: head.version.to_owned(),
+            digest: head.digest,
+            dest,
+            files: planned.len() as u64,
+            bytes: planned.iter().map(|p| p.size).sum(),
+            fetched_blobs: to_fetch.len() as u64,
+            fetched_bytes: to_fetch.values().sum(),
+            placed: planned.len() as u64,
+            unchanged: 0,
+            removed: 0,
+            mode: None,
+            seconds: start.elapsed().as_secs_f64(),
+            dry_run: true,
+            planned,
+        })
+    }
+
     pub(crate) async fn describe(
         &self,
         found: &Found,

@@ -131,11 +131,7 @@ impl Daemon {
         };
         let fill = || async {
             let (events, _) = mpsc::channel(1);
-            let all = Selection {
-                path_prefix: None,
-                file: None,
-                clean: false,
-            };
+            let all = Selection::default();
             self.materialize(
                 &found,
                 &all,

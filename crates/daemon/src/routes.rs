@@ -612,12 +612,13 @@ async fn stream_for(
         if let Some(message) = found.warning.clone() {
             let _ = tx.send(Event::Warning { message }).await;
         }
-        let selection = Selection {
-            path_prefix: asked.path_prefix.as_deref(),
-            file: asked.file.as_deref(),
-            clean: asked.clean,
-        };
+        let selection = Selection::of(&asked);
         let done = match &hf_cache {
+            _ if asked.dry_run => {
+                let dest = dest.as_ref().map(|d| d.display().to_string());
+                let dest = dest.or_else(|| hf_cache.as_ref().map(|c| c.display().to_string()));
+                daemon.plan(&found, &selection, dest).await
+            }
             Some(cache) => {
                 let revision = hf_revision(&asked.reference);
                 daemon

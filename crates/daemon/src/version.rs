@@ -123,14 +123,45 @@ impl Found {
 }
 
 /// Which files of a version a call wants.
+#[derive(Default)]
 pub(crate) struct Selection<'a> {
+    /// W&B's `path_prefix`: a plain string prefix of the logical paths.
     pub path_prefix: Option<&'a str>,
-    pub file: Option<&'a str>,
+    /// Exact logical paths (W&B's `get_path`); each must exist. None: every file.
+    pub files: Vec<&'a str>,
+    /// Glob patterns as `hf download` and `fnmatch` read them (`*` also matches `/`; a
+    /// pattern ending in `/` means everything under it): a file is kept when it matches
+    /// one `include` (or there is none) and no `exclude`.
+    pub include: &'a [String],
+    pub exclude: &'a [String],
     /// Remove from the destination what the version does not name under the prefix.
     pub clean: bool,
 }
 
-/// The entries a call selected: all, those under W&B's string `path_prefix`, or one file.
+impl<'a> Selection<'a> {
+    /// What a materialize request selects.
+    pub(crate) fn of(asked: &'a hoard_types::api::MaterializeRequest) -> Self {
+        Self {
+            path_prefix: asked.path_prefix.as_deref(),
+            files: asked
+                .file
+                .iter()
+                .chain(&asked.files)
+                .map(String::as_str)
+                .collect(),
+            include: &asked.include,
+            exclude: &asked.exclude,
+            clean: asked.clean,
+        }
+    }
+
+    fn filtered(&self) -> bool {
+        !self.include.is_empty() || !self.exclude.is_empty()
+    }
+}
+
+/// The entries a call selected: all, those under W&B's string `path_prefix` that match
+/// the patterns, or the files named.
 pub(crate) fn select(manifest: &Manifest, selection: &Selection<'_>) -> Result<Manifest, ApiError> {
     let mut selected = Manifest::new();
     selected.entries = select_entries(&manifest.entries, selection)?
@@ -144,25 +175,58 @@ pub(crate) fn select_entries<E: Clone>(
     entries: &std::collections::BTreeMap<RelPath, E>,
     selection: &Selection<'_>,
 ) -> Result<Vec<(RelPath, E)>, ApiError> {
-    if let Some(file) = selection.file {
+    if !selection.files.is_empty() {
         if selection.clean {
             return Err(ApiError::bad_request(
-                "`clean` applies to a version or a `path_prefix`, not to one `file`",
+                "`clean` applies to a version or a `path_prefix`, not to named files",
             ));
         }
-        let path = RelPath::new(file)?;
-        let entry = entries
-            .get(&path)
-            .ok_or_else(|| ApiError::not_found(format!("the version has no file `{path}`")))?;
-        return Ok(vec![(path, entry.clone())]);
+        if selection.path_prefix.is_some() || selection.filtered() {
+            return Err(ApiError::bad_request(
+                "name files, or select them with `path_prefix`/`include`/`exclude`, not both",
+            ));
+        }
+        let mut selected = Vec::with_capacity(selection.files.len());
+        for file in &selection.files {
+            let path = RelPath::new(*file)?;
+            let entry = entries
+                .get(&path)
+                .ok_or_else(|| ApiError::not_found(format!("the version has no file `{path}`")))?;
+            selected.push((path, entry.clone()));
+        }
+        selected.sort_by(|a, b| a.0.cmp(&b.0));
+        selected.dedup_by(|a, b| a.0 == b.0);
+        return Ok(selected);
+    }
+    if selection.clean && selection.filtered() {
+        return Err(ApiError::bad_request(
+            "`clean` applies to a version or a `path_prefix`, not with `include`/`exclude` (it would remove the files they leave out)",
+        ));
     }
     let prefix = match selection.path_prefix {
         Some(prefix) => PathPrefix::new(prefix)?,
         None => PathPrefix::all(),
     };
+    let include = patterns(selection.include)?;
+    let exclude = patterns(selection.exclude)?;
     let selected: Vec<_> = hoard_types::manifest::under_prefix(entries, &prefix)
+        .filter(|(path, _)| {
+            (include.is_empty() || include.iter().any(|p| p.matches(path.as_str())))
+                && !exclude.iter().any(|p| p.matches(path.as_str()))
+        })
         .map(|(path, entry)| (path.clone(), entry.clone()))
         .collect();
+    if selected.is_empty() && selection.filtered() {
+        return Err(ApiError::not_found(format!(
+            "no file of the version{} matches the patterns (include {:?}, exclude {:?})",
+            selection
+                .path_prefix
+                .map(|p| format!(" under `{p}`"))
+                .unwrap_or_default(),
+            selection.include,
+            selection.exclude
+        )));
+    }
     if selected.is_empty() && selection.path_prefix.is_some() {
         return Err(ApiError::not_found(format!(
             "no file of the version starts with `{}`",
@@ -170,6 +234,40 @@ pub(crate) fn select_entries<E: Clone>(
         )));
     }
     Ok(selected)
+}
+
+/// One glob pattern, matched as `fnmatch` does.
+struct Pattern(glob::Pattern);
+
+impl Pattern {
+    fn matches(&self, path: &str) -> bool {
+        const FNMATCH: glob::MatchOptions = glob::MatchOptions {
+            case_sensitive: true,
+            require_literal_separator: false,
+            require_literal_leading_dot: false,
+        };
+        self.0.matches_with(path, FNMATCH)
+    }
+}
+
+fn patterns(texts: &[String]) -> Result<Vec<Pattern>, ApiError> {
+    texts
+        .iter()
+        .map(|text| {
+            // `hf download --include "images/"`: everything under the folder.
+            let full = if text.ends_with('/') {
+                format!("{text}*")
+            } else {
+                text.clone()
+            };
+            glob::Pattern::new(&full).map(Pattern).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "`{}` is not a glob pattern: {e}",
+                    hoard_types::truncate(text)
+                ))
+            })
+        })
+        .collect()
 }
 
 /// The blobs a manifest names, each once.

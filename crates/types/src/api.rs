@@ -142,7 +142,7 @@ pub struct ListedEntry {
 }
 
 /// `POST /v1/materialize` (and `/v1/prefetch`, which ignores `dest`, `mode` and `clean`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MaterializeRequest {
     pub reference: String,
@@ -159,6 +159,19 @@ pub struct MaterializeRequest {
     /// Exactly one logical path (W&B's `get_path(name).download()`).
     #[serde(default)]
     pub file: Option<String>,
+    /// More logical paths, each of which must exist (with `file`: all of them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+    /// Glob patterns (`fnmatch`'s, as `hf download --include/--exclude`): only files
+    /// matching one `include` (if any) and no `exclude`. Not with `file`/`files`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// Resolve and select, say what would be fetched and placed (the summary, with
+    /// `planned`), and change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
     /// `auto`, `hardlink`, `reflink`, `copy` or `symlink`; default `auto`.
     #[serde(default)]
     pub mode: Option<String>,
@@ -223,6 +236,21 @@ pub struct Summary {
     /// The link mode used (`hardlink`, `reflink`, `copy`, `symlink`).
     pub mode: Option<String>,
     pub seconds: f64,
+    /// A dry run: nothing was fetched or placed. `fetched_*` are what the call would
+    /// fetch, `placed` the files it would place, and `planned` lists every file.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub planned: Vec<PlannedFile>,
+}
+
+/// A file a dry run selected.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedFile {
+    pub path: RelPath,
+    pub size: u64,
+    /// Its bytes are in the cache: placing it fetches nothing.
+    pub cached: bool,
 }
 
 /// `GET /v1/health`.
