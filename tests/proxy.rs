@@ -1,6 +1,7 @@
 //! A proxy in front of an upstream that damages answers on demand, as a bad proxy or a
 //! flaky NIC would: one flipped byte in the middle of a body, a body cut short but complete
-//! (its `Content-Length` cut too), or a body that breaks off before its `Content-Length`.
+//! (its `Content-Length` cut too), a body that breaks off before its `Content-Length`, or
+//! one that pauses halfway (a slow link).
 //!
 //! It speaks just enough HTTP/1.1 for hoard's clients: one request per connection (it asks
 //! the upstream with `Connection: close` and answers the same way), request bodies by
@@ -21,6 +22,8 @@ pub enum Fault {
     Shorten,
     /// Send the first half of the body under the full `Content-Length`, then close.
     BreakOff,
+    /// Send the first half of the body, wait this long, then the rest (a slow link).
+    Pause(std::time::Duration),
 }
 
 #[derive(Default)]
@@ -216,6 +219,13 @@ fn relay(mut client: TcpStream, target: &str, state: &Mutex<State>) -> std::io::
         (Some(Fault::BreakOff), Some(len)) if len > 1 => {
             client.write_all(rewrite(&answer, None).as_bytes())?;
             client.write_all(&rest[..len / 2])?;
+        }
+        (Some(Fault::Pause(pause)), Some(len)) if len > 1 => {
+            client.write_all(rewrite(&answer, None).as_bytes())?;
+            client.write_all(&rest[..len / 2])?;
+            client.flush()?;
+            std::thread::sleep(pause);
+            client.write_all(&rest[len / 2..])?;
         }
         _ => {
             client.write_all(rewrite(&answer, None).as_bytes())?;

@@ -36,6 +36,7 @@ mod fuzz;
 mod hf;
 mod hostile;
 mod ops;
+mod progress;
 mod publish;
 mod references;
 mod registry;

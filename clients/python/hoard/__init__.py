@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Any, Callable, Dict, List, Optional, Union
 
 from ._errors import BadRequest, DaemonNotRunning, HoardError, NotFound, PermissionDenied
@@ -38,6 +39,7 @@ __all__ = [
     "PermissionDenied",
     "BadRequest",
     "default_socket",
+    "progress_line",
 ]
 
 #: A progress callback gets each event the daemon streams (``resolved``, ``progress``,
@@ -338,12 +340,36 @@ def use_artifact(
 def _tty_progress() -> Optional[Progress]:
     if not sys.stderr.isatty():
         return None
+    started: List[float] = []
 
     def draw(event: Dict[str, Any]) -> None:
         if event.get("event") == "progress" and event.get("missing_blobs"):
-            done, total = event["fetched_blobs"], event["missing_blobs"]
-            mib = event.get("fetched_bytes", 0) / 1048576
-            sys.stderr.write(f"\rhoard: fetching {done}/{total} blobs, {mib:.1f} MiB")
+            if not started:
+                started.append(time.monotonic())
+            sys.stderr.write("\r\033[K" + progress_line(event, time.monotonic() - started[0]))
             sys.stderr.flush()
 
     return draw
+
+
+def human_bytes(n: float) -> str:
+    """``26 B``, ``1.5 MiB``: as the CLI writes sizes."""
+    units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    unit = 0
+    value = float(n)
+    while value >= 1024 and unit < len(units) - 1:
+        value /= 1024
+        unit += 1
+    return f"{int(n)} B" if unit == 0 else f"{value:.1f} {units[unit]}"
+
+
+def progress_line(event: Dict[str, Any], elapsed: float) -> str:
+    """The CLI's progress words for a ``progress`` event, ``elapsed`` seconds after the
+    first: ``fetching 3/10 blobs, 30.0 MiB / 90.0 MiB, 15.0 MiB/s, ETA 4 s``."""
+    done, total = event.get("fetched_bytes", 0), event.get("missing_bytes", 0)
+    rate = done / elapsed if elapsed > 0 else 0.0
+    eta = f"{(total - done) / rate:.0f} s" if rate > 0 else "?"
+    return (
+        f"fetching {event['fetched_blobs']}/{event['missing_blobs']} blobs, "
+        f"{human_bytes(done)} / {human_bytes(total)}, {human_bytes(int(rate))}/s, ETA {eta}"
+    )

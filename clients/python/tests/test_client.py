@@ -55,6 +55,14 @@ def test_allow_and_ignore_patterns_as_huggingface_hub_reads_them(setup: Setup) -
         art.download(root="none", allow_patterns=["*.parquet"])
 
 
+def test_the_progress_line_is_the_clis() -> None:
+    # The same words as `crates/cli/src/progress.rs` (its test has these figures).
+    event = {"fetched_blobs": 3, "missing_blobs": 10, "fetched_bytes": 30 << 20, "missing_bytes": 90 << 20}
+    assert hoard.progress_line(event, 2.0) == "fetching 3/10 blobs, 30.0 MiB / 90.0 MiB, 15.0 MiB/s, ETA 4 s"
+    start = {"fetched_blobs": 0, "missing_blobs": 1, "fetched_bytes": 0, "missing_bytes": 5}
+    assert hoard.progress_line(start, 0.0) == "fetching 0/1 blobs, 0 B / 5 B, 0 B/s, ETA ?"
+
+
 def test_a_reference_entry_shows_its_uri(setup: Setup) -> None:
     setup.commit(
         "acme/vision/refs",

@@ -1,7 +1,7 @@
 //! The daemon's clients: `hoard get`, `hoard ls`, `hoard status` (and what `hoard publish`
 //! shares with them).
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -10,6 +10,7 @@ use hoard_client::Client;
 use hoard_types::api::{Event, MaterializeRequest, PENDING, ResolveRequest, Summary};
 
 use crate::process::count;
+use crate::progress::Progress;
 use crate::{env, paths};
 
 /// The daemon to ask, for the commands that name no artifact.
@@ -135,87 +136,6 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("Failed to start the async runtime")
-}
-
-/// Draws one progress line on a terminal; prints nothing otherwise.
-/// Progress on stderr: one line redrawn in place on a terminal; otherwise (logs, CI) a
-/// plain line at most every [`PLAIN_EVERY`], so a long fetch shows it is alive.
-struct Progress {
-    /// `--quiet`: warnings only.
-    quiet: bool,
-    tty: bool,
-    drawn: bool,
-    last_plain: Option<std::time::Instant>,
-}
-
-const PLAIN_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
-
-impl Progress {
-    fn new(quiet: bool) -> Self {
-        Self {
-            quiet,
-            tty: std::io::stderr().is_terminal(),
-            drawn: false,
-            last_plain: None,
-        }
-    }
-
-    fn event(&mut self, event: &Event) {
-        let mut err = std::io::stderr().lock();
-        if self.quiet && matches!(event, Event::Progress { .. }) {
-            return;
-        }
-        match event {
-            Event::Progress {
-                fetched_blobs,
-                missing_blobs,
-                fetched_bytes,
-                missing_bytes,
-            } if self.tty => {
-                let _ = write!(
-                    err,
-                    "\r\x1b[2Kfetching {fetched_blobs}/{missing_blobs} blobs, {} / {}",
-                    bytes(*fetched_bytes),
-                    bytes(*missing_bytes)
-                );
-                self.drawn = true;
-            }
-            Event::Progress {
-                fetched_blobs,
-                missing_blobs,
-                fetched_bytes,
-                missing_bytes,
-            } => {
-                let due = self.last_plain.is_none_or(|t| t.elapsed() >= PLAIN_EVERY);
-                // The first report only says how much is missing; plain lines start once
-                // fetching has taken a while.
-                if due && self.last_plain.is_some() {
-                    let _ = writeln!(
-                        err,
-                        "fetching {fetched_blobs}/{missing_blobs} blobs, {} / {}",
-                        bytes(*fetched_bytes),
-                        bytes(*missing_bytes)
-                    );
-                }
-                if due {
-                    self.last_plain = Some(std::time::Instant::now());
-                }
-            }
-            Event::Warning { message } => {
-                self.clear(&mut err);
-                let _ = writeln!(err, "warning: {message}");
-            }
-            Event::Done(_) | Event::Error { .. } => self.clear(&mut err),
-            Event::Resolved(_) => {}
-        }
-    }
-
-    fn clear(&mut self, err: &mut impl Write) {
-        if self.drawn {
-            let _ = write!(err, "\r\x1b[2K");
-            self.drawn = false;
-        }
-    }
 }
 
 pub(crate) use hoard_types::human_bytes as bytes;

@@ -16,6 +16,7 @@ mod env;
 mod get;
 mod paths;
 mod process;
+mod progress;
 mod publish;
 mod registry;
 mod values;

@@ -1,9 +1,9 @@
 //! A request's fetches driven to the end: a window of blobs in flight, progress events
-//! at most every [`PROGRESS_EVERY`], and what was fetched committed at the end (also when
+//! every [`PROGRESS_EVERY`] while bytes arrive, and what was fetched committed at the end (also when
 //! a fetch fails, for the next attempt).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use hoard_types::api::Event;
@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::budget::Keeper;
 use crate::error::ApiError;
-use crate::fetch::Fetcher;
+use crate::fetch::{Fetcher, Receiving};
 
 /// Blobs one request keeps in flight (fetching or waiting for their commit).
 pub(crate) const FETCH_WINDOW: usize = 1024;
@@ -28,14 +28,16 @@ pub(crate) struct Got<T> {
 }
 
 /// Runs a request's fetches (`work`; `missing` blobs and bytes in all), reporting
-/// progress. What was fetched is committed at the end, and also when a fetch fails
-/// (for the next attempt). Returns what each fetch kept, and the blobs and bytes
-/// downloaded.
+/// progress: the blobs done, and their bytes with those `receiving` counts of blobs under
+/// way (so that a large blob moves the bytes while it arrives). What was fetched is
+/// committed at the end, and also when a fetch fails (for the next attempt). Returns what
+/// each fetch kept, and the blobs and bytes downloaded.
 pub(crate) async fn drive<T>(
     fetcher: &Fetcher,
     keeper: &Arc<Keeper>,
     work: impl futures_util::Stream<Item = Result<Got<T>, ApiError>>,
     (missing_blobs, missing_bytes): (u64, u64),
+    receiving: &Receiving,
     events: &mpsc::Sender<Event>,
 ) -> Result<(Vec<T>, (u64, u64)), ApiError> {
     let progress = |blobs, bytes| Event::Progress {
@@ -48,8 +50,25 @@ pub(crate) async fn drive<T>(
     let mut work = Box::pin(work);
     let mut kept = Vec::new();
     let (mut done, mut done_bytes, mut downloaded, mut downloaded_bytes) = (0, 0, 0, 0);
-    let mut last = Instant::now();
-    while let Some(result) = work.next().await {
+    // Never backwards: a fetch takes its count back a moment before its blob is done.
+    let mut shown = (0, 0);
+    let mut tick = tokio::time::interval(PROGRESS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let result = tokio::select! {
+            result = work.next() => match result {
+                Some(result) => result,
+                None => break,
+            },
+            _ = tick.tick() => {
+                let bytes = (done_bytes + receiving.bytes()).min(missing_bytes).max(shown.1);
+                if (done, bytes) != shown {
+                    shown = (done, bytes);
+                    let _ = events.send(progress(done, bytes)).await;
+                }
+                continue;
+            }
+        };
         let got = match result {
             Ok(got) => got,
             Err(e) => {
@@ -67,8 +86,7 @@ pub(crate) async fn drive<T>(
             downloaded_bytes += bytes;
         }
         kept.push(got.kept);
-        if last.elapsed() >= PROGRESS_EVERY || done == missing_blobs {
-            last = Instant::now();
+        if done == missing_blobs {
             let _ = events.send(progress(done, done_bytes)).await;
         }
     }

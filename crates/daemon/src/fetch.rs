@@ -49,6 +49,59 @@ const INLINE_WRITE: u64 = 64 << 10;
 /// until then).
 type Inflight<K, T> = Mutex<HashMap<K, watch::Receiver<Option<Result<T, ApiError>>>>>;
 
+/// The bytes of blobs a request is receiving, counted as their chunks arrive, so that its
+/// progress moves during a large blob. A fetch takes its count back when it ends, when the
+/// request counts the blob whole (see [`crate::drive::drive`]).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Receiving(Arc<AtomicU64>);
+
+impl Receiving {
+    pub(crate) fn bytes(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn tally(&self) -> Tally {
+        Tally {
+            total: self.0.clone(),
+            added: AtomicU64::new(0),
+        }
+    }
+}
+
+/// One fetch's share of a [`Receiving`], given back when it is dropped or reset.
+#[derive(Debug)]
+struct Tally {
+    total: Arc<AtomicU64>,
+    added: AtomicU64,
+}
+
+impl Tally {
+    fn add(&self, bytes: usize) {
+        let bytes = bytes as u64;
+        self.added.fetch_add(bytes, Ordering::Relaxed);
+        self.total.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// A new attempt: what the last one received does not count.
+    fn reset(&self) {
+        let added = self.added.swap(0, Ordering::Relaxed);
+        self.total.fetch_sub(added, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        self.reset();
+    }
+}
+
+/// Adds to a tally, if there is one.
+fn count(tally: Option<&Tally>, bytes: usize) {
+    if let Some(tally) = tally {
+        tally.add(bytes);
+    }
+}
+
 /// Counters for `status` and `/metrics`.
 #[derive(Debug, Default)]
 pub(crate) struct FetchCounters {
@@ -199,6 +252,7 @@ impl Fetcher {
         key: BlobKey,
         size: u64,
         source: Option<Arc<dyn BlobSource>>,
+        receiving: Option<&Receiving>,
     ) -> Result<Option<u64>, ApiError> {
         let Some(source) = source.or_else(|| self.blobs.clone()) else {
             return Err(ApiError::new(
@@ -210,13 +264,15 @@ impl Fetcher {
             ));
         };
         let this = self.clone();
+        let receiving = receiving.cloned();
         self.coalesced(
             |f| &f.inflight,
             key,
             Option::clone,
             move || {
                 let (this, source) = (this.clone(), source.clone());
-                async move { this.fetch(key, size, source).await }
+                let tally = receiving.as_ref().map(Receiving::tally);
+                async move { this.fetch(key, size, source, tally).await }
             },
         )
         .await
@@ -354,7 +410,9 @@ impl Fetcher {
         key: BlobKey,
         size: u64,
         upstream: Arc<dyn BlobSource>,
+        tally: Option<Tally>,
     ) -> Result<Option<u64>, ApiError> {
+        let tally = tally.map(Arc::new);
         let _permit = self
             .permits
             .acquire()
@@ -365,10 +423,14 @@ impl Fetcher {
         // of the moment: they are thrown away, never resumed from, and asked for again.
         let mut attempt = 1;
         let staged = loop {
+            if let Some(tally) = &tally {
+                tally.reset();
+            }
             let staged = if size <= SMALL_BLOB {
                 self.fetch_small(key, size, upstream.as_ref()).await
             } else {
-                self.fetch_streaming(key, size, upstream.clone()).await
+                self.fetch_streaming(key, size, upstream.clone(), tally.clone())
+                    .await
             };
             match staged {
                 Err(e) if e.kind == "upstream-invalid" && attempt < ATTEMPTS => {
@@ -435,15 +497,18 @@ impl Fetcher {
         project: Arc<str>,
         size: u64,
         source: Arc<dyn FileSource>,
+        receiving: Option<&Receiving>,
     ) -> Result<(BlobKey, Option<u64>), ApiError> {
         let this = self.clone();
         let key = ForeignKey {
             digest: digest.clone(),
             project,
         };
+        let receiving = receiving.cloned();
         let start = move || {
             let (this, digest, source) = (this.clone(), digest.clone(), source.clone());
-            async move { this.fetch_foreign(&digest, size, source).await }
+            let tally = receiving.as_ref().map(|r| Arc::new(r.tally()));
+            async move { this.fetch_foreign(&digest, size, source, tally).await }
         };
         self.coalesced(|f| &f.inflight_foreign, key, |(_, bytes)| *bytes, start)
             .await
@@ -457,6 +522,7 @@ impl Fetcher {
         digest: &ForeignDigest,
         size: u64,
         source: Arc<dyn FileSource>,
+        tally: Option<Arc<Tally>>,
     ) -> Result<(BlobKey, Option<u64>), ApiError> {
         let _permit = self
             .permits
@@ -470,7 +536,12 @@ impl Fetcher {
             let source = source.clone();
             let handle = tokio::runtime::Handle::current();
             let ranges = self.ranges;
+            if let Some(tally) = &tally {
+                tally.reset();
+            }
+            let tally = tally.clone();
             let result = tokio::task::spawn_blocking(move || {
+                let tally = tally.as_deref();
                 if size >= ranges.threshold
                     && let Some(claimed) = source.whole()
                 {
@@ -481,6 +552,7 @@ impl Fetcher {
                         size,
                         ranges,
                         &claimed,
+                        tally,
                     );
                 }
                 store.room_for(&source.describe(), size)?;
@@ -488,6 +560,7 @@ impl Fetcher {
                 let mut writer = store.writer(false, None)?;
                 while let Some(chunk) = handle.block_on(stream.next_chunk())? {
                     writer.write(&chunk)?;
+                    count(tally, chunk.len());
                 }
                 Ok::<_, ApiError>(writer.finish_staged()?)
             })
@@ -550,18 +623,25 @@ impl Fetcher {
         key: BlobKey,
         size: u64,
         upstream: Arc<dyn BlobSource>,
+        tally: Option<Arc<Tally>>,
     ) -> Result<Option<(Staged, u64)>, ApiError> {
         let (store, ranges) = (self.store.clone(), self.ranges);
         let handle = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
+            let (upstream, tally) = (upstream.as_ref(), tally.as_deref());
             // A resumed partial can hold bad bytes (from a source that sent them before it
             // broke off); the check at the end removes it, and one fresh attempt follows.
             if size >= ranges.threshold {
-                return fetch_ranges(&store, upstream.as_ref(), &handle, key, size, ranges);
+                return fetch_ranges(&store, upstream, &handle, key, size, ranges, tally);
             }
-            match fetch_blocking(&store, upstream.as_ref(), &handle, key, size) {
-                Err(Retry::Fresh) => fetch_blocking(&store, upstream.as_ref(), &handle, key, size)
-                    .map_err(Retry::into_error),
+            match fetch_blocking(&store, upstream, &handle, key, size, tally) {
+                Err(Retry::Fresh) => {
+                    if let Some(tally) = tally {
+                        tally.reset();
+                    }
+                    fetch_blocking(&store, upstream, &handle, key, size, tally)
+                        .map_err(Retry::into_error)
+                }
                 other => other.map_err(Retry::into_error),
             }
         })
@@ -600,6 +680,7 @@ fn fetch_blocking(
     handle: &tokio::runtime::Handle,
     key: BlobKey,
     size: u64,
+    tally: Option<&Tally>,
 ) -> Result<Option<(Staged, u64)>, Retry> {
     let mut writer = match store.begin(key, size)? {
         Begin::Present(_) => return Ok(None),
@@ -611,7 +692,10 @@ fn fetch_blocking(
         let mut stream = handle.block_on(upstream.fetch_blob(&key.digest, size, range))?;
         loop {
             match handle.block_on(stream.next_chunk()) {
-                Ok(Some(chunk)) => writer.write(&chunk)?,
+                Ok(Some(chunk)) => {
+                    writer.write(&chunk)?;
+                    count(tally, chunk.len());
+                }
                 Ok(None) => break,
                 Err(
                     e @ (hoard_upstream::Error::DigestMismatch { .. }
@@ -646,6 +730,7 @@ fn fetch_ranges(
     key: BlobKey,
     size: u64,
     ranges: Ranges,
+    tally: Option<&Tally>,
 ) -> Result<Option<(Staged, u64)>, ApiError> {
     if store.missing(&[key])?.is_empty() {
         return Ok(None);
@@ -654,7 +739,7 @@ fn fetch_ranges(
     // `hoard_store::PartedWriter`): the configured range size, rounded down.
     let step = 1u64 << ranges.size.max(1 << 20).ilog2();
     let writer = store.parted_writer(key.exec, Some(key.digest), size, step)?;
-    let writer = fill_parts(writer, handle, ranges.parallel, |range| {
+    let writer = fill_parts(writer, handle, ranges.parallel, tally, |range| {
         upstream.fetch_blob(&key.digest, size, Some(range))
     })?;
     Ok(Some((writer.finish_staged()?, size)))
@@ -666,6 +751,7 @@ fn fill_parts<'s, 'u>(
     writer: hoard_store::PartedWriter<'s>,
     handle: &tokio::runtime::Handle,
     parallel: usize,
+    tally: Option<&Tally>,
     open: impl Fn(
         std::ops::Range<u64>,
     ) -> hoard_upstream::BoxFuture<
@@ -682,6 +768,7 @@ fn fill_parts<'s, 'u>(
                 let mut stream = open(range).await?;
                 while let Some(chunk) = stream.next_chunk().await? {
                     part.write(&chunk)?;
+                    count(tally, chunk.len());
                 }
                 part.finish()?;
                 Ok::<_, ApiError>(())
@@ -712,10 +799,11 @@ fn fetch_foreign_parts(
     size: u64,
     ranges: Ranges,
     claimed: &ForeignDigest,
+    tally: Option<&Tally>,
 ) -> Result<Staged, ApiError> {
     let step = 1u64 << ranges.size.max(1 << 20).ilog2();
     let writer = store.parted_writer(false, None, size, step)?;
-    let writer = fill_parts(writer, handle, ranges.parallel, |range| {
+    let writer = fill_parts(writer, handle, ranges.parallel, tally, |range| {
         source.fetch_part(range)
     })?;
     let mut check = ForeignCheck::new(claimed, size)

@@ -187,15 +187,23 @@ impl Daemon {
             .note_upstream(foreign.sources(version, &paths).await)?;
         // Boxed futures, collected first: a closure in `StreamExt::map` here trips the
         // compiler's `Send` check of the request task (a higher-ranked lifetime error).
+        let receiving = crate::fetch::Receiving::default();
         let work: Vec<hoard_upstream::BoxFuture<'static, Result<Fetched, ApiError>>> = need
             .iter()
             .map(|&index| selected[index].1.clone())
             .zip(sources)
             .map(|(entry, source)| {
                 let (fetcher, project) = (self.fetcher.clone(), project.clone());
+                let receiving = receiving.clone();
                 Box::pin(async move {
                     let (key, downloaded) = fetcher
-                        .ensure_foreign(entry.digest.clone(), project, entry.size, source)
+                        .ensure_foreign(
+                            entry.digest.clone(),
+                            project,
+                            entry.size,
+                            source,
+                            Some(&receiving),
+                        )
                         .await?;
                     Ok(Got {
                         size: entry.size,
@@ -211,6 +219,7 @@ impl Daemon {
             &self.keeper,
             work,
             (missing_blobs, missing_bytes),
+            &receiving,
             events,
         )
         .await?;

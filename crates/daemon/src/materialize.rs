@@ -209,14 +209,17 @@ impl Daemon {
         // that blobs fetched by other requests, which this one only waits for, do not
         // hold up its own fetches.
         let window = FETCH_WINDOW.max(self.options.fetch_concurrency);
+        let receiving = crate::fetch::Receiving::default();
         let work = futures_util::stream::iter(work)
             .map(|(key, size, prove)| {
-                let fetcher = self.fetcher.clone();
+                let (fetcher, receiving) = (self.fetcher.clone(), receiving.clone());
                 let reference = references.get(&key).cloned();
                 let policy = self.references.clone();
                 async move {
                     let Some((path, uri)) = reference else {
-                        let downloaded = fetcher.ensure_from(key, size, None).await?;
+                        let downloaded = fetcher
+                            .ensure_from(key, size, None, Some(&receiving))
+                            .await?;
                         return Ok(Got {
                             size,
                             downloaded,
@@ -228,7 +231,7 @@ impl Daemon {
                         Some(fetcher.prove(key, size, source).await)
                     } else {
                         fetcher
-                            .ensure_from(key, size, Some(source))
+                            .ensure_from(key, size, Some(source), Some(&receiving))
                             .await
                             .transpose()
                     }
@@ -247,6 +250,7 @@ impl Daemon {
             &self.keeper,
             work,
             (missing_blobs, missing_bytes),
+            &receiving,
             events,
         )
         .await?;
@@ -369,7 +373,7 @@ impl Daemon {
                         crate::references::source(&self.references, caller, path, uri)
                     })
                     .transpose()?;
-                self.fetcher.ensure_from(key, size, source).await?;
+                self.fetcher.ensure_from(key, size, source, None).await?;
             }
             self.fetcher.commit_now().await?;
         }
