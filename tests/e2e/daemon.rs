@@ -905,6 +905,27 @@ fn a_blob_modified_behind_the_daemons_back_is_never_handed_out() {
     assert_eq!(report["bad"].as_array().unwrap().len(), 1, "{report}");
     assert_eq!(report["bad"][0]["repaired"], true, "{report}");
     assert_eq!(s.registry().blob_gets(), gets + 1);
+    // The cache is right again; the directories handed out before still hold the
+    // modified inodes, until `--repair` links them to the fetched blobs.
+    let out = s.hoard(&["verify"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    for file in ["first/labels.csv", "second/images/bikes/003.png"] {
+        assert!(
+            stdout.contains(&s.out(file).display().to_string()),
+            "{stdout}"
+        );
+    }
+    let out = s.hoard(&["verify", "--repair"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        std::fs::read(s.out("first/labels.csv")).unwrap(),
+        b"bike,1\n"
+    );
     let out = s.hoard(&["verify"]);
     assert!(out.status.success(), "clean after the repair");
     let third = s.get("acme/vision/bike", "third", &[]);

@@ -30,6 +30,7 @@ mod budget;
 mod corrupt;
 mod crash;
 mod daemon;
+mod damaged;
 mod demo;
 mod discover;
 mod fuzz;

@@ -88,6 +88,11 @@ fn pin(name: &str, tmp: &Path, text: &str) {
     settings.add_filter(r"fs-verity: .*", "fs-verity: [THIS MACHINE]");
     settings.add_filter(r"uid \d+", "uid [UID]");
     settings.add_filter(r"hoard-\d+", "hoard-[UID]");
+    // Said to root callers only (`e2e/damaged.rs` checks it).
+    settings.add_filter(
+        r"warning: these files are hardlinks of the cache's blobs.*\n",
+        "",
+    );
     settings.bind(|| insta::assert_snapshot!(name, text));
 }
 

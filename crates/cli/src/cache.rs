@@ -1,9 +1,10 @@
 //! `hoard pin`, `hoard unpin`, `hoard pins`, `hoard gc`: the cache budget by hand.
 
 use clap::Args;
-use hoard_types::api::{GcRequest, Pin, PinRequest};
+use hoard_types::api::{GcRequest, Pin, PinRequest, VerifyRequest};
 
 use crate::get::{Connect, Socket, bytes, runtime};
+use crate::process::count;
 use crate::values::Size;
 
 #[derive(Args)]
@@ -124,6 +125,10 @@ pub(crate) fn gc(args: &GcArgs) -> anyhow::Result<()> {
 
 #[derive(Args)]
 pub(crate) struct VerifyArgs {
+    /// Also link the files that still hold a modified blob (in directories hoard
+    /// hardlinked) to the fetched blob again, each as the user who asked for it there.
+    #[arg(long)]
+    repair: bool,
     /// Print the answer as JSON.
     #[arg(long)]
     json: bool,
@@ -131,15 +136,19 @@ pub(crate) struct VerifyArgs {
     connect: Socket,
 }
 
-/// Exits non-zero when a blob was bad (it was quarantined; the next use fetches it again).
+/// Exits non-zero when a blob was bad (it was quarantined; the next use fetches it again)
+/// or a damaged file is left.
 pub(crate) fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
-    let report = runtime()?.block_on(args.connect.client().verify())?;
+    let request = VerifyRequest {
+        repair: args.repair,
+    };
+    let report = runtime()?.block_on(args.connect.client().verify(&request))?;
     if args.json {
         crate::process::out(&serde_json::to_string(&report)?)?;
     } else {
         crate::process::out(&format!(
-            "checked {} blobs ({}), {} bad",
-            report.checked,
+            "checked {} ({}), {} bad",
+            count(report.checked, "blob"),
             bytes(report.bytes),
             report.bad.len()
         ))?;
@@ -162,9 +171,40 @@ pub(crate) fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
             };
             crate::process::out(&format!("  {}: {} ({repair})", bad.blob, bad.why))?;
         }
+        if !report.damaged.is_empty() {
+            crate::process::out(&format!(
+                "{} placed earlier {} a blob found modified:",
+                count(report.damaged.len() as u64, "file"),
+                if report.damaged.len() == 1 {
+                    "holds"
+                } else {
+                    "hold"
+                }
+            ))?;
+        }
+        for file in &report.damaged {
+            let path = std::path::Path::new(&file.dest).join(file.path.as_str());
+            let state = match (file.repaired, &file.repair_error) {
+                (true, _) => "linked to the fetched blob again".to_owned(),
+                (false, Some(e)) => format!("not repaired: {e}"),
+                (false, None) => "`hoard verify --repair` links it again".to_owned(),
+            };
+            crate::process::out(&format!("  {} ({state})", path.display()))?;
+        }
     }
+    let left = report.damaged.iter().filter(|d| !d.repaired).count();
     if !report.bad.is_empty() {
-        anyhow::bail!("{} blob(s) failed verification", report.bad.len());
+        anyhow::bail!(
+            "{} failed verification",
+            count(report.bad.len() as u64, "blob")
+        );
+    }
+    if left > 0 {
+        anyhow::bail!(
+            "{} still {} a modified blob",
+            count(left as u64, "file"),
+            if left == 1 { "holds" } else { "hold" }
+        );
     }
     Ok(())
 }

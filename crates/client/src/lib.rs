@@ -11,7 +11,7 @@ use bytes::Bytes;
 use hoard_types::api::{
     Artifacts, ArtifactsRequest, Event, GcReport, GcRequest, Health, ListedEntry,
     MaterializeRequest, Pin, PinRequest, PublishRequest, Published, ResolveRequest, Resolved,
-    Status, Summary, Verified, Versions, VersionsRequest,
+    Status, Summary, Verified, VerifyRequest, Versions, VersionsRequest,
 };
 use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
@@ -262,8 +262,8 @@ impl Client {
     }
 
     /// Re-hashes every cached blob; bad ones are quarantined.
-    pub async fn verify(&self) -> Result<Verified, Error> {
-        self.post_json("/v1/verify", &serde_json::json!({})).await
+    pub async fn verify(&self, request: &VerifyRequest) -> Result<Verified, Error> {
+        self.post_json("/v1/verify", request).await
     }
 
     /// Evicts now (or, with `dry_run`, reports what would be evicted).

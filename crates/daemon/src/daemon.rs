@@ -84,6 +84,10 @@ pub struct Daemon {
     pub(crate) references: Arc<crate::ReferencePolicy>,
     /// The background scrub.
     pub(crate) scrub: Arc<crate::scrub::Scrub>,
+    /// Where versions were hardlinked.
+    pub(crate) placements: crate::placements::Placements,
+    /// Whether root was told that it can write through hardlinks into the cache.
+    pub(crate) warned_root: std::sync::atomic::AtomicBool,
 }
 
 impl Daemon {
@@ -119,6 +123,8 @@ impl Daemon {
             options.alias_ttl,
         );
         Self {
+            placements: crate::placements::Placements::new(store.clone()),
+            warned_root: std::sync::atomic::AtomicBool::new(false),
             store,
             resolver,
             fetcher,

@@ -2,6 +2,7 @@
 //! once, however many requests want it, within the budget), then linked or copied into
 //! the destination, as the caller when the caller is another user.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -34,6 +35,24 @@ pub(crate) enum Target {
     Opened(hoard_store::DestRoot),
 }
 
+impl Target {
+    /// For another user than the daemon's, the destination is opened (and checked) as
+    /// them.
+    async fn open(dest: &std::path::Path, caller: Caller) -> Result<Self, ApiError> {
+        if caller.is_daemon_user() {
+            return Ok(Self::Path(dest.to_owned()));
+        }
+        let path = dest.to_owned();
+        Ok(Self::Opened(
+            blocking(move || {
+                let user = crate::caller::act_as(caller)?;
+                Ok(hoard_store::DestRoot::open_as(path, user)?)
+            })
+            .await?,
+        ))
+    }
+}
+
 impl Daemon {
     /// Makes the selected files cached for `caller`, then (with a destination)
     /// materializes them, reporting progress on `events`.
@@ -53,21 +72,10 @@ impl Daemon {
             Versioned::Native(version) => Chosen::Native(select(&version.manifest, selection)?),
             Versioned::Foreign(foreign, _) => Chosen::Foreign(foreign),
         };
-        // For another user, the destination is opened (and checked) as them, before anything
-        // is fetched.
+        // Before anything is fetched.
         let target = match dest {
             None => None,
-            Some(path) if !caller.is_daemon_user() => {
-                let path = path.to_owned();
-                Some(Target::Opened(
-                    blocking(move || {
-                        let user = crate::caller::act_as(caller)?;
-                        Ok(hoard_store::DestRoot::open_as(path, user)?)
-                    })
-                    .await?,
-                ))
-            }
-            Some(path) => Some(Target::Path(path.to_owned())),
+            Some(dest) => Some(Target::open(dest, caller).await?),
         };
         // The version's blobs stay from their fetch until they are linked (`_lease`):
         // eviction making room for another request must not take them in between.
@@ -102,6 +110,7 @@ impl Daemon {
         if let Some(target) = target {
             let manifest = Arc::new(manifest);
             let target = Arc::new(target);
+            let tampered_before = self.metrics.tampered.load(Ordering::Relaxed);
             let placed = self
                 .place(manifest.clone(), target.clone(), mode, caller)
                 .await;
@@ -117,6 +126,16 @@ impl Daemon {
                 }
                 (placed, _) => placed?,
             };
+            let tampered = self.metrics.tampered.load(Ordering::Relaxed) != tampered_before;
+            self.after_placing(
+                &head,
+                &manifest,
+                (report.mode, tampered),
+                caller,
+                dest,
+                events,
+            )
+            .await;
             summary.placed = report.placed;
             summary.unchanged = report.unchanged;
             self.metrics
@@ -142,6 +161,77 @@ impl Daemon {
         }
         summary.seconds = start.elapsed().as_secs_f64();
         Ok(summary)
+    }
+
+    /// After files were placed: a hardlinked destination is recorded (and root told once
+    /// what that means), and if a blob was found modified meanwhile, the files elsewhere
+    /// that still hold it are named.
+    async fn after_placing(
+        &self,
+        head: &Head<'_>,
+        manifest: &Manifest,
+        (mode, tampered): (LinkMode, bool),
+        caller: Caller,
+        dest: Option<&std::path::Path>,
+        events: &mpsc::Sender<Event>,
+    ) {
+        if tampered {
+            self.name_damaged(manifest, caller, events).await;
+        }
+        if mode == LinkMode::Hardlink
+            && let Some(dest) = dest
+        {
+            self.warn_root(caller, events).await;
+            self.placements.record(head.digest, dest, caller).await;
+        }
+    }
+
+    /// A blob of `manifest` was found modified (a write through a hardlink): names the
+    /// files elsewhere that still hold it, the caller's own by path, others' by count.
+    async fn name_damaged(
+        &self,
+        manifest: &Manifest,
+        caller: Caller,
+        events: &mpsc::Sender<Event>,
+    ) {
+        let digests = manifest.entries.values().map(|e| e.digest).collect();
+        let damaged = match self.damaged(Some(&digests)).await {
+            Ok(damaged) if !damaged.is_empty() => damaged,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e.detail, "cannot look for files that hold a modified blob");
+                return;
+            }
+        };
+        let (own, others): (Vec<_>, Vec<_>) = damaged
+            .into_iter()
+            .partition(|d| caller.is_admin() || d.placement.uid == caller.uid);
+        let held = own.len() + others.len();
+        let mut message = format!(
+            "a file of this version had been modified in place, through a hardlink (root ignores the 0444 mode); this get has it fetched again, but {held} {} placed earlier still {} the modified bytes",
+            if held == 1 { "file" } else { "files" },
+            if held == 1 { "holds" } else { "hold" },
+        );
+        if !own.is_empty() {
+            let _ = write!(message, ": {}", crate::placements::named(&own));
+        }
+        if !others.is_empty() {
+            let _ = write!(message, " ({} of other users)", others.len());
+        }
+        message.push_str("; `hoard verify --repair` links them to the fetched blob again (`--mode copy` keeps a job's writes out of the cache)");
+        tracing::warn!("{message}");
+        let _ = events.send(Event::Warning { message }).await;
+    }
+
+    /// Tells root once per daemon that a hardlinked file is the cache's blob, unless
+    /// fs-verity makes blobs immutable.
+    async fn warn_root(&self, caller: Caller, events: &mpsc::Sender<Event>) {
+        if caller.uid != 0 || self.store.verity() || self.warned_root.swap(true, Ordering::Relaxed)
+        {
+            return;
+        }
+        let message = "these files are hardlinks of the cache's blobs, and root can write to them despite their 0444 mode: a write would change them for every job on this machine (hoard then re-fetches the blob, but other directories keep the changed file); use `--mode copy` for files a job modifies, or fs-verity (see docs/shared-daemon.md)".to_owned();
+        let _ = events.send(Event::Warning { message }).await;
     }
 
     /// Checks that the selected reference entries can be fetched for `caller`, then

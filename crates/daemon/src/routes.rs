@@ -9,8 +9,9 @@ use futures_util::StreamExt;
 use hoard_http::{Body, BodyError, full, json};
 use hoard_store::LinkMode;
 use hoard_types::api::{
-    ArtifactsRequest, BadBlob, Event, GcReport, GcRequest, Health, ListedEntry, MaterializeRequest,
-    PinRequest, PublishRequest, ResolveRequest, Status, Verified, VersionsRequest,
+    ArtifactsRequest, BadBlob, DamagedFile, Event, GcReport, GcRequest, Health, ListedEntry,
+    MaterializeRequest, PinRequest, PublishRequest, ResolveRequest, Status, Verified,
+    VerifyRequest, VersionsRequest,
 };
 use hoard_types::registry::Problem;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -94,7 +95,7 @@ async fn dispatch(
         (&Method::POST, "/v1/pins") => ("pin", pin(daemon, request).await),
         (&Method::POST, "/v1/pins/remove") => ("unpin", unpin(daemon, request).await),
         (&Method::POST, "/v1/gc") => ("gc", gc(daemon, request).await),
-        (&Method::POST, "/v1/verify") => ("verify", verify(daemon, &request).await),
+        (&Method::POST, "/v1/verify") => ("verify", verify(daemon, request).await),
         (
             _,
             "/v1/health" | "/v1/status" | "/metrics" | "/v1/resolve" | "/v1/artifacts"
@@ -472,9 +473,10 @@ const REPAIRS: usize = 8;
 /// then fetched again from the upstream where it serves blobs by digest.
 async fn verify(
     daemon: &Arc<Daemon>,
-    request: &Request<Incoming>,
+    request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    admin_only(request, "verify")?;
+    admin_only(&request, "verify")?;
+    let asked: VerifyRequest = read_json(request).await?;
     let store = daemon.store.clone();
     let report = blocking(move || Ok(store.verify()?)).await?;
     daemon
@@ -499,6 +501,26 @@ async fn verify(
         .collect()
         .await;
     let _ = daemon.fetcher.commit_now().await;
+    // Files handed out before a blob was found modified keep its inode.
+    let damaged = daemon.damaged(None).await?;
+    let damaged = if asked.repair {
+        daemon.repair(damaged).await
+    } else {
+        damaged
+            .into_iter()
+            .map(|d| (d, Err(ApiError::internal(""))))
+            .collect()
+    };
+    let damaged = damaged
+        .into_iter()
+        .map(|(d, outcome)| DamagedFile {
+            dest: d.placement.dest,
+            path: d.path,
+            blob: d.key.to_string(),
+            repaired: outcome.is_ok(),
+            repair_error: outcome.err().map(|e| e.detail).filter(|e| !e.is_empty()),
+        })
+        .collect();
     Ok(json(
         StatusCode::OK,
         &Verified {
@@ -507,6 +529,7 @@ async fn verify(
             sealed: report.sealed,
             sealed_total: report.sealed_total,
             bad,
+            damaged,
         },
     ))
 }

@@ -49,7 +49,9 @@ const UPSTREAM: &[u8] = b"upstream";
 /// Where bytes were fetched from, for callers who may have a blob only through a source
 /// (see [`crate::Store::proven`]).
 const PROVENANCE: &str = "provenance";
-const FAMILIES: [&str; 11] = [
+/// Where versions were hardlinked: opaque records, owned by the daemon.
+const PLACEMENTS: &str = "placements";
+const FAMILIES: [&str; 12] = [
     BLOBS,
     LAST_USE,
     FOREIGN,
@@ -61,6 +63,7 @@ const FAMILIES: [&str; 11] = [
     FOREIGN_VERSIONS,
     META,
     PROVENANCE,
+    PLACEMENTS,
 ];
 
 /// A table of opaque records that the store keeps for its user, by string key.
@@ -72,6 +75,8 @@ pub enum Table {
     Pins,
     /// Versions of a foreign upstream (W&B), as it described them.
     ForeignVersions,
+    /// Where versions were hardlinked.
+    Placements,
 }
 
 impl Table {
@@ -80,6 +85,7 @@ impl Table {
             Self::Outbox => OUTBOX,
             Self::Pins => PINS,
             Self::ForeignVersions => FOREIGN_VERSIONS,
+            Self::Placements => PLACEMENTS,
         }
     }
 }
@@ -380,6 +386,7 @@ impl Open {
             FOREIGN_VERSIONS,
             PINS,
             PROVENANCE,
+            PLACEMENTS,
         ] {
             let cf = self.cf(family);
             for item in self.db.iterator_cf(cf, IteratorMode::Start) {

@@ -61,5 +61,5 @@ pub use reconcile::ReconcileReport;
 pub use record::{AliasRecord, BlobKey, BlobRecord};
 pub use store::{Lease, Provenance, Store};
 pub use sys::BLOB_MTIME;
-pub use tables::{OutboxRecord, PinRecord};
+pub use tables::{OutboxRecord, PinRecord, Placement};
 pub use verity::{Verity, VeritySupport};

@@ -206,6 +206,23 @@ impl Store {
         }
     }
 
+    /// The (device, inode) of every file in `quarantine/`: a file elsewhere with one of
+    /// them is a hardlink to a blob found modified.
+    pub fn quarantined_inodes(&self) -> Result<std::collections::HashSet<(u64, u64)>> {
+        use std::os::unix::fs::MetadataExt;
+        let dir = self.layout().quarantine();
+        let mut inodes = std::collections::HashSet::new();
+        for entry in std::fs::read_dir(&dir).io("read", &dir)? {
+            let entry = entry.io("read", &dir)?;
+            if let Ok(meta) = entry.metadata()
+                && meta.is_file()
+            {
+                inodes.insert((meta.dev(), meta.ino()));
+            }
+        }
+        Ok(inodes)
+    }
+
     /// Keeps `keys` from eviction until the returned [`Lease`] is dropped: held by
     /// in-flight materializations and fetches.
     pub fn lease(&self, keys: impl IntoIterator<Item = BlobKey>) -> Lease {

@@ -6,6 +6,7 @@
 //!   Hub commit), and `d/<digest>` → that key for its [`ForeignVersion::digest`].
 //! - `pins`: a [`PinRecord`] as JSON under `entity/project/name@digest`.
 //! - `outbox`: an [`OutboxRecord`] as JSON under `entity/project/name@digest`.
+//! - `placements`: a [`Placement`] as JSON under `<version digest>/<destination>`.
 //!
 //! A record that does not parse is an error where one record is asked for
 //! ([`Error::CorruptRecord`]), and is logged and left out of listings.
@@ -248,5 +249,54 @@ impl Store {
     /// How many records the outbox holds, readable or not.
     pub fn outbox_len(&self) -> Result<u64> {
         self.index.count_records(Table::Outbox, "")
+    }
+}
+
+/// A version hardlinked into a destination: its files there share their inodes with the
+/// cache's blobs, so a write through one of them (root ignores the 0444 mode) changes the
+/// blob. Kept to find those files again when a blob is found modified.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// The version's digest ([`hoard_types::Version::digest`] or
+    /// [`ForeignVersion::digest`]).
+    pub version: Digest,
+    /// The destination, absolute.
+    pub dest: String,
+    /// Who asked: the repair acts as them.
+    pub uid: u32,
+    pub gid: u32,
+    pub placed_ms: u64,
+}
+
+impl Placement {
+    fn key(&self) -> String {
+        format!("{}/{}", self.version, self.dest)
+    }
+}
+
+impl Store {
+    /// Records (or renews) a placement.
+    pub fn put_placement(&self, placement: &Placement) -> Result<()> {
+        let json = serde_json::to_vec(placement).expect("a placement serializes");
+        self.index
+            .put_record(Table::Placements, &placement.key(), &json)
+    }
+
+    pub fn remove_placement(&self, placement: &Placement) -> Result<()> {
+        self.index
+            .remove_record(Table::Placements, &placement.key())
+    }
+
+    /// Every readable placement.
+    pub fn placements(&self) -> Result<Vec<Placement>> {
+        Ok(parsed(self, Table::Placements, "placement")?
+            .into_iter()
+            .map(|(_, record)| record)
+            .collect())
+    }
+
+    /// How many placements are kept, readable or not.
+    pub fn placement_count(&self) -> Result<u64> {
+        self.index.count_records(Table::Placements, "")
     }
 }

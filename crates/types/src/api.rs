@@ -453,6 +453,34 @@ pub struct Verified {
     /// Good blobs sealed with fs-verity now, of `checked`.
     #[serde(default)]
     pub sealed_total: u64,
+    /// Files in directories hoard hardlinked that still hold a blob found modified (its
+    /// quarantined inode), and with `repair`, whether they were linked to the blob again.
+    #[serde(default)]
+    pub damaged: Vec<DamagedFile>,
+}
+
+/// `POST /v1/verify`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// Also link the damaged files to the blob again (fetching it if needed), each as the
+    /// user who asked for it there.
+    #[serde(default)]
+    pub repair: bool,
+}
+
+/// A file that is a hardlink to a blob found modified.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DamagedFile {
+    /// The destination it was materialized into, and its path there.
+    pub dest: String,
+    pub path: RelPath,
+    pub blob: String,
+    /// Linked to the blob again (`repair`).
+    #[serde(default)]
+    pub repaired: bool,
+    #[serde(default)]
+    pub repair_error: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
