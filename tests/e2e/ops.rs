@@ -541,6 +541,16 @@ fn completions_into_a_closed_pipe_exit_quietly() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+    // `--mode` completes to the modes, not to file names.
+    let script = Command::new(binary("hoard"))
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    let script = String::from_utf8_lossy(&script.stdout);
+    assert!(
+        script.contains("auto hardlink reflink copy symlink"),
+        "no mode values in the bash completion"
+    );
 }
 
 /// A daemon started without an upstream serves the built-in one, which starts empty: a
@@ -587,6 +597,11 @@ fn the_built_in_upstream_and_a_missing_daemon_get_hints_that_lead_somewhere() {
         err.contains("built-in upstream") && err.contains("--upstream"),
         "{err}"
     );
+    let mut status = Command::new(binary("hoard"));
+    status.arg("status");
+    with_env(&mut status);
+    let said = String::from_utf8_lossy(&status.output().unwrap().stdout).into_owned();
+    assert!(said.contains("(the built-in upstream"), "{said}");
     let pid = rustix::process::Pid::from_raw(daemon.id().cast_signed()).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     assert!(daemon.wait().unwrap().success());

@@ -90,7 +90,7 @@ pub(crate) struct GetArgs {
     dry_run: bool,
 
     /// `auto`, `hardlink`, `reflink`, `copy` or `symlink`.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value = "auto", value_parser = crate::values::LinkModes, hide_possible_values = true)]
     mode: String,
     /// Also remove files under the root (and the prefix) that the version does not have.
     #[arg(long, conflicts_with = "file")]
@@ -188,6 +188,11 @@ fn shown_path(dest: &str) -> String {
     }
 }
 
+/// The built-in upstream, as a daemon describes it.
+fn built_in_upstream() -> String {
+    format!("dir://{}", paths::default_upstream_dir().display())
+}
+
 /// A not-found answer from a daemon that serves the built-in upstream, which starts
 /// empty: says so, and how to point the daemon at a real one.
 pub(crate) async fn explain_not_found(
@@ -197,7 +202,7 @@ pub(crate) async fn explain_not_found(
     if error.kind() != "not-found" {
         return error.into();
     }
-    let embedded = format!("dir://{}", paths::default_upstream_dir().display());
+    let embedded = built_in_upstream();
     match client.status().await {
         Ok(status) if status.upstream == embedded => anyhow::anyhow!(
             "{error}. This daemon serves the built-in upstream `{embedded}`, which holds only what was published here: start it on your upstream, e.g. `hoard daemon --upstream http://registry:7700` (or `wandb`, `hf`)"
@@ -410,7 +415,14 @@ pub(crate) fn status(args: &StatusArgs) -> anyhow::Result<()> {
             bytes(status.reclaimable_bytes),
             count(status.pinned_versions, "version"),
             count(status.evicted_blobs, "blob"),
-            status.upstream,
+            if status.upstream == built_in_upstream() {
+                format!(
+                    "{} (the built-in upstream: it holds only what was published here; `hoard daemon --upstream URL` serves a real one)",
+                    status.upstream
+                )
+            } else {
+                status.upstream.clone()
+            },
             status.hits,
             hit_ratio(status.hits, status.misses),
             status.misses,

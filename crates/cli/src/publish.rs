@@ -29,8 +29,9 @@ pub(crate) struct PublishArgs {
     /// Also materialize the new version into this directory.
     #[arg(long)]
     root: Option<PathBuf>,
-    /// How files are placed under `--root`.
-    #[arg(long, default_value = "auto")]
+    /// How files are placed under `--root`: `auto`, `hardlink`, `reflink`, `copy` or
+    /// `symlink`.
+    #[arg(long, default_value = "auto", value_parser = crate::values::LinkModes, hide_possible_values = true)]
     mode: String,
     /// Wait until the upstream has committed the version.
     #[arg(long)]

@@ -143,3 +143,31 @@ mod tests {
         }
     }
 }
+
+/// `--mode`: any text is taken (the daemon checks it, in one line), and shell completion
+/// offers the modes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LinkModes;
+
+impl clap::builder::TypedValueParser for LinkModes {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        _: &clap::Command,
+        _: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        Ok(value.to_string_lossy().into_owned())
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(
+            ["auto", "hardlink", "reflink", "copy", "symlink"]
+                .into_iter()
+                .map(clap::builder::PossibleValue::new),
+        ))
+    }
+}
