@@ -501,6 +501,47 @@ fn the_hf_cache_filled_by_hoard_serves_the_real_client_with_no_download() {
     );
 }
 
+/// A pull request's revision (`refs/pr/N`), as `hf download --revision refs/pr/1` takes
+/// it: fetched, and written to the HF cache where the real client looks for it
+/// (`refs/refs/pr/1`), offline and online with no download.
+#[test]
+fn a_pull_request_revision_is_fetched_and_cached_as_huggingface_hub_does() {
+    let python = hf_python();
+    let hub = FakeHub::start(TOKEN);
+    commit(&hub, "models/acme/toy", "main", &model());
+    let proposed = vec![("config.json".to_owned(), b"{\"proposed\": true}".to_vec())];
+    let sha = commit(&hub, "models/acme/toy", "refs/pr/1", &proposed);
+    let s = Setup::new(&hub, None);
+    let got = s.get("acme/toy:refs/pr/1", "pr");
+    assert_eq!(got["version"], sha.as_str(), "{got}");
+    assert_tree(&s.path("pr"), &proposed);
+
+    let cache = s.path("hf/hub");
+    let got = s.hf_get("acme/toy:refs/pr/1", &cache);
+    let repo = cache.join("models--acme--toy");
+    assert_eq!(
+        std::fs::read_to_string(repo.join("refs/refs/pr/1")).unwrap(),
+        sha
+    );
+    assert_eq!(
+        PathBuf::from(got["dest"].as_str().unwrap()),
+        repo.join("snapshots").join(&sha)
+    );
+    let downloads = hub.downloads();
+    let home = s.path("client-home");
+    let script = "from huggingface_hub import snapshot_download\n\
+                  print(snapshot_download('acme/toy', revision='refs/pr/1'))\n";
+    for offline in [true, false] {
+        let folder = run_client(&python, &hub, &cache, &home, offline, script);
+        assert_eq!(PathBuf::from(folder), repo.join("snapshots").join(&sha));
+    }
+    assert_eq!(
+        hub.downloads(),
+        downloads,
+        "the client downloaded a file again"
+    );
+}
+
 /// Runs `script` with the real `huggingface_hub` on the HF cache `cache` (offline: with
 /// `HF_HUB_OFFLINE=1`); returns the last line it printed.
 fn run_client(

@@ -23,6 +23,8 @@ pub use error::Error;
 pub use foreign::{ForeignEntry, ForeignVersion};
 pub use manifest::{Entry, Manifest, PathPrefix};
 pub use path::RelPath;
-pub use reference::{ArtifactName, ArtifactRef, ProjectName, Selector, check_alias};
+pub use reference::{
+    ArtifactName, ArtifactRef, ProjectName, Selector, check_alias, is_pull_request,
+};
 pub use text::{error_chain, human_bytes};
 pub use version::Version;

@@ -34,6 +34,10 @@ impl Selector {
     /// Parses the part after `:`: `vN` is a version, anything else of the allowed
     /// characters an alias.
     pub fn parse_tag(tag: &str) -> Result<Self, String> {
+        // The Hugging Face Hub's pull-request revisions: the one alias with `/` in it.
+        if is_pull_request(tag) {
+            return Ok(Self::Alias(tag.to_owned()));
+        }
         if let Some(number) = tag
             .strip_prefix('v')
             .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
@@ -58,7 +62,8 @@ impl Selector {
     /// [`Self::from_segment`] reads it back.
     pub fn to_segment(&self) -> String {
         match self {
-            Self::Alias(alias) => alias.clone(),
+            // Never one of the registry's (see [`is_pull_request`]); one segment anyway.
+            Self::Alias(alias) => alias.replace('/', "%2F"),
             Self::Version(n) => format!("v{n}"),
             Self::Digest(digest) => format!("@{digest}"),
         }
@@ -314,12 +319,28 @@ pub fn check_alias(alias: &str) -> Result<(), Error> {
         input: truncate(alias),
         reason,
     };
+    if is_pull_request(alias) {
+        return Err(err(format!(
+            "`{alias}` is a Hugging Face Hub revision (a pull request), not an alias one can give"
+        )));
+    }
     match Selector::parse_tag(alias).map_err(err)? {
         Selector::Alias(_) => Ok(()),
         _ => Err(err(format!(
             "alias `{alias}` has the form of a version number"
         ))),
     }
+}
+
+/// `refs/pr/N`: a pull request's revision on the Hugging Face Hub, which a reference may
+/// name (`ORG/NAME:refs/pr/3`) but nothing may publish as an alias.
+pub fn is_pull_request(tag: &str) -> bool {
+    tag.strip_prefix("refs/pr/").is_some_and(|n| {
+        !n.is_empty()
+            && n.len() <= 10
+            && n.bytes().all(|b| b.is_ascii_digit())
+            && !n.starts_with('0')
+    })
 }
 
 /// Entities, projects, names and aliases: 1 to 128 of `A-Z a-z 0-9 _ - .`, not starting
@@ -356,6 +377,28 @@ mod tests {
 
     fn parse(s: &str) -> ArtifactRef {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_pull_request_revision_is_a_reference_and_never_an_alias_to_give() {
+        let r = parse("models/acme/toy:refs/pr/3");
+        assert_eq!(r.selector, Selector::Alias("refs/pr/3".into()));
+        assert_eq!(r.to_string(), "models/acme/toy:refs/pr/3");
+        assert_eq!(r.selector.to_segment(), "refs%2Fpr%2F3");
+        for bad in [
+            "refs/pr/",
+            "refs/pr/03",
+            "refs/pr/x",
+            "refs/heads/main",
+            "refs/pr/3/x",
+        ] {
+            assert!(
+                format!("acme/toy:{bad}").parse::<ArtifactRef>().is_err(),
+                "{bad}"
+            );
+        }
+        let e = check_alias("refs/pr/3").unwrap_err().to_string();
+        assert!(e.contains("Hugging Face Hub revision"), "{e}");
     }
 
     #[test]

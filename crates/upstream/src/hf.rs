@@ -2,9 +2,10 @@
 //! self-hosted Hub; `HF_ENDPOINT` otherwise).
 //!
 //! References: `models/ORG/NAME:REVISION` and `datasets/ORG/NAME:REVISION`; `models/` is
-//! the default entity, so `ORG/NAME:main` is a model. A revision is a branch or a tag
-//! (followed within `alias_ttl`, like an alias; `latest` means `main`), or a 40-hex commit,
-//! which names one version for good and is answered from the index once resolved.
+//! the default entity, so `ORG/NAME:main` is a model. A revision is a branch, a tag or a
+//! pull request's `refs/pr/N` (followed within `alias_ttl`, like an alias; `latest` means
+//! `main`), or a 40-hex commit, which names one version for good and is answered from the
+//! index once resolved.
 //!
 //! - Resolve: `GET /api/{models,datasets}/ORG/NAME/revision/REV` gives the commit; then
 //!   `GET …/tree/COMMIT?recursive=true`, paged by `Link: <…>; rel="next"`, lists the files
@@ -19,10 +20,10 @@
 //!   (default `$HF_HOME/token`, `HF_HOME` defaulting to `~/.cache/huggingface`), where
 //!   `hf auth login` writes it.
 //!
-//! Not here (yet): Xet storage (plain `resolve` serves Xet-backed files too; hoard never
-//! speaks the Xet protocol), `refs/pr/N` revisions (`/` is not allowed in hoard's alias
-//! grammar), spaces, un-namespaced repos (`gpt2`), and publishing (the Hub's own tools
-//! do that).
+//! Not here: Xet storage (plain `resolve` serves Xet-backed files too; hoard never speaks
+//! the Xet protocol), spaces, repos without an owner (`gpt2`: the Hub moved them to
+//! organizations, `openai-community/gpt2`, and answers the old names with a redirect), and
+//! publishing (the Hub's own tools do that).
 
 use std::ops::Range;
 use std::path::PathBuf;

@@ -442,6 +442,15 @@ impl Catalog for RegistryClient {
         selector: &'a Selector,
     ) -> BoxFuture<'a, Result<Version, Error>> {
         Box::pin(async move {
+            if let Selector::Alias(alias) = selector
+                && hoard_types::is_pull_request(alias)
+            {
+                return Err(Error::NotFound {
+                    what: format!(
+                        "artifact `{name}{selector}`: `{alias}` is a Hugging Face Hub revision, and this upstream is a hoard registry"
+                    ),
+                });
+            }
             let path = format!("{}/{}", Self::artifact_path(name), selector.to_segment());
             let what = format!("artifact `{name}{selector}`");
             let (_, body) = self
