@@ -461,7 +461,9 @@ fn the_hf_cache_filled_by_hoard_serves_the_real_client_with_no_download() {
     );
     let link = std::fs::read_link(folder.join("tokenizer/vocab.json")).unwrap();
     assert!(link.starts_with("../../../blobs/"), "{}", link.display());
+    assert!(repo.join(format!("trees/{sha}.json")).is_file());
     let downloads = hub.downloads();
+    let listings = hub.tree_calls();
 
     let home = s.path("client-home");
     let client =
@@ -481,6 +483,11 @@ fn the_hf_cache_filled_by_hoard_serves_the_real_client_with_no_download() {
         hub.downloads(),
         downloads,
         "online, the client downloaded a file again"
+    );
+    assert_eq!(
+        hub.tree_calls(),
+        listings,
+        "online, the client listed the commit's files: it did not read the tree hoard wrote"
     );
 
     // Another user's (or job's) cache: the same inodes, nothing fetched.

@@ -74,6 +74,7 @@ impl Daemon {
                 commit: version.version.clone(),
                 revision: revision.clone(),
                 files,
+                tree: tree_listing(version),
             };
             let (store, path) = (self.store.clone(), cache.to_owned());
             let filled = blocking(move || {
@@ -116,4 +117,25 @@ impl Daemon {
             });
         }
     }
+}
+
+/// The commit's whole tree listing as `huggingface_hub` caches it (its `_tree_cache.py`,
+/// format 1): each file's size and git blob id, and for an LFS file its SHA-256. `None`
+/// when an LFS file's blob id is not known (a version resolved by an older hoard).
+fn tree_listing(version: &hoard_types::ForeignVersion) -> Option<String> {
+    let mut files = serde_json::Map::new();
+    for (path, entry) in &version.entries {
+        let digest = entry.digest.to_string();
+        let (kind, hex) = digest.split_once(':')?;
+        let info = match kind {
+            "gitsha1" => serde_json::json!({"size": entry.size, "blob_id": hex}),
+            "sha256" => serde_json::json!({
+                "size": entry.size, "blob_id": entry.blob_id.as_deref()?,
+                "lfs_sha256": hex, "lfs_size": entry.size,
+            }),
+            _ => return None,
+        };
+        files.insert(path.to_string(), info);
+    }
+    Some(serde_json::json!({"format_version": 1, "files": files}).to_string())
 }

@@ -70,6 +70,8 @@ struct State {
     /// Whole-file and range downloads, by [`key_of`] the content.
     downloads: HashMap<String, u64>,
     api_calls: u64,
+    /// Calls of `/api/…/tree/…`: listings of a commit's files.
+    tree_calls: u64,
     /// Requests to the CDN that carried an `Authorization` header.
     cdn_tokens: u64,
     commits_made: u64,
@@ -240,6 +242,11 @@ impl FakeHub {
         self.state().api_calls
     }
 
+    /// Listings of a commit's files (`/api/…/tree/…`).
+    pub fn tree_calls(&self) -> u64 {
+        self.state().tree_calls
+    }
+
     /// CDN requests that carried a token (it must never be sent there).
     pub fn cdn_tokens(&self) -> u64 {
         self.state().cdn_tokens
@@ -398,6 +405,9 @@ fn api(state: &mut State, rest: &str, query: &str, authorized: bool) -> Response
     let Some((repo_key, tail)) = split_repo(rest) else {
         return error(StatusCode::NOT_FOUND, "RepoNotFound", "no such route");
     };
+    if tail.starts_with("tree/") {
+        state.tree_calls += 1;
+    }
     let repo = match visible(state, &repo_key, authorized) {
         Ok(repo) => repo,
         Err(answer) => return *answer,

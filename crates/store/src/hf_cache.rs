@@ -6,6 +6,7 @@
 //! models--ORG--NAME/blobs/<etag>                 hardlinks of the store's blobs
 //! models--ORG--NAME/snapshots/<commit>/<path>    symlinks to ../../blobs/<etag> (relative)
 //! models--ORG--NAME/refs/<revision>              the commit, for a branch or a tag
+//! models--ORG--NAME/trees/<commit>.json          the commit's tree listing (huggingface_hub ≥ 2.4)
 //! ```
 //!
 //! The etag is the Hub's digest of the file (the LFS SHA-256, or the git blob id). Every
@@ -13,6 +14,8 @@
 //! `dest.rs`). What is there already is left as it is: a blob that `huggingface_hub`
 //! downloaded itself, a snapshot file it wrote, a symlink someone planted. Only a `refs/`
 //! file naming another commit is replaced, as `huggingface_hub` does when a branch moves.
+//! With the tree listing, `huggingface_hub` asks the Hub for no listing of the commit, and
+//! offline it can tell a complete snapshot from a partial one (as for its own).
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
@@ -37,6 +40,9 @@ pub struct HfSnapshot {
     pub revision: Option<String>,
     /// Each file: its path in the repo, the Hub's digest as hex (the etag), its blob.
     pub files: Vec<(RelPath, String, BlobKey)>,
+    /// The commit's tree listing as `huggingface_hub` caches it (`trees/<commit>.json`),
+    /// written unless one is there already; `None`: not known well enough to write.
+    pub tree: Option<String>,
 }
 
 /// What filling a snapshot did.
@@ -95,6 +101,9 @@ impl Store {
                 dirs.push(format!("{snapshot_dir}/{parent}"));
             }
         }
+        if snapshot.tree.is_some() {
+            dirs.push(format!("{folder}/trees"));
+        }
         if let Some(rev) = &revision {
             dirs.push(match rev.parent() {
                 Some(parent) => format!("{folder}/refs/{parent}"),
@@ -137,7 +146,13 @@ impl Store {
         if let Some(rev) = &revision {
             let refs = RelPath::new(format!("{folder}/refs/{rev}"))
                 .map_err(|_| bad("revision", rev.as_str()))?;
-            write_ref(&tree, &refs, &snapshot.commit)?;
+            write_small(&tree, &refs, &snapshot.commit, Replace::IfDifferent)?;
+        }
+        if let Some(listing) = &snapshot.tree {
+            let path = RelPath::new(format!("{folder}/trees/{}.json", snapshot.commit))
+                .map_err(|_| bad("commit", &snapshot.commit))?;
+            // A commit's listing never changes: one already there is left as it is.
+            write_small(&tree, &path, listing, Replace::Never)?;
         }
         Ok(report)
     }
@@ -188,12 +203,21 @@ fn symlink_new(tree: &DestTree, path: &RelPath, target: &str) -> Result<bool> {
     }
 }
 
-/// Writes `commit` to the refs file `path` (a regular file), unless it says so already:
-/// through a temporary name and a rename, as the tree's user.
-fn write_ref(tree: &DestTree, path: &RelPath, commit: &str) -> Result<()> {
+/// When [`write_small`] replaces a file already there.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Replace {
+    /// Unless it holds these bytes already (a ref, which moves).
+    IfDifferent,
+    /// Never, if it is a regular file (a commit's tree listing, which does not).
+    Never,
+}
+
+/// Writes `content` to the regular file `path` (see [`Replace`]): through a temporary
+/// name and a rename, as the tree's user.
+fn write_small(tree: &DestTree, path: &RelPath, content: &str, replace: Replace) -> Result<()> {
     let dir = tree.dir(path.parent());
     let name = path.file_name().to_owned();
-    let (fd, want) = (dir.fd.clone(), commit.to_owned());
+    let (fd, want) = (dir.fd.clone(), content.to_owned());
     let path_text = path.as_str().to_owned();
     let written = tree.run(move || -> std::result::Result<(), String> {
         if let Ok(existing) = rustix::fs::openat(
@@ -203,10 +227,13 @@ fn write_ref(tree: &DestTree, path: &RelPath, commit: &str) -> Result<()> {
             Mode::empty(),
         ) {
             let stat = rustix::fs::fstat(&existing).map_err(|e| e.to_string())?;
-            if FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile && stat.st_size == 40
-            {
-                let mut buf = [0u8; 40];
-                if rustix::io::read(&existing, &mut buf).is_ok_and(|n| n == 40)
+            let regular = FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile;
+            if regular && replace == Replace::Never {
+                return Ok(());
+            }
+            if regular && u64::try_from(stat.st_size).ok() == Some(want.len() as u64) {
+                let mut buf = vec![0u8; want.len()];
+                if rustix::io::read(&existing, &mut buf).is_ok_and(|n| n == want.len())
                     && buf == want.as_bytes()
                 {
                     return Ok(());
@@ -230,5 +257,5 @@ fn write_ref(tree: &DestTree, path: &RelPath, commit: &str) -> Result<()> {
             })
         })
     })?;
-    written.map_err(|reason| tree.error(&path_text, &format!("cannot write the ref: {reason}")))
+    written.map_err(|reason| tree.error(&path_text, &format!("cannot write it: {reason}")))
 }

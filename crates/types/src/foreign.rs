@@ -50,6 +50,10 @@ pub struct ForeignEntry {
     /// artifact version the file was first uploaded with).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
+    /// The Hub's git blob id of an LFS file's pointer (the `oid` of its tree listing),
+    /// which `huggingface_hub`'s tree cache records. Other files' is their `gitsha1:`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob_id: Option<String>,
 }
 
 impl ForeignVersion {
@@ -140,6 +144,7 @@ mod tests {
                 size: 3,
                 reference: None,
                 origin: Some("QXJ0aWZhY3Q6MQ==".to_owned()),
+                blob_id: None,
             },
         );
         ForeignVersion {

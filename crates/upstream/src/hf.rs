@@ -473,11 +473,18 @@ impl HfClient {
     fn entry(&self, listing: &str, item: &TreeItem) -> Result<ForeignEntry, Error> {
         let bad = |reason: &str| self.protocol(format!("{listing}: `{}` {reason}", item.path));
         let size = item.size.ok_or_else(|| bad("has no size"))?;
+        let mut blob_id = None;
         let digest = match &item.lfs {
             Some(lfs) => {
                 if lfs.size.is_some_and(|s| s != size) {
                     return Err(bad("has two sizes (the file's and its LFS object's)"));
                 }
+                // The pointer's git id, for huggingface_hub's tree cache; kept only when
+                // it is one.
+                blob_id = item
+                    .oid
+                    .clone()
+                    .filter(|oid| oid.len() == 40 && oid.bytes().all(|b| b.is_ascii_hexdigit()));
                 format!("sha256:{}", lfs.oid)
             }
             None => format!(
@@ -492,6 +499,7 @@ impl HfClient {
             size,
             reference: None,
             origin: None,
+            blob_id,
         })
     }
 }

@@ -113,6 +113,7 @@ pub(crate) fn parse(json: &[u8]) -> Result<Parsed, String> {
                 size,
                 reference: entry.reference,
                 origin: entry.birth_artifact_id,
+                blob_id: None,
             },
         );
     }
