@@ -549,6 +549,44 @@ fn a_pull_request_revision_is_fetched_and_cached_as_huggingface_hub_does() {
     );
 }
 
+/// A repo without an owner (`gpt2`), as `from_pretrained("gpt2")` still names it: the
+/// Hub answers it with a redirect to the organization that has it now, which hoard follows,
+/// and the HF cache is filled as `models--gpt2`, where the real client looks.
+#[test]
+fn a_repo_without_an_owner_is_followed_to_its_organization() {
+    let python = hf_python();
+    let hub = FakeHub::start(TOKEN);
+    let files = model();
+    let sha = commit(&hub, "models/openai-community/gpt2", "main", &files);
+    hub.move_repo("models/gpt2", "models/openai-community/gpt2");
+    let s = Setup::new(&hub, None);
+    let home = s.path("client-home");
+    // The real client downloads `gpt2` through the fake's redirects.
+    let own = s.path("own/hub");
+    let script = "from huggingface_hub import snapshot_download\n\
+                  print(snapshot_download('gpt2'))\n";
+    let theirs = run_client(&python, &hub, &own, &home, false, script);
+    assert_tree(Path::new(&theirs), &files);
+
+    let got = s.get("gpt2:main", "plain");
+    assert_eq!(got["version"], sha.as_str(), "{got}");
+    assert_tree(&s.path("plain"), &files);
+    let cache = s.path("hf/hub");
+    let got = s.hf_get("gpt2", &cache);
+    let folder = cache.join(format!("models--gpt2/snapshots/{sha}"));
+    assert_eq!(PathBuf::from(got["dest"].as_str().unwrap()), folder);
+    let downloads = hub.downloads();
+    for offline in [true, false] {
+        let found = run_client(&python, &hub, &cache, &home, offline, script);
+        assert_eq!(PathBuf::from(found), folder, "offline: {offline}");
+    }
+    assert_eq!(
+        hub.downloads(),
+        downloads,
+        "the client downloaded a file again"
+    );
+}
+
 /// Runs `script` with the real `huggingface_hub` on the HF cache `cache` (offline: with
 /// `HF_HUB_OFFLINE=1`); returns the last line it printed.
 fn run_client(

@@ -55,11 +55,6 @@ def snapshot_download(
     """
     if repo_type not in (None, "model", "dataset"):
         raise BadRequest(f"repo_type {repo_type!r}: hoard serves models and datasets")
-    if "/" not in repo_id:
-        raise BadRequest(
-            f"repo_id {repo_id!r}: hoard needs `ORG/NAME`; the Hub moved repos without an owner to organizations "
-            "(`gpt2` is `openai-community/gpt2`)"
-        )
     entity = "datasets" if repo_type == "dataset" else "models"
     transport = Transport(socket)
     cache = os.path.abspath(cache_dir or default_cache_dir())

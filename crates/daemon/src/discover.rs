@@ -131,7 +131,7 @@ impl Daemon {
         project: Option<&str>,
     ) -> Result<ArtifactName, ApiError> {
         let typed: ArtifactRef = name.parse()?;
-        Ok(typed.qualify(entity.or(self.upstream().default_entity()), project)?)
+        Ok(self.upstream().qualify(&typed, entity, project)?)
     }
 
     /// How many files of the version with this manifest digest are cached (`None`: the

@@ -45,7 +45,13 @@ impl Daemon {
                 ));
             }
         };
-        let folder = format!("{}--{}--{}", version.entity, version.project, version.name);
+        // `models--ORG--NAME`, or `models--NAME` for a repo without an owner, as
+        // `huggingface_hub` names the folder after the repo id it was given.
+        let folder = format!(
+            "{}--{}",
+            version.entity,
+            hoard_types::foreign::hub_repo_id(&version.project, &version.name).replace('/', "--")
+        );
         let mut attempt = 0;
         loop {
             let (manifest, fetched_blobs, fetched_bytes) =

@@ -87,7 +87,7 @@ impl Resolver {
         project: Option<&str>,
     ) -> Result<Found, ApiError> {
         let reference: ArtifactRef = reference.parse()?;
-        let name = reference.qualify(entity.or(self.upstream.default_entity()), project)?;
+        let name = self.upstream.qualify(&reference, entity, project)?;
         if let Upstream::Foreign(foreign) = &self.upstream
             && let Some(label) = foreign.fixed(&reference.selector)
         {

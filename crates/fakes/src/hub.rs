@@ -70,6 +70,9 @@ struct State {
     /// Whole-file and range downloads, by [`key_of`] the content.
     downloads: HashMap<String, u64>,
     api_calls: u64,
+    /// Repos moved, as `(kind, old id, new id)`: the Hub answers the old names with a
+    /// redirect (`gpt2` → `openai-community/gpt2`).
+    moved: Vec<(String, String, String)>,
     /// Calls of `/api/…/tree/…`: listings of a commit's files.
     tree_calls: u64,
     /// Requests to the CDN that carried an `Authorization` header.
@@ -173,6 +176,17 @@ impl FakeHub {
         entry.commits.insert(commit.clone(), tree);
         entry.refs.insert(branch.to_owned(), commit.clone());
         commit
+    }
+
+    /// `from` (`models/gpt2`) is answered with a redirect to `to`
+    /// (`models/openai-community/gpt2`), as the Hub does for the repos it moved to
+    /// organizations.
+    pub fn move_repo(&self, from: &str, to: &str) {
+        let (kind, old) = from.split_once('/').expect("kind/id");
+        let (_, new) = to.split_once('/').expect("kind/id");
+        self.state()
+            .moved
+            .push((kind.to_owned(), old.to_owned(), new.to_owned()));
     }
 
     /// Files of `repo` need the token (private: the repo is not found without it).
@@ -341,12 +355,40 @@ fn handle(state: &Arc<Mutex<State>>, request: &Request<hyper::body::Incoming>) -
         .is_some_and(|v| v.as_bytes() == format!("Bearer {}", state.token).as_bytes());
     let path = request.uri().path().to_owned();
     let query = request.uri().query().unwrap_or_default().to_owned();
+    if let Some(location) = moved(&state, &path, &query) {
+        return Response::builder()
+            .status(StatusCode::TEMPORARY_REDIRECT)
+            .header("location", location)
+            .body(hoard_http::full(Bytes::new()))
+            .expect("a response");
+    }
     if let Some(rest) = path.strip_prefix("/api/") {
         state.api_calls += 1;
         return api(&mut state, rest, &query, authorized);
     }
     let head = request.method() == http::Method::HEAD;
     resolve(&mut state, &path, authorized, range_of(request), head)
+}
+
+/// Where a path of a moved repo goes now (relative, as the Hub answers).
+fn moved(state: &State, path: &str, query: &str) -> Option<String> {
+    for (kind, old, new) in &state.moved {
+        let file_prefix = if kind == "datasets" { "/datasets" } else { "" };
+        for prefix in [format!("/api/{kind}"), file_prefix.to_owned()] {
+            let Some(rest) = path.strip_prefix(&format!("{prefix}/{old}")) else {
+                continue;
+            };
+            if rest.is_empty() || rest.starts_with('/') {
+                let query = if query.is_empty() {
+                    String::new()
+                } else {
+                    format!("?{query}")
+                };
+                return Some(format!("{prefix}/{new}{rest}{query}"));
+            }
+        }
+    }
+    None
 }
 
 /// Splits `kind/org/name/rest…` (`kind`: `models` or `datasets`).

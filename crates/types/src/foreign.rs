@@ -123,6 +123,19 @@ impl ForeignVersion {
     }
 }
 
+/// The project of a Hub repo without an owner (`gpt2`, `datasets/squad`): `models/_/gpt2`.
+/// The Hub answers such names with a redirect to the organization that has the repo now.
+pub const OWNERLESS: &str = "_";
+
+/// The Hub's id of a repo: `ORG/NAME`, or `NAME` for one without an owner.
+pub fn hub_repo_id(project: &str, name: &str) -> String {
+    if project == OWNERLESS {
+        name.to_owned()
+    } else {
+        format!("{project}/{name}")
+    }
+}
+
 /// A git commit id as the Hub names revisions: 40 lowercase hex digits.
 pub fn is_commit(label: &str) -> bool {
     label.len() == 40

@@ -20,18 +20,21 @@
 //!   (default `$HF_HOME/token`, `HF_HOME` defaulting to `~/.cache/huggingface`), where
 //!   `hf auth login` writes it.
 //!
+//! A repo without an owner (`gpt2`, `datasets/squad`) is `models/_/gpt2`: the Hub moved
+//! those to organizations and answers the old names with a redirect, which API calls and
+//! downloads follow on the Hub's own origin.
+//!
 //! Not here: Xet storage (plain `resolve` serves Xet-backed files too; hoard never speaks
-//! the Xet protocol), spaces, repos without an owner (`gpt2`: the Hub moved them to
-//! organizations, `openai-community/gpt2`, and answers the old names with a redirect), and
-//! publishing (the Hub's own tools do that).
+//! the Xet protocol), spaces, and publishing (the Hub's own tools do that).
 
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use hoard_types::foreign::is_commit;
+use hoard_types::foreign::{OWNERLESS, hub_repo_id, is_commit};
 use hoard_types::{
-    ArtifactName, Digest, ForeignDigest, ForeignEntry, ForeignVersion, RelPath, Selector,
+    ArtifactName, ArtifactRef, Digest, ForeignDigest, ForeignEntry, ForeignVersion, RelPath,
+    Selector,
 };
 use reqwest::header::{self, HeaderValue};
 use reqwest::{Response, StatusCode, Url};
@@ -161,6 +164,16 @@ fn revision(name: &ArtifactName, selector: &Selector) -> Result<String, Error> {
                 "`{name}@{digest}`: a Hub version is known by hoard's digest only once resolved here; ask for its commit (`{name}:<40-hex commit>`)"
             ),
         }),
+    }
+}
+
+/// A repo's part of a URL path: `ORG/NAME`, or `NAME` for one without an owner, each
+/// segment percent-encoded.
+fn repo_segments(project: &str, name: &str) -> String {
+    if project == OWNERLESS {
+        segment(name)
+    } else {
+        format!("{}/{}", segment(project), segment(name))
     }
 }
 
@@ -336,21 +349,41 @@ impl HfClient {
         what: &str,
         url: &str,
     ) -> Result<(T, Option<String>), Error> {
-        let make = || {
-            let request = self.inner.http.get(url);
-            Ok(match &self.inner.auth {
-                Some(auth) => request.header(header::AUTHORIZATION, auth.clone()),
-                None => request,
-            })
-        };
-        let response =
+        let mut url = Url::parse(url).map_err(|e| self.protocol(format!("{what}: {e}")))?;
+        let mut hops = 0;
+        // A repo renamed or moved to an organization (`gpt2`) is answered with a redirect
+        // on the Hub itself; one elsewhere is not followed (nor given the token).
+        let response = loop {
+            let make = || {
+                let request = self.inner.http.get(url.clone());
+                Ok(match &self.inner.auth {
+                    Some(auth) => request.header(header::AUTHORIZATION, auth.clone()),
+                    None => request,
+                })
+            };
             match crate::http::send(&self.inner.retry, &self.inner.base, what, make).await {
-                Ok(response) => response,
+                Ok(response) => break response,
+                Err(Failure::Status(response, _)) if response.status().is_redirection() => {
+                    hops += 1;
+                    let next = response
+                        .headers()
+                        .get(header::LOCATION)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|location| url.join(location).ok())
+                        .filter(|next| self.is_hub(next) && hops <= MAX_REDIRECTS)
+                        .ok_or_else(|| {
+                            self.protocol(format!(
+                                "{what}: a redirect away from the Hub, without a `Location`, or more than {MAX_REDIRECTS}"
+                            ))
+                        })?;
+                    url = next;
+                }
                 Err(Failure::Status(response, attempts)) => {
                     return Err(self.status_error(repo, what, response, attempts).await);
                 }
                 Err(Failure::Error(e)) => return Err(e),
-            };
+            }
+        };
         let next = next_page(&response);
         let body = crate::http::read_bounded(response, MAX_JSON, &self.inner.base).await?;
         let parsed =
@@ -362,10 +395,9 @@ impl HfClient {
     fn api(&self, name: &ArtifactName) -> Result<String, Error> {
         let (kind, _) = repo_kind(name)?;
         Ok(format!(
-            "{}/api/{kind}/{}/{}",
+            "{}/api/{kind}/{}",
             self.inner.base,
-            segment(&name.project),
-            segment(&name.name)
+            repo_segments(&name.project, &name.name)
         ))
     }
 
@@ -382,7 +414,7 @@ impl HfClient {
         selector: &Selector,
     ) -> Result<(String, bool), Error> {
         let rev = revision(name, selector)?;
-        let repo = format!("{}/{}", name.project, name.name);
+        let repo = hub_repo_id(&name.project, &name.name);
         let what = format!("revision `{rev}` of `{repo}`");
         let url = format!("{}/revision/{}", self.api(name)?, segment(&rev));
         let (info, _): (RepoInfo, _) = self.get_json(&repo, &what, &url).await?;
@@ -407,7 +439,7 @@ impl HfClient {
     ) -> Result<ForeignVersion, Error> {
         let (kind, _) = repo_kind(name)?;
         let rev = revision(name, selector)?;
-        let repo = format!("{}/{}", name.project, name.name);
+        let repo = hub_repo_id(&name.project, &name.name);
         let api = self.api(name)?;
         let (commit, public) = self.revision_info(name, selector).await?;
         let mut entries = std::collections::BTreeMap::new();
@@ -551,10 +583,9 @@ impl ForeignCatalog for HfClient {
                     })?;
                     let encoded: Vec<String> = path.as_str().split('/').map(segment).collect();
                     let url = format!(
-                        "{}/{prefix}{}/{}/resolve/{}/{}",
+                        "{}/{prefix}{}/resolve/{}/{}",
                         self.inner.base,
-                        segment(&version.project),
-                        segment(&version.name),
+                        repo_segments(&version.project, &version.name),
                         version.version,
                         encoded.join("/")
                     );
@@ -562,7 +593,7 @@ impl ForeignCatalog for HfClient {
                         Url::parse(&url).map_err(|e| self.protocol(format!("`{path}`: {e}")))?;
                     Ok(Arc::new(HfFile {
                         client: self.clone(),
-                        repo: format!("{}/{}", version.project, version.name),
+                        repo: hub_repo_id(&version.project, &version.name),
                         what: format!("`{path}` of `{name}:{}`", version.version),
                         url,
                         entry: entry.clone(),
@@ -577,6 +608,22 @@ impl ForeignCatalog for HfClient {
             self.with_bearer(token)
                 .map(|client| Upstream::Foreign(Arc::new(client))),
         )
+    }
+
+    fn qualify(
+        &self,
+        reference: &ArtifactRef,
+        entity: Option<&str>,
+        project: Option<&str>,
+    ) -> Option<Result<ArtifactName, hoard_types::Error>> {
+        // `gpt2`, `datasets/squad`: a repo without an owner, as `huggingface_hub` takes
+        // it (the Hub redirects it to the organization that has it now).
+        let kind = match (reference.entity.as_deref(), reference.project.as_deref()) {
+            (None, None) if project.is_none() => entity.unwrap_or("models"),
+            (None, Some(kind @ ("models" | "datasets"))) => kind,
+            _ => return None,
+        };
+        Some(ArtifactName::new(kind, OWNERLESS, &reference.name))
     }
 
     fn default_entity(&self) -> Option<&str> {

@@ -23,7 +23,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use hoard_types::registry::{ArtifactList, CommitRequest, Committed, VersionList};
-use hoard_types::{ArtifactName, Digest, ForeignVersion, ProjectName, RelPath, Selector, Version};
+use hoard_types::{
+    ArtifactName, ArtifactRef, Digest, ForeignVersion, ProjectName, RelPath, Selector, Version,
+};
 
 use crate::{BlobStream, BoxFuture, Error};
 
@@ -73,6 +75,22 @@ impl Upstream {
             Self::Native { catalog, .. } => catalog.with_token(token),
             Self::Foreign(foreign) => foreign.with_token(token),
         }
+    }
+
+    /// The artifact `reference` names, with `entity` and `project` for what it leaves
+    /// out (the upstream's default entity, or its own reading of such a reference).
+    pub fn qualify(
+        &self,
+        reference: &ArtifactRef,
+        entity: Option<&str>,
+        project: Option<&str>,
+    ) -> Result<ArtifactName, hoard_types::Error> {
+        if let Self::Foreign(foreign) = self
+            && let Some(name) = foreign.qualify(reference, entity, project)
+        {
+            return name;
+        }
+        reference.qualify(entity.or(self.default_entity()), project)
     }
 
     /// The entity a reference without one means, if the upstream has one.
@@ -200,6 +218,17 @@ pub trait ForeignCatalog: Send + Sync {
 
     /// The entity a reference without one means (the Hub: `models`).
     fn default_entity(&self) -> Option<&str> {
+        None
+    }
+
+    /// A reference this upstream reads its own way (the Hub: `gpt2`, a repo without an
+    /// owner); `None`: the defaults apply as for any upstream.
+    fn qualify(
+        &self,
+        _reference: &ArtifactRef,
+        _entity: Option<&str>,
+        _project: Option<&str>,
+    ) -> Option<Result<ArtifactName, hoard_types::Error>> {
         None
     }
 
