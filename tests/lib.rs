@@ -287,6 +287,16 @@ pub fn tokens_file(path: &std::path::Path, tokens: &[(&str, &str, &str, &str)]) 
     std::fs::write(path, text).expect("the tokens file is written");
 }
 
+/// The names in an answer of `hoard artifacts --json`, in its order.
+pub fn artifact_names(listed: &serde_json::Value) -> Vec<String> {
+    listed["artifacts"]
+        .as_array()
+        .expect("`artifacts` is a list")
+        .iter()
+        .map(|a| a["name"].as_str().expect("a name").to_owned())
+        .collect()
+}
+
 /// The SHA-256 of `secret` in hex, as a registry tokens file holds it.
 pub fn sha256_hex(secret: &str) -> String {
     let out = std::process::Command::new("sh")

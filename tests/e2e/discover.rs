@@ -10,7 +10,8 @@ use std::path::Path;
 use std::process::Command;
 
 use hoard_tests::{
-    DaemonProcess, RegistryProcess, hoard_json as json, hoard_on as hoard, import, tokens_file,
+    DaemonProcess, RegistryProcess, artifact_names, hoard_json as json, hoard_on as hoard, import,
+    tokens_file,
 };
 
 fn write(path: &Path, data: &[u8]) {
@@ -77,13 +78,7 @@ fn a_registry_and_a_dir_root_list_their_artifacts_and_versions_and_what_is_cache
         let socket = &daemon.socket;
         let listed = json(socket, t, &["artifacts", "acme/vision"]);
         assert_eq!(listed["upstream"], url, "{listed}");
-        let names: Vec<&str> = listed["artifacts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a["name"].as_str().unwrap())
-            .collect();
-        assert_eq!(names, ["bike", "cars"], "{listed}");
+        assert_eq!(artifact_names(&listed), ["bike", "cars"], "{listed}");
         assert_eq!(listed["artifacts"][0]["versions"], 2);
         assert_eq!(listed["artifacts"][0]["latest"], "v1");
 

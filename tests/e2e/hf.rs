@@ -587,6 +587,58 @@ fn a_repo_without_an_owner_is_followed_to_its_organization() {
     );
 }
 
+/// `hoard artifacts` and `hoard versions` on the Hub: an owner's repos, and a repo's
+/// branches and tags by the commit each names, with how much of each is cached. The real
+/// client's `list_models` and `list_repo_refs` read the fake's answers the same way.
+#[test]
+fn an_owners_repos_and_a_repos_refs_are_listed() {
+    let python = hf_python();
+    let hub = FakeHub::start(TOKEN);
+    let main = commit(&hub, "models/acme/toy", "main", &model());
+    let small = vec![("a.txt".to_owned(), b"a".to_vec())];
+    let tagged = commit(&hub, "models/acme/toy", "v1.0", &small);
+    commit(&hub, "models/acme/zoo", "main", &small);
+    commit(&hub, "models/other/elsewhere", "main", &small);
+    let s = Setup::new(&hub, None);
+    let script = "from huggingface_hub import HfApi\n\
+                  api = HfApi()\n\
+                  ids = sorted(m.id for m in api.list_models(author='acme'))\n\
+                  refs = sorted((b.name, b.target_commit) for b in api.list_repo_refs('acme/toy').branches)\n\
+                  print(ids, refs)\n";
+    let seen = run_client(&python, &hub, &s.path("hf"), &s.path("home"), false, script);
+    assert_eq!(
+        seen,
+        format!("['acme/toy', 'acme/zoo'] [('main', '{main}'), ('v1.0', '{tagged}')]")
+    );
+
+    let listed = hoard_json(&s.daemon.socket, &s.dir, &["artifacts", "acme"]);
+    assert_eq!(
+        hoard_tests::artifact_names(&listed),
+        ["toy", "zoo"],
+        "{listed}"
+    );
+    s.get("acme/toy:main", "got");
+    let listed = hoard_json(&s.daemon.socket, &s.dir, &["versions", "acme/toy"]);
+    let versions = listed["versions"].as_array().unwrap();
+    let of = |commit: &str| versions.iter().find(|v| v["version"] == commit).unwrap();
+    assert_eq!(
+        of(&main)["aliases"],
+        serde_json::json!(["main"]),
+        "{listed}"
+    );
+    assert_eq!(of(&main)["cached_files"], model().len(), "{listed}");
+    assert_eq!(of(&main)["files"], model().len(), "{listed}");
+    assert_eq!(
+        of(&tagged)["aliases"],
+        serde_json::json!(["v1.0"]),
+        "{listed}"
+    );
+    assert!(of(&tagged)["cached_files"].is_null(), "{listed}");
+    assert_eq!(listed["aliases"]["main"], main.as_str());
+    let err = s.fail(&["artifacts", "nobody"]);
+    assert!(err.contains("no project `models/nobody`"), "{err}");
+}
+
 /// Runs `script` with the real `huggingface_hub` on the HF cache `cache` (offline: with
 /// `HF_HUB_OFFLINE=1`); returns the last line it printed.
 fn run_client(

@@ -213,6 +213,14 @@ fn bad_keys_hidden_projects_and_missing_versions_are_clear_errors() {
     assert!(missing.to_lowercase().contains("not found"), "{missing}");
     let v9 = s.fail(&["get", "acme/vision/pets:v9", "--root", "x"]);
     assert!(v9.to_lowercase().contains("not found"), "{v9}");
+    // Listing is not built for W&B: it says so, rather than listing nothing.
+    for args in [
+        &["artifacts", "acme/vision"][..],
+        &["versions", "acme/vision/pets"],
+    ] {
+        let e = s.fail(args);
+        assert!(e.contains("is not built yet"), "{args:?}: {e}");
+    }
     // Errors in a 200 answer are errors, with the server's words.
     fake.graphql_error("resolver exploded");
     let e = s.fail(&["get", "acme/vision/pets:v0", "--root", "x"]);

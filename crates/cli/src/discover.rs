@@ -57,7 +57,7 @@ pub(crate) fn artifacts(args: &ArtifactsArgs) -> anyhow::Result<()> {
         let rows = listed.artifacts.iter().map(|a| {
             vec![
                 a.name.clone(),
-                a.versions.to_string(),
+                a.versions.map_or_else(|| "-".to_owned(), |n| n.to_string()),
                 a.latest.clone().unwrap_or_else(|| "-".to_owned()),
                 a.aliases.join(", "),
             ]
@@ -90,21 +90,23 @@ pub(crate) fn versions(args: &VersionsArgs) -> anyhow::Result<()> {
             listed.upstream,
             count(listed.versions.len() as u64, "version")
         );
+        let unknown = || "-".to_owned();
         let rows = listed.versions.iter().map(|v| {
-            let s = &v.version;
             vec![
-                if s.version == PENDING {
+                if v.version == PENDING {
                     "pending upload".to_owned()
                 } else {
-                    s.version.clone()
+                    v.version.clone()
                 },
-                s.aliases.join(", "),
-                s.files.to_string(),
-                bytes(s.size),
-                s.created_at.clone().unwrap_or_else(|| "-".to_owned()),
-                v.cached_files
-                    .map_or_else(|| "-".to_owned(), |n| format!("{n}/{}", s.files)),
-                s.digest.to_string(),
+                v.aliases.join(", "),
+                v.files.map_or_else(unknown, |n| n.to_string()),
+                v.size.map_or_else(unknown, bytes),
+                v.created_at.clone().unwrap_or_else(unknown),
+                match (v.cached_files, v.files) {
+                    (Some(n), Some(files)) => format!("{n}/{files}"),
+                    _ => unknown(),
+                },
+                v.digest.map_or_else(unknown, |d| d.to_string()),
             ]
         });
         table(

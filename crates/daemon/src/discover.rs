@@ -5,7 +5,10 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use hoard_types::api::{Artifacts, ArtifactsRequest, ListedVersion, Versions, VersionsRequest};
+use hoard_store::BlobKey;
+use hoard_types::api::{
+    Artifacts, ArtifactsRequest, ListedArtifact, ListedVersion, Versions, VersionsRequest,
+};
 use hoard_types::registry::VersionSummary;
 use hoard_types::{ArtifactName, ArtifactRef, ProjectName, Selector};
 use hoard_upstream::{Catalog, Upstream};
@@ -19,24 +22,21 @@ use crate::runtime::blocking;
 const SHOWN: usize = 10;
 
 impl Daemon {
-    /// The catalog as `who` may see it.
-    fn catalog_for(&self, who: &Asker, what: &str) -> Result<Arc<dyn Catalog>, ApiError> {
+    /// The upstream as `who` may see it.
+    fn upstream_for(&self, who: &Asker) -> Result<Upstream, ApiError> {
         self.access.demand_credential(who)?;
-        let upstream = match &who.token {
+        Ok(match &who.token {
             Some(token) => self.access.upstream_for(self.upstream(), token)?,
             None => self.upstream().clone(),
-        };
-        match upstream {
-            Upstream::Native { catalog, .. } => Ok(catalog),
-            Upstream::Foreign(_) => Err(ApiError::new(
-                http::StatusCode::NOT_IMPLEMENTED,
-                "unsupported",
-                format!(
-                    "listing {what} of `{}` is not built yet; the upstream's own tools list them (W&B's `wandb artifact`, the Hub's web page)",
-                    self.upstream().describe()
-                ),
-            )),
-        }
+        })
+    }
+
+    /// The native catalog as `who` may see it (`None`: a foreign upstream).
+    fn catalog_for(&self, who: &Asker) -> Result<Option<Arc<dyn Catalog>>, ApiError> {
+        Ok(match self.upstream_for(who)? {
+            Upstream::Native { catalog, .. } => Some(catalog),
+            Upstream::Foreign(_) => None,
+        })
     }
 
     pub(crate) async fn artifacts_for(
@@ -49,8 +49,16 @@ impl Daemon {
             asked.entity.as_deref().or(self.upstream().default_entity()),
             asked.project.as_deref(),
         )?;
-        let catalog = self.catalog_for(who, "artifacts")?;
-        let list = catalog.artifacts(&project).await.map_err(|e| {
+        let listed = match self.upstream_for(who)? {
+            Upstream::Native { catalog, .. } => catalog.artifacts(&project).await.map(|list| {
+                list.artifacts
+                    .into_iter()
+                    .map(ListedArtifact::from)
+                    .collect()
+            }),
+            Upstream::Foreign(foreign) => foreign.artifacts(&project).await,
+        };
+        let artifacts = listed.map_err(|e| {
             if e.is_not_found() {
                 ApiError::not_found(format!(
                     "Not found: no project `{project}` at `{}` (or your credential may not see it); check the entity and project",
@@ -64,7 +72,7 @@ impl Daemon {
             entity: project.entity,
             project: project.project,
             upstream: self.upstream().describe(),
-            artifacts: list.artifacts,
+            artifacts,
         })
     }
 
@@ -84,34 +92,36 @@ impl Daemon {
             asked.entity.as_deref(),
             asked.project.as_deref(),
         )?;
-        let catalog = self.catalog_for(who, "versions")?;
-        let list = match catalog.list(&name).await {
-            Ok(list) => list,
-            Err(e) => {
-                let (entity, project) = (asked.entity.as_deref(), asked.project.as_deref());
-                return Err(self
-                    .explain(who, &asked.name, entity, project, e.into())
-                    .await);
+        let (mut versions, aliases) = match self.upstream_for(who)? {
+            Upstream::Native { catalog, .. } => match catalog.list(&name).await {
+                Ok(list) => {
+                    let mut versions = Vec::with_capacity(list.versions.len());
+                    for version in list.versions {
+                        let cached_files = self.cached_files(version.digest).await?;
+                        versions.push(ListedVersion::native(version, cached_files));
+                    }
+                    (versions, list.aliases)
+                }
+                Err(e) => {
+                    let (entity, project) = (asked.entity.as_deref(), asked.project.as_deref());
+                    return Err(self
+                        .explain(who, &asked.name, entity, project, e.into())
+                        .await);
+                }
+            },
+            Upstream::Foreign(foreign) => {
+                let listed = foreign.versions(&name).await?;
+                self.foreign_listed(&name, listed).await?
             }
         };
-        let mut versions = Vec::with_capacity(list.versions.len());
-        for version in list.versions {
-            let cached_files = self.cached_files(version.digest).await?;
-            versions.push(ListedVersion {
-                version,
-                cached_files,
-            });
-        }
         // Publishes not uploaded yet are the daemon's user's alone (as in `status`).
         if who.caller.is_daemon_user() {
             for pending in self.outbox.pending_of(&name).await? {
                 let local = crate::outbox::local_version(&pending);
                 let mut version = VersionSummary::of(&local);
                 version.aliases.clone_from(&pending.commit.aliases);
-                versions.push(ListedVersion {
-                    cached_files: Some(version.files),
-                    version,
-                });
+                let files = Some(version.files);
+                versions.push(ListedVersion::native(version, files));
             }
         }
         Ok(Versions {
@@ -120,8 +130,64 @@ impl Daemon {
             name: name.name,
             upstream: self.upstream().describe(),
             versions,
-            aliases: list.aliases,
+            aliases,
         })
+    }
+
+    /// A foreign upstream's versions, with what this cache knows of each (its digest,
+    /// files and size once resolved here, and how many files are cached), and the aliases.
+    async fn foreign_listed(
+        &self,
+        name: &ArtifactName,
+        listed: Vec<hoard_upstream::ForeignListed>,
+    ) -> Result<
+        (
+            Vec<ListedVersion>,
+            std::collections::BTreeMap<String, String>,
+        ),
+        ApiError,
+    > {
+        let mut versions = Vec::with_capacity(listed.len());
+        let mut aliases = std::collections::BTreeMap::new();
+        for v in listed {
+            for alias in &v.aliases {
+                aliases.insert(alias.clone(), v.label.clone());
+            }
+            let (store, key, label) = (self.store.clone(), name.clone(), v.label.clone());
+            let held = blocking(move || {
+                Ok(match Selector::parse_tag(&label) {
+                    Ok(Selector::Version(n)) => store.foreign_version(&key, n)?,
+                    _ => store.foreign_version_by_label(&key, &label)?,
+                })
+            })
+            .await?;
+            let mut version = ListedVersion {
+                version: v.label,
+                digest: None,
+                aliases: v.aliases,
+                kind: None,
+                created_at: v.created_at,
+                files: v.files,
+                size: v.size,
+                cached_files: None,
+            };
+            if let Some(held) = held {
+                let held = Arc::new(held);
+                let entries = crate::foreign::listed(&self.store, &held).await?;
+                let keys: Vec<BlobKey> = entries
+                    .iter()
+                    .filter_map(|e| Some(BlobKey::new(e.digest?, e.exec)))
+                    .collect();
+                let (store, bound) = (self.store.clone(), keys.len() as u64);
+                let missing = blocking(move || Ok(store.missing(&keys)?.len() as u64)).await?;
+                version.digest = Some(held.digest());
+                version.files = Some(held.entries.len() as u64);
+                version.size = Some(held.total_size());
+                version.cached_files = Some(bound - missing);
+            }
+            versions.push(version);
+        }
+        Ok((versions, aliases))
     }
 
     fn qualify(
@@ -169,7 +235,7 @@ impl Daemon {
         let Ok(name) = self.qualify(reference, entity, project) else {
             return error;
         };
-        let Ok(catalog) = self.catalog_for(who, "versions") else {
+        let Ok(Some(catalog)) = self.catalog_for(who) else {
             return error;
         };
         let at = self.upstream().describe();

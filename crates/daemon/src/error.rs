@@ -46,6 +46,7 @@ impl From<hoard_upstream::Error> for ApiError {
         let detail = chain(&error);
         match error {
             E::NotFound { .. } => Self::new(StatusCode::NOT_FOUND, "not-found", detail),
+            E::Unsupported { .. } => Self::new(StatusCode::NOT_IMPLEMENTED, "unsupported", detail),
             E::Forbidden { .. } => Self::new(StatusCode::FORBIDDEN, "forbidden", detail),
             E::Unauthorized { .. } => Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail),
             E::Invalid(_) | E::BadRange { .. } => Self::bad_request(detail),

@@ -370,6 +370,50 @@ fn handle(state: &Arc<Mutex<State>>, request: &Request<hyper::body::Incoming>) -
     resolve(&mut state, &path, authorized, range_of(request), head)
 }
 
+/// `GET /api/…/ORG/NAME/refs`: every ref but pull requests as a branch (and those with
+/// `include_prs=1`), as `list_repo_refs` reads them.
+fn refs(repo: &Repo, query: &str) -> Response<Body> {
+    let (mut branches, mut prs) = (Vec::new(), Vec::new());
+    for (name, commit) in &repo.refs {
+        if name.starts_with("refs/pr/") {
+            prs.push(json!({"name": name, "ref": name, "targetCommit": commit}));
+        } else {
+            branches.push(
+                json!({"name": name, "ref": format!("refs/heads/{name}"), "targetCommit": commit}),
+            );
+        }
+    }
+    let mut refs = json!({"branches": branches, "tags": [], "converts": []});
+    if query.contains("include_prs=1") {
+        refs["pullRequests"] = json!(prs);
+    }
+    reply(StatusCode::OK, None, &refs)
+}
+
+/// `GET /api/{models,datasets}?author=ORG`: the owner's repos the caller may see, as
+/// `list_models`/`list_datasets` read them.
+fn list_repos(state: &State, kind: &str, query: &str, authorized: bool) -> Response<Body> {
+    let author = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("author="))
+        .map(decode)
+        .unwrap_or_default();
+    let listed: Vec<Value> = state
+        .repos
+        .iter()
+        .filter_map(|(key, repo)| {
+            let id = key.strip_prefix(&format!("{kind}/"))?;
+            let owner = id.split_once('/')?.0;
+            (owner == author && (!repo.private || authorized)).then(|| {
+                let sha = repo.refs.get("main").cloned();
+                json!({"_id": "0123", "id": id, "modelId": id, "sha": sha, "private": repo.private,
+                       "likes": 0, "downloads": 0, "tags": [], "createdAt": "2026-11-01T00:00:00.000Z"})
+            })
+        })
+        .collect();
+    reply(StatusCode::OK, None, &json!(listed))
+}
+
 /// Where a path of a moved repo goes now (relative, as the Hub answers).
 fn moved(state: &State, path: &str, query: &str) -> Option<String> {
     for (kind, old, new) in &state.moved {
@@ -444,6 +488,9 @@ fn commit_of(repo: &Repo, rev: &str) -> Option<String> {
 }
 
 fn api(state: &mut State, rest: &str, query: &str, authorized: bool) -> Response<Body> {
+    if matches!(rest, "models" | "datasets") {
+        return list_repos(state, rest, query, authorized);
+    }
     let Some((repo_key, tail)) = split_repo(rest) else {
         return error(StatusCode::NOT_FOUND, "RepoNotFound", "no such route");
     };
@@ -458,6 +505,9 @@ fn api(state: &mut State, rest: &str, query: &str, authorized: bool) -> Response
         .split_once('/')
         .map(|(_, id)| id.to_owned())
         .unwrap_or_default();
+    if tail == "refs" {
+        return refs(repo, query);
+    }
     if let Some(rev) = tail.strip_prefix("revision/") {
         let rev = decode(rev);
         let Some(commit) = commit_of(repo, &rev) else {

@@ -27,7 +27,33 @@ pub struct Artifacts {
     pub project: String,
     /// The upstream that was asked.
     pub upstream: String,
-    pub artifacts: Vec<crate::registry::ArtifactSummary>,
+    pub artifacts: Vec<ListedArtifact>,
+}
+
+/// One artifact of [`Artifacts`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedArtifact {
+    pub name: String,
+    /// How many versions it has, where the upstream says (not the Hub).
+    #[serde(default)]
+    pub versions: Option<u64>,
+    /// The newest version, `vN`, where the upstream says.
+    #[serde(default)]
+    pub latest: Option<String>,
+    /// Every alias of any version, sorted.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+impl From<crate::registry::ArtifactSummary> for ListedArtifact {
+    fn from(a: crate::registry::ArtifactSummary) -> Self {
+        Self {
+            name: a.name,
+            versions: Some(a.versions),
+            latest: a.latest,
+            aliases: a.aliases,
+        }
+    }
 }
 
 /// `POST /v1/versions`: every version and alias of an artifact.
@@ -55,13 +81,44 @@ pub struct Versions {
     pub aliases: std::collections::BTreeMap<String, String>,
 }
 
-/// One version of [`Versions`], and how much of it this cache holds.
+/// One version of [`Versions`], and how much of it this cache holds. What a foreign
+/// upstream does not list (the Hub's refs name commits only) is known once the version
+/// was resolved here.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListedVersion {
-    #[serde(flatten)]
-    pub version: crate::registry::VersionSummary,
+    /// `vN`, a Hub commit, or [`PENDING`].
+    pub version: String,
+    /// hoard's digest of the version, once known here (always, for a native upstream).
+    #[serde(default)]
+    pub digest: Option<Digest>,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<String>,
+    #[serde(default)]
+    pub files: Option<u64>,
+    #[serde(default)]
+    pub size: Option<u64>,
     /// Files whose bytes are cached here; `None`: this cache has never resolved the version.
     pub cached_files: Option<u64>,
+}
+
+impl ListedVersion {
+    /// A version as a hoard registry or `dir://` lists it, with how much is cached.
+    pub fn native(v: crate::registry::VersionSummary, cached_files: Option<u64>) -> Self {
+        Self {
+            version: v.version,
+            digest: Some(v.digest),
+            aliases: v.aliases,
+            kind: v.kind,
+            created_at: v.created_at,
+            files: Some(v.files),
+            size: Some(v.size),
+            cached_files,
+        }
+    }
 }
 
 /// `POST /v1/resolve`: what a reference names, and how much of it is cached.

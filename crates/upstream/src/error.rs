@@ -12,6 +12,10 @@ pub enum Error {
     #[error("Not found: {what}")]
     NotFound { what: String },
 
+    /// Something this kind of upstream cannot do (yet).
+    #[error("{what}")]
+    Unsupported { what: String },
+
     #[error("Permission denied: {detail}")]
     Forbidden { detail: String },
 

@@ -31,10 +31,11 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use hoard_types::api::ListedArtifact;
 use hoard_types::foreign::{OWNERLESS, hub_repo_id, is_commit};
 use hoard_types::{
-    ArtifactName, ArtifactRef, Digest, ForeignDigest, ForeignEntry, ForeignVersion, RelPath,
-    Selector,
+    ArtifactName, ArtifactRef, Digest, ForeignDigest, ForeignEntry, ForeignVersion, ProjectName,
+    RelPath, Selector,
 };
 use reqwest::header::{self, HeaderValue};
 use reqwest::{Response, StatusCode, Url};
@@ -42,7 +43,7 @@ use serde::Deserialize;
 
 use crate::blob::{ChunkSource, check_range};
 use crate::http::Failure;
-use crate::upstream::{FileSource, ForeignCatalog};
+use crate::upstream::{FileSource, ForeignCatalog, ForeignListed};
 use crate::{BlobSource, BlobStream, BoxFuture, ClientOptions, Error, RetryPolicy, Upstream};
 
 /// The Hub.
@@ -432,6 +433,112 @@ impl HfClient {
         Ok((commit, public))
     }
 
+    /// An owner's repos of one kind: `GET /api/{models,datasets}?author=ORG`, paged by
+    /// `Link`.
+    async fn repos_of(&self, project: &ProjectName) -> Result<Vec<ListedArtifact>, Error> {
+        #[derive(Deserialize)]
+        struct Listed {
+            id: String,
+        }
+        let probe = ArtifactName::new(&project.entity, &project.project, "x")?;
+        let (kind, _) = repo_kind(&probe)?;
+        let what = format!("the {kind} of `{}`", project.project);
+        let mut page = Some(format!(
+            "{}/api/{kind}?author={}&limit=1000",
+            self.inner.base,
+            hoard_cloud::uri::encode_segment(&project.project)
+        ));
+        let (mut listed, mut pages) = (Vec::new(), 0);
+        while let Some(url) = page.take() {
+            pages += 1;
+            if pages > MAX_PAGES {
+                return Err(self.protocol(format!("{what}: more than {MAX_PAGES} pages")));
+            }
+            let (items, next): (Vec<Listed>, _) =
+                self.get_json(&project.project, &what, &url).await?;
+            for item in items {
+                // `ORG/NAME`, of this owner only (an answer about others is ignored).
+                if let Some(name) = item
+                    .id
+                    .strip_prefix(&format!("{}/", project.project))
+                    .filter(|n| ArtifactName::new(&project.entity, &project.project, n).is_ok())
+                {
+                    listed.push(ListedArtifact {
+                        name: name.to_owned(),
+                        versions: None,
+                        latest: None,
+                        aliases: Vec::new(),
+                    });
+                }
+            }
+            page = match next {
+                None => None,
+                Some(next) => {
+                    let next = Url::parse(&next)
+                        .or_else(|_| self.inner.endpoint.join(&next))
+                        .ok()
+                        .filter(|url| self.is_hub(url))
+                        .ok_or_else(|| {
+                            self.protocol(format!("{what}: a next page `{next}` off the Hub"))
+                        })?;
+                    Some(next.to_string())
+                }
+            };
+        }
+        listed.sort_by(|a, b| a.name.cmp(&b.name));
+        if listed.is_empty() {
+            return Err(Error::NotFound {
+                what: format!("{what} (none, or none your token may see)"),
+            });
+        }
+        Ok(listed)
+    }
+
+    /// A repo's branches and tags, by the commit each names: `GET …/refs`.
+    async fn refs_of(&self, name: &ArtifactName) -> Result<Vec<ForeignListed>, Error> {
+        #[derive(Deserialize)]
+        struct Ref {
+            name: String,
+            #[serde(rename = "targetCommit")]
+            target_commit: String,
+        }
+        #[derive(Deserialize)]
+        struct Refs {
+            #[serde(default)]
+            branches: Vec<Ref>,
+            #[serde(default)]
+            tags: Vec<Ref>,
+        }
+        let repo = hub_repo_id(&name.project, &name.name);
+        let url = format!("{}/refs", self.api(name)?);
+        let what = format!("the branches and tags of `{repo}`");
+        let (refs, _): (Refs, _) = self.get_json(&repo, &what, &url).await?;
+        let mut by_commit: std::collections::BTreeMap<String, Vec<String>> =
+            std::collections::BTreeMap::new();
+        for r in refs.branches.into_iter().chain(refs.tags) {
+            if !is_commit(&r.target_commit) {
+                return Err(self.protocol(format!(
+                    "{what}: `{}` names `{}`, which is not a commit",
+                    r.name, r.target_commit
+                )));
+            }
+            by_commit.entry(r.target_commit).or_default().push(r.name);
+        }
+        Ok(by_commit
+            .into_iter()
+            .map(|(label, mut aliases)| {
+                aliases.sort();
+                ForeignListed {
+                    label,
+                    aliases,
+                    created_at: None,
+                    files: None,
+                    size: None,
+                }
+            })
+            .collect())
+    }
+
     async fn fetch_version(
         &self,
         name: &ArtifactName,
@@ -608,6 +715,20 @@ impl ForeignCatalog for HfClient {
             self.with_bearer(token)
                 .map(|client| Upstream::Foreign(Arc::new(client))),
         )
+    }
+
+    fn artifacts<'a>(
+        &'a self,
+        project: &'a ProjectName,
+    ) -> BoxFuture<'a, Result<Vec<ListedArtifact>, Error>> {
+        Box::pin(self.repos_of(project))
+    }
+
+    fn versions<'a>(
+        &'a self,
+        name: &'a ArtifactName,
+    ) -> BoxFuture<'a, Result<Vec<ForeignListed>, Error>> {
+        Box::pin(self.refs_of(name))
     }
 
     fn qualify(

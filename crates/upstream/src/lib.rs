@@ -40,7 +40,9 @@ pub use error::Error;
 use hoard_layout::DirRoot;
 pub use registry::{ClientOptions, RegistryClient};
 pub use retry::RetryPolicy;
-pub use upstream::{BlobSource, Catalog, FileSource, ForeignCatalog, Publisher, Upstream};
+pub use upstream::{
+    BlobSource, Catalog, FileSource, ForeignCatalog, ForeignListed, Publisher, Upstream,
+};
 
 /// An upstream URL, parsed: the one grammar of upstream URLs (flags, `hoard.toml`,
 /// [`open`]).

@@ -22,12 +22,24 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
+use hoard_types::api::ListedArtifact;
 use hoard_types::registry::{ArtifactList, CommitRequest, Committed, VersionList};
 use hoard_types::{
     ArtifactName, ArtifactRef, Digest, ForeignVersion, ProjectName, RelPath, Selector, Version,
 };
 
 use crate::{BlobStream, BoxFuture, Error};
+
+/// A version as a foreign upstream lists it: its label (`vN`, a Hub commit) and aliases
+/// (a Hub commit's branches and tags), and what else the upstream tells.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForeignListed {
+    pub label: String,
+    pub aliases: Vec<String>,
+    pub created_at: Option<String>,
+    pub files: Option<u64>,
+    pub size: Option<u64>,
+}
 
 /// The kinds of upstream, each with the capabilities it has.
 #[derive(Clone)]
@@ -219,6 +231,34 @@ pub trait ForeignCatalog: Send + Sync {
     /// The entity a reference without one means (the Hub: `models`).
     fn default_entity(&self) -> Option<&str> {
         None
+    }
+
+    /// The artifacts of a project (the Hub: an owner's repos).
+    fn artifacts<'a>(
+        &'a self,
+        _project: &'a ProjectName,
+    ) -> BoxFuture<'a, Result<Vec<ListedArtifact>, Error>> {
+        Box::pin(async move {
+            Err(Error::Unsupported {
+                what: format!(
+                    "listing artifacts of `{}` is not built yet",
+                    self.describe()
+                ),
+            })
+        })
+    }
+
+    /// The versions of an artifact that the upstream names (the Hub: the commits of its
+    /// branches and tags), newest first where it says.
+    fn versions<'a>(
+        &'a self,
+        _name: &'a ArtifactName,
+    ) -> BoxFuture<'a, Result<Vec<ForeignListed>, Error>> {
+        Box::pin(async move {
+            Err(Error::Unsupported {
+                what: format!("listing versions of `{}` is not built yet", self.describe()),
+            })
+        })
     }
 
     /// A reference this upstream reads its own way (the Hub: `gpt2`, a repo without an
