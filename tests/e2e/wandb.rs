@@ -89,6 +89,22 @@ fn add(fake: &FakeWandb, artifact: &str, files: &[(String, Vec<u8>)], aliases: &
     fake.add_version(artifact, &borrowed, aliases)
 }
 
+/// `script` run by the real wandb SDK against `fake`, in `home`.
+fn sdk(python: &str, fake: &FakeWandb, home: &Path, script: &str) -> std::process::Output {
+    std::process::Command::new(python)
+        .args(["-c", script])
+        .env("WANDB_BASE_URL", &fake.url)
+        .env("WANDB_API_KEY", KEY)
+        .env("HOME", home)
+        .env("WANDB_CACHE_DIR", home.join("cache"))
+        .env("WANDB_CONFIG_DIR", home.join("config"))
+        .env("WANDB_DATA_DIR", home.join("data"))
+        .env("WANDB_SILENT", "true")
+        .current_dir(home)
+        .output()
+        .unwrap()
+}
+
 fn assert_tree(root: &Path, files: &[(String, Vec<u8>)]) {
     for (path, data) in files {
         assert_eq!(&std::fs::read(root.join(path)).unwrap(), data, "{path}");
@@ -213,13 +229,13 @@ fn bad_keys_hidden_projects_and_missing_versions_are_clear_errors() {
     assert!(missing.to_lowercase().contains("not found"), "{missing}");
     let v9 = s.fail(&["get", "acme/vision/pets:v9", "--root", "x"]);
     assert!(v9.to_lowercase().contains("not found"), "{v9}");
-    // Listing is not built for W&B: it says so, rather than listing nothing.
+    // Listing a project the key cannot see, or an artifact that does not exist: not found.
     for args in [
-        &["artifacts", "acme/vision"][..],
-        &["versions", "acme/vision/pets"],
+        &["artifacts", "acme/secret"][..],
+        &["versions", "acme/vision/nothing"],
     ] {
         let e = s.fail(args);
-        assert!(e.contains("is not built yet"), "{args:?}: {e}");
+        assert!(e.to_lowercase().contains("not found"), "{args:?}: {e}");
     }
     // Errors in a 200 answer are errors, with the server's words.
     fake.graphql_error("resolver exploded");
@@ -266,18 +282,7 @@ fn the_real_wandb_sdk_downloads_from_the_fake() {
          print(a.version, a.download({root:?}))\n",
         root = sdk_root.to_str().unwrap()
     );
-    let out = std::process::Command::new(python)
-        .args(["-c", &script])
-        .env("WANDB_BASE_URL", &fake.url)
-        .env("WANDB_API_KEY", KEY)
-        .env("HOME", &home)
-        .env("WANDB_CACHE_DIR", home.join("cache"))
-        .env("WANDB_CONFIG_DIR", home.join("config"))
-        .env("WANDB_DATA_DIR", home.join("data"))
-        .env("WANDB_SILENT", "true")
-        .current_dir(&home)
-        .output()
-        .unwrap();
+    let out = sdk(&python, &fake, &home, &script);
     assert!(
         out.status.success(),
         "the wandb SDK failed against the fake:\n{}\n{}",
@@ -806,4 +811,78 @@ fn s3_references_with_a_kubernetes_role_or_container_credentials() {
     assert_eq!((fake.aws_calls("sts"), fake.aws_calls("container")), (1, 1));
     assert_eq!(std::fs::read(dir.join("pod/weights.bin")).unwrap(), weights);
     assert_eq!(fake.unsigned(), 0);
+}
+
+/// `hoard artifacts` and `hoard versions` on W&B: a project's collections of every type,
+/// and a collection's versions with their aliases and what is cached. The real SDK's
+/// `artifact_types`, `artifact_collections` and `artifacts` read the fake's answers the
+/// same way.
+#[test]
+fn a_projects_artifacts_and_an_artifacts_versions_are_listed() {
+    let python = std::env::var("HOARD_WANDB_PYTHON").expect(
+        "HOARD_WANDB_PYTHON names a Python with the wandb SDK: run scripts/test, or export HOARD_WANDB_PYTHON=$(scripts/wandb-sdk)",
+    );
+    let fake = FakeWandb::start(KEY);
+    add(&fake, "acme/vision/pets", &dataset(), &["best"]);
+    add(&fake, "acme/vision/pets", &dataset()[..2], &[]);
+    add(&fake, "acme/vision/cars", &dataset()[..1], &[]);
+    let s = Setup::new(&fake, KEY);
+    let home = s.path("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let script = "import wandb\n\
+         api = wandb.Api()\n\
+         types = [t.name for t in api.artifact_types('acme/vision')]\n\
+         names = sorted(c.name for c in api.artifact_collections('acme/vision', 'dataset'))\n\
+         versions = [(a.version, sorted(a.aliases)) for a in api.artifacts('dataset', 'acme/vision/pets')]\n\
+         print(types, names, versions)\n";
+    let out = sdk(&python, &fake, &home, script);
+    assert!(
+        out.status.success(),
+        "the wandb SDK failed against the fake:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "['dataset'] ['cars', 'pets'] [('v0', ['best']), ('v1', ['latest'])]"
+    );
+
+    let listed = hoard_json(&s.daemon.socket, &s.dir, &["artifacts", "acme/vision"]);
+    assert_eq!(
+        hoard_tests::artifact_names(&listed),
+        ["cars", "pets"],
+        "{listed}"
+    );
+    s.get("acme/vision/pets:v1", "got", &[]);
+    let listed = hoard_json(&s.daemon.socket, &s.dir, &["versions", "acme/vision/pets"]);
+    let versions: Vec<(String, serde_json::Value, serde_json::Value)> = listed["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_str().unwrap().to_owned(),
+                v["aliases"].clone(),
+                v["cached_files"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        versions,
+        [
+            (
+                "v0".to_owned(),
+                serde_json::json!(["best"]),
+                serde_json::Value::Null
+            ),
+            (
+                "v1".to_owned(),
+                serde_json::json!(["latest"]),
+                serde_json::json!(2)
+            ),
+        ],
+        "{listed}"
+    );
+    assert_eq!(listed["versions"][0]["files"], dataset().len(), "{listed}");
+    assert_eq!(listed["aliases"]["best"], "v0");
 }

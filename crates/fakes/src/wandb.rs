@@ -521,6 +521,60 @@ fn project_info(v: &FakeVersion) -> Value {
     json!({"id": "UHJvamVjdDox", "internalId": "1", "name": v.project, "entity": {"name": v.entity}})
 }
 
+/// The SDK's listings of a visible project (every artifact here is a `dataset`): its
+/// types, a type's collections, a collection's versions, oldest first, on one page.
+fn listing(state: &State, op: &str, entity: &str, project: &str, vars: &Value) -> Response<Body> {
+    let page = json!({"__typename": "PageInfo", "endCursor": null, "hasNextPage": false});
+    let mut here: Vec<&FakeVersion> = state
+        .versions
+        .iter()
+        .filter(|v| v.entity == entity && v.project == project)
+        .collect();
+    here.sort_by_key(|v| (v.name.clone(), v.index));
+    let typed = vars["type"].as_str() == Some("dataset");
+    let answer = match op {
+        "ProjectArtifactTypes" => {
+            let edges: Vec<Value> = here
+                .first()
+                .map(|_| {
+                    json!({"node": {"__typename": "ArtifactType", "id": "QXJ0aWZhY3RUeXBlOjE=",
+                    "name": "dataset", "description": null, "createdAt": "2026-11-01T00:00:00"}})
+                })
+                .into_iter()
+                .collect();
+            json!({"artifactTypes": {"edges": edges, "pageInfo": page}})
+        }
+        "ArtifactTypeArtifactCollections" => {
+            let mut names: Vec<&str> = here.iter().map(|v| v.name.as_str()).collect();
+            names.dedup();
+            let edges: Vec<Value> = names
+                .iter()
+                .map(|name| json!({"node": {
+                    "__typename": "ArtifactSequence", "id": format!("U2VxOn{name}"), "name": name,
+                    "description": null, "createdAt": "2026-11-01T00:00:00", "updatedAt": null,
+                    "project": project_info(here[0]), "type": {"name": "dataset"}, "tags": {"edges": []},
+                }}))
+                .collect();
+            let collections = json!({"totalCount": edges.len(), "pageInfo": page, "edges": edges});
+            json!({"artifactType": typed.then(|| json!({"artifactCollections": collections}))})
+        }
+        _ => {
+            let collection = vars["collection"].as_str().unwrap_or_default();
+            let edges: Vec<Value> = here
+                .iter()
+                .filter(|v| v.name == collection)
+                .map(|v| json!({"version": format!("v{}", v.index), "node": membership(v)["artifact"]}))
+                .collect();
+            let found = typed && !edges.is_empty();
+            json!({"artifactType": found.then(|| json!({"artifactCollection": {
+                "__typename": "ArtifactSequence",
+                "artifacts": {"totalCount": edges.len(), "pageInfo": page, "edges": edges},
+            }}))})
+        }
+    };
+    data(&json!({"project": answer}))
+}
+
 /// The SDK's `ArtifactFragment` and `ArtifactMembershipFragment`, filled in.
 fn membership(v: &FakeVersion) -> Value {
     let size: u64 = v.files.values().map(|f| f.1).sum();
@@ -636,6 +690,13 @@ fn graphql(state: &Arc<Mutex<State>>, base: &str, asked: &Value) -> Response<Bod
             }))}))
         }
         "GetArtifactMembershipFileUrls" => file_urls(&mut state, base, vars),
+        "ProjectArtifactTypes" | "ArtifactTypeArtifactCollections" | "ProjectArtifacts" => {
+            let (entity, project) = (var("entity"), var("project"));
+            if !visible(&state, &entity, &project) {
+                return data(&json!({"project": null}));
+            }
+            listing(&state, &op, &entity, &project, vars)
+        }
         _ => reply(
             StatusCode::OK,
             json!({"errors": [{"message": format!("unknown operation `{op}`")}]}).to_string(),

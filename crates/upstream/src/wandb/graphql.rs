@@ -223,3 +223,148 @@ pub(crate) struct FileNode {
     #[serde(rename = "directUrl")]
     pub url: Option<String>,
 }
+
+/// The SDK's `ProjectArtifactTypes`: the artifact types of a project.
+pub(crate) const PROJECT_ARTIFACT_TYPES: &str = "\
+query ProjectArtifactTypes($entity: String!, $project: String!, $cursor: String, $perPage: Int) {
+  project(name: $project, entityName: $entity) {
+    artifactTypes(after: $cursor, first: $perPage) {
+      edges { node { name } }
+      pageInfo { endCursor hasNextPage }
+    }
+  }
+}";
+
+/// The SDK's `ArtifactTypeArtifactCollections`: a type's collections (artifacts).
+pub(crate) const TYPE_COLLECTIONS: &str = "\
+query ArtifactTypeArtifactCollections($entity: String!, $project: String!, $type: String!, $cursor: String, $perPage: Int) {
+  project(entityName: $entity, name: $project) {
+    artifactType(name: $type) {
+      artifactCollections(after: $cursor, first: $perPage) {
+        pageInfo { endCursor hasNextPage }
+        edges { node { name } }
+      }
+    }
+  }
+}";
+
+/// The SDK's `ProjectArtifacts`: a collection's versions.
+pub(crate) const PROJECT_ARTIFACTS: &str = "\
+query ProjectArtifacts($entity: String!, $project: String!, $type: String!, $collection: String!, $cursor: String, $perPage: Int) {
+  project(entityName: $entity, name: $project) {
+    artifactType(name: $type) {
+      artifactCollection(name: $collection) {
+        artifacts(after: $cursor, first: $perPage) {
+          pageInfo { endCursor hasNextPage }
+          edges {
+            version
+            node { versionIndex createdAt fileCount size aliases { alias artifactCollection { name } } }
+          }
+        }
+      }
+    }
+  }
+}";
+
+#[derive(Clone, Copy, Serialize)]
+pub(crate) struct ListVars<'a> {
+    pub entity: &'a str,
+    pub project: &'a str,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collection: Option<&'a str>,
+    pub cursor: Option<&'a str>,
+    #[serde(rename = "perPage")]
+    pub per_page: u32,
+}
+
+/// A page of a connection: its nodes (and edges' other fields), and where the next starts.
+#[derive(Deserialize)]
+pub(crate) struct Connection<E> {
+    #[serde(default = "Vec::new")]
+    pub edges: Vec<E>,
+    #[serde(rename = "pageInfo")]
+    pub page: Option<PageInfo>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct NodeEdge<N> {
+    pub node: N,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct TypesData {
+    pub project: Option<TypesProject>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct TypesProject {
+    #[serde(rename = "artifactTypes")]
+    pub types: Option<Connection<NodeEdge<Named>>>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CollectionsData {
+    pub project: Option<CollectionsProject>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CollectionsProject {
+    #[serde(rename = "artifactType")]
+    pub kind: Option<CollectionsType>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CollectionsType {
+    #[serde(rename = "artifactCollections")]
+    pub collections: Option<Connection<NodeEdge<Named>>>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ArtifactsData {
+    pub project: Option<ArtifactsProject>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ArtifactsProject {
+    #[serde(rename = "artifactType")]
+    pub kind: Option<ArtifactsType>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ArtifactsType {
+    #[serde(rename = "artifactCollection")]
+    pub collection: Option<ArtifactsCollection>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ArtifactsCollection {
+    pub artifacts: Option<Connection<VersionEdge>>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct VersionEdge {
+    pub version: Option<String>,
+    pub node: ListedArtifactNode,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ListedArtifactNode {
+    #[serde(rename = "versionIndex")]
+    pub version_index: Option<u32>,
+    #[serde(rename = "createdAt")]
+    pub created_at: Option<String>,
+    #[serde(rename = "fileCount")]
+    pub file_count: Option<u64>,
+    pub size: Option<u64>,
+    #[serde(default)]
+    pub aliases: Vec<CollectionAlias>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CollectionAlias {
+    pub alias: String,
+    #[serde(rename = "artifactCollection")]
+    pub collection: Option<Named>,
+}

@@ -12,21 +12,24 @@
 //! Publishing to W&B is not supported: its upload protocol is the SDK's business.
 
 mod graphql;
+mod listing;
 mod manifest;
 
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use hoard_types::api::ListedArtifact;
 use hoard_types::{
-    ArtifactName, Digest, ForeignDigest, ForeignEntry, ForeignVersion, RelPath, Selector,
+    ArtifactName, Digest, ForeignDigest, ForeignEntry, ForeignVersion, ProjectName, RelPath,
+    Selector,
 };
 use reqwest::header::{self, HeaderValue};
 use reqwest::{Response, StatusCode};
 
 use crate::blob::{ChunkSource, check_range};
 use crate::http::Failure;
-use crate::upstream::{FileSource, ForeignCatalog};
+use crate::upstream::{FileSource, ForeignCatalog, ForeignListed};
 use crate::{BlobSource, BlobStream, BoxFuture, ClientOptions, Error, RetryPolicy, Upstream};
 
 /// W&B's public server.
@@ -286,6 +289,42 @@ impl WandbClient {
         }
     }
 
+    /// The SDK's `ArtifactMembershipByName` for `name:tag`: `None` when there is none the
+    /// key may see.
+    async fn membership(
+        &self,
+        name: &ArtifactName,
+        tag: &str,
+        what: &str,
+    ) -> Result<Option<graphql::Membership>, Error> {
+        let full = format!("{}:{tag}", name.name);
+        let data: graphql::MembershipData = self
+            .graphql(
+                "ArtifactMembershipByName",
+                graphql::MEMBERSHIP_BY_NAME,
+                graphql::MembershipVars {
+                    entity: &name.entity,
+                    project: &name.project,
+                    name: &full,
+                },
+                what,
+            )
+            .await?;
+        Ok(data.project.and_then(|p| p.membership))
+    }
+
+    /// The type of an artifact's collection, as its `latest` version says.
+    async fn latest_kind(&self, name: &ArtifactName) -> Result<String, Error> {
+        self.membership(name, "latest", &format!("`{name}:latest`"))
+            .await?
+            .and_then(|m| m.artifact)
+            .and_then(|a| a.kind)
+            .map(|kind| kind.name)
+            .ok_or_else(|| Error::NotFound {
+                what: format!("artifact `{name}` on W&B (or the API key may not see it)"),
+            })
+    }
+
     async fn fetch_version(
         &self,
         name: &ArtifactName,
@@ -302,26 +341,13 @@ impl WandbClient {
                 });
             }
         };
-        let full = format!("{}:{tag}", name.name);
         let what = format!("`{name}:{tag}`");
         let not_found = || Error::NotFound {
             what: format!("{what} on W&B (or the API key may not see it)"),
         };
-        let data: graphql::MembershipData = self
-            .graphql(
-                "ArtifactMembershipByName",
-                graphql::MEMBERSHIP_BY_NAME,
-                graphql::MembershipVars {
-                    entity: &name.entity,
-                    project: &name.project,
-                    name: &full,
-                },
-                &what,
-            )
-            .await?;
-        let membership = data
-            .project
-            .and_then(|p| p.membership)
+        let membership = self
+            .membership(name, &tag, &what)
+            .await?
             .ok_or_else(not_found)?;
         let artifact = membership.artifact.ok_or_else(not_found)?;
         if let Some(state) = artifact.state.as_deref()
@@ -547,6 +573,20 @@ impl ForeignCatalog for WandbClient {
             self.with_key(token)
                 .map(|client| Upstream::Foreign(Arc::new(client))),
         )
+    }
+
+    fn artifacts<'a>(
+        &'a self,
+        project: &'a ProjectName,
+    ) -> BoxFuture<'a, Result<Vec<ListedArtifact>, Error>> {
+        Box::pin(self.list_artifacts(project))
+    }
+
+    fn versions<'a>(
+        &'a self,
+        name: &'a ArtifactName,
+    ) -> BoxFuture<'a, Result<Vec<ForeignListed>, Error>> {
+        Box::pin(self.list_versions(name))
     }
 
     fn resolve_foreign<'a>(
