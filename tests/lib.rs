@@ -23,6 +23,16 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// A file of this checkout, found at run time: `CARGO_MANIFEST_DIR` is read from the
+/// environment that cargo and nextest give a test, not baked in by `env!`. A target
+/// directory shared by clones at different paths (as CI's is) keeps test binaries built
+/// in another clone, and a path baked in would point there.
+pub fn repo(relative: &str) -> PathBuf {
+    let manifest =
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("tests run under cargo or nextest");
+    PathBuf::from(manifest).join("..").join(relative)
+}
+
 /// A `hoard registry serve` process on a free loopback port; killed on drop.
 pub struct RegistryProcess {
     pub url: String,

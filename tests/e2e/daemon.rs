@@ -694,7 +694,7 @@ fn corrupt_upstream_bytes_never_reach_a_job() {
 fn the_registrys_refusals_reach_the_user() {
     // config/registry-tokens.toml: token "change-me" is a member of acme/vision and a
     // viewer of the other acme projects.
-    let tokens = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/registry-tokens.toml");
+    let tokens = hoard_tests::repo("config/registry-tokens.toml");
     let mut s = Setup::new();
     let src = s.src();
     let out = Command::new(binary("hoard"))

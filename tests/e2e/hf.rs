@@ -761,7 +761,7 @@ fn the_python_clients_snapshot_download_fills_the_hf_cache() {
         all = all.to_str().unwrap(),
         some = some.to_str().unwrap()
     );
-    let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("../clients/python");
+    let client = hoard_tests::repo("clients/python");
     let out = std::process::Command::new(&python)
         .args(["-c", &script])
         .env("PYTHONPATH", &client)

@@ -46,7 +46,7 @@ fn dir_root(t: &Path) -> String {
 
 #[test]
 fn config_check_accepts_the_documented_file_and_names_what_is_wrong() {
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/hoard.toml");
+    let example = hoard_tests::repo("config/hoard.toml");
     let out = hoard(&["config", "check", example.to_str().unwrap()]);
     assert!(
         out.status.success(),

@@ -6,7 +6,7 @@
 //! `hoard publish` as processes, against a real registry (and without one).
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hoard_tests::{DaemonProcess, RegistryProcess, hoard_json as json, hoard_on as hoard};
@@ -372,7 +372,7 @@ fn bad_publishes_are_refused_and_nothing_is_half_published() {
 fn a_viewer_cannot_publish_and_is_told_why() {
     // config/registry-tokens.toml: token "change-me" is a member of acme/vision and a
     // viewer of the other acme projects.
-    let tokens = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/registry-tokens.toml");
+    let tokens = hoard_tests::repo("config/registry-tokens.toml");
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     dataset(&t.join("src"));

@@ -156,7 +156,7 @@ fn a_bad_tokens_file_is_refused_at_start() {
 #[tokio::test]
 async fn the_documented_tokens_file_works() {
     // config/registry-tokens.toml holds the hash of "change-me" for its example token.
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/registry-tokens.toml");
+    let config = hoard_tests::repo("config/registry-tokens.toml");
     let tmp = tempfile::tempdir().unwrap();
     let (root, src) = (tmp.path().join("registry"), tmp.path().join("src"));
     tree(&src);

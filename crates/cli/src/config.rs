@@ -340,7 +340,8 @@ mod tests {
 
     #[test]
     fn the_documented_example_parses() {
-        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/hoard.toml");
+        let example = Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo"))
+            .join("../../config/hoard.toml");
         let config = Config::read(&example).unwrap();
         assert_eq!(config.alias_ttl, Some(Duration::ZERO));
         assert_eq!(config.fetch_concurrency, Some(16));
