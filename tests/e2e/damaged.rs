@@ -64,8 +64,21 @@ fn files_that_share_a_modified_blob_are_named_and_repaired() {
     );
 
     // The next get finds the blob changed, fetches it again, and names both files.
-    let out = hoard(socket, t, &["get", "acme/vision/bike:v0", "--root", "c"]);
+    let out = hoard(
+        socket,
+        t,
+        &["get", "acme/vision/bike:v0", "--root", "c", "--json"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
+    // `images/a.png` was placed before `labels.csv` was found changed; the retry finds it
+    // in place. Both are new to `c`, and the fetch again is counted.
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let counts = ["placed", "unchanged", "fetched_blobs", "fetched_bytes"].map(|k| &summary[k]);
+    assert_eq!(
+        counts,
+        [2, 0, 1, 9].map(serde_json::Value::from).each_ref(),
+        "{summary}"
+    );
     assert_eq!(
         std::fs::read(t.join("c/labels.csv")).unwrap(),
         b"id,label\n"

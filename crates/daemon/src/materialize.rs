@@ -28,6 +28,15 @@ enum Chosen<'a> {
     Foreign(&'a Arc<hoard_types::ForeignVersion>),
 }
 
+/// What the attempts of [`Daemon::place`] before its last one did: files placed before a
+/// modified blob stopped them, and the blobs fetched again.
+#[derive(Default)]
+pub(crate) struct Retried {
+    placed: u64,
+    blobs: u64,
+    bytes: u64,
+}
+
 /// A destination ready to be written: a path (the daemon's own user), or a directory
 /// opened as the caller.
 pub(crate) enum Target {
@@ -111,21 +120,18 @@ impl Daemon {
             let manifest = Arc::new(manifest);
             let target = Arc::new(target);
             let tampered_before = self.metrics.tampered.load(Ordering::Relaxed);
-            let placed = self
-                .place(manifest.clone(), target.clone(), mode, caller)
-                .await;
-            let report = match (placed, &found.version) {
-                // A blob of a foreign version that was tampered with or evicted meanwhile:
-                // bind again (which fetches it from the upstream), then place once more.
-                (Err(e), Versioned::Foreign(foreign, _))
-                    if matches!(e.kind, "tampered" | "not-cached") =>
-                {
-                    let (rebound, _, _) = self.bind(foreign, selection, caller, events).await?;
-                    self.place(Arc::new(rebound), target.clone(), mode, caller)
-                        .await?
-                }
-                (placed, _) => placed?,
-            };
+            let (report, retried) = self
+                .place_version(
+                    &found.version,
+                    &manifest,
+                    &target,
+                    (mode, caller),
+                    selection,
+                    events,
+                )
+                .await?;
+            summary.fetched_blobs += retried.blobs;
+            summary.fetched_bytes += retried.bytes;
             let tampered = self.metrics.tampered.load(Ordering::Relaxed) != tampered_before;
             self.after_placing(
                 &head,
@@ -136,8 +142,9 @@ impl Daemon {
                 events,
             )
             .await;
-            summary.placed = report.placed;
-            summary.unchanged = report.unchanged;
+            // What an interrupted first attempt placed, the retry found in place.
+            summary.placed = report.placed + retried.placed;
+            summary.unchanged = report.unchanged.saturating_sub(retried.placed);
             self.metrics
                 .materialized_bytes
                 .fetch_add(summary.bytes, Ordering::Relaxed);
@@ -405,13 +412,46 @@ impl Daemon {
         Ok((keys, work))
     }
 
+    /// [`Self::place`], and for a foreign version whose blob was modified or evicted
+    /// meanwhile: bind again (which fetches it from the upstream), then place once more.
+    async fn place_version(
+        self: &Arc<Self>,
+        version: &Versioned,
+        manifest: &Arc<Manifest>,
+        target: &Arc<Target>,
+        (mode, caller): (LinkMode, Caller),
+        selection: &Selection<'_>,
+        events: &mpsc::Sender<Event>,
+    ) -> Result<(hoard_store::MaterializeReport, Retried), ApiError> {
+        let mut retried = Retried::default();
+        let placed = self
+            .place(manifest.clone(), target.clone(), mode, caller, &mut retried)
+            .await;
+        let report = match (placed, version) {
+            (Err(e), Versioned::Foreign(foreign, _))
+                if matches!(e.kind, "tampered" | "not-cached") =>
+            {
+                let (rebound, blobs, bytes) = self.bind(foreign, selection, caller, events).await?;
+                retried.blobs += blobs;
+                retried.bytes += bytes;
+                let rebound = Arc::new(rebound);
+                self.place(rebound, target.clone(), mode, caller, &mut retried)
+                    .await?
+            }
+            (placed, _) => placed?,
+        };
+        Ok((report, retried))
+    }
+
     /// Materializes; a blob found tampered or gone meanwhile is fetched again, once.
+    /// `retried` adds up what the attempts before the last one placed and fetched.
     pub(crate) async fn place(
         self: &Arc<Self>,
         manifest: Arc<Manifest>,
         target: Arc<Target>,
         mode: LinkMode,
         caller: Caller,
+        retried: &mut Retried,
     ) -> Result<hoard_store::MaterializeReport, ApiError> {
         for attempt in 0..2 {
             let (store, m, t) = (self.store.clone(), manifest.clone(), target.clone());
@@ -439,11 +479,12 @@ impl Daemon {
                 attempt == 0 && matches!(self.upstream(), hoard_upstream::Upstream::Native { .. });
             let refetch = match result {
                 Ok(report) => return Ok(report),
-                Err(hoard_store::Error::Tampered { key, what }) if attempt == 0 => {
+                Err(hoard_store::Error::Tampered { key, what, placed }) if attempt == 0 => {
                     tracing::warn!(%key, what, "a blob was modified behind hoard's back: quarantined, fetching it again");
                     self.metrics.tampered.fetch_add(1, Ordering::Relaxed);
+                    retried.placed += placed;
                     if !by_digest {
-                        return Err(hoard_store::Error::Tampered { key, what }.into());
+                        return Err(hoard_store::Error::Tampered { key, what, placed }.into());
                     }
                     vec![key]
                 }
@@ -463,7 +504,10 @@ impl Daemon {
                         crate::references::source(&self.references, caller, path, uri)
                     })
                     .transpose()?;
-                self.fetcher.ensure_from(key, size, source, None).await?;
+                if let Some(bytes) = self.fetcher.ensure_from(key, size, source, None).await? {
+                    retried.blobs += 1;
+                    retried.bytes += bytes;
+                }
             }
             self.fetcher.commit_now().await?;
         }

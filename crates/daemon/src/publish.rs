@@ -161,8 +161,15 @@ impl Daemon {
         tracing::info!(key, files, bytes, "publish recorded");
         if let Some(dest) = &dest {
             let target = Arc::new(crate::materialize::Target::Path(dest.clone()));
-            self.place(manifest, target, mode, crate::caller::Caller::daemon())
-                .await?;
+            let mut retried = crate::materialize::Retried::default();
+            self.place(
+                manifest,
+                target,
+                mode,
+                crate::caller::Caller::daemon(),
+                &mut retried,
+            )
+            .await?;
         }
         let wait = Duration::from_secs(asked.wait_seconds.unwrap_or(0));
         let done = if wait.is_zero() {

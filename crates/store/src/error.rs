@@ -75,7 +75,13 @@ pub enum Error {
     #[error(
         "Blob `{key}` was modified behind hoard's back ({what}); it was quarantined and must be fetched again"
     )]
-    Tampered { key: BlobKey, what: String },
+    Tampered {
+        key: BlobKey,
+        what: String,
+        /// Files the materialization had placed before it found the blob (0 elsewhere):
+        /// a retry finds them in place, and the request's summary counts them as placed.
+        placed: u64,
+    },
 
     #[error("Cannot act as uid {uid} on their destination: {reason}")]
     AsUser { uid: u32, reason: String },

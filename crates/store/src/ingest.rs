@@ -702,6 +702,7 @@ pub(crate) fn adopt_existing(store: &Store, key: BlobKey) -> Result<BlobRecord> 
             Err(Error::Tampered {
                 key,
                 what: "it is not a regular file".to_owned(),
+                placed: 0,
             })
         }
     }

@@ -132,12 +132,22 @@ impl Store {
             }
             None => &jobs[..],
         };
-        rest.par_chunks(128).try_for_each(|chunk| {
-            chunk.iter().try_for_each(|job| {
-                count(self.place(&tree, job, mode)?);
-                Ok::<_, Error>(())
+        rest.par_chunks(128)
+            .try_for_each(|chunk| {
+                chunk.iter().try_for_each(|job| {
+                    count(self.place(&tree, job, mode)?);
+                    Ok::<_, Error>(())
+                })
             })
-        })?;
+            .map_err(|e| match e {
+                // Every chunk has stopped: the count is final.
+                Error::Tampered { key, what, .. } => Error::Tampered {
+                    key,
+                    what,
+                    placed: placed.load(Ordering::Relaxed),
+                },
+                e => e,
+            })?;
         report.placed = placed.into_inner();
         report.unchanged = unchanged.into_inner();
         self.touch(&keys)?;
@@ -464,7 +474,11 @@ fn fill(
             let what = format!("its bytes hash to `{actual}` ({copied} bytes) while copying");
             tracing::warn!(key = %job.key, %what, "blob rotted on disk; quarantining it");
             store.quarantine(&job.key)?;
-            return Err(Error::Tampered { key: job.key, what });
+            return Err(Error::Tampered {
+                key: job.key,
+                what,
+                placed: 0,
+            });
         }
     }
     pin_mtime(out).map_err(|e| tree.error(job.path.as_str(), &std::io::Error::from(e).to_string()))

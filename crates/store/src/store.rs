@@ -175,7 +175,11 @@ impl Store {
         if let Some(what) = tamper_signs(key, record, stat) {
             tracing::warn!(%key, %what, "blob modified behind hoard's back; quarantining it");
             self.quarantine(key)?;
-            return Err(Error::Tampered { key: *key, what });
+            return Err(Error::Tampered {
+                key: *key,
+                what,
+                placed: 0,
+            });
         }
         Ok(())
     }
