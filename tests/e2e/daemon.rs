@@ -197,8 +197,17 @@ fn cold_then_warm_and_the_files_are_cache_blobs() {
 
     let ls = s.hoard(&["ls", "acme/vision/bike:v0"]);
     let ls = String::from_utf8_lossy(&ls.stdout);
-    assert_eq!(ls.lines().count(), IMAGES + 3);
-    assert!(ls.contains(&format!("labels.csv\t7\t{digest}")), "{ls}");
+    assert_eq!(
+        ls.lines().count(),
+        1 + IMAGES + 3,
+        "a header, then a line per file"
+    );
+    let labels = ls.lines().find(|l| l.starts_with("labels.csv")).unwrap();
+    assert_eq!(
+        labels.split_whitespace().collect::<Vec<_>>(),
+        ["labels.csv", "7", "B", digest.as_str()],
+        "{ls}"
+    );
 }
 
 #[test]

@@ -359,7 +359,8 @@ pub(crate) fn ls(args: &LsArgs) -> anyhow::Result<()> {
         if args.json {
             return crate::process::out(&serde_json::to_string(&resolved)?);
         }
-        // Which version the reference named, on stderr (stdout stays one line per file).
+        // Which version the reference named, on stderr; stdout is the table (`--json`
+        // for scripts, with sizes in bytes).
         {
             let mut err = std::io::stderr().lock();
             let _ = writeln!(
@@ -373,23 +374,28 @@ pub(crate) fn ls(args: &LsArgs) -> anyhow::Result<()> {
         if let Some(warning) = &resolved.warning {
             let _ = writeln!(std::io::stderr().lock(), "warning: {warning}");
         }
-        for entry in &resolved.entries {
-            crate::process::out(&format!(
-                "{}\t{}\t{}{}",
-                entry.path,
-                entry.size,
+        let with_refs = resolved.entries.iter().any(|e| e.reference.is_some());
+        let rows = resolved.entries.iter().map(|entry| {
+            let mut row = vec![
+                entry.path.to_string(),
+                bytes(entry.size),
                 match (&entry.digest, &entry.upstream_digest) {
                     (Some(digest), _) => digest.to_string(),
                     (None, Some(upstream)) => upstream.to_string(),
                     (None, None) => "-".to_owned(),
                 },
-                entry
-                    .reference
-                    .as_deref()
-                    .map(|r| format!("\t{r}"))
-                    .unwrap_or_default()
-            ))?;
-        }
+            ];
+            if with_refs {
+                row.push(entry.reference.clone().unwrap_or_else(|| "-".to_owned()));
+            }
+            row
+        });
+        let header: &[&str] = if with_refs {
+            &["PATH", "SIZE", "DIGEST", "REF"]
+        } else {
+            &["PATH", "SIZE", "DIGEST"]
+        };
+        crate::process::table(header, rows)?;
         Ok(())
     })
 }
