@@ -463,12 +463,7 @@ impl Daemon {
                         store.materialize_into(&m, &all, root.try_clone()?, mode)?
                     }
                 };
-                let keys: Vec<BlobKey> = m
-                    .entries
-                    .values()
-                    .map(|e| BlobKey::new(e.digest, e.exec))
-                    .collect();
-                store.touch(&keys)?;
+                // The store's materialize has recorded the blobs' use.
                 Ok::<_, hoard_store::Error>(report)
             })
             .await

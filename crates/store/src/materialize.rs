@@ -257,10 +257,10 @@ impl Store {
         dir: &OwnedFd,
         name: &str,
     ) -> Result<Linked> {
-        let rel = job.key.relative_path();
+        let blob = job.key.name();
         let mut renewed = false;
         loop {
-            match rustix::fs::linkat(&self.blobs, &rel, dir, name, AtFlags::empty()) {
+            match rustix::fs::linkat(&self.blobs, blob.as_c_str(), dir, name, AtFlags::empty()) {
                 Ok(()) => return Ok(Linked::Yes),
                 Err(Errno::EXIST) => return Ok(Linked::Taken),
                 Err(Errno::MLINK) if !renewed => {

@@ -8,6 +8,21 @@ use std::fmt;
 
 use hoard_types::Digest;
 
+/// A blob's relative path, NUL-terminated (see [`BlobKey::name`]).
+pub(crate) struct BlobName {
+    bytes: [u8; Self::CAPACITY],
+}
+
+impl BlobName {
+    /// `ab/` + 64 hex digits + `.x` + NUL.
+    const CAPACITY: usize = 3 + 64 + 2 + 1;
+
+    pub(crate) fn as_c_str(&self) -> &std::ffi::CStr {
+        // The last byte is always NUL, and a hex name has none before it.
+        std::ffi::CStr::from_bytes_until_nul(&self.bytes).unwrap_or_default()
+    }
+}
+
 /// What names a blob: its content digest and its exec bit. Hardlinks share one inode and so
 /// one mode, so an executable and a plain file with equal bytes are two blobs.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -27,6 +42,26 @@ impl BlobKey {
     pub fn relative_path(&self) -> String {
         let hex = self.digest.to_hex();
         format!("{}/{hex}{}", &hex[..2], if self.exec { ".x" } else { "" })
+    }
+
+    /// [`Self::relative_path`] in a buffer on the stack, ending in NUL: the name the hot
+    /// path's syscalls take (a stat and a link for each file of a get), with no allocation.
+    pub(crate) fn name(&self) -> BlobName {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut bytes = [0; BlobName::CAPACITY];
+        let digest = self.digest.as_bytes();
+        bytes[0] = HEX[usize::from(digest[0] >> 4)];
+        bytes[1] = HEX[usize::from(digest[0] & 0xf)];
+        bytes[2] = b'/';
+        for (i, b) in digest.iter().enumerate() {
+            bytes[3 + 2 * i] = HEX[usize::from(b >> 4)];
+            bytes[4 + 2 * i] = HEX[usize::from(b & 0xf)];
+        }
+        if self.exec {
+            bytes[67] = b'.';
+            bytes[68] = b'x';
+        }
+        BlobName { bytes }
     }
 
     /// Parses a file name under `blobs-v1/xx/` back into a key.
@@ -175,6 +210,14 @@ mod tests {
             BlobKey::new(d, true).relative_path(),
             format!("{}/{hex}.x", &hex[..2])
         );
+        for exec in [false, true] {
+            let key = BlobKey::new(d, exec);
+            assert_eq!(
+                key.name().as_c_str().to_str().unwrap(),
+                key.relative_path(),
+                "the stack name is the same path"
+            );
+        }
         assert_eq!(
             BlobKey::from_file_name(&format!("{hex}.x")),
             Some(BlobKey::new(d, true))

@@ -186,15 +186,18 @@ impl Store {
 
     /// Stats a blob and compares it with its record (see [`Self::judge`]).
     pub(crate) fn check(&self, key: &BlobKey, record: &BlobRecord) -> Result<Stat> {
-        let stat =
-            match rustix::fs::statat(&self.blobs, key.relative_path(), AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(stat) => stat,
-                Err(Errno::NOENT) => {
-                    self.index.remove_blobs(&[*key])?;
-                    return Err(missing(vec![*key]));
-                }
-                Err(e) => return Err(e).io("stat", self.blob_path(key)),
-            };
+        let stat = match rustix::fs::statat(
+            &self.blobs,
+            key.name().as_c_str(),
+            AtFlags::SYMLINK_NOFOLLOW,
+        ) {
+            Ok(stat) => stat,
+            Err(Errno::NOENT) => {
+                self.index.remove_blobs(&[*key])?;
+                return Err(missing(vec![*key]));
+            }
+            Err(e) => return Err(e).io("stat", self.blob_path(key)),
+        };
         self.judge(key, record, &stat)?;
         Ok(stat)
     }
