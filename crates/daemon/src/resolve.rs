@@ -7,8 +7,9 @@
 //! warning, when it cannot be reached. A publish still in the outbox resolves by digest.
 //! The [`Resolver`] also notes whether the upstream could be reached ([`Reachability`]).
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use hoard_store::{AliasRecord, Store};
@@ -31,6 +32,47 @@ pub(crate) struct Resolver {
     alias_ttl_ms: AtomicU64,
     /// Whether the upstream could last be reached (shared with the outbox).
     reachability: Arc<Reachability>,
+    /// Native versions decoded from the index, so that a warm request does not decode
+    /// its manifest again (20 ms for 20,000 files).
+    decoded: Mutex<Decoded>,
+}
+
+/// Decoded native versions by manifest digest, and their digests by number; emptied when
+/// they hold more than [`Decoded::MAX_ENTRIES`] files in all. A version is immutable, so
+/// an entry is never stale, except for a number the upstream gave again (see
+/// [`Resolver::remember`]).
+#[derive(Default)]
+struct Decoded {
+    by_digest: HashMap<hoard_types::Digest, Arc<Version>>,
+    by_number: HashMap<(ArtifactName, u32), hoard_types::Digest>,
+    entries: usize,
+}
+
+impl Decoded {
+    /// About 150 bytes each in memory: 7 MiB at most.
+    const MAX_ENTRIES: usize = 50_000;
+
+    fn keep(&mut self, version: &Version) -> Option<Arc<Version>> {
+        let entries = version.manifest.entries.len();
+        if entries > Self::MAX_ENTRIES {
+            return None;
+        }
+        if self.entries + entries > Self::MAX_ENTRIES {
+            *self = Self::default();
+        }
+        let kept = Arc::new(version.clone());
+        if let (Ok(name), Ok(n)) = (version.artifact(), version.number()) {
+            self.by_number.insert((name, n), version.digest);
+        }
+        if self
+            .by_digest
+            .insert(version.digest, kept.clone())
+            .is_none()
+        {
+            self.entries += entries;
+        }
+        Some(kept)
+    }
 }
 
 impl Resolver {
@@ -47,6 +89,7 @@ impl Resolver {
             outbox,
             alias_ttl_ms: AtomicU64::new(0),
             reachability,
+            decoded: Mutex::new(Decoded::default()),
         };
         resolver.set_alias_ttl(alias_ttl);
         resolver
@@ -131,10 +174,32 @@ impl Resolver {
                 .await?
                 .map(Found::foreign));
         }
+        if let Some(version) = self.decoded_by_number(name, n) {
+            return Ok(Some(Found::fresh(version)));
+        }
         let (store, key) = (self.store.clone(), name.clone());
-        Ok(blocking(move || Ok(store.version(&key, n)?))
-            .await?
-            .map(Found::fresh))
+        let version = blocking(move || Ok(store.version(&key, n)?)).await?;
+        Ok(version.map(|v| self.keep_decoded(v)).map(Found::fresh))
+    }
+
+    fn decoded_by_number(&self, name: &ArtifactName, n: u32) -> Option<Version> {
+        let decoded = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
+        let digest = decoded.by_number.get(&(name.clone(), n))?;
+        decoded.by_digest.get(digest).map(|v| Version::clone(v))
+    }
+
+    fn decoded_by_digest(&self, digest: &hoard_types::Digest) -> Option<Version> {
+        let decoded = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
+        decoded.by_digest.get(digest).map(|v| Version::clone(v))
+    }
+
+    fn keep_decoded(&self, version: Version) -> Version {
+        let _ = self
+            .decoded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keep(&version);
+        version
     }
 
     /// A version this cache holds, by digest.
@@ -148,9 +213,12 @@ impl Resolver {
             blocking(move || Ok(store.foreign_version_by_digest(&digest)?))
                 .await?
                 .map(Found::foreign)
+        } else if let Some(version) = self.decoded_by_digest(&digest) {
+            Some(Found::fresh(version))
         } else {
             blocking(move || Ok(store.version_by_digest(&digest)?))
                 .await?
+                .map(|v| self.keep_decoded(v))
                 .map(Found::fresh)
         };
         Ok(found.filter(|f| f.head().artifact().is_ok_and(|a| a == *name)))
@@ -285,18 +353,28 @@ impl Resolver {
             let name = version.artifact()?;
             let held = store.version(&name, version.number()?)?;
             if held.is_some_and(|v| v.digest == version.digest) {
-                return Ok(());
+                return Ok(None);
             }
             if store.low_on_space() {
                 tracing::warn!(version = %name, "the disk is nearly full: not caching the version's manifest");
-                return Ok(());
+                return Ok(None);
             }
             if let Err(e) = store.put_version(&version) {
                 tracing::warn!(error = %crate::error::chain(&e), "cannot cache a version's manifest");
             }
-            Ok(())
+            Ok(Some((name, version.number()?)))
         })
         .await
+        .map(|written| {
+            // The upstream gave a number again, to other contents: forget the old answer.
+            if let Some(key) = written {
+                self.decoded
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .by_number
+                    .remove(&key);
+            }
+        })
     }
 
     /// Keeps a version the foreign upstream described.
