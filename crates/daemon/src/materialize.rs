@@ -37,6 +37,17 @@ pub(crate) struct Retried {
     bytes: u64,
 }
 
+/// What [`Daemon::fetch_native`] did: the blobs and bytes it fetched, or the files it
+/// placed when every blob was cached. `_lease` keeps the version's blobs from eviction
+/// between their fetch and their placing.
+struct Fetched {
+    manifest: Arc<Manifest>,
+    blobs: u64,
+    bytes: u64,
+    placed: Option<hoard_store::MaterializeReport>,
+    _lease: Option<hoard_store::Lease>,
+}
+
 /// A destination ready to be written: a path (the daemon's own user), or a directory
 /// opened as the caller.
 pub(crate) enum Target {
@@ -84,19 +95,21 @@ impl Daemon {
         // Before anything is fetched.
         let target = match dest {
             None => None,
-            Some(dest) => Some(Target::open(dest, caller).await?),
+            Some(dest) => Some(Arc::new(Target::open(dest, caller).await?)),
         };
-        // The version's blobs stay from their fetch until they are linked (`_lease`):
-        // eviction making room for another request must not take them in between.
-        let (manifest, fetched_blobs, fetched_bytes, _lease) = match chosen {
-            Chosen::Native(manifest) => self.fetch_native(&head, manifest, caller, events).await?,
+        let tampered_before = self.metrics.tampered.load(Ordering::Relaxed);
+        let mut retried = Retried::default();
+        let fetched = match chosen {
+            Chosen::Native(manifest) => {
+                let placing = target.as_ref().map(|t| (t, mode, &mut retried));
+                self.fetch_native(&head, manifest, caller, placing, events)
+                    .await?
+            }
             Chosen::Foreign(foreign) => {
-                let (manifest, blobs, bytes) =
-                    self.bind(foreign, selection, caller, events).await?;
-                let lease = self.store.lease(blob_keys(&manifest));
-                (manifest, blobs, bytes, lease)
+                self.bind_leased(foreign, selection, caller, events).await?
             }
         };
+        let manifest = fetched.manifest.clone();
         let mut summary = Summary {
             entity: head.entity.to_owned(),
             project: head.project.to_owned(),
@@ -106,8 +119,8 @@ impl Daemon {
             dest: dest.map(|d| d.display().to_string()),
             files: manifest.entries.len() as u64,
             bytes: manifest.total_size(),
-            fetched_blobs,
-            fetched_bytes,
+            fetched_blobs: fetched.blobs,
+            fetched_bytes: fetched.bytes,
             placed: 0,
             unchanged: 0,
             removed: 0,
@@ -117,19 +130,20 @@ impl Daemon {
             planned: Vec::new(),
         };
         if let Some(target) = target {
-            let manifest = Arc::new(manifest);
-            let target = Arc::new(target);
-            let tampered_before = self.metrics.tampered.load(Ordering::Relaxed);
-            let (report, retried) = self
-                .place_version(
-                    &found.version,
-                    &manifest,
-                    &target,
-                    (mode, caller),
-                    selection,
-                    events,
-                )
-                .await?;
+            let report = match fetched.placed {
+                Some(report) => report,
+                None => {
+                    self.place_version(
+                        &found.version,
+                        &manifest,
+                        &target,
+                        (mode, caller, &mut retried),
+                        selection,
+                        events,
+                    )
+                    .await?
+                }
+            };
             summary.fetched_blobs += retried.blobs;
             summary.fetched_bytes += retried.bytes;
             let tampered = self.metrics.tampered.load(Ordering::Relaxed) != tampered_before;
@@ -242,18 +256,95 @@ impl Daemon {
     }
 
     /// Checks that the selected reference entries can be fetched for `caller`, then
-    /// fetches what is missing; returns the manifest and (blobs, bytes) fetched.
+    /// fetches what is missing. With somewhere to place the files, a version whose blobs
+    /// are all cached is placed at once: one index read, where fetching first would read
+    /// every blob's row twice (a missing blob falls through to fetching).
     async fn fetch_native(
         self: &Arc<Self>,
         version: &Head<'_>,
         manifest: Manifest,
         caller: Caller,
+        placing: Option<(&Arc<Target>, LinkMode, &mut Retried)>,
         events: &mpsc::Sender<Event>,
-    ) -> Result<(Manifest, u64, u64, hoard_store::Lease), ApiError> {
+    ) -> Result<Fetched, ApiError> {
         crate::references::check_all(&self.references, caller, &manifest)?;
+        let manifest = Arc::new(manifest);
+        // A blob that only reference entries name is proven for another user first.
+        let at_once =
+            caller.is_daemon_user() || crate::references::only_referenced(&manifest).is_empty();
+        if let Some((target, mode, retried)) = placing
+            && at_once
+        {
+            let placed = self.materialize_blocking(&manifest, target, mode).await?;
+            match placed {
+                Ok(report) => {
+                    let unique = blob_keys(&manifest).len() as u64;
+                    self.hits.fetch_add(unique, Ordering::Relaxed);
+                    return Ok(Fetched {
+                        manifest,
+                        blobs: 0,
+                        bytes: 0,
+                        placed: Some(report),
+                        _lease: None,
+                    });
+                }
+                Err(hoard_store::Error::MissingBlobs { .. }) => {}
+                Err(hoard_store::Error::Tampered { key, what, placed }) => {
+                    tracing::warn!(%key, what, "a blob was modified behind hoard's back: quarantined, fetching it again");
+                    self.metrics.tampered.fetch_add(1, Ordering::Relaxed);
+                    retried.placed += placed;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         let what = format!("`{version}`");
         let (blobs, bytes, lease) = self.fetch_missing(&manifest, &what, caller, events).await?;
-        Ok((manifest, blobs, bytes, lease))
+        Ok(Fetched {
+            manifest,
+            blobs,
+            bytes,
+            placed: None,
+            _lease: Some(lease),
+        })
+    }
+
+    /// [`Self::bind`], with the bound blobs leased until they are placed.
+    async fn bind_leased(
+        self: &Arc<Self>,
+        foreign: &Arc<hoard_types::ForeignVersion>,
+        selection: &Selection<'_>,
+        caller: Caller,
+        events: &mpsc::Sender<Event>,
+    ) -> Result<Fetched, ApiError> {
+        let (manifest, blobs, bytes) = self.bind(foreign, selection, caller, events).await?;
+        let lease = self.store.lease(blob_keys(&manifest));
+        Ok(Fetched {
+            manifest: Arc::new(manifest),
+            blobs,
+            bytes,
+            placed: None,
+            _lease: Some(lease),
+        })
+    }
+
+    /// The store's materialize of every file of `manifest` into `target`, off the runtime.
+    async fn materialize_blocking(
+        &self,
+        manifest: &Arc<Manifest>,
+        target: &Arc<Target>,
+        mode: LinkMode,
+    ) -> Result<Result<hoard_store::MaterializeReport, hoard_store::Error>, ApiError> {
+        let (store, m, t) = (self.store.clone(), manifest.clone(), target.clone());
+        tokio::task::spawn_blocking(move || {
+            let all = PathPrefix::all();
+            // The store's materialize records the blobs' use.
+            match &*t {
+                Target::Path(dest) => store.materialize(&m, &all, dest, mode),
+                Target::Opened(root) => store.materialize_into(&m, &all, root.try_clone()?, mode),
+            }
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("a store task failed: {e}")))
     }
 
     /// Fetches the blobs of `manifest` that are not cached; returns (blobs, bytes) fetched,
@@ -419,13 +510,12 @@ impl Daemon {
         version: &Versioned,
         manifest: &Arc<Manifest>,
         target: &Arc<Target>,
-        (mode, caller): (LinkMode, Caller),
+        (mode, caller, retried): (LinkMode, Caller, &mut Retried),
         selection: &Selection<'_>,
         events: &mpsc::Sender<Event>,
-    ) -> Result<(hoard_store::MaterializeReport, Retried), ApiError> {
-        let mut retried = Retried::default();
+    ) -> Result<hoard_store::MaterializeReport, ApiError> {
         let placed = self
-            .place(manifest.clone(), target.clone(), mode, caller, &mut retried)
+            .place(manifest.clone(), target.clone(), mode, caller, retried)
             .await;
         let report = match (placed, version) {
             (Err(e), Versioned::Foreign(foreign, _))
@@ -435,12 +525,12 @@ impl Daemon {
                 retried.blobs += blobs;
                 retried.bytes += bytes;
                 let rebound = Arc::new(rebound);
-                self.place(rebound, target.clone(), mode, caller, &mut retried)
+                self.place(rebound, target.clone(), mode, caller, retried)
                     .await?
             }
             (placed, _) => placed?,
         };
-        Ok((report, retried))
+        Ok(report)
     }
 
     /// Materializes; a blob found tampered or gone meanwhile is fetched again, once.
@@ -454,20 +544,7 @@ impl Daemon {
         retried: &mut Retried,
     ) -> Result<hoard_store::MaterializeReport, ApiError> {
         for attempt in 0..2 {
-            let (store, m, t) = (self.store.clone(), manifest.clone(), target.clone());
-            let result = tokio::task::spawn_blocking(move || {
-                let all = PathPrefix::all();
-                let report = match &*t {
-                    Target::Path(dest) => store.materialize(&m, &all, dest, mode)?,
-                    Target::Opened(root) => {
-                        store.materialize_into(&m, &all, root.try_clone()?, mode)?
-                    }
-                };
-                // The store's materialize has recorded the blobs' use.
-                Ok::<_, hoard_store::Error>(report)
-            })
-            .await
-            .map_err(|e| ApiError::internal(format!("a store task failed: {e}")))?;
+            let result = self.materialize_blocking(&manifest, &target, mode).await?;
             // A foreign upstream (W&B) fetches files by path, not by digest: the caller
             // binds the version again instead.
             let by_digest =

@@ -99,8 +99,8 @@ impl Daemon {
             Some(Versioned::Native(version)) => version
                 .manifest
                 .entries
-                .into_iter()
-                .map(|(path, e)| (path, BlobKey::new(e.digest, e.exec)))
+                .iter()
+                .map(|(path, e)| (path.clone(), BlobKey::new(e.digest, e.exec)))
                 .collect(),
             Some(Versioned::Foreign(foreign, _)) => crate::foreign::listed(&self.store, &foreign)
                 .await?

@@ -52,26 +52,27 @@ impl Decoded {
     /// About 150 bytes each in memory: 7 MiB at most.
     const MAX_ENTRIES: usize = 50_000;
 
-    fn keep(&mut self, version: &Version) -> Option<Arc<Version>> {
+    /// The version, shared; kept unless it alone is over the bound.
+    fn keep(&mut self, version: Version) -> Arc<Version> {
         let entries = version.manifest.entries.len();
+        let version = Arc::new(version);
         if entries > Self::MAX_ENTRIES {
-            return None;
+            return version;
         }
         if self.entries + entries > Self::MAX_ENTRIES {
             *self = Self::default();
         }
-        let kept = Arc::new(version.clone());
         if let (Ok(name), Ok(n)) = (version.artifact(), version.number()) {
             self.by_number.insert((name, n), version.digest);
         }
         if self
             .by_digest
-            .insert(version.digest, kept.clone())
+            .insert(version.digest, version.clone())
             .is_none()
         {
             self.entries += entries;
         }
-        Some(kept)
+        version
     }
 }
 
@@ -175,31 +176,29 @@ impl Resolver {
                 .map(Found::foreign));
         }
         if let Some(version) = self.decoded_by_number(name, n) {
-            return Ok(Some(Found::fresh(version)));
+            return Ok(Some(Found::shared(version)));
         }
         let (store, key) = (self.store.clone(), name.clone());
         let version = blocking(move || Ok(store.version(&key, n)?)).await?;
-        Ok(version.map(|v| self.keep_decoded(v)).map(Found::fresh))
+        Ok(version.map(|v| self.keep_decoded(v)).map(Found::shared))
     }
 
-    fn decoded_by_number(&self, name: &ArtifactName, n: u32) -> Option<Version> {
+    fn decoded_by_number(&self, name: &ArtifactName, n: u32) -> Option<Arc<Version>> {
         let decoded = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
         let digest = decoded.by_number.get(&(name.clone(), n))?;
-        decoded.by_digest.get(digest).map(|v| Version::clone(v))
+        decoded.by_digest.get(digest).cloned()
     }
 
-    fn decoded_by_digest(&self, digest: &hoard_types::Digest) -> Option<Version> {
+    fn decoded_by_digest(&self, digest: &hoard_types::Digest) -> Option<Arc<Version>> {
         let decoded = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
-        decoded.by_digest.get(digest).map(|v| Version::clone(v))
+        decoded.by_digest.get(digest).cloned()
     }
 
-    fn keep_decoded(&self, version: Version) -> Version {
-        let _ = self
-            .decoded
+    fn keep_decoded(&self, version: Version) -> Arc<Version> {
+        self.decoded
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .keep(&version);
-        version
+            .keep(version)
     }
 
     /// A version this cache holds, by digest.
@@ -214,12 +213,12 @@ impl Resolver {
                 .await?
                 .map(Found::foreign)
         } else if let Some(version) = self.decoded_by_digest(&digest) {
-            Some(Found::fresh(version))
+            Some(Found::shared(version))
         } else {
             blocking(move || Ok(store.version_by_digest(&digest)?))
                 .await?
                 .map(|v| self.keep_decoded(v))
-                .map(Found::fresh)
+                .map(Found::shared)
         };
         Ok(found.filter(|f| f.head().artifact().is_ok_and(|a| a == *name)))
     }
@@ -400,5 +399,62 @@ fn humanize(age: Duration) -> String {
         0..120 => format!("{s} s"),
         120..7200 => format!("{} min", s / 60),
         _ => format!("{} h", s / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hoard_types::{Digest, Entry, Manifest, RelPath};
+
+    use super::*;
+
+    fn version(n: u32, files: usize) -> Version {
+        let mut manifest = Manifest::new();
+        for i in 0..files {
+            manifest.entries.insert(
+                RelPath::new(format!("f{i}")).expect("a plain name"),
+                Entry {
+                    digest: Digest::of(format!("{n}/{i}").as_bytes()),
+                    exec: false,
+                    reference: None,
+                    size: 1,
+                },
+            );
+        }
+        Version {
+            entity: "acme".into(),
+            project: "vision".into(),
+            name: "bike".into(),
+            version: format!("v{n}"),
+            digest: manifest.digest(),
+            aliases: vec![],
+            kind: None,
+            metadata: serde_json::json!({}),
+            created_at: None,
+            manifest,
+        }
+    }
+
+    /// Decoded versions are found by number and by digest, and hold at most
+    /// `MAX_ENTRIES` files in all: over it they are let go, and a version larger than
+    /// the bound alone is handed back without being kept.
+    #[test]
+    fn decoded_versions_are_bounded_by_their_files() {
+        let mut decoded = Decoded::default();
+        let half = Decoded::MAX_ENTRIES / 2;
+        let v0 = decoded.keep(version(0, half));
+        let name = v0.artifact().expect("a name");
+        assert_eq!(decoded.by_number.get(&(name.clone(), 0)), Some(&v0.digest));
+        assert!(decoded.by_digest.contains_key(&v0.digest));
+        decoded.keep(version(1, half));
+        assert_eq!(decoded.entries, 2 * half);
+        // A third does not fit: the others are let go.
+        let v2 = decoded.keep(version(2, 10));
+        assert_eq!(decoded.entries, 10);
+        assert_eq!(decoded.by_digest.len(), 1);
+        assert!(decoded.by_digest.contains_key(&v2.digest));
+        let huge = decoded.keep(version(3, Decoded::MAX_ENTRIES + 1));
+        assert!(!decoded.by_digest.contains_key(&huge.digest));
+        assert_eq!(decoded.entries, 10);
     }
 }

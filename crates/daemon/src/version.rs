@@ -20,7 +20,7 @@ pub(crate) struct Found {
 pub(crate) enum Versioned {
     /// A blake3 manifest: from a native upstream, or published here and not yet
     /// committed upstream.
-    Native(Box<Version>),
+    Native(Arc<Version>),
     /// A version of a foreign upstream (W&B), whose files are bound to blobs per request,
     /// and its [`ForeignVersion::digest`].
     Foreign(Arc<hoard_types::ForeignVersion>, hoard_types::Digest),
@@ -103,8 +103,13 @@ impl Versioned {
 
 impl Found {
     pub(crate) fn fresh(version: Version) -> Self {
+        Self::shared(Arc::new(version))
+    }
+
+    /// [`Self::fresh`] for a version already shared (the resolver's decoded versions).
+    pub(crate) fn shared(version: Arc<Version>) -> Self {
         Self {
-            version: Versioned::Native(Box::new(version)),
+            version: Versioned::Native(version),
             warning: None,
         }
     }

@@ -80,7 +80,8 @@ impl Store {
         if let Some(existing) = crate::guard::nearest_existing(dest) {
             self.guard.check_ancestor(&existing, dest)?;
         }
-        self.materialize_into(manifest, prefix, DestRoot::open(dest)?, mode)
+        // Nor is the destination created when a blob is missing.
+        self.materialize_with(manifest, prefix, || DestRoot::open(dest), mode)
     }
 
     /// [`Self::materialize`] into a destination already opened ([`DestRoot`]): for a caller
@@ -92,8 +93,19 @@ impl Store {
         dest: DestRoot,
         mode: LinkMode,
     ) -> Result<MaterializeReport> {
+        self.materialize_with(manifest, prefix, || Ok(dest), mode)
+    }
+
+    /// Checks that every blob is cached, then opens the destination with `open` and
+    /// places the files.
+    fn materialize_with(
+        &self,
+        manifest: &Manifest,
+        prefix: &PathPrefix,
+        open: impl FnOnce() -> Result<DestRoot>,
+        mode: LinkMode,
+    ) -> Result<MaterializeReport> {
         manifest.validate()?;
-        self.guard.check(&dest.fd, &dest.path)?;
         let entries: Vec<(&RelPath, &Entry)> = manifest.select(prefix).collect();
         let keys: Vec<BlobKey> = entries
             .iter()
@@ -110,7 +122,8 @@ impl Store {
                 record,
             })
             .collect();
-
+        let dest = open()?;
+        self.guard.check(&dest.fd, &dest.path)?;
         let tree = DestTree::open(dest, jobs.iter().filter_map(|j| j.path.parent()))?;
         let mut report = MaterializeReport {
             files: jobs.len() as u64,
