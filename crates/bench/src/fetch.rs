@@ -144,7 +144,7 @@ fn curl_all(
 /// One run with a fresh daemon and cache: cold get, warm get, `cp -al` of the cold tree,
 /// recording the daemon's peak RSS in [`PEAK`]. What it writes stays until the caller
 /// removes `work/run` (see [`compare`]).
-fn hoard_run(hoard: &Path, work: &Path, url: &str, name: &str) -> Result<[Duration; 3]> {
+fn hoard_run(hoard: &Path, work: &Path, url: &str, name: &str, one: &str) -> Result<[Duration; 4]> {
     let (daemon, socket) = start_daemon(hoard, work, url)?;
     let pid = daemon.0.id();
     let get = |root: &Path| {
@@ -159,6 +159,9 @@ fn hoard_run(hoard: &Path, work: &Path, url: &str, name: &str) -> Result<[Durati
     let (cold_root, warm_root, copy) = (work.join("cold"), work.join("warm"), work.join("cp"));
     let cold = timed(get(&cold_root))?;
     let warm = timed(get(&warm_root))?;
+    let mut single = get(&work.join("one"));
+    single.args(["--file", one]);
+    let single = timed(single)?;
     let mut command = Command::new("cp");
     command.arg("-al").arg(&cold_root).arg(&copy);
     let cp = timed(command)?;
@@ -167,7 +170,7 @@ fn hoard_run(hoard: &Path, work: &Path, url: &str, name: &str) -> Result<[Durati
         std::sync::atomic::Ordering::Relaxed,
     );
     drop(daemon);
-    Ok([cold, warm, cp])
+    Ok([cold, warm, cp, single])
 }
 
 /// A daemon with a fresh cache in `work`, answering on the socket returned.
@@ -293,8 +296,13 @@ pub(crate) fn compare(
 ) -> Result<()> {
     let hoard = hoard()?;
     let (_registry, url, digests) = serve(work, name, tree)?;
-    let (mut curl, mut cold, mut warm, mut cp) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut durable = Vec::new();
+    // The file a warm single-file get asks for.
+    let one = tree.files[0]
+        .strip_prefix(&tree.root)
+        .context("the tree's files are under its root")?
+        .to_string_lossy()
+        .into_owned();
+    let mut s = Series::default();
     PEAK.store(0, std::sync::atomic::Ordering::Relaxed);
     // Nothing is deleted until every run is done: on ext4 without a journal (this
     // project's VMs), creating files within a minute of deleting thousands is several
@@ -305,63 +313,71 @@ pub(crate) fn compare(
         let run_dir = kept.join(run.to_string());
         fs::create_dir_all(&run_dir)?;
         sync(work)?;
+        // Each run alternates the anchor and hoard, so that the disk's drift reaches both.
         let fetched = curl_all(&run_dir, &url, &digests, &run_dir.join("curl"), parallel)?;
-        curl.push(fetched);
+        s.curl.push(fetched);
         // What the daemon also does: make the bytes durable (it syncs before it answers).
-        durable.push(fetched + sync(work)?);
-        let [c, w, p] = hoard_run(&hoard, &run_dir, &url, name)?;
-        cold.push(c);
-        warm.push(w);
-        cp.push(p);
+        s.durable.push(fetched + sync(work)?);
+        let [c, w, p, one] = hoard_run(&hoard, &run_dir, &url, name, &one)?;
+        s.cold.push(c);
+        s.warm.push(w);
+        s.cp.push(p);
+        s.single.push(one);
     }
     fs::remove_dir_all(&kept)?;
     let mib = tree.bytes as f64 / 1_048_576.0;
-    let (curl, cold, warm, cp) = (
-        median(&mut curl),
-        median(&mut cold),
-        median(&mut warm),
-        median(&mut cp),
-    );
-    let rate = |d: Duration| mib / d.as_secs_f64();
     println!(
-        "  curl --parallel-max {parallel:<2} (blob URLs): {:>8.3} s  ({:.0} MiB/s)",
-        curl.as_secs_f64(),
-        rate(curl)
+        "  {:<34} {:>9} {:>9} {:>9}",
+        "(seconds)", "min", "median", "max"
     );
-    println!(
-        "  hoard get, cold (incl. CLI):       {:>8.3} s  ({:.0} MiB/s)",
-        cold.as_secs_f64(),
-        rate(cold)
+    row(
+        &format!("curl --parallel-max {parallel} (blob URLs)"),
+        &mut s.curl,
     );
+    row("curl, then `sync -f` (durable)", &mut s.durable);
+    let cold = row("hoard get, cold (incl. CLI)", &mut s.cold);
+    row("hoard get, warm (incl. CLI)", &mut s.warm);
+    row("cp -al of the same tree", &mut s.cp);
+    row("hoard get --file, warm (one file)", &mut s.single);
     println!(
-        "  ratio cold hoard / curl:           {:>8.2}   (goal: <= 1.00)",
-        cold.as_secs_f64() / curl.as_secs_f64()
-    );
-    let durable = median(&mut durable);
-    println!(
-        "  curl, then `sync -f` (durable):    {:>8.3} s",
-        durable.as_secs_f64()
-    );
-    println!(
-        "  ratio cold hoard / durable curl:   {:>8.2}",
-        cold.as_secs_f64() / durable.as_secs_f64()
-    );
-    println!(
-        "  hoard get, warm (incl. CLI):       {:>8.3} s",
-        warm.as_secs_f64()
-    );
-    println!(
-        "  cp -al of the same tree:           {:>8.3} s",
-        cp.as_secs_f64()
-    );
-    println!(
-        "  ratio warm hoard / cp -al:         {:>8.2}   (goal: <= 1.00)",
-        warm.as_secs_f64() / cp.as_secs_f64()
+        "  cold: {:.0} MiB/s; ratios of medians (goal <= 1.00): cold / curl {:.2}, cold / durable curl {:.2}, warm / cp -al {:.2}",
+        mib / cold.as_secs_f64(),
+        ratio(&s.cold, &s.curl),
+        ratio(&s.cold, &s.durable),
+        ratio(&s.warm, &s.cp)
     );
     let peak = PEAK.load(std::sync::atomic::Ordering::Relaxed);
     println!(
-        "  daemon peak RSS:                   {:>8.1} MiB (goal: < 150)",
+        "  daemon peak RSS over the runs: {:.1} MiB (goal: < 64); its scrub ran at the default rate",
         peak as f64 / 1024.0
     );
     Ok(())
+}
+
+/// One tree's timings, a sample per run.
+#[derive(Default)]
+struct Series {
+    curl: Vec<Duration>,
+    durable: Vec<Duration>,
+    cold: Vec<Duration>,
+    warm: Vec<Duration>,
+    cp: Vec<Duration>,
+    single: Vec<Duration>,
+}
+
+/// Prints min, median and max of `samples` (sorting them); returns the median.
+fn row(label: &str, samples: &mut [Duration]) -> Duration {
+    let median = median(samples);
+    println!(
+        "  {label:<34} {:>9.3} {:>9.3} {:>9.3}",
+        samples[0].as_secs_f64(),
+        median.as_secs_f64(),
+        samples[samples.len() - 1].as_secs_f64()
+    );
+    median
+}
+
+/// The ratio of the medians of two sorted series.
+fn ratio(a: &[Duration], b: &[Duration]) -> f64 {
+    a[a.len() / 2].as_secs_f64() / b[b.len() / 2].as_secs_f64()
 }

@@ -64,7 +64,8 @@ enum Commands {
         /// curl's `--parallel-max`.
         #[arg(long, default_value_t = 16)]
         parallel: usize,
-        #[arg(long, default_value_t = 3)]
+        /// Runs, each alternating curl and hoard (min, median and max are reported).
+        #[arg(long, default_value_t = 7)]
         runs: usize,
         /// MiB another process leaves unsynced while a 5-file artifact is fetched cold
         /// (0: skip that measurement).
@@ -105,7 +106,7 @@ fn main() -> Result<()> {
         } => {
             let work = work_dir(dir)?;
             println!(
-                "hoard-bench fetch in {} ({runs} runs each, median)",
+                "hoard-bench fetch in {} ({runs} runs, each alternating the anchor and hoard)",
                 work.path().display()
             );
             if files > 0 {

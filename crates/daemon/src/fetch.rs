@@ -111,10 +111,21 @@ pub(crate) struct FetchCounters {
     /// Downloads thrown away because their bytes were wrong, and asked for again.
     pub(crate) refetched: AtomicU64,
     pub(crate) in_flight: AtomicU64,
+    /// Requests that materialize, fetch or pin, under way ([`Fetcher::foreground`]).
+    pub(crate) requests: Arc<AtomicU64>,
     /// How long blob fetches took, start to staged.
     pub(crate) seconds: Histogram,
     /// Failed fetches by the problem type of their error (`upstream-unreachable`, …).
     pub(crate) failures: Mutex<std::collections::BTreeMap<&'static str, u64>>,
+}
+
+/// A request under way, for as long as it lives (see [`Fetcher::foreground`]).
+pub(crate) struct Foreground(Arc<AtomicU64>);
+
+impl Drop for Foreground {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Upper bounds (seconds) of the fetch-duration histogram's buckets.
@@ -225,10 +236,17 @@ impl Fetcher {
         }
     }
 
-    /// Whether fetches are running or wait to be committed: background work (the scrub)
-    /// steps aside then.
+    /// Marks a request under way until the guard drops: background work steps aside.
+    pub(crate) fn foreground(&self) -> Foreground {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        Foreground(self.counters.requests.clone())
+    }
+
+    /// Whether requests or fetches are running, or fetched blobs wait to be committed:
+    /// background work (the scrub) steps aside then.
     pub(crate) fn busy(&self) -> bool {
-        self.counters.in_flight.load(Ordering::Relaxed) > 0
+        self.counters.requests.load(Ordering::Relaxed) > 0
+            || self.counters.in_flight.load(Ordering::Relaxed) > 0
             || !self
                 .pending
                 .lock()

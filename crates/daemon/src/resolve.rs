@@ -252,7 +252,8 @@ impl Resolver {
             Upstream::Native { catalog, .. } => match catalog.resolve(name, selector).await {
                 Ok(version) => {
                     self.remember(version.clone()).await?;
-                    Ok(Ok(Found::fresh(version)))
+                    // A warm request that follows need not decode it from the index.
+                    Ok(Ok(Found::shared(self.keep_decoded(version))))
                 }
                 Err(e) => Ok(Err(e)),
             },

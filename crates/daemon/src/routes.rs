@@ -629,8 +629,9 @@ async fn stream_for(
         .take(who.caller.uid, crate::caller::CALLS_PER_UID)?;
     let (tx, rx) = mpsc::channel::<Event>(64);
     let daemon = daemon.clone();
+    let foreground = daemon.fetcher.foreground();
     tokio::spawn(async move {
-        let _slot = slot;
+        let (_slot, _foreground) = (slot, foreground);
         let _ = tx.send(Event::Resolved(resolved)).await;
         if let Some(message) = found.warning.clone() {
             let _ = tx.send(Event::Warning { message }).await;
