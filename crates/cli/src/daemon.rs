@@ -361,6 +361,7 @@ fn settings(
 
 pub(crate) fn run(args: &DaemonArgs) -> anyhow::Result<()> {
     crate::process::raise_nofile_limit();
+    crate::process::bound_malloc_arenas();
     let config = crate::config::Config::load(args.config.as_deref())?;
     // Absolute, so that the log names it fully and its directory is a real one.
     let socket = std::path::absolute(

@@ -1,5 +1,5 @@
 //! What every command does to its process: print a line of data, raise the open-files
-//! limit.
+//! limit, and (the daemon) bound the allocator's arenas.
 
 use std::io::{self, Write};
 
@@ -12,6 +12,23 @@ pub(crate) fn raise_nofile_limit() {
         limit.current = limit.maximum;
         if let Err(e) = setrlimit(Resource::Nofile, limit) {
             tracing::debug!(error = %e, "could not raise the open-files limit");
+        }
+    }
+}
+
+/// Bounds glibc's malloc to two arenas. By default it makes one per thread that contends,
+/// up to 8 per core, and keeps what each grew to: a cold get of 20,000 files left three
+/// arenas of 14–20 MiB and a daemon of 77–88 MiB RSS, 73 MiB with two (`MALLOC_ARENA_MAX=2`,
+/// which the environment still overrides), with no change in the benchmark's times.
+pub(crate) fn bound_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: `mallopt` only sets a parameter of the allocator; it takes no pointers
+        // and is called before the daemon starts its threads.
+        #[expect(unsafe_code, reason = "glibc's mallopt has no safe wrapper")]
+        let set = unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
+        if set != 1 {
+            tracing::debug!("could not bound malloc's arenas");
         }
     }
 }
