@@ -111,7 +111,7 @@ pub(crate) struct FetchCounters {
     /// Downloads thrown away because their bytes were wrong, and asked for again.
     pub(crate) refetched: AtomicU64,
     pub(crate) in_flight: AtomicU64,
-    /// Requests that materialize, fetch or pin, under way ([`Fetcher::foreground`]).
+    /// Requests that materialize or prefetch, under way ([`Fetcher::foreground`]).
     pub(crate) requests: Arc<AtomicU64>,
     /// How long blob fetches took, start to staged.
     pub(crate) seconds: Histogram,

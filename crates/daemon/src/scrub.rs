@@ -5,7 +5,7 @@
 //! On by default at [`DEFAULT_RATE`] (`scrub_rate` in `hoard.toml`, `--scrub-rate`; `off`
 //! turns it off): a 1 TB cache is read once every 17 hours or so of the daemon's idle
 //! time, at a rate a disk serves beside its jobs. It steps aside while the daemon fetches
-//! anything. A pass walks the blobs in key order. A bad blob is quarantined, counted as tampered, and fetched again by
+//! anything or a request is under way. A pass walks the blobs in key order. A bad blob is quarantined, counted as tampered, and fetched again by
 //! digest where the upstream serves blobs by digest (W&B files are fetched again by the
 //! next get that needs them). A pass pauses as long as it took (1 s to a minute) before
 //! the next.
@@ -95,8 +95,8 @@ impl Scrub {
         });
         let mut pacer = Pacer::new(rate);
         for (key, _) in keys {
-            // Gets come first: the scrub reads only while nothing is being fetched (a
-            // cold fetch of 20,000 files took 40% longer beside it).
+            // Gets come first: the scrub reads only while nothing is being fetched or
+            // materialized (a cold fetch of 20,000 files took 40% longer beside it).
             while fetcher.busy() {
                 std::thread::sleep(Duration::from_millis(250));
                 pacer = Pacer::new(rate);
