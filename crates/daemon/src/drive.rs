@@ -16,6 +16,10 @@ use crate::fetch::{Fetcher, Receiving};
 /// Blobs one request keeps in flight (fetching or waiting for their commit).
 pub(crate) const FETCH_WINDOW: usize = 1024;
 
+/// Blobs a request fetches between two commits of what it staged: each waits for its
+/// commit holding its in-flight entry and its staged record.
+const COMMIT_EVERY: u64 = 4096;
+
 /// How often a long call reports progress at most.
 pub(crate) const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
@@ -86,6 +90,11 @@ pub(crate) async fn drive<T>(
             downloaded_bytes += bytes;
         }
         kept.push(got.kept);
+        // What is staged waits for a commit with its in-flight entry (a few hundred bytes
+        // each): a large version commits as it goes, not only at its end.
+        if done % COMMIT_EVERY == 0 && done < missing_blobs {
+            fetcher.commit_now().await?;
+        }
         if done == missing_blobs {
             let _ = events.send(progress(done, done_bytes)).await;
         }
