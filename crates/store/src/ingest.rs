@@ -227,12 +227,12 @@ impl Store {
 
     pub fn writer(&self, exec: bool, expected: Option<(Digest, u64)>) -> Result<BlobWriter<'_>> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
+        // Asked once: `getpid` was a syscall per blob. A name taken anyway (a fork) is
+        // skipped by `O_EXCL` below.
+        static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+        let pid = *PID.get_or_init(std::process::id);
         loop {
-            let name = format!(
-                "ingest-{}-{}",
-                std::process::id(),
-                COUNTER.fetch_add(1, Ordering::Relaxed)
-            );
+            let name = format!("ingest-{pid}-{}", COUNTER.fetch_add(1, Ordering::Relaxed));
             let flags =
                 OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
             match rustix::fs::openat(&self.tmp, &name, flags, Mode::from_raw_mode(0o600)) {
@@ -547,7 +547,14 @@ impl BlobWriter<'_> {
         self.seal(&key, durable)?;
         let rel = key.relative_path();
         store.ensure_shard(&rel)?;
-        match rename_noreplace(&store.tmp, &self.name, &store.blobs, &rel) {
+        let mut renamed = rename_noreplace(&store.tmp, &self.name, &store.blobs, &rel);
+        if renamed == Err(Errno::NOENT) {
+            // The shard directory went away behind hoard's back: make it again.
+            store.forget_shard(&rel);
+            store.ensure_shard(&rel)?;
+            renamed = rename_noreplace(&store.tmp, &self.name, &store.blobs, &rel);
+        }
+        match renamed {
             Ok(()) => {}
             Err(Errno::EXIST) => {
                 // Another writer got there first, or a file without a row is in the way

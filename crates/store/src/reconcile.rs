@@ -62,6 +62,7 @@ impl Store {
             probes: Mutex::default(),
             renew: Mutex::default(),
             uses: Mutex::default(),
+            shards: Default::default(),
             verity: crate::verity::VerityState::default(),
             guard: crate::guard::Guard::default(),
         };

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use hoard_types::{ArtifactName, Digest, ForeignDigest, Version};
@@ -44,6 +45,9 @@ pub struct Store {
     /// on drop, and when the buffer grows past [`USES_BUFFERED`]. A crash loses some recency,
     /// never a blob.
     pub(crate) uses: Mutex<HashMap<BlobKey, u64>>,
+    /// The shard directories (`blobs-v1/ab/`) known to exist, one bit each: a cold get
+    /// of 20,000 files asked `mkdirat` for an existing one before each blob.
+    pub(crate) shards: [AtomicU64; 4],
     /// Whether new blobs are sealed with fs-verity, and how that went.
     pub(crate) verity: crate::verity::VerityState,
     /// What no destination may be in or around: the cache, and what the daemon adds.
@@ -464,17 +468,33 @@ impl Store {
         Ok((rows.iter().map(|(_, r, _)| r.size).sum(), rows.len() as u64))
     }
 
+    /// Makes the shard directory of the blob at `rel`, unless it was made or seen before.
     pub(crate) fn ensure_shard(&self, rel: &str) -> Result<()> {
-        match rustix::fs::mkdirat(
-            &self.blobs,
-            crate::layout::shard_of(rel),
-            Mode::from_raw_mode(0o755),
-        ) {
-            Ok(()) | Err(Errno::EXIST) => Ok(()),
-            Err(e) => Err(e).io(
-                "create",
-                self.layout.blobs().join(crate::layout::shard_of(rel)),
-            ),
+        let shard = crate::layout::shard_of(rel);
+        let bit = u8::from_str_radix(shard, 16).ok().map(|n| {
+            let (word, bit) = (usize::from(n / 64), 1u64 << (n % 64));
+            (&self.shards[word], bit)
+        });
+        if let Some((word, bit)) = bit
+            && word.load(Ordering::Relaxed) & bit != 0
+        {
+            return Ok(());
+        }
+        match rustix::fs::mkdirat(&self.blobs, shard, Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(Errno::EXIST) => {
+                if let Some((word, bit)) = bit {
+                    word.fetch_or(bit, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+            Err(e) => Err(e).io("create", self.layout.blobs().join(shard)),
+        }
+    }
+
+    /// Forgets that the shard directory of `rel` exists (it was found gone).
+    pub(crate) fn forget_shard(&self, rel: &str) {
+        if let Ok(n) = u8::from_str_radix(crate::layout::shard_of(rel), 16) {
+            self.shards[usize::from(n / 64)].fetch_and(!(1u64 << (n % 64)), Ordering::Relaxed);
         }
     }
 

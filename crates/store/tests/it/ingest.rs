@@ -606,3 +606,34 @@ fn the_index_writes_again_at_once_after_a_full_disk() {
             .is_some()
     );
 }
+
+/// The store remembers which shard directories (`blobs-v1/ab/`) it made; one that goes
+/// away behind its back (an operator cleaning up) is made again by the next blob in it.
+#[test]
+fn a_shard_directory_removed_behind_the_stores_back_is_made_again() {
+    let cache = Cache::new();
+    let first = cache
+        .store
+        .ingest_reader(&b"first"[..], false, None)
+        .unwrap();
+    let shard = cache
+        .store
+        .blob_path(&first.key)
+        .parent()
+        .unwrap()
+        .to_owned();
+    // Bytes whose blob lands in the same shard.
+    let same_shard = (0u32..100_000)
+        .map(|i| format!("second {i}").into_bytes())
+        .find(|data| Digest::of(data).as_bytes()[0] == first.key.digest.as_bytes()[0])
+        .unwrap();
+    fs::remove_dir_all(&shard).unwrap();
+    let second = cache
+        .store
+        .ingest_reader(&same_shard[..], false, None)
+        .unwrap();
+    assert_eq!(
+        fs::read(cache.store.blob_path(&second.key)).unwrap(),
+        same_shard
+    );
+}
