@@ -30,7 +30,7 @@ fn the_materialize_benchmark_runs_and_reports_a_ratio() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(
-        stdout.matches("ratio hoard / cp -al").count(),
+        stdout.matches("ratio of medians hoard / cp -al").count(),
         2,
         "{stdout}"
     );

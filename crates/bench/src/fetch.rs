@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use hoard_layout::DirRoot;
 use hoard_types::{ArtifactName, Digest};
 
-use crate::{Tree, median};
+use crate::{Tree, median, ratio, row};
 
 /// The `hoard` binary beside this one (same profile).
 pub(crate) fn hoard() -> Result<PathBuf> {
@@ -363,21 +363,4 @@ struct Series {
     warm: Vec<Duration>,
     cp: Vec<Duration>,
     single: Vec<Duration>,
-}
-
-/// Prints min, median and max of `samples` (sorting them); returns the median.
-fn row(label: &str, samples: &mut [Duration]) -> Duration {
-    let median = median(samples);
-    println!(
-        "  {label:<34} {:>9.3} {:>9.3} {:>9.3}",
-        samples[0].as_secs_f64(),
-        median.as_secs_f64(),
-        samples[samples.len() - 1].as_secs_f64()
-    );
-    median
-}
-
-/// The ratio of the medians of two sorted series.
-fn ratio(a: &[Duration], b: &[Duration]) -> f64 {
-    a[a.len() / 2].as_secs_f64() / b[b.len() / 2].as_secs_f64()
 }

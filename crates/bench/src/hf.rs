@@ -11,13 +11,12 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use hoard_fakes::hub::FakeHub;
 
 use crate::fetch::{Killed, hoard, start_daemon, timed};
-use crate::{Tree, median};
+use crate::{Tree, ratio, row};
 
 /// The Python with `huggingface_hub`: `--python`, else `$HOARD_HF_PYTHON`, else `python3`.
 pub(crate) fn python(given: Option<String>) -> String {
@@ -122,20 +121,18 @@ pub(crate) fn compare(
         drop(daemon);
     }
     std::fs::remove_dir_all(&kept)?;
-    let line = |what: &str, d: Duration| println!("  {what:<44} {:>8.3} s", d.as_secs_f64());
-    let (ours, theirs) = (median(&mut ours), median(&mut theirs));
-    let (ours_again, theirs_again) = (median(&mut ours_again), median(&mut theirs_again));
-    line("snapshot_download(max_workers=16), cold:", theirs);
-    line("hoard get --hf-cache, cold (incl. CLI):", ours);
     println!(
-        "  ratio cold hoard / snapshot_download:            {:>5.2}",
-        ours.as_secs_f64() / theirs.as_secs_f64()
+        "  {:<34} {:>9} {:>9} {:>9}",
+        "(seconds)", "min", "median", "max"
     );
-    line("snapshot_download, a second user's cache:", theirs_again);
-    line("hoard get --hf-cache, a second user's cache:", ours_again);
+    row("snapshot_download(max_workers=16)", &mut theirs);
+    row("hoard get --hf-cache (incl. CLI)", &mut ours);
+    row("snapshot_download, a 2nd cache", &mut theirs_again);
+    row("hoard get --hf-cache, a 2nd cache", &mut ours_again);
     println!(
-        "  ratio second cache hoard / snapshot_download:    {:>5.2}",
-        ours_again.as_secs_f64() / theirs_again.as_secs_f64()
+        "  ratios of medians hoard / snapshot_download: cold {:.2}, a second user's cache {:.2}",
+        ratio(&ours, &theirs),
+        ratio(&ours_again, &theirs_again)
     );
     Ok(())
 }

@@ -274,6 +274,7 @@ fn compare(work: &Path, name: &str, tree: &Tree, runs: usize) -> Result<()> {
     let mut hoard = Vec::new();
     let mut noop = Vec::new();
     let mut cp = Vec::new();
+    let mut kept = Vec::new();
     for run in 0..runs {
         let dest = work.join(format!("{name}-hoard-{run}"));
         let started = Instant::now();
@@ -305,30 +306,46 @@ fn compare(work: &Path, name: &str, tree: &Tree, runs: usize) -> Result<()> {
         if !status.success() {
             bail!("`cp -al` failed: {status}");
         }
-        fs::remove_dir_all(&dest)?;
-        fs::remove_dir_all(&copy)?;
+        // Kept until every run is done (see `fetch::compare`: deleting thousands of
+        // files slows the next creations on this disk).
+        kept.push(dest);
+        kept.push(copy);
     }
-    let (hoard, noop, cp) = (median(&mut hoard), median(&mut noop), median(&mut cp));
+    for dir in kept {
+        fs::remove_dir_all(dir)?;
+    }
     println!(
-        "  hoard materialize (hardlink):      {:>8.3} s",
-        hoard.as_secs_f64()
+        "  {:<34} {:>9} {:>9} {:>9}",
+        "(seconds)", "min", "median", "max"
     );
+    row("hoard materialize (hardlink)", &mut hoard);
+    row("cp -al of the same tree", &mut cp);
+    row("hoard re-materialize (no-op)", &mut noop);
     println!(
-        "  cp -al of the same tree:           {:>8.3} s",
-        cp.as_secs_f64()
-    );
-    println!(
-        "  ratio hoard / cp -al:              {:>8.2}   (budget: <= 1.00)",
-        hoard.as_secs_f64() / cp.as_secs_f64()
-    );
-    println!(
-        "  hoard re-materialize (no-op):      {:>8.3} s",
-        noop.as_secs_f64()
+        "  ratio of medians hoard / cp -al: {:.2} (budget: <= 1.00)",
+        ratio(&hoard, &cp)
     );
     drop(store);
     fs::remove_dir_all(&cache_dir)?;
     fs::remove_dir_all(&tree.root)?;
     Ok(())
+}
+
+/// Prints min, median and max of `samples` (sorting them); returns the median.
+pub(crate) fn row(label: &str, samples: &mut [Duration]) -> Duration {
+    let median = median(samples);
+    println!(
+        "  {label:<34} {:>9.3} {:>9.3} {:>9.3}",
+        samples[0].as_secs_f64(),
+        median.as_secs_f64(),
+        samples[samples.len() - 1].as_secs_f64()
+    );
+    median
+}
+
+/// The ratio of the medians of two sorted series.
+pub(crate) fn ratio(a: &[Duration], b: &[Duration]) -> f64 {
+    a[a.len() / 2].as_secs_f64() / b[b.len() / 2].as_secs_f64()
 }
 
 fn median(samples: &mut [Duration]) -> Duration {
