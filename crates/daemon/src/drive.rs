@@ -1,6 +1,6 @@
 //! A request's fetches driven to the end: a window of blobs in flight, progress events
-//! every [`PROGRESS_EVERY`] while bytes arrive, and what was fetched committed at the end (also when
-//! a fetch fails, for the next attempt).
+//! every [`PROGRESS_EVERY`] while bytes arrive, and what was fetched committed every
+//! [`COMMIT_EVERY`] blobs and at the end (also when a fetch fails, for the next attempt).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -15,7 +15,8 @@
 //!
 //! Durability is committed per request, not per blob: a fetched blob is renamed into the
 //! cache without `fsync` ("staged") and keeps its in-flight entry; when a request has all
-//! its blobs staged it calls [`Fetcher::commit_now`], which makes everything staged so far
+//! its blobs staged (and every few thousand on the way: see `crate::drive`) it calls
+//! [`Fetcher::commit_now`], which makes everything staged so far
 //! durable (one `syncfs`, or `fsync`s for a few blobs: see
 //! [`hoard_store::Store::commit_staged`]) with one index batch, and only then drops the in-flight
 //! entries (a request arriving meanwhile joins them instead of fetching again). Commits

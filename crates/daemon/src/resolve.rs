@@ -348,9 +348,16 @@ impl Resolver {
     async fn remember(&self, version: Version) -> Result<(), ApiError> {
         // An untrusted answer, kept or not.
         version.validate()?;
+        let name = version.artifact()?;
+        // Held and decoded already: no index read (20 ms for 20,000 files) to compare.
+        if self
+            .decoded_by_number(&name, version.number()?)
+            .is_some_and(|v| v.digest == version.digest)
+        {
+            return Ok(());
+        }
         let store = self.store.clone();
         blocking(move || {
-            let name = version.artifact()?;
             let held = store.version(&name, version.number()?)?;
             if held.is_some_and(|v| v.digest == version.digest) {
                 return Ok(None);

@@ -238,14 +238,7 @@ pub trait ForeignCatalog: Send + Sync {
         &'a self,
         _project: &'a ProjectName,
     ) -> BoxFuture<'a, Result<Vec<ListedArtifact>, Error>> {
-        Box::pin(async move {
-            Err(Error::Unsupported {
-                what: format!(
-                    "listing artifacts of `{}` is not built yet",
-                    self.describe()
-                ),
-            })
-        })
+        not_built(format!("listing artifacts of `{}`", self.describe()))
     }
 
     /// The versions of an artifact that the upstream names (the Hub: the commits of its
@@ -254,11 +247,7 @@ pub trait ForeignCatalog: Send + Sync {
         &'a self,
         _name: &'a ArtifactName,
     ) -> BoxFuture<'a, Result<Vec<ForeignListed>, Error>> {
-        Box::pin(async move {
-            Err(Error::Unsupported {
-                what: format!("listing versions of `{}` is not built yet", self.describe()),
-            })
-        })
+        not_built(format!("listing versions of `{}`", self.describe()))
     }
 
     /// A reference this upstream reads its own way (the Hub: `gpt2`, a repo without an
@@ -362,4 +351,13 @@ pub(crate) fn check_resolved(
         }
         _ => Ok(()),
     }
+}
+
+/// What an upstream kind does not do yet, as [`Error::Unsupported`].
+fn not_built<'a, T: 'a>(what: String) -> BoxFuture<'a, Result<T, Error>> {
+    Box::pin(async move {
+        Err(Error::Unsupported {
+            what: format!("{what} is not built yet"),
+        })
+    })
 }
