@@ -59,6 +59,8 @@ pub(crate) struct Config {
     pub(crate) reference_hosts: Option<Vec<String>>,
     /// The background scrub's rate: `"16MiB/s"` or `"off"`.
     pub(crate) scrub_rate: Option<String>,
+    /// `[tier]`: the fleet tier on an S3-compatible store.
+    pub(crate) tier: Option<TierSection>,
     /// The file these settings came from (none: the defaults).
     #[serde(skip)]
     pub(crate) source: Option<PathBuf>,
@@ -95,6 +97,19 @@ pub(crate) enum FsVerity {
     /// Always: the daemon does not start on a filesystem without it.
     On,
     Off,
+}
+
+/// `[tier]` (see `docs/fleet.md`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TierSection {
+    /// `s3://BUCKET/PREFIX`.
+    pub(crate) url: String,
+    /// An S3-compatible server (`http://garage:3900`); none: AWS.
+    pub(crate) endpoint_url: Option<String>,
+    pub(crate) region: Option<String>,
+    /// Path-style requests; default: yes with `endpoint_url`, no on AWS.
+    pub(crate) path_style: Option<bool>,
 }
 
 /// `[upstreams.NAME]`.

@@ -72,6 +72,15 @@ pub(crate) struct DaemonArgs {
     /// [default: auto].
     #[arg(long, value_enum)]
     fs_verity: Option<FsVerity>,
+    /// The fleet tier, `s3://BUCKET/PREFIX` on an S3-compatible store that every box of a
+    /// fleet reads before the upstream and fills after it (see docs/fleet.md), or `off`
+    /// [default: the config's `[tier]`, else none]. Credentials: the AWS settings.
+    #[arg(long, env = env::HOARD_TIER)]
+    tier: Option<String>,
+    /// The tier's S3-compatible server, `http(s)://host:port` [default: the config's
+    /// `[tier] endpoint_url`, else AWS].
+    #[arg(long, env = env::HOARD_TIER_ENDPOINT_URL)]
+    tier_endpoint_url: Option<String>,
     /// A `hoard.toml` (see `config/hoard.toml`) [default: `$XDG_CONFIG_HOME/hoard/hoard.toml`
     /// if present].
     #[arg(long, env = env::HOARD_CONFIG)]
@@ -316,6 +325,47 @@ fn verity(
     Ok(Verity::Off(missing))
 }
 
+/// The fleet tier the flags or the file name, checked; `None` for none (or `--tier off`).
+fn tier_config(
+    args: &DaemonArgs,
+    config: &crate::config::Config,
+) -> anyhow::Result<Option<hoard_upstream::TierConfig>> {
+    let section = config.tier.as_ref();
+    let url = match args.tier.as_deref() {
+        Some("off") => return Ok(None),
+        Some(url) => url.to_owned(),
+        None => match section {
+            Some(section) => section.url.clone(),
+            None => return Ok(None),
+        },
+    };
+    let tier = hoard_upstream::TierConfig {
+        url,
+        endpoint_url: args
+            .tier_endpoint_url
+            .clone()
+            .or_else(|| section.and_then(|s| s.endpoint_url.clone())),
+        region: section.and_then(|s| s.region.clone()),
+        path_style: section.and_then(|s| s.path_style),
+    };
+    tier.bucket_and_prefix().context("`tier`")?;
+    Ok(Some(tier))
+}
+
+/// The fleet tier, started (inside the runtime: its upload queue is a task).
+fn start_tier(
+    tier: Option<&hoard_upstream::TierConfig>,
+    upstream: &Upstream,
+) -> anyhow::Result<Option<Arc<hoard_upstream::Tier>>> {
+    let Some(tier) = tier else {
+        return Ok(None);
+    };
+    let tier = hoard_upstream::Tier::start(tier, &upstream.describe())
+        .context("Cannot use the fleet tier")?;
+    tracing::info!(tier = tier.describe(), "fleet tier");
+    Ok(Some(tier))
+}
+
 /// The daemon's settings: flags (and their env twins) beat the file, the file beats the
 /// defaults. Used at start and again on SIGHUP.
 fn settings(
@@ -389,7 +439,7 @@ pub(crate) fn run(args: &DaemonArgs) -> anyhow::Result<()> {
         .or(config.cache_dir.clone())
         .unwrap_or_else(paths::default_cache_dir);
     let store = hoard_store::Store::open(&cache_dir)?;
-    let options = settings(args, &config, &cache_dir)?;
+    let mut options = settings(args, &config, &cache_dir)?;
     let url = config.upstream_url(args.upstream.as_deref().or(config.upstream.as_deref()))?;
     let upstream = open_upstream(url.as_deref(), &config)?;
     store.bind_upstream(&upstream.describe())?;
@@ -438,6 +488,7 @@ pub(crate) fn run(args: &DaemonArgs) -> anyhow::Result<()> {
         if let Some(file) = &config.source {
             store.protect(file, "the daemon's configuration file")?;
         }
+        options.tier = start_tier(tier_config(args, &config)?.as_ref(), &upstream)?;
         let daemon = Arc::new(Daemon::new(store, upstream, options));
         // One signal stops both servers.
         let (stop, stopped) = tokio::sync::watch::channel(false);

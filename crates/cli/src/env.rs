@@ -15,6 +15,9 @@ pub(crate) const HOARD_SOCKET: &str = "HOARD_SOCKET";
 pub(crate) const HOARD_CACHE_DIR: &str = "HOARD_CACHE_DIR";
 /// The upstream URL (`daemon --upstream`).
 pub(crate) const HOARD_UPSTREAM: &str = "HOARD_UPSTREAM";
+/// The fleet tier (`daemon --tier`, `--tier-endpoint-url`).
+pub(crate) const HOARD_TIER: &str = "HOARD_TIER";
+pub(crate) const HOARD_TIER_ENDPOINT_URL: &str = "HOARD_TIER_ENDPOINT_URL";
 /// The credential for the upstream.
 pub(crate) const HOARD_TOKEN: &str = "HOARD_TOKEN";
 /// Default entity and project for references that leave them out.

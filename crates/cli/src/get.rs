@@ -440,6 +440,9 @@ pub(crate) fn status(args: &StatusArgs) -> anyhow::Result<()> {
             crate::process::out(&format!("TROUBLE: {trouble}"))?;
         }
         crate::process::out(&format!("upstream state: {}", status.upstream_state))?;
+        if let Some(tier) = &status.tier {
+            crate::process::out(&tier_lines(tier))?;
+        }
         crate::process::out(&format!("fs-verity: {}", status.fs_verity))?;
         if !status.scrub.is_empty() {
             crate::process::out(&format!("scrub: {}", status.scrub))?;
@@ -462,6 +465,36 @@ pub(crate) fn status(args: &StatusArgs) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// The fleet tier's part of `hoard status`.
+fn tier_lines(tier: &hoard_types::api::TierStatus) -> String {
+    use std::fmt::Write as _;
+    let mut text = format!(
+        "tier: {} ({}; conditional create {})\n  \
+         served {} blob(s), {} missed, {} wrong (replaced); read {}, wrote {}\n  \
+         uploads: {} done, {} queued, {} failed, {} dropped; metadata: {} found, {} missing; leases: {} won, {} waited",
+        tier.url,
+        tier.state,
+        tier.conditional_create,
+        tier.hits,
+        tier.misses,
+        tier.bad,
+        bytes(tier.bytes_read),
+        bytes(tier.bytes_written),
+        tier.uploads,
+        tier.queued,
+        tier.upload_failures,
+        tier.dropped,
+        tier.metadata_hits,
+        tier.metadata_misses,
+        tier.leases_won,
+        tier.leases_waited,
+    );
+    if let Some(error) = &tier.last_error {
+        let _ = write!(text, "\n  last error: {error}");
+    }
+    text
 }
 
 /// Hits as a percentage of the blobs calls needed.

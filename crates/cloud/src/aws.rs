@@ -112,6 +112,17 @@ impl AwsCredentials {
         }
     }
 
+    /// The region the AWS settings give (`AWS_REGION`, the profile's), else `us-east-1`.
+    pub fn region(&self) -> String {
+        match &self.0 {
+            Keys::Fixed(s3) => s3.target().region,
+            Keys::Renewed(renewed) => renewed
+                .region
+                .clone()
+                .unwrap_or_else(|| "us-east-1".to_owned()),
+        }
+    }
+
     /// Checks that requests for `bucket`/`key` can be made (the endpoint parses), with
     /// placeholder keys where the real ones come later.
     pub fn check(&self, bucket: &str, key: &str) -> Result<(), Error> {

@@ -39,6 +39,8 @@ pub struct Options {
     pub references: Option<crate::ReferencePolicy>,
     /// Bytes per second the background scrub re-hashes (`None`: off); read at start.
     pub scrub_rate: Option<u64>,
+    /// The fleet tier, asked before the upstream (see `docs/fleet.md`); read at start.
+    pub tier: Option<Arc<hoard_upstream::Tier>>,
 }
 
 impl Default for Options {
@@ -54,6 +56,7 @@ impl Default for Options {
             require_caller_token: false,
             references: None,
             scrub_rate: Some(crate::scrub::DEFAULT_RATE),
+            tier: None,
         }
     }
 }
@@ -113,6 +116,7 @@ impl Daemon {
             upstream.blobs(),
             options.fetch_concurrency,
             ranges,
+            options.tier.clone(),
         ));
         let scrub = crate::scrub::Scrub::start(store.clone(), fetcher.clone(), options.scrub_rate);
         let resolver = crate::resolve::Resolver::new(
@@ -121,7 +125,11 @@ impl Daemon {
             outbox.clone(),
             reachability,
             options.alias_ttl,
+            options.tier.clone(),
         );
+        if let Some(tier) = options.tier.clone() {
+            tokio::spawn(async move { tier.probe().await });
+        }
         Self {
             placements: crate::placements::Placements::new(store.clone()),
             warned_root: std::sync::atomic::AtomicBool::new(false),

@@ -6,6 +6,11 @@
 //! upstream unless resolved within `alias_ttl`, and fall back to the last answer, with a
 //! warning, when it cannot be reached. A publish still in the outbox resolves by digest.
 //! The [`Resolver`] also notes whether the upstream could be reached ([`Reachability`]).
+//!
+//! With a fleet tier, a native version by number or digest that this cache lacks is read
+//! from the tier before the upstream is asked, and validated as the upstream's answer
+//! would be; a version the upstream gave is stored there for the next box. Aliases are
+//! never: they are mutable.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +40,8 @@ pub(crate) struct Resolver {
     /// Native versions decoded from the index, so that a warm request does not decode
     /// its manifest again (20 ms for 20,000 files).
     decoded: Mutex<Decoded>,
+    /// The fleet tier: immutable versions other boxes resolved.
+    tier: Option<Arc<hoard_upstream::Tier>>,
 }
 
 /// Decoded native versions by manifest digest, and their digests by number; emptied when
@@ -83,6 +90,7 @@ impl Resolver {
         outbox: Arc<Outbox>,
         reachability: Arc<Reachability>,
         alias_ttl: Duration,
+        tier: Option<Arc<hoard_upstream::Tier>>,
     ) -> Self {
         let resolver = Self {
             store,
@@ -91,6 +99,7 @@ impl Resolver {
             alias_ttl_ms: AtomicU64::new(0),
             reachability,
             decoded: Mutex::new(Decoded::default()),
+            tier,
         };
         resolver.set_alias_ttl(alias_ttl);
         resolver
@@ -249,14 +258,90 @@ impl Resolver {
                     Err(e) => Ok(Err(e)),
                 }
             }
-            Upstream::Native { catalog, .. } => match catalog.resolve(name, selector).await {
-                Ok(version) => {
+            Upstream::Native { catalog, .. } => {
+                if let Some(version) = self.tier_version(name, selector).await {
                     self.remember(version.clone()).await?;
-                    // A warm request that follows need not decode it from the index.
-                    Ok(Ok(Found::shared(self.keep_decoded(version))))
+                    return Ok(Ok(Found::shared(self.keep_decoded(version))));
                 }
-                Err(e) => Ok(Err(e)),
-            },
+                self.ask_native(catalog.as_ref(), name, selector).await
+            }
+        }
+    }
+
+    /// Asks a native upstream, remembers its answer here and in the tier.
+    async fn ask_native(
+        &self,
+        catalog: &dyn hoard_upstream::Catalog,
+        name: &ArtifactName,
+        selector: &Selector,
+    ) -> Result<Result<Found, hoard_upstream::Error>, ApiError> {
+        match catalog.resolve(name, selector).await {
+            Ok(version) => {
+                self.remember(version.clone()).await?;
+                self.share(&version);
+                // A warm request that follows need not decode it from the index.
+                Ok(Ok(Found::shared(self.keep_decoded(version))))
+            }
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    /// A native version by number or digest from the fleet tier, if it has one that
+    /// validates and is the one asked for; anything else is ignored (and the upstream
+    /// asked).
+    async fn tier_version(&self, name: &ArtifactName, selector: &Selector) -> Option<Version> {
+        let tier = self.tier.as_ref().filter(|t| t.usable())?;
+        if selector.is_mutable() {
+            return None;
+        }
+        let body = tier.version(name, selector).await?;
+        let checked = serde_json::from_slice::<Version>(&body)
+            .map_err(|e| e.to_string())
+            .and_then(|v| {
+                v.validate().map_err(|e| e.to_string())?;
+                let same = v.artifact().is_ok_and(|a| a == *name)
+                    && match selector {
+                        Selector::Version(n) => v.number().is_ok_and(|m| m == *n),
+                        Selector::Digest(d) => v.digest == *d,
+                        Selector::Alias(_) => false,
+                    };
+                if same {
+                    Ok(v)
+                } else {
+                    Err(format!(
+                        "it is `{}:{}`, not `{name}:{selector}`",
+                        v.name, v.version
+                    ))
+                }
+            });
+        match checked {
+            Ok(version) => Some(version),
+            Err(reason) => {
+                tracing::warn!(version = %format!("{name}:{selector}"), %reason, "the tier's copy of a version is unusable; asking the upstream");
+                None
+            }
+        }
+    }
+
+    /// Stores a version the upstream gave in the tier, by number and digest, without its
+    /// aliases (they change).
+    fn share(&self, version: &Version) {
+        let Some(tier) = &self.tier else {
+            return;
+        };
+        let Ok(number) = version.number() else {
+            return;
+        };
+        let Ok(name) = version.artifact() else {
+            return;
+        };
+        let stored = Version {
+            aliases: Vec::new(),
+            ..version.clone()
+        };
+        match serde_json::to_vec(&stored) {
+            Ok(body) => tier.put_version(&name, number, version.digest, body.into()),
+            Err(e) => tracing::debug!(error = %e, "cannot encode a version for the tier"),
         }
     }
 

@@ -219,6 +219,7 @@ async fn status(
             fs_verity: daemon.store.verity_status(),
             scrub: daemon.scrub.describe(bytes),
             trouble: daemon.store.trouble(),
+            tier: daemon.options.tier.as_ref().map(|t| t.status()),
         },
     ))
 }

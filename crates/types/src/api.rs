@@ -374,6 +374,41 @@ pub struct Status {
     /// What needs attention now (the index cannot write on a full disk), if anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trouble: Option<String>,
+    /// The fleet tier, when one is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<TierStatus>,
+}
+
+/// The fleet tier's state and figures since the daemon started (see `docs/fleet.md`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierStatus {
+    /// `s3://bucket/prefix at http://endpoint`.
+    pub url: String,
+    /// `on`, or `off for N s more, then tried again: <why>`.
+    pub state: String,
+    /// What the store does with `If-None-Match: *` on a PUT: `honoured`, `ignored …`,
+    /// `unknown` (not probed yet).
+    pub conditional_create: String,
+    /// Blobs the tier served, and blobs it lacked (fetched from the upstream).
+    pub hits: u64,
+    pub misses: u64,
+    /// Blobs whose tier copy was wrong (refused, fetched from the upstream, replaced).
+    pub bad: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    /// Blobs uploaded, waiting to be, failed, and dropped from a full queue.
+    pub uploads: u64,
+    pub queued: u64,
+    pub upload_failures: u64,
+    pub dropped: u64,
+    /// Immutable metadata (versions, foreign digests' blobs) found in the tier or not.
+    pub metadata_hits: u64,
+    pub metadata_misses: u64,
+    /// Leases this box won (it downloaded) and waited on (another box did).
+    pub leases_won: u64,
+    pub leases_waited: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// `POST /v1/pins`: keep a version from eviction (it is fetched first).

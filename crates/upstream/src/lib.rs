@@ -19,8 +19,9 @@
 //! (the `dir://` layout of `hoard-layout` as a [`Publisher`]), `registry.rs` (the HTTP
 //! client), `http.rs` (requests with retries, bodies that resume), `wandb/` (GraphQL,
 //! manifests, signed URLs), `error.rs`; `reference.rs`: reference entries' sources
-//! (`https://`, `file://`, `s3://`, `gs://`) as [`BlobSource`]s. Cloud credentials
-//! and request signing are the crate `hoard-cloud`'s.
+//! (`https://`, `file://`, `s3://`, `gs://`) as [`BlobSource`]s; `tier/`: the fleet tier
+//! on an S3-compatible store ([`Tier`]), a [`BlobSource`] the daemon asks before the
+//! upstream. Cloud credentials and request signing are the crate `hoard-cloud`'s.
 
 mod blob;
 mod dir_upstream;
@@ -30,6 +31,7 @@ mod http;
 pub mod reference;
 mod registry;
 mod retry;
+pub mod tier;
 mod upstream;
 pub mod wandb;
 
@@ -40,6 +42,7 @@ pub use error::Error;
 use hoard_layout::DirRoot;
 pub use registry::{ClientOptions, RegistryClient};
 pub use retry::RetryPolicy;
+pub use tier::{Claim, Tier, TierConfig};
 pub use upstream::{
     BlobSource, Catalog, FileSource, ForeignCatalog, ForeignListed, Publisher, Upstream,
 };

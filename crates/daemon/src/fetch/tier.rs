@@ -1,0 +1,205 @@
+//! The fleet tier in the fetch engine (see `hoard_upstream::tier`).
+//!
+//! A blob the upstream would serve is asked of the tier first. Missing there, a blob
+//! larger than [`SMALL_BLOB`] is claimed fleet-wide ([`Tier::claim`]): another box may be
+//! downloading it, and this one then reads it from the tier once it lands. Bytes from the
+//! tier are checked like the upstream's; wrong ones are counted, the blob comes from the
+//! upstream, and its upload replaces the tier's copy. A blob fetched from the upstream is
+//! offered to the tier once committed (durable here), with its foreign digest's binding
+//! for a W&B or Hub file; a box holding a lease commits at once, so that the boxes waiting
+//! on it are not kept waiting for the rest of its request. A failing tier costs a get
+//! nothing but the time its breaker takes to open.
+
+use std::sync::{Arc, PoisonError};
+
+use hoard_store::{BlobKey, Staged};
+use hoard_types::ForeignDigest;
+use hoard_upstream::{BlobSource, Claim, ForeignCheck};
+
+use super::{Fetcher, SMALL_BLOB, Tally, count};
+
+/// What the tier did for a blob.
+pub(super) enum Via {
+    /// It served the blob (`None`: it turned out to be cached).
+    Tier(Option<(Staged, u64)>),
+    /// Fetch it from the upstream, then offer it.
+    Upstream(Plan),
+}
+
+/// How a blob fetched from the upstream is offered to the tier.
+#[derive(Default)]
+pub(super) struct Plan {
+    /// The tier's copy was wrong: the upload writes over it.
+    replace: bool,
+    /// This box's lease on the blob, let go once it is uploaded.
+    claim: Option<Claim>,
+}
+
+/// A blob fetched from the upstream, waiting for its commit to be offered.
+pub(super) struct Offer {
+    key: BlobKey,
+    size: u64,
+    foreign: Option<ForeignDigest>,
+    plan: Plan,
+}
+
+impl Fetcher {
+    /// Asks the tier for the blob; see the module docs.
+    pub(super) async fn ask_tier(
+        &self,
+        key: BlobKey,
+        size: u64,
+        tally: Option<Arc<Tally>>,
+    ) -> Via {
+        let Some(tier) = self.tier.clone().filter(|t| t.usable()) else {
+            return Via::Upstream(Plan::default());
+        };
+        let source: Arc<dyn BlobSource> = tier.clone();
+        let mut plan = Plan::default();
+        let mut claimed = false;
+        loop {
+            match self.attempt(key, size, source.clone(), tally.clone()).await {
+                Ok(staged) => {
+                    tier.served(size);
+                    return Via::Tier(staged);
+                }
+                Err(e) if e.kind == "not-found" && !claimed && size > SMALL_BLOB => {
+                    claimed = true;
+                    match tier.claim(&key.digest, size).await {
+                        Claim::InTier => continue,
+                        claim @ Claim::Download(_) => plan.claim = Some(claim),
+                    }
+                }
+                Err(e) if e.kind == "not-found" => {}
+                Err(e) if e.kind == "upstream-invalid" => {
+                    tier.refused_bytes(&key.digest);
+                    plan.replace = true;
+                }
+                Err(e) => {
+                    tracing::debug!(%key, error = %e, "the tier failed; fetching from the upstream");
+                }
+            }
+            break;
+        }
+        tier.missed();
+        Via::Upstream(plan)
+    }
+
+    /// A file known by a foreign digest, from the tier when it knows which blob the file
+    /// is: the bytes are checked against the blob's blake3 as they stream and against the
+    /// foreign digest at their end (a binding could name another blob). `None`: fetch it
+    /// from the upstream.
+    pub(super) async fn foreign_from_tier(
+        &self,
+        digest: &ForeignDigest,
+        size: u64,
+        tally: Option<Arc<Tally>>,
+    ) -> Option<Staged> {
+        let tier = self.tier.clone().filter(|t| t.usable())?;
+        let (blob, bound_size) = tier.binding(digest).await?;
+        if bound_size != size {
+            tracing::warn!(%digest, "the tier binds the file to a blob of another size; ignored");
+            return None;
+        }
+        let mut stream = match tier.fetch_blob(&blob, size, None).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::debug!(%digest, error = %e, "the tier has the binding but not the blob");
+                tier.missed();
+                return None;
+            }
+        };
+        let (store, claimed) = (self.store.clone(), digest.clone());
+        let handle = tokio::runtime::Handle::current();
+        let staged = tokio::task::spawn_blocking(move || {
+            let mut check = ForeignCheck::new(&claimed, size)?;
+            let mut writer = store.writer(false, Some((blob, size))).ok()?;
+            while let Some(chunk) = handle.block_on(stream.next_chunk()).ok()? {
+                writer.write(&chunk).ok()?;
+                check.update(&chunk);
+                count(tally.as_deref(), chunk.len());
+            }
+            if check.finish() != claimed {
+                writer.discard();
+                return None;
+            }
+            writer.finish_staged().ok()
+        })
+        .await
+        .ok()
+        .flatten();
+        if staged.is_some() {
+            tier.served(size);
+        } else {
+            tier.refused_bytes(&blob);
+            tier.missed();
+        }
+        staged
+    }
+
+    /// Keeps a blob fetched from the upstream for the tier, once committed; a box holding
+    /// a lease on it commits now.
+    pub(super) async fn offer(
+        &self,
+        key: BlobKey,
+        size: u64,
+        foreign: Option<ForeignDigest>,
+        plan: Plan,
+    ) {
+        if self.tier.is_none() {
+            return;
+        }
+        let leased = matches!(plan.claim, Some(Claim::Download(Some(_))));
+        self.offers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Offer {
+                key,
+                size,
+                foreign,
+                plan,
+            });
+        if leased && let Err(e) = self.commit_now().await {
+            tracing::warn!(%key, error = %e, "cannot commit a leased blob");
+        }
+    }
+
+    /// Lets go of a lease whose download failed.
+    pub(super) fn let_go(&self, plan: Plan) {
+        if let (Some(tier), Some(claim)) = (self.tier.clone(), plan.claim) {
+            tokio::spawn(async move { tier.release_claim(claim).await });
+        }
+    }
+
+    /// Hands the offers of the blobs `keys` just committed (or failed to) to the tier.
+    pub(super) fn hand_offers(&self, keys: &[BlobKey], committed: bool) {
+        let Some(tier) = &self.tier else {
+            return;
+        };
+        let keys: std::collections::HashSet<&BlobKey> = keys.iter().collect();
+        let offers: Vec<Offer> = {
+            let mut all = self.offers.lock().unwrap_or_else(PoisonError::into_inner);
+            let (these, others) = std::mem::take(&mut *all)
+                .into_iter()
+                .partition(|o| keys.contains(&o.key));
+            *all = others;
+            these
+        };
+        for offer in offers {
+            if !committed {
+                self.let_go(offer.plan);
+                continue;
+            }
+            if let Some(foreign) = &offer.foreign {
+                tier.put_binding(foreign, offer.key.digest, offer.size);
+            }
+            tier.offer(
+                offer.key.digest,
+                offer.size,
+                self.store.blob_path(&offer.key),
+                offer.plan.replace,
+                offer.plan.claim,
+            );
+        }
+    }
+}
