@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 pub use hoard_fakes::{hub as fake_hub, server as fake_server, wandb as fake_wandb};
+pub mod garage;
 pub mod proxy;
 pub mod users;
 

@@ -18,6 +18,8 @@
 //!   a viewer's token.
 //! - `users`: a system daemon serving two Unix users (root only).
 //! - `shared`: the same, attacked: one user cannot read, change or delete another's files.
+//! - `tier`: the fleet tier on a real Garage cluster: a second box with no upstream call,
+//!   wrong bytes in the bucket, a tier down or refusing, eight boxes at once, a node killed.
 //! - `texts`: what users read (summaries, errors), pinned as insta snapshots.
 //! - `verity`: blobs sealed with fs-verity, in a VM whose kernel has it.
 //! - `references`: reference entries fetched from their URI and checked.
@@ -43,6 +45,7 @@ mod references;
 mod registry;
 mod shared;
 mod texts;
+mod tier;
 mod users;
 mod verity;
 mod wandb;

@@ -396,7 +396,7 @@ pub struct TierStatus {
     pub bad: u64,
     pub bytes_read: u64,
     pub bytes_written: u64,
-    /// Blobs uploaded, waiting to be, failed, and dropped from a full queue.
+    /// Blobs uploaded, waiting or being uploaded, failed, and dropped from a full queue.
     pub uploads: u64,
     pub queued: u64,
     pub upload_failures: u64,

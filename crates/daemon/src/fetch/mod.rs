@@ -483,9 +483,17 @@ impl Fetcher {
         };
         self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
         match staged {
+            Ok(None) => {
+                self.let_go(plan);
+                Ok(None)
+            }
             Ok(staged) => {
+                // Offered before it is staged: whichever commit takes it hands the offer on.
+                let leased = self.keep_offer(key, size, None, plan);
                 let fetched = self.stage(staged);
-                self.offer(key, size, None, plan).await;
+                if leased && let Err(e) = self.commit_now().await {
+                    tracing::warn!(%key, error = %e, "cannot commit a leased blob");
+                }
                 Ok(fetched)
             }
             Err(e) => {
@@ -659,12 +667,11 @@ impl Fetcher {
         self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
         let staged = result?.with_foreign(digest.clone());
         let key = staged.ingested.key;
+        self.keep_offer(key, size, Some(digest.clone()), tier::Plan::default());
         self.pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(staged);
-        self.offer(key, size, Some(digest.clone()), tier::Plan::default())
-            .await;
         // Downloaded even when the bytes turn out to be cached already (from an upstream
         // that does not name them by this digest).
         Ok((key, Some(size)))

@@ -45,12 +45,7 @@ pub(super) struct Offer {
 
 impl Fetcher {
     /// Asks the tier for the blob; see the module docs.
-    pub(super) async fn ask_tier(
-        &self,
-        key: BlobKey,
-        size: u64,
-        tally: Option<Arc<Tally>>,
-    ) -> Via {
+    pub(super) async fn ask_tier(&self, key: BlobKey, size: u64, tally: Option<Arc<Tally>>) -> Via {
         let Some(tier) = self.tier.clone().filter(|t| t.usable()) else {
             return Via::Upstream(Plan::default());
         };
@@ -137,17 +132,17 @@ impl Fetcher {
         staged
     }
 
-    /// Keeps a blob fetched from the upstream for the tier, once committed; a box holding
-    /// a lease on it commits now.
-    pub(super) async fn offer(
+    /// Keeps a blob fetched from the upstream for the tier, once committed: whether this
+    /// box holds a lease on it (and should commit at once, for the boxes waiting).
+    pub(super) fn keep_offer(
         &self,
         key: BlobKey,
         size: u64,
         foreign: Option<ForeignDigest>,
         plan: Plan,
-    ) {
+    ) -> bool {
         if self.tier.is_none() {
-            return;
+            return false;
         }
         let leased = matches!(plan.claim, Some(Claim::Download(Some(_))));
         self.offers
@@ -159,9 +154,7 @@ impl Fetcher {
                 foreign,
                 plan,
             });
-        if leased && let Err(e) = self.commit_now().await {
-            tracing::warn!(%key, error = %e, "cannot commit a leased blob");
-        }
+        leased
     }
 
     /// Lets go of a lease whose download failed.

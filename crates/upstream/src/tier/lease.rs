@@ -2,7 +2,10 @@
 //!
 //! A box that misses a blob in the tier writes its own lease object,
 //! `leases-v1/<digest>/<unix ms>-<box>`, then lists that digest's leases. The live lease
-//! with the smallest time (then box id) wins: its box downloads the blob from the
+//! with the smallest time (then box id) wins, once a second listing, a moment later,
+//! still says so (a box whose lease is older may have been writing it during the first
+//! listing: measured with eight boxes at once, without it two boxes won one blob in one
+//! run of six). The winner downloads the blob from the
 //! upstream and uploads it; the others poll the tier (with backoff) until the blob
 //! appears, and read it from there. A lease lives for a time sized to the blob
 //! ([`ttl`]); one whose box died expires, and the next lease in order wins. Nothing here
@@ -69,12 +72,17 @@ impl Tier {
         let at = now_ms();
         let key = self.layout.lease(digest, at, &self.box_id);
         let put = self.bucket.put(&key, Body::Bytes(Bytes::new()), false);
+        let started = tokio::time::Instant::now();
         if self.call(put).await.is_err() {
             return Claim::Download(None);
         }
+        // A box whose lease is older than this one's may still be writing it: a win is
+        // confirmed by a second listing once such a write would have landed.
+        let settle = (started.elapsed() * 4).max(Duration::from_millis(100));
         let held = Held { key };
         let mut wait = Duration::from_millis(50);
         let mut waited = false;
+        let mut confirmed = false;
         loop {
             let Ok(leases) = self
                 .call(self.bucket.list(&self.layout.leases(digest)))
@@ -91,6 +99,11 @@ impl Tier {
             let mine = (at, self.box_id.as_str());
             // A listing that does not show this box's own lease yet is no reason to wait.
             let Some(winner) = winner.filter(|w| *w < mine) else {
+                if !confirmed {
+                    confirmed = true;
+                    tokio::time::sleep(settle).await;
+                    continue;
+                }
                 if waited {
                     tracing::info!(%digest, "the box downloading a blob went away; this one takes over");
                 }

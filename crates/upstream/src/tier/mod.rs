@@ -505,7 +505,6 @@ async fn upload_loop(tier: std::sync::Weak<Tier>, mut queue: mpsc::Receiver<Offe
         };
         tokio::spawn(async move {
             let _permit = permit;
-            tier.counters.queued.fetch_sub(1, Ordering::Relaxed);
             if let Err(e) = tier.upload(&offer).await {
                 tier.counters
                     .upload_failures
@@ -515,6 +514,8 @@ async fn upload_loop(tier: std::sync::Weak<Tier>, mut queue: mpsc::Receiver<Offe
             if let Some(lease) = offer.lease {
                 tier.release(lease).await;
             }
+            // Counted until done: `queued` 0 means every upload offered has ended.
+            tier.counters.queued.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }

@@ -141,7 +141,7 @@ impl Bucket {
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
         let code = xml_text(&text, "Code").unwrap_or_default();
-        let message = xml_text(&text, "Message").unwrap_or_default();
+        let message = unescape(xml_text(&text, "Message").unwrap_or_default());
         let detail = format!("{what}: {code} {message}");
         match status {
             StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => Error::Unauthorized {

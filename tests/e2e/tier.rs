@@ -1,0 +1,411 @@
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test that calls them"
+)]
+
+//! The fleet tier on a real Garage cluster (three nodes, replication 3): boxes (daemons
+//! with caches of their own) share one bucket in front of one registry.
+
+use std::path::{Path, PathBuf};
+
+use hoard_tests::garage::Garage;
+use hoard_tests::{DaemonProcess, RegistryProcess, hoard_json, hoard_on, import};
+
+/// Small files, and files above 1 MiB (streamed, and leased fleet-wide).
+const SMALL: usize = 12;
+const LARGE: usize = 3;
+const LARGE_SIZE: usize = 3 << 20;
+
+struct Fleet {
+    tmp: tempfile::TempDir,
+    garage: Garage,
+    registry: RegistryProcess,
+}
+
+fn bytes_of(i: usize, size: usize) -> Vec<u8> {
+    let mut state = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (0..size)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+impl Fleet {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        std::fs::create_dir_all(src.join("images")).unwrap();
+        for i in 0..SMALL {
+            std::fs::write(src.join(format!("images/{i}.bin")), bytes_of(i, 1000 + i)).unwrap();
+        }
+        for i in 0..LARGE {
+            std::fs::write(
+                src.join(format!("shard{i}.bin")),
+                bytes_of(100 + i, LARGE_SIZE),
+            )
+            .unwrap();
+        }
+        let root = tmp.path().join("registry");
+        import(&root, "acme/vision/bike", &src);
+        let garage = Garage::start(&tmp.path().join("garage"));
+        let registry = RegistryProcess::start(&root, &[]);
+        Self {
+            tmp,
+            garage,
+            registry,
+        }
+    }
+
+    fn src(&self) -> PathBuf {
+        self.tmp.path().join("src")
+    }
+
+    /// Box `name`: a daemon with its own cache, on the tier at Garage node `node`.
+    fn start_box(&self, name: &str, node: usize) -> DaemonProcess {
+        let dir = self.tmp.path().join(name);
+        let endpoint = self.garage.endpoint(node);
+        let env = self.garage.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        DaemonProcess::start_env(
+            &dir.join("hoard.sock"),
+            &dir.join("cache"),
+            &self.registry.url,
+            &[
+                "--tier",
+                "s3://tier/fleet",
+                "--tier-endpoint-url",
+                &endpoint,
+            ],
+            &env,
+        )
+    }
+
+    /// Upstream figures: (blob GETs, blob bytes served, version GETs).
+    fn upstream(&self) -> (u64, u64, u64) {
+        (
+            self.registry.blob_gets(),
+            self.registry
+                .metric("hoard_registry_blob_bytes_served_total"),
+            self.registry
+                .metric("hoard_registry_requests_total{route=\"version_get\",status=\"200\"}"),
+        )
+    }
+}
+
+fn unique_bytes() -> u64 {
+    (0..SMALL).map(|i| 1000 + i as u64).sum::<u64>() + (LARGE * LARGE_SIZE) as u64
+}
+
+fn get(daemon: &DaemonProcess, reference: &str, root: &Path) {
+    let out = hoard_on(
+        &daemon.socket,
+        Path::new("/"),
+        &["get", reference, "--root", root.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "get {reference}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn tier_status(daemon: &DaemonProcess) -> serde_json::Value {
+    hoard_json(&daemon.socket, Path::new("/"), &["status"])["tier"].clone()
+}
+
+/// Waits until the box has no uploads queued, and returns its tier status.
+fn settled(daemon: &DaemonProcess) -> serde_json::Value {
+    for _ in 0..300 {
+        let tier = tier_status(daemon);
+        if tier["queued"] == 0 {
+            return tier;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("uploads never finished: {}", tier_status(daemon));
+}
+
+fn same_tree(a: &Path, b: &Path) {
+    for entry in walk(a) {
+        let rel = entry.strip_prefix(a).unwrap();
+        assert_eq!(
+            std::fs::read(&entry).unwrap(),
+            std::fs::read(b.join(rel)).unwrap(),
+            "{}",
+            rel.display()
+        );
+    }
+    assert_eq!(walk(a).len(), walk(b).len());
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// The second box gets `v0`, which the first fetched, with no upstream call at all: its
+/// manifest and every blob come from the tier, checked.
+#[test]
+fn a_second_box_needs_no_upstream_call() {
+    let fleet = Fleet::new();
+    let first = fleet.start_box("first", 0);
+    get(
+        &first,
+        "acme/vision/bike:latest",
+        &fleet.tmp.path().join("out1"),
+    );
+    let tier = settled(&first);
+    assert_eq!(tier["uploads"], SMALL + LARGE, "{tier}");
+    assert_eq!(tier["state"], "on", "{tier}");
+    let before = fleet.upstream();
+    assert_eq!(before.0, (SMALL + LARGE) as u64);
+
+    // Another box, on another node of the cluster.
+    let second = fleet.start_box("second", 1);
+    let out = fleet.tmp.path().join("out2");
+    get(&second, "acme/vision/bike:v0", &out);
+    same_tree(&fleet.src(), &out);
+    assert_eq!(fleet.upstream(), before, "no upstream blob or version call");
+    let tier = tier_status(&second);
+    assert_eq!(tier["hits"], SMALL + LARGE, "{tier}");
+    assert_eq!(tier["misses"], 0, "{tier}");
+    assert_eq!(tier["metadata_hits"], 1, "{tier}");
+    assert_eq!(tier["bytes_read"], unique_bytes(), "{tier}");
+
+    // The bucket holds the documented layout.
+    let blobs = fleet.garage.keys("fleet/blobs-v1/");
+    assert_eq!(blobs.len(), SMALL + LARGE, "{blobs:?}");
+    assert!(blobs.iter().all(|k| {
+        let parts: Vec<&str> = k.split('/').collect();
+        parts.len() == 4 && parts[3].len() == 64 && parts[3].starts_with(parts[2])
+    }));
+    let versions = fleet.garage.keys("fleet/meta-v1/");
+    assert_eq!(versions.len(), 2, "by number and by digest: {versions:?}");
+    assert!(
+        versions
+            .iter()
+            .any(|k| k.ends_with("/acme/vision/bike/v0.json"))
+    );
+    assert!(
+        fleet.garage.keys("fleet/leases-v1/").is_empty(),
+        "leases are let go"
+    );
+}
+
+/// A tier object overwritten with wrong bytes (same size) through the S3 API: the box
+/// refuses it, fetches that blob from the upstream, and its upload puts the right bytes
+/// back.
+#[test]
+fn wrong_bytes_in_the_tier_are_refused_and_replaced() {
+    let fleet = Fleet::new();
+    let first = fleet.start_box("first", 0);
+    get(
+        &first,
+        "acme/vision/bike:v0",
+        &fleet.tmp.path().join("out1"),
+    );
+    settled(&first);
+    let victim = fleet.src().join("shard1.bin");
+    let right = std::fs::read(&victim).unwrap();
+    let digest = blake3::hash(&right).to_hex().to_string();
+    let key = format!("fleet/blobs-v1/{}/{digest}", &digest[..2]);
+    let mut wrong = right.clone();
+    wrong[LARGE_SIZE / 2] ^= 1;
+    assert_eq!(fleet.garage.s3("PUT", &key, Some(wrong)).0, 200);
+    let small = fleet.src().join("images/3.bin");
+    let small_right = std::fs::read(&small).unwrap();
+    let small_digest = blake3::hash(&small_right).to_hex().to_string();
+    let small_key = format!("fleet/blobs-v1/{}/{small_digest}", &small_digest[..2]);
+    assert_eq!(
+        fleet
+            .garage
+            .s3("PUT", &small_key, Some(b"short".to_vec()))
+            .0,
+        200
+    );
+    let before = fleet.upstream();
+
+    let second = fleet.start_box("second", 0);
+    let out = fleet.tmp.path().join("out2");
+    get(&second, "acme/vision/bike:v0", &out);
+    same_tree(&fleet.src(), &out);
+    let after = fleet.upstream();
+    assert_eq!(
+        after.0 - before.0,
+        2,
+        "only the two bad blobs from the upstream"
+    );
+    assert_eq!(after.1 - before.1, (LARGE_SIZE + small_right.len()) as u64);
+    let tier = settled(&second);
+    assert_eq!(tier["bad"], 2, "{tier}");
+    assert_eq!(tier["hits"], SMALL + LARGE - 2, "{tier}");
+    assert_eq!(fleet.garage.s3("GET", &key, None).1, right, "replaced");
+    assert_eq!(fleet.garage.s3("GET", &small_key, None).1, small_right);
+}
+
+/// A tier that refuses the credential, or is not there at all: gets succeed from the
+/// upstream, and `status` says why the tier is off.
+#[test]
+fn a_tier_down_or_refusing_never_fails_a_get() {
+    let fleet = Fleet::new();
+    let dir = fleet.tmp.path().join("refused");
+    let endpoint = fleet.garage.endpoint(0);
+    let refused = DaemonProcess::start_env(
+        &dir.join("hoard.sock"),
+        &dir.join("cache"),
+        &fleet.registry.url,
+        &[
+            "--tier",
+            "s3://tier/fleet",
+            "--tier-endpoint-url",
+            &endpoint,
+        ],
+        &[
+            ("AWS_ACCESS_KEY_ID", &fleet.garage.key_id),
+            ("AWS_SECRET_ACCESS_KEY", "not-the-secret"),
+            ("AWS_REGION", hoard_tests::garage::REGION),
+        ],
+    );
+    let out = fleet.tmp.path().join("out1");
+    get(&refused, "acme/vision/bike:v0", &out);
+    same_tree(&fleet.src(), &out);
+    let tier = tier_status(&refused);
+    let state = tier["state"].as_str().unwrap();
+    assert!(state.starts_with("off"), "{tier}");
+    assert!(state.contains("credentials"), "{tier}");
+
+    // Nothing listens where the tier should be.
+    let gone = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let dir = fleet.tmp.path().join("gone");
+    let env = fleet.garage.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let down = DaemonProcess::start_env(
+        &dir.join("hoard.sock"),
+        &dir.join("cache"),
+        &fleet.registry.url,
+        &["--tier", "s3://tier/fleet", "--tier-endpoint-url", &gone],
+        &env,
+    );
+    let started = std::time::Instant::now();
+    let out = fleet.tmp.path().join("out2");
+    get(&down, "acme/vision/bike:v0", &out);
+    same_tree(&fleet.src(), &out);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "a tier that is not there costs no long timeouts"
+    );
+    let tier = tier_status(&down);
+    assert!(tier["state"].as_str().unwrap().starts_with("off"), "{tier}");
+    assert!(
+        tier["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("Connection refused"),
+        "{tier}"
+    );
+}
+
+/// Eight boxes cold-start the same artifact at the same instant: the blobs above 1 MiB
+/// are downloaded from the upstream once across the fleet (the others wait on the
+/// downloader's lease and read them from the tier), and the whole costs at most 1.1× the
+/// artifact's unique bytes.
+#[test]
+fn eight_boxes_starting_together_download_it_about_once() {
+    let fleet = Fleet::new();
+    let boxes: Vec<DaemonProcess> = (0..8)
+        .map(|i| fleet.start_box(&format!("box{i}"), i % 3))
+        .collect();
+    std::thread::scope(|scope| {
+        for (i, daemon) in boxes.iter().enumerate() {
+            let out = fleet.tmp.path().join(format!("out{i}"));
+            scope.spawn(move || get(daemon, "acme/vision/bike:v0", &out));
+        }
+    });
+    for i in 0..8 {
+        same_tree(&fleet.src(), &fleet.tmp.path().join(format!("out{i}")));
+    }
+    let (_, served, _) = fleet.upstream();
+    let unique = unique_bytes();
+    #[expect(clippy::cast_precision_loss, reason = "a ratio for the message")]
+    let ratio = served as f64 / unique as f64;
+    let statuses: Vec<serde_json::Value> = boxes.iter().map(settled).collect();
+    assert!(
+        served * 10 <= unique * 11,
+        "the upstream served {served} bytes for {unique} unique ones ({ratio:.2}×): {statuses:#?}"
+    );
+    let sum = |field: &str| -> u64 { statuses.iter().map(|t| t[field].as_u64().unwrap()).sum() };
+    eprintln!(
+        "8 boxes: upstream {served} B for {unique} unique ({ratio:.3}×); leases won {}, waited {}; tier hits {}",
+        sum("leases_won"),
+        sum("leases_waited"),
+        sum("hits")
+    );
+    assert_eq!(
+        sum("leases_won"),
+        LARGE as u64,
+        "one download per large blob"
+    );
+    assert!(
+        sum("leases_waited") > 0,
+        "some box waited on another's lease"
+    );
+}
+
+/// A Garage node killed while boxes get: every get succeeds (the store keeps quorum, and
+/// where the box's own node is the one gone, the upstream serves).
+#[test]
+fn a_node_killed_in_the_middle_of_gets_fails_none() {
+    let mut fleet = Fleet::new();
+    let first = fleet.start_box("first", 0);
+    get(
+        &first,
+        "acme/vision/bike:v0",
+        &fleet.tmp.path().join("out0"),
+    );
+    settled(&first);
+    let on_survivor = fleet.start_box("survivor", 1);
+    let on_victim = fleet.start_box("victim", 2);
+    std::thread::scope(|scope| {
+        let (a, b) = (&on_survivor, &on_victim);
+        let tmp = fleet.tmp.path().to_owned();
+        let one = scope.spawn({
+            let tmp = tmp.clone();
+            move || get(a, "acme/vision/bike:v0", &tmp.join("out1"))
+        });
+        let two = scope.spawn(move || get(b, "acme/vision/bike:v0", &tmp.join("out2")));
+        fleet.garage.kill(2);
+        one.join().unwrap();
+        two.join().unwrap();
+    });
+    same_tree(&fleet.src(), &fleet.tmp.path().join("out1"));
+    same_tree(&fleet.src(), &fleet.tmp.path().join("out2"));
+    // The survivor's node still has quorum: more gets are served from the tier.
+    let third = fleet.start_box("third", 1);
+    let before = fleet.upstream();
+    get(
+        &third,
+        "acme/vision/bike:v0",
+        &fleet.tmp.path().join("out3"),
+    );
+    same_tree(&fleet.src(), &fleet.tmp.path().join("out3"));
+    assert_eq!(
+        fleet.upstream(),
+        before,
+        "two of three nodes serve the tier"
+    );
+}
