@@ -183,6 +183,12 @@ fn a_second_box_needs_no_upstream_call() {
     assert_eq!(tier["misses"], 0, "{tier}");
     assert_eq!(tier["metadata_hits"], 1, "{tier}");
     assert_eq!(tier["bytes_read"], unique_bytes(), "{tier}");
+    let metrics = second.get("/metrics").unwrap();
+    assert!(metrics.contains("\nhoard_tier_up 1\n"), "{metrics}");
+    assert!(
+        metrics.contains(&format!("\nhoard_tier_hits_total {}\n", SMALL + LARGE)),
+        "{metrics}"
+    );
 
     // The bucket holds the documented layout.
     let blobs = fleet.garage.keys("fleet/blobs-v1/");
@@ -408,4 +414,41 @@ fn a_node_killed_in_the_middle_of_gets_fails_none() {
         before,
         "two of three nodes serve the tier"
     );
+}
+
+/// A publish's blobs go to the tier at once: another box gets the version, once the
+/// upstream has it, without downloading a blob from the upstream.
+#[test]
+fn a_publish_fills_the_tier() {
+    let fleet = Fleet::new();
+    let publisher = fleet.start_box("publisher", 0);
+    let mine = fleet.tmp.path().join("mine");
+    std::fs::create_dir_all(&mine).unwrap();
+    std::fs::write(mine.join("weights.bin"), bytes_of(7, 2 << 20)).unwrap();
+    std::fs::write(mine.join("config.json"), b"{\"layers\": 3}").unwrap();
+    let out = hoard_on(
+        &publisher.socket,
+        Path::new("/"),
+        &[
+            "publish",
+            "acme/vision/model",
+            mine.to_str().unwrap(),
+            "--alias",
+            "prod",
+            "--wait",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tier = settled(&publisher);
+    assert_eq!(tier["uploads"], 2, "{tier}");
+    let gets = fleet.registry.blob_gets();
+    let other = fleet.start_box("other", 2);
+    let dest = fleet.tmp.path().join("theirs");
+    get(&other, "acme/vision/model:prod", &dest);
+    same_tree(&mine, &dest);
+    assert_eq!(fleet.registry.blob_gets(), gets, "every blob from the tier");
 }

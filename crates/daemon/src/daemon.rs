@@ -205,6 +205,7 @@ impl Daemon {
             evicted_bytes,
             budget_bytes: self.keeper.budget().map_or(0, |b| b.max_bytes),
             cache,
+            tier: self.options.tier.as_ref().map(|t| t.status()),
         }
     }
 

@@ -20,6 +20,8 @@ pub(crate) struct Snapshot<'a> {
     pub budget_bytes: u64,
     /// The cache's (bytes, blobs) now.
     pub cache: (u64, u64),
+    /// The fleet tier's figures, when there is one.
+    pub tier: Option<hoard_types::api::TierStatus>,
 }
 
 /// Requests by (call, status), refusals by reason; the rest is read from the daemon's
@@ -81,13 +83,13 @@ impl Metrics {
                 (
                     "hoard_fetched_blobs_total",
                     "counter",
-                    "Blobs fetched from the upstream.",
+                    "Blobs fetched (from the upstream, or the fleet tier).",
                     c.fetched_blobs.load(Ordering::Relaxed),
                 ),
                 (
                     "hoard_fetched_bytes_total",
                     "counter",
-                    "Bytes fetched from the upstream.",
+                    "Bytes fetched (from the upstream, or the fleet tier).",
                     c.fetched_bytes.load(Ordering::Relaxed),
                 ),
                 (
@@ -135,6 +137,9 @@ impl Metrics {
             ],
         );
         self.render_cache(&mut out, now);
+        if let Some(tier) = &now.tier {
+            render_tier(&mut out, tier);
+        }
         out
     }
 
@@ -239,6 +244,100 @@ fn render_failures(out: &mut String, counters: &crate::fetch::FetchCounters) {
             "hoard_fetch_failures_by_kind_total{{kind=\"{kind}\"}} {count}"
         );
     }
+}
+
+/// The fleet tier's figures (`hoard status` shows the same).
+fn render_tier(out: &mut String, t: &hoard_types::api::TierStatus) {
+    let c = "counter";
+    render_values(
+        out,
+        &[
+            (
+                "hoard_tier_up",
+                "gauge",
+                "1 while the fleet tier is used, 0 while its breaker keeps it off.",
+                u64::from(t.state == "on"),
+            ),
+            (
+                "hoard_tier_hits_total",
+                c,
+                "Blobs the fleet tier served.",
+                t.hits,
+            ),
+            (
+                "hoard_tier_misses_total",
+                c,
+                "Blobs the fleet tier lacked (fetched from the upstream).",
+                t.misses,
+            ),
+            (
+                "hoard_tier_bad_blobs_total",
+                c,
+                "Blobs whose tier copy was wrong: refused and replaced.",
+                t.bad,
+            ),
+            (
+                "hoard_tier_read_bytes_total",
+                c,
+                "Bytes read from the fleet tier.",
+                t.bytes_read,
+            ),
+            (
+                "hoard_tier_written_bytes_total",
+                c,
+                "Bytes uploaded to the fleet tier.",
+                t.bytes_written,
+            ),
+            (
+                "hoard_tier_uploads_total",
+                c,
+                "Blobs uploaded to the fleet tier.",
+                t.uploads,
+            ),
+            (
+                "hoard_tier_uploads_queued",
+                "gauge",
+                "Uploads waiting or running.",
+                t.queued,
+            ),
+            (
+                "hoard_tier_upload_failures_total",
+                c,
+                "Uploads that failed.",
+                t.upload_failures,
+            ),
+            (
+                "hoard_tier_uploads_dropped_total",
+                c,
+                "Offers dropped from a full upload queue.",
+                t.dropped,
+            ),
+            (
+                "hoard_tier_metadata_hits_total",
+                c,
+                "Immutable versions and bindings found in the fleet tier.",
+                t.metadata_hits,
+            ),
+            (
+                "hoard_tier_metadata_misses_total",
+                c,
+                "Immutable versions and bindings the fleet tier lacked.",
+                t.metadata_misses,
+            ),
+            (
+                "hoard_tier_leases_won_total",
+                c,
+                "Blobs this box downloaded for the fleet, holding the lease.",
+                t.leases_won,
+            ),
+            (
+                "hoard_tier_leases_waited_total",
+                c,
+                "Blobs this box waited for while another box downloaded them.",
+                t.leases_waited,
+            ),
+        ],
+    );
 }
 
 /// Writes each `(name, kind, help, value)` in the text format.

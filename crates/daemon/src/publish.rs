@@ -134,6 +134,7 @@ impl Daemon {
             dest,
         } = check(&asked)?;
         let manifest = ingest(self.store.clone(), inputs).await?;
+        self.fetcher.offer_published(&manifest);
         let digest = manifest.digest();
         let (files, bytes) = (manifest.entries.len() as u64, manifest.total_size());
         let pending = Pending {

@@ -6,7 +6,7 @@
 //! tier are checked like the upstream's; wrong ones are counted, the blob comes from the
 //! upstream, and its upload replaces the tier's copy. A blob fetched from the upstream is
 //! offered to the tier once committed (durable here), with its foreign digest's binding
-//! for a W&B or Hub file; a box holding a lease commits at once, so that the boxes waiting
+//! for a W&B or Hub file (and so are a publish's blobs); a box holding a lease commits at once, so that the boxes waiting
 //! on it are not kept waiting for the rest of its request. A failing tier costs a get
 //! nothing but the time its breaker takes to open.
 
@@ -155,6 +155,27 @@ impl Fetcher {
                 plan,
             });
         leased
+    }
+
+    /// Offers the blobs of a publish (durable once ingested) to the tier: another box may
+    /// want them before the upstream has them.
+    pub(crate) fn offer_published(&self, manifest: &hoard_types::Manifest) {
+        let Some(tier) = &self.tier else {
+            return;
+        };
+        for entry in manifest.entries.values() {
+            let key = BlobKey {
+                digest: entry.digest,
+                exec: entry.exec,
+            };
+            tier.offer(
+                entry.digest,
+                entry.size,
+                self.store.blob_path(&key),
+                false,
+                None,
+            );
+        }
     }
 
     /// Lets go of a lease whose download failed.
