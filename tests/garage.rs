@@ -137,7 +137,9 @@ impl Garage {
         let deadline = Instant::now() + Duration::from_secs(30);
         for node in 0..self.nodes.len() {
             loop {
-                let (status, body) = self.s3_on(node, "PUT", "ready", Some(b"ready".to_vec()));
+                let (status, body) =
+                    self.bucket(node)
+                        .request("PUT", "ready", Some(b"ready".to_vec()));
                 if status == 200 {
                     break;
                 }
@@ -149,7 +151,7 @@ impl Garage {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        assert_eq!(self.s3("DELETE", "ready", None).0, 204);
+        assert_eq!(self.bucket(0).request("DELETE", "ready", None).0, 204);
     }
 
     fn start_node(&mut self, i: usize) {
@@ -204,92 +206,15 @@ impl Garage {
         format!("http://127.0.0.1:{}", self.nodes[i].s3)
     }
 
-    /// The environment a daemon needs to use the tier (its AWS credentials and region).
-    pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("AWS_ACCESS_KEY_ID", self.key_id.clone()),
-            ("AWS_SECRET_ACCESS_KEY", self.secret.clone()),
-            ("AWS_REGION", REGION.to_owned()),
-        ]
-    }
-
-    /// One S3 request to node 0, signed with the cluster's key, as any S3 client would
-    /// send it (a test's hand in the bucket): the status and the body.
-    pub fn s3(&self, method: &str, key: &str, body: Option<Vec<u8>>) -> (u16, Vec<u8>) {
-        self.s3_on(0, method, key, body)
-    }
-
-    /// [`Self::s3`] to node `node`.
-    pub fn s3_on(
-        &self,
-        node: usize,
-        method: &str,
-        key: &str,
-        body: Option<Vec<u8>>,
-    ) -> (u16, Vec<u8>) {
-        use hoard_cloud::sigv4::{EMPTY_SHA256, Request, SigV4, Target, sha256_hex};
-        let keys = SigV4::new(
-            self.key_id.clone(),
-            self.secret.clone(),
-            None,
-            REGION.to_owned(),
-            None,
-        );
-        let target = Target {
-            endpoint: Some(self.endpoint(node)),
+    /// The bucket through node `i`, signed with the cluster's key.
+    pub fn bucket(&self, i: usize) -> crate::s3::Bucket {
+        crate::s3::Bucket {
+            endpoint: self.endpoint(i),
+            key_id: self.key_id.clone(),
+            secret: self.secret.clone(),
             region: REGION.to_owned(),
-            path_style: true,
-        };
-        let payload = body.as_deref().map_or(EMPTY_SHA256.to_owned(), sha256_hex);
-        let (path, query) = key.split_once('?').unwrap_or((key, ""));
-        let query: Vec<(&str, &str)> = query
-            .split('&')
-            .filter(|q| !q.is_empty())
-            .map(|q| q.split_once('=').unwrap_or((q, "")))
-            .collect();
-        let request = Request {
-            method,
-            bucket: &self.bucket,
-            key: path,
-            query: &query,
-            headers: &[],
-            payload: &payload,
-        };
-        let signed = keys
-            .sign(&target, &request, std::time::SystemTime::now())
-            .expect("a request signs");
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        runtime.block_on(async {
-            let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
-            let mut request = reqwest::Client::new().request(method, &signed.url);
-            for (name, value) in signed.headers {
-                request = request.header(name, value);
-            }
-            if let Some(body) = body {
-                request = request.body(body);
-            }
-            match request.send().await {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    (status, response.bytes().await.unwrap_or_default().to_vec())
-                }
-                Err(e) => (0, e.to_string().into_bytes()),
-            }
-        })
-    }
-
-    /// The keys under `prefix` (a listing of node 0).
-    pub fn keys(&self, prefix: &str) -> Vec<String> {
-        let (status, body) = self.s3("GET", &format!("?list-type=2&prefix={prefix}"), None);
-        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-        String::from_utf8_lossy(&body)
-            .split("<Key>")
-            .skip(1)
-            .filter_map(|k| k.split("</Key>").next().map(str::to_owned))
-            .collect()
+            name: self.bucket.clone(),
+        }
     }
 
     /// Kills node `i` (SIGKILL), as a crashed machine would stop.

@@ -3,12 +3,14 @@
     reason = "test helpers fail the test that calls them"
 )]
 
-//! The fleet tier on a real Garage cluster (three nodes, replication 3): boxes (daemons
-//! with caches of their own) share one bucket in front of one registry.
+//! The fleet tier on a real Garage cluster (three nodes, replication 3), and on moto's S3
+//! server (one that honours `If-None-Match: *`, which Garage 2.5 does not): boxes
+//! (daemons with caches of their own) share one bucket in front of one registry.
 
 use std::path::{Path, PathBuf};
 
 use hoard_tests::garage::Garage;
+use hoard_tests::s3::{Bucket, Moto};
 use hoard_tests::{DaemonProcess, RegistryProcess, hoard_json, hoard_on, import};
 
 /// Small files, and files above 1 MiB (streamed, and leased fleet-wide).
@@ -16,9 +18,38 @@ const SMALL: usize = 12;
 const LARGE: usize = 3;
 const LARGE_SIZE: usize = 3 << 20;
 
+/// The object store under test.
+enum Store {
+    Garage(Garage),
+    Moto(Moto),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Garage,
+    Moto,
+}
+
+impl Store {
+    /// The bucket through node `node` (moto has one).
+    fn bucket(&self, node: usize) -> Bucket {
+        match self {
+            Self::Garage(garage) => garage.bucket(node),
+            Self::Moto(moto) => moto.bucket(),
+        }
+    }
+
+    fn garage(&mut self) -> &mut Garage {
+        match self {
+            Self::Garage(garage) => garage,
+            Self::Moto(_) => panic!("a Garage test on moto"),
+        }
+    }
+}
+
 struct Fleet {
     tmp: tempfile::TempDir,
-    garage: Garage,
+    store: Store,
     registry: RegistryProcess,
 }
 
@@ -36,6 +67,10 @@ fn bytes_of(i: usize, size: usize) -> Vec<u8> {
 
 impl Fleet {
     fn new() -> Self {
+        Self::on(Kind::Garage)
+    }
+
+    fn on(kind: Kind) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let src = tmp.path().join("src");
         std::fs::create_dir_all(src.join("images")).unwrap();
@@ -51,11 +86,14 @@ impl Fleet {
         }
         let root = tmp.path().join("registry");
         import(&root, "acme/vision/bike", &src);
-        let garage = Garage::start(&tmp.path().join("garage"));
+        let store = match kind {
+            Kind::Garage => Store::Garage(Garage::start(&tmp.path().join("garage"))),
+            Kind::Moto => Store::Moto(Moto::start()),
+        };
         let registry = RegistryProcess::start(&root, &[]);
         Self {
             tmp,
-            garage,
+            store,
             registry,
         }
     }
@@ -67,8 +105,9 @@ impl Fleet {
     /// Box `name`: a daemon with its own cache, on the tier at Garage node `node`.
     fn start_box(&self, name: &str, node: usize) -> DaemonProcess {
         let dir = self.tmp.path().join(name);
-        let endpoint = self.garage.endpoint(node);
-        let env = self.garage.env();
+        let bucket = self.store.bucket(node);
+        let endpoint = bucket.endpoint.clone();
+        let env = bucket.env();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         DaemonProcess::start_env(
             &dir.join("hoard.sock"),
@@ -159,7 +198,16 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 /// manifest and every blob come from the tier, checked.
 #[test]
 fn a_second_box_needs_no_upstream_call() {
-    let fleet = Fleet::new();
+    second_box(Kind::Garage);
+}
+
+#[test]
+fn a_second_box_needs_no_upstream_call_on_a_store_that_honours_conditions() {
+    second_box(Kind::Moto);
+}
+
+fn second_box(kind: Kind) {
+    let fleet = Fleet::on(kind);
     let first = fleet.start_box("first", 0);
     get(
         &first,
@@ -169,6 +217,11 @@ fn a_second_box_needs_no_upstream_call() {
     let tier = settled(&first);
     assert_eq!(tier["uploads"], SMALL + LARGE, "{tier}");
     assert_eq!(tier["state"], "on", "{tier}");
+    let conditional = tier["conditional_create"].as_str().unwrap();
+    match kind {
+        Kind::Garage => assert!(conditional.starts_with("ignored"), "{tier}"),
+        Kind::Moto => assert_eq!(conditional, "honoured", "{tier}"),
+    }
     let before = fleet.upstream();
     assert_eq!(before.0, (SMALL + LARGE) as u64);
 
@@ -191,13 +244,13 @@ fn a_second_box_needs_no_upstream_call() {
     );
 
     // The bucket holds the documented layout.
-    let blobs = fleet.garage.keys("fleet/blobs-v1/");
+    let blobs = fleet.store.bucket(0).keys("fleet/blobs-v1/");
     assert_eq!(blobs.len(), SMALL + LARGE, "{blobs:?}");
     assert!(blobs.iter().all(|k| {
         let parts: Vec<&str> = k.split('/').collect();
         parts.len() == 4 && parts[3].len() == 64 && parts[3].starts_with(parts[2])
     }));
-    let versions = fleet.garage.keys("fleet/meta-v1/");
+    let versions = fleet.store.bucket(0).keys("fleet/meta-v1/");
     assert_eq!(versions.len(), 2, "by number and by digest: {versions:?}");
     assert!(
         versions
@@ -205,7 +258,7 @@ fn a_second_box_needs_no_upstream_call() {
             .any(|k| k.ends_with("/acme/vision/bike/v0.json"))
     );
     assert!(
-        fleet.garage.keys("fleet/leases-v1/").is_empty(),
+        fleet.store.bucket(0).keys("fleet/leases-v1/").is_empty(),
         "leases are let go"
     );
 }
@@ -215,7 +268,16 @@ fn a_second_box_needs_no_upstream_call() {
 /// back.
 #[test]
 fn wrong_bytes_in_the_tier_are_refused_and_replaced() {
-    let fleet = Fleet::new();
+    wrong_bytes(Kind::Garage);
+}
+
+#[test]
+fn wrong_bytes_in_a_store_that_honours_conditions_are_replaced_too() {
+    wrong_bytes(Kind::Moto);
+}
+
+fn wrong_bytes(kind: Kind) {
+    let fleet = Fleet::on(kind);
     let first = fleet.start_box("first", 0);
     get(
         &first,
@@ -229,15 +291,19 @@ fn wrong_bytes_in_the_tier_are_refused_and_replaced() {
     let key = format!("fleet/blobs-v1/{}/{digest}", &digest[..2]);
     let mut wrong = right.clone();
     wrong[LARGE_SIZE / 2] ^= 1;
-    assert_eq!(fleet.garage.s3("PUT", &key, Some(wrong)).0, 200);
+    assert_eq!(
+        fleet.store.bucket(0).request("PUT", &key, Some(wrong)).0,
+        200
+    );
     let small = fleet.src().join("images/3.bin");
     let small_right = std::fs::read(&small).unwrap();
     let small_digest = blake3::hash(&small_right).to_hex().to_string();
     let small_key = format!("fleet/blobs-v1/{}/{small_digest}", &small_digest[..2]);
     assert_eq!(
         fleet
-            .garage
-            .s3("PUT", &small_key, Some(b"short".to_vec()))
+            .store
+            .bucket(0)
+            .request("PUT", &small_key, Some(b"short".to_vec()))
             .0,
         200
     );
@@ -257,8 +323,15 @@ fn wrong_bytes_in_the_tier_are_refused_and_replaced() {
     let tier = settled(&second);
     assert_eq!(tier["bad"], 2, "{tier}");
     assert_eq!(tier["hits"], SMALL + LARGE - 2, "{tier}");
-    assert_eq!(fleet.garage.s3("GET", &key, None).1, right, "replaced");
-    assert_eq!(fleet.garage.s3("GET", &small_key, None).1, small_right);
+    assert_eq!(
+        fleet.store.bucket(0).request("GET", &key, None).1,
+        right,
+        "replaced"
+    );
+    assert_eq!(
+        fleet.store.bucket(0).request("GET", &small_key, None).1,
+        small_right
+    );
 }
 
 /// A tier that refuses the credential, or is not there at all: gets succeed from the
@@ -267,7 +340,7 @@ fn wrong_bytes_in_the_tier_are_refused_and_replaced() {
 fn a_tier_down_or_refusing_never_fails_a_get() {
     let fleet = Fleet::new();
     let dir = fleet.tmp.path().join("refused");
-    let endpoint = fleet.garage.endpoint(0);
+    let endpoint = fleet.store.bucket(0).endpoint;
     let refused = DaemonProcess::start_env(
         &dir.join("hoard.sock"),
         &dir.join("cache"),
@@ -279,7 +352,7 @@ fn a_tier_down_or_refusing_never_fails_a_get() {
             &endpoint,
         ],
         &[
-            ("AWS_ACCESS_KEY_ID", &fleet.garage.key_id),
+            ("AWS_ACCESS_KEY_ID", &fleet.store.bucket(0).key_id),
             ("AWS_SECRET_ACCESS_KEY", "not-the-secret"),
             ("AWS_REGION", hoard_tests::garage::REGION),
         ],
@@ -298,7 +371,7 @@ fn a_tier_down_or_refusing_never_fails_a_get() {
         format!("http://{}", listener.local_addr().unwrap())
     };
     let dir = fleet.tmp.path().join("gone");
-    let env = fleet.garage.env();
+    let env = fleet.store.bucket(0).env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let down = DaemonProcess::start_env(
         &dir.join("hoard.sock"),
@@ -332,7 +405,16 @@ fn a_tier_down_or_refusing_never_fails_a_get() {
 /// artifact's unique bytes.
 #[test]
 fn eight_boxes_starting_together_download_it_about_once() {
-    let fleet = Fleet::new();
+    eight_boxes(Kind::Garage);
+}
+
+#[test]
+fn eight_boxes_on_a_store_that_honours_conditions_download_it_about_once() {
+    eight_boxes(Kind::Moto);
+}
+
+fn eight_boxes(kind: Kind) {
+    let fleet = Fleet::on(kind);
     let boxes: Vec<DaemonProcess> = (0..8)
         .map(|i| fleet.start_box(&format!("box{i}"), i % 3))
         .collect();
@@ -394,7 +476,7 @@ fn a_node_killed_in_the_middle_of_gets_fails_none() {
             move || get(a, "acme/vision/bike:v0", &tmp.join("out1"))
         });
         let two = scope.spawn(move || get(b, "acme/vision/bike:v0", &tmp.join("out2")));
-        fleet.garage.kill(2);
+        fleet.store.garage().kill(2);
         one.join().unwrap();
         two.join().unwrap();
     });
