@@ -1,5 +1,5 @@
 //! A hand in an object store's bucket, for the fleet tier's tests: S3 requests signed as
-//! any S3 client signs them (with `hoard-cloud`'s SigV4, which its own tests check against
+//! any S3 client signs them (with `hoard-cloud`'s `SigV4`, which its own tests check against
 //! botocore), and the stores the tests run on: [`crate::garage::Garage`], and
 //! [`Moto`], moto's S3 server (which, unlike Garage 2.5, honours `If-None-Match: *`).
 
