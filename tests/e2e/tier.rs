@@ -437,12 +437,6 @@ fn eight_boxes(kind: Kind) {
         "the upstream served {served} bytes for {unique} unique ones ({ratio:.2}×): {statuses:#?}"
     );
     let sum = |field: &str| -> u64 { statuses.iter().map(|t| t[field].as_u64().unwrap()).sum() };
-    eprintln!(
-        "8 boxes: upstream {served} B for {unique} unique ({ratio:.3}×); leases won {}, waited {}; tier hits {}",
-        sum("leases_won"),
-        sum("leases_waited"),
-        sum("hits")
-    );
     assert_eq!(
         sum("leases_won"),
         LARGE as u64,
