@@ -528,3 +528,72 @@ fn a_publish_fills_the_tier() {
     same_tree(&mine, &dest);
     assert_eq!(fleet.registry.blob_gets(), gets, "every blob from the tier");
 }
+
+/// W&B as the upstream: the second box gets `v0` (its manifest, and each file through its
+/// MD5's binding in the tier) with no call to W&B at all.
+#[test]
+fn a_second_box_of_a_wandb_fleet_needs_no_wandb_call() {
+    const KEY: &str = "0123456789abcdef0123456789abcdef01234567";
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = hoard_tests::fake_wandb::FakeWandb::start(KEY);
+    let files: Vec<(String, Vec<u8>)> = (0..5)
+        .map(|i| (format!("images/{i}.png"), bytes_of(i, 3000 + i)))
+        .chain([("weights.bin".to_owned(), bytes_of(99, 2 << 20))])
+        .collect();
+    let borrowed: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, d)| (p.as_str(), d.as_slice()))
+        .collect();
+    fake.add_version("acme/vision/pets", &borrowed, &["latest"]);
+    let garage = Garage::start(&tmp.path().join("garage"));
+    let start = |name: &str| {
+        let dir = tmp.path().join(name);
+        let bucket = garage.bucket(0);
+        let mut env = bucket.env();
+        env.push(("WANDB_API_KEY", KEY.to_owned()));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        DaemonProcess::start_env(
+            &dir.join("hoard.sock"),
+            &dir.join("cache"),
+            &format!("wandb+{}", fake.url),
+            &[
+                "--tier",
+                "s3://tier/fleet",
+                "--tier-endpoint-url",
+                &bucket.endpoint,
+            ],
+            &env,
+        )
+    };
+    let first = start("first");
+    get(&first, "acme/vision/pets:v0", &tmp.path().join("out1"));
+    let tier = settled(&first);
+    assert_eq!(tier["uploads"], files.len(), "{tier}");
+    let (ops, downloads) = (fake.all_ops(), fake.downloads());
+    assert_eq!(downloads, files.len() as u64);
+
+    let second = start("second");
+    let out = tmp.path().join("out2");
+    get(&second, "acme/vision/pets:v0", &out);
+    for (path, data) in &files {
+        assert_eq!(&std::fs::read(out.join(path)).unwrap(), data, "{path}");
+    }
+    assert_eq!(fake.all_ops(), ops, "no W&B call");
+    assert_eq!(fake.downloads(), downloads, "no W&B download");
+    let tier = tier_status(&second);
+    assert_eq!(tier["hits"], files.len(), "{tier}");
+    assert_eq!(
+        tier["metadata_hits"],
+        files.len() + 1,
+        "the version and each file's binding: {tier}"
+    );
+    // Bindings are kept per project: another project's members do not get them.
+    let bindings = garage.bucket(0).keys("fleet/meta-v1/");
+    assert!(
+        bindings
+            .iter()
+            .filter(|k| k.contains("/foreign/"))
+            .all(|k| k.contains("/foreign/acme/vision/md5/")),
+        "{bindings:?}"
+    );
+}

@@ -33,6 +33,9 @@ use crate::version::{Selection, select_entries};
 /// A fetched file: its entry, its blob, the bytes downloaded.
 type Fetched = Got<(ForeignDigest, Digest)>;
 
+/// Where the files a request fetches come from, asked of the upstream once.
+type Sources = tokio::sync::OnceCell<Vec<Arc<dyn hoard_upstream::FileSource>>>;
+
 impl Daemon {
     /// Binds the entries of `version` that `selection` selects to blobs, fetching those
     /// never seen or evicted; returns the bound manifest and (blobs, bytes) fetched.
@@ -54,7 +57,7 @@ impl Daemon {
         let (mut bound, need) = self.lookup(&selected, &project, shared).await?;
         let mut fetched = (0, 0);
         if !need.is_empty() {
-            let hoard_upstream::Upstream::Foreign(foreign) = self.upstream() else {
+            let hoard_upstream::Upstream::Foreign(foreign) = self.upstream().clone() else {
                 return Err(ApiError::internal(
                     "a foreign version without a foreign upstream",
                 ));
@@ -64,7 +67,7 @@ impl Daemon {
                 version.entity, version.project, version.name, version.version
             );
             let (digests, bytes) = self
-                .fetch_foreign(foreign.as_ref(), version, &selected, &need, &what, events)
+                .fetch_foreign(foreign, version, &selected, &need, &what, events)
                 .await?;
             fetched = bytes;
             let proven: Vec<Digest> = digests.values().copied().collect();
@@ -157,11 +160,14 @@ impl Daemon {
         Ok((bound, need))
     }
 
-    /// Fetches the entries `need` (indexes into `selected`), reporting progress.
+    /// Fetches the entries `need` (indexes into `selected`), reporting progress. With a
+    /// fleet tier, each is asked of the tier first, and the upstream is asked for the
+    /// files' sources only once one is missing there: a box whose files are all in the
+    /// tier makes no call to the upstream.
     async fn fetch_foreign(
         self: &Arc<Self>,
-        foreign: &dyn ForeignCatalog,
-        version: &ForeignVersion,
+        foreign: Arc<dyn ForeignCatalog>,
+        version: &Arc<ForeignVersion>,
         selected: &[(RelPath, ForeignEntry)],
         need: &[usize],
         what: &str,
@@ -180,31 +186,62 @@ impl Daemon {
             })
             .collect();
         let _room = self.keeper.reserve(claims, what, Some(events)).await?;
-        let paths: Vec<RelPath> = need.iter().map(|&i| selected[i].0.clone()).collect();
+        let paths: Arc<Vec<RelPath>> =
+            Arc::new(need.iter().map(|&i| selected[i].0.clone()).collect());
         let project: Arc<str> = format!("{}/{}", version.entity, version.project).into();
-        let sources = self
-            .resolver
-            .note_upstream(foreign.sources(version, &paths).await)?;
+        let tiered = self.fetcher.tier_usable();
+        let sources: Arc<Sources> = Arc::default();
+        if !tiered {
+            let found = self
+                .resolver
+                .note_upstream(foreign.sources(version, &paths).await)?;
+            let _ = sources.set(found);
+        }
         // Boxed futures, collected first: a closure in `StreamExt::map` here trips the
         // compiler's `Send` check of the request task (a higher-ranked lifetime error).
         let receiving = crate::fetch::Receiving::default();
         let work: Vec<hoard_upstream::BoxFuture<'static, Result<Fetched, ApiError>>> = need
             .iter()
             .map(|&index| selected[index].1.clone())
-            .zip(sources)
-            .map(|(entry, source)| {
-                let (fetcher, project) = (self.fetcher.clone(), project.clone());
+            .enumerate()
+            .map(|(n, entry)| {
+                let (daemon, project) = (self.clone(), project.clone());
+                let (foreign, version) = (foreign.clone(), version.clone());
+                let (paths, sources) = (paths.clone(), sources.clone());
                 let receiving = receiving.clone();
                 Box::pin(async move {
-                    let (key, downloaded) = fetcher
-                        .ensure_foreign(
+                    let fetcher = &daemon.fetcher;
+                    let ensure = |source| {
+                        fetcher.ensure_foreign(
                             entry.digest.clone(),
-                            project,
+                            project.clone(),
                             entry.size,
                             source,
                             Some(&receiving),
                         )
-                        .await?;
+                    };
+                    let from_tier = if tiered {
+                        match ensure(None).await {
+                            Ok(got) => Some(got),
+                            Err(e) if e.kind == crate::fetch::TIER_MISS => None,
+                            Err(e) => return Err(e),
+                        }
+                    } else {
+                        None
+                    };
+                    let (key, downloaded) = if let Some(got) = from_tier {
+                        got
+                    } else {
+                        let sources = sources
+                            .get_or_try_init(|| async {
+                                daemon
+                                    .resolver
+                                    .note_upstream(foreign.sources(&version, &paths).await)
+                                    .map_err(ApiError::from)
+                            })
+                            .await?;
+                        ensure(Some(sources[n].clone())).await?
+                    };
                     Ok(Got {
                         size: entry.size,
                         downloaded,

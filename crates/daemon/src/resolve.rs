@@ -145,11 +145,14 @@ impl Resolver {
             && let Some(label) = foreign.fixed(&reference.selector)
         {
             // A commit: one version for good, asked of the upstream only the first time.
-            let (store, key, label) = (self.store.clone(), name.clone(), label.to_owned());
+            let (store, key, wanted) = (self.store.clone(), name.clone(), label.to_owned());
             let cached =
-                blocking(move || Ok(store.foreign_version_by_label(&key, &label)?)).await?;
+                blocking(move || Ok(store.foreign_version_by_label(&key, &wanted)?)).await?;
             if let Some(version) = cached {
                 return Ok(Found::foreign(version));
+            }
+            if let Some(version) = self.tier_foreign(&name, label).await {
+                return self.remember_foreign(version).await;
             }
             let asked = self.ask(&name, &reference.selector).await?;
             return Ok(self.note_upstream(asked)?);
@@ -253,8 +256,16 @@ impl Resolver {
                         return Ok(Ok(Found::foreign(version)));
                     }
                 }
+                if let Selector::Version(n) = selector
+                    && let Some(version) = self.tier_foreign(name, &format!("v{n}")).await
+                {
+                    return Ok(Ok(self.remember_foreign(version).await?));
+                }
                 match foreign.resolve_foreign(name, selector).await {
-                    Ok(version) => Ok(Ok(self.remember_foreign(version).await?)),
+                    Ok(version) => {
+                        self.share_foreign(&version);
+                        Ok(Ok(self.remember_foreign(version).await?))
+                    }
                     Err(e) => Ok(Err(e)),
                 }
             }
@@ -320,6 +331,39 @@ impl Resolver {
                 tracing::warn!(version = %format!("{name}:{selector}"), %reason, "the tier's copy of a version is unusable; asking the upstream");
                 None
             }
+        }
+    }
+
+    /// A foreign version by the label that names it for good (`vN`, a Hub commit) from
+    /// the fleet tier, if it has one that parses and is the one asked for.
+    async fn tier_foreign(&self, name: &ArtifactName, label: &str) -> Option<ForeignVersion> {
+        let tier = self.tier.as_ref().filter(|t| t.usable())?;
+        let body = tier.foreign_version(name, label).await?;
+        match serde_json::from_slice::<ForeignVersion>(&body) {
+            Ok(v) if v.artifact().is_ok_and(|a| a == *name) && v.version == label => Some(v),
+            Ok(v) => {
+                tracing::warn!(version = %format!("{name}:{label}"), found = %format!("{}/{}/{}:{}", v.entity, v.project, v.name, v.version), "the tier's copy of a version is another one; asking the upstream");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(version = %format!("{name}:{label}"), error = %e, "the tier's copy of a version does not parse; asking the upstream");
+                None
+            }
+        }
+    }
+
+    /// Stores a foreign version the upstream gave in the tier, by its label, without its
+    /// aliases.
+    fn share_foreign(&self, version: &ForeignVersion) {
+        let (Some(tier), Ok(name)) = (&self.tier, version.artifact()) else {
+            return;
+        };
+        let stored = ForeignVersion {
+            aliases: Vec::new(),
+            ..version.clone()
+        };
+        if let Ok(body) = serde_json::to_vec(&stored) {
+            tier.put_foreign_version(&name, &version.version, body.into());
         }
     }
 

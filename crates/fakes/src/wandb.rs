@@ -293,6 +293,11 @@ impl FakeWandb {
         self.state().ops.get(name).copied().unwrap_or(0)
     }
 
+    /// Every operation asked, of any name.
+    pub fn all_ops(&self) -> u64 {
+        self.state().ops.values().sum()
+    }
+
     /// File downloads served (200/206), by path of the artifact.
     pub fn downloads(&self) -> u64 {
         self.state().downloads.values().sum()

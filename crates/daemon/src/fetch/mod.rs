@@ -30,6 +30,8 @@
 
 mod tier;
 
+pub(crate) use tier::TIER_MISS;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -406,7 +408,9 @@ impl Fetcher {
                             .fetched_bytes
                             .fetch_add(bytes, Ordering::Relaxed);
                     }
-                    if let Err(e) = &result {
+                    if let Err(e) = &result
+                        && e.kind != tier::TIER_MISS
+                    {
                         this.counters.failed.fetch_add(1, Ordering::Relaxed);
                         *this
                             .counters
@@ -567,28 +571,34 @@ impl Fetcher {
     }
 
     /// Makes sure the file the upstream calls `digest` (of `size` bytes) is cached,
-    /// fetching it whole from `source`, checked against `digest` while it is hashed with
-    /// blake3; the blob is mapped to `digest` when it is committed. Returns the blob and
-    /// the bytes downloaded. Concurrent calls for one digest within `project` share one
-    /// fetch.
+    /// fetching it whole from the tier (when it knows the file within `project`) or from
+    /// `source`, checked against `digest` while it is hashed with blake3; the blob is
+    /// mapped to `digest` when it is committed. Returns the blob and the bytes downloaded.
+    /// Concurrent calls for one digest within `project` share one fetch. Without a
+    /// `source`, only the tier is asked: an error of kind [`tier::TIER_MISS`] says it
+    /// lacked the file.
     pub(crate) async fn ensure_foreign(
         self: &Arc<Self>,
         digest: ForeignDigest,
         project: Arc<str>,
         size: u64,
-        source: Arc<dyn FileSource>,
+        source: Option<Arc<dyn FileSource>>,
         receiving: Option<&Receiving>,
     ) -> Result<(BlobKey, Option<u64>), ApiError> {
         let this = self.clone();
         let key = ForeignKey {
             digest: digest.clone(),
-            project,
+            project: project.clone(),
         };
         let receiving = receiving.cloned();
         let start = move || {
             let (this, digest, source) = (this.clone(), digest.clone(), source.clone());
+            let project = project.clone();
             let tally = receiving.as_ref().map(|r| Arc::new(r.tally()));
-            async move { this.fetch_foreign(&digest, size, source, tally).await }
+            async move {
+                this.fetch_foreign(&digest, &project, size, source, tally)
+                    .await
+            }
         };
         self.coalesced(|f| &f.inflight_foreign, key, |(_, bytes)| *bytes, start)
             .await
@@ -600,8 +610,9 @@ impl Fetcher {
     async fn fetch_foreign(
         &self,
         digest: &ForeignDigest,
+        project: &Arc<str>,
         size: u64,
-        source: Arc<dyn FileSource>,
+        source: Option<Arc<dyn FileSource>>,
         tally: Option<Arc<Tally>>,
     ) -> Result<(BlobKey, Option<u64>), ApiError> {
         let _permit = self
@@ -610,7 +621,10 @@ impl Fetcher {
             .await
             .map_err(|_| ApiError::internal("the fetch engine is shutting down"))?;
         self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
-        if let Some(staged) = self.foreign_from_tier(digest, size, tally.clone()).await {
+        let from_tier = self
+            .foreign_from_tier(digest, project, size, tally.clone())
+            .await;
+        if let Some(staged) = from_tier {
             self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
             let key = staged.ingested.key;
             self.pending
@@ -619,6 +633,10 @@ impl Fetcher {
                 .push(staged.with_foreign(digest.clone()));
             return Ok((key, Some(size)));
         }
+        let Some(source) = source else {
+            self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return Err(tier::tier_miss(digest));
+        };
         let mut attempt = 1;
         let result = loop {
             let store = self.store.clone();
@@ -667,7 +685,12 @@ impl Fetcher {
         self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
         let staged = result?.with_foreign(digest.clone());
         let key = staged.ingested.key;
-        self.keep_offer(key, size, Some(digest.clone()), tier::Plan::default());
+        self.keep_offer(
+            key,
+            size,
+            Some((digest.clone(), project.clone())),
+            tier::Plan::default(),
+        );
         self.pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -17,6 +17,19 @@ use hoard_types::ForeignDigest;
 use hoard_upstream::{BlobSource, Claim, ForeignCheck};
 
 use super::{Fetcher, SMALL_BLOB, Tally, count};
+use crate::error::ApiError;
+
+/// The kind of error that says the tier lacks a file asked of it alone (see
+/// [`Fetcher::ensure_foreign`]): the caller then asks the upstream.
+pub(crate) const TIER_MISS: &str = "tier-miss";
+
+pub(super) fn tier_miss(digest: &ForeignDigest) -> ApiError {
+    ApiError::new(
+        http::StatusCode::NOT_FOUND,
+        TIER_MISS,
+        format!("the fleet tier does not have {digest}"),
+    )
+}
 
 /// What the tier did for a blob.
 pub(super) enum Via {
@@ -39,7 +52,8 @@ pub(super) struct Plan {
 pub(super) struct Offer {
     key: BlobKey,
     size: u64,
-    foreign: Option<ForeignDigest>,
+    /// A foreign file's digest, and the project it was downloaded within.
+    foreign: Option<(ForeignDigest, Arc<str>)>,
     plan: Plan,
 }
 
@@ -81,17 +95,20 @@ impl Fetcher {
     }
 
     /// A file known by a foreign digest, from the tier when it knows which blob the file
-    /// is: the bytes are checked against the blob's blake3 as they stream and against the
+    /// is within `project` (a box downloaded it there from the upstream: what proves, as
+    /// on one box, that the project's members may have the bytes; see `foreign.rs`). The
+    /// bytes are checked against the blob's blake3 as they stream and against the
     /// foreign digest at their end (a binding could name another blob). `None`: fetch it
     /// from the upstream.
     pub(super) async fn foreign_from_tier(
         &self,
         digest: &ForeignDigest,
+        project: &str,
         size: u64,
         tally: Option<Arc<Tally>>,
     ) -> Option<Staged> {
         let tier = self.tier.clone().filter(|t| t.usable())?;
-        let (blob, bound_size) = tier.binding(digest).await?;
+        let (blob, bound_size) = tier.binding(project, digest).await?;
         if bound_size != size {
             tracing::warn!(%digest, "the tier binds the file to a blob of another size; ignored");
             return None;
@@ -138,7 +155,7 @@ impl Fetcher {
         &self,
         key: BlobKey,
         size: u64,
-        foreign: Option<ForeignDigest>,
+        foreign: Option<(ForeignDigest, Arc<str>)>,
         plan: Plan,
     ) -> bool {
         if self.tier.is_none() {
@@ -155,6 +172,11 @@ impl Fetcher {
                 plan,
             });
         leased
+    }
+
+    /// Whether a tier is configured (and worth asking now).
+    pub(crate) fn tier_usable(&self) -> bool {
+        self.tier.as_ref().is_some_and(|t| t.usable())
     }
 
     /// Offers the blobs of a publish (durable once ingested) to the tier: another box may
@@ -204,8 +226,8 @@ impl Fetcher {
                 self.let_go(offer.plan);
                 continue;
             }
-            if let Some(foreign) = &offer.foreign {
-                tier.put_binding(foreign, offer.key.digest, offer.size);
+            if let Some((foreign, project)) = &offer.foreign {
+                tier.put_binding(project, foreign, offer.key.digest, offer.size);
             }
             tier.offer(
                 offer.key.digest,

@@ -6,8 +6,11 @@
 //! PREFIX/meta-v1/<upstream>/versions/<entity>/<project>/<name>/v<N>.json
 //! PREFIX/meta-v1/<upstream>/versions/<entity>/<project>/<name>/@<digest>.json
 //!                                                  a native version (its manifest), aliases left out
-//! PREFIX/meta-v1/<upstream>/foreign/<algo>/<hex>.json
-//!                                                  a foreign digest's blob: {"digest", "size"}
+//! PREFIX/meta-v1/<upstream>/foreign/<entity>/<project>/<algo>/<hex>.json
+//!                                                  a foreign digest's blob, as downloaded
+//!                                                  within that project: {"digest", "size"}
+//! PREFIX/meta-v1/<upstream>/foreign-versions/<entity>/<project>/<name>/<label>.json
+//!                                                  a foreign version (W&B `vN`, a Hub commit)
 //! PREFIX/leases-v1/<blake3>/<unix ms>-<box>        a box's claim to download a blob
 //! PREFIX/probe-v1/<box>                            written at start, to learn what the store honours
 //! ```
@@ -61,18 +64,33 @@ impl Layout {
         ))
     }
 
-    /// Which blob a foreign digest's file is; `None` for an ETag (not computed from the
-    /// bytes, so never checked: not shared).
-    pub(crate) fn binding(&self, digest: &ForeignDigest) -> Option<String> {
+    /// Which blob a foreign digest's file downloaded within `project` (`entity/project`)
+    /// is; `None` for an ETag (not computed from the bytes, so never checked: not shared)
+    /// or a project that is not two plain names.
+    pub(crate) fn binding(&self, project: &str, digest: &ForeignDigest) -> Option<String> {
         let text = digest.to_string();
         let (algo, hex) = text.split_once(':')?;
-        if matches!(digest, ForeignDigest::Etag(_)) {
+        if matches!(digest, ForeignDigest::Etag(_)) || !plain_project(project) {
             return None;
         }
         Some(format!(
-            "{}meta-v1/{}/foreign/{algo}/{hex}.json",
+            "{}meta-v1/{}/foreign/{project}/{algo}/{hex}.json",
             self.prefix, self.upstream
         ))
+    }
+
+    /// A foreign version by its label (`vN`, a Hub commit), which names it for good.
+    pub(crate) fn foreign_version(&self, name: &ArtifactName, label: &str) -> Option<String> {
+        let plain = !label.is_empty()
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_');
+        plain.then(|| {
+            format!(
+                "{}meta-v1/{}/foreign-versions/{}/{}/{}/{label}.json",
+                self.prefix, self.upstream, name.entity, name.project, name.name
+            )
+        })
     }
 
     /// Where the leases of a blob are listed.
@@ -99,6 +117,13 @@ impl Layout {
         }
         Some((at.parse().ok()?, by))
     }
+}
+
+/// `entity/project`, both checked as an artifact name's parts are.
+fn plain_project(project: &str) -> bool {
+    project
+        .split_once('/')
+        .is_some_and(|(entity, project)| ArtifactName::new(entity, project, "x").is_ok())
 }
 
 /// A box id: 1–64 of `[a-z0-9]`.
@@ -134,10 +159,23 @@ mod tests {
         );
         let md5: ForeignDigest = "md5:5d41402abc4b2a76b9719d911017c592".parse().unwrap();
         assert_eq!(
-            layout.binding(&md5).unwrap(),
-            format!("fleet/meta-v1/{upstream}/foreign/md5/5d41402abc4b2a76b9719d911017c592.json")
+            layout.binding("acme/vision", &md5).unwrap(),
+            format!(
+                "fleet/meta-v1/{upstream}/foreign/acme/vision/md5/5d41402abc4b2a76b9719d911017c592.json"
+            )
         );
-        assert_eq!(layout.binding(&ForeignDigest::Etag("x".into())), None);
+        assert_eq!(
+            layout.binding("acme/vision", &ForeignDigest::Etag("x".into())),
+            None
+        );
+        for bad in ["acme", "acme/../x", "a/b/c", "/vision"] {
+            assert_eq!(layout.binding(bad, &md5), None, "{bad}");
+        }
+        assert_eq!(
+            layout.foreign_version(&name, "0123abcd").unwrap(),
+            format!("fleet/meta-v1/{upstream}/foreign-versions/acme/vision/bike/0123abcd.json")
+        );
+        assert_eq!(layout.foreign_version(&name, "../x"), None);
         assert_eq!(
             Layout::new("", "u").blob(&digest).split('/').next(),
             Some("blobs-v1")

@@ -403,15 +403,31 @@ impl Tier {
         self.put_meta(keys, body);
     }
 
-    /// The blob a foreign digest's file is, as `(digest, size)`, for the caller to check
-    /// by the bytes; `None` when unknown.
-    pub async fn binding(&self, foreign: &ForeignDigest) -> Option<(Digest, u64)> {
+    /// A foreign version's stored form by the label that names it for good (W&B's `vN`,
+    /// a Hub commit), for the caller to validate; `None` when the tier has none.
+    pub async fn foreign_version(&self, name: &ArtifactName, label: &str) -> Option<Bytes> {
+        let key = self.layout.foreign_version(name, label)?;
+        self.meta(&key).await
+    }
+
+    /// Stores a foreign version (aliases left out by the caller) by its label, in the
+    /// background.
+    pub fn put_foreign_version(self: &Arc<Self>, name: &ArtifactName, label: &str, body: Bytes) {
+        if let Some(key) = self.layout.foreign_version(name, label) {
+            self.put_meta(vec![key], body);
+        }
+    }
+
+    /// The blob a foreign digest's file is within `project` (`entity/project`: a box
+    /// downloaded it there), as `(digest, size)`, for the caller to check by the bytes;
+    /// `None` when unknown.
+    pub async fn binding(&self, project: &str, foreign: &ForeignDigest) -> Option<(Digest, u64)> {
         #[derive(serde::Deserialize)]
         struct Binding {
             digest: Digest,
             size: u64,
         }
-        let key = self.layout.binding(foreign)?;
+        let key = self.layout.binding(project, foreign)?;
         let body = self.meta(&key).await?;
         match serde_json::from_slice::<Binding>(&body) {
             Ok(b) => Some((b.digest, b.size)),
@@ -422,9 +438,16 @@ impl Tier {
         }
     }
 
-    /// Stores which blob a foreign digest's file is, in the background.
-    pub fn put_binding(self: &Arc<Self>, foreign: &ForeignDigest, digest: Digest, size: u64) {
-        let Some(key) = self.layout.binding(foreign) else {
+    /// Stores which blob a foreign digest's file downloaded within `project` is, in the
+    /// background.
+    pub fn put_binding(
+        self: &Arc<Self>,
+        project: &str,
+        foreign: &ForeignDigest,
+        digest: Digest,
+        size: u64,
+    ) {
+        let Some(key) = self.layout.binding(project, foreign) else {
             return;
         };
         let body = serde_json::json!({ "digest": digest, "size": size }).to_string();
