@@ -3,6 +3,9 @@
 //! (its `Content-Length` cut too), a body that breaks off before its `Content-Length`, or
 //! one that pauses halfway (a slow link).
 //!
+//! [`FaultyProxy::forward`] is the same as a forward proxy (what `HTTP_PROXY` names): it
+//! relays each request to the host its absolute URL names, and counts them.
+//!
 //! It speaks just enough HTTP/1.1 for hoard's clients: one request per connection (it asks
 //! the upstream with `Connection: close` and answers the same way), request bodies by
 //! `Content-Length`. Faults apply to answers whose path starts with the chosen prefix and
@@ -46,10 +49,21 @@ pub struct FaultyProxy {
 impl FaultyProxy {
     /// Proxies to `upstream` (`http://host:port`).
     pub fn start(upstream: &str) -> Self {
-        let target = upstream
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_owned();
+        Self::serve(
+            upstream
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_owned(),
+        )
+    }
+
+    /// A forward proxy: each request goes where its absolute URL says (`http://` only),
+    /// and [`Self::asked`] sees that URL.
+    pub fn forward() -> Self {
+        Self::serve(String::new())
+    }
+
+    fn serve(target: String) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let url = format!("http://{}", listener.local_addr().expect("an address"));
         let state = Arc::new(Mutex::new(State::default()));
@@ -179,6 +193,15 @@ fn relay(mut client: TcpStream, target: &str, state: &Mutex<State>) -> std::io::
         .nth(1)
         .unwrap_or_default()
         .to_owned();
+    // A forward proxy's request names its target: relay it in origin form.
+    let (head, target) = match path.strip_prefix("http://") {
+        Some(rest) if target.is_empty() => {
+            let (host, origin) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let origin = if origin.is_empty() { "/" } else { origin };
+            (head.replacen(&path, origin, 1), host.to_owned())
+        }
+        _ => (head, target.to_owned()),
+    };
     let (fault, delay) = {
         let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
         state.asked.push(path.clone());
@@ -200,7 +223,7 @@ fn relay(mut client: TcpStream, target: &str, state: &Mutex<State>) -> std::io::
     if let Some(delay) = delay {
         std::thread::sleep(delay);
     }
-    let mut upstream = TcpStream::connect(target)?;
+    let mut upstream = TcpStream::connect(&target)?;
     upstream.write_all(rewrite(&head, None).as_bytes())?;
     upstream.write_all(&body)?;
     let (answer, mut rest) = read_head(&mut upstream)?;

@@ -597,3 +597,52 @@ fn a_second_box_of_a_wandb_fleet_needs_no_wandb_call() {
         "{bindings:?}"
     );
 }
+
+/// `HTTP_PROXY` is honoured for the upstream and the tier alike (so a Dragonfly dfdaemon
+/// can sit in front of both), and `NO_PROXY` takes a host out of it.
+#[test]
+fn the_upstream_and_the_tier_go_through_the_configured_proxy() {
+    let fleet = Fleet::new();
+    let proxy = hoard_tests::proxy::FaultyProxy::forward();
+    let bucket = fleet.store.bucket(0);
+    let start = |name: &str, endpoint: &str, no_proxy: &str| {
+        let dir = fleet.tmp.path().join(name);
+        let mut env = bucket.env();
+        env.push(("HTTP_PROXY", proxy.url.clone()));
+        env.push(("NO_PROXY", no_proxy.to_owned()));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        DaemonProcess::start_env(
+            &dir.join("hoard.sock"),
+            &dir.join("cache"),
+            &fleet.registry.url,
+            &["--tier", "s3://tier/fleet", "--tier-endpoint-url", endpoint],
+            &env,
+        )
+    };
+    let first = start("first", &bucket.endpoint, "");
+    get(
+        &first,
+        "acme/vision/bike:v0",
+        &fleet.tmp.path().join("out1"),
+    );
+    settled(&first);
+    let through_registry = proxy.asked(&format!("{}/", fleet.registry.url));
+    let through_tier = proxy.asked(&format!("{}/tier/", bucket.endpoint));
+    assert!(through_registry > SMALL + LARGE, "{through_registry}");
+    assert!(through_tier > SMALL + LARGE, "{through_tier}");
+
+    // The tier's host in `NO_PROXY` (named `localhost` here, the registry `127.0.0.1`):
+    // the second box reads the tier directly.
+    let by_name = bucket.endpoint.replace("127.0.0.1", "localhost");
+    let second = start("second", &by_name, "localhost");
+    let out = fleet.tmp.path().join("out2");
+    get(&second, "acme/vision/bike:v0", &out);
+    same_tree(&fleet.src(), &out);
+    assert_eq!(tier_status(&second)["hits"], SMALL + LARGE);
+    assert_eq!(
+        proxy.asked(&format!("{}/tier/", bucket.endpoint))
+            + proxy.asked(&format!("{by_name}/tier/")),
+        through_tier,
+        "nothing of the tier through the proxy"
+    );
+}
