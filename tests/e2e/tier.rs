@@ -646,3 +646,74 @@ fn the_upstream_and_the_tier_go_through_the_configured_proxy() {
         "nothing of the tier through the proxy"
     );
 }
+
+/// Garbage in the bucket: a version object that does not parse, one that is another
+/// version, leases that do not parse or come from the future. None of it is trusted, and
+/// none of it holds a get up.
+#[test]
+fn garbage_in_the_bucket_is_not_trusted_and_blocks_nothing() {
+    let fleet = Fleet::on(Kind::Moto);
+    let bucket = fleet.store.bucket(0);
+    let upstream = &blake3::hash(fleet.registry.url.as_bytes()).to_hex()[..16];
+    let versions = format!("fleet/meta-v1/{upstream}/versions/acme/vision/bike");
+    assert_eq!(
+        bucket
+            .request(
+                "PUT",
+                &format!("{versions}/v0.json"),
+                Some(b"{not json".to_vec())
+            )
+            .0,
+        200
+    );
+    for i in 0..LARGE {
+        let data = std::fs::read(fleet.src().join(format!("shard{i}.bin"))).unwrap();
+        let hex = blake3::hash(&data).to_hex().to_string();
+        for lease in ["9999999999999-zz", "garbage", "0000000000001-../x"] {
+            let key = format!("fleet/leases-v1/{hex}/{lease}");
+            assert_eq!(bucket.request("PUT", &key, Some(Vec::new())).0, 200);
+        }
+    }
+    let first = fleet.start_box("first", 0);
+    let started = std::time::Instant::now();
+    let out = fleet.tmp.path().join("out1");
+    get(&first, "acme/vision/bike:v0", &out);
+    same_tree(&fleet.src(), &out);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "no wait on leases that do not count"
+    );
+    let tier = settled(&first);
+    assert_eq!(tier["leases_waited"], 0, "{tier}");
+    assert_eq!(tier["leases_won"], LARGE, "{tier}");
+    assert_eq!(
+        fleet
+            .registry
+            .metric("hoard_registry_requests_total{route=\"version_get\",status=\"200\"}"),
+        1,
+        "the garbage version was not used: the upstream was asked"
+    );
+    // Under `v0`, a version of another artifact, empty: the next box asks the upstream.
+    let other = serde_json::json!({
+        "entity": "acme", "project": "vision", "name": "car", "version": "v0",
+        "digest": "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262",
+        "manifest": {"version": 1, "entries": {}}
+    });
+    let key = format!("{versions}/v0.json");
+    assert_eq!(
+        bucket
+            .request("PUT", &key, Some(other.to_string().into_bytes()))
+            .0,
+        200
+    );
+    let second = fleet.start_box("second", 0);
+    let out = fleet.tmp.path().join("out2");
+    get(&second, "acme/vision/bike:v0", &out);
+    same_tree(&fleet.src(), &out);
+    assert_eq!(
+        fleet
+            .registry
+            .metric("hoard_registry_requests_total{route=\"version_get\",status=\"200\"}"),
+        2
+    );
+}
