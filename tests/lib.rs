@@ -2,10 +2,9 @@
 
 use std::path::PathBuf;
 
+pub use hoard_fakes::{garage, s3};
 pub use hoard_fakes::{hub as fake_hub, server as fake_server, wandb as fake_wandb};
-pub mod garage;
 pub mod proxy;
-pub mod s3;
 pub mod users;
 
 /// The path of a workspace binary built by `cargo build --workspace` in the same profile

@@ -1,6 +1,8 @@
 //! A request's fetches driven to the end: a window of blobs in flight, progress events
-//! every [`PROGRESS_EVERY`] while bytes arrive, and what was fetched committed every
-//! [`COMMIT_EVERY`] blobs and at the end (also when a fetch fails, for the next attempt).
+//! every [`PROGRESS_EVERY`] while bytes arrive, and what was fetched committed every few
+//! thousand blobs (a few hundred with a fleet tier: [`Fetcher::commit_every`]) and at the
+//! end (also when a fetch fails, for the next attempt). Each staged blob waits for its
+//! commit holding its in-flight entry and its staged record.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,10 +17,6 @@ use crate::fetch::{Fetcher, Receiving};
 
 /// Blobs one request keeps in flight (fetching or waiting for their commit).
 pub(crate) const FETCH_WINDOW: usize = 1024;
-
-/// Blobs a request fetches between two commits of what it staged: each waits for its
-/// commit holding its in-flight entry and its staged record.
-const COMMIT_EVERY: u64 = 4096;
 
 /// How often a long call reports progress at most.
 pub(crate) const PROGRESS_EVERY: Duration = Duration::from_millis(100);
@@ -92,7 +90,7 @@ pub(crate) async fn drive<T>(
         kept.push(got.kept);
         // What is staged waits for a commit with its in-flight entry (a few hundred bytes
         // each): a large version commits as it goes, not only at its end.
-        if done % COMMIT_EVERY == 0 && done < missing_blobs {
+        if done % fetcher.commit_every() == 0 && done < missing_blobs {
             fetcher.commit_now().await?;
         }
         if done == missing_blobs {

@@ -398,15 +398,27 @@ impl Daemon {
         // hold up its own fetches.
         let window = FETCH_WINDOW.max(self.options.fetch_concurrency);
         let receiving = crate::fetch::Receiving::default();
+        // The upstream's blobs this request fetches, claimed as one batch by the fleet.
+        let upstream_blobs: Vec<(hoard_store::BlobKey, u64)> = work
+            .iter()
+            .filter(|(key, _, _)| !references.contains_key(key))
+            .map(|(key, size, _)| (*key, *size))
+            .collect();
+        let batch = self
+            .fetcher
+            .claim_batch(&upstream_blobs)
+            .await
+            .map(Arc::new);
         let work = futures_util::stream::iter(work)
             .map(|(key, size, prove)| {
                 let (fetcher, receiving) = (self.fetcher.clone(), receiving.clone());
+                let batch = batch.clone();
                 let reference = references.get(&key).cloned();
                 let policy = self.references.clone();
                 async move {
                     let Some((path, uri)) = reference else {
                         let downloaded = fetcher
-                            .ensure_from(key, size, None, Some(&receiving))
+                            .ensure_from(key, size, None, Some(&receiving), batch.as_ref())
                             .await?;
                         return Ok(Got {
                             size,
@@ -419,7 +431,7 @@ impl Daemon {
                         Some(fetcher.prove(key, size, source).await)
                     } else {
                         fetcher
-                            .ensure_from(key, size, Some(source), Some(&receiving))
+                            .ensure_from(key, size, Some(source), Some(&receiving), None)
                             .await
                             .transpose()
                     }
@@ -433,7 +445,7 @@ impl Daemon {
                 }
             })
             .buffer_unordered(window);
-        let (kept, (fetched_blobs, fetched_bytes)) = crate::drive::drive(
+        let driven = crate::drive::drive(
             &self.fetcher,
             &self.keeper,
             work,
@@ -441,7 +453,9 @@ impl Daemon {
             &receiving,
             events,
         )
-        .await?;
+        .await;
+        crate::fetch::Fetcher::end_batch(batch.as_deref());
+        let (kept, (fetched_blobs, fetched_bytes)) = driven?;
         let proven: Vec<(String, hoard_types::Digest)> = kept.into_iter().flatten().collect();
         if !proven.is_empty() {
             let store = self.store.clone();
@@ -576,7 +590,11 @@ impl Daemon {
                         crate::references::source(&self.references, caller, path, uri)
                     })
                     .transpose()?;
-                if let Some(bytes) = self.fetcher.ensure_from(key, size, source, None).await? {
+                if let Some(bytes) = self
+                    .fetcher
+                    .ensure_from(key, size, source, None, None)
+                    .await?
+                {
                     retried.blobs += 1;
                     retried.bytes += bytes;
                 }

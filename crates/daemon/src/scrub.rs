@@ -112,7 +112,9 @@ impl Scrub {
                 self.bad.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(key = %bad.key, why = bad.why, "scrub: a blob rotted; fetching it again");
                 let repaired = handle.block_on(async {
-                    fetcher.ensure_from(bad.key, bad.size, None, None).await?;
+                    fetcher
+                        .ensure_from(bad.key, bad.size, None, None, None)
+                        .await?;
                     fetcher.commit_now().await
                 });
                 match repaired {

@@ -42,7 +42,7 @@ pub use error::Error;
 use hoard_layout::DirRoot;
 pub use registry::{ClientOptions, RegistryClient};
 pub use retry::RetryPolicy;
-pub use tier::{Claim, Tier, TierConfig};
+pub use tier::{Batch, Claim, Tier, TierConfig, Upload};
 pub use upstream::{
     BlobSource, Catalog, FileSource, ForeignCatalog, ForeignListed, Publisher, Upstream,
 };

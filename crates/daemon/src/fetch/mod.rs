@@ -30,7 +30,7 @@
 
 mod tier;
 
-pub(crate) use tier::TIER_MISS;
+pub(crate) use tier::{RequestBatch, TIER_MISS};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -223,6 +223,14 @@ impl std::fmt::Display for ForeignKey {
     }
 }
 
+/// Where a blob fetch goes first.
+enum Route {
+    /// Straight to its source (a reference entry's URI).
+    Direct,
+    /// The tier, then the upstream; with the request's batch, if it claimed one.
+    Tiered(Option<Arc<RequestBatch>>),
+}
+
 /// Attempts at a blob or file whose bytes did not match the digest they should have (a
 /// body too short or too long included); broken connections resume within an attempt.
 const ATTEMPTS: u32 = 3;
@@ -286,6 +294,7 @@ impl Fetcher {
         size: u64,
         source: Option<Arc<dyn BlobSource>>,
         receiving: Option<&Receiving>,
+        batch: Option<&Arc<RequestBatch>>,
     ) -> Result<Option<u64>, ApiError> {
         // Only the upstream's blobs go through the tier: a reference entry's bytes are
         // fetched from where the entry says, for whom the reference policy allows.
@@ -301,14 +310,20 @@ impl Fetcher {
         };
         let this = self.clone();
         let receiving = receiving.cloned();
+        let batch = batch.cloned();
         self.coalesced(
             |f| &f.inflight,
             key,
             Option::clone,
             move || {
-                let (this, source) = (this.clone(), source.clone());
+                let (this, source, batch) = (this.clone(), source.clone(), batch.clone());
                 let tally = receiving.as_ref().map(Receiving::tally);
-                async move { this.fetch(key, size, source, tally, tiered).await }
+                let route = if tiered {
+                    Route::Tiered(batch)
+                } else {
+                    Route::Direct
+                };
+                async move { this.fetch(key, size, source, tally, route).await }
             },
         )
         .await
@@ -449,7 +464,7 @@ impl Fetcher {
         size: u64,
         upstream: Arc<dyn BlobSource>,
         tally: Option<Tally>,
-        tiered: bool,
+        route: Route,
     ) -> Result<Option<u64>, ApiError> {
         let tally = tally.map(Arc::new);
         let _permit = self
@@ -458,8 +473,11 @@ impl Fetcher {
             .await
             .map_err(|_| ApiError::internal("the fetch engine is shutting down"))?;
         self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
-        let plan = if tiered {
-            match self.ask_tier(key, size, tally.clone()).await {
+        let plan = if let Route::Tiered(batch) = route {
+            match self
+                .ask_tier(key, size, tally.clone(), batch.as_deref())
+                .await
+            {
                 tier::Via::Tier(staged) => {
                     self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
                     return Ok(self.stage(staged));

@@ -14,7 +14,7 @@ use std::sync::{Arc, PoisonError};
 
 use hoard_store::{BlobKey, Staged};
 use hoard_types::ForeignDigest;
-use hoard_upstream::{BlobSource, Claim, ForeignCheck};
+use hoard_upstream::{Batch, BlobSource, Claim, ForeignCheck, Tier, Upload};
 
 use super::{Fetcher, SMALL_BLOB, Tally, count};
 use crate::error::ApiError;
@@ -39,11 +39,27 @@ pub(super) enum Via {
     Upstream(Plan),
 }
 
+/// Requests with fewer small blobs than this to fetch claim none as a batch: a lease costs
+/// a few requests to the tier and a tenth of a second.
+const BATCH_MIN: usize = 16;
+
+/// A request's small blobs, claimed as one batch across the fleet (see
+/// [`Tier::claim_batch`]).
+pub(crate) struct RequestBatch {
+    tier: Arc<Tier>,
+    /// Another box's lease on the batch, which this request's fetches wait on.
+    theirs: Option<hoard_upstream::tier::Theirs>,
+    /// This box's lease, let go when the request ends ([`Fetcher::end_batch`]).
+    mine: std::sync::Mutex<Option<Batch>>,
+}
+
 /// How a blob fetched from the upstream is offered to the tier.
 #[derive(Default)]
 pub(super) struct Plan {
     /// The tier's copy was wrong: the upload writes over it.
     replace: bool,
+    /// The tier lacked the blob: the upload need not ask first.
+    missed: bool,
     /// This box's lease on the blob, let go once it is uploaded.
     claim: Option<Claim>,
 }
@@ -59,13 +75,20 @@ pub(super) struct Offer {
 
 impl Fetcher {
     /// Asks the tier for the blob; see the module docs.
-    pub(super) async fn ask_tier(&self, key: BlobKey, size: u64, tally: Option<Arc<Tally>>) -> Via {
+    pub(super) async fn ask_tier(
+        &self,
+        key: BlobKey,
+        size: u64,
+        tally: Option<Arc<Tally>>,
+        batch: Option<&RequestBatch>,
+    ) -> Via {
         let Some(tier) = self.tier.clone().filter(|t| t.usable()) else {
             return Via::Upstream(Plan::default());
         };
         let source: Arc<dyn BlobSource> = tier.clone();
         let mut plan = Plan::default();
         let mut claimed = false;
+        let mut wait = std::time::Duration::from_millis(20);
         loop {
             match self.attempt(key, size, source.clone(), tally.clone()).await {
                 Ok(staged) => {
@@ -79,7 +102,18 @@ impl Fetcher {
                         claim @ Claim::Download(_) => plan.claim = Some(claim),
                     }
                 }
-                Err(e) if e.kind == "not-found" => {}
+                Err(e) if e.kind == "not-found" && size <= SMALL_BLOB => {
+                    // Another box fetching this request's batch uploads the blob soon.
+                    if let Some(theirs) = batch.and_then(|b| b.theirs.as_ref())
+                        && tier.still_theirs(theirs).await
+                    {
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(std::time::Duration::from_millis(500));
+                        continue;
+                    }
+                    plan.missed = true;
+                }
+                Err(e) if e.kind == "not-found" => plan.missed = true,
                 Err(e) if e.kind == "upstream-invalid" => {
                     tier.refused_bytes(&key.digest);
                     plan.replace = true;
@@ -174,6 +208,61 @@ impl Fetcher {
         leased
     }
 
+    /// Claims a request's small blobs to fetch (`missing`: blob and size) as one batch
+    /// across the fleet; `None` without a tier, or for a few blobs.
+    pub(crate) async fn claim_batch(&self, missing: &[(BlobKey, u64)]) -> Option<RequestBatch> {
+        let tier = self.tier.clone().filter(|t| t.usable())?;
+        let mut small: Vec<&BlobKey> = missing
+            .iter()
+            .filter(|(_, size)| *size <= SMALL_BLOB)
+            .map(|(key, _)| key)
+            .collect();
+        if small.len() < BATCH_MIN {
+            return None;
+        }
+        small.sort_unstable_by_key(|k| k.digest);
+        small.dedup_by_key(|k| k.digest);
+        let mut id = blake3::Hasher::new();
+        for key in &small {
+            id.update(key.digest.as_bytes());
+        }
+        let bytes = missing
+            .iter()
+            .filter(|(_, size)| *size <= SMALL_BLOB)
+            .map(|(_, size)| size)
+            .sum();
+        let (theirs, mine) = match tier.claim_batch(&id.finalize().into(), bytes).await {
+            Batch::Theirs(theirs) => (Some(theirs), None),
+            mine => (None, Some(mine)),
+        };
+        Some(RequestBatch {
+            tier,
+            theirs,
+            mine: std::sync::Mutex::new(mine),
+        })
+    }
+
+    /// Ends a request's batch: this box's lease goes once its uploads have.
+    pub(crate) fn end_batch(batch: Option<&RequestBatch>) {
+        let Some(batch) = batch else {
+            return;
+        };
+        let mine = batch
+            .mine
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(mine) = mine {
+            batch.tier.release_batch(mine);
+        }
+    }
+
+    /// Blobs a request fetches between two commits: with a tier, what is committed is
+    /// uploaded, and other boxes may wait for it.
+    pub(crate) fn commit_every(&self) -> u64 {
+        if self.tier.is_some() { 512 } else { 4096 }
+    }
+
     /// Whether a tier is configured (and worth asking now).
     pub(crate) fn tier_usable(&self) -> bool {
         self.tier.as_ref().is_some_and(|t| t.usable())
@@ -194,7 +283,7 @@ impl Fetcher {
                 entry.digest,
                 entry.size,
                 self.store.blob_path(&key),
-                false,
+                Upload::IfMissing,
                 None,
             );
         }
@@ -229,11 +318,18 @@ impl Fetcher {
             if let Some((foreign, project)) = &offer.foreign {
                 tier.put_binding(project, foreign, offer.key.digest, offer.size);
             }
+            let how = if offer.plan.replace {
+                Upload::Replace
+            } else if offer.plan.missed {
+                Upload::Missing
+            } else {
+                Upload::IfMissing
+            };
             tier.offer(
                 offer.key.digest,
                 offer.size,
                 self.store.blob_path(&offer.key),
-                offer.plan.replace,
+                how,
                 offer.plan.claim,
             );
         }

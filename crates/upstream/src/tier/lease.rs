@@ -12,11 +12,18 @@
 //! needs `If-None-Match` (Garage 2.5 ignores it), only a listing that shows a PUT that
 //! has been answered, which S3, `MinIO`, Ceph RGW and Garage all give.
 //!
+//! A request's small blobs (up to 1 MiB each, where a lease per blob would cost more than
+//! the blob) are claimed as one batch ([`Tier::claim_batch`]): the boxes that miss the
+//! same blobs elect one to fetch them, and the others read each from the tier once it
+//! lands, while the winner's lease lives.
+//!
 //! Correctness never rests on it: two boxes that both think they won (clocks far apart,
 //! a listing that lags) download the same bytes twice, which content addressing makes
 //! harmless. Leases from the future (beyond [`SKEW`]) and keys that do not parse are
 //! ignored.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -28,7 +35,8 @@ use super::s3::Body;
 /// How far ahead of this box's clock a lease may be and still count.
 const SKEW: u64 = 60_000;
 
-/// How long a lease on a blob of `size` bytes lives: 30 s, and 1 s per 8 MiB.
+/// How long a lease on `size` bytes (a blob, or a batch of them) lives: 30 s, and 1 s
+/// per 8 MiB.
 fn ttl(size: u64) -> u64 {
     30_000 + size / (8 << 10 << 10) * 1_000
 }
@@ -61,7 +69,86 @@ impl Claim {
     }
 }
 
+/// The outcome of one election among the leases of an id.
+enum Election {
+    Won,
+    /// Another box's lease came first: its time and box.
+    Lost(u64, String),
+    /// The tier failed: act alone.
+    Failed,
+}
+
+/// A request's batch of small blobs, as the fleet decided it: see [`Tier::claim_batch`].
+pub enum Batch {
+    /// This box fetches the batch (its lease is let go with [`Tier::release_batch`]).
+    Mine(Held),
+    /// Another box fetches it: wait for its blobs in the tier while it is at work.
+    Theirs(Theirs),
+    /// No coordination (the tier failed): fetch alone.
+    Alone,
+}
+
+/// Another box's batch lease, watched.
+pub struct Theirs {
+    id: Digest,
+    size: u64,
+    winner: (u64, String),
+    /// When the lease was last seen live, and whether it still was.
+    seen: std::sync::Mutex<(tokio::time::Instant, bool)>,
+}
+
 impl Tier {
+    /// Writes this box's lease on `id` (a blob, or a batch) and elects, among the live
+    /// leases of `id`, the one that came first; a win is confirmed by a second listing.
+    /// The lease written is returned whatever the outcome (with `Failed`, none was).
+    async fn elect(&self, id: &Digest, size: u64) -> (Election, Option<Held>, u64) {
+        let at = now_ms();
+        let key = self.layout.lease(id, at, &self.box_id);
+        let put = self.bucket.put(&key, Body::Bytes(Bytes::new()), false);
+        let started = tokio::time::Instant::now();
+        if self.call(put).await.is_err() {
+            return (Election::Failed, None, at);
+        }
+        // A box whose lease is older than this one's may still be writing it: a win is
+        // confirmed by a second listing once such a write would have landed.
+        let settle = (started.elapsed() * 4).max(Duration::from_millis(100));
+        let held = Some(Held { key });
+        let mut confirmed = false;
+        loop {
+            let Some(winner) = self.first_lease(id, size).await else {
+                return (Election::Failed, held, at);
+            };
+            match winner.filter(|w| (w.0, w.1.as_str()) < (at, self.box_id.as_str())) {
+                Some((when, by)) => return (Election::Lost(when, by), held, at),
+                // A listing that does not show this box's own lease yet is no reason to
+                // wait.
+                None if confirmed => return (Election::Won, held, at),
+                None => {
+                    confirmed = true;
+                    tokio::time::sleep(settle).await;
+                }
+            }
+        }
+    }
+
+    /// The live lease of `id` that came first, `Some(None)` when there is none, `None`
+    /// when the tier cannot be listed.
+    async fn first_lease(&self, id: &Digest, size: u64) -> Option<Option<(u64, String)>> {
+        let leases = self
+            .call(self.bucket.list(&self.layout.leases(id)))
+            .await
+            .ok()?;
+        let now = now_ms();
+        Some(
+            leases
+                .iter()
+                .filter_map(|l| self.layout.parse_lease(id, &l.key))
+                .filter(|(at, _)| *at <= now + SKEW && at + ttl(size) > now)
+                .map(|(at, by)| (at, by.to_owned()))
+                .min(),
+        )
+    }
+
     /// Decides who downloads the blob `digest` of `size` bytes (see the module docs);
     /// waits while another box does, at most its lease's life. A tier that fails says
     /// [`Claim::Download`]: the upstream is always there.
@@ -69,74 +156,132 @@ impl Tier {
         if !self.usable() {
             return Claim::Download(None);
         }
-        let at = now_ms();
-        let key = self.layout.lease(digest, at, &self.box_id);
-        let put = self.bucket.put(&key, Body::Bytes(Bytes::new()), false);
-        let started = tokio::time::Instant::now();
-        if self.call(put).await.is_err() {
-            return Claim::Download(None);
-        }
-        // A box whose lease is older than this one's may still be writing it: a win is
-        // confirmed by a second listing once such a write would have landed.
-        let settle = (started.elapsed() * 4).max(Duration::from_millis(100));
-        let held = Held { key };
         let mut wait = Duration::from_millis(50);
         let mut waited = false;
-        let mut confirmed = false;
         loop {
-            let Ok(leases) = self
-                .call(self.bucket.list(&self.layout.leases(digest)))
-                .await
-            else {
-                return Claim::Download(Some(held));
-            };
-            let now = now_ms();
-            let winner = leases
-                .iter()
-                .filter_map(|l| self.layout.parse_lease(digest, &l.key))
-                .filter(|(at, _)| *at <= now + SKEW && at + ttl(size) > now)
-                .min();
-            let mine = (at, self.box_id.as_str());
-            // A listing that does not show this box's own lease yet is no reason to wait.
-            let Some(winner) = winner.filter(|w| *w < mine) else {
-                if !confirmed {
-                    confirmed = true;
-                    tokio::time::sleep(settle).await;
-                    continue;
+            let (winner, held, _) = self.elect(digest, size).await;
+            let (at, by) = match winner {
+                Election::Won => {
+                    // The blob may have landed since this box missed it (its downloader
+                    // uploaded it and let its lease go meanwhile).
+                    if let Ok(true) = self.has_blob(digest).await {
+                        if let Some(held) = held {
+                            self.release(held).await;
+                        }
+                        return Claim::InTier;
+                    }
+                    if waited {
+                        tracing::info!(%digest, "the box downloading a blob went away; this one takes over");
+                    }
+                    self.counters.leases_won.fetch_add(1, Ordering::Relaxed);
+                    return Claim::Download(held);
                 }
-                if waited {
-                    tracing::info!(%digest, "the box downloading a blob went away; this one takes over");
-                }
-                self.counters
-                    .leases_won
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return Claim::Download(Some(held));
+                Election::Failed => return Claim::Download(held),
+                Election::Lost(at, by) => (at, by),
             };
+            // This box's lease goes: it would only keep the next box waiting longer.
+            if let Some(held) = held {
+                self.release(held).await;
+            }
             if !waited {
                 waited = true;
-                self.counters
-                    .leases_waited
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::debug!(%digest, holder = winner.1, "another box is downloading the blob; waiting for it in the tier");
+                self.counters.leases_waited.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%digest, holder = by, "another box is downloading the blob; waiting for it in the tier");
             }
-            let deadline = winner.0 + ttl(size);
-            while now_ms() < deadline {
+            let deadline = at + ttl(size);
+            loop {
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(2));
                 match self.has_blob(digest).await {
-                    Ok(true) => {
-                        self.release(held).await;
-                        return Claim::InTier;
-                    }
+                    Ok(true) => return Claim::InTier,
                     Ok(false) => {}
-                    Err(_) => return Claim::Download(Some(held)),
+                    Err(_) => return Claim::Download(None),
                 }
-                // The winner's lease gone without the blob: it failed; elect again.
-                if wait >= Duration::from_secs(1) {
+                // The winner gone without the blob (it failed, or its lease ran out):
+                // elect again.
+                let live = self.first_lease(digest, size).await;
+                if now_ms() >= deadline
+                    || !matches!(live, Some(Some((a, ref b))) if a == at && *b == by)
+                {
                     break;
                 }
             }
         }
+    }
+
+    /// Decides who fetches a request's batch of small blobs: `id` names the batch (blake3
+    /// of its blobs' digests, so that boxes missing the same blobs meet on it), `size` is
+    /// its bytes. Leasing each small blob would cost more requests than the blob; one
+    /// lease for all of them lets the other boxes read each blob from the tier as the
+    /// winner uploads it.
+    pub async fn claim_batch(&self, id: &Digest, size: u64) -> Batch {
+        if !self.usable() {
+            return Batch::Alone;
+        }
+        match self.elect(id, size).await {
+            (Election::Won, Some(held), _) => {
+                self.counters.leases_won.fetch_add(1, Ordering::Relaxed);
+                Batch::Mine(held)
+            }
+            (Election::Lost(at, by), held, _) => {
+                if let Some(held) = held {
+                    self.release(held).await;
+                }
+                self.counters.leases_waited.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(batch = %id, holder = by, "another box is fetching these blobs; reading them from the tier as they land");
+                Batch::Theirs(Theirs {
+                    id: *id,
+                    size,
+                    winner: (at, by),
+                    seen: std::sync::Mutex::new((tokio::time::Instant::now(), true)),
+                })
+            }
+            (_, held, _) => {
+                if let Some(held) = held {
+                    self.release(held).await;
+                }
+                Batch::Alone
+            }
+        }
+    }
+
+    /// Whether the box fetching `theirs` is still at it (its lease live), asked of the
+    /// tier at most once a second.
+    pub async fn still_theirs(&self, theirs: &Theirs) -> bool {
+        let (when, live) = *theirs
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !live || when.elapsed() < Duration::from_secs(1) {
+            return live;
+        }
+        let first = self.first_lease(&theirs.id, theirs.size).await;
+        let live = matches!(first, Some(Some(ref w)) if *w == theirs.winner);
+        *theirs
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            (tokio::time::Instant::now(), live);
+        live
+    }
+
+    /// Lets go of this box's batch lease once the uploads offered so far have ended (the
+    /// boxes reading the batch from the tier stop waiting when it goes), at most a
+    /// minute later.
+    pub fn release_batch(self: &Arc<Self>, batch: Batch) {
+        let Batch::Mine(held) = batch else {
+            return;
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            let until = tokio::time::Instant::now() + Duration::from_secs(60);
+            while this.counters.queued.load(Ordering::Relaxed) > 0
+                && tokio::time::Instant::now() < until
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            this.release(held).await;
+        });
     }
 
     /// Lets go of a lease (a failed download, or the blob uploaded).

@@ -34,18 +34,19 @@ use tokio::sync::mpsc;
 
 use crate::blob::{ChunkSource, check_range};
 use crate::{BlobSource, BlobStream, BoxFuture, Error};
-pub use lease::Claim;
+pub use lease::{Batch, Claim, Theirs};
 
 /// Blobs at least this large are uploaded in parts of [`PART`] bytes.
 const MULTIPART: u64 = 64 << 20;
 const PART: u64 = 16 << 20;
 
-/// Offers waiting for upload at most; more are dropped (and counted): the next box that
-/// misses such a blob downloads it from the upstream and offers it again.
-const QUEUE: usize = 10_000;
+/// Offers waiting for upload at most (about 100 bytes each); more are dropped (and
+/// counted): the next box that misses such a blob downloads it from the upstream and
+/// offers it again. A 20,000-file version fits.
+const QUEUE: usize = 32_768;
 
-/// Uploads running at once.
-const UPLOADS: usize = 4;
+/// Uploads running at once: most are small blobs, whose time is the store's latency.
+const UPLOADS: usize = 16;
 
 /// Metadata objects are read up to this size (a 20,000-file manifest is about 4 MiB).
 const MAX_META: usize = 64 << 20;
@@ -126,13 +127,23 @@ struct Counters {
     leases_waited: AtomicU64,
 }
 
+/// What an upload of an offered blob does about the tier's copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Upload {
+    /// The tier may have it already: asked first (a HEAD), uploaded only if not.
+    IfMissing,
+    /// The tier lacked it a moment ago: uploaded (conditionally) without asking.
+    Missing,
+    /// The tier's copy was wrong: written over.
+    Replace,
+}
+
 /// A blob this box holds, offered to the tier.
 struct Offer {
     digest: Digest,
     size: u64,
     path: PathBuf,
-    /// The tier's copy was wrong: write over it.
-    replace: bool,
+    how: Upload,
     /// This box's lease on the blob, let go once uploaded.
     lease: Option<lease::Held>,
 }
@@ -301,13 +312,13 @@ impl Tier {
     }
 
     /// Offers a blob this box holds durably (at `path`) for upload, in the background; a
-    /// full queue drops it. `replace`: the tier's copy was wrong.
+    /// full queue drops it. `lease`: this box's claim on the blob, let go once uploaded.
     pub fn offer(
         &self,
         digest: Digest,
         size: u64,
         path: PathBuf,
-        replace: bool,
+        how: Upload,
         lease: Option<Claim>,
     ) {
         let lease = lease.and_then(Claim::into_held);
@@ -315,7 +326,7 @@ impl Tier {
             digest,
             size,
             path,
-            replace,
+            how,
             lease,
         };
         match self.uploads.try_send(offer) {
@@ -331,10 +342,10 @@ impl Tier {
     /// Uploads one blob (unless the tier has it and it need not be replaced).
     async fn upload(&self, offer: &Offer) -> Result<(), Error> {
         let key = self.layout.blob(&offer.digest);
-        if !offer.replace && self.call(self.bucket.head(&key)).await?.is_some() {
+        if offer.how == Upload::IfMissing && self.call(self.bucket.head(&key)).await?.is_some() {
             return Ok(());
         }
-        let conditional = !offer.replace;
+        let conditional = offer.how != Upload::Replace;
         if offer.size < MULTIPART {
             let body = s3::Body::File {
                 path: &offer.path,
