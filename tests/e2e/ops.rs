@@ -61,6 +61,15 @@ fn config_check_accepts_the_documented_file_and_names_what_is_wrong() {
         ("upstream = \"ftp://x\"", "`upstream`"),
         (&format!("socket = \"/{}\"", "s".repeat(120)), "at most 107"),
         ("cache_dirs = \"/x\"", "unknown field `cache_dirs`"),
+        ("[tier]\nurl = \"https://bucket\"", "s3://BUCKET/PREFIX"),
+        (
+            "[tier]\nurl = \"s3://fleet\"\nendpoint_url = \"garage:3900\"",
+            "`endpoint_url`",
+        ),
+        (
+            "[tier]\nurl = \"s3://fleet\"\nregoin = \"x\"",
+            "unknown field `regoin`",
+        ),
     ] {
         let file = tmp.path().join("hoard.toml");
         std::fs::write(&file, text).unwrap();

@@ -27,7 +27,7 @@ pub(crate) fn hoard() -> Result<PathBuf> {
     Ok(path)
 }
 
-pub(crate) struct Killed(Child);
+pub(crate) struct Killed(pub(crate) Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -36,7 +36,7 @@ impl Drop for Killed {
     }
 }
 
-fn wait_for_socket(socket: &Path) -> Result<()> {
+pub(crate) fn wait_for_socket(socket: &Path) -> Result<()> {
     for _ in 0..2000 {
         if std::os::unix::net::UnixStream::connect(socket).is_ok() {
             return Ok(());
@@ -193,7 +193,7 @@ pub(crate) fn start_daemon(hoard: &Path, work: &Path, url: &str) -> Result<(Kill
 
 /// `tree` imported into a registry in `work` as `acme/bench/NAME`, served on loopback:
 /// the server, its URL and the version's blob digests.
-fn serve(work: &Path, name: &str, tree: &Tree) -> Result<(Killed, String, Vec<Digest>)> {
+pub(crate) fn serve(work: &Path, name: &str, tree: &Tree) -> Result<(Killed, String, Vec<Digest>)> {
     let hoard = hoard()?;
     let root = DirRoot::create(work.join(format!("{name}-registry")))?;
     let artifact = ArtifactName::new("acme", "bench", name)?;

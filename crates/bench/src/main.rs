@@ -6,6 +6,10 @@
 //! `hoard get` next to `curl --parallel` fetching the same blob URLs, a warm `hoard get`
 //! next to `cp -al`, and the daemon's peak RSS.
 //!
+//! `fleet` runs 1, 4 and 8 daemons with caches of their own cold-starting one artifact
+//! together through a fleet tier on a three-node Garage cluster: the upstream's bytes ÷
+//! the artifact's unique bytes, and the boxes' cold times.
+//!
 //! Run it in release mode: `cargo run --release -p hoard-bench -- materialize` (or `fetch`,
 //! after `cargo build --release -p hoard-cli`).
 
@@ -24,6 +28,7 @@ use hoard_types::{Entry, Manifest, PathPrefix, RelPath};
 use rayon::prelude::*;
 
 mod fetch;
+mod fleet;
 mod hf;
 
 #[derive(Parser)]
@@ -71,6 +76,24 @@ enum Commands {
         /// (0: skip that measurement).
         #[arg(long, default_value_t = 2048)]
         beside_mib: usize,
+        #[arg(long, env = "HOARD_BENCH_DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Fleets of 1, 4, 8 boxes cold-starting one artifact together through a fleet tier
+    /// on Garage: upstream bytes ÷ unique bytes, cold times, and a later box from the tier.
+    Fleet {
+        #[arg(long, default_value_t = 20_000)]
+        files: usize,
+        #[arg(long, default_value_t = 4)]
+        large: usize,
+        #[arg(long, default_value_t = 256)]
+        large_mib: usize,
+        /// Fleet sizes, run one after the other.
+        #[arg(long, value_delimiter = ',', default_value = "1,4,8")]
+        boxes: Vec<usize>,
+        /// The Garage binary [default: `$HOARD_GARAGE`; `scripts/garage` builds one].
+        #[arg(long, env = "HOARD_GARAGE")]
+        garage: PathBuf,
         #[arg(long, env = "HOARD_BENCH_DIR")]
         dir: Option<PathBuf>,
     },
@@ -122,6 +145,25 @@ fn main() -> Result<()> {
                 fetch::beside_a_writer(work.path(), &few, runs, beside_mib)?;
             }
             Ok(())
+        }
+        Commands::Fleet {
+            files,
+            large,
+            large_mib,
+            boxes,
+            garage,
+            dir,
+        } => {
+            let work = work_dir(dir)?;
+            println!("hoard-bench fleet in {}", work.path().display());
+            let both = tree(work.path(), "fleet", large + files, |i| {
+                if i < large {
+                    large_mib << 20
+                } else {
+                    1024 + (mix(i as u64) % (63 * 1024)) as usize
+                }
+            })?;
+            fleet::compare(work.path(), &both, &boxes, garage)
         }
         Commands::Hf {
             files,

@@ -112,6 +112,24 @@ pub(crate) struct TierSection {
     pub(crate) path_style: Option<bool>,
 }
 
+impl TierSection {
+    /// The tier these settings name, with a flag's `url` or `endpoint_url` over theirs.
+    pub(crate) fn to_config(
+        &self,
+        url: Option<&str>,
+        endpoint_url: Option<&str>,
+    ) -> hoard_upstream::TierConfig {
+        hoard_upstream::TierConfig {
+            url: url.unwrap_or(&self.url).to_owned(),
+            endpoint_url: endpoint_url
+                .map(str::to_owned)
+                .or_else(|| self.endpoint_url.clone()),
+            region: self.region.clone(),
+            path_style: self.path_style,
+        }
+    }
+}
+
 /// `[upstreams.NAME]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -333,6 +351,11 @@ pub(crate) fn check(file: Option<&Path>) -> anyhow::Result<()> {
     }
     if let Some(addr) = &config.metrics_listen {
         crate::values::metrics_addr(addr).context("Invalid config: `metrics_listen`")?;
+    }
+    if let Some(tier) = &config.tier {
+        tier.to_config(None, None)
+            .check()
+            .context("Invalid config: `[tier]`")?;
     }
     match &config.source {
         Some(path) => crate::process::out(&format!("`{}` is valid", path.display())),

@@ -330,25 +330,18 @@ fn tier_config(
     args: &DaemonArgs,
     config: &crate::config::Config,
 ) -> anyhow::Result<Option<hoard_upstream::TierConfig>> {
-    let section = config.tier.as_ref();
-    let url = match args.tier.as_deref() {
-        Some("off") => return Ok(None),
-        Some(url) => url.to_owned(),
-        None => match section {
-            Some(section) => section.url.clone(),
-            None => return Ok(None),
+    let endpoint = args.tier_endpoint_url.as_deref();
+    let tier = match (args.tier.as_deref(), &config.tier) {
+        (Some("off"), _) | (None, None) => return Ok(None),
+        (url, Some(section)) => section.to_config(url, endpoint),
+        (Some(url), None) => hoard_upstream::TierConfig {
+            url: url.to_owned(),
+            endpoint_url: endpoint.map(str::to_owned),
+            region: None,
+            path_style: None,
         },
     };
-    let tier = hoard_upstream::TierConfig {
-        url,
-        endpoint_url: args
-            .tier_endpoint_url
-            .clone()
-            .or_else(|| section.and_then(|s| s.endpoint_url.clone())),
-        region: section.and_then(|s| s.region.clone()),
-        path_style: section.and_then(|s| s.path_style),
-    };
-    tier.bucket_and_prefix().context("`tier`")?;
+    tier.check().context("Invalid `--tier` or `[tier]`")?;
     Ok(Some(tier))
 }
 

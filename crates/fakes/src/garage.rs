@@ -45,7 +45,11 @@ impl Garage {
     /// Starts three nodes under `dir`, joins them into one layout (a zone each), and
     /// makes the bucket `tier` and a key that may read and write it.
     pub fn start(dir: &Path) -> Self {
-        let binary = binary();
+        Self::start_binary(binary(), dir)
+    }
+
+    /// [`Self::start`] with the Garage binary `binary`.
+    pub fn start_binary(binary: PathBuf, dir: &Path) -> Self {
         let secret = format!("{:064x}", u128::from(std::process::id()) << 64 | 0x5eed);
         let mut nodes = Vec::new();
         for i in 0..3 {

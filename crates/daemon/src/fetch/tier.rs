@@ -226,12 +226,7 @@ impl Fetcher {
         for key in &small {
             id.update(key.digest.as_bytes());
         }
-        let bytes = missing
-            .iter()
-            .filter(|(_, size)| *size <= SMALL_BLOB)
-            .map(|(_, size)| size)
-            .sum();
-        let (theirs, mine) = match tier.claim_batch(&id.finalize().into(), bytes).await {
+        let (theirs, mine) = match tier.claim_batch(&id.finalize().into()).await {
             Batch::Theirs(theirs) => (Some(theirs), None),
             mine => (None, Some(mine)),
         };

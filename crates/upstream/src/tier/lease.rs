@@ -35,10 +35,17 @@ use super::s3::Body;
 /// How far ahead of this box's clock a lease may be and still count.
 const SKEW: u64 = 60_000;
 
-/// How long a lease on `size` bytes (a blob, or a batch of them) lives: 30 s, and 1 s
-/// per 8 MiB.
-fn ttl(size: u64) -> u64 {
-    30_000 + size / (8 << 10 << 10) * 1_000
+/// How long a lease lives after it was last written (by the store's clock, as listed).
+const TTL: u64 = 30_000;
+
+/// How often a box rewrites the leases it holds while it works.
+const RENEW: Duration = Duration::from_secs(10);
+
+/// How long a box waits for another's download of a blob of `size` bytes at most, however
+/// alive its lease: 30 s, and 1 s per MiB (a slow download; beyond, a second one is
+/// cheaper than waiting).
+fn patience(size: u64) -> u64 {
+    30_000 + size / (1 << 20) * 1_000
 }
 
 fn now_ms() -> u64 {
@@ -56,8 +63,19 @@ pub enum Claim {
 }
 
 /// A lease this box wrote; deleted once the blob is uploaded (or the download failed).
+/// A won lease is rewritten every [`RENEW`] until then; dropping it stops that, and the
+/// lease expires.
 pub struct Held {
     key: String,
+    renewal: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(renewal) = self.renewal.take() {
+            renewal.abort();
+        }
+    }
 }
 
 impl Claim {
@@ -91,7 +109,6 @@ pub enum Batch {
 /// Another box's batch lease, watched.
 pub struct Theirs {
     id: Digest,
-    size: u64,
     winner: (u64, String),
     /// When the lease was last seen live, and whether it still was.
     seen: std::sync::Mutex<(tokio::time::Instant, bool)>,
@@ -101,7 +118,7 @@ impl Tier {
     /// Writes this box's lease on `id` (a blob, or a batch) and elects, among the live
     /// leases of `id`, the one that came first; a win is confirmed by a second listing.
     /// The lease written is returned whatever the outcome (with `Failed`, none was).
-    async fn elect(&self, id: &Digest, size: u64) -> (Election, Option<Held>, u64) {
+    async fn elect(&self, id: &Digest) -> (Election, Option<Held>, u64) {
         let at = now_ms();
         let key = self.layout.lease(id, at, &self.box_id);
         let put = self.bucket.put(&key, Body::Bytes(Bytes::new()), false);
@@ -112,10 +129,10 @@ impl Tier {
         // A box whose lease is older than this one's may still be writing it: a win is
         // confirmed by a second listing once such a write would have landed.
         let settle = (started.elapsed() * 4).max(Duration::from_millis(100));
-        let held = Some(Held { key });
+        let held = Some(Held { key, renewal: None });
         let mut confirmed = false;
         loop {
-            let Some(winner) = self.first_lease(id, size).await else {
+            let Some(winner) = self.first_lease(id).await else {
                 return (Election::Failed, held, at);
             };
             match winner.filter(|w| (w.0, w.1.as_str()) < (at, self.box_id.as_str())) {
@@ -133,7 +150,7 @@ impl Tier {
 
     /// The live lease of `id` that came first, `Some(None)` when there is none, `None`
     /// when the tier cannot be listed.
-    async fn first_lease(&self, id: &Digest, size: u64) -> Option<Option<(u64, String)>> {
+    async fn first_lease(&self, id: &Digest) -> Option<Option<(u64, String)>> {
         let leases = self
             .call(self.bucket.list(&self.layout.leases(id)))
             .await
@@ -142,11 +159,25 @@ impl Tier {
         Some(
             leases
                 .iter()
-                .filter_map(|l| self.layout.parse_lease(id, &l.key))
-                .filter(|(at, _)| *at <= now + SKEW && at + ttl(size) > now)
-                .map(|(at, by)| (at, by.to_owned()))
+                .filter_map(|l| {
+                    let (at, by) = self.layout.parse_lease(id, &l.key)?;
+                    let written = l.modified_ms.unwrap_or(at).max(at);
+                    (at <= now + SKEW && written + TTL > now).then(|| (at, by.to_owned()))
+                })
                 .min(),
         )
+    }
+
+    /// Keeps a won lease alive: rewritten every [`RENEW`] until it is let go or dropped.
+    fn renew(&self, held: &mut Held) {
+        let (bucket, key) = (self.bucket.clone(), held.key.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(RENEW).await;
+                let _ = bucket.put(&key, Body::Bytes(Bytes::new()), false).await;
+            }
+        });
+        held.renewal = Some(task.abort_handle());
     }
 
     /// Decides who downloads the blob `digest` of `size` bytes (see the module docs);
@@ -159,7 +190,7 @@ impl Tier {
         let mut wait = Duration::from_millis(50);
         let mut waited = false;
         loop {
-            let (winner, held, _) = self.elect(digest, size).await;
+            let (winner, mut held, _) = self.elect(digest).await;
             let (at, by) = match winner {
                 Election::Won => {
                     // The blob may have landed since this box missed it (its downloader
@@ -174,6 +205,9 @@ impl Tier {
                         tracing::info!(%digest, "the box downloading a blob went away; this one takes over");
                     }
                     self.counters.leases_won.fetch_add(1, Ordering::Relaxed);
+                    if let Some(held) = &mut held {
+                        self.renew(held);
+                    }
                     return Claim::Download(held);
                 }
                 Election::Failed => return Claim::Download(held),
@@ -188,7 +222,7 @@ impl Tier {
                 self.counters.leases_waited.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%digest, holder = by, "another box is downloading the blob; waiting for it in the tier");
             }
-            let deadline = at + ttl(size);
+            let deadline = at + patience(size);
             loop {
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(2));
@@ -199,7 +233,7 @@ impl Tier {
                 }
                 // The winner gone without the blob (it failed, or its lease ran out):
                 // elect again.
-                let live = self.first_lease(digest, size).await;
+                let live = self.first_lease(digest).await;
                 if now_ms() >= deadline
                     || !matches!(live, Some(Some((a, ref b))) if a == at && *b == by)
                 {
@@ -210,17 +244,17 @@ impl Tier {
     }
 
     /// Decides who fetches a request's batch of small blobs: `id` names the batch (blake3
-    /// of its blobs' digests, so that boxes missing the same blobs meet on it), `size` is
-    /// its bytes. Leasing each small blob would cost more requests than the blob; one
+    /// of its blobs' digests, so that boxes missing the same blobs meet on it). Leasing each small blob would cost more requests than the blob; one
     /// lease for all of them lets the other boxes read each blob from the tier as the
     /// winner uploads it.
-    pub async fn claim_batch(&self, id: &Digest, size: u64) -> Batch {
+    pub async fn claim_batch(&self, id: &Digest) -> Batch {
         if !self.usable() {
             return Batch::Alone;
         }
-        match self.elect(id, size).await {
-            (Election::Won, Some(held), _) => {
+        match self.elect(id).await {
+            (Election::Won, Some(mut held), _) => {
                 self.counters.leases_won.fetch_add(1, Ordering::Relaxed);
+                self.renew(&mut held);
                 Batch::Mine(held)
             }
             (Election::Lost(at, by), held, _) => {
@@ -231,7 +265,6 @@ impl Tier {
                 tracing::debug!(batch = %id, holder = by, "another box is fetching these blobs; reading them from the tier as they land");
                 Batch::Theirs(Theirs {
                     id: *id,
-                    size,
                     winner: (at, by),
                     seen: std::sync::Mutex::new((tokio::time::Instant::now(), true)),
                 })
@@ -255,7 +288,7 @@ impl Tier {
         if !live || when.elapsed() < Duration::from_secs(1) {
             return live;
         }
-        let first = self.first_lease(&theirs.id, theirs.size).await;
+        let first = self.first_lease(&theirs.id).await;
         let live = matches!(first, Some(Some(ref w)) if *w == theirs.winner);
         *theirs
             .seen
@@ -303,8 +336,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn leases_live_longer_for_larger_blobs() {
-        assert_eq!(ttl(0), 30_000);
-        assert_eq!(ttl(256 << 20), 62_000);
+    fn boxes_wait_longer_for_larger_blobs() {
+        assert_eq!(patience(0), 30_000);
+        assert_eq!(patience(256 << 20), 286_000);
     }
 }

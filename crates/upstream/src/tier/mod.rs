@@ -67,8 +67,21 @@ pub struct TierConfig {
 }
 
 impl TierConfig {
+    /// Checks the settings: the bucket and prefix of [`Self::url`].
+    pub fn check(&self) -> Result<(String, String), Error> {
+        if let Some(endpoint) = &self.endpoint_url
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(Error::Url {
+                url: endpoint.clone(),
+                reason: "the tier's `endpoint_url` is `http(s)://host[:port]`".to_owned(),
+            });
+        }
+        self.bucket_and_prefix()
+    }
+
     /// The bucket and prefix of [`Self::url`].
-    pub fn bucket_and_prefix(&self) -> Result<(String, String), Error> {
+    fn bucket_and_prefix(&self) -> Result<(String, String), Error> {
         let bad = |reason: &str| Error::Url {
             url: self.url.clone(),
             reason: reason.to_owned(),
@@ -158,6 +171,9 @@ pub struct Tier {
     conditional: AtomicU8,
     counters: Counters,
     uploads: mpsc::Sender<Offer>,
+    /// Offers of blobs this box holds a lease on: uploaded before the others, since other
+    /// boxes wait for them.
+    leased_uploads: mpsc::Sender<Offer>,
 }
 
 impl std::fmt::Debug for Tier {
@@ -171,7 +187,7 @@ impl Tier {
     /// with its upload queue running. Call inside a tokio runtime. The store is not asked
     /// anything yet: see [`Self::probe`].
     pub fn start(config: &TierConfig, upstream: &str) -> Result<Arc<Self>, Error> {
-        let (bucket, prefix) = config.bucket_and_prefix()?;
+        let (bucket, prefix) = config.check()?;
         let credentials = AwsCredentials::from_env().ok_or_else(|| Error::Url {
             url: config.url.clone(),
             reason: "the tier needs AWS credentials: set `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` for the daemon, or `AWS_PROFILE` (on EC2 the instance role is used)".to_owned(),
@@ -187,19 +203,12 @@ impl Tier {
                 .unwrap_or_else(|| credentials.region()),
             path_style: config.path_style.unwrap_or(config.endpoint_url.is_some()),
         };
-        if let Some(endpoint) = &target.endpoint
-            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
-        {
-            return Err(Error::Url {
-                url: endpoint.clone(),
-                reason: "the tier's `endpoint_url` is `http(s)://host[:port]`".to_owned(),
-            });
-        }
         let name = match &target.endpoint {
             Some(endpoint) => format!("{} at {endpoint}", config.url),
             None => config.url.clone(),
         };
         let (uploads, queue) = mpsc::channel(QUEUE);
+        let (leased_uploads, leased) = mpsc::channel(QUEUE);
         let tier = Arc::new(Self {
             bucket: s3::Bucket::new(credentials, target, bucket, name),
             layout: layout::Layout::new(&prefix, upstream),
@@ -208,8 +217,9 @@ impl Tier {
             conditional: AtomicU8::new(Conditional::Unknown as u8),
             counters: Counters::default(),
             uploads,
+            leased_uploads,
         });
-        tokio::spawn(upload_loop(Arc::downgrade(&tier), queue));
+        tokio::spawn(upload_loop(Arc::downgrade(&tier), leased, queue));
         Ok(tier)
     }
 
@@ -329,7 +339,12 @@ impl Tier {
             how,
             lease,
         };
-        match self.uploads.try_send(offer) {
+        let queue = if offer.lease.is_some() {
+            &self.leased_uploads
+        } else {
+            &self.uploads
+        };
+        match queue.try_send(offer) {
             Ok(()) => {
                 self.counters.queued.fetch_add(1, Ordering::Relaxed);
             }
@@ -527,12 +542,23 @@ impl Tier {
     }
 }
 
-/// Uploads offers, [`UPLOADS`] at a time, until the tier is dropped.
-async fn upload_loop(tier: std::sync::Weak<Tier>, mut queue: mpsc::Receiver<Offer>) {
+/// Uploads offers, [`UPLOADS`] at a time (leased ones first), until the tier is dropped.
+async fn upload_loop(
+    tier: std::sync::Weak<Tier>,
+    mut leased: mpsc::Receiver<Offer>,
+    mut queue: mpsc::Receiver<Offer>,
+) {
     let permits = Arc::new(tokio::sync::Semaphore::new(UPLOADS));
-    while let Some(offer) = queue.recv().await {
+    loop {
+        // A slot first, then the offer: a leased one that arrives meanwhile goes first.
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
+        };
+        let offer = tokio::select! {
+            biased;
+            Some(offer) = leased.recv() => offer,
+            Some(offer) = queue.recv() => offer,
+            else => return,
         };
         let Some(tier) = tier.upgrade() else {
             return;
@@ -626,13 +652,11 @@ mod tests {
     #[test]
     fn tier_urls_name_a_bucket_and_a_plain_prefix() {
         assert_eq!(
-            config("s3://fleet-cache/hoard/")
-                .bucket_and_prefix()
-                .unwrap(),
+            config("s3://fleet-cache/hoard/").check().unwrap(),
             ("fleet-cache".into(), "hoard".into())
         );
         assert_eq!(
-            config("s3://fleet").bucket_and_prefix().unwrap(),
+            config("s3://fleet").check().unwrap(),
             ("fleet".into(), String::new())
         );
         for bad in [
@@ -644,7 +668,7 @@ mod tests {
             "s3://fleet/a//b",
             "s3://fle_et",
         ] {
-            assert!(config(bad).bucket_and_prefix().is_err(), "{bad}");
+            assert!(config(bad).check().is_err(), "{bad}");
         }
     }
 }

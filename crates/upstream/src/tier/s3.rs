@@ -15,7 +15,9 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::Error;
 
-/// A bucket of an S3-compatible store, and the keys to sign for it.
+/// A bucket of an S3-compatible store, and the keys to sign for it; cheap to clone (the
+/// HTTP client and the credentials are shared).
+#[derive(Clone)]
 pub(crate) struct Bucket {
     http: reqwest::Client,
     credentials: AwsCredentials,
@@ -50,6 +52,8 @@ pub(crate) enum Created {
 pub(crate) struct Listed {
     pub(crate) key: String,
     pub(crate) size: u64,
+    /// When the object was last written, by the store's clock (Unix ms), if it says.
+    pub(crate) modified_ms: Option<u64>,
 }
 
 impl Bucket {
@@ -433,9 +437,17 @@ fn parse_listing(xml: &str) -> Vec<Listed> {
             Some(Listed {
                 key: unescape(xml_text(part, "Key")?),
                 size: xml_text(part, "Size")?.parse().ok()?,
+                modified_ms: xml_text(part, "LastModified").and_then(unix_ms),
             })
         })
         .collect()
+}
+
+/// An ISO 8601 time as S3 lists it (`2026-12-01T19:15:37.000Z`), in Unix ms.
+fn unix_ms(text: &str) -> Option<u64> {
+    let at = humantime::parse_rfc3339_weak(text).ok()?;
+    let since = at.duration_since(std::time::UNIX_EPOCH).ok()?;
+    u64::try_from(since.as_millis()).ok()
 }
 
 fn escape(text: &str) -> String {
@@ -460,7 +472,8 @@ mod tests {
     #[test]
     fn listings_are_read_and_garbage_is_left_out() {
         let xml = r#"<?xml version="1.0"?><ListBucketResult><Name>tier</Name>
-            <Contents><Key>p/leases-v1/ab/1-box&amp;a</Key><Size>42</Size></Contents>
+            <Contents><Key>p/leases-v1/ab/1-box&amp;a</Key><Size>42</Size>
+              <LastModified>2026-12-01T19:15:37.250Z</LastModified></Contents>
             <Contents><Key>p/x</Key><Size>not a number</Size></Contents>
             <Contents><Size>3</Size></Contents>
             <Contents><Key>p/y</Key><Size>0</Size></Contents></ListBucketResult>"#;
@@ -469,11 +482,13 @@ mod tests {
             vec![
                 Listed {
                     key: "p/leases-v1/ab/1-box&a".into(),
-                    size: 42
+                    size: 42,
+                    modified_ms: Some(1_796_152_537_250),
                 },
                 Listed {
                     key: "p/y".into(),
-                    size: 0
+                    size: 0,
+                    modified_ms: None,
                 }
             ]
         );
