@@ -66,6 +66,34 @@ fn get(hoard: &Path, b: &Box, root: &Path) -> Result<Duration> {
     timed(command)
 }
 
+/// Waits until none of `boxes` has uploads queued (at most 30 min): how long it took.
+fn settle(hoard: &Path, boxes: &[Box]) -> Result<Duration> {
+    let started = std::time::Instant::now();
+    for b in boxes {
+        loop {
+            let out = Command::new(hoard)
+                .args(["status", "--json"])
+                .env("HOARD_SOCKET", &b.socket)
+                .output()?;
+            let status: serde_json::Value =
+                serde_json::from_slice(&out.stdout).with_context(|| {
+                    format!(
+                        "`hoard status --json`: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    )
+                })?;
+            if status["tier"]["queued"] == 0 {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(1800) {
+                bail!("uploads did not end in 30 minutes: {}", status["tier"]);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    Ok(started.elapsed())
+}
+
 /// Bytes of blobs the registry at `url` served so far.
 fn served(url: &str) -> Result<u64> {
     let out = Command::new("curl")
@@ -137,6 +165,11 @@ pub(crate) fn compare(
         if n == 1 {
             single = Some(median);
         }
+        let settled = settle(&hoard, &boxes)?;
+        println!(
+            "  their uploads to the tier ended     {:>9.3} s later",
+            settled.as_secs_f64()
+        );
         // One box more, once the others are done: everything from the tier.
         if n == *counts.last().unwrap_or(&0) {
             let later = start_box(
