@@ -731,3 +731,67 @@ fn garbage_in_the_bucket_is_not_trusted_and_blocks_nothing() {
         2
     );
 }
+
+/// The Hub as the upstream: a commit one box resolved (its files and their bindings) is
+/// read by the next box from the tier, with no call to the Hub.
+#[test]
+fn a_second_box_of_a_hub_fleet_needs_no_hub_call() {
+    const TOKEN: &str = "hf_fleet_token";
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = hoard_tests::fake_hub::FakeHub::start(TOKEN);
+    let files: Vec<(String, Vec<u8>)> = vec![
+        ("config.json".into(), br#"{"model_type": "toy"}"#.to_vec()),
+        ("model.safetensors".into(), bytes_of(5, 2 << 20)),
+        ("tokenizer/vocab.json".into(), bytes_of(6, 40_000)),
+    ];
+    let borrowed: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, d)| (p.as_str(), d.as_slice()))
+        .collect();
+    let sha = hub.commit("models/acme/toy", "main", &borrowed);
+    let garage = Garage::start(&tmp.path().join("garage"));
+    let start = |name: &str| {
+        let dir = tmp.path().join(name);
+        let bucket = garage.bucket(1);
+        let mut env = bucket.env();
+        env.push(("HF_TOKEN", TOKEN.to_owned()));
+        env.push(("HF_HOME", dir.join("hf-home").to_str().unwrap().to_owned()));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        DaemonProcess::start_env(
+            &dir.join("hoard.sock"),
+            &dir.join("cache"),
+            &format!("hf+{}", hub.url),
+            &[
+                "--tier",
+                "s3://tier/fleet",
+                "--tier-endpoint-url",
+                &bucket.endpoint,
+            ],
+            &env,
+        )
+    };
+    let reference = format!("models/acme/toy:{sha}");
+    let first = start("first");
+    get(&first, &reference, &tmp.path().join("out1"));
+    let tier = settled(&first);
+    assert_eq!(tier["uploads"], files.len(), "{tier}");
+    let (calls, downloads) = (hub.api_calls(), hub.downloads());
+
+    let second = start("second");
+    let out = tmp.path().join("out2");
+    get(&second, &reference, &out);
+    for (path, data) in &files {
+        assert_eq!(&std::fs::read(out.join(path)).unwrap(), data, "{path}");
+    }
+    assert_eq!(hub.api_calls(), calls, "no call to the Hub's API");
+    assert_eq!(hub.downloads(), downloads, "no download from the Hub");
+    let tier = tier_status(&second);
+    assert_eq!(tier["hits"], files.len(), "{tier}");
+    let versions = garage.bucket(0).keys("fleet/meta-v1/");
+    assert!(
+        versions
+            .iter()
+            .any(|k| k.ends_with(&format!("/foreign-versions/models/acme/toy/{sha}.json"))),
+        "{versions:?}"
+    );
+}

@@ -66,9 +66,11 @@ fn get(hoard: &Path, b: &Box, root: &Path) -> Result<Duration> {
     timed(command)
 }
 
-/// Waits until none of `boxes` has uploads queued (at most 30 min): how long it took.
-fn settle(hoard: &Path, boxes: &[Box]) -> Result<Duration> {
+/// Waits until none of `boxes` has uploads queued (at most 30 min): how long it took, and
+/// their tier figures then.
+fn settle(hoard: &Path, boxes: &[Box]) -> Result<(Duration, Vec<serde_json::Value>)> {
     let started = std::time::Instant::now();
+    let mut tiers = Vec::new();
     for b in boxes {
         loop {
             let out = Command::new(hoard)
@@ -83,6 +85,7 @@ fn settle(hoard: &Path, boxes: &[Box]) -> Result<Duration> {
                     )
                 })?;
             if status["tier"]["queued"] == 0 {
+                tiers.push(status["tier"].clone());
                 break;
             }
             if started.elapsed() > Duration::from_secs(1800) {
@@ -91,7 +94,30 @@ fn settle(hoard: &Path, boxes: &[Box]) -> Result<Duration> {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-    Ok(started.elapsed())
+    Ok((started.elapsed(), tiers))
+}
+
+/// One line of the fleet's tier figures, summed over its boxes.
+fn summary(tiers: &[serde_json::Value]) -> String {
+    let sum = |field: &str| -> u64 { tiers.iter().filter_map(|t| t[field].as_u64()).sum() };
+    let errors: std::collections::BTreeSet<String> = tiers
+        .iter()
+        .filter_map(|t| t["last_error"].as_str())
+        .map(|e| hoard_types::truncate(e))
+        .collect();
+    format!(
+        "tier hits {}, misses {}, wrong {}; leases won {}, waited {}; errors: {}",
+        sum("hits"),
+        sum("misses"),
+        sum("bad"),
+        sum("leases_won"),
+        sum("leases_waited"),
+        if errors.is_empty() {
+            "none".to_owned()
+        } else {
+            errors.into_iter().collect::<Vec<_>>().join(" | ")
+        }
+    )
 }
 
 /// Bytes of blobs the registry at `url` served so far.
@@ -165,11 +191,12 @@ pub(crate) fn compare(
         if n == 1 {
             single = Some(median);
         }
-        let settled = settle(&hoard, &boxes)?;
+        let (settled, tiers) = settle(&hoard, &boxes)?;
         println!(
             "  their uploads to the tier ended     {:>9.3} s later",
             settled.as_secs_f64()
         );
+        println!("    {}", summary(&tiers));
         // One box more, once the others are done: everything from the tier.
         if n == *counts.last().unwrap_or(&0) {
             let later = start_box(

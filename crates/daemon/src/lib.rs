@@ -12,11 +12,13 @@
 //! [`Daemon`] (`daemon.rs`) is made of parts, each with its own state; none of them
 //! imports the daemon:
 //!
-//! - `resolve.rs`: the resolver: which version a reference names (the index first,
-//!   aliases within their TTL, the last answer when the upstream is down).
-//! - `fetch.rs`: the fetch engine (coalescing, bounded concurrency, detached fetches,
-//!   ranges, one commit for many blobs); `drive.rs` drives one request's fetches and
-//!   reports progress.
+//! - `resolve.rs`: the resolver: which version a reference names (the index first, then
+//!   the fleet tier for immutable versions, aliases within their TTL, the last answer when
+//!   the upstream is down).
+//! - `fetch/`: the fetch engine (coalescing, bounded concurrency, detached fetches,
+//!   ranges, one commit for many blobs) and, in `fetch/tier.rs`, the fleet tier's part in
+//!   it (asked first, leases and batches, offers once committed); `drive.rs` drives one
+//!   request's fetches and reports progress.
 //! - `outbox.rs`: publishes on their way upstream, with backoff.
 //! - `budget.rs`: the cache budget and eviction.
 //! - `access.rs`: confirming with the upstream, by the caller's credential, that they may

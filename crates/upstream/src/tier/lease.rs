@@ -298,20 +298,23 @@ impl Tier {
         live
     }
 
-    /// Lets go of this box's batch lease once the uploads offered so far have ended (the
-    /// boxes reading the batch from the tier stop waiting when it goes), at most a
-    /// minute later.
+    /// Lets go of this box's batch lease once its uploads have ended (the boxes reading
+    /// the batch from the tier stop waiting when it goes): as soon as none is queued, or
+    /// when none has ended for 30 s (the tier stalls; the others fetch the rest).
     pub fn release_batch(self: &Arc<Self>, batch: Batch) {
         let Batch::Mine(held) = batch else {
             return;
         };
         let this = self.clone();
         tokio::spawn(async move {
-            let until = tokio::time::Instant::now() + Duration::from_secs(60);
-            while this.counters.queued.load(Ordering::Relaxed) > 0
-                && tokio::time::Instant::now() < until
-            {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            let queued = || this.counters.queued.load(Ordering::Relaxed);
+            let (mut last, mut since) = (queued(), tokio::time::Instant::now());
+            while last > 0 && since.elapsed() < Duration::from_secs(30) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let now = queued();
+                if now != last {
+                    (last, since) = (now, tokio::time::Instant::now());
+                }
             }
             this.release(held).await;
         });
