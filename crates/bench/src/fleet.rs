@@ -103,7 +103,7 @@ fn summary(tiers: &[serde_json::Value]) -> String {
     let errors: std::collections::BTreeSet<String> = tiers
         .iter()
         .filter_map(|t| t["last_error"].as_str())
-        .map(|e| hoard_types::truncate(e))
+        .map(hoard_types::truncate)
         .collect();
     format!(
         "tier hits {}, misses {}, wrong {}; leases won {}, waited {}; errors: {}",
