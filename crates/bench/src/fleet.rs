@@ -1,8 +1,8 @@
 //! `hoard-bench fleet`: N boxes (daemons with caches of their own, on one machine)
 //! cold-start one artifact at the same instant through a fleet tier on a three-node
 //! Garage cluster: the upstream's bytes ÷ the artifact's unique bytes, and the boxes'
-//! cold times; then one box more, later, from the tier alone, next to a single box's
-//! cold start from the upstream.
+//! cold times, next to one box without a tier (the anchor); then one box more, later,
+//! from the tier alone, next to a single box's cold start from the upstream.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -147,6 +147,20 @@ pub(crate) fn compare(
         tree.files.len(),
         unique as f64 / f64::from(1 << 20)
     );
+    // The anchor: one box without a tier, from the upstream alone.
+    {
+        let dir = work.join("anchor");
+        std::fs::create_dir_all(&dir)?;
+        let (daemon, socket) = crate::fetch::start_daemon(&hoard, &dir, &url)?;
+        let alone = Box {
+            _daemon: daemon,
+            socket,
+        };
+        let took = get(&hoard, &alone, &dir.join("out"))?;
+        row("1 box without a tier (the anchor)", &mut [took]);
+        drop(alone);
+        std::fs::remove_dir_all(&dir)?;
+    }
     let mut single = None;
     for &n in counts {
         if n == 0 {

@@ -51,7 +51,14 @@ pub(crate) struct RequestBatch {
     theirs: Option<hoard_upstream::tier::Theirs>,
     /// This box's lease, let go when the request ends ([`Fetcher::end_batch`]).
     mine: std::sync::Mutex<Option<Batch>>,
+    /// This box fetches the batch, and a sample of its blobs showed the tier has none of
+    /// them: they go straight to the upstream (asking the tier for each one first cost a
+    /// lone box 38 s instead of 4.5 s for 20,000 files, measured with Garage here).
+    cold: bool,
 }
+
+/// Blobs of a batch this box won that are asked of the tier before it is taken as cold.
+const SAMPLE: usize = 8;
 
 /// How a blob fetched from the upstream is offered to the tier.
 #[derive(Default)]
@@ -85,6 +92,13 @@ impl Fetcher {
         let Some(tier) = self.tier.clone().filter(|t| t.usable()) else {
             return Via::Upstream(Plan::default());
         };
+        if size <= SMALL_BLOB && batch.is_some_and(|b| b.cold) {
+            tier.missed();
+            return Via::Upstream(Plan {
+                missed: true,
+                ..Plan::default()
+            });
+        }
         let source: Arc<dyn BlobSource> = tier.clone();
         let mut plan = Plan::default();
         let mut claimed = false;
@@ -230,10 +244,27 @@ impl Fetcher {
             Batch::Theirs(theirs) => (Some(theirs), None),
             mine => (None, Some(mine)),
         };
+        let cold = matches!(mine, Some(Batch::Mine(_))) && {
+            // Owned futures: borrowing closures here trip the request task's `Send`
+            // check (a higher-ranked lifetime error).
+            let step = (small.len() / SAMPLE).max(1);
+            let asks: Vec<hoard_upstream::BoxFuture<'static, bool>> = small
+                .iter()
+                .step_by(step)
+                .take(SAMPLE)
+                .map(|key| {
+                    let (tier, digest) = (tier.clone(), key.digest);
+                    Box::pin(async move { matches!(tier.has_blob(&digest).await, Ok(true)) })
+                        as hoard_upstream::BoxFuture<'static, bool>
+                })
+                .collect();
+            !futures_util::future::join_all(asks).await.contains(&true)
+        };
         Some(RequestBatch {
             tier,
             theirs,
             mine: std::sync::Mutex::new(mine),
+            cold,
         })
     }
 
