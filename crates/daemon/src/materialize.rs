@@ -398,17 +398,20 @@ impl Daemon {
         // hold up its own fetches.
         let window = FETCH_WINDOW.max(self.options.fetch_concurrency);
         let receiving = crate::fetch::Receiving::default();
-        // The upstream's blobs this request fetches, claimed as one batch by the fleet.
-        let upstream_blobs: Vec<(hoard_store::BlobKey, u64)> = work
-            .iter()
-            .filter(|(key, _, _)| !references.contains_key(key))
-            .map(|(key, size, _)| (*key, *size))
-            .collect();
-        let batch = self
-            .fetcher
-            .claim_batch(&upstream_blobs)
-            .await
-            .map(Arc::new);
+        // The upstream's blobs this request fetches, claimed as one batch by the fleet
+        // (boxed: the tier's calls make a large future).
+        let batch = if self.fetcher.tier_usable() {
+            let upstream_blobs: Vec<(hoard_store::BlobKey, u64)> = work
+                .iter()
+                .filter(|(key, _, _)| !references.contains_key(key))
+                .map(|(key, size, _)| (*key, *size))
+                .collect();
+            Box::pin(self.fetcher.claim_batch(&upstream_blobs))
+                .await
+                .map(Arc::new)
+        } else {
+            None
+        };
         let work = futures_util::stream::iter(work)
             .map(|(key, size, prove)| {
                 let (fetcher, receiving) = (self.fetcher.clone(), receiving.clone());

@@ -473,11 +473,13 @@ impl Fetcher {
             .await
             .map_err(|_| ApiError::internal("the fetch engine is shutting down"))?;
         self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
-        let plan = if let Route::Tiered(batch) = route {
-            match self
-                .ask_tier(key, size, tally.clone(), batch.as_deref())
-                .await
-            {
+        // Boxed, and only with a tier: the tier's calls (leases, listings) make a future
+        // of tens of KiB, which every fetch task would carry inline otherwise (measured:
+        // 20 MiB more peak RSS in a cold fetch of 20,000 files, with no tier at all).
+        let plan = if let Route::Tiered(batch) = route
+            && self.tier.is_some()
+        {
+            match Box::pin(self.ask_tier(key, size, tally.clone(), batch.as_deref())).await {
                 tier::Via::Tier(staged) => {
                     self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
                     return Ok(self.stage(staged));
@@ -639,9 +641,11 @@ impl Fetcher {
             .await
             .map_err(|_| ApiError::internal("the fetch engine is shutting down"))?;
         self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
-        let from_tier = self
-            .foreign_from_tier(digest, project, size, tally.clone())
-            .await;
+        let from_tier = if self.tier.is_some() {
+            Box::pin(self.foreign_from_tier(digest, project, size, tally.clone())).await
+        } else {
+            None
+        };
         if let Some(staged) = from_tier {
             self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
             let key = staged.ingested.key;
