@@ -347,6 +347,26 @@ impl Daemon {
         .map_err(|e| ApiError::internal(format!("a store task failed: {e}")))
     }
 
+    /// The upstream's blobs of `work` (not the reference entries'), claimed as one batch
+    /// by the fleet; `None` without a tier. Boxed: the tier's calls make a large future.
+    async fn claim_batch(
+        &self,
+        work: &[(hoard_store::BlobKey, u64, bool)],
+        references: &std::collections::HashMap<hoard_store::BlobKey, (RelPath, String)>,
+    ) -> Option<Arc<crate::fetch::RequestBatch>> {
+        if !self.fetcher.tier_usable() {
+            return None;
+        }
+        let upstream_blobs: Vec<(hoard_store::BlobKey, u64)> = work
+            .iter()
+            .filter(|(key, _, _)| !references.contains_key(key))
+            .map(|(key, size, _)| (*key, *size))
+            .collect();
+        Box::pin(self.fetcher.claim_batch(&upstream_blobs))
+            .await
+            .map(Arc::new)
+    }
+
     /// Fetches the blobs of `manifest` that are not cached; returns (blobs, bytes) fetched,
     /// and a lease that keeps all the version's blobs from eviction (hold it until they
     /// are linked). For a caller who is not the daemon's user, a cached blob that only
@@ -398,20 +418,7 @@ impl Daemon {
         // hold up its own fetches.
         let window = FETCH_WINDOW.max(self.options.fetch_concurrency);
         let receiving = crate::fetch::Receiving::default();
-        // The upstream's blobs this request fetches, claimed as one batch by the fleet
-        // (boxed: the tier's calls make a large future).
-        let batch = if self.fetcher.tier_usable() {
-            let upstream_blobs: Vec<(hoard_store::BlobKey, u64)> = work
-                .iter()
-                .filter(|(key, _, _)| !references.contains_key(key))
-                .map(|(key, size, _)| (*key, *size))
-                .collect();
-            Box::pin(self.fetcher.claim_batch(&upstream_blobs))
-                .await
-                .map(Arc::new)
-        } else {
-            None
-        };
+        let batch = self.claim_batch(&work, &references).await;
         let work = futures_util::stream::iter(work)
             .map(|(key, size, prove)| {
                 let (fetcher, receiving) = (self.fetcher.clone(), receiving.clone());
