@@ -795,3 +795,62 @@ fn a_second_box_of_a_hub_fleet_needs_no_hub_call() {
         "{versions:?}"
     );
 }
+
+/// Four boxes of a W&B fleet cold-start one version together: each file is downloaded
+/// from W&B once (small files claimed as one batch, the large one leased), the others
+/// read from the tier.
+#[test]
+fn four_boxes_of_a_wandb_fleet_download_each_file_once() {
+    const KEY: &str = "0123456789abcdef0123456789abcdef01234567";
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = hoard_tests::fake_wandb::FakeWandb::start(KEY);
+    let files: Vec<(String, Vec<u8>)> = (0..30)
+        .map(|i| (format!("images/{i}.png"), bytes_of(200 + i, 2000 + i)))
+        .chain([("weights.bin".to_owned(), bytes_of(299, 3 << 20))])
+        .collect();
+    let borrowed: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, d)| (p.as_str(), d.as_slice()))
+        .collect();
+    fake.add_version("acme/vision/pets", &borrowed, &["latest"]);
+    let garage = Garage::start(&tmp.path().join("garage"));
+    let boxes: Vec<DaemonProcess> = (0..4)
+        .map(|i| {
+            let dir = tmp.path().join(format!("box{i}"));
+            let bucket = garage.bucket(i % 3);
+            let mut env = bucket.env();
+            env.push(("WANDB_API_KEY", KEY.to_owned()));
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            DaemonProcess::start_env(
+                &dir.join("hoard.sock"),
+                &dir.join("cache"),
+                &format!("wandb+{}", fake.url),
+                &[
+                    "--tier",
+                    "s3://tier/fleet",
+                    "--tier-endpoint-url",
+                    &bucket.endpoint,
+                ],
+                &env,
+            )
+        })
+        .collect();
+    std::thread::scope(|scope| {
+        for (i, daemon) in boxes.iter().enumerate() {
+            let out = tmp.path().join(format!("out{i}"));
+            scope.spawn(move || get(daemon, "acme/vision/pets:v0", &out));
+        }
+    });
+    for i in 0..4 {
+        let out = tmp.path().join(format!("out{i}"));
+        for (path, data) in &files {
+            assert_eq!(&std::fs::read(out.join(path)).unwrap(), data, "{path}");
+        }
+    }
+    let statuses: Vec<serde_json::Value> = boxes.iter().map(settled).collect();
+    assert_eq!(
+        fake.downloads(),
+        files.len() as u64,
+        "each file once from W&B: {statuses:#?}"
+    );
+}

@@ -197,6 +197,14 @@ impl Daemon {
                 .note_upstream(foreign.sources(version, &paths).await)?;
             let _ = sources.set(found);
         }
+        let batch = if tiered {
+            let files: Vec<&ForeignDigest> = need.iter().map(|&i| &selected[i].1.digest).collect();
+            Box::pin(self.fetcher.claim_foreign_batch(&project, &files))
+                .await
+                .map(Arc::new)
+        } else {
+            None
+        };
         // Boxed futures, collected first: a closure in `StreamExt::map` here trips the
         // compiler's `Send` check of the request task (a higher-ranked lifetime error).
         let receiving = crate::fetch::Receiving::default();
@@ -208,7 +216,7 @@ impl Daemon {
                 let (daemon, project) = (self.clone(), project.clone());
                 let (foreign, version) = (foreign.clone(), version.clone());
                 let (paths, sources) = (paths.clone(), sources.clone());
-                let receiving = receiving.clone();
+                let (receiving, batch) = (receiving.clone(), batch.clone());
                 Box::pin(async move {
                     let fetcher = &daemon.fetcher;
                     let ensure = |source| {
@@ -221,11 +229,7 @@ impl Daemon {
                         )
                     };
                     let from_tier = if tiered {
-                        match ensure(None).await {
-                            Ok(got) => Some(got),
-                            Err(e) if e.kind == crate::fetch::TIER_MISS => None,
-                            Err(e) => return Err(e),
-                        }
+                        from_tier(ensure, entry.size, batch.as_deref()).await?
                     } else {
                         None
                     };
@@ -251,7 +255,7 @@ impl Daemon {
             })
             .collect();
         let work = futures_util::stream::iter(work).buffer_unordered(FETCH_WINDOW);
-        let (bound, fetched) = crate::drive::drive(
+        let driven = crate::drive::drive(
             &self.fetcher,
             &self.keeper,
             work,
@@ -259,8 +263,41 @@ impl Daemon {
             &receiving,
             events,
         )
-        .await?;
+        .await;
+        crate::fetch::Fetcher::end_batch(batch.as_deref());
+        let (bound, fetched) = driven?;
         Ok((bound.into_iter().collect(), fetched))
+    }
+}
+
+/// A file from the tier alone (`ask` asks it), waiting while another box fetches this
+/// request's batch; `None`: the tier lacks it.
+async fn from_tier<F>(
+    ask: impl Fn(Option<Arc<dyn hoard_upstream::FileSource>>) -> F,
+    size: u64,
+    batch: Option<&crate::fetch::RequestBatch>,
+) -> Result<Option<(BlobKey, Option<u64>)>, ApiError>
+where
+    F: Future<Output = Result<(BlobKey, Option<u64>), ApiError>>,
+{
+    let mut wait = std::time::Duration::from_millis(20);
+    loop {
+        match ask(None).await {
+            Ok(got) => return Ok(Some(got)),
+            // Another box fetching this request's files uploads this one soon.
+            Err(e) if e.kind == crate::fetch::TIER_MISS => {
+                let waits = match batch {
+                    Some(batch) => Box::pin(batch.others_at_work(size)).await,
+                    None => false,
+                };
+                if !waits {
+                    return Ok(None);
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_millis(500));
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
