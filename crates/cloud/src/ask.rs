@@ -40,8 +40,9 @@ pub(crate) async fn ask(
     Ok(body)
 }
 
-/// The text of the first `<name>…</name>` element of an XML answer.
-pub(crate) fn xml_text<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
+/// The text of the first `<name>…</name>` element of an XML answer (S3's and STS's
+/// errors and answers).
+pub fn xml_text<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
     let open = format!("<{name}>");
     let start = xml.find(&open)? + open.len();
     let end = xml[start..].find(&format!("</{name}>"))? + start;

@@ -23,4 +23,5 @@ pub mod netrc;
 pub mod sigv4;
 pub mod uri;
 
+pub use ask::xml_text;
 pub use error::Error;

@@ -2,7 +2,6 @@
 //! daemon's uid, the wall clock, a rename that never replaces.
 
 use std::os::fd::AsFd;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustix::fs::RenameFlags;
 
@@ -33,11 +32,7 @@ pub(crate) fn pin_mtime(file: impl AsFd) -> rustix::io::Result<()> {
     )
 }
 
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub(crate) use hoard_types::now_ms;
 
 pub(crate) fn rename_noreplace(
     from_dir: impl AsFd,

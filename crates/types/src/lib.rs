@@ -16,6 +16,7 @@ mod path;
 mod reference;
 pub mod registry;
 mod text;
+mod time;
 mod version;
 
 pub use digest::{Digest, ForeignDigest, hex_encode, truncate};
@@ -27,4 +28,5 @@ pub use reference::{
     ArtifactName, ArtifactRef, ProjectName, Selector, check_alias, is_pull_request,
 };
 pub use text::{error_chain, human_bytes};
+pub use time::now_ms;
 pub use version::Version;

@@ -61,6 +61,29 @@ pub(crate) struct RequestBatch {
 }
 
 impl RequestBatch {
+    /// The fleet's decision on the batch `id` (`every_size`: see the field).
+    async fn claim(tier: Arc<Tier>, id: &hoard_types::Digest, every_size: bool) -> Self {
+        let (theirs, mine) = match tier.claim_batch(id).await {
+            Batch::Theirs(theirs) => (Some(theirs), None),
+            mine => (None, Some(mine)),
+        };
+        Self {
+            tier,
+            theirs,
+            mine: std::sync::Mutex::new(mine),
+            cold: false,
+            every_size,
+        }
+    }
+
+    /// Whether this box won the batch (and fetches it).
+    fn is_mine(&self) -> bool {
+        matches!(
+            *self.mine.lock().unwrap_or_else(PoisonError::into_inner),
+            Some(Batch::Mine(_))
+        )
+    }
+
     /// Whether another box fetches this batch, still: a blob of at most `size` bytes that
     /// the tier lacks is then waited for rather than fetched.
     pub(crate) async fn others_at_work(&self, size: u64) -> bool {
@@ -256,11 +279,8 @@ impl Fetcher {
         for key in &small {
             id.update(key.digest.as_bytes());
         }
-        let (theirs, mine) = match tier.claim_batch(&id.finalize().into()).await {
-            Batch::Theirs(theirs) => (Some(theirs), None),
-            mine => (None, Some(mine)),
-        };
-        let cold = matches!(mine, Some(Batch::Mine(_))) && {
+        let mut batch = RequestBatch::claim(tier, &id.finalize().into(), false).await;
+        batch.cold = batch.is_mine() && {
             // Owned futures: borrowing closures here trip the request task's `Send`
             // check (a higher-ranked lifetime error).
             let step = (small.len() / SAMPLE).max(1);
@@ -269,20 +289,14 @@ impl Fetcher {
                 .step_by(step)
                 .take(SAMPLE)
                 .map(|key| {
-                    let (tier, digest) = (tier.clone(), key.digest);
+                    let (tier, digest) = (batch.tier.clone(), key.digest);
                     Box::pin(async move { matches!(tier.has_blob(&digest).await, Ok(true)) })
                         as hoard_upstream::BoxFuture<'static, bool>
                 })
                 .collect();
             !futures_util::future::join_all(asks).await.contains(&true)
         };
-        Some(RequestBatch {
-            tier,
-            theirs,
-            mine: std::sync::Mutex::new(mine),
-            cold,
-            every_size: false,
-        })
+        Some(batch)
     }
 
     /// Claims the files a request of a foreign upstream (W&B, the Hub) fetches within
@@ -307,17 +321,7 @@ impl Fetcher {
         for digest in &small {
             id.update(b"\n").update(digest.as_bytes());
         }
-        let (theirs, mine) = match tier.claim_batch(&id.finalize().into()).await {
-            Batch::Theirs(theirs) => (Some(theirs), None),
-            mine => (None, Some(mine)),
-        };
-        Some(RequestBatch {
-            tier,
-            theirs,
-            mine: std::sync::Mutex::new(mine),
-            cold: false,
-            every_size: true,
-        })
+        Some(RequestBatch::claim(tier, &id.finalize().into(), true).await)
     }
 
     /// Ends a request's batch: this box's lease goes once its uploads have.

@@ -24,10 +24,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
-use hoard_types::Digest;
+use hoard_types::{Digest, now_ms};
 
 use super::Tier;
 use super::s3::Body;
@@ -46,12 +46,6 @@ const RENEW: Duration = Duration::from_secs(10);
 /// cheaper than waiting).
 fn patience(size: u64) -> u64 {
     30_000 + size / (1 << 20) * 1_000
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// What a box does about a blob the tier lacks.

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use hoard_cloud::aws::AwsCredentials;
 use hoard_cloud::sigv4::{EMPTY_SHA256, Request, Target, UNSIGNED_PAYLOAD, sha256_hex};
+use hoard_cloud::xml_text;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
@@ -417,14 +418,6 @@ async fn file_body(path: &Path, offset: u64, len: u64) -> Result<reqwest::Body, 
         }
     });
     Ok(reqwest::Body::wrap_stream(chunks))
-}
-
-/// The text of the first `<name>…</name>` of an XML answer.
-fn xml_text<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
-    let open = format!("<{name}>");
-    let start = xml.find(&open)? + open.len();
-    let end = xml[start..].find(&format!("</{name}>"))? + start;
-    Some(xml[start..end].trim())
 }
 
 /// The keys and sizes of a `ListObjectsV2` answer. An entry that does not parse is left
