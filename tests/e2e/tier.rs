@@ -854,3 +854,60 @@ fn four_boxes_of_a_wandb_fleet_download_each_file_once() {
         "each file once from W&B: {statuses:#?}"
     );
 }
+
+/// A file's binding in the tier counts only within the project it was downloaded in: a
+/// version of another project that names the same MD5 (anyone can log a manifest naming
+/// any MD5) is not served those bytes from the tier; its box downloads the file within
+/// its own project, as a box without a tier would.
+#[test]
+fn a_binding_from_one_project_is_not_used_for_another() {
+    const KEY: &str = "0123456789abcdef0123456789abcdef01234567";
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = hoard_tests::fake_wandb::FakeWandb::start(KEY);
+    let files: Vec<(String, Vec<u8>)> = (0..3)
+        .map(|i| (format!("secret/{i}.bin"), bytes_of(400 + i, 5000 + i)))
+        .collect();
+    let borrowed: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, d)| (p.as_str(), d.as_slice()))
+        .collect();
+    fake.add_version("acme/vision/pets", &borrowed, &["latest"]);
+    fake.add_version("acme/other/copy", &borrowed, &["latest"]);
+    let garage = Garage::start(&tmp.path().join("garage"));
+    let start = |name: &str| {
+        let dir = tmp.path().join(name);
+        let bucket = garage.bucket(0);
+        let mut env = bucket.env();
+        env.push(("WANDB_API_KEY", KEY.to_owned()));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        DaemonProcess::start_env(
+            &dir.join("hoard.sock"),
+            &dir.join("cache"),
+            &format!("wandb+{}", fake.url),
+            &[
+                "--tier",
+                "s3://tier/fleet",
+                "--tier-endpoint-url",
+                &bucket.endpoint,
+            ],
+            &env,
+        )
+    };
+    let first = start("first");
+    get(&first, "acme/vision/pets:v0", &tmp.path().join("out1"));
+    settled(&first);
+    let downloads = fake.downloads();
+
+    let second = start("second");
+    let out = tmp.path().join("out2");
+    get(&second, "acme/other/copy:v0", &out);
+    for (path, data) in &files {
+        assert_eq!(&std::fs::read(out.join(path)).unwrap(), data, "{path}");
+    }
+    assert_eq!(
+        fake.downloads(),
+        downloads + files.len() as u64,
+        "every file downloaded again, within `acme/other`"
+    );
+    assert_eq!(tier_status(&second)["hits"], 0);
+}
