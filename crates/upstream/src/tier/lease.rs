@@ -111,14 +111,14 @@ pub struct Theirs {
 impl Tier {
     /// Writes this box's lease on `id` (a blob, or a batch) and elects, among the live
     /// leases of `id`, the one that came first; a win is confirmed by a second listing.
-    /// The lease written is returned whatever the outcome (with `Failed`, none was).
-    async fn elect(&self, id: &Digest) -> (Election, Option<Held>, u64) {
+    /// The lease written is returned whatever the outcome (with `Failed`, perhaps none).
+    async fn elect(&self, id: &Digest) -> (Election, Option<Held>) {
         let at = now_ms();
         let key = self.layout.lease(id, at, &self.box_id);
         let put = self.bucket.put(&key, Body::Bytes(Bytes::new()), false);
         let started = tokio::time::Instant::now();
         if self.call(put).await.is_err() {
-            return (Election::Failed, None, at);
+            return (Election::Failed, None);
         }
         // A box whose lease is older than this one's may still be writing it: a win is
         // confirmed by a second listing once such a write would have landed.
@@ -127,13 +127,13 @@ impl Tier {
         let mut confirmed = false;
         loop {
             let Some(winner) = self.first_lease(id).await else {
-                return (Election::Failed, held, at);
+                return (Election::Failed, held);
             };
             match winner.filter(|w| (w.0, w.1.as_str()) < (at, self.box_id.as_str())) {
-                Some((when, by)) => return (Election::Lost(when, by), held, at),
+                Some((when, by)) => return (Election::Lost(when, by), held),
                 // A listing that does not show this box's own lease yet is no reason to
                 // wait.
-                None if confirmed => return (Election::Won, held, at),
+                None if confirmed => return (Election::Won, held),
                 None => {
                     confirmed = true;
                     tokio::time::sleep(settle).await;
@@ -184,7 +184,7 @@ impl Tier {
         let mut wait = Duration::from_millis(50);
         let mut waited = false;
         loop {
-            let (winner, mut held, _) = self.elect(digest).await;
+            let (winner, mut held) = self.elect(digest).await;
             let (at, by) = match winner {
                 Election::Won => {
                     // The blob may have landed since this box missed it (its downloader
@@ -246,12 +246,12 @@ impl Tier {
             return Batch::Alone;
         }
         match self.elect(id).await {
-            (Election::Won, Some(mut held), _) => {
+            (Election::Won, Some(mut held)) => {
                 self.counters.leases_won.fetch_add(1, Ordering::Relaxed);
                 self.renew(&mut held);
                 Batch::Mine(held)
             }
-            (Election::Lost(at, by), held, _) => {
+            (Election::Lost(at, by), held) => {
                 if let Some(held) = held {
                     self.release(held).await;
                 }
@@ -263,7 +263,7 @@ impl Tier {
                     seen: std::sync::Mutex::new((tokio::time::Instant::now(), true)),
                 })
             }
-            (_, held, _) => {
+            (_, held) => {
                 if let Some(held) = held {
                     self.release(held).await;
                 }

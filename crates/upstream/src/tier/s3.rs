@@ -52,7 +52,6 @@ pub(crate) enum Created {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Listed {
     pub(crate) key: String,
-    pub(crate) size: u64,
     /// When the object was last written, by the store's clock (Unix ms), if it says.
     pub(crate) modified_ms: Option<u64>,
 }
@@ -420,7 +419,7 @@ async fn file_body(path: &Path, offset: u64, len: u64) -> Result<reqwest::Body, 
     Ok(reqwest::Body::wrap_stream(chunks))
 }
 
-/// The keys and sizes of a `ListObjectsV2` answer. An entry that does not parse is left
+/// The keys (and when each was written) of a `ListObjectsV2` answer. An entry that does not parse is left
 /// out: a listing is a hint, and every key read from it is checked again by its user.
 fn parse_listing(xml: &str) -> Vec<Listed> {
     xml.split("<Contents>")
@@ -429,7 +428,6 @@ fn parse_listing(xml: &str) -> Vec<Listed> {
             let part = part.split("</Contents>").next()?;
             Some(Listed {
                 key: unescape(xml_text(part, "Key")?),
-                size: xml_text(part, "Size")?.parse().ok()?,
                 modified_ms: xml_text(part, "LastModified").and_then(unix_ms),
             })
         })
@@ -463,7 +461,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn listings_are_read_and_garbage_is_left_out() {
+    fn listings_are_read_and_entries_without_a_key_are_left_out() {
         let xml = r#"<?xml version="1.0"?><ListBucketResult><Name>tier</Name>
             <Contents><Key>p/leases-v1/ab/1-box&amp;a</Key><Size>42</Size>
               <LastModified>2026-12-01T19:15:37.250Z</LastModified></Contents>
@@ -475,12 +473,14 @@ mod tests {
             vec![
                 Listed {
                     key: "p/leases-v1/ab/1-box&a".into(),
-                    size: 42,
                     modified_ms: Some(1_796_152_537_250),
                 },
                 Listed {
+                    key: "p/x".into(),
+                    modified_ms: None,
+                },
+                Listed {
                     key: "p/y".into(),
-                    size: 0,
                     modified_ms: None,
                 }
             ]
