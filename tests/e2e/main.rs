@@ -13,7 +13,7 @@
 //! - `fuzz`: random and hostile socket requests and manifests; nothing outside changes.
 //! - `hostile`: hostile `dir://` roots, the cache as a destination, SIGTERM while stuck.
 //! - `ops`: `config check`, start-up checks, systemd readiness, `/metrics` on TCP,
-//!   completions.
+//!   completions, `hoard` handing the servers' subcommands to `hoardd`.
 //! - `publish`: `hoard publish` with the registry up, down and coming back; bad inputs;
 //!   a viewer's token.
 //! - `users`: a system daemon serving two Unix users (root only).

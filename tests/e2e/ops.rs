@@ -4,7 +4,7 @@
 )]
 
 //! Operating the daemon: `config check`, limits checked at start, systemd readiness,
-//! `/metrics` on a loopback TCP address, shell completions.
+//! `/metrics` on a loopback TCP address, shell completions; `hoard` and `hoardd`.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
@@ -190,6 +190,64 @@ fn completions_are_generated_for_each_shell() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("publish") && text.contains("gc"), "{shell}");
     }
+}
+
+/// `hoard` runs the daemon's clients itself and hands the rest to `hoardd`: both say the
+/// same help, for the whole command and for a subcommand that `hoardd` runs.
+#[test]
+fn hoard_and_hoardd_say_the_same_help() {
+    for args in [
+        &["--help"][..],
+        &["daemon", "--help"],
+        &["help", "registry"],
+        &["--log-format", "json", "registry", "serve", "--help"],
+        &["get", "--help"],
+        &["--version"],
+    ] {
+        let lean = hoard(args);
+        let whole = Command::new(binary("hoardd")).args(args).output().unwrap();
+        assert!(lean.status.success(), "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&lean.stdout),
+            String::from_utf8_lossy(&whole.stdout),
+            "{args:?}"
+        );
+    }
+}
+
+/// The `hoard` that jobs run links no RocksDB (its static initializers alone cost a
+/// millisecond per process); a `hoard` without `hoardd` beside it still runs the clients,
+/// and says what is missing for the rest.
+#[test]
+fn hoard_is_the_lean_client_and_names_a_missing_hoardd() {
+    let lean = std::fs::read(binary("hoard")).unwrap();
+    let whole = std::fs::read(binary("hoardd")).unwrap();
+    let names_rocksdb = |bytes: &[u8]| bytes.windows(9).any(|w| w == b"rocksdb::");
+    assert!(names_rocksdb(&whole), "the check would see RocksDB");
+    assert!(!names_rocksdb(&lean), "`hoard` links RocksDB");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let alone = tmp.path().join("hoard");
+    std::fs::copy(binary("hoard"), &alone).unwrap();
+    let out = Command::new(&alone)
+        .args(["daemon", "--socket", "x.sock"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("`hoard daemon` is run by `hoardd`, which is not beside this `hoard`")
+            && said.contains("cargo install --path crates/cli"),
+        "{said}"
+    );
+    let socket = tmp.path().join("none.sock");
+    let out = Command::new(&alone)
+        .args(["status", "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && !said.contains("hoardd"), "{said}");
 }
 
 #[test]

@@ -118,8 +118,8 @@ impl Vm {
         self.dir.path().join(name)
     }
 
-    /// The initramfs: busybox, the modules, `/init`, and the `hoard` under test (without
-    /// its debug info) with the libraries it links.
+    /// The initramfs: busybox, the modules, `/init`, and the `hoard` and `hoardd` under test
+    /// (without their debug info) with the libraries they link.
     fn initrd(&self) {
         let root = self.path("initrd");
         for dir in ["bin", "modules", "proc", "sys", "dev", "mnt", "tmp"] {
@@ -130,16 +130,19 @@ impl Vm {
             let module = module.unwrap();
             std::fs::copy(module.path(), root.join("modules").join(module.file_name())).unwrap();
         }
-        let hoard = binary("hoard");
-        ok(Command::new("objcopy")
-            .arg("--strip-debug")
-            .arg(&hoard)
-            .arg(root.join("bin/hoard")));
-        let ldd = ok(Command::new("ldd").arg(&hoard));
-        for lib in ldd.split_whitespace().filter(|word| word.starts_with('/')) {
-            let to = root.join(lib.trim_start_matches('/'));
-            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-            std::fs::copy(lib, to).unwrap();
+        // `hoard` hands `hoard daemon` to the `hoardd` beside it.
+        for name in ["hoard", "hoardd"] {
+            let binary = binary(name);
+            ok(Command::new("objcopy")
+                .arg("--strip-debug")
+                .arg(&binary)
+                .arg(root.join("bin").join(name)));
+            let ldd = ok(Command::new("ldd").arg(&binary));
+            for lib in ldd.split_whitespace().filter(|word| word.starts_with('/')) {
+                let to = root.join(lib.trim_start_matches('/'));
+                std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+                std::fs::copy(lib, to).unwrap();
+            }
         }
         let init = root.join("init");
         std::fs::write(&init, INIT).unwrap();

@@ -8,7 +8,7 @@ use crate::process::count;
 use crate::values::Size;
 
 #[derive(Args)]
-pub(crate) struct PinArgs {
+pub struct PinArgs {
     /// `[[entity/]project/]name[:alias|:vN]` or `…name@<digest>`.
     reference: String,
     /// Print the answer as JSON.
@@ -19,7 +19,7 @@ pub(crate) struct PinArgs {
 }
 
 #[derive(Args)]
-pub(crate) struct PinsArgs {
+pub struct PinsArgs {
     /// Print the answer as JSON.
     #[arg(long)]
     json: bool,
@@ -28,7 +28,7 @@ pub(crate) struct PinsArgs {
 }
 
 #[derive(Args)]
-pub(crate) struct GcArgs {
+pub struct GcArgs {
     /// Evict until the cache holds at most this much (`50GiB`) [default: the budget's low
     /// watermark].
     #[arg(long, value_parser = |s: &str| s.parse::<Size>())]
@@ -64,7 +64,7 @@ fn request(args: &PinArgs) -> PinRequest {
     }
 }
 
-pub(crate) fn pin(args: &PinArgs) -> anyhow::Result<()> {
+pub fn pin(args: &PinArgs) -> anyhow::Result<()> {
     let pin = runtime()?.block_on(args.connect.client().pin(&request(args)))?;
     if args.json {
         return crate::process::out(&serde_json::to_string(&pin)?);
@@ -72,7 +72,7 @@ pub(crate) fn pin(args: &PinArgs) -> anyhow::Result<()> {
     crate::process::out(&format!("pinned {}", pin_line(&pin)))
 }
 
-pub(crate) fn unpin(args: &PinArgs) -> anyhow::Result<()> {
+pub fn unpin(args: &PinArgs) -> anyhow::Result<()> {
     let pin = runtime()?.block_on(args.connect.client().unpin(&request(args)))?;
     if args.json {
         return crate::process::out(&serde_json::to_string(&pin)?);
@@ -80,7 +80,7 @@ pub(crate) fn unpin(args: &PinArgs) -> anyhow::Result<()> {
     crate::process::out(&format!("unpinned {}", pin_line(&pin)))
 }
 
-pub(crate) fn pins(args: &PinsArgs) -> anyhow::Result<()> {
+pub fn pins(args: &PinsArgs) -> anyhow::Result<()> {
     let pins = runtime()?.block_on(args.connect.client().pins())?;
     if args.json {
         return crate::process::out(&serde_json::to_string(&pins)?);
@@ -94,7 +94,7 @@ pub(crate) fn pins(args: &PinsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) fn gc(args: &GcArgs) -> anyhow::Result<()> {
+pub fn gc(args: &GcArgs) -> anyhow::Result<()> {
     let target_bytes = match args.target {
         None => None,
         Some(Size::Bytes(bytes)) => Some(bytes),
@@ -124,7 +124,7 @@ pub(crate) fn gc(args: &GcArgs) -> anyhow::Result<()> {
 }
 
 #[derive(Args)]
-pub(crate) struct VerifyArgs {
+pub struct VerifyArgs {
     /// Also link the files that still hold a modified blob (in directories hoard
     /// hardlinked) to the fetched blob again, each as the user who asked for it there.
     #[arg(long)]
@@ -138,7 +138,7 @@ pub(crate) struct VerifyArgs {
 
 /// Exits non-zero when a blob was bad (it was quarantined; the next use fetches it again)
 /// or a damaged file is left.
-pub(crate) fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
+pub fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
     let request = VerifyRequest {
         repair: args.repair,
     };

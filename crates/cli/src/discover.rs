@@ -9,7 +9,7 @@ use crate::get::{Connect, bytes, explain_not_found, runtime};
 use crate::process::{count, out, table};
 
 #[derive(Args)]
-pub(crate) struct ArtifactsArgs {
+pub struct ArtifactsArgs {
     /// `entity/project` or `project` [default: `HOARD_ENTITY`/`HOARD_PROJECT`].
     #[arg(value_name = "PROJECT")]
     path: Option<String>,
@@ -21,7 +21,7 @@ pub(crate) struct ArtifactsArgs {
 }
 
 #[derive(Args)]
-pub(crate) struct VersionsArgs {
+pub struct VersionsArgs {
     /// `[[entity/]project/]name`, without `:alias` or `@digest`.
     name: String,
     /// Print the answer as JSON.
@@ -31,7 +31,7 @@ pub(crate) struct VersionsArgs {
     connect: Connect,
 }
 
-pub(crate) fn artifacts(args: &ArtifactsArgs) -> anyhow::Result<()> {
+pub fn artifacts(args: &ArtifactsArgs) -> anyhow::Result<()> {
     let client = args.connect.client();
     runtime()?.block_on(async {
         let request = ArtifactsRequest {
@@ -66,7 +66,7 @@ pub(crate) fn artifacts(args: &ArtifactsArgs) -> anyhow::Result<()> {
     })
 }
 
-pub(crate) fn versions(args: &VersionsArgs) -> anyhow::Result<()> {
+pub fn versions(args: &VersionsArgs) -> anyhow::Result<()> {
     let client = args.connect.client();
     runtime()?.block_on(async {
         let request = VersionsRequest {

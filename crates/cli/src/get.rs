@@ -15,7 +15,7 @@ use crate::{env, paths};
 
 /// The daemon to ask, for the commands that name no artifact.
 #[derive(Args)]
-pub(crate) struct Socket {
+pub struct Socket {
     /// The daemon's socket [default: `$XDG_RUNTIME_DIR/hoard/hoard.sock`, else
     /// `/tmp/hoard-$UID/hoard.sock`].
     #[arg(long, env = env::HOARD_SOCKET)]
@@ -23,7 +23,7 @@ pub(crate) struct Socket {
 }
 
 impl Socket {
-    pub(crate) fn client(&self) -> Client {
+    pub fn client(&self) -> Client {
         // The caller's own credential, for a daemon that serves several users.
         let token = std::env::var(env::HOARD_TOKEN).ok();
         Client::new(self.socket.clone().unwrap_or_else(paths::default_socket)).with_token(token)
@@ -32,25 +32,25 @@ impl Socket {
 
 /// The daemon to ask, and the defaults of the references it is asked about.
 #[derive(Args)]
-pub(crate) struct Connect {
+pub struct Connect {
     #[command(flatten)]
     socket: Socket,
     /// Entity for references without one.
     #[arg(long, env = env::HOARD_ENTITY)]
-    pub(crate) entity: Option<String>,
+    pub entity: Option<String>,
     /// Project for references without one.
     #[arg(long, env = env::HOARD_PROJECT)]
-    pub(crate) project: Option<String>,
+    pub project: Option<String>,
 }
 
 impl Connect {
-    pub(crate) fn client(&self) -> Client {
+    pub fn client(&self) -> Client {
         self.socket.client()
     }
 }
 
 #[derive(Args)]
-pub(crate) struct GetArgs {
+pub struct GetArgs {
     /// `[[entity/]project/]name[:alias|:vN]` or `…name@<digest>`.
     reference: String,
     /// Where to put the files [default: `./artifacts/NAME:vN`, like W&B].
@@ -113,7 +113,7 @@ struct Print {
 }
 
 #[derive(Args)]
-pub(crate) struct LsArgs {
+pub struct LsArgs {
     reference: String,
     /// Print the answer as JSON.
     #[arg(long)]
@@ -123,7 +123,7 @@ pub(crate) struct LsArgs {
 }
 
 #[derive(Args)]
-pub(crate) struct StatusArgs {
+pub struct StatusArgs {
     /// Print the answer as JSON.
     #[arg(long)]
     json: bool,
@@ -131,16 +131,16 @@ pub(crate) struct StatusArgs {
     connect: Socket,
 }
 
-pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("Failed to start the async runtime")
 }
 
-pub(crate) use hoard_types::human_bytes as bytes;
+pub use hoard_types::human_bytes as bytes;
 
-pub(crate) fn summary_line(reference: &str, s: &Summary) -> String {
+pub fn summary_line(reference: &str, s: &Summary) -> String {
     let dest = s.dest.as_deref().map_or_else(|| "-".to_owned(), shown_path);
     if s.dry_run {
         return format!(
@@ -195,10 +195,7 @@ fn built_in_upstream() -> String {
 
 /// A not-found answer from a daemon that serves the built-in upstream, which starts
 /// empty: says so, and how to point the daemon at a real one.
-pub(crate) async fn explain_not_found(
-    client: &Client,
-    error: hoard_client::Error,
-) -> anyhow::Error {
+pub async fn explain_not_found(client: &Client, error: hoard_client::Error) -> anyhow::Error {
     if error.kind() != "not-found" {
         return error.into();
     }
@@ -211,7 +208,7 @@ pub(crate) async fn explain_not_found(
     }
 }
 
-pub(crate) fn get(args: &GetArgs) -> anyhow::Result<()> {
+pub fn get(args: &GetArgs) -> anyhow::Result<()> {
     let client = args.connect.client();
     runtime()?.block_on(async {
         // With `--root`, one call. Without, the default root names the version, so resolve
@@ -341,7 +338,7 @@ impl GetArgs {
     }
 }
 
-pub(crate) fn ls(args: &LsArgs) -> anyhow::Result<()> {
+pub fn ls(args: &LsArgs) -> anyhow::Result<()> {
     let client = args.connect.client();
     runtime()?.block_on(async {
         let resolved = client
@@ -400,7 +397,7 @@ pub(crate) fn ls(args: &LsArgs) -> anyhow::Result<()> {
     })
 }
 
-pub(crate) fn status(args: &StatusArgs) -> anyhow::Result<()> {
+pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
     let client = args.connect.client();
     runtime()?.block_on(async {
         let status = client.status().await?;

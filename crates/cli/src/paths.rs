@@ -22,7 +22,7 @@ fn home() -> PathBuf {
 }
 
 /// `$XDG_RUNTIME_DIR/hoard/hoard.sock`, else `/tmp/hoard-$UID/hoard.sock`.
-pub(crate) fn default_socket() -> PathBuf {
+pub fn default_socket() -> PathBuf {
     var(env::XDG_RUNTIME_DIR)
         .map_or_else(
             || {
@@ -35,7 +35,7 @@ pub(crate) fn default_socket() -> PathBuf {
 }
 
 /// `$XDG_CACHE_HOME/hoard`, else `~/.cache/hoard`.
-pub(crate) fn default_cache_dir() -> PathBuf {
+pub fn default_cache_dir() -> PathBuf {
     var(env::XDG_CACHE_HOME)
         .unwrap_or_else(|| home().join(".cache"))
         .join("hoard")
@@ -43,7 +43,7 @@ pub(crate) fn default_cache_dir() -> PathBuf {
 
 /// The Hugging Face cache as `huggingface_hub` finds it: `$HF_HUB_CACHE`, else
 /// `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.
-pub(crate) fn default_hf_cache() -> PathBuf {
+pub fn default_hf_cache() -> PathBuf {
     var(env::HF_HUB_CACHE).unwrap_or_else(|| {
         var(env::HF_HOME)
             .unwrap_or_else(|| home().join(".cache/huggingface"))
@@ -53,7 +53,7 @@ pub(crate) fn default_hf_cache() -> PathBuf {
 
 /// The embedded default upstream: `dir://$XDG_DATA_HOME/hoard/upstream`, else
 /// `~/.local/share/hoard/upstream`.
-pub(crate) fn default_upstream_dir() -> PathBuf {
+pub fn default_upstream_dir() -> PathBuf {
     var(env::XDG_DATA_HOME)
         .unwrap_or_else(|| home().join(".local/share"))
         .join("hoard/upstream")

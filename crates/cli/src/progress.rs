@@ -13,7 +13,7 @@ use hoard_types::human_bytes as bytes;
 
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
 
-pub(crate) struct Progress {
+pub struct Progress {
     /// `--quiet`: warnings only.
     quiet: bool,
     tty: bool,
@@ -24,7 +24,7 @@ pub(crate) struct Progress {
 }
 
 impl Progress {
-    pub(crate) fn new(quiet: bool) -> Self {
+    pub fn new(quiet: bool) -> Self {
         Self {
             quiet,
             tty: std::io::stderr().is_terminal(),
@@ -34,7 +34,7 @@ impl Progress {
         }
     }
 
-    pub(crate) fn event(&mut self, event: &Event) {
+    pub fn event(&mut self, event: &Event) {
         match event {
             Event::Progress {
                 fetched_blobs,
@@ -94,7 +94,7 @@ fn new_bar(total: u64) -> ProgressBar {
 
 /// `fetching 3/10 blobs, 120 MiB / 777 MiB, 45.0 MiB/s, ETA 14 s`: the rate over
 /// `elapsed`, and the time left at that rate (`?` until something arrived).
-pub(crate) fn line(
+pub fn line(
     (blobs, total_blobs): (u64, u64),
     (done, total): (u64, u64),
     elapsed: Duration,

@@ -10,7 +10,7 @@ use hoard_types::api::{PublishRequest, Published};
 use crate::get::{Connect, bytes, runtime};
 
 #[derive(Args)]
-pub(crate) struct PublishArgs {
+pub struct PublishArgs {
     /// `[[entity/]project/]name` of the artifact (created if it does not exist).
     artifact: String,
     /// Files (added at their file name) and directories (their tree); `NAME=PATH` puts a
@@ -46,7 +46,7 @@ pub(crate) struct PublishArgs {
     connect: Connect,
 }
 
-pub(crate) fn publish(args: &PublishArgs) -> anyhow::Result<()> {
+pub fn publish(args: &PublishArgs) -> anyhow::Result<()> {
     let metadata = args
         .metadata
         .as_deref()

@@ -7,13 +7,13 @@ use anyhow::{Context as _, bail};
 
 /// A scrub rate: bytes per second, or off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Rate {
+pub enum Rate {
     Off,
     PerSecond(u64),
 }
 
 /// `16MiB/s`, `16MiB` (per second), `off`.
-pub(crate) fn parse_rate(text: &str) -> Result<Rate, String> {
+pub fn parse_rate(text: &str) -> Result<Rate, String> {
     if text.trim().eq_ignore_ascii_case("off") {
         return Ok(Rate::Off);
     }
@@ -28,7 +28,7 @@ pub(crate) fn parse_rate(text: &str) -> Result<Rate, String> {
 
 /// `0660`, `660`, `0o600`: an octal mode for the socket; its owner must keep read and
 /// write.
-pub(crate) fn parse_mode(text: &str) -> anyhow::Result<u32> {
+pub fn parse_mode(text: &str) -> anyhow::Result<u32> {
     match u32::from_str_radix(text.trim_start_matches("0o"), 8) {
         Ok(mode) if mode <= 0o777 && mode & 0o600 == 0o600 => Ok(mode),
         _ => bail!(
@@ -40,7 +40,7 @@ pub(crate) fn parse_mode(text: &str) -> anyhow::Result<u32> {
 /// The longest path a Unix socket address holds (`sun_path` is 108 bytes with the NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
-pub(crate) fn check_socket_path(socket: &Path) -> anyhow::Result<()> {
+pub fn check_socket_path(socket: &Path) -> anyhow::Result<()> {
     let len = socket.as_os_str().len();
     if len > MAX_SOCKET_PATH {
         bail!(
@@ -53,7 +53,7 @@ pub(crate) fn check_socket_path(socket: &Path) -> anyhow::Result<()> {
 
 /// The `/metrics` address: `host:port` on loopback only (node exporters and scrapers on
 /// this host).
-pub(crate) fn metrics_addr(addr: &str) -> anyhow::Result<std::net::SocketAddr> {
+pub fn metrics_addr(addr: &str) -> anyhow::Result<std::net::SocketAddr> {
     let parsed: std::net::SocketAddr = addr.parse().with_context(|| {
         format!("Invalid metrics address `{addr}`: expected e.g. 127.0.0.1:9477")
     })?;
@@ -67,7 +67,7 @@ pub(crate) fn metrics_addr(addr: &str) -> anyhow::Result<std::net::SocketAddr> {
 
 /// A cache size as configured: bytes, or a share of the cache's filesystem.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum Size {
+pub enum Size {
     Bytes(u64),
     /// A fraction in `(0, 1]`.
     Share(f64),
@@ -147,7 +147,7 @@ mod tests {
 /// `--mode`: any text is taken (the daemon checks it, in one line), and shell completion
 /// offers the modes.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct LinkModes;
+pub struct LinkModes;
 
 impl clap::builder::TypedValueParser for LinkModes {
     type Value = String;

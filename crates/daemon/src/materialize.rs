@@ -698,6 +698,16 @@ impl Daemon {
     ) -> Result<Resolved, ApiError> {
         let listed = match &found.version {
             Versioned::Foreign(foreign, _) => crate::foreign::listed(&self.store, foreign).await?,
+            // Only the counts: a one-file get of a large version must not list all of it.
+            Versioned::Native(version) if !entries && !count_cached => {
+                return Ok(resolved(
+                    found,
+                    version.manifest.entries.len() as u64,
+                    version.manifest.total_size(),
+                    None,
+                    Vec::new(),
+                ));
+            }
             Versioned::Native(version) => version
                 .manifest
                 .entries
@@ -725,21 +735,34 @@ impl Daemon {
         } else {
             None
         };
-        let version = found.head();
-        Ok(Resolved {
-            entity: version.entity.to_owned(),
-            project: version.project.to_owned(),
-            name: version.name.to_owned(),
-            version: version.version.to_owned(),
-            digest: version.digest,
-            aliases: version.aliases.to_vec(),
-            kind: version.kind.map(str::to_owned),
-            metadata: version.metadata.clone(),
-            files: total,
-            bytes: listed.iter().map(|e| e.size).sum(),
-            cached_files,
-            warning: found.warning.clone(),
-            entries: if entries { listed } else { Vec::new() },
-        })
+        let bytes = listed.iter().map(|e| e.size).sum();
+        let listed = if entries { listed } else { Vec::new() };
+        Ok(resolved(found, total, bytes, cached_files, listed))
+    }
+}
+
+/// What `resolve` answers about `found`: its files and bytes, and what is listed.
+fn resolved(
+    found: &Found,
+    files: u64,
+    bytes: u64,
+    cached_files: Option<u64>,
+    entries: Vec<ListedEntry>,
+) -> Resolved {
+    let version = found.head();
+    Resolved {
+        entity: version.entity.to_owned(),
+        project: version.project.to_owned(),
+        name: version.name.to_owned(),
+        version: version.version.to_owned(),
+        digest: version.digest,
+        aliases: version.aliases.to_vec(),
+        kind: version.kind.map(str::to_owned),
+        metadata: version.metadata.clone(),
+        files,
+        bytes,
+        cached_files,
+        warning: found.warning.clone(),
+        entries,
     }
 }

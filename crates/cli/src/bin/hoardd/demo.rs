@@ -12,7 +12,7 @@ use hoard_layout::DirRoot;
 use hoard_types::api::{MaterializeRequest, PublishRequest};
 use hoard_upstream::{ClientOptions, RegistryClient};
 
-use crate::get::{bytes, summary_line};
+use hoard_cli::get::{bytes, summary_line};
 
 #[derive(Args)]
 pub(crate) struct DemoArgs {
@@ -65,7 +65,7 @@ fn make_dataset(dir: &Path, args: &DemoArgs) -> anyhow::Result<u64> {
 pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let tmp = tempfile::Builder::new().prefix("hoard-demo-").tempdir()?;
     let dir = tmp.path();
-    crate::process::out(&format!("hoard demo in {}", dir.display()))?;
+    hoard_cli::process::out(&format!("hoard demo in {}", dir.display()))?;
     let total = make_dataset(&dir.join("src"), args)?;
     let root = DirRoot::create(dir.join("registry"))?;
     let name = hoard_types::ArtifactName::new("acme", "demo", "sample")?;
@@ -77,7 +77,7 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
         Some("dataset".to_owned()),
         serde_json::json!({}),
     )?;
-    crate::process::out(&format!(
+    hoard_cli::process::out(&format!(
         "imported {}+{} files ({}) into a registry as {name}:{}",
         args.files,
         args.large,
@@ -103,7 +103,7 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
         let socket = dir.join("hoard.sock");
         let daemon = Arc::new(hoard_daemon::Daemon::new(store, upstream, hoard_daemon::Options::default()));
         let server = tokio::spawn(hoard_daemon::run(crate::daemon::bind(&socket)?, daemon, stopped(stop_rx)));
-        crate::process::out(&format!("registry on {url}, daemon on {}", socket.display()))?;
+        hoard_cli::process::out(&format!("registry on {url}, daemon on {}", socket.display()))?;
 
         let client = Client::new(&socket);
         let reference = "acme/demo/sample:best";
@@ -114,11 +114,11 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
                 ..MaterializeRequest::default()
             };
             let summary = client.materialize(&request, |_| {}).await?;
-            crate::process::out(&format!("{run}: {}", summary_line(reference, &summary)))?;
+            hoard_cli::process::out(&format!("{run}: {}", summary_line(reference, &summary)))?;
         }
         let sample = dir.join("job-2/weights/shard-0.bin");
         if let Ok(meta) = std::fs::metadata(&sample) {
-            crate::process::out(&format!(
+            hoard_cli::process::out(&format!(
                 "job-2/weights/shard-0.bin: inode {} with {} links (one cache blob, shared by both jobs)",
                 meta.ino(),
                 meta.nlink()
@@ -139,7 +139,7 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
                     ..PublishRequest::default()
                 })
                 .await?;
-            crate::process::out(&format!(
+            hoard_cli::process::out(&format!(
                 "{run}: acme/demo/model:{} ({}), {} blobs uploaded",
                 published.version.as_deref().unwrap_or("pending"),
                 published.state,

@@ -10,7 +10,7 @@ use hoard_layout::DirRoot;
 use hoard_registry::{Limits, State, Tokens};
 use hoard_types::{ArtifactName, ArtifactRef, Selector};
 
-use crate::env;
+use hoard_cli::env;
 
 #[derive(Subcommand)]
 pub(crate) enum Command {
@@ -65,7 +65,7 @@ pub(crate) fn run(command: Command) -> anyhow::Result<()> {
 }
 
 fn run_serve(args: &Serve) -> anyhow::Result<()> {
-    crate::process::raise_nofile_limit();
+    hoard_cli::process::raise_nofile_limit();
     let tokens = args.tokens.as_deref().map(Tokens::load).transpose()?;
     if tokens.is_none() && !args.listen.ip().is_loopback() {
         bail!(
@@ -102,7 +102,7 @@ fn run_serve(args: &Serve) -> anyhow::Result<()> {
             );
         }
         tracing::info!(%addr, root = %args.root.display(), "registry listening");
-        crate::process::out(&format!("http://{addr}"))?;
+        hoard_cli::process::out(&format!("http://{addr}"))?;
         hoard_registry::run(listener, Arc::new(state), shutdown_signal()).await?;
         tracing::info!("registry stopped");
         Ok(())
@@ -156,13 +156,13 @@ fn run_import(args: Import) -> anyhow::Result<()> {
         hoard_registry::import_dir(&root, &name, &args.src, args.aliases, args.kind, metadata)?;
     let version = &committed.version;
     if args.json {
-        crate::process::out(&serde_json::to_string(version)?)?;
+        hoard_cli::process::out(&serde_json::to_string(version)?)?;
     } else {
-        crate::process::out(&format!(
+        hoard_cli::process::out(&format!(
             "{name}:{} {} ({}, {}{})",
             version.version,
             version.digest,
-            crate::process::count(version.manifest.entries.len() as u64, "file"),
+            hoard_cli::process::count(version.manifest.entries.len() as u64, "file"),
             hoard_types::human_bytes(version.manifest.total_size()),
             if committed.created {
                 ""

@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use crate::env;
+use hoard_cli::env;
 
 /// Every key of `hoard.toml`; all optional.
 #[derive(Debug, Default, Deserialize)]
@@ -68,10 +68,10 @@ pub(crate) struct Config {
 
 impl Config {
     /// `scrub_rate`, parsed.
-    pub(crate) fn scrub_rate(&self) -> anyhow::Result<Option<crate::values::Rate>> {
+    pub(crate) fn scrub_rate(&self) -> anyhow::Result<Option<hoard_cli::values::Rate>> {
         self.scrub_rate
             .as_deref()
-            .map(crate::values::parse_rate)
+            .map(hoard_cli::values::parse_rate)
             .transpose()
             .map_err(|e| anyhow::anyhow!("`scrub_rate`: {e}"))
     }
@@ -310,7 +310,7 @@ impl Config {
             .upstream_url(config.upstream.as_deref())
             .map_err(|e| anyhow::anyhow!("Invalid config file `{}`: {e}", path.display()))?;
         if let Some(size) = &config.max_size {
-            size.parse::<crate::values::Size>().map_err(|e| {
+            size.parse::<hoard_cli::values::Size>().map_err(|e| {
                 anyhow::anyhow!("Invalid config file `{}`: `max_size`: {e}", path.display())
             })?;
         }
@@ -339,10 +339,10 @@ impl Config {
 pub(crate) fn check(file: Option<&Path>) -> anyhow::Result<()> {
     let config = Config::load(file)?;
     if let Some(socket) = &config.socket {
-        crate::values::check_socket_path(socket)?;
+        hoard_cli::values::check_socket_path(socket)?;
     }
     if let Some(mode) = &config.socket_mode {
-        crate::values::parse_mode(mode)?;
+        hoard_cli::values::parse_mode(mode)?;
     }
     if let Some(url) = config.upstream_url(config.upstream.as_deref())? {
         url.parse::<hoard_upstream::UpstreamUrl>().with_context(|| {
@@ -350,7 +350,7 @@ pub(crate) fn check(file: Option<&Path>) -> anyhow::Result<()> {
         })?;
     }
     if let Some(addr) = &config.metrics_listen {
-        crate::values::metrics_addr(addr).context("Invalid config: `metrics_listen`")?;
+        hoard_cli::values::metrics_addr(addr).context("Invalid config: `metrics_listen`")?;
     }
     if let Some(tier) = &config.tier {
         tier.to_config(None, None)
@@ -358,8 +358,8 @@ pub(crate) fn check(file: Option<&Path>) -> anyhow::Result<()> {
             .context("Invalid config: `[tier]`")?;
     }
     match &config.source {
-        Some(path) => crate::process::out(&format!("`{}` is valid", path.display())),
-        None => crate::process::out(
+        Some(path) => hoard_cli::process::out(&format!("`{}` is valid", path.display())),
+        None => hoard_cli::process::out(
             "no config file (none given, no HOARD_CONFIG, no `$XDG_CONFIG_HOME/hoard/hoard.toml`): the defaults apply",
         ),
     }
