@@ -377,7 +377,7 @@ fn compare(work: &Path, name: &str, tree: &Tree, runs: usize) -> Result<()> {
 pub(crate) fn row(label: &str, samples: &mut [Duration]) -> Duration {
     let median = median(samples);
     println!(
-        "  {label:<34} {:>9.3} {:>9.3} {:>9.3}",
+        "  {label:<34} {:>9.4} {:>9.4} {:>9.4}",
         samples[0].as_secs_f64(),
         median.as_secs_f64(),
         samples[samples.len() - 1].as_secs_f64()

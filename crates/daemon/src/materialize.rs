@@ -19,12 +19,12 @@ use crate::daemon::Daemon;
 use crate::drive::{FETCH_WINDOW, Got};
 use crate::error::ApiError;
 use crate::runtime::blocking;
-use crate::version::{Found, Head, Selection, Versioned, blob_keys, select};
+use crate::version::{Found, Head, Selected, Selection, Versioned, blob_keys, select};
 
 /// What [`Daemon::materialize`] fetches: a native selection, or a foreign version to
 /// bind.
 enum Chosen<'a> {
-    Native(Manifest),
+    Native(Selected),
     Foreign(&'a Arc<hoard_types::ForeignVersion>),
 }
 
@@ -41,7 +41,7 @@ pub(crate) struct Retried {
 /// placed when every blob was cached. `_lease` keeps the version's blobs from eviction
 /// between their fetch and their placing.
 struct Fetched {
-    manifest: Arc<Manifest>,
+    manifest: Selected,
     blobs: u64,
     bytes: u64,
     placed: Option<hoard_store::MaterializeReport>,
@@ -89,7 +89,7 @@ impl Daemon {
         let head = found.head();
         // A native selection is checked before anything else is done.
         let chosen = match &found.version {
-            Versioned::Native(version) => Chosen::Native(select(&version.manifest, selection)?),
+            Versioned::Native(version) => Chosen::Native(select(version, selection)?),
             Versioned::Foreign(foreign, _) => Chosen::Foreign(foreign),
         };
         // Before anything is fetched.
@@ -262,13 +262,12 @@ impl Daemon {
     async fn fetch_native(
         self: &Arc<Self>,
         version: &Head<'_>,
-        manifest: Manifest,
+        manifest: Selected,
         caller: Caller,
         placing: Option<(&Arc<Target>, LinkMode, &mut Retried)>,
         events: &mpsc::Sender<Event>,
     ) -> Result<Fetched, ApiError> {
         crate::references::check_all(&self.references, caller, &manifest)?;
-        let manifest = Arc::new(manifest);
         // A blob that only reference entries name is proven for another user first.
         let at_once =
             caller.is_daemon_user() || crate::references::only_referenced(&manifest).is_empty();
@@ -319,7 +318,7 @@ impl Daemon {
         let (manifest, blobs, bytes) = self.bind(foreign, selection, caller, events).await?;
         let lease = self.store.lease(blob_keys(&manifest));
         Ok(Fetched {
-            manifest: Arc::new(manifest),
+            manifest: Selected::part(manifest),
             blobs,
             bytes,
             placed: None,
@@ -330,7 +329,7 @@ impl Daemon {
     /// The store's materialize of every file of `manifest` into `target`, off the runtime.
     async fn materialize_blocking(
         &self,
-        manifest: &Arc<Manifest>,
+        manifest: &Selected,
         target: &Arc<Target>,
         mode: LinkMode,
     ) -> Result<Result<hoard_store::MaterializeReport, hoard_store::Error>, ApiError> {
@@ -532,7 +531,7 @@ impl Daemon {
     async fn place_version(
         self: &Arc<Self>,
         version: &Versioned,
-        manifest: &Arc<Manifest>,
+        manifest: &Selected,
         target: &Arc<Target>,
         (mode, caller, retried): (LinkMode, Caller, &mut Retried),
         selection: &Selection<'_>,
@@ -548,7 +547,7 @@ impl Daemon {
                 let (rebound, blobs, bytes) = self.bind(foreign, selection, caller, events).await?;
                 retried.blobs += blobs;
                 retried.bytes += bytes;
-                let rebound = Arc::new(rebound);
+                let rebound = Selected::part(rebound);
                 self.place(rebound, target.clone(), mode, caller, retried)
                     .await?
             }
@@ -561,7 +560,7 @@ impl Daemon {
     /// `retried` adds up what the attempts before the last one placed and fetched.
     pub(crate) async fn place(
         self: &Arc<Self>,
-        manifest: Arc<Manifest>,
+        manifest: Selected,
         target: Arc<Target>,
         mode: LinkMode,
         caller: Caller,

@@ -156,7 +156,7 @@ impl Daemon {
             failed: false,
         };
         let key = outbox_key(&name, &digest);
-        let manifest = Arc::new(pending.commit.manifest.clone());
+        let manifest = crate::version::Selected::part(pending.commit.manifest.clone());
         let attempts_before = self.outbox.record(&key).await?.map_or(0, |r| r.attempts);
         self.outbox.enqueue(key.clone(), pending).await?;
         tracing::info!(key, files, bytes, "publish recorded");

@@ -163,16 +163,52 @@ impl<'a> Selection<'a> {
     fn filtered(&self) -> bool {
         !self.include.is_empty() || !self.exclude.is_empty()
     }
+
+    /// Every file of the version: no files named, no prefix, no patterns.
+    fn is_whole(&self) -> bool {
+        self.files.is_empty() && self.path_prefix.is_none_or(str::is_empty) && !self.filtered()
+    }
 }
 
 /// The entries a call selected: all, those under W&B's string `path_prefix` that match
 /// the patterns, or the files named.
-pub(crate) fn select(manifest: &Manifest, selection: &Selection<'_>) -> Result<Manifest, ApiError> {
+pub(crate) fn select(
+    version: &Arc<Version>,
+    selection: &Selection<'_>,
+) -> Result<Selected, ApiError> {
+    if selection.is_whole() {
+        return Ok(Selected::Whole(version.clone()));
+    }
     let mut selected = Manifest::new();
-    selected.entries = select_entries(&manifest.entries, selection)?
+    selected.entries = select_entries(&version.manifest.entries, selection)?
         .into_iter()
         .collect();
-    Ok(selected)
+    Ok(Selected::Part(Arc::new(selected)))
+}
+
+/// The manifest of the files a request selected: the version's own when it asked for all
+/// of it (a 20,000-file manifest takes 2 MiB, which is not copied), else the selection's.
+#[derive(Clone)]
+pub(crate) enum Selected {
+    Whole(Arc<Version>),
+    Part(Arc<Manifest>),
+}
+
+impl Selected {
+    pub(crate) fn part(manifest: Manifest) -> Self {
+        Self::Part(Arc::new(manifest))
+    }
+}
+
+impl std::ops::Deref for Selected {
+    type Target = Manifest;
+
+    fn deref(&self) -> &Manifest {
+        match self {
+            Self::Whole(version) => &version.manifest,
+            Self::Part(manifest) => manifest,
+        }
+    }
 }
 
 /// [`select`] over any path-ordered entries (a manifest's, or a foreign version's).
