@@ -537,19 +537,22 @@ fn reload_on_hangup(daemon: Arc<Daemon>, args: DaemonArgs, cache_dir: PathBuf) {
     });
 }
 
-/// Bounds glibc's malloc to two arenas. By default it makes one per thread that contends,
+/// Bounds glibc's malloc to one arena. By default it makes one per thread that contends,
 /// up to 8 per core, and keeps what each grew to: a cold get of 20,000 files left three
-/// arenas of 14–20 MiB and a daemon of 77–88 MiB RSS, 73 MiB with two (`MALLOC_ARENA_MAX=2`,
-/// which the environment still overrides), with no change in the benchmark's times.
+/// arenas of 14–20 MiB and a daemon of 77–88 MiB RSS. With two arenas, the peak of a cold
+/// then a warm get of that version was 59–66 MiB, from run to run, as the warm get's work
+/// landed in the arena that the cold one had not left free; with one, 59–60 MiB, and the
+/// cold get was no slower (3.7–4.0 s against 3.8–5.5 s, alternated). `MALLOC_ARENA_MAX`
+/// in the environment still overrides it.
 fn bound_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
         // SAFETY: `mallopt` only sets a parameter of the allocator; it takes no pointers
         // and is called before the daemon starts its threads.
         #[expect(unsafe_code, reason = "glibc's mallopt has no safe wrapper")]
-        let set = unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
+        let set = unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
         if set != 1 {
-            tracing::debug!("could not bound malloc's arenas");
+            tracing::debug!("could not bound malloc to one arena");
         }
     }
 }
