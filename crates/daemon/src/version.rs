@@ -322,3 +322,81 @@ pub(crate) fn blob_keys(manifest: &Manifest) -> Vec<BlobKey> {
     keys.dedup();
     keys
 }
+
+#[cfg(test)]
+mod tests {
+    use hoard_types::{Digest, Entry};
+
+    use super::*;
+
+    fn version(files: &[&str]) -> Arc<Version> {
+        let mut manifest = Manifest::new();
+        for name in files {
+            let entry = Entry {
+                digest: Digest::of(name.as_bytes()),
+                exec: false,
+                reference: None,
+                size: 1,
+            };
+            manifest
+                .entries
+                .insert(RelPath::new(*name).expect("a plain name"), entry);
+        }
+        Arc::new(Version {
+            entity: "acme".into(),
+            project: "vision".into(),
+            name: "bike".into(),
+            version: "v0".into(),
+            digest: manifest.digest(),
+            aliases: vec![],
+            kind: None,
+            metadata: serde_json::json!({}),
+            created_at: None,
+            manifest,
+        })
+    }
+
+    /// A request for every file shares the version's manifest (a 20,000-file one takes
+    /// 2 MiB); a prefix, a file or a pattern selects a manifest of its own.
+    #[test]
+    fn the_whole_version_is_shared_and_a_part_is_its_own() {
+        let v = version(&["a/1", "a/2", "b/1"]);
+        let none: &[String] = &[];
+        let all = Selection {
+            path_prefix: None,
+            files: vec![],
+            include: none,
+            exclude: none,
+            clean: true,
+        };
+        let whole = select(&v, &all).expect("selects");
+        assert!(matches!(&whole, Selected::Whole(w) if Arc::ptr_eq(w, &v)));
+        let empty_prefix = Selection {
+            path_prefix: Some(""),
+            ..all
+        };
+        assert!(matches!(
+            select(&v, &empty_prefix).expect("selects"),
+            Selected::Whole(_)
+        ));
+        let prefix = Selection {
+            path_prefix: Some("a/"),
+            files: vec![],
+            include: none,
+            exclude: none,
+            clean: false,
+        };
+        let part = select(&v, &prefix).expect("selects");
+        assert!(matches!(part, Selected::Part(_)));
+        let paths: Vec<&str> = part.entries.keys().map(RelPath::as_str).collect();
+        assert_eq!(paths, ["a/1", "a/2"]);
+        let one = Selection {
+            path_prefix: None,
+            files: vec!["b/1"],
+            include: none,
+            exclude: none,
+            clean: false,
+        };
+        assert_eq!(select(&v, &one).expect("selects").entries.len(), 1);
+    }
+}
