@@ -66,6 +66,34 @@ fn bytes_of(i: usize, size: usize) -> Vec<u8> {
         .collect()
 }
 
+/// A daemon in `dir` (its socket and cache) on `upstream`, with the tier on `bucket`;
+/// `env` adds to the bucket's credentials.
+fn tier_box(dir: &Path, bucket: &Bucket, upstream: &str, env: &[(&str, String)]) -> DaemonProcess {
+    let mut all = bucket.env();
+    all.extend(env.iter().map(|(k, v)| (*k, v.clone())));
+    let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    DaemonProcess::start_env(
+        &dir.join("hoard.sock"),
+        &dir.join("cache"),
+        upstream,
+        &[
+            "--tier",
+            "s3://tier/fleet",
+            "--tier-endpoint-url",
+            &bucket.endpoint,
+        ],
+        &all,
+    )
+}
+
+/// `files` as the fakes take them.
+fn borrowed(files: &[(String, Vec<u8>)]) -> Vec<(&str, &[u8])> {
+    files
+        .iter()
+        .map(|(p, d)| (p.as_str(), d.as_slice()))
+        .collect()
+}
+
 impl Fleet {
     fn new() -> Self {
         Self::on(Kind::Garage)
@@ -106,22 +134,7 @@ impl Fleet {
     /// Box `name`: a daemon with its own cache, on the tier at Garage node `node`.
     fn start_box(&self, name: &str, node: usize) -> DaemonProcess {
         let dir = self.tmp.path().join(name);
-        let bucket = self.store.bucket(node);
-        let endpoint = bucket.endpoint.clone();
-        let env = bucket.env();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        DaemonProcess::start_env(
-            &dir.join("hoard.sock"),
-            &dir.join("cache"),
-            &self.registry.url,
-            &[
-                "--tier",
-                "s3://tier/fleet",
-                "--tier-endpoint-url",
-                &endpoint,
-            ],
-            &env,
-        )
+        tier_box(&dir, &self.store.bucket(node), &self.registry.url, &[])
     }
 
     /// Upstream figures: (blob GETs, blob bytes served, version GETs).
@@ -553,30 +566,13 @@ fn a_second_box_of_a_wandb_fleet_needs_no_wandb_call() {
         .map(|i| (format!("images/{i}.png"), bytes_of(i, 3000 + i)))
         .chain([("weights.bin".to_owned(), bytes_of(99, 2 << 20))])
         .collect();
-    let borrowed: Vec<(&str, &[u8])> = files
-        .iter()
-        .map(|(p, d)| (p.as_str(), d.as_slice()))
-        .collect();
+    let borrowed = borrowed(&files);
     fake.add_version("acme/vision/pets", &borrowed, &["latest"]);
     let garage = Garage::start(&tmp.path().join("garage"));
+    let upstream = format!("wandb+{}", fake.url);
     let start = |name: &str| {
-        let dir = tmp.path().join(name);
-        let bucket = garage.bucket(0);
-        let mut env = bucket.env();
-        env.push(("WANDB_API_KEY", KEY.to_owned()));
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        DaemonProcess::start_env(
-            &dir.join("hoard.sock"),
-            &dir.join("cache"),
-            &format!("wandb+{}", fake.url),
-            &[
-                "--tier",
-                "s3://tier/fleet",
-                "--tier-endpoint-url",
-                &bucket.endpoint,
-            ],
-            &env,
-        )
+        let key = [("WANDB_API_KEY", KEY.to_owned())];
+        tier_box(&tmp.path().join(name), &garage.bucket(0), &upstream, &key)
     };
     let first = start("first");
     get(&first, "acme/vision/pets:v0", &tmp.path().join("out1"));
@@ -744,31 +740,17 @@ fn a_second_box_of_a_hub_fleet_needs_no_hub_call() {
         ("model.safetensors".into(), bytes_of(5, 2 << 20)),
         ("tokenizer/vocab.json".into(), bytes_of(6, 40_000)),
     ];
-    let borrowed: Vec<(&str, &[u8])> = files
-        .iter()
-        .map(|(p, d)| (p.as_str(), d.as_slice()))
-        .collect();
+    let borrowed = borrowed(&files);
     let sha = hub.commit("models/acme/toy", "main", &borrowed);
     let garage = Garage::start(&tmp.path().join("garage"));
+    let upstream = format!("hf+{}", hub.url);
     let start = |name: &str| {
         let dir = tmp.path().join(name);
-        let bucket = garage.bucket(1);
-        let mut env = bucket.env();
-        env.push(("HF_TOKEN", TOKEN.to_owned()));
-        env.push(("HF_HOME", dir.join("hf-home").to_str().unwrap().to_owned()));
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        DaemonProcess::start_env(
-            &dir.join("hoard.sock"),
-            &dir.join("cache"),
-            &format!("hf+{}", hub.url),
-            &[
-                "--tier",
-                "s3://tier/fleet",
-                "--tier-endpoint-url",
-                &bucket.endpoint,
-            ],
-            &env,
-        )
+        let env = [
+            ("HF_TOKEN", TOKEN.to_owned()),
+            ("HF_HOME", dir.join("hf-home").to_str().unwrap().to_owned()),
+        ];
+        tier_box(&dir, &garage.bucket(1), &upstream, &env)
     };
     let reference = format!("models/acme/toy:{sha}");
     let first = start("first");
@@ -808,31 +790,15 @@ fn four_boxes_of_a_wandb_fleet_download_each_file_once() {
         .map(|i| (format!("images/{i}.png"), bytes_of(200 + i, 2000 + i)))
         .chain([("weights.bin".to_owned(), bytes_of(299, 3 << 20))])
         .collect();
-    let borrowed: Vec<(&str, &[u8])> = files
-        .iter()
-        .map(|(p, d)| (p.as_str(), d.as_slice()))
-        .collect();
+    let borrowed = borrowed(&files);
     fake.add_version("acme/vision/pets", &borrowed, &["latest"]);
     let garage = Garage::start(&tmp.path().join("garage"));
+    let upstream = format!("wandb+{}", fake.url);
     let boxes: Vec<DaemonProcess> = (0..4)
         .map(|i| {
             let dir = tmp.path().join(format!("box{i}"));
-            let bucket = garage.bucket(i % 3);
-            let mut env = bucket.env();
-            env.push(("WANDB_API_KEY", KEY.to_owned()));
-            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            DaemonProcess::start_env(
-                &dir.join("hoard.sock"),
-                &dir.join("cache"),
-                &format!("wandb+{}", fake.url),
-                &[
-                    "--tier",
-                    "s3://tier/fleet",
-                    "--tier-endpoint-url",
-                    &bucket.endpoint,
-                ],
-                &env,
-            )
+            let key = [("WANDB_API_KEY", KEY.to_owned())];
+            tier_box(&dir, &garage.bucket(i % 3), &upstream, &key)
         })
         .collect();
     std::thread::scope(|scope| {
@@ -867,31 +833,14 @@ fn a_binding_from_one_project_is_not_used_for_another() {
     let files: Vec<(String, Vec<u8>)> = (0..3)
         .map(|i| (format!("secret/{i}.bin"), bytes_of(400 + i, 5000 + i)))
         .collect();
-    let borrowed: Vec<(&str, &[u8])> = files
-        .iter()
-        .map(|(p, d)| (p.as_str(), d.as_slice()))
-        .collect();
+    let borrowed = borrowed(&files);
     fake.add_version("acme/vision/pets", &borrowed, &["latest"]);
     fake.add_version("acme/other/copy", &borrowed, &["latest"]);
     let garage = Garage::start(&tmp.path().join("garage"));
+    let upstream = format!("wandb+{}", fake.url);
     let start = |name: &str| {
-        let dir = tmp.path().join(name);
-        let bucket = garage.bucket(0);
-        let mut env = bucket.env();
-        env.push(("WANDB_API_KEY", KEY.to_owned()));
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        DaemonProcess::start_env(
-            &dir.join("hoard.sock"),
-            &dir.join("cache"),
-            &format!("wandb+{}", fake.url),
-            &[
-                "--tier",
-                "s3://tier/fleet",
-                "--tier-endpoint-url",
-                &bucket.endpoint,
-            ],
-            &env,
-        )
+        let key = [("WANDB_API_KEY", KEY.to_owned())];
+        tier_box(&tmp.path().join(name), &garage.bucket(0), &upstream, &key)
     };
     let first = start("first");
     get(&first, "acme/vision/pets:v0", &tmp.path().join("out1"));
