@@ -28,7 +28,24 @@ use std::ffi::OsString;
 use std::io::{self, Write};
 use std::process::ExitCode;
 
-use clap::{Subcommand, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// The command line of both binaries: the global options, and `C`, their subcommands
+/// (`hoard`'s name the ones it hands over; `hoardd`'s run them).
+#[derive(Parser)]
+#[command(
+    name = "hoard",
+    bin_name = "hoard",
+    version,
+    about = "A local-first, content-addressed artifact cache"
+)]
+pub struct Cli<C: Subcommand> {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: C,
+}
 
 /// The daemon's clients: the subcommands both binaries run themselves.
 #[derive(Subcommand)]

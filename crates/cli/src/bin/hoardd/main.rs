@@ -13,22 +13,9 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use hoard_cli::{ClientCommand, LogFormat, about};
+use hoard_cli::{ClientCommand, about};
 
-#[derive(Parser)]
-#[command(
-    name = "hoard",
-    bin_name = "hoard",
-    version,
-    about = "A local-first, content-addressed artifact cache"
-)]
-struct Cli {
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
-    #[command(subcommand)]
-    command: Command,
-}
+type Cli = hoard_cli::Cli<Command>;
 
 #[derive(Subcommand)]
 enum ConfigCommand {
