@@ -489,22 +489,11 @@ impl Fetcher {
         } else {
             tier::Plan::default()
         };
-        // Wrong bytes (a flipped bit, a body short but complete) may be a bad proxy or NIC
-        // of the moment: they are thrown away, never resumed from, and asked for again.
-        let mut attempt = 1;
-        let staged = loop {
-            match self
-                .attempt(key, size, upstream.clone(), tally.clone())
-                .await
-            {
-                Err(e) if e.kind == "upstream-invalid" && attempt < ATTEMPTS => {
-                    tracing::warn!(%key, attempt, error = %e, "wrong bytes from the upstream; fetching the blob again");
-                    self.counters.refetched.fetch_add(1, Ordering::Relaxed);
-                    attempt += 1;
-                }
-                other => break other,
-            }
-        };
+        let staged = self
+            .until_right_bytes(&key, || {
+                self.attempt(key, size, upstream.clone(), tally.clone())
+            })
+            .await;
         self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
         match staged {
             Ok(None) => {
@@ -523,6 +512,30 @@ impl Fetcher {
             Err(e) => {
                 self.let_go(plan);
                 Err(e)
+            }
+        }
+    }
+
+    /// Runs `attempt` again while it finds wrong bytes, [`ATTEMPTS`] times at most. Wrong
+    /// bytes (a flipped bit, a body short but complete) may be a bad proxy or NIC of the
+    /// moment: they are thrown away, never resumed from, and asked for again.
+    async fn until_right_bytes<T, F>(
+        &self,
+        what: &(impl std::fmt::Display + ?Sized),
+        mut attempt: impl FnMut() -> F,
+    ) -> Result<T, ApiError>
+    where
+        F: std::future::Future<Output = Result<T, ApiError>>,
+    {
+        let mut tried = 1;
+        loop {
+            match attempt().await {
+                Err(e) if e.kind == "upstream-invalid" && tried < ATTEMPTS => {
+                    tracing::warn!(%what, attempt = tried, error = %e, "wrong bytes from the upstream; fetching them again");
+                    self.counters.refetched.fetch_add(1, Ordering::Relaxed);
+                    tried += 1;
+                }
+                other => return other,
             }
         }
     }
@@ -659,51 +672,47 @@ impl Fetcher {
             self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
             return Err(tier::tier_miss(digest));
         };
-        let mut attempt = 1;
-        let result = loop {
-            let store = self.store.clone();
-            let source = source.clone();
-            let handle = tokio::runtime::Handle::current();
-            let ranges = self.ranges;
-            if let Some(tally) = &tally {
-                tally.reset();
-            }
-            let tally = tally.clone();
-            let result = tokio::task::spawn_blocking(move || {
-                let tally = tally.as_deref();
-                if size >= ranges.threshold
-                    && let Some(claimed) = source.whole()
-                {
-                    return fetch_foreign_parts(
-                        &store,
-                        source.as_ref(),
-                        &handle,
-                        size,
-                        ranges,
-                        &claimed,
-                        tally,
-                    );
+        let result = self
+            .until_right_bytes(digest, || {
+                let store = self.store.clone();
+                let source = source.clone();
+                let handle = tokio::runtime::Handle::current();
+                let ranges = self.ranges;
+                if let Some(tally) = &tally {
+                    tally.reset();
                 }
-                store.room_for(&source.describe(), size)?;
-                let mut stream = handle.block_on(source.fetch_foreign())?;
-                let mut writer = store.writer(false, None)?;
-                while let Some(chunk) = handle.block_on(stream.next_chunk())? {
-                    writer.write(&chunk)?;
-                    count(tally, chunk.len());
+                let tally = tally.clone();
+                let task = tokio::task::spawn_blocking(move || {
+                    let tally = tally.as_deref();
+                    if size >= ranges.threshold
+                        && let Some(claimed) = source.whole()
+                    {
+                        return fetch_foreign_parts(
+                            &store,
+                            source.as_ref(),
+                            &handle,
+                            size,
+                            ranges,
+                            &claimed,
+                            tally,
+                        );
+                    }
+                    store.room_for(&source.describe(), size)?;
+                    let mut stream = handle.block_on(source.fetch_foreign())?;
+                    let mut writer = store.writer(false, None)?;
+                    while let Some(chunk) = handle.block_on(stream.next_chunk())? {
+                        writer.write(&chunk)?;
+                        count(tally, chunk.len());
+                    }
+                    Ok::<_, ApiError>(writer.finish_staged()?)
+                });
+                async {
+                    task.await.unwrap_or_else(|e| {
+                        Err(ApiError::internal(format!("the fetch task failed: {e}")))
+                    })
                 }
-                Ok::<_, ApiError>(writer.finish_staged()?)
             })
-            .await
-            .unwrap_or_else(|e| Err(ApiError::internal(format!("the fetch task failed: {e}"))));
-            match result {
-                Err(e) if e.kind == "upstream-invalid" && attempt < ATTEMPTS => {
-                    tracing::warn!(%digest, attempt, error = %e, "a download did not check out; fetching it again");
-                    self.counters.refetched.fetch_add(1, Ordering::Relaxed);
-                    attempt += 1;
-                }
-                other => break other,
-            }
-        };
+            .await;
         self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
         let staged = result?.with_foreign(digest.clone());
         let key = staged.ingested.key;
