@@ -329,18 +329,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_confirmation_expires_while_the_upstream_is_down() {
         let manifest = Manifest::new();
-        let version = Version {
-            entity: "acme".into(),
-            project: "vision".into(),
-            name: "bike".into(),
-            version: "v0".into(),
-            digest: manifest.digest(),
-            aliases: vec![],
-            kind: None,
-            metadata: serde_json::json!({}),
-            created_at: None,
-            manifest,
-        };
+        let version = crate::version::a_version("v0", manifest);
         let (online, asked) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicU64::new(0)));
         let upstream = Upstream::read_only(Arc::new(Confirming {
             online: online.clone(),

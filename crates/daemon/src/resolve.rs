@@ -558,18 +558,7 @@ mod tests {
                 },
             );
         }
-        Version {
-            entity: "acme".into(),
-            project: "vision".into(),
-            name: "bike".into(),
-            version: format!("v{n}"),
-            digest: manifest.digest(),
-            aliases: vec![],
-            kind: None,
-            metadata: serde_json::json!({}),
-            created_at: None,
-            manifest,
-        }
+        crate::version::a_version(&format!("v{n}"), manifest)
     }
 
     /// Decoded versions are found by number and by digest, and hold at most

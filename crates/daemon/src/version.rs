@@ -323,6 +323,23 @@ pub(crate) fn blob_keys(manifest: &Manifest) -> Vec<BlobKey> {
     keys
 }
 
+/// `acme/vision/bike:<version>` with `manifest`, for the crate's unit tests.
+#[cfg(test)]
+pub(crate) fn a_version(version: &str, manifest: Manifest) -> Version {
+    Version {
+        entity: "acme".into(),
+        project: "vision".into(),
+        name: "bike".into(),
+        version: version.into(),
+        digest: manifest.digest(),
+        aliases: vec![],
+        kind: None,
+        metadata: serde_json::json!({}),
+        created_at: None,
+        manifest,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use hoard_types::{Digest, Entry};
@@ -342,18 +359,7 @@ mod tests {
                 .entries
                 .insert(RelPath::new(*name).expect("a plain name"), entry);
         }
-        Arc::new(Version {
-            entity: "acme".into(),
-            project: "vision".into(),
-            name: "bike".into(),
-            version: "v0".into(),
-            digest: manifest.digest(),
-            aliases: vec![],
-            kind: None,
-            metadata: serde_json::json!({}),
-            created_at: None,
-            manifest,
-        })
+        Arc::new(a_version("v0", manifest))
     }
 
     /// A request for every file shares the version's manifest (a 20,000-file one takes
