@@ -1,5 +1,5 @@
 //! A fetch's progress on stderr. On a terminal, a bar of the bytes (indicatif); elsewhere
-//! (logs, CI), a plain line at most every [`PLAIN_EVERY`], so a long fetch shows it is
+//! (logs, CI), a plain line at most every `PLAIN_EVERY` (5 s), so a long fetch shows it is
 //! alive. Both say the same thing, in the words the Python client uses too:
 //! `fetching 3/10 blobs, 120 MiB / 777 MiB, 45.0 MiB/s, ETA 14 s`.
 
