@@ -222,3 +222,21 @@ impl<O: OpenRange> ChunkSource for Resuming<O> {
         })
     }
 }
+
+/// One answer's body as chunks, read to its end; a break is an error (the caller decides
+/// whether to ask again). `url` names the upstream in it.
+pub(crate) struct Body {
+    pub(crate) url: String,
+    pub(crate) response: Response,
+}
+
+impl ChunkSource for Body {
+    fn next_chunk(&mut self, _offset: u64) -> BoxFuture<'_, Result<Option<Bytes>, Error>> {
+        Box::pin(async move {
+            self.response
+                .chunk()
+                .await
+                .map_err(|e| Error::unreachable(self.url.clone(), 1, &e))
+        })
+    }
+}

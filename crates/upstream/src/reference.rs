@@ -213,7 +213,7 @@ impl HttpReference {
     /// GETs `range` of a resource of `size` bytes; connection errors, 429 and 5xx are
     /// asked again by the retry policy (a request is signed or authorized once for all
     /// its attempts).
-    async fn open(&self, range: Range<u64>, size: u64) -> Result<HttpBody, Error> {
+    async fn open(&self, range: Range<u64>, size: u64) -> Result<crate::http::Body, Error> {
         let whole = range.start == 0 && range.end == size;
         let bad_header = |e: &dyn std::fmt::Display| Error::Url {
             url: self.uri.clone(),
@@ -276,25 +276,9 @@ impl HttpReference {
                 "it ignored the byte range asked for".to_owned(),
             ));
         }
-        Ok(HttpBody {
-            uri: self.uri.clone(),
+        Ok(crate::http::Body {
+            url: self.uri.clone(),
             response,
-        })
-    }
-}
-
-struct HttpBody {
-    uri: String,
-    response: reqwest::Response,
-}
-
-impl ChunkSource for HttpBody {
-    fn next_chunk(&mut self, _offset: u64) -> BoxFuture<'_, Result<Option<Bytes>, Error>> {
-        Box::pin(async move {
-            self.response
-                .chunk()
-                .await
-                .map_err(|e| Error::unreachable(self.uri.clone(), 1, &e))
         })
     }
 }

@@ -32,7 +32,7 @@ use hoard_types::api::TierStatus;
 use hoard_types::{ArtifactName, Digest, ForeignDigest, Selector};
 use tokio::sync::mpsc;
 
-use crate::blob::{ChunkSource, check_range};
+use crate::blob::check_range;
 use crate::{BlobSource, BlobStream, BoxFuture, Error};
 pub use lease::{Batch, Claim, Theirs};
 
@@ -610,28 +610,12 @@ impl BlobSource for Tier {
                     received: response.content_length().unwrap_or(0),
                 });
             }
-            let body = TierBody {
+            // A break is an error: the caller goes to the upstream.
+            let body = crate::http::Body {
+                url: self.describe().to_owned(),
                 response,
-                name: self.describe().to_owned(),
             };
             Ok(BlobStream::new(*digest, size, range, Box::new(body)))
-        })
-    }
-}
-
-/// One GET's body; a break is an error (the caller goes to the upstream).
-struct TierBody {
-    response: reqwest::Response,
-    name: String,
-}
-
-impl ChunkSource for TierBody {
-    fn next_chunk(&mut self, _offset: u64) -> BoxFuture<'_, Result<Option<Bytes>, Error>> {
-        Box::pin(async move {
-            self.response
-                .chunk()
-                .await
-                .map_err(|e| Error::unreachable(self.name.clone(), 1, &e))
         })
     }
 }
