@@ -1,5 +1,5 @@
-//! The blob routes: `GET`/`HEAD` with `Range`, `PUT` (verified before it is kept), and
-//! `POST /v1/blobs/missing`.
+//! The blob routes: `GET`/`HEAD` with `Range`, `PUT` (verified before it is kept),
+//! `POST /v1/blobs/missing`, and `POST /v1/blobs/batch` (many whole blobs in one answer).
 
 use std::io::Read;
 use std::os::unix::fs::FileExt;
@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use hoard_types::Digest;
-use hoard_types::registry::{MissingRequest, MissingResponse, problem};
+use hoard_types::registry::{
+    BATCH_ABSENT, BatchRequest, MAX_BATCH, MissingRequest, MissingResponse, problem,
+};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -22,6 +24,8 @@ use hoard_http::{Body, empty, json};
 const SEND_CHUNK: usize = 1 << 20;
 /// Upload bytes gathered before one write to disk.
 const WRITE_BATCH: usize = 1 << 20;
+/// Batch answer bytes gathered before one hand-off to the connection.
+const BATCH_FLUSH: usize = 256 << 10;
 
 /// What a `Range` header asks of a blob of a given size (RFC 9110 §14).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -517,6 +521,110 @@ pub(crate) async fn missing(
     })
     .await?;
     Ok(json(StatusCode::OK, &MissingResponse { missing }))
+}
+
+/// `POST /v1/blobs/batch`: the asked blobs, framed as [`BatchRequest`] says. One blocking
+/// thread reads them in order and hands the frames to the connection as it goes, a few
+/// hundred KiB at a time, so the first blobs are on their way while later ones are read.
+/// A blob the caller may not read is sent as absent, like one the server lacks: a `GET`
+/// of it tells the caller which (`403` or `404`).
+pub(crate) async fn batch(
+    state: &Arc<State>,
+    caller: &Caller,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let asked: BatchRequest = state.read_json(request).await?;
+    if asked.digests.len() > MAX_BATCH {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            problem::TOO_LARGE,
+            format!("at most {MAX_BATCH} digests per batch; split the list"),
+        ));
+    }
+    let wanted: Vec<(Digest, bool)> = asked
+        .digests
+        .into_iter()
+        .map(|digest| {
+            let readable = state.may_read_blob(caller, &digest).is_ok();
+            (digest, readable)
+        })
+        .collect();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || send_batch(&st, &wanted, &tx));
+    let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|frame| (frame, rx))
+    });
+    let mut response = Response::new(StreamBody::new(frames).boxed_unsync());
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok(response)
+}
+
+type FrameSender = tokio::sync::mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>;
+
+/// Reads and sends the frames of a batch answer; a blob that cannot be read ends the
+/// answer with an error (the client sees it break off, and asks for the rest one by one).
+fn send_batch(state: &State, wanted: &[(Digest, bool)], tx: &FrameSender) {
+    let mut out = BytesMut::new();
+    let flush = |out: &mut BytesMut| {
+        tx.blocking_send(Ok(Frame::data(out.split().freeze())))
+            .is_ok()
+    };
+    for (digest, readable) in wanted {
+        let path = state.root.blob_path(digest);
+        let file = match readable.then(|| hoard_layout::dir::open_regular(&path)) {
+            None => None,
+            Some(Ok(file)) => Some(file),
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Some(Err(e)) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot read blob");
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        };
+        let Some(mut file) = file else {
+            out.extend_from_slice(&BATCH_ABSENT.to_be_bytes());
+            continue;
+        };
+        if let Err(e) = append_blob(state, &mut file, &mut out, &flush) {
+            tracing::error!(path = %path.display(), error = %e, "cannot read blob");
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+        state.metrics.batched();
+    }
+    if !out.is_empty() {
+        flush(&mut out);
+    }
+}
+
+/// Appends one blob's frame (length, bytes) to `out`, handing `out` to `flush` whenever it
+/// holds [`BATCH_FLUSH`] bytes or more. `Err` when the file cannot be read whole, or the
+/// connection went away (nothing more to send then).
+fn append_blob(
+    state: &State,
+    file: &mut std::fs::File,
+    out: &mut BytesMut,
+    flush: &impl Fn(&mut BytesMut) -> bool,
+) -> std::io::Result<()> {
+    let size = file.metadata()?.len();
+    out.extend_from_slice(&size.to_be_bytes());
+    let mut left = size;
+    while left > 0 {
+        let want = SEND_CHUNK.min(usize::try_from(left).unwrap_or(SEND_CHUNK));
+        let start = out.len();
+        out.resize(start + want, 0);
+        file.read_exact(&mut out[start..])?;
+        state.metrics.served(want as u64);
+        left -= want as u64;
+        if out.len() >= BATCH_FLUSH && !flush(out) {
+            return Err(std::io::Error::other("the client went away"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

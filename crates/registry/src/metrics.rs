@@ -9,6 +9,7 @@ pub(crate) struct Metrics {
     requests: hoard_http::RequestCounts,
     bytes_served: AtomicU64,
     bytes_received: AtomicU64,
+    batched_blobs: AtomicU64,
 }
 
 impl Metrics {
@@ -18,6 +19,11 @@ impl Metrics {
 
     pub(crate) fn served(&self, bytes: u64) {
         self.bytes_served.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// One blob sent whole in a `blobs/batch` answer.
+    pub(crate) fn batched(&self) {
+        self.batched_blobs.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn received(&self, bytes: u64) {
@@ -39,9 +45,13 @@ impl Metrics {
              hoard_registry_blob_bytes_served_total {}\n\
              # HELP hoard_registry_blob_bytes_received_total Blob bytes accepted from uploads.\n\
              # TYPE hoard_registry_blob_bytes_received_total counter\n\
-             hoard_registry_blob_bytes_received_total {}\n",
+             hoard_registry_blob_bytes_received_total {}\n\
+             # HELP hoard_registry_batched_blobs_total Blobs sent in `blobs/batch` answers.\n\
+             # TYPE hoard_registry_batched_blobs_total counter\n\
+             hoard_registry_batched_blobs_total {}\n",
             self.bytes_served.load(Ordering::Relaxed),
             self.bytes_received.load(Ordering::Relaxed),
+            self.batched_blobs.load(Ordering::Relaxed),
         );
         out
     }

@@ -43,6 +43,7 @@ async fn dispatch(state: &Arc<State>, request: Request<Incoming>) -> Routed {
         (&Method::PUT, ["v1", "artifacts", _, _, _, "aliases", _]) => "alias_put",
         (&Method::GET, ["v1", "artifacts", _, _, _, _]) => "version_get",
         (&Method::POST, ["v1", "blobs", "missing"]) => "blobs_missing",
+        (&Method::POST, ["v1", "blobs", "batch"]) => "blobs_batch",
         (&Method::GET, ["v1", "blobs", _]) => "blob_get",
         (&Method::HEAD, ["v1", "blobs", _]) => "blob_head",
         (&Method::PUT, ["v1", "blobs", _]) => "blob_put",
@@ -102,6 +103,7 @@ async fn dispatch(state: &Arc<State>, request: Request<Incoming>) -> Routed {
             move_alias(state, &caller, &e, &p, &n, &a, request).await
         }
         ("blobs_missing", _) => blobs::missing(state, &caller, request).await,
+        ("blobs_batch", _) => blobs::batch(state, &caller, request).await,
         ("blob_get" | "blob_head", [_, _, d]) => {
             let d = (*d).to_owned();
             blobs::get(state, &caller, &d, &request).await

@@ -96,6 +96,26 @@ pub struct MissingRequest {
     pub digests: Vec<Digest>,
 }
 
+/// `POST /v1/blobs/batch`: whole blobs in one answer, for a client that needs many small
+/// ones at once (a cold fetch of thousands of files would otherwise pay a request each).
+///
+/// The answer (`200`, `application/octet-stream`) holds one frame per asked digest, in
+/// the order asked: the blob's length as 8 bytes, big-endian, then its bytes. A blob the
+/// server lacks, or the caller may not read, is the length [`BATCH_ABSENT`] alone; the
+/// client asks for it with `GET /v1/blobs/{digest}` to learn why (`404`, or `403` for a
+/// viewer). The client checks each blob's length and digest, as for any blob.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    pub digests: Vec<Digest>,
+}
+
+/// The length a batch answer gives a blob it does not send (see [`BatchRequest`]).
+pub const BATCH_ABSENT: u64 = u64::MAX;
+
+/// Most digests in one `blobs/batch` request.
+pub const MAX_BATCH: usize = 1024;
+
 /// Which of the asked digests the client must upload.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MissingResponse {

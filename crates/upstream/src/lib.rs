@@ -15,7 +15,8 @@
 //!   catalogs whose files are checked against their own digests (MD5; SHA-256 and git's
 //!   blob SHA-1).
 //!
-//! Layout: `upstream.rs` (the traits), `blob.rs` (verified streams), `dir_upstream.rs`
+//! Layout: `upstream.rs` (the traits), `blob.rs` (verified streams), `batch.rs` (many
+//! small blobs in one answer), `dir_upstream.rs`
 //! (the `dir://` layout of `hoard-layout` as a [`Publisher`]), `registry.rs` (the HTTP
 //! client), `http.rs` (requests with retries, bodies that resume), `wandb/` (GraphQL,
 //! manifests, signed URLs), `error.rs`; `reference.rs`: reference entries' sources
@@ -23,6 +24,7 @@
 //! on an S3-compatible store ([`Tier`]), a [`BlobSource`] the daemon asks before the
 //! upstream. Cloud credentials and request signing are the crate `hoard-cloud`'s.
 
+mod batch;
 mod blob;
 mod dir_upstream;
 mod error;
@@ -37,6 +39,7 @@ pub mod wandb;
 
 use std::sync::Arc;
 
+pub use batch::{Batched, BlobBatch};
 pub use blob::{BlobStream, BoxFuture, ForeignCheck};
 pub use error::Error;
 use hoard_layout::DirRoot;

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hoard_types::registry::{
-    AliasRequest, ArtifactList, CommitRequest, Committed, MissingRequest, MissingResponse, Problem,
-    VersionList,
+    AliasRequest, ArtifactList, BatchRequest, CommitRequest, Committed, MissingRequest,
+    MissingResponse, Problem, VersionList,
 };
 use hoard_types::{ArtifactName, Digest, ProjectName, Selector, Version};
 use reqwest::header::{self, HeaderValue};
@@ -24,7 +24,9 @@ use tokio::io::AsyncReadExt;
 use crate::blob::{ChunkSource, check_range};
 use crate::error::IoContext;
 use crate::upstream::check_resolved;
-use crate::{BlobSource, BlobStream, BoxFuture, Catalog, Error, Publisher, RetryPolicy, Upstream};
+use crate::{
+    BlobBatch, BlobSource, BlobStream, BoxFuture, Catalog, Error, Publisher, RetryPolicy, Upstream,
+};
 
 /// How many digests one `blobs/missing` request carries.
 const MISSING_BATCH: usize = 10_000;
@@ -425,6 +427,42 @@ impl BlobSource for RegistryClient {
             );
             Ok(BlobStream::new(*digest, size, range, Box::new(source)))
         })
+    }
+
+    fn fetch_batch(
+        &self,
+        blobs: Vec<(Digest, u64)>,
+    ) -> Option<BoxFuture<'_, Result<BlobBatch, Error>>> {
+        Some(Box::pin(self.open_batch(blobs)))
+    }
+}
+
+impl RegistryClient {
+    /// `POST /v1/blobs/batch` for `blobs`; an answer other than `200` (a registry without
+    /// the route says `404` or `405`) is an error.
+    async fn open_batch(&self, blobs: Vec<(Digest, u64)>) -> Result<BlobBatch, Error> {
+        let body = serde_json::to_vec(&BatchRequest {
+            digests: blobs.iter().map(|(digest, _)| *digest).collect(),
+        })
+        .map_err(|e| self.protocol(e.to_string()))?;
+        let body = Bytes::from(body);
+        let response = self
+            .send("blobs", || {
+                Ok(self
+                    .request(Method::POST, "/v1/blobs/batch")
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(body.clone()))
+            })
+            .await?;
+        let answer = crate::http::Body {
+            url: self.url("/v1/blobs/batch"),
+            response,
+        };
+        Ok(BlobBatch::new(
+            blobs,
+            Box::new(answer),
+            self.inner.base.clone(),
+        ))
     }
 }
 

@@ -28,7 +28,7 @@ use hoard_types::{
     ArtifactName, ArtifactRef, Digest, ForeignVersion, ProjectName, RelPath, Selector, Version,
 };
 
-use crate::{BlobStream, BoxFuture, Error};
+use crate::{BlobBatch, BlobStream, BoxFuture, Error};
 
 /// A version as a foreign upstream lists it: its label (`vN`, a Hub commit) and aliases
 /// (a Hub commit's branches and tags), and what else the upstream tells.
@@ -142,6 +142,17 @@ pub trait BlobSource: Send + Sync {
         size: u64,
         range: Option<Range<u64>>,
     ) -> BoxFuture<'a, Result<BlobStream, Error>>;
+
+    /// Many whole blobs, `(digest, size)`, in one answer read in that order, for a source
+    /// that serves them so (the hoard registry's `POST /v1/blobs/batch`); `None` when it
+    /// does not (the caller asks for each blob with [`Self::fetch_blob`] then).
+    fn fetch_batch(
+        &self,
+        blobs: Vec<(Digest, u64)>,
+    ) -> Option<BoxFuture<'_, Result<BlobBatch, Error>>> {
+        let _ = blobs;
+        None
+    }
 }
 
 /// A server of record whose versions are blake3 manifests.

@@ -171,3 +171,73 @@ async fn a_large_upload_continues_a_broken_one() {
     );
     assert_eq!(server.tmp_files(), 0);
 }
+
+/// `POST /v1/blobs/batch` through [`BlobSource::fetch_batch`]: the blobs in the order
+/// asked, checked; what the caller may not read, or the server lacks, is absent.
+#[tokio::test]
+async fn blobs_come_in_batches_in_the_order_asked() {
+    use hoard_upstream::Batched;
+
+    let server = Server::start(Some(tokens())).await;
+    let (a, b) = (b"first blob".as_slice(), vec![7u8; 300_000]);
+    server
+        .as_(MEMBER)
+        .publish("acme/vision/bike", &[("a", a), ("b", &b)], &[])
+        .await;
+    let gone = Digest::of(b"gone");
+    let asked = vec![
+        (Digest::of(&b), b.len() as u64),
+        (gone, 4),
+        (Digest::of(a), a.len() as u64),
+    ];
+    let read = |token: &'static str| {
+        let asked = asked.clone();
+        let upstream = client(&server, Some(token));
+        async move {
+            let mut batch = upstream.fetch_batch(asked).unwrap().await.unwrap();
+            let mut got = Vec::new();
+            while let Some(blob) = batch.next_blob().await.unwrap() {
+                got.push(match blob {
+                    Batched::Blob(bytes) => Some(bytes.to_vec()),
+                    Batched::Absent => None,
+                    Batched::Wrong(e) => panic!("{e}"),
+                });
+            }
+            got
+        }
+    };
+    assert_eq!(
+        read(MEMBER).await,
+        [Some(b.clone()), None, Some(a.to_vec())]
+    );
+    assert_eq!(
+        read(VIEWER).await,
+        [None, None, None],
+        "a viewer downloads nothing"
+    );
+    assert_eq!(read(OUTSIDER).await, [None, None, None]);
+
+    // The frames as sent: length (8 bytes, big-endian), bytes; absent is u64::MAX alone.
+    let raw = server
+        .as_(MEMBER)
+        .req(reqwest::Method::POST, "/v1/blobs/batch")
+        .json(&serde_json::json!({"digests": [Digest::of(a), gone]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), 200);
+    let mut expected = (a.len() as u64).to_be_bytes().to_vec();
+    expected.extend_from_slice(a);
+    expected.extend_from_slice(&u64::MAX.to_be_bytes());
+    assert_eq!(raw.bytes().await.unwrap(), expected);
+
+    let too_many = vec![gone; hoard_types::registry::MAX_BATCH + 1];
+    let refused = server
+        .as_(MEMBER)
+        .req(reqwest::Method::POST, "/v1/blobs/batch")
+        .json(&serde_json::json!({ "digests": too_many }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 413);
+}
