@@ -8,13 +8,63 @@
 //!
 //! It speaks just enough HTTP/1.1 for hoard's clients: one request per connection (it asks
 //! the upstream with `Connection: close` and answers the same way), request bodies by
-//! `Content-Length`. Faults apply to answers whose path starts with the chosen prefix and
-//! have a `Content-Length` body.
+//! `Content-Length`. A chunked answer is passed on with a `Content-Length`, so that faults
+//! apply to streamed answers too (the registry's batches). [`Fault::Refuse`] answers
+//! `405` without asking the upstream.
+//!
+//! [`Proxied`] starts the usual three: a registry, the proxy in front of it, and a daemon
+//! behind the proxy.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+
+/// Files of an artifact: (path, bytes).
+pub type Files = Vec<(String, Vec<u8>)>;
+
+/// A registry serving artifacts from `root`, this proxy in front of it, and a daemon (on
+/// `dir/d.sock`, caching in `dir/cache`) that fetches through the proxy.
+pub struct Proxied {
+    pub registry: crate::RegistryProcess,
+    pub proxy: FaultyProxy,
+    pub daemon: crate::DaemonProcess,
+}
+
+impl Proxied {
+    /// Imports each `(name, files)` into `dir/root`, then starts the three; `extra` are
+    /// the daemon's flags.
+    pub fn start(
+        dir: &std::path::Path,
+        artifacts: &[(String, Files)],
+        extra: &[&str],
+    ) -> Self {
+        let root = dir.join("root");
+        for (i, (name, files)) in artifacts.iter().enumerate() {
+            let src = dir.join(format!("src{i}"));
+            for (path, bytes) in files {
+                let path = src.join(path);
+                std::fs::create_dir_all(path.parent().expect("a file has a parent"))
+                    .expect("create the source tree");
+                std::fs::write(path, bytes).expect("write a source file");
+            }
+            crate::import(&root, name, &src);
+        }
+        let registry = crate::RegistryProcess::start(&root, &[]);
+        let proxy = FaultyProxy::start(&registry.url);
+        let daemon = crate::DaemonProcess::start_with(
+            &dir.join("d.sock"),
+            &dir.join("cache"),
+            &proxy.url,
+            extra,
+        );
+        Self {
+            registry,
+            proxy,
+            daemon,
+        }
+    }
+}
 
 /// What to do to an answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +77,9 @@ pub enum Fault {
     BreakOff,
     /// Send the first half of the body, wait this long, then the rest (a slow link).
     Pause(std::time::Duration),
+    /// Answer `405 Method Not Allowed` without asking the upstream (a server that lacks
+    /// the route).
+    Refuse,
 }
 
 #[derive(Default)]
@@ -161,7 +214,9 @@ fn rewrite(head: &str, length: Option<usize>) -> String {
     for line in head.trim_end_matches("\r\n\r\n").split("\r\n") {
         let name = line.split(':').next().unwrap_or_default();
         if name.eq_ignore_ascii_case("connection")
-            || (length.is_some() && name.eq_ignore_ascii_case("content-length"))
+            || (length.is_some()
+                && (name.eq_ignore_ascii_case("content-length")
+                    || name.eq_ignore_ascii_case("transfer-encoding")))
         {
             continue;
         }
@@ -175,6 +230,31 @@ fn rewrite(head: &str, length: Option<usize>) -> String {
     }
     out.push_str("Connection: close\r\n\r\n");
     out
+}
+
+/// The body of a `Transfer-Encoding: chunked` answer, decoded; `None` for any other.
+fn dechunk(head: &str, raw: &[u8]) -> Option<Vec<u8>> {
+    let chunked = head.lines().any(|line| {
+        line.split_once(':').is_some_and(|(name, value)| {
+            name.eq_ignore_ascii_case("transfer-encoding") && value.trim() == "chunked"
+        })
+    });
+    if !chunked {
+        return None;
+    }
+    let mut body = Vec::new();
+    let mut at = 0;
+    while let Some(end) = raw[at..].windows(2).position(|w| w == b"\r\n") {
+        let line = String::from_utf8_lossy(&raw[at..at + end]).into_owned();
+        let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16).ok()?;
+        at += end + 2;
+        if size == 0 {
+            break;
+        }
+        body.extend_from_slice(raw.get(at..at + size)?);
+        at += size + 2;
+    }
+    Some(body)
 }
 
 fn relay(mut client: TcpStream, target: &str, state: &Mutex<State>) -> std::io::Result<()> {
@@ -223,11 +303,27 @@ fn relay(mut client: TcpStream, target: &str, state: &Mutex<State>) -> std::io::
     if let Some(delay) = delay {
         std::thread::sleep(delay);
     }
+    if let Some(Fault::Refuse) = fault {
+        let problem = br#"{"type":"method-not-allowed","title":"Method Not Allowed","status":405,"detail":"refused by the test proxy"}"#;
+        let head = format!(
+            "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: application/problem+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            problem.len()
+        );
+        client.write_all(head.as_bytes())?;
+        client.write_all(problem)?;
+        return client.flush();
+    }
     let mut upstream = TcpStream::connect(&target)?;
     upstream.write_all(rewrite(&head, None).as_bytes())?;
     upstream.write_all(&body)?;
     let (answer, mut rest) = read_head(&mut upstream)?;
     upstream.read_to_end(&mut rest)?;
+    // A streamed (chunked) answer is sent on with its length, so that faults can cut it.
+    let (answer, rest) = match dechunk(&answer, &rest) {
+        Some(body) => (rewrite(&answer, Some(body.len())), body),
+        None => (answer, rest),
+    };
+    let mut rest = rest;
     let length = content_length(&answer);
     match (fault, length) {
         (Some(Fault::Flip), Some(len)) if len > 0 => {

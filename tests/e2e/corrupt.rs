@@ -8,8 +8,8 @@
 //! Wrong bytes are fetched again a bounded number of times, and leave nothing behind that
 //! a later fetch could pick up.
 
-use hoard_tests::proxy::{Fault, FaultyProxy};
-use hoard_tests::{DaemonProcess, RegistryProcess, hoard_on as hoard, import};
+use hoard_tests::proxy::{Fault, FaultyProxy, Proxied};
+use hoard_tests::{DaemonProcess, RegistryProcess, hoard_on as hoard};
 
 /// Files of three sizes: fetched into memory, streamed, and in ranges (the daemon runs
 /// with `--large-blob-mib 4 --range-mib 1`).
@@ -37,20 +37,19 @@ impl Setup {
     /// Artifacts `acme/vision/d0` … `d{n-1}`, each with its own bytes.
     fn new(n: u8) -> Self {
         let tmp = tempfile::tempdir().unwrap();
-        for i in 0..n {
-            let src = tmp.path().join(format!("src{i}"));
-            std::fs::create_dir_all(&src).unwrap();
-            for (name, bytes) in files(i) {
-                std::fs::write(src.join(name), bytes).unwrap();
-            }
-            import(&tmp.path().join("root"), &format!("acme/vision/d{i}"), &src);
-        }
-        let registry = RegistryProcess::start(&tmp.path().join("root"), &[]);
-        let proxy = FaultyProxy::start(&registry.url);
-        let daemon = DaemonProcess::start_with(
-            &tmp.path().join("d.sock"),
-            &tmp.path().join("cache"),
-            &proxy.url,
+        let artifacts: Vec<_> = (0..n)
+            .map(|i| {
+                let files = files(i).into_iter().map(|(p, b)| (p.to_owned(), b));
+                (format!("acme/vision/d{i}"), files.collect())
+            })
+            .collect();
+        let Proxied {
+            registry,
+            proxy,
+            daemon,
+        } = Proxied::start(
+            tmp.path(),
+            &artifacts,
             &["--large-blob-mib", "4", "--range-mib", "1"],
         );
         Self {
