@@ -1,5 +1,6 @@
 //! End-to-end tests: they start the real binaries.
 //!
+//! - `batch`: many small files in batch requests; damaged batches; a registry without them.
 //! - `budget`: the cache budget: eviction under a stream of gets, pins, `gc`, refusals.
 //! - `corrupt`: damaged answers (a flipped byte, a short body, one that breaks off) through a
 //!   proxy: fetched again, and nothing of them kept.
@@ -27,6 +28,7 @@
 //! - `wandb`: W&B as an upstream, against the fake W&B server of `hoard_tests`.
 
 mod access;
+mod batch;
 mod bench;
 mod budget;
 mod corrupt;

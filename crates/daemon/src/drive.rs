@@ -15,8 +15,11 @@ use crate::budget::Keeper;
 use crate::error::ApiError;
 use crate::fetch::{Fetcher, Receiving};
 
-/// Blobs one request keeps in flight (fetching or waiting for their commit).
-pub(crate) const FETCH_WINDOW: usize = 1024;
+/// Blobs one request keeps in flight (fetching or waiting for their commit): twice what
+/// the batches of small blobs hold at once (`fetch/gather.rs`), so that the next batches
+/// fill while those are under way. Each costs memory: in a cold fetch of 20,000 small
+/// files, a window of 1024 took the daemon's peak RSS from 58 to 64 MiB, and was slower.
+pub(crate) const FETCH_WINDOW: usize = 512;
 
 /// How often a long call reports progress at most.
 pub(crate) const PROGRESS_EVERY: Duration = Duration::from_millis(100);

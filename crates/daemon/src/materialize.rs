@@ -418,6 +418,14 @@ impl Daemon {
         let window = FETCH_WINDOW.max(self.options.fetch_concurrency);
         let receiving = crate::fetch::Receiving::default();
         let batch = self.claim_batch(&work, &references).await;
+        // Many small blobs from the upstream: asked for in batches (`fetch/gather.rs`).
+        let gather = work
+            .iter()
+            .filter(|(key, size, _)| {
+                *size <= crate::fetch::GATHER_MAX && !references.contains_key(key)
+            })
+            .count()
+            >= crate::fetch::GATHER_FROM;
         let work = futures_util::stream::iter(work)
             .map(|(key, size, prove)| {
                 let (fetcher, receiving) = (self.fetcher.clone(), receiving.clone());
@@ -427,7 +435,7 @@ impl Daemon {
                 async move {
                     let Some((path, uri)) = reference else {
                         let downloaded = fetcher
-                            .ensure_from(key, size, None, Some(&receiving), batch.as_ref())
+                            .ensure_from(key, size, None, Some(&receiving), batch.as_ref(), gather)
                             .await?;
                         return Ok(Got {
                             size,
@@ -440,7 +448,7 @@ impl Daemon {
                         Some(fetcher.prove(key, size, source).await)
                     } else {
                         fetcher
-                            .ensure_from(key, size, Some(source), Some(&receiving), None)
+                            .ensure_from(key, size, Some(source), Some(&receiving), None, false)
                             .await
                             .transpose()
                     }
@@ -601,7 +609,7 @@ impl Daemon {
                     .transpose()?;
                 if let Some(bytes) = self
                     .fetcher
-                    .ensure_from(key, size, source, None, None)
+                    .ensure_from(key, size, source, None, None, false)
                     .await?
                 {
                     retried.blobs += 1;

@@ -487,7 +487,7 @@ async fn verify(
     let bad = futures_util::stream::iter(report.bad)
         .map(|bad| async move {
             tracing::warn!(key = %bad.key, why = bad.why, "verify: quarantined a bad blob");
-            let repaired = daemon.fetcher.ensure_from(bad.key, bad.size, None, None, None).await;
+            let repaired = daemon.fetcher.ensure_from(bad.key, bad.size, None, None, None, false).await;
             if let Err(e) = &repaired {
                 tracing::warn!(key = %bad.key, error = %e.detail, "verify: cannot fetch it again now");
             }

@@ -113,7 +113,7 @@ impl Scrub {
                 tracing::warn!(key = %bad.key, why = bad.why, "scrub: a blob rotted; fetching it again");
                 let repaired = handle.block_on(async {
                     fetcher
-                        .ensure_from(bad.key, bad.size, None, None, None)
+                        .ensure_from(bad.key, bad.size, None, None, None, false)
                         .await?;
                     fetcher.commit_now().await
                 });

@@ -437,6 +437,21 @@ impl BlobWriter<'_> {
     }
 
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.hasher.update(data);
+        self.write_unhashed(data)
+    }
+
+    /// The whole blob, from bytes the caller has just hashed to `digest` in this very
+    /// buffer (an upstream's checked answer): written without hashing them again, then
+    /// staged like [`Self::finish_staged`], which still checks the size and the digest
+    /// against what was expected.
+    pub fn stage_checked(mut self, data: &[u8], digest: Digest) -> Result<Staged> {
+        self.write_unhashed(data)?;
+        self.precomputed = Some(digest);
+        self.finish_staged()
+    }
+
+    fn write_unhashed(&mut self, data: &[u8]) -> Result<()> {
         if let Some((digest, size)) = self.expected
             && self.written + data.len() as u64 > size
         {
@@ -448,7 +463,6 @@ impl BlobWriter<'_> {
                 actual,
             });
         }
-        self.hasher.update(data);
         if let Err(e) = self.file.write_all(data) {
             // A partial that filled the disk would keep it full (even the index could not
             // open): drop it; resuming is worth less than a working cache.

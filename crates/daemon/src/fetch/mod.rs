@@ -28,8 +28,10 @@
 //! With a fleet tier, a blob the upstream would serve is asked of the tier first, and one
 //! fetched from the upstream is offered to it once committed (`tier.rs`).
 
+mod gather;
 mod tier;
 
+pub(crate) use gather::{GATHER_FROM, GATHER_MAX};
 pub(crate) use tier::{RequestBatch, TIER_MISS};
 
 use std::collections::HashMap;
@@ -191,6 +193,8 @@ pub(crate) struct Fetcher {
     /// Where a blob comes from when a request names no other source: the upstream, unless
     /// it serves files by path only (W&B; see [`Self::ensure_foreign`]).
     blobs: Option<Arc<dyn BlobSource>>,
+    /// The upstream's small blobs, asked for in batches (`gather.rs`).
+    gather: Option<Arc<gather::Gather>>,
     permits: Arc<Semaphore>,
     /// Staged blobs not yet committed.
     pending: Mutex<Vec<Staged>>,
@@ -227,8 +231,9 @@ impl std::fmt::Display for ForeignKey {
 enum Route {
     /// Straight to its source (a reference entry's URI).
     Direct,
-    /// The tier, then the upstream; with the request's batch, if it claimed one.
-    Tiered(Option<Arc<RequestBatch>>),
+    /// The tier, then the upstream; with the request's tier batch, if it claimed one,
+    /// and whether the request gathers its small blobs into batch requests.
+    Tiered(Option<Arc<RequestBatch>>, bool),
 }
 
 /// Attempts at a blob or file whose bytes did not match the digest they should have (a
@@ -247,6 +252,7 @@ impl Fetcher {
         Self {
             store,
             ranges,
+            gather: blobs.clone().map(gather::Gather::new),
             blobs,
             tier,
             offers: Mutex::default(),
@@ -286,8 +292,9 @@ impl Fetcher {
     /// reference entry's URI) or, without one, from the upstream; the bytes are checked
     /// against `key` either way. An upstream that serves files only by path (W&B) cannot
     /// be asked for a blob: that is an error, and the next request of a version naming the
-    /// blob fetches it. Returns the bytes this fetch (or the concurrent one it
-    /// joined) downloaded, `None` if nothing had to be.
+    /// blob fetches it. A request that fetches many small blobs `gather`s them: the
+    /// upstream's are asked for in batches (`gather.rs`). Returns the bytes this fetch (or
+    /// the concurrent one it joined) downloaded, `None` if nothing had to be.
     pub(crate) async fn ensure_from(
         self: &Arc<Self>,
         key: BlobKey,
@@ -295,6 +302,7 @@ impl Fetcher {
         source: Option<Arc<dyn BlobSource>>,
         receiving: Option<&Receiving>,
         batch: Option<&Arc<RequestBatch>>,
+        gather: bool,
     ) -> Result<Option<u64>, ApiError> {
         // Only the upstream's blobs go through the tier: a reference entry's bytes are
         // fetched from where the entry says, for whom the reference policy allows.
@@ -319,7 +327,7 @@ impl Fetcher {
                 let (this, source, batch) = (this.clone(), source.clone(), batch.clone());
                 let tally = receiving.as_ref().map(Receiving::tally);
                 let route = if tiered {
-                    Route::Tiered(batch)
+                    Route::Tiered(batch, gather)
                 } else {
                     Route::Direct
                 };
@@ -467,16 +475,19 @@ impl Fetcher {
         route: Route,
     ) -> Result<Option<u64>, ApiError> {
         let tally = tally.map(Arc::new);
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| ApiError::internal("the fetch engine is shutting down"))?;
+        let mut permit = Some(
+            self.permits
+                .acquire()
+                .await
+                .map_err(|_| ApiError::internal("the fetch engine is shutting down"))?,
+        );
+        let gathered =
+            matches!(route, Route::Tiered(_, true)) && size <= GATHER_MAX && self.gather.is_some();
         self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
         // Boxed, and only with a tier: the tier's calls (leases, listings) make a future
         // of tens of KiB, which every fetch task would carry inline otherwise (measured:
         // 20 MiB more peak RSS in a cold fetch of 20,000 files, with no tier at all).
-        let plan = if let Route::Tiered(batch) = route
+        let plan = if let Route::Tiered(batch, _) = route
             && self.tier.is_some()
         {
             match Box::pin(self.ask_tier(key, size, tally.clone(), batch.as_deref())).await {
@@ -489,11 +500,16 @@ impl Fetcher {
         } else {
             tier::Plan::default()
         };
+        if gathered {
+            // A batch holds its blobs' place: the gatherer bounds its own requests.
+            permit = None;
+        }
         let staged = self
             .until_right_bytes(&key, || {
-                self.attempt(key, size, upstream.clone(), tally.clone())
+                self.attempt(key, size, upstream.clone(), tally.clone(), gathered)
             })
             .await;
+        drop(permit);
         self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
         match staged {
             Ok(None) => {
@@ -540,19 +556,20 @@ impl Fetcher {
         }
     }
 
-    /// One attempt at a blob from `source`, by its size.
+    /// One attempt at a blob from `source`, by its size; `gathered` in a batch request.
     async fn attempt(
         &self,
         key: BlobKey,
         size: u64,
         source: Arc<dyn BlobSource>,
         tally: Option<Arc<Tally>>,
+        gathered: bool,
     ) -> Result<Option<(Staged, u64)>, ApiError> {
         if let Some(tally) = &tally {
             tally.reset();
         }
         if size <= SMALL_BLOB {
-            self.fetch_small(key, size, source.as_ref()).await
+            self.fetch_small(key, size, source.as_ref(), gathered).await
         } else {
             self.fetch_streaming(key, size, source, tally).await
         }
@@ -740,17 +757,39 @@ impl Fetcher {
         key: BlobKey,
         size: u64,
         upstream: &dyn BlobSource,
+        gathered: bool,
     ) -> Result<Option<(Staged, u64)>, ApiError> {
-        let data = upstream
-            .fetch_blob(&key.digest, size, None)
-            .await?
-            .read_to_vec()
-            .await?;
+        let batched = match &self.gather {
+            Some(gather) if gathered => gather.get(key.digest, size).await,
+            _ => gather::Answer::Alone,
+        };
+        let data =
+            match batched {
+                gather::Answer::Blob(bytes) => bytes,
+                gather::Answer::Wrong(e) => return Err(e),
+                gather::Answer::Alone => {
+                    // A gathered blob that is fetched alone holds a place like any fetch.
+                    let _permit =
+                        if gathered {
+                            Some(self.permits.acquire().await.map_err(|_| {
+                                ApiError::internal("the fetch engine is shutting down")
+                            })?)
+                        } else {
+                            None
+                        };
+                    // The stream checks the size and digest of the whole blob before it ends.
+                    let data = upstream
+                        .fetch_blob(&key.digest, size, None)
+                        .await?
+                        .read_to_vec()
+                        .await?;
+                    bytes::Bytes::from(data)
+                }
+            };
         let store = self.store.clone();
         let write = move || {
-            let mut writer = store.writer(key.exec, Some((key.digest, size)))?;
-            writer.write(&data)?;
-            Ok(Some((writer.finish_staged()?, size)))
+            let writer = store.writer(key.exec, Some((key.digest, size)))?;
+            Ok(Some((writer.stage_checked(&data, key.digest)?, size)))
         };
         if size <= INLINE_WRITE {
             return write();

@@ -143,7 +143,10 @@ impl Fetcher {
         let mut claimed = false;
         let mut wait = std::time::Duration::from_millis(20);
         loop {
-            match self.attempt(key, size, source.clone(), tally.clone()).await {
+            match self
+                .attempt(key, size, source.clone(), tally.clone(), false)
+                .await
+            {
                 Ok(staged) => {
                     tier.served(size);
                     return Via::Tier(staged);
