@@ -34,11 +34,7 @@ pub struct Proxied {
 impl Proxied {
     /// Imports each `(name, files)` into `dir/root`, then starts the three; `extra` are
     /// the daemon's flags.
-    pub fn start(
-        dir: &std::path::Path,
-        artifacts: &[(String, Files)],
-        extra: &[&str],
-    ) -> Self {
+    pub fn start(dir: &std::path::Path, artifacts: &[(String, Files)], extra: &[&str]) -> Self {
         let root = dir.join("root");
         for (i, (name, files)) in artifacts.iter().enumerate() {
             let src = dir.join(format!("src{i}"));

@@ -478,7 +478,13 @@ impl BlobWriter<'_> {
                 source: e,
             });
         }
+        let step = crate::sys::WRITEBACK_STEP;
+        let before = self.written / step * step;
         self.written += data.len() as u64;
+        let after = self.written / step * step;
+        if after > before {
+            crate::sys::start_writeback(&self.file, before..after);
+        }
         Ok(())
     }
 

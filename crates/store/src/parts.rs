@@ -398,6 +398,7 @@ impl Part<'_, '_> {
                 .insert(self.index, self.hasher.finalize_non_root());
         }
         drop(done);
+        crate::sys::start_writeback(self.parent.writer.file(), self.range.clone());
         if let Some((name, ledger)) = &self.parent.ledger {
             ledger
                 .lock()

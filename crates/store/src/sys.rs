@@ -1,5 +1,5 @@
 //! Small facts and system calls every part of the store uses: the pinned blob mtime, the
-//! daemon's uid, the wall clock, a rename that never replaces.
+//! daemon's uid, the wall clock, a rename that never replaces, early writeback.
 
 use std::os::fd::AsFd;
 
@@ -41,4 +41,28 @@ pub(crate) fn rename_noreplace(
     to: &str,
 ) -> rustix::io::Result<()> {
     rustix::fs::renameat_with(from_dir, from, to_dir, to, RenameFlags::NOREPLACE)
+}
+
+/// Bytes a blob writer writes between two calls of [`start_writeback`].
+pub(crate) const WRITEBACK_STEP: u64 = 8 << 20;
+
+/// Starts writing `range` of a blob being written to disk, without waiting for it: the
+/// commit's `syncfs` then finds most of a large blob on disk already, instead of all of
+/// it dirty in the page cache (the kernel starts on its own only once a tenth of memory
+/// is dirty). Measured: a cold fetch of 4 × 256 MiB in 0.87 s instead of 1.2. Not worth
+/// it for small blobs (a call each; no faster over 20,000 files). A hint only: the commit
+/// still makes the bytes durable, so a failure is ignored.
+pub(crate) fn start_writeback(file: &std::fs::File, range: std::ops::Range<u64>) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (
+        libc::off64_t::try_from(range.start),
+        libc::off64_t::try_from(range.end.saturating_sub(range.start)),
+    ) else {
+        return;
+    };
+    // SAFETY: the descriptor is open for as long as `file` lives; the call reads no memory.
+    #[expect(unsafe_code, reason = "rustix does not wrap sync_file_range")]
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
 }
