@@ -523,11 +523,12 @@ pub(crate) async fn missing(
     Ok(json(StatusCode::OK, &MissingResponse { missing }))
 }
 
-/// `POST /v1/blobs/batch`: the asked blobs, framed as [`BatchRequest`] says. One blocking
-/// thread reads them in order and hands the frames to the connection as it goes, a few
-/// hundred KiB at a time, so the first blobs are on their way while later ones are read.
-/// A blob the caller may not read is sent as absent, like one the server lacks: a `GET`
-/// of it tells the caller which (`403` or `404`).
+/// `POST /v1/blobs/batch`: the asked blobs, framed as [`BatchRequest`] says. The answer is
+/// read in pieces of about [`BATCH_FLUSH`] bytes, one trip to the blocking pool each, as
+/// the connection takes them: a client that reads slowly holds no thread, and the first
+/// blobs are on their way while later ones are read. A blob the caller may not read is
+/// sent as absent, like one the server lacks: a `GET` of it tells the caller which (`403`
+/// or `404`).
 pub(crate) async fn batch(
     state: &Arc<State>,
     caller: &Caller,
@@ -549,13 +550,31 @@ pub(crate) async fn batch(
             (digest, readable)
         })
         .collect();
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let st = state.clone();
-    tokio::task::spawn_blocking(move || send_batch(&st, &wanted, &tx));
-    let frames = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|frame| (frame, rx))
+    let cursor = BatchCursor {
+        state: state.clone(),
+        wanted: wanted.into_iter(),
+        open: None,
+    };
+    let pieces = futures_util::stream::unfold(Some(cursor), |cursor| async move {
+        let mut cursor = cursor?;
+        let read = tokio::task::spawn_blocking(move || {
+            let piece = cursor.next_piece();
+            (cursor, piece)
+        })
+        .await;
+        match read {
+            Ok((_, None)) => None,
+            Ok((cursor, Some(Ok(piece)))) => Some((Ok(Frame::data(piece)), Some(cursor))),
+            // The answer ends early: the client sees it break off, and asks for the rest
+            // one by one.
+            Ok((_, Some(Err(e)))) => Some((Err(e), None)),
+            Err(e) => {
+                tracing::error!(error = %e, "blob task panicked");
+                Some((Err(std::io::Error::other("the blob task failed")), None))
+            }
+        }
     });
-    let mut response = Response::new(StreamBody::new(frames).boxed_unsync());
+    let mut response = Response::new(StreamBody::new(pieces).boxed_unsync());
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
@@ -563,68 +582,61 @@ pub(crate) async fn batch(
     Ok(response)
 }
 
-type FrameSender = tokio::sync::mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>;
-
-/// Reads and sends the frames of a batch answer; a blob that cannot be read ends the
-/// answer with an error (the client sees it break off, and asks for the rest one by one).
-fn send_batch(state: &State, wanted: &[(Digest, bool)], tx: &FrameSender) {
-    let mut out = BytesMut::new();
-    let flush = |out: &mut BytesMut| {
-        tx.blocking_send(Ok(Frame::data(out.split().freeze())))
-            .is_ok()
-    };
-    for (digest, readable) in wanted {
-        let path = state.root.blob_path(digest);
-        let file = match readable.then(|| hoard_layout::dir::open_regular(&path)) {
-            None => None,
-            Some(Ok(file)) => Some(file),
-            Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Some(Err(e)) => {
-                tracing::error!(path = %path.display(), error = %e, "cannot read blob");
-                let _ = tx.blocking_send(Err(e));
-                return;
-            }
-        };
-        let Some(mut file) = file else {
-            out.extend_from_slice(&BATCH_ABSENT.to_be_bytes());
-            continue;
-        };
-        if let Err(e) = append_blob(state, &mut file, &mut out, &flush) {
-            tracing::error!(path = %path.display(), error = %e, "cannot read blob");
-            let _ = tx.blocking_send(Err(e));
-            return;
-        }
-        state.metrics.batched();
-    }
-    if !out.is_empty() {
-        flush(&mut out);
-    }
+/// How far a batch answer is: the blobs still to send, and the one being sent (its file
+/// and the bytes of it still to read).
+struct BatchCursor {
+    state: Arc<State>,
+    wanted: std::vec::IntoIter<(Digest, bool)>,
+    open: Option<(std::fs::File, u64, PathBuf)>,
 }
 
-/// Appends one blob's frame (length, bytes) to `out`, handing `out` to `flush` whenever it
-/// holds [`BATCH_FLUSH`] bytes or more. `Err` when the file cannot be read whole, or the
-/// connection went away (nothing more to send then).
-fn append_blob(
-    state: &State,
-    file: &mut std::fs::File,
-    out: &mut BytesMut,
-    flush: &impl Fn(&mut BytesMut) -> bool,
-) -> std::io::Result<()> {
-    let size = file.metadata()?.len();
-    out.extend_from_slice(&size.to_be_bytes());
-    let mut left = size;
-    while left > 0 {
-        let want = SEND_CHUNK.min(usize::try_from(left).unwrap_or(SEND_CHUNK));
-        let start = out.len();
-        out.resize(start + want, 0);
-        file.read_exact(&mut out[start..])?;
-        state.metrics.served(want as u64);
-        left -= want as u64;
-        if out.len() >= BATCH_FLUSH && !flush(out) {
-            return Err(std::io::Error::other("the client went away"));
+impl BatchCursor {
+    /// The next piece of the answer (at least [`BATCH_FLUSH`] bytes unless it is the
+    /// last); `None` after the last. `Err` when a blob cannot be read whole.
+    fn next_piece(&mut self) -> Option<std::io::Result<Bytes>> {
+        let mut out = BytesMut::new();
+        while out.len() < BATCH_FLUSH {
+            if let Some((file, left, path)) = &mut self.open {
+                if *left == 0 {
+                    self.open = None;
+                    self.state.metrics.batched();
+                    continue;
+                }
+                let want = SEND_CHUNK.min(usize::try_from(*left).unwrap_or(SEND_CHUNK));
+                let start = out.len();
+                out.resize(start + want, 0);
+                if let Err(e) = file.read_exact(&mut out[start..]) {
+                    tracing::error!(path = %path.display(), error = %e, "cannot read blob");
+                    return Some(Err(e));
+                }
+                self.state.metrics.served(want as u64);
+                *left -= want as u64;
+                continue;
+            }
+            let Some((digest, readable)) = self.wanted.next() else {
+                break;
+            };
+            let path = self.state.root.blob_path(&digest);
+            let opened = readable
+                .then(|| hoard_layout::dir::open_regular(&path))
+                .and_then(|opened| match opened {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    other => Some(other.and_then(|file| Ok((file.metadata()?.len(), file)))),
+                });
+            match opened {
+                None => out.extend_from_slice(&BATCH_ABSENT.to_be_bytes()),
+                Some(Ok((size, file))) => {
+                    out.extend_from_slice(&size.to_be_bytes());
+                    self.open = Some((file, size, path));
+                }
+                Some(Err(e)) => {
+                    tracing::error!(path = %path.display(), error = %e, "cannot read blob");
+                    return Some(Err(e));
+                }
+            }
         }
+        (!out.is_empty()).then(|| Ok(out.freeze()))
     }
-    Ok(())
 }
 
 #[cfg(test)]
