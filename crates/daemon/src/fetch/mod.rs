@@ -763,29 +763,11 @@ impl Fetcher {
             Some(gather) if gathered => gather.get(key.digest, size).await,
             _ => gather::Answer::Alone,
         };
-        let data =
-            match batched {
-                gather::Answer::Blob(bytes) => bytes,
-                gather::Answer::Wrong(e) => return Err(e),
-                gather::Answer::Alone => {
-                    // A gathered blob that is fetched alone holds a place like any fetch.
-                    let _permit =
-                        if gathered {
-                            Some(self.permits.acquire().await.map_err(|_| {
-                                ApiError::internal("the fetch engine is shutting down")
-                            })?)
-                        } else {
-                            None
-                        };
-                    // The stream checks the size and digest of the whole blob before it ends.
-                    let data = upstream
-                        .fetch_blob(&key.digest, size, None)
-                        .await?
-                        .read_to_vec()
-                        .await?;
-                    bytes::Bytes::from(data)
-                }
-            };
+        let data = match batched {
+            gather::Answer::Blob(bytes) => bytes,
+            gather::Answer::Wrong(e) => return Err(e),
+            gather::Answer::Alone => self.fetch_alone(key, size, upstream, gathered).await?,
+        };
         let store = self.store.clone();
         let write = move || {
             let writer = store.writer(key.exec, Some((key.digest, size)))?;
@@ -797,6 +779,30 @@ impl Fetcher {
         tokio::task::spawn_blocking(write)
             .await
             .unwrap_or_else(|e| Err(ApiError::internal(format!("the fetch task failed: {e}"))))
+    }
+
+    /// A small blob's bytes in a request of its own. One that was to be gathered (and was
+    /// not delivered) takes a place among the fetches first, as any fetch does.
+    async fn fetch_alone(
+        &self,
+        key: BlobKey,
+        size: u64,
+        upstream: &dyn BlobSource,
+        gathered: bool,
+    ) -> Result<bytes::Bytes, ApiError> {
+        let _permit = if gathered {
+            let permit = self.permits.acquire().await;
+            Some(permit.map_err(|_| ApiError::internal("the fetch engine is shutting down"))?)
+        } else {
+            None
+        };
+        // The stream checks the size and digest of the whole blob before it ends.
+        let data = upstream
+            .fetch_blob(&key.digest, size, None)
+            .await?
+            .read_to_vec()
+            .await?;
+        Ok(data.into())
     }
 
     /// A larger blob: streamed to disk from a blocking thread, resuming a partial, or as
