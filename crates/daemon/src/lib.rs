@@ -17,8 +17,9 @@
 //!   the upstream is down).
 //! - `fetch/`: the fetch engine (coalescing, bounded concurrency, detached fetches,
 //!   ranges, one commit for many blobs) and, in `fetch/tier.rs`, the fleet tier's part in
-//!   it (asked first, leases and batches, offers once committed); `drive.rs` drives one
-//!   request's fetches and reports progress.
+//!   it (asked first, leases and batches, offers once committed), in `fetch/gather.rs`
+//!   the batch requests of a large request's small blobs; `drive.rs` drives one request's
+//!   fetches and reports progress.
 //! - `outbox.rs`: publishes on their way upstream, with backoff.
 //! - `budget.rs`: the cache budget and eviction.
 //! - `access.rs`: confirming with the upstream, by the caller's credential, that they may
