@@ -370,7 +370,7 @@ impl Daemon {
     /// and a lease that keeps all the version's blobs from eviction (hold it until they
     /// are linked). For a caller who is not the daemon's user, a cached blob that only
     /// reference entries name counts only once its bytes came from that reference (see
-    /// [`Store::proven`]): until then it is fetched from there and checked, unkept.
+    /// [`hoard_store::Store::proven`]): until then it is fetched from there and checked, unkept.
     async fn fetch_missing(
         self: &Arc<Self>,
         manifest: &Manifest,

@@ -13,7 +13,7 @@ use crate::Daemon;
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Serves the socket API on `listener` until `shutdown` completes, then lets calls in
-/// flight finish (up to [`DRAIN`]) and flushes the store. A panicking call ends only its
+/// flight finish (up to `DRAIN`) and flushes the store. A panicking call ends only its
 /// connection.
 pub async fn run(
     listener: UnixListener,

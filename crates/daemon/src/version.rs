@@ -22,7 +22,7 @@ pub(crate) enum Versioned {
     /// committed upstream.
     Native(Arc<Version>),
     /// A version of a foreign upstream (W&B), whose files are bound to blobs per request,
-    /// and its [`ForeignVersion::digest`].
+    /// and its [`hoard_types::ForeignVersion::digest`].
     Foreign(Arc<hoard_types::ForeignVersion>, hoard_types::Digest),
 }
 

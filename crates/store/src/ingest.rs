@@ -47,7 +47,7 @@ pub struct Ingested {
 
 /// A blob renamed into place whose bytes and index row are not durable yet: hand a batch
 /// of them to [`Store::commit_staged`] (one `syncfs`, one index batch). Until then the blob
-/// is not [`Store::present`]; after a crash, reconciliation re-hashes it.
+/// is not `Store::present`; after a crash, reconciliation re-hashes it.
 #[derive(Debug)]
 #[must_use = "a staged blob is not in the index until it is committed"]
 pub struct Staged {
@@ -166,7 +166,7 @@ impl Store {
     /// otherwise be downloaded until the disk is full). Small blobs skip the check: a
     /// full disk fails their write just as clearly.
     ///
-    /// A reserve stays free for the index ([`Store::reserve`]): RocksDB, once a write of
+    /// A reserve stays free for the index (see `Store::free_space`): RocksDB, once a write of
     /// its fails for want of space, refuses every write until it has polled the disk again
     /// (every 5 s), so hoard's own blobs must never be what fills the disk.
     pub fn room_for(&self, what: &str, size: u64) -> Result<()> {
@@ -302,7 +302,7 @@ impl Store {
     }
 
     /// Makes staged blobs durable, then writes their rows in one batch: a row never points
-    /// at bytes that are not durable. Up to [`SYNC_EACH_AT_MOST`] new blobs are synced one
+    /// at bytes that are not durable. Up to `SYNC_EACH_AT_MOST` new blobs are synced one
     /// by one (in parallel, with their directories); more, with one `syncfs`.
     pub fn commit_staged<'s>(&self, staged: impl IntoIterator<Item = &'s Staged>) -> Result<()> {
         let staged: Vec<&Staged> = staged.into_iter().collect();

@@ -135,7 +135,7 @@ impl Store {
         self.layout.blobs().join(key.relative_path())
     }
 
-    /// The index row of a blob, if it has one (it may still fail [`Self::check`]).
+    /// The index row of a blob, if it has one (it may still fail `Self::check`).
     pub fn record(&self, key: &BlobKey) -> Result<Option<BlobRecord>> {
         self.index.blob(key)
     }

@@ -58,7 +58,7 @@ impl Selector {
     }
 
     /// The selector as one URL path segment of the registry protocol: `vN`, the alias, or
-    /// `@<digest>`. Every form is a safe segment (see [`check_segment`]), and
+    /// `@<digest>`. Every form is a safe segment (see `check_segment`), and
     /// [`Self::from_segment`] reads it back.
     pub fn to_segment(&self) -> String {
         match self {

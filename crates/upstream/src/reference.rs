@@ -1,5 +1,5 @@
 //! Reference entries: files whose bytes live at a URI (`https://`, `http://`, `file://`)
-//! rather than in the upstream's blob store. [`reference`] gives a [`BlobSource`], so the
+//! rather than in the upstream's blob store. [`reference()`] gives a [`BlobSource`], so the
 //! fetch engine treats a reference like any blob:
 //! streamed, resumed, fetched in ranges, and checked against the manifest's digest and
 //! size before it becomes visible. `s3://` is fetched with the daemon's AWS credentials,

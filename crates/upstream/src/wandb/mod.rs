@@ -4,7 +4,7 @@
 //! - Resolve: `ArtifactMembershipByName` with the whole `name:alias` (or `name:vN`); the
 //!   server resolves it. A name the key cannot see comes back `null`: not found.
 //! - Manifest: `FetchArtifactManifest(id)` gives a signed URL; the manifest names files by
-//!   base64 MD5 ([`manifest`]).
+//!   base64 MD5 (`manifest.rs`).
 //! - Files: `GetArtifactMembershipFileUrls` pages of signed URLs, asked only when files
 //!   are missing, and by name when few are; a URL that has expired (403) is asked for
 //!   again, then the authenticated `artifactsV2` (or V1 `artifacts`) path is tried.
