@@ -46,6 +46,26 @@ const BATCH_BYTES: u64 = 1 << 20;
 /// Batches under way at once.
 const BATCHES: usize = 4;
 
+/// A sender that ends in a panic gives its place back and answers what is queued
+/// (fetched alone), so that no blob waits for a sender that is gone.
+struct OnPanic<'a>(&'a Gather);
+
+impl Drop for OnPanic<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let queued = {
+            let mut queue = self.0.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            queue.senders -= 1;
+            std::mem::take(&mut queue.wants)
+        };
+        for want in queued {
+            let _ = want.reply.send(Answer::Alone);
+        }
+    }
+}
+
 /// What a gathered blob's fetch is told.
 pub(crate) enum Answer {
     /// The bytes; their length and digest checked out.
@@ -107,6 +127,7 @@ impl Gather {
 
     /// Sends batches until none is left to send.
     async fn send(self: Arc<Self>) {
+        let _unwinding = OnPanic(&self);
         loop {
             let wants = {
                 let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
@@ -189,5 +210,67 @@ impl Gather {
         for want in queued {
             let _ = want.reply.send(Answer::Alone);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::Range;
+
+    use hoard_upstream::{BlobBatch, BlobStream, BoxFuture};
+
+    use super::*;
+
+    /// A source whose batch requests panic.
+    struct Panicking;
+
+    impl BlobSource for Panicking {
+        fn describe(&self) -> String {
+            "panicking".into()
+        }
+
+        fn fetch_blob<'a>(
+            &'a self,
+            _digest: &'a Digest,
+            _size: u64,
+            _range: Option<Range<u64>>,
+        ) -> BoxFuture<'a, Result<BlobStream, Error>> {
+            Box::pin(async {
+                Err(Error::Unsupported {
+                    what: "blobs".into(),
+                })
+            })
+        }
+
+        fn fetch_batch(
+            &self,
+            _blobs: Vec<(Digest, u64)>,
+        ) -> Option<BoxFuture<'_, Result<BlobBatch, Error>>> {
+            panic!("a sender's bug");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sender_that_panics_leaves_no_blob_waiting() {
+        let gather = Gather::new(Arc::new(Panicking));
+        for round in 0..6 {
+            let asks = (0..20u8).map(|i| gather.get(Digest::of(&[round, i]), 1));
+            let answers = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                futures_util::future::join_all(asks),
+            )
+            .await
+            .expect("every blob is answered");
+            assert!(answers.iter().all(|a| matches!(a, Answer::Alone)));
+        }
+        assert_eq!(
+            gather
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .senders,
+            0,
+            "the senders gave their places back"
+        );
     }
 }
