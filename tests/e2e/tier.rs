@@ -94,6 +94,39 @@ fn borrowed(files: &[(String, Vec<u8>)]) -> Vec<(&str, &[u8])> {
         .collect()
 }
 
+/// `out` holds each of `files` with its bytes.
+fn has_files(out: &Path, files: &[(String, Vec<u8>)]) {
+    for (path, data) in files {
+        assert_eq!(&std::fs::read(out.join(path)).unwrap(), data, "{path}");
+    }
+}
+
+const WANDB_KEY: &str = "0123456789abcdef0123456789abcdef01234567";
+
+/// A fake W&B and a Garage cluster, for fleets whose upstream is W&B.
+struct WandbFleet {
+    tmp: tempfile::TempDir,
+    fake: hoard_tests::fake_wandb::FakeWandb,
+    garage: Garage,
+}
+
+impl WandbFleet {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let fake = hoard_tests::fake_wandb::FakeWandb::start(WANDB_KEY);
+        let garage = Garage::start(&tmp.path().join("garage"));
+        Self { tmp, fake, garage }
+    }
+
+    /// A box in `tmp/name` on the tier through node `node`, with the W&B key.
+    fn tier_box(&self, name: &str, node: usize) -> DaemonProcess {
+        let key = [("WANDB_API_KEY", WANDB_KEY.to_owned())];
+        let upstream = format!("wandb+{}", self.fake.url);
+        let dir = self.tmp.path().join(name);
+        tier_box(&dir, &self.garage.bucket(node), &upstream, &key)
+    }
+}
+
 impl Fleet {
     fn new() -> Self {
         Self::on(Kind::Garage)
@@ -559,34 +592,25 @@ fn a_publish_fills_the_tier() {
 /// MD5's binding in the tier) with no call to W&B at all.
 #[test]
 fn a_second_box_of_a_wandb_fleet_needs_no_wandb_call() {
-    const KEY: &str = "0123456789abcdef0123456789abcdef01234567";
-    let tmp = tempfile::tempdir().unwrap();
-    let fake = hoard_tests::fake_wandb::FakeWandb::start(KEY);
+    let fleet = WandbFleet::new();
+    let (tmp, fake, garage) = (&fleet.tmp, &fleet.fake, &fleet.garage);
     let files: Vec<(String, Vec<u8>)> = (0..5)
         .map(|i| (format!("images/{i}.png"), bytes_of(i, 3000 + i)))
         .chain([("weights.bin".to_owned(), bytes_of(99, 2 << 20))])
         .collect();
     let borrowed = borrowed(&files);
     fake.add_version("acme/vision/pets", &borrowed, &["latest"]);
-    let garage = Garage::start(&tmp.path().join("garage"));
-    let upstream = format!("wandb+{}", fake.url);
-    let start = |name: &str| {
-        let key = [("WANDB_API_KEY", KEY.to_owned())];
-        tier_box(&tmp.path().join(name), &garage.bucket(0), &upstream, &key)
-    };
-    let first = start("first");
+    let first = fleet.tier_box("first", 0);
     get(&first, "acme/vision/pets:v0", &tmp.path().join("out1"));
     let tier = settled(&first);
     assert_eq!(tier["uploads"], files.len(), "{tier}");
     let (ops, downloads) = (fake.all_ops(), fake.downloads());
     assert_eq!(downloads, files.len() as u64);
 
-    let second = start("second");
+    let second = fleet.tier_box("second", 0);
     let out = tmp.path().join("out2");
     get(&second, "acme/vision/pets:v0", &out);
-    for (path, data) in &files {
-        assert_eq!(&std::fs::read(out.join(path)).unwrap(), data, "{path}");
-    }
+    has_files(&out, &files);
     assert_eq!(fake.all_ops(), ops, "no W&B call");
     assert_eq!(fake.downloads(), downloads, "no W&B download");
     let tier = tier_status(&second);
@@ -762,9 +786,7 @@ fn a_second_box_of_a_hub_fleet_needs_no_hub_call() {
     let second = start("second");
     let out = tmp.path().join("out2");
     get(&second, &reference, &out);
-    for (path, data) in &files {
-        assert_eq!(&std::fs::read(out.join(path)).unwrap(), data, "{path}");
-    }
+    has_files(&out, &files);
     assert_eq!(hub.api_calls(), calls, "no call to the Hub's API");
     assert_eq!(hub.downloads(), downloads, "no download from the Hub");
     let tier = tier_status(&second);
@@ -783,23 +805,16 @@ fn a_second_box_of_a_hub_fleet_needs_no_hub_call() {
 /// read from the tier.
 #[test]
 fn four_boxes_of_a_wandb_fleet_download_each_file_once() {
-    const KEY: &str = "0123456789abcdef0123456789abcdef01234567";
-    let tmp = tempfile::tempdir().unwrap();
-    let fake = hoard_tests::fake_wandb::FakeWandb::start(KEY);
+    let fleet = WandbFleet::new();
+    let (tmp, fake) = (&fleet.tmp, &fleet.fake);
     let files: Vec<(String, Vec<u8>)> = (0..30)
         .map(|i| (format!("images/{i}.png"), bytes_of(200 + i, 2000 + i)))
         .chain([("weights.bin".to_owned(), bytes_of(299, 3 << 20))])
         .collect();
     let borrowed = borrowed(&files);
     fake.add_version("acme/vision/pets", &borrowed, &["latest"]);
-    let garage = Garage::start(&tmp.path().join("garage"));
-    let upstream = format!("wandb+{}", fake.url);
     let boxes: Vec<DaemonProcess> = (0..4)
-        .map(|i| {
-            let dir = tmp.path().join(format!("box{i}"));
-            let key = [("WANDB_API_KEY", KEY.to_owned())];
-            tier_box(&dir, &garage.bucket(i % 3), &upstream, &key)
-        })
+        .map(|i| fleet.tier_box(&format!("box{i}"), i % 3))
         .collect();
     std::thread::scope(|scope| {
         for (i, daemon) in boxes.iter().enumerate() {
@@ -808,10 +823,7 @@ fn four_boxes_of_a_wandb_fleet_download_each_file_once() {
         }
     });
     for i in 0..4 {
-        let out = tmp.path().join(format!("out{i}"));
-        for (path, data) in &files {
-            assert_eq!(&std::fs::read(out.join(path)).unwrap(), data, "{path}");
-        }
+        has_files(&tmp.path().join(format!("out{i}")), &files);
     }
     let statuses: Vec<serde_json::Value> = boxes.iter().map(settled).collect();
     assert_eq!(
@@ -827,32 +839,23 @@ fn four_boxes_of_a_wandb_fleet_download_each_file_once() {
 /// its own project, as a box without a tier would.
 #[test]
 fn a_binding_from_one_project_is_not_used_for_another() {
-    const KEY: &str = "0123456789abcdef0123456789abcdef01234567";
-    let tmp = tempfile::tempdir().unwrap();
-    let fake = hoard_tests::fake_wandb::FakeWandb::start(KEY);
+    let fleet = WandbFleet::new();
+    let (tmp, fake) = (&fleet.tmp, &fleet.fake);
     let files: Vec<(String, Vec<u8>)> = (0..3)
         .map(|i| (format!("secret/{i}.bin"), bytes_of(400 + i, 5000 + i)))
         .collect();
     let borrowed = borrowed(&files);
     fake.add_version("acme/vision/pets", &borrowed, &["latest"]);
     fake.add_version("acme/other/copy", &borrowed, &["latest"]);
-    let garage = Garage::start(&tmp.path().join("garage"));
-    let upstream = format!("wandb+{}", fake.url);
-    let start = |name: &str| {
-        let key = [("WANDB_API_KEY", KEY.to_owned())];
-        tier_box(&tmp.path().join(name), &garage.bucket(0), &upstream, &key)
-    };
-    let first = start("first");
+    let first = fleet.tier_box("first", 0);
     get(&first, "acme/vision/pets:v0", &tmp.path().join("out1"));
     settled(&first);
     let downloads = fake.downloads();
 
-    let second = start("second");
+    let second = fleet.tier_box("second", 0);
     let out = tmp.path().join("out2");
     get(&second, "acme/other/copy:v0", &out);
-    for (path, data) in &files {
-        assert_eq!(&std::fs::read(out.join(path)).unwrap(), data, "{path}");
-    }
+    has_files(&out, &files);
     assert_eq!(
         fake.downloads(),
         downloads + files.len() as u64,
