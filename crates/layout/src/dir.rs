@@ -790,6 +790,11 @@ fn lock_dir(dir: &Path) -> Result<File, Error> {
 /// (and with it a request and the process's shutdown). Anything but a regular file is an
 /// [`io::ErrorKind::InvalidInput`] error that says what it is.
 pub fn open_regular(path: &Path) -> io::Result<File> {
+    open_regular_len(path).map(|(file, _)| file)
+}
+
+/// [`open_regular`], and the file's length from the same `fstat`.
+pub fn open_regular_len(path: &Path) -> io::Result<(File, u64)> {
     use rustix::fs::{FileType, Mode, OFlags};
     let fd = rustix::fs::open(
         path,
@@ -813,7 +818,7 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
     }
     // Reads of a regular file never block anyway; the flag only mattered for the open.
     rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
-    Ok(File::from(fd))
+    Ok((File::from(fd), stat.st_size.try_into().unwrap_or(0)))
 }
 
 /// Reads a small file of the layout (a version's JSON, an alias) with [`open_regular`],

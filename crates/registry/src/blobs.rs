@@ -185,12 +185,11 @@ type Opened = (Arc<std::fs::File>, u64, Option<Bytes>);
 
 fn open_blob(path: &Path) -> Result<Option<Opened>, (PathBuf, std::io::Error)> {
     let failed = |e| (path.to_path_buf(), e);
-    let file = match hoard_layout::dir::open_regular(path) {
-        Ok(file) => file,
+    let (file, size) = match hoard_layout::dir::open_regular_len(path) {
+        Ok(opened) => opened,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(failed(e)),
     };
-    let size = file.metadata().map_err(failed)?.len();
     let whole = if size <= SEND_CHUNK as u64 {
         let mut buf = Vec::with_capacity(size as usize);
         (&file).take(size).read_to_end(&mut buf).map_err(failed)?;
@@ -618,14 +617,13 @@ impl BatchCursor {
             };
             let path = self.state.root.blob_path(&digest);
             let opened = readable
-                .then(|| hoard_layout::dir::open_regular(&path))
-                .and_then(|opened| match opened {
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                    other => Some(other.and_then(|file| Ok((file.metadata()?.len(), file)))),
-                });
+                .then(|| hoard_layout::dir::open_regular_len(&path))
+                .filter(
+                    |opened| !matches!(opened, Err(e) if e.kind() == std::io::ErrorKind::NotFound),
+                );
             match opened {
                 None => out.extend_from_slice(&BATCH_ABSENT.to_be_bytes()),
-                Some(Ok((size, file))) => {
+                Some(Ok((file, size))) => {
                     out.extend_from_slice(&size.to_be_bytes());
                     self.open = Some((file, size, path));
                 }
