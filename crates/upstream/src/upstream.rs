@@ -148,9 +148,8 @@ pub trait BlobSource: Send + Sync {
     /// does not (the caller asks for each blob with [`Self::fetch_blob`] then).
     fn fetch_batch(
         &self,
-        blobs: Vec<(Digest, u64)>,
+        _blobs: Vec<(Digest, u64)>,
     ) -> Option<BoxFuture<'_, Result<BlobBatch, Error>>> {
-        let _ = blobs;
         None
     }
 }

@@ -475,12 +475,11 @@ impl Fetcher {
         route: Route,
     ) -> Result<Option<u64>, ApiError> {
         let tally = tally.map(Arc::new);
-        let mut permit = Some(
-            self.permits
-                .acquire()
-                .await
-                .map_err(|_| ApiError::internal("the fetch engine is shutting down"))?,
-        );
+        let permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| ApiError::internal("the fetch engine is shutting down"))?;
         let gathered =
             matches!(route, Route::Tiered(_, true)) && size <= GATHER_MAX && self.gather.is_some();
         self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -500,16 +499,13 @@ impl Fetcher {
         } else {
             tier::Plan::default()
         };
-        if gathered {
-            // A batch holds its blobs' place: the gatherer bounds its own requests.
-            permit = None;
-        }
+        // A batch holds its blobs' place: the gatherer bounds its own requests.
+        let _permit = (!gathered).then_some(permit);
         let staged = self
             .until_right_bytes(&key, || {
                 self.attempt(key, size, upstream.clone(), tally.clone(), gathered)
             })
             .await;
-        drop(permit);
         self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
         match staged {
             Ok(None) => {
