@@ -231,6 +231,15 @@ async fn blobs_come_in_batches_in_the_order_asked() {
     expected.extend_from_slice(&u64::MAX.to_be_bytes());
     assert_eq!(raw.bytes().await.unwrap(), expected);
 
+    let anonymous = server
+        .http()
+        .req(reqwest::Method::POST, "/v1/blobs/batch")
+        .json(&serde_json::json!({"digests": [Digest::of(a)]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401, "no token, no bytes");
+
     let too_many = vec![gone; hoard_types::registry::MAX_BATCH + 1];
     let refused = server
         .as_(MEMBER)
